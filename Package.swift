@@ -1,0 +1,37 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+let package = Package(
+    name: "hmm-lab",
+    products: [
+        .library(name: "HMMLab", targets: ["HMMLab"]),
+        .executable(name: "bench", targets: ["bench"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    ],
+    targets: [
+        // Layer 1: platform shims. Only what Swift cannot call directly.
+        .target(
+            name: "CLinux",
+            path: "Sources/CLinux",
+            cSettings: [.define("_GNU_SOURCE")]
+        ),
+        .systemLibrary(name: "CNuma", path: "Sources/CNuma", pkgConfig: "numa", providers: [.apt(["libnuma-dev"])]),
+        .systemLibrary(name: "CPfm", path: "Sources/CPfm", providers: [.apt(["libpfm4-dev"])]),
+        // Layers 2-6: the model, one folder per layer.
+        .target(
+            name: "HMMLab",
+            dependencies: ["CLinux", "CNuma", "CPfm"],
+            path: "Sources/HMMLab"
+        ),
+        // Layer 7: the command line.
+        .executableTarget(
+            name: "bench",
+            dependencies: ["HMMLab", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            path: "Sources/bench"
+        ),
+        .testTarget(name: "HMMLabTests", dependencies: ["HMMLab"], path: "Tests/HMMLabTests"),
+    ],
+    swiftLanguageModes: [.v6]
+)

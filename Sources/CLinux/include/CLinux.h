@@ -1,0 +1,36 @@
+// CLinux: what Swift cannot call on Linux. Each wrapper is prefixed `clinux_`.
+// Variadic calls (syscall, prctl), function-like macros (_IO ioctls) and _GNU_SOURCE
+// declarations that the Glibc module hides.
+#ifndef CLINUX_H
+#define CLINUX_H
+
+#include <linux/perf_event.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+// ---- perf_event_open(2) ----
+int clinux_perf_event_open(struct perf_event_attr *attr, pid_t pid, int cpu, int group_fd, unsigned long flags);
+int clinux_perf_enable(int fd, int whole_group);   // PERF_EVENT_IOC_ENABLE [| PERF_IOC_FLAG_GROUP]
+int clinux_perf_disable(int fd, int whole_group);  // PERF_EVENT_IOC_DISABLE
+int clinux_perf_reset(int fd, int whole_group);    // PERF_EVENT_IOC_RESET
+int clinux_perf_id(int fd, uint64_t *id);          // PERF_EVENT_IOC_ID
+
+// ---- threads and CPUs ----
+pid_t clinux_gettid(void);
+/// Pins the calling thread to one CPU. Returns 0 or -errno.
+int clinux_pin_thread_to_cpu(int cpu);
+/// Number of CPUs the calling thread may run on (sched_getaffinity). -errno on failure.
+int clinux_allowed_cpu_count(void);
+
+// ---- memory ----
+/// MAP_HUGE_2MB from <linux/mman.h> (21 << MAP_HUGE_SHIFT).
+int clinux_map_huge_2mb(void);
+/// MADV_POPULATE_WRITE (Linux 5.14): populate writable, returning an error instead of SIGBUS.
+int clinux_madv_populate_write(void);
+/// MADV_COLLAPSE (Linux 6.1), missing from Debian 12's headers.
+int clinux_madv_collapse(void);
+/// Names an anonymous mapping (prctl PR_SET_VMA_ANON_NAME, Linux 5.17). VMAs with different names
+/// never merge, so /proc/self/smaps reports one Region per entry. Returns 0 or -errno.
+int clinux_name_anon_mapping(void *addr, size_t len, const char *name);
+
+#endif

@@ -1,0 +1,258 @@
+import Synchronization
+
+/// Why an allocation returned nothing.
+public enum AllocationFailure: Error, Equatable, Sendable {
+    /// No free block of that order is left.
+    case exhausted
+    /// ``FailureInjection`` drew a failure.
+    case injected
+}
+
+/// A buddy allocator restricted to the two orders the lab uses, 0 (4 KiB) and 9 (2 MiB), over a pool
+/// of `blocks × 512` frames numbered from 0.
+///
+/// Models the kernel's page allocator for these orders (`__alloc_pages()` → `rmqueue()`, and
+/// `__free_pages()` → `__free_one_page()` with buddy merging): an order-9 request takes a whole free
+/// 2 MiB block; an order-0 request takes a frame from a block that has already been split, or splits a
+/// whole one (`expand()`); freeing the 512th frame of a split block merges it back into a whole block.
+/// Blocks are naturally aligned, so an order-9 folio is always 2 MiB-aligned.
+///
+/// Departures from the kernel: no per-CPU page lists, no migrate types or watermarks, no orders 1–8
+/// or 10. One `Mutex` guards the state (the kernel's `zone->lock`); ``allocateBulk(order:count:into:)``
+/// takes it once for many frames, as `alloc_pages_bulk()` does. The allocator hands out indices only:
+/// it never touches the frames, so allocation never enters the host's page-fault path.
+///
+/// Misuse (a double free, freeing an order the block was not allocated at) is a precondition failure,
+/// as `free_pages` reports `Bad page state` in the kernel.
+public final class FrameAllocator: Sendable {
+    /// Frames per block (`1 << 9`).
+    public static let blockFrames = 512
+
+    /// Frames managed, a multiple of 512.
+    public let frameCount: Int
+    /// 2 MiB blocks managed.
+    public var blockCount: Int { frameCount / Self.blockFrames }
+
+    /// Counters, read with ``statistics``.
+    public struct Statistics: Sendable, Equatable {
+        public var allocations = [0, 0]
+        public var frees = [0, 0]
+        public var exhausted = [0, 0]
+        public var injected = [0, 0]
+        /// Whole blocks split to serve order-0 requests (`expand()`).
+        public var splits = 0
+        /// Split blocks merged back into a whole free block.
+        public var merges = 0
+    }
+
+    private enum BlockState: UInt8 {
+        case whole  // free, available at order 9
+        case split  // serving order-0 frames; bitmap marks the free ones
+        case large  // allocated as one order-9 folio
+    }
+
+    private struct State: ~Copyable {
+        var state: [BlockState]
+        var freeInBlock: [UInt16]
+        var bitmap: [UInt64]  // 8 words per block, bit set = frame free
+        var wholeFree: [Int32]  // stack of whole free blocks
+        var partial: [Int32]  // stack of split blocks with free frames (may hold stale entries)
+        var onPartial: [Bool]
+        var freeFrames: Int
+        var injection: FailureInjection
+        var rng: SplitMix64
+        var stats = Statistics()
+    }
+
+    private let state: Mutex<State>
+
+    /// A pool of `frames` frames, all free. `frames` must be a positive multiple of 512.
+    public init(frames: Int, injection: FailureInjection = .none) {
+        precondition(frames > 0 && frames % Self.blockFrames == 0, "frame count must be a positive multiple of 512")
+        frameCount = frames
+        let blocks = frames / Self.blockFrames
+        state = Mutex(
+            State(
+                state: Array(repeating: .whole, count: blocks),
+                freeInBlock: Array(repeating: 0, count: blocks),
+                bitmap: Array(repeating: 0, count: blocks * 8),
+                wholeFree: (0..<Int32(blocks)).reversed(),
+                partial: [],
+                onPartial: Array(repeating: false, count: blocks),
+                freeFrames: frames,
+                injection: injection,
+                rng: SplitMix64(seed: injection.seed)))
+        state.withLock { $0.partial.reserveCapacity(blocks) }
+    }
+
+    /// Changes the injected failure probabilities and reseeds the generator.
+    public func setFailureInjection(_ injection: FailureInjection) {
+        state.withLock {
+            $0.injection = injection
+            $0.rng = SplitMix64(seed: injection.seed)
+        }
+    }
+
+    /// The current injection settings.
+    public var failureInjection: FailureInjection { state.withLock { $0.injection } }
+
+    /// Frames currently free.
+    public var freeFrames: Int { state.withLock { $0.freeFrames } }
+
+    /// Whole 2 MiB blocks currently free (order-9 allocations that can succeed).
+    public var freeBlocks: Int { state.withLock { $0.wholeFree.count } }
+
+    /// A snapshot of the counters.
+    public var statistics: Statistics { state.withLock { $0.stats } }
+
+    /// Allocates one naturally aligned block of `1 << order` frames and returns its first index.
+    ///
+    /// - Parameter order: 0 or 9.
+    public func allocate(order: Int) -> Result<Int, AllocationFailure> {
+        precondition(order == 0 || order == 9, "the lab allocates orders 0 and 9 only, not \(order)")
+        return state.withLock { s in Self.take(&s, order: order) }
+    }
+
+    /// Allocates up to `count` blocks of one order under a single lock acquisition and writes their first
+    /// indices to `out`; returns how many it got (fewer when exhausted or when a failure is injected,
+    /// which ends the batch as `alloc_pages_bulk` does).
+    public func allocateBulk(order: Int, count: Int, into out: UnsafeMutablePointer<Int>) -> Int {
+        precondition(order == 0 || order == 9, "the lab allocates orders 0 and 9 only, not \(order)")
+        return state.withLock { s in
+            for i in 0..<count {
+                switch Self.take(&s, order: order) {
+                case .success(let index): out[i] = index
+                case .failure: return i
+                }
+            }
+            return count
+        }
+    }
+
+    /// Returns a block to the pool (`__free_pages`), merging a split block whose 512 frames are all free.
+    public func free(_ index: Int, order: Int) {
+        precondition(index >= 0 && index < frameCount, "free of frame \(index) outside the pool of \(frameCount)")
+        state.withLock { s in Self.give(&s, index, order: order) }
+    }
+
+    /// Frees many order-0 frames under one lock acquisition (`free_unref_folios`).
+    public func freeBulk(_ indices: UnsafeBufferPointer<Int>, order: Int) {
+        state.withLock { s in
+            for index in indices { Self.give(&s, index, order: order) }
+        }
+    }
+
+    /// Turns an allocated order-9 block into 512 allocated order-0 frames, so each can be freed alone.
+    /// Models the allocator side of `split_folio()` / `split_page()`.
+    public func splitAllocated(_ index: Int) {
+        precondition(index % Self.blockFrames == 0, "split of frame \(index), not the head of a block")
+        state.withLock { s in
+            let block = index / Self.blockFrames
+            precondition(s.state[block] == .large, "split of block \(block), which is not allocated at order 9")
+            s.state[block] = .split
+            s.freeInBlock[block] = 0
+            for w in 0..<8 { s.bitmap[block * 8 + w] = 0 }
+        }
+    }
+
+    /// Whether a frame is currently free.
+    public func isFree(_ index: Int) -> Bool {
+        state.withLock { s in
+            let block = index / Self.blockFrames
+            switch s.state[block] {
+            case .whole: return true
+            case .large: return false
+            case .split:
+                let bit = index % Self.blockFrames
+                return s.bitmap[block * 8 + bit / 64] & (1 << UInt64(bit % 64)) != 0
+            }
+        }
+    }
+
+    // MARK: - Under the lock
+
+    private static func take(_ s: inout State, order: Int) -> Result<Int, AllocationFailure> {
+        let p = s.injection.probability(order: order)
+        if p > 0, s.rng.nextUnit() < p {
+            s.stats.injected[order == 0 ? 0 : 1] += 1
+            return .failure(.injected)
+        }
+        if order == 9 {
+            guard let block = s.wholeFree.popLast() else {
+                s.stats.exhausted[1] += 1
+                return .failure(.exhausted)
+            }
+            s.state[Int(block)] = .large
+            s.freeFrames -= blockFrames
+            s.stats.allocations[1] += 1
+            return .success(Int(block) * blockFrames)
+        }
+        // Order 0: the most recently split block with free frames, else split a whole one.
+        while let top = s.partial.last {
+            let block = Int(top)
+            if s.state[block] == .split, s.freeInBlock[block] > 0 {
+                return .success(takeFrame(&s, block: block))
+            }
+            s.partial.removeLast()
+            s.onPartial[block] = false
+        }
+        guard let whole = s.wholeFree.popLast() else {
+            s.stats.exhausted[0] += 1
+            return .failure(.exhausted)
+        }
+        let block = Int(whole)
+        s.state[block] = .split
+        s.freeInBlock[block] = UInt16(blockFrames)
+        for w in 0..<8 { s.bitmap[block * 8 + w] = ~0 }
+        s.stats.splits += 1
+        if !s.onPartial[block] {
+            s.partial.append(whole)
+            s.onPartial[block] = true
+        }
+        return .success(takeFrame(&s, block: block))
+    }
+
+    private static func takeFrame(_ s: inout State, block: Int) -> Int {
+        for w in 0..<8 where s.bitmap[block * 8 + w] != 0 {
+            let word = s.bitmap[block * 8 + w]
+            let bit = word.trailingZeroBitCount
+            s.bitmap[block * 8 + w] = word & (word - 1)
+            s.freeInBlock[block] -= 1
+            s.freeFrames -= 1
+            s.stats.allocations[0] += 1
+            return block * blockFrames + w * 64 + bit
+        }
+        preconditionFailure("block \(block) has a free count but an empty bitmap")
+    }
+
+    private static func give(_ s: inout State, _ index: Int, order: Int) {
+        let block = index / blockFrames
+        if order == 9 {
+            precondition(index % blockFrames == 0, "order-9 free of frame \(index), not 2 MiB-aligned")
+            precondition(s.state[block] == .large, "order-9 free of block \(block), which is not allocated at order 9 (double free?)")
+            s.state[block] = .whole
+            s.wholeFree.append(Int32(block))
+            s.freeFrames += blockFrames
+            s.stats.frees[1] += 1
+            return
+        }
+        precondition(order == 0, "the lab frees orders 0 and 9 only, not \(order)")
+        precondition(s.state[block] == .split, "order-0 free of frame \(index) in a block that is \(s.state[block]) (double free?)")
+        let bit = index % blockFrames
+        let mask: UInt64 = 1 << UInt64(bit % 64)
+        precondition(s.bitmap[block * 8 + bit / 64] & mask == 0, "double free of frame \(index)")
+        s.bitmap[block * 8 + bit / 64] |= mask
+        s.freeInBlock[block] += 1
+        s.freeFrames += 1
+        s.stats.frees[0] += 1
+        if s.freeInBlock[block] == UInt16(blockFrames) {
+            // All buddies free: merge back to a whole block. A stale partial entry is skipped later.
+            s.state[block] = .whole
+            s.wholeFree.append(Int32(block))
+            s.stats.merges += 1
+        } else if !s.onPartial[block] {
+            s.partial.append(Int32(block))
+            s.onPartial[block] = true
+        }
+    }
+}

@@ -1,0 +1,58 @@
+/// A page frame number: the index of a 4 KiB frame in the lab's physical address space.
+///
+/// System frames come first, device frames after a gap; pfn 0 and the first 2 MiB block are never
+/// handed out, so a zero pfn in an entry is always a bug. Page-table entries carry the pfn in bits 12–51.
+public struct Pfn: RawRepresentable, Hashable, Comparable, Sendable, CustomStringConvertible {
+    public var rawValue: UInt64
+
+    @inlinable public init(rawValue: UInt64) { self.rawValue = rawValue }
+    @inlinable public init(_ value: Int) { self.rawValue = UInt64(value) }
+
+    /// The pfn as an index.
+    @inlinable public var index: Int { Int(truncatingIfNeeded: rawValue) }
+
+    /// The head pfn of the naturally aligned block of `1 << order` frames that holds this one.
+    @inlinable public func aligned(toOrder order: Int) -> Pfn { Pfn(rawValue: rawValue & ~((1 << UInt64(order)) - 1)) }
+
+    @inlinable public static func < (a: Pfn, b: Pfn) -> Bool { a.rawValue < b.rawValue }
+    @inlinable public static func + (a: Pfn, n: Int) -> Pfn { Pfn(rawValue: a.rawValue &+ UInt64(n)) }
+
+    public var description: String { "pfn 0x" + String(rawValue, radix: 16) }
+}
+
+/// A folio: a naturally aligned block of `1 << order` frames that is allocated, mapped, locked and
+/// migrated as one (the kernel's `struct folio`). The lab uses orders 0 (4 KiB) and 9 (2 MiB, `HPAGE_PMD_ORDER`).
+public struct Folio: Hashable, Sendable, CustomStringConvertible {
+    /// The head frame.
+    public var pfn: Pfn
+    /// log2 of the number of frames.
+    public var order: Int
+
+    @inlinable public init(pfn: Pfn, order: Int) {
+        self.pfn = pfn
+        self.order = order
+    }
+
+    /// Frames in the folio (`folio_nr_pages`).
+    @inlinable public var pageCount: Int { 1 << order }
+    /// Bytes in the folio (`folio_size`).
+    @inlinable public var byteCount: Int { PageSize.bytes << order }
+    /// Whether `pfn` is one of this folio's frames.
+    @inlinable public func contains(_ other: Pfn) -> Bool { other.aligned(toOrder: order) == pfn }
+
+    public var description: String { "folio(\(pfn), order \(order))" }
+}
+
+/// The base page size and the PMD order.
+public enum PageSize {
+    /// `PAGE_SIZE`.
+    public static let bytes = 4096
+    /// `PAGE_SHIFT`.
+    public static let shift = 12
+    /// `HPAGE_PMD_ORDER`: a PMD maps 512 base pages.
+    public static let pmdOrder = 9
+    /// `HPAGE_PMD_NR`.
+    public static let pmdPages = 512
+    /// `HPAGE_PMD_SIZE`.
+    public static let pmdBytes = 2 << 20
+}

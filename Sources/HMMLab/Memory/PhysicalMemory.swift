@@ -1,0 +1,256 @@
+import Glibc
+
+/// The lab's physical memory: a system pool and a device pool of real frames numbered by pfn, a
+/// page-descriptor array (`vmemmap`), and the shared zero page.
+///
+/// pfn layout: the first 2 MiB block (pfns 0–511) is never backed, so a zero pfn is always a bug;
+/// the system pool follows; a one-block gap; then the device pool. Descriptors cover every pfn below
+/// the device pool's end, 32 bytes each, in their own ``Region`` on the system node.
+///
+/// Allocation (``allocate(_:order:)``) models `alloc_pages()` plus `prep_new_page()`/`prep_compound_page()`:
+/// the frame allocator hands out a naturally aligned block and the descriptors of its frames are set up
+/// (refcount 1 on the head, `PG_head` and the order on the head of a 2 MiB folio, tails marked,
+/// `zone_device` on device frames). Freeing models `folio_put()` reaching zero and `free_pages_prepare()`:
+/// the descriptors must show no mapping and no lock.
+///
+/// On a machine with one NUMA node both pools are on node 0: ``notes`` says so once, and the run records it.
+public final class PhysicalMemory: @unchecked Sendable {
+    /// What to build.
+    public struct Configuration: Sendable, Equatable {
+        public var systemBytes: Int
+        public var deviceBytes: Int
+        public var systemNode: Int
+        public var deviceNode: Int
+        public var backing: BackingRequest
+
+        /// - Parameters: sizes are rounded up to 2 MiB; nodes must have memory.
+        public init(systemBytes: Int, deviceBytes: Int, systemNode: Int = 0, deviceNode: Int? = nil, backing: BackingRequest = .auto) {
+            self.systemBytes = systemBytes
+            self.deviceBytes = deviceBytes
+            self.systemNode = systemNode
+            self.deviceNode = deviceNode ?? PhysicalMemory.defaultDeviceNode(systemNode: systemNode)
+            self.backing = backing
+        }
+    }
+
+    /// The system pool.
+    public let system: MemoryPool
+    /// The device pool.
+    public let device: MemoryPool
+    /// The descriptor array's memory.
+    public let descriptorRegion: Region
+    /// The descriptors, indexed by pfn.
+    public let descriptors: UnsafeMutablePointer<PageDescriptor>
+    /// The shared zero page (`ZERO_PAGE(0)`): reserved, never freed, always zero.
+    public let zeroPage: Pfn
+    /// One past the highest pfn.
+    public let endPfn: Pfn
+    /// Facts the run should state once (e.g. that the device pool shares the system node).
+    public let notes: [String]
+    /// The configuration it was built from.
+    public let configuration: Configuration
+
+    /// Bytes per descriptor.
+    public static let descriptorSize = MemoryLayout<PageDescriptor>.stride
+
+    /// The device node a run uses by default: the first node with memory other than the system node,
+    /// else the system node itself.
+    public static func defaultDeviceNode(systemNode: Int) -> Int {
+        NUMA.nodesWithMemory().first { $0 != systemNode } ?? systemNode
+    }
+
+    /// Maps, binds and pre-faults both pools and the descriptor array.
+    public init(_ configuration: Configuration) throws(RegionError) {
+        self.configuration = configuration
+        let systemRegion = try Region(name: "system", length: configuration.systemBytes, backing: configuration.backing, node: configuration.systemNode)
+        let deviceRegion = try Region(name: "device", length: configuration.deviceBytes, backing: configuration.backing, node: configuration.deviceNode)
+        let block = FrameAllocator.blockFrames
+        let systemFirst = Pfn(block)
+        let systemFrames = systemRegion.length / PageSize.bytes
+        let deviceFirst = Pfn(block + systemFrames + block)
+        let deviceFrames = deviceRegion.length / PageSize.bytes
+        endPfn = deviceFirst + deviceFrames
+        system = MemoryPool(kind: .system, region: systemRegion, firstPfn: systemFirst)
+        device = MemoryPool(kind: .device, region: deviceRegion, firstPfn: deviceFirst)
+
+        // Descriptors: hugetlb pages go to the pools first; the array takes THP or 4 KiB pages.
+        let descriptorBytes = endPfn.index * Self.descriptorSize
+        let descriptorBacking: BackingRequest = configuration.backing == .small ? .small : .thp
+        do {
+            descriptorRegion = try Region(name: "vmemmap", length: descriptorBytes, backing: descriptorBacking, node: configuration.systemNode)
+        } catch .backingUnavailable where descriptorBacking == .thp {
+            descriptorRegion = try Region(name: "vmemmap", length: descriptorBytes, backing: .small, node: configuration.systemNode)
+        }
+        descriptors = descriptorRegion.base.bindMemory(to: PageDescriptor.self, capacity: endPfn.index)
+        for i in 0..<endPfn.index { (descriptors + i).initialize(to: PageDescriptor()) }
+
+        // The zero page: the system pool's first frame, reserved.
+        guard case .success(let index) = system.allocator.allocate(order: 0) else {
+            preconditionFailure("a fresh system pool has no free frame")
+        }
+        zeroPage = systemFirst + index
+        memset(system.address(of: zeroPage), 0, PageSize.bytes)
+        descriptors[zeroPage.index].flags.store((PageFlags.reserved.union(.zeroPage)).rawValue, ordering: .releasing)
+        descriptors[zeroPage.index].refcount.store(1, ordering: .releasing)
+
+        var notes: [String] = []
+        if configuration.systemNode == configuration.deviceNode {
+            notes.append("device memory shares NUMA node \(configuration.deviceNode) with system memory (\(NUMA.nodesWithMemory().count == 1 ? "this machine has one node" : "as asked"))")
+        }
+        for region in [systemRegion, deviceRegion] where region.requested == .auto && region.backing != .hugetlb {
+            notes.append("\(region.name) pool fell back to \(region.backing): \(region.verification.fallbacks.joined(separator: "; "))")
+        }
+        self.notes = notes
+    }
+
+    deinit {
+        descriptors.deinitialize(count: endPfn.index)
+    }
+
+    // MARK: - Lookup
+
+    /// The pool that holds `pfn`, or nil for a pfn outside both.
+    @inlinable public func pool(of pfn: Pfn) -> MemoryPool? {
+        system.contains(pfn) ? system : device.contains(pfn) ? device : nil
+    }
+
+    /// The pool of a kind.
+    @inlinable public func pool(_ kind: PoolKind) -> MemoryPool { kind == .system ? system : device }
+
+    /// The descriptor of a frame (`pfn_to_page`).
+    @inlinable public func page(_ pfn: Pfn) -> UnsafeMutablePointer<PageDescriptor> {
+        descriptors + pfn.index
+    }
+
+    /// The address of a frame's first byte (`page_address`).
+    @inlinable public func address(of pfn: Pfn) -> UnsafeMutableRawPointer {
+        if system.contains(pfn) { return system.address(of: pfn) }
+        precondition(device.contains(pfn), "\(pfn) is outside both pools")
+        return device.address(of: pfn)
+    }
+
+    /// The bytes of a folio.
+    @inlinable public func bytes(of folio: Folio) -> UnsafeMutableRawBufferPointer {
+        UnsafeMutableRawBufferPointer(start: address(of: folio.pfn), count: folio.byteCount)
+    }
+
+    /// The folio that holds `pfn` (`page_folio`): a tail page's head is the 2 MiB-aligned pfn.
+    @inlinable public func folio(containing pfn: Pfn) -> Folio {
+        if descriptors[pfn.index].test(.tail) {
+            let head = pfn.aligned(toOrder: PageSize.pmdOrder)
+            return Folio(pfn: head, order: descriptors[head.index].order)
+        }
+        return Folio(pfn: pfn, order: descriptors[pfn.index].order)
+    }
+
+    // MARK: - Allocation
+
+    /// Allocates a folio of order 0 or 9 from a pool, with its descriptors prepared and one reference held
+    /// by the caller. Models `folio_alloc()` (system) and a driver's device-page allocation (device).
+    ///
+    /// The frame's bytes are whatever the last owner left; callers that need zeroes clear them
+    /// (`__GFP_ZERO` / `clear_highpage`), so the cost is visible where the kernel pays it.
+    public func allocate(_ kind: PoolKind, order: Int) -> Result<Folio, AllocationFailure> {
+        let pool = pool(kind)
+        switch pool.allocator.allocate(order: order) {
+        case .failure(let f): return .failure(f)
+        case .success(let index):
+            let folio = Folio(pfn: pool.firstPfn + index, order: order)
+            prepare(folio, device: kind == .device)
+            return .success(folio)
+        }
+    }
+
+    /// Allocates up to `count` order-0 frames from a pool under one allocator lock (`alloc_pages_bulk`)
+    /// and writes them to `out`; returns how many it got.
+    public func allocateBulk(_ kind: PoolKind, count: Int, into out: UnsafeMutablePointer<Pfn>) -> Int {
+        let pool = pool(kind)
+        return withUnsafeTemporaryAllocation(of: Int.self, capacity: count) { indices in
+            let got = pool.allocator.allocateBulk(order: 0, count: count, into: indices.baseAddress!)
+            for i in 0..<got {
+                let pfn = pool.firstPfn + indices[i]
+                prepare(Folio(pfn: pfn, order: 0), device: kind == .device)
+                out[i] = pfn
+            }
+            return got
+        }
+    }
+
+    /// `prep_new_page()` / `prep_compound_page()`.
+    @inline(__always)
+    private func prepare(_ folio: Folio, device: Bool) {
+        let zone: UInt64 = device ? PageFlags.zoneDevice.rawValue : 0
+        let head = page(folio.pfn)
+        var headFlags = zone
+        if folio.order > 0 {
+            headFlags |= PageFlags.head.rawValue | UInt64(folio.order) << PageFlags.orderShift
+            let tailFlags = zone | PageFlags.tail.rawValue
+            for i in 1..<folio.pageCount {
+                let tail = head + i
+                tail.pointee.flags.store(tailFlags, ordering: .relaxed)
+                tail.pointee.private.store(0, ordering: .relaxed)
+                tail.pointee.mapping.store(0, ordering: .relaxed)
+            }
+        }
+        head.pointee.private.store(0, ordering: .relaxed)
+        head.pointee.mapping.store(0, ordering: .relaxed)
+        head.pointee.mapcount.store(0, ordering: .relaxed)
+        head.pointee.flags.store(headFlags, ordering: .relaxed)
+        head.pointee.refcount.store(1, ordering: .releasing)
+    }
+
+    /// Drops one reference (`folio_put`); frees the folio when it was the last.
+    /// - Returns: whether the folio was freed.
+    @discardableResult
+    public func put(_ folio: Folio) -> Bool {
+        let head = page(folio.pfn)
+        precondition(!head.pointee.test(.reserved), "folio_put on a reserved page (\(folio.pfn))")
+        guard head.pointee.putTestZero() else { return false }
+        release(folio)
+        return true
+    }
+
+    /// `free_pages_prepare()` and the return to the allocator, for a folio whose refcount reached zero.
+    private func release(_ folio: Folio) {
+        let head = page(folio.pfn)
+        let mapped = head.pointee.mappings
+        precondition(mapped == 0, "freeing \(folio) that is still mapped \(mapped) times")
+        precondition(!head.pointee.isLocked, "freeing \(folio) while it is locked")
+        for i in 0..<folio.pageCount {
+            (head + i).pointee.flags.store(0, ordering: .relaxed)
+        }
+        guard let pool = pool(of: folio.pfn) else { preconditionFailure("\(folio) is outside both pools") }
+        pool.allocator.free(folio.pfn.index - pool.firstPfn.index, order: folio.order)
+    }
+
+    // MARK: - Accounting
+
+    /// Bytes of frames modelled (both pools).
+    public var modelledBytes: Int { system.region.length + device.region.length }
+
+    /// Bytes the model spends to describe them: the descriptor array (page tables add theirs, counted
+    /// by the page-table layer).
+    public var descriptorBytes: Int { endPfn.index * Self.descriptorSize }
+
+    /// A multi-line description of the pools.
+    public var summary: String {
+        var lines = [
+            system.region.summary + ", pfns \(system.firstPfn.rawValue)..<\(system.endPfn.rawValue)",
+            device.region.summary + ", pfns \(device.firstPfn.rawValue)..<\(device.endPfn.rawValue)",
+            "descriptors: \(Region.formatBytes(descriptorBytes)) (\(Self.descriptorSize) B per 4 KiB frame, " +
+                "\(String(format2: Double(descriptorBytes) / Double(modelledBytes) * 100))% of the memory modelled)",
+        ]
+        lines.append(contentsOf: notes)
+        return lines.joined(separator: "\n")
+    }
+}
+
+extension String {
+    /// A number with two decimals, without Foundation.
+    init(format2 value: Double) {
+        let scaled = (value * 100).rounded()
+        let whole = Int(scaled / 100)
+        let frac = Int(abs(scaled).truncatingRemainder(dividingBy: 100))
+        self = "\(value < 0 && whole == 0 ? "-" : "")\(whole).\(frac < 10 ? "0" : "")\(frac)"
+    }
+}

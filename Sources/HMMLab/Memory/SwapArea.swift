@@ -1,0 +1,118 @@
+import Glibc
+
+/// A swap slot range: the first slot and the order of the folio stored there (a 2 MiB folio takes an
+/// aligned cluster of 512 slots, as THP swap-out does with `SWAPFILE_CLUSTER`).
+///
+/// The page-table layer encodes it in a swap entry (`swp_entry(type, offset)`); offset 0 is never
+/// handed out (it holds the swap header in the kernel).
+public struct SwapEntry: Hashable, Sendable, CustomStringConvertible {
+    /// The first slot (`swp_offset`).
+    public var slot: UInt32
+    /// The order of the stored folio: 0 or 9.
+    public var order: Int
+
+    public init(slot: UInt32, order: Int) {
+        self.slot = slot
+        self.order = order
+    }
+
+    public var description: String { "swap slot \(slot)" + (order > 0 ? " (order \(order))" : "") }
+}
+
+/// Why a swap operation failed.
+public enum SwapError: Error, Equatable, Sendable, CustomStringConvertible {
+    /// No free slot (or no free aligned cluster for a 2 MiB folio).
+    case full(order: Int)
+    /// The folio still has references or mappings besides the caller's: it cannot be freed.
+    case folioBusy(Folio, refcount: Int32, mapcount: Int32)
+    /// No frame could be allocated to swap the folio back in.
+    case noMemory(order: Int, AllocationFailure)
+
+    public var description: String {
+        switch self {
+        case .full(let order): "swap area full: no free \(order == 0 ? "slot" : "aligned 512-slot cluster")"
+        case .folioBusy(let folio, let refs, let maps): "\(folio) is busy (refcount \(refs), mapcount \(maps)): only an unmapped folio with one reference can be swapped out"
+        case .noMemory(let order, let why): "no order-\(order) system frame to swap in (\(why))"
+        }
+    }
+}
+
+/// A Region that stands in for a swap device: swap-out copies a folio's bytes into slots and frees the
+/// frame; swap-in allocates a frame, copies the bytes back and frees the slots.
+///
+/// Models the data movement of `swap_writepage()` and `swap_read_folio()` over a swap device of
+/// 4 KiB slots, with the slot allocation of `folio_alloc_swap()` / `swap_free()`. Departures from the
+/// kernel: there is no swap cache (a folio is freed at swap-out and the slots at swap-in, where the
+/// kernel keeps both until reclaim); I/O is a `memcpy`, so "device" latency is memory bandwidth.
+public final class SwapArea: @unchecked Sendable {
+    /// The slots' memory.
+    public let region: Region
+    /// Allocates slots: index = slot number.
+    public let slots: FrameAllocator
+
+    /// A swap area of `bytes` (rounded up to 2 MiB), bound to `node`.
+    public init(bytes: Int, node: Int = 0, backing: BackingRequest = .auto) throws(RegionError) {
+        region = try Region(name: "swap", length: bytes, backing: backing, node: node)
+        slots = FrameAllocator(frames: region.length / PageSize.bytes)
+        // Slot 0 is the swap header: never handed out.
+        guard case .success(0) = slots.allocate(order: 0) else { preconditionFailure("a fresh swap area has no slot 0") }
+    }
+
+    /// Slots in the area, including the reserved header slot.
+    public var slotCount: Int { slots.frameCount }
+
+    /// Slots in use, not counting the header.
+    public var usedSlots: Int { slots.frameCount - slots.freeFrames - 1 }
+
+    /// The address of a slot.
+    @inlinable public func address(of slot: UInt32) -> UnsafeMutableRawPointer {
+        region.base + Int(slot) << PageSize.shift
+    }
+
+    /// Writes a folio's bytes to newly allocated slots and returns where they are; the folio is untouched.
+    /// Models `folio_alloc_swap()` + `swap_writepage()`.
+    public func write(_ folio: Folio, from memory: PhysicalMemory) throws(SwapError) -> SwapEntry {
+        guard case .success(let slot) = slots.allocate(order: folio.order) else { throw .full(order: folio.order) }
+        let entry = SwapEntry(slot: UInt32(slot), order: folio.order)
+        memcpy(address(of: entry.slot), memory.address(of: folio.pfn), folio.byteCount)
+        return entry
+    }
+
+    /// Copies the bytes of a swap entry into a folio of the same order. Models `swap_read_folio()`.
+    public func read(_ entry: SwapEntry, into folio: Folio, of memory: PhysicalMemory) {
+        precondition(folio.order == entry.order, "swap-in of an order-\(entry.order) entry into an order-\(folio.order) folio")
+        memcpy(memory.address(of: folio.pfn), address(of: entry.slot), folio.byteCount)
+    }
+
+    /// Frees the slots of an entry (`swap_free_nr`).
+    public func free(_ entry: SwapEntry) {
+        precondition(entry.slot != 0, "free of the swap header slot")
+        slots.free(Int(entry.slot), order: entry.order)
+    }
+
+    /// Swap-out: writes the folio to swap and frees its frame. The caller must hold the only reference
+    /// and have unmapped it (the page-table layer replaces its PTEs with swap entries first).
+    public func swapOut(_ folio: Folio, from memory: PhysicalMemory) throws(SwapError) -> SwapEntry {
+        let head = memory.page(folio.pfn)
+        let refs = head.pointee.references
+        let maps = head.pointee.mappings
+        guard refs == 1, maps == 0 else { throw .folioBusy(folio, refcount: refs, mapcount: maps) }
+        let entry = try write(folio, from: memory)
+        memory.put(folio)
+        return entry
+    }
+
+    /// Swap-in: allocates a system folio of the entry's order, reads the bytes back and frees the slots.
+    /// The caller gets the folio with one reference, not yet mapped.
+    public func swapIn(_ entry: SwapEntry, to memory: PhysicalMemory) throws(SwapError) -> Folio {
+        let folio: Folio
+        switch memory.allocate(.system, order: entry.order) {
+        case .success(let f): folio = f
+        case .failure(let why): throw .noMemory(order: entry.order, why)
+        }
+        read(entry, into: folio, of: memory)
+        memory.page(folio.pfn).pointee.set([.uptodate, .swapBacked])
+        free(entry)
+        return folio
+    }
+}
