@@ -1,16 +1,23 @@
 import ArgumentParser
 import Glibc
 
+/// Writes one line to standard error (fd 2, unbuffered).
+func printError(_ line: String) {
+    var text = line
+    if !text.hasSuffix("\n") { text += "\n" }
+    text.withUTF8 { buffer in _ = Glibc.write(2, buffer.baseAddress, buffer.count) }
+}
+
 /// Prints one line naming the bad value and what is allowed, to standard error, and returns the exit
 /// code for bad input (64, `EX_USAGE`). Commands `throw badInput("…")` from `validate()` or `run()`.
 func badInput(_ message: String) -> ExitCode {
-    fputs("bench: \(message)\n", stderr)
+    printError("bench: \(message)")
     return ExitCode(64)
 }
 
 /// Prints one line for a failure that is not the user's input (a system call, missing memory) and
 /// returns exit code 1.
 func failure(_ message: String) -> ExitCode {
-    fputs("bench: \(message)\n", stderr)
+    printError("bench: \(message)")
     return ExitCode(1)
 }

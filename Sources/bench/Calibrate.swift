@@ -1,0 +1,52 @@
+import ArgumentParser
+import HMMLab
+
+/// `bench calibrate`: the machine's floors for the substrate's operations.
+struct Calibrate: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Measure what allocation, descriptor atomics and copies cost on this machine.")
+
+    @Option(help: "Frames per pool (a multiple of 512, at least 1024).")
+    var frames: Int = 16384
+
+    @Option(help: "Timed repetitions per figure (the median is reported).")
+    var reps: Int = 5
+
+    @Option(help: "Backing: auto, hugetlb, thp or 4k.")
+    var backing: String = "auto"
+
+    @Option(help: "Output format: text or csv.")
+    var format: OutputFormat = .text
+
+    func run() throws {
+        guard frames >= 1024, frames % 512 == 0, frames <= 1 << 26 else {
+            throw badInput("--frames \(frames) is not allowed: use a multiple of 512 between 1024 and 67108864")
+        }
+        guard (1...1000).contains(reps) else { throw badInput("--reps \(reps) is not allowed: use 1 to 1000") }
+        guard let request = BackingRequest(rawValue: backing) else {
+            throw badInput("--backing '\(backing)' is not a backing; use one of auto, hugetlb, thp, 4k")
+        }
+        let calibration: Calibration
+        do {
+            calibration = try Calibration.measure(frames: frames, repetitions: reps, backing: request)
+        } catch {
+            throw failure(error.description)
+        }
+        switch format {
+        case .csv:
+            print("name,value,unit,detail")
+            for f in calibration.figures { print("\(f.name),\(f.value),\(f.unit),\"\(f.detail)\"") }
+        case .text:
+            print("# hmm-lab calibrate: \(frames) frames per pool, median of \(reps)")
+            print(calibration.memorySummary.split(separator: "\n").map { "# " + $0 }.joined(separator: "\n"))
+            for f in calibration.figures {
+                let value = (f.value * 100).rounded() / 100
+                print("\(f.name.padding(toLength: 26)) \(String(value).leftPadding(toLength: 10)) \(f.unit.padding(toLength: 9)) \(f.detail)")
+            }
+        }
+    }
+}
+
+extension String {
+    func padding(toLength n: Int) -> String { count >= n ? self : self + String(repeating: " ", count: n - count) }
+    func leftPadding(toLength n: Int) -> String { count >= n ? self : String(repeating: " ", count: n - count) + self }
+}
