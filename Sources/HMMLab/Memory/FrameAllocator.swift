@@ -51,17 +51,65 @@ public final class FrameAllocator: Sendable {
         case large  // allocated as one order-9 folio
     }
 
+    /// The allocator's state, in buffers allocated once: the hot path does no reference counting,
+    /// uniqueness check or bounds check (`zone->free_area` in the kernel).
     private struct State: ~Copyable {
-        var state: [BlockState]
-        var freeInBlock: [UInt16]
-        var bitmap: [UInt64]  // 8 words per block, bit set = frame free
-        var wholeFree: [Int32]  // stack of whole free blocks
-        var partial: [Int32]  // stack of split blocks with free frames (may hold stale entries)
-        var onPartial: [Bool]
+        let blocks: Int
+        let state: UnsafeMutablePointer<BlockState>
+        let freeInBlock: UnsafeMutablePointer<UInt16>
+        let bitmap: UnsafeMutablePointer<UInt64>  // 8 words per block, bit set = frame free
+        let onPartial: UnsafeMutablePointer<Bool>
+        var wholeFree: Stack  // whole free blocks
+        var partial: Stack  // split blocks with free frames (may hold stale entries)
         var freeFrames: Int
         var injection: FailureInjection
         var rng: SplitMix64
         var stats = Statistics()
+
+        init(blocks: Int, injection: FailureInjection) {
+            self.blocks = blocks
+            state = .allocate(capacity: blocks)
+            state.initialize(repeating: .whole, count: blocks)
+            freeInBlock = .allocate(capacity: blocks)
+            freeInBlock.initialize(repeating: 0, count: blocks)
+            bitmap = .allocate(capacity: blocks * 8)
+            bitmap.initialize(repeating: 0, count: blocks * 8)
+            onPartial = .allocate(capacity: blocks)
+            onPartial.initialize(repeating: false, count: blocks)
+            wholeFree = Stack(capacity: blocks)
+            for b in (0..<Int32(blocks)).reversed() { wholeFree.push(b) }
+            partial = Stack(capacity: blocks)
+            freeFrames = blocks * blockFrames
+            self.injection = injection
+            rng = SplitMix64(seed: injection.seed)
+        }
+
+        deinit {
+            state.deallocate()
+            freeInBlock.deallocate()
+            bitmap.deallocate()
+            onPartial.deallocate()
+            wholeFree.deallocate()
+            partial.deallocate()
+        }
+    }
+
+    /// A fixed-capacity stack of block numbers.
+    private struct Stack {
+        let base: UnsafeMutablePointer<Int32>
+        var count = 0
+        init(capacity: Int) { base = .allocate(capacity: capacity) }
+        @inline(__always) mutating func push(_ v: Int32) {
+            base[count] = v
+            count += 1
+        }
+        @inline(__always) mutating func pop() -> Int32? {
+            guard count > 0 else { return nil }
+            count -= 1
+            return base[count]
+        }
+        @inline(__always) var top: Int32? { count > 0 ? base[count - 1] : nil }
+        func deallocate() { base.deallocate() }
     }
 
     private let state: Mutex<State>
@@ -71,18 +119,7 @@ public final class FrameAllocator: Sendable {
         precondition(frames > 0 && frames % Self.blockFrames == 0, "frame count must be a positive multiple of 512")
         frameCount = frames
         let blocks = frames / Self.blockFrames
-        state = Mutex(
-            State(
-                state: Array(repeating: .whole, count: blocks),
-                freeInBlock: Array(repeating: 0, count: blocks),
-                bitmap: Array(repeating: 0, count: blocks * 8),
-                wholeFree: (0..<Int32(blocks)).reversed(),
-                partial: [],
-                onPartial: Array(repeating: false, count: blocks),
-                freeFrames: frames,
-                injection: injection,
-                rng: SplitMix64(seed: injection.seed)))
-        state.withLock { $0.partial.reserveCapacity(blocks) }
+        state = Mutex(State(blocks: blocks, injection: injection))
     }
 
     /// Changes the injected failure probabilities and reseeds the generator.
@@ -178,7 +215,7 @@ public final class FrameAllocator: Sendable {
             return .failure(.injected)
         }
         if order == 9 {
-            guard let block = s.wholeFree.popLast() else {
+            guard let block = s.wholeFree.pop() else {
                 s.stats.exhausted[1] += 1
                 return .failure(.exhausted)
             }
@@ -188,15 +225,15 @@ public final class FrameAllocator: Sendable {
             return .success(Int(block) * blockFrames)
         }
         // Order 0: the most recently split block with free frames, else split a whole one.
-        while let top = s.partial.last {
+        while let top = s.partial.top {
             let block = Int(top)
             if s.state[block] == .split, s.freeInBlock[block] > 0 {
                 return .success(takeFrame(&s, block: block))
             }
-            s.partial.removeLast()
+            _ = s.partial.pop()
             s.onPartial[block] = false
         }
-        guard let whole = s.wholeFree.popLast() else {
+        guard let whole = s.wholeFree.pop() else {
             s.stats.exhausted[0] += 1
             return .failure(.exhausted)
         }
@@ -206,7 +243,7 @@ public final class FrameAllocator: Sendable {
         for w in 0..<8 { s.bitmap[block * 8 + w] = ~0 }
         s.stats.splits += 1
         if !s.onPartial[block] {
-            s.partial.append(whole)
+            s.partial.push(whole)
             s.onPartial[block] = true
         }
         return .success(takeFrame(&s, block: block))
@@ -231,7 +268,7 @@ public final class FrameAllocator: Sendable {
             precondition(index % blockFrames == 0, "order-9 free of frame \(index), not 2 MiB-aligned")
             precondition(s.state[block] == .large, "order-9 free of block \(block), which is not allocated at order 9 (double free?)")
             s.state[block] = .whole
-            s.wholeFree.append(Int32(block))
+            s.wholeFree.push(Int32(block))
             s.freeFrames += blockFrames
             s.stats.frees[1] += 1
             return
@@ -248,10 +285,10 @@ public final class FrameAllocator: Sendable {
         if s.freeInBlock[block] == UInt16(blockFrames) {
             // All buddies free: merge back to a whole block. A stale partial entry is skipped later.
             s.state[block] = .whole
-            s.wholeFree.append(Int32(block))
+            s.wholeFree.push(Int32(block))
             s.stats.merges += 1
         } else if !s.onPartial[block] {
-            s.partial.append(Int32(block))
+            s.partial.push(Int32(block))
             s.onPartial[block] = true
         }
     }

@@ -151,11 +151,12 @@ public final class PhysicalMemory: @unchecked Sendable {
     /// The frame's bytes are whatever the last owner left; callers that need zeroes clear them
     /// (`__GFP_ZERO` / `clear_highpage`), so the cost is visible where the kernel pays it.
     public func allocate(_ kind: PoolKind, order: Int) -> Result<Folio, AllocationFailure> {
-        let pool = pool(kind)
-        switch pool.allocator.allocate(order: order) {
+        // Direct stored-property access: no retain of the pool on the hot path.
+        let result = kind == .system ? system.allocator.allocate(order: order) : device.allocator.allocate(order: order)
+        switch result {
         case .failure(let f): return .failure(f)
         case .success(let index):
-            let folio = Folio(pfn: pool.firstPfn + index, order: order)
+            let folio = Folio(pfn: (kind == .system ? system.firstPfn : device.firstPfn) + index, order: order)
             prepare(folio, device: kind == .device)
             return .success(folio)
         }
@@ -219,8 +220,12 @@ public final class PhysicalMemory: @unchecked Sendable {
         for i in 0..<folio.pageCount {
             (head + i).pointee.flags.store(0, ordering: .relaxed)
         }
-        guard let pool = pool(of: folio.pfn) else { preconditionFailure("\(folio) is outside both pools") }
-        pool.allocator.free(folio.pfn.index - pool.firstPfn.index, order: folio.order)
+        if system.contains(folio.pfn) {
+            system.allocator.free(folio.pfn.index - system.firstPfn.index, order: folio.order)
+        } else {
+            precondition(device.contains(folio.pfn), "\(folio) is outside both pools")
+            device.allocator.free(folio.pfn.index - device.firstPfn.index, order: folio.order)
+        }
     }
 
     // MARK: - Accounting
