@@ -96,3 +96,25 @@ struct PhysicalMemoryTests {
 extension PhysicalMemory.Configuration {
     static var configurationForDefaultRun: Self { .forRun(pages: 16384, backing: .small) }
 }
+
+@Suite("Pre-faulting keeps host page faults out of the model")
+struct PrefaultTests {
+    @Test("allocating frames and writing every byte of them takes no host page fault")
+    func noHostFaults() throws {
+        let memory = try PhysicalMemory(.init(systemBytes: 8 << 20, deviceBytes: 2 << 20, backing: .small))
+        let event = try PerfEvent(PerfEvents.resolve("page-faults"))
+        var pfns = [Pfn](repeating: Pfn(0), count: 1024)
+        var got = 0
+        event.start()
+        pfns.withUnsafeMutableBufferPointer { buffer in
+            got = memory.allocateBulk(.system, count: 1024, into: buffer.baseAddress!)
+            for pfn in buffer.prefix(got) { memset(memory.address(of: pfn), 0x77, PageSize.bytes) }
+        }
+        event.stop()
+        let value = event.read()
+        let faults = try #require(value)
+        #expect(got == 1024)
+        #expect(faults < 4, "\(faults) host page faults while writing 1024 pre-faulted frames")
+        for pfn in pfns { memory.put(Folio(pfn: pfn, order: 0)) }
+    }
+}
