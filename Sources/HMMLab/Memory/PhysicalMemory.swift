@@ -1,4 +1,5 @@
 import Glibc
+import Synchronization
 
 /// The lab's physical memory: a system pool and a device pool of real frames numbered by pfn, a
 /// page-descriptor array (`vmemmap`), and the shared zero page.
@@ -49,6 +50,25 @@ public final class PhysicalMemory: @unchecked Sendable {
     public let notes: [String]
     /// The configuration it was built from.
     public let configuration: Configuration
+
+    /// Registered device pagemaps, by owner token.
+    private let pagemaps = Mutex<[UInt64: any DevicePagemap]>([:])
+
+    /// Registers a device's pagemap (`memremap_pages`); its pages carry `pagemap.owner` in `private`.
+    public func register(_ pagemap: any DevicePagemap) {
+        pagemaps.withLock { $0[pagemap.owner] = pagemap }
+    }
+
+    /// Removes a device's pagemap (`memunmap_pages`).
+    public func unregister(owner: UInt64) {
+        pagemaps.withLock { _ = $0.removeValue(forKey: owner) }
+    }
+
+    /// The pagemap of a device-private frame (`page_pgmap(page)`), through the owner in its descriptor.
+    public func pagemap(of pfn: Pfn) -> (any DevicePagemap)? {
+        let owner = page(pfn.aligned(toOrder: descriptors[pfn.index].test(.tail) ? PageSize.pmdOrder : 0)).pointee.private.load(ordering: .acquiring)
+        return pagemaps.withLock { $0[owner] }
+    }
 
     /// Bytes per descriptor.
     public static let descriptorSize = MemoryLayout<PageDescriptor>.stride

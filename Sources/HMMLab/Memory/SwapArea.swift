@@ -1,4 +1,5 @@
 import Glibc
+import Synchronization
 
 /// A swap slot range: the first slot and the order of the folio stored there (a 2 MiB folio takes an
 /// aligned cluster of 512 slots, as THP swap-out does with `SWAPFILE_CLUSTER`).
@@ -49,11 +50,14 @@ public final class SwapArea: @unchecked Sendable {
     public let region: Region
     /// Allocates slots: index = slot number.
     public let slots: FrameAllocator
+    /// References to each slot (`swap_map`): one per swap PTE; fork duplicates (`swap_duplicate`).
+    private let counts: Mutex<[UInt16]>
 
     /// A swap area of `bytes` (rounded up to 2 MiB), bound to `node`.
     public init(bytes: Int, node: Int = 0, backing: BackingRequest = .auto) throws(RegionError) {
         region = try Region(name: "swap", length: bytes, backing: backing, node: node)
         slots = FrameAllocator(frames: region.length / PageSize.bytes)
+        counts = Mutex(Array(repeating: 0, count: region.length / PageSize.bytes))
         // Slot 0 is the swap header: never handed out.
         guard case .success(0) = slots.allocate(order: 0) else { preconditionFailure("a fresh swap area has no slot 0") }
     }
@@ -69,12 +73,23 @@ public final class SwapArea: @unchecked Sendable {
         region.base + Int(slot) << PageSize.shift
     }
 
-    /// Writes a folio's bytes to newly allocated slots and returns where they are; the folio is untouched.
-    /// Models `folio_alloc_swap()` + `swap_writepage()`.
-    public func write(_ folio: Folio, from memory: PhysicalMemory) throws(SwapError) -> SwapEntry {
-        guard case .success(let slot) = slots.allocate(order: folio.order) else { throw .full(order: folio.order) }
-        let entry = SwapEntry(slot: UInt32(slot), order: folio.order)
+    /// Allocates slots for a folio of `order`, with one reference each (`folio_alloc_swap()`).
+    public func allocate(order: Int) throws(SwapError) -> SwapEntry {
+        guard case .success(let slot) = slots.allocate(order: order) else { throw .full(order: order) }
+        counts.withLock { for i in 0..<(1 << order) { $0[slot + i] = 1 } }
+        return SwapEntry(slot: UInt32(slot), order: order)
+    }
+
+    /// Copies a folio's bytes into its slots (`swap_writepage()`).
+    public func writeData(_ folio: Folio, to entry: SwapEntry, from memory: PhysicalMemory) {
+        precondition(folio.order == entry.order, "swap-out of an order-\(folio.order) folio into an order-\(entry.order) entry")
         memcpy(address(of: entry.slot), memory.address(of: folio.pfn), folio.byteCount)
+    }
+
+    /// Writes a folio's bytes to newly allocated slots and returns where they are; the folio is untouched.
+    public func write(_ folio: Folio, from memory: PhysicalMemory) throws(SwapError) -> SwapEntry {
+        let entry = try allocate(order: folio.order)
+        writeData(folio, to: entry, from: memory)
         return entry
     }
 
@@ -84,10 +99,35 @@ public final class SwapArea: @unchecked Sendable {
         memcpy(memory.address(of: folio.pfn), address(of: entry.slot), folio.byteCount)
     }
 
-    /// Frees the slots of an entry (`swap_free_nr`).
+    /// Drops one reference to the slots of an entry and frees them at zero (`swap_free_nr`).
     public func free(_ entry: SwapEntry) {
         precondition(entry.slot != 0, "free of the swap header slot")
-        slots.free(Int(entry.slot), order: entry.order)
+        let last = counts.withLock { c -> Bool in
+            let s = Int(entry.slot)
+            precondition(c[s] > 0, "free of unused \(entry)")
+            for i in 0..<(1 << entry.order) { c[s + i] -= 1 }
+            return c[s] == 0
+        }
+        if last { slots.free(Int(entry.slot), order: entry.order) }
+    }
+
+    /// Takes another reference to a slot (`swap_duplicate`, at fork).
+    public func duplicate(_ entry: SwapEntry) {
+        counts.withLock { c in
+            precondition(c[Int(entry.slot)] > 0, "duplicate of unused \(entry)")
+            for i in 0..<(1 << entry.order) { c[Int(entry.slot) + i] += 1 }
+        }
+    }
+
+    /// References to a slot (`swap_count`).
+    public func references(_ slot: UInt32) -> Int { counts.withLock { Int($0[Int(slot)]) } }
+
+    /// Lets the 512 slots of a 2 MiB entry be freed one by one (the swap side of splitting a THP that is
+    /// in swap: one PTE swap entry per page).
+    public func split(_ entry: SwapEntry) -> [SwapEntry] {
+        precondition(entry.order == 9, "split of an order-0 swap entry")
+        slots.splitAllocated(Int(entry.slot))
+        return (0..<512).map { SwapEntry(slot: entry.slot + UInt32($0), order: 0) }
     }
 
     /// Swap-out: writes the folio to swap and frees its frame. The caller must hold the only reference

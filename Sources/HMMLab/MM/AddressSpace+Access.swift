@@ -1,0 +1,102 @@
+import Glibc
+
+/// CPU loads and stores that go through the page table, faulting on demand.
+///
+/// Each page-sized piece of an access runs under the mmap lock for reading and, while it translates
+/// the address and copies the bytes, under the lock of the table that maps it (the PTE lock, or the
+/// PMD lock for a huge mapping). That lock stands in for the TLB: a migration or swap-out that
+/// replaces the entry under the same lock, then flushes, can never miss a store that was already
+/// under way, and a later store sees the new entry and faults. A store that finds a migration entry
+/// waits for the migration and lands in the new page.
+extension AddressSpace {
+    /// Stores `bytes` at `address` (any alignment, any length, across pages).
+    public func store(_ bytes: UnsafeRawBufferPointer, at address: UInt64) throws(FaultError) {
+        try access(address: address, count: bytes.count, write: true) { host, offset, n in
+            memcpy(host, bytes.baseAddress! + offset, n)
+        }
+    }
+
+    /// Loads `buffer.count` bytes from `address`.
+    public func load(into buffer: UnsafeMutableRawBufferPointer, from address: UInt64) throws(FaultError) {
+        try access(address: address, count: buffer.count, write: false) { host, offset, n in
+            memcpy(buffer.baseAddress! + offset, host, n)
+        }
+    }
+
+    /// Stores one integer (little-endian, as the CPU does).
+    public func store<T: FixedWidthInteger>(_ value: T, at address: UInt64) throws(FaultError) {
+        var v = value
+        try withUnsafeBytes(of: &v) { (b) throws(FaultError) in try store(b, at: address) }
+    }
+
+    /// Loads one integer.
+    public func load<T: FixedWidthInteger>(_: T.Type = T.self, from address: UInt64) throws(FaultError) -> T {
+        var v: T = 0
+        try withUnsafeMutableBytes(of: &v) { (b) throws(FaultError) in try load(into: b, from: address) }
+        return v
+    }
+
+    /// Splits an access into page pieces and runs `copy(hostAddress, offsetInAccess, length)` for each
+    /// with the translation held, faulting as needed.
+    func access(address: UInt64, count: Int, write: Bool, _ copy: (UnsafeMutableRawPointer, Int, Int) -> Void) throws(FaultError) {
+        guard count > 0 else { return }
+        mmapLock.readLock()
+        defer { mmapLock.unlock() }
+        var done = 0
+        while done < count {
+            let at = address + UInt64(done)
+            let n = min(count - done, PageSize.bytes - Int(at & 4095))
+            while !translateAndCopy(at, write: write, { host in copy(host, done, n) }) {
+                _ = try handleFault(at: at, write: write)
+            }
+            done += n
+        }
+    }
+
+    /// Translates `address` under the table lock and runs `body` with the host address if the entry
+    /// allows the access; false when a fault is needed. Sets the dirty bit on a write, as the MMU does.
+    func translateAndCopy(_ address: UInt64, write: Bool, _ body: (UnsafeMutableRawPointer) -> Void) -> Bool {
+        guard let pmd = pageTable.pmdSlot(address, allocate: false) else { return false }
+        let pmdEntry = pmd.load()
+        if pmdEntry.isHuge {
+            let lock = pageTable.lock(tableOf: pmd)
+            defer { lock.unlock() }
+            let entry = pmd.load()
+            guard entry.isHuge, !entry.isProtNone, !write || entry.isWritable else { return false }
+            if write, !entry.isDirty { pmd.store(PTE(rawValue: entry.rawValue | PTE.dirtyBit)) }
+            body(memory.address(of: entry.pfn) + Int(address & UInt64(PageSize.pmdBytes - 1)))
+            return true
+        }
+        guard pmdEntry.isPresent, let table = pageTable.pteTable(under: pmd, allocate: false) else { return false }
+        let slot = pageTable.slot(in: table, level: .pte, address: address)
+        let lock = pageTable.lock(tableOf: slot)
+        defer { lock.unlock() }
+        let entry = slot.load()
+        guard entry.isPresent, !entry.isProtNone, !write || entry.isWritable else { return false }
+        if write, !entry.isDirty { slot.store(PTE(rawValue: entry.rawValue | PTE.dirtyBit)) }
+        body(memory.address(of: entry.pfn) + Int(address & 4095))
+        return true
+    }
+}
+
+extension AddressSpace {
+    /// Stores an array of bytes at `address`.
+    public func store(_ bytes: [UInt8], at address: UInt64) throws(FaultError) {
+        var failure: FaultError?
+        bytes.withUnsafeBytes { b in
+            do throws(FaultError) { try store(b, at: address) } catch { failure = error }
+        }
+        if let failure { throw failure }
+    }
+
+    /// Loads `count` bytes from `address`.
+    public func loadBytes(_ count: Int, from address: UInt64) throws(FaultError) -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: count)
+        var failure: FaultError?
+        bytes.withUnsafeMutableBytes { b in
+            do throws(FaultError) { try load(into: b, from: address) } catch { failure = error }
+        }
+        if let failure { throw failure }
+        return bytes
+    }
+}

@@ -1,0 +1,292 @@
+import Glibc
+
+/// The CPU fault path for anonymous memory: `handle_mm_fault()` → `__handle_mm_fault()` →
+/// `do_huge_pmd_anonymous_page()` / `handle_pte_fault()` (mm/memory.c, mm/huge_memory.c).
+extension AddressSpace {
+    /// Resolves a fault at `address` for a read or a write and returns what it did. The caller holds the
+    /// mmap lock for reading (as `handle_mm_fault` requires) and retries the access afterwards; a fault
+    /// that only waited (`migrationWait`) or raced (`spurious`) is retried the same way.
+    ///
+    /// - Throws: ``FaultError``: no VMA, an access the VMA forbids, no memory, or a fault that cannot be served.
+    public func handleFault(at address: UInt64, write: Bool) throws(FaultError) -> FaultKind {
+        guard let vma = vma(containing: address) else { throw .noVMA(address) }
+        // access_error(): write needs VM_WRITE; any access needs VM_READ (PROT_NONE faults).
+        if write ? !vma.isWritable : !vma.isReadable { throw .accessError(address, write: write) }
+        let kind = try faultOnce(vma, address: address, write: write)
+        counters.count(kind)
+        return kind
+    }
+
+    private func faultOnce(_ vma: VMA, address: UInt64, write: Bool) throws(FaultError) -> FaultKind {
+        guard let pmd = pageTable.pmdSlot(address, allocate: true) else { throw .outOfMemory(address) }
+        let pmdEntry = pmd.load()
+
+        if pmdEntry.isNone, vma.isHugepage, !vma.isShared, write {
+            let aligned = address & ~UInt64(PageSize.pmdBytes - 1)
+            if aligned >= vma.start, aligned + UInt64(PageSize.pmdBytes) <= vma.end,
+                let kind = hugeAnonymousFault(vma, pmd: pmd, address: aligned)
+            {
+                return kind
+            }
+            // No 2 MiB folio: fall back to a 4 KiB page (THP_FAULT_FALLBACK).
+        }
+        if pmdEntry.isHuge {
+            return try hugePMDFault(vma, pmd: pmd, entry: pmdEntry, address: address, write: write)
+        }
+        if pmdEntry.isMigration {
+            waitForMigration(pmdEntry.pfn)
+            return .migrationWait
+        }
+        if pmdEntry.isDevicePrivate {
+            return try devicePrivateFault(address, pfn: pmdEntry.pfn + Int((address & UInt64(PageSize.pmdBytes - 1)) >> 12))
+        }
+        guard let table = pageTable.pteTable(under: pmd, allocate: true) else {
+            if pmd.load().isNone { throw .outOfMemory(address) }
+            return .spurious  // became huge meanwhile: retry
+        }
+        return try pteFault(vma, slot: pageTable.slot(in: table, level: .pte, address: address), address: address & ~4095, write: write)
+    }
+
+    /// `handle_pte_fault()` and the functions it dispatches to.
+    private func pteFault(_ vma: VMA, slot: EntrySlot, address: UInt64, write: Bool) throws(FaultError) -> FaultKind {
+        let lock = pageTable.lock(tableOf: slot)
+        let entry = slot.load()
+
+        if entry.isNone {
+            if vma.isShared {
+                lock.unlock()
+                return try sharedFault(vma, slot: slot, address: address)
+            }
+            if !write {
+                // do_anonymous_page, read: map the zero page, special and read-only.
+                slot.store(.present(memory.zeroPage, writable: false, special: true))
+                lock.unlock()
+                return .zeroPage
+            }
+            lock.unlock()
+            return try newAnonymousPage(vma, slot: slot, expected: .none, address: address, kind: .anonymous)
+        }
+
+        if entry.isPresent {
+            if entry.isProtNone {
+                // do_numa_page: the VMA allows access again; restore the entry.
+                slot.store(protect(entry, vma: vma, huge: false))
+                lock.unlock()
+                return .spurious
+            }
+            if !write || entry.isWritable {
+                if write, !entry.isDirty { slot.store(entry.madeWritable()) }
+                lock.unlock()
+                return .spurious
+            }
+            // do_wp_page
+            if entry.pfn == memory.zeroPage {
+                lock.unlock()
+                return try newAnonymousPage(vma, slot: slot, expected: entry, address: address, kind: .anonymous)
+            }
+            if vma.isShared {
+                slot.store(entry.madeWritable())
+                lock.unlock()
+                return .reuse
+            }
+            let page = memory.page(entry.pfn)
+            let folio = memory.folio(containing: entry.pfn)
+            let head = memory.page(folio.pfn)
+            if page.pointee.test(.anonExclusive)
+                || (folio.order == 0 && head.pointee.mappings == 1 && head.pointee.references == 1)
+            {
+                // wp_can_reuse_anon_folio → wp_page_reuse.
+                page.pointee.set(.anonExclusive)
+                slot.store(entry.madeWritable())
+                lock.unlock()
+                return .reuse
+            }
+            lock.unlock()
+            return try copyOnWrite(vma, slot: slot, entry: entry, address: address)
+        }
+
+        if entry.isSwap {
+            lock.unlock()
+            return try swapInFault(vma, slot: slot, entry: entry, address: address, write: write)
+        }
+        if entry.isMigration {
+            lock.unlock()
+            waitForMigration(entry.pfn)
+            return .migrationWait
+        }
+        if entry.isDevicePrivate {
+            lock.unlock()
+            return try devicePrivateFault(address, pfn: entry.pfn)
+        }
+        if entry.isDeviceExclusive {
+            // remove_device_exclusive_entry: give the page back to the CPU.
+            let writable = entry.rawValue & PTE.writeBit != 0
+            slot.store(.present(entry.pfn, writable: writable && vma.isWritable))
+            lock.unlock()
+            return .deviceExclusive
+        }
+        lock.unlock()
+        throw .sigbus(address, "unexpected entry \(entry)")
+    }
+
+    /// A new zeroed 4 KiB folio installed where `expected` still is (`do_anonymous_page` write, and the
+    /// write fault on the zero page in `wp_page_copy`).
+    private func newAnonymousPage(_ vma: VMA, slot: EntrySlot, expected: PTE, address: UInt64, kind: FaultKind) throws(FaultError) -> FaultKind {
+        guard case .success(let folio) = memory.allocate(.system, order: 0) else { throw .outOfMemory(address) }
+        memset(memory.address(of: folio.pfn), 0, PageSize.bytes)  // __GFP_ZERO
+        let clearingZero = !expected.isNone
+        if clearingZero { notifiers.invalidateRangeStart(MMUNotifierRange(start: address, end: address + 4096, event: .clear)) }
+        defer { if clearingZero { notifiers.invalidateRangeEnd(MMUNotifierRange(start: address, end: address + 4096, event: .clear)) } }
+        let lock = pageTable.lock(tableOf: slot)
+        guard slot.load() == expected else {
+            lock.unlock()
+            memory.put(folio)
+            return .spurious
+        }
+        addNewAnonRmap(folio, vma: vma, address: address)
+        slot.store(.present(folio.pfn, writable: true, dirty: true))
+        lock.unlock()
+        if clearingZero { counters.tlbFlushes.wrappingAdd(1, ordering: .relaxed) }
+        return kind
+    }
+
+    /// `wp_page_copy()`: copy the page, map the copy writable, drop this mapping of the old one.
+    private func copyOnWrite(_ vma: VMA, slot: EntrySlot, entry: PTE, address: UInt64) throws(FaultError) -> FaultKind {
+        guard case .success(let copy) = memory.allocate(.system, order: 0) else { throw .outOfMemory(address) }
+        memcpy(memory.address(of: copy.pfn), memory.address(of: entry.pfn), PageSize.bytes)
+        let range = MMUNotifierRange(start: address, end: address + 4096, event: .clear)
+        notifiers.invalidateRangeStart(range)
+        defer { notifiers.invalidateRangeEnd(range) }
+        let lock = pageTable.lock(tableOf: slot)
+        guard slot.load() == entry else {
+            lock.unlock()
+            memory.put(copy)
+            return .spurious
+        }
+        addNewAnonRmap(copy, vma: vma, address: address)
+        slot.store(.present(copy.pfn, writable: true, dirty: true))
+        lock.unlock()
+        counters.tlbFlushes.wrappingAdd(1, ordering: .relaxed)
+        let old = memory.folio(containing: entry.pfn)
+        removeRmap(old)
+        memory.put(old)
+        return .copyOnWrite
+    }
+
+    /// `do_swap_page()`: read the slot into a new folio and map it. Without a swap cache, every swap-in
+    /// makes a private, exclusive copy; the slot reference is dropped only by the thread that installs it.
+    private func swapInFault(_ vma: VMA, slot: EntrySlot, entry: PTE, address: UInt64, write: Bool) throws(FaultError) -> FaultKind {
+        guard let swap else { throw .sigbus(address, "swap entry but no swap area") }
+        let swapEntry = SwapEntry(slot: UInt32(entry.swapOffset), order: 0)
+        guard case .success(let folio) = memory.allocate(.system, order: 0) else { throw .outOfMemory(address) }
+        swap.read(swapEntry, into: folio, of: memory)
+        let lock = pageTable.lock(tableOf: slot)
+        guard slot.load() == entry else {
+            lock.unlock()
+            memory.put(folio)
+            return .spurious
+        }
+        addNewAnonRmap(folio, vma: vma, address: address)
+        slot.store(.present(folio.pfn, writable: write && vma.isWritable, dirty: write, softDirty: entry.swapSoftDirty))
+        lock.unlock()
+        swap.free(swapEntry)
+        return .swapIn
+    }
+
+    /// `shmem_fault()` + `finish_fault()`: the object's page-cache folio at this index, allocated
+    /// (zeroed) on first touch; the mapping takes a reference and a mapcount.
+    private func sharedFault(_ vma: VMA, slot: EntrySlot, address: UInt64) throws(FaultError) -> FaultKind {
+        let object = vma.object
+        let index = Int(vma.pageIndex(address))
+        guard let cache = object.pageCache, index < object.pageCacheCount else { throw .sigbus(address, "beyond the shared object") }
+        var cached = cache[index].load(ordering: .acquiring)
+        if cached == 0 {
+            guard case .success(let folio) = memory.allocate(.system, order: 0) else { throw .outOfMemory(address) }
+            memset(memory.address(of: folio.pfn), 0, PageSize.bytes)
+            memory.page(folio.pfn).pointee.set([.swapBacked, .uptodate])
+            memory.page(folio.pfn).pointee.mapping.store(object.encode(index: UInt64(index)), ordering: .releasing)
+            let (won, current) = cache[index].compareExchange(expected: 0, desired: folio.pfn.rawValue + 1, ordering: .acquiringAndReleasing)
+            if won { cached = folio.pfn.rawValue + 1 } else {
+                memory.put(folio)
+                cached = current
+            }
+        }
+        let pfn = Pfn(rawValue: cached - 1)
+        let lock = pageTable.lock(tableOf: slot)
+        guard slot.load().isNone else {
+            lock.unlock()
+            return .spurious
+        }
+        let folio = Folio(pfn: pfn, order: 0)
+        memory.page(pfn).pointee.get()
+        addRmap(folio)
+        slot.store(.present(pfn, writable: vma.isWritable, dirty: vma.isWritable))
+        lock.unlock()
+        return .shared
+    }
+
+    /// `do_huge_pmd_anonymous_page()`: a zeroed 2 MiB folio mapped by the PMD. Nil when no 2 MiB folio
+    /// could be allocated or the PMD is no longer none.
+    private func hugeAnonymousFault(_ vma: VMA, pmd: EntrySlot, address: UInt64) -> FaultKind? {
+        guard case .success(let folio) = memory.allocate(.system, order: PageSize.pmdOrder) else { return nil }
+        memset(memory.address(of: folio.pfn), 0, folio.byteCount)
+        let lock = pageTable.lock(tableOf: pmd)
+        guard pmd.load().isNone else {
+            lock.unlock()
+            memory.put(folio)
+            return nil
+        }
+        addNewAnonRmap(folio, vma: vma, address: address)
+        pmd.store(.present(folio.pfn, writable: true, dirty: true, huge: true))
+        lock.unlock()
+        return .anonymousHuge
+    }
+
+    /// Faults on a huge PMD (`do_huge_pmd_wp_page`): a write to a read-only PMD reuses an exclusive folio,
+    /// otherwise splits the PMD and lets the PTE path copy (the kernel does the same).
+    private func hugePMDFault(_ vma: VMA, pmd: EntrySlot, entry: PTE, address: UInt64, write: Bool) throws(FaultError) -> FaultKind {
+        if entry.isProtNone {
+            let lock = pageTable.lock(tableOf: pmd)
+            if pmd.load() == entry { pmd.store(protect(entry, vma: vma, huge: true)) }
+            lock.unlock()
+            return .spurious
+        }
+        if !write || entry.isWritable { return .spurious }
+        let head = memory.page(entry.pfn)
+        let lock = pageTable.lock(tableOf: pmd)
+        if pmd.load() == entry, head.pointee.test(.anonExclusive) || (head.pointee.mappings == 1 && head.pointee.references == 1) {
+            head.pointee.set(.anonExclusive)
+            pmd.store(entry.madeWritable())
+            lock.unlock()
+            return .reuse
+        }
+        lock.unlock()
+        guard splitHugePMD(pmd, address: address) else { throw .outOfMemory(address) }
+        return try faultOnce(vma, address: address, write: write)
+    }
+
+    /// `migration_entry_wait()`: waits until the folio under migration is unlocked; the caller retries.
+    func waitForMigration(_ pfn: Pfn) {
+        let folio = memory.folio(containing: pfn)
+        let head = memory.page(folio.pfn)
+        guard head.pointee.tryGet() else { return }
+        var spins = 0
+        while head.pointee.isLocked {
+            spins += 1
+            if spins > 64 {
+                sched_yield()
+                spins = 0
+            }
+        }
+        memory.put(folio)
+    }
+
+    /// `do_swap_page()` on a device-private entry: the owner's `migrate_to_ram`.
+    private func devicePrivateFault(_ address: UInt64, pfn: Pfn) throws(FaultError) -> FaultKind {
+        guard let pagemap = memory.pagemap(of: pfn) else {
+            throw .sigbus(address, "device-private \(pfn) has no registered device pagemap")
+        }
+        try pagemap.migrateToRAM(self, address: address & ~4095, pfn: pfn)
+        return .devicePrivate
+    }
+}

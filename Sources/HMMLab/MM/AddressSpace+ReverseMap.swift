@@ -1,0 +1,104 @@
+import Glibc
+
+/// The anonymous reverse map: how a folio records who maps it, and the walk that finds every PTE
+/// mapping it (`mm/rmap.c`).
+///
+/// Departure from the kernel: the mapcount is one counter on the head page (the kernel keeps per-page
+/// and large-folio counts); it counts PTE and PMD mappings of any page of the folio, as `folio_mapcount`
+/// does.
+extension AddressSpace {
+    /// `folio_add_new_anon_rmap()`: a folio just faulted in for `vma` at `address` (its first page's address).
+    func addNewAnonRmap(_ folio: Folio, vma: VMA, address: UInt64) {
+        let head = memory.page(folio.pfn)
+        head.pointee.set([.anon, .anonExclusive, .swapBacked, .uptodate])
+        if folio.order > 0 {
+            for i in 1..<folio.pageCount { (head + i).pointee.set(.anonExclusive) }
+        }
+        head.pointee.mapping.store(vma.object.encode(index: vma.pageIndex(address)), ordering: .releasing)
+        head.pointee.mapcount.store(1, ordering: .releasing)
+    }
+
+    /// `folio_add_anon_rmap_pte()` / `folio_dup_anon_rmap_pte()`: one more mapping.
+    func addRmap(_ folio: Folio) {
+        memory.page(folio.pfn).pointee.mapcount.wrappingAdd(1, ordering: .relaxed)
+    }
+
+    /// `folio_remove_rmap_pte()` / `folio_remove_rmap_pmd()`: one mapping fewer.
+    func removeRmap(_ folio: Folio) {
+        let old = memory.page(folio.pfn).pointee.mapcount.wrappingSubtract(1, ordering: .relaxed).oldValue
+        precondition(old > 0, "\(folio) unmapped more often than mapped")
+    }
+
+    /// The page index a frame of an anonymous folio has in its object (`folio->index` + page offset).
+    func pageIndex(of pfn: Pfn) -> (object: MappingObject, index: UInt64)? {
+        let folio = memory.folio(containing: pfn)
+        let (id, index) = MappingObject.decode(memory.page(folio.pfn).pointee.mapping.load(ordering: .acquiring))
+        guard id != 0, let object = MappingObject.lookup(id) else { return nil }
+        return (object, index + UInt64(pfn.index - folio.pfn.index))
+    }
+
+    /// `rmap_walk_anon()`: calls `visit` with every address space, VMA and address that may map page
+    /// `pfn`. Takes each address space's mmap lock for reading in turn; the caller must hold none.
+    static func rmapWalk(_ pfn: Pfn, in memory: PhysicalMemory, _ visit: (AddressSpace, VMA, UInt64) -> Void) {
+        let folio = memory.folio(containing: pfn)
+        let (id, headIndex) = MappingObject.decode(memory.page(folio.pfn).pointee.mapping.load(ordering: .acquiring))
+        guard id != 0, let object = MappingObject.lookup(id) else { return }
+        let index = headIndex + UInt64(pfn.index - folio.pfn.index)
+        for mm in object.memberSpaces() {
+            mm.mmapLock.withReadLock {
+                for vma in mm.vmaList where vma.object === object {
+                    if let address = vma.address(ofIndex: index) { visit(mm, vma, address) }
+                }
+            }
+        }
+    }
+
+    // MARK: - Splitting a huge PMD
+
+    /// Splits a huge (or device-private, or migration) PMD into a PTE table mapping the same 512 pages
+    /// (`__split_huge_pmd_locked`). The folio stays order 9; each PTE holds a reference and a mapping
+    /// (`folio_ref_add(folio, HPAGE_PMD_NR - 1)`), and the head's anon-exclusive state is copied to every page.
+    ///
+    /// - Returns: false when no frame was free for the table.
+    @discardableResult
+    func splitHugePMD(_ pmd: EntrySlot, address: UInt64) -> Bool {
+        guard let table = pageTable.allocateTable() else { return false }
+        let lock = pageTable.lock(tableOf: pmd)
+        let entry = pmd.load()
+        guard entry.isHuge || entry.isMigration || entry.isDevicePrivate else {
+            lock.unlock()
+            pageTable.freeTable(table)
+            return true  // someone else split or cleared it
+        }
+        let slots = pageTable.slots(of: table)
+        let base = entry.pfn
+        for i in 0..<PageSize.pmdPages {
+            let pfn = base + i
+            let pte: PTE
+            if entry.isProtNone {
+                pte = .protNone(pfn)
+            } else if entry.isPresent {
+                pte = .present(pfn, writable: entry.isWritable, dirty: entry.isDirty, softDirty: entry.isSoftDirty)
+            } else if entry.isMigration {
+                let mode: PTE.MigrationMode = entry.isWritableMigration ? .write : entry.isReadExclusiveMigration ? .readExclusive : .read
+                pte = .migration(pfn, mode: mode, young: entry.migrationYoung, dirty: entry.migrationDirty, softDirty: entry.swapSoftDirty)
+            } else {
+                pte = .devicePrivate(pfn, writable: entry.isWritableDevicePrivate, softDirty: entry.swapSoftDirty)
+            }
+            slots.advanced(by: i).store(pte)
+        }
+        if !entry.isMigration {
+            let head = memory.page(base)
+            head.pointee.get(Int32(PageSize.pmdPages - 1))
+            head.pointee.mapcount.wrappingAdd(Int32(PageSize.pmdPages - 1), ordering: .relaxed)
+            if head.pointee.test(.anonExclusive) {
+                for i in 1..<PageSize.pmdPages { (head + i).pointee.set(.anonExclusive) }
+            }
+        }
+        pmd.store(.table(table))
+        lock.unlock()
+        counters.pmdSplits.wrappingAdd(1, ordering: .relaxed)
+        counters.tlbFlushes.wrappingAdd(1, ordering: .relaxed)
+        return true
+    }
+}

@@ -1,0 +1,161 @@
+import Glibc
+
+/// What ``AddressSpace/swapOut(_:pages:)`` did.
+public struct SwapOutResult: Sendable, Equatable {
+    /// Pages written to swap and freed.
+    public var swapped = 0
+    /// Pages left where they were, with the reason (`"locked"`, `"not present"`, …).
+    public var skipped: [String: Int] = [:]
+
+    mutating func skip(_ reason: String) { skipped[reason, default: 0] += 1 }
+}
+
+/// Reclaim of chosen pages to the swap area: the `shrink_folio_list()` steps for one anonymous folio —
+/// `folio_alloc_swap`, `try_to_unmap` through the reverse map (every address space that maps it gets a
+/// swap entry), `pageout` (the copy), and the free.
+extension AddressSpace {
+    /// Swaps out the private anonymous pages of `[address, address + pages*4096)`.
+    ///
+    /// A 2 MiB folio is first split: its PMD into PTEs, then the folio into 512 order-0 folios, which
+    /// the kernel does too when it cannot swap a THP whole (`split_folio_to_list`); that needs this
+    /// address space to be its only mapper. Pages of shared mappings are not swapped (shmem swap is not
+    /// modelled), nor are the zero page, pages under migration, on the device, or locked.
+    public func swapOut(_ address: UInt64, pages: Int) throws(MMError) -> SwapOutResult {
+        guard let swap else { throw .invalidArgument("swap-out needs a swap area") }
+        guard address & 4095 == 0, pages > 0 else { throw .invalidArgument("swap-out range must be page-aligned and non-empty") }
+        var result = SwapOutResult()
+        for k in 0..<pages {
+            let at = address + UInt64(k) << 12
+            guard let folio = isolateForSwap(at, &result) else { continue }
+            // The folio is locked and we hold a reference: unmap it everywhere.
+            let entry: SwapEntry
+            do {
+                entry = try swap.allocate(order: 0)
+            } catch {
+                memory.page(folio.pfn).pointee.unlock()
+                memory.put(folio)
+                result.skip("swap full")
+                continue
+            }
+            var installed = 0
+            let head = memory.page(folio.pfn)
+            let exclusive = head.pointee.test(.anonExclusive)
+            AddressSpace.rmapWalk(folio.pfn, in: memory) { mm, _, va in
+                guard let slot = mm.pageTable.pteSlot(va) else { return }
+                let range = MMUNotifierRange(start: va, end: va + 4096, event: .clear)
+                mm.notifiers.invalidateRangeStart(range)
+                let lock = mm.pageTable.lock(tableOf: slot)
+                let old = slot.load()
+                if old.isPresent, old.pfn == folio.pfn {
+                    if installed > 0 { swap.duplicate(entry) }
+                    slot.store(.swap(slot: entry.slot, softDirty: old.isSoftDirty, exclusive: exclusive))
+                    installed += 1
+                    mm.removeRmap(folio)
+                    memory.put(folio)
+                }
+                lock.unlock()
+                mm.counters.tlbFlushes.wrappingAdd(1, ordering: .relaxed)
+                mm.notifiers.invalidateRangeEnd(range)
+            }
+            precondition(head.pointee.mappings == 0, "try_to_unmap left \(folio) mapped \(head.pointee.mappings) times")
+            swap.writeData(folio, to: entry, from: memory)
+            if installed == 0 { swap.free(entry) }
+            head.pointee.clear([.anonExclusive, .anon])
+            head.pointee.mapping.store(0, ordering: .relaxed)
+            head.pointee.unlock()
+            memory.put(folio)  // our reference: the folio is freed
+            result.swapped += 1
+        }
+        return result
+    }
+
+    /// Finds the folio at `address`, takes a reference and its lock, splitting a 2 MiB folio first.
+    /// Nil (with the reason counted) when the page cannot be swapped.
+    private func isolateForSwap(_ address: UInt64, _ result: inout SwapOutResult) -> Folio? {
+        mmapLock.withReadLock { () -> Folio? in
+            guard let vma = vma(containing: address) else {
+                result.skip("not mapped")
+                return nil
+            }
+            if vma.isShared {
+                result.skip("shared mapping")
+                return nil
+            }
+            guard let pmd = pageTable.pmdSlot(address, allocate: false) else {
+                result.skip("not present")
+                return nil
+            }
+            if pmd.load().isHuge, !splitHugePMD(pmd, address: address) {
+                result.skip("no memory to split")
+                return nil
+            }
+            guard let slot = pageTable.pteSlot(address) else {
+                result.skip("not present")
+                return nil
+            }
+            let lock = pageTable.lock(tableOf: slot)
+            let entry = slot.load()
+            guard entry.isPresent, !entry.isProtNone, entry.pfn != memory.zeroPage else {
+                lock.unlock()
+                result.skip(entry.isSwap ? "already swapped" : entry.pfn == memory.zeroPage && entry.isPresent ? "zero page" : "not present")
+                return nil
+            }
+            var folio = memory.folio(containing: entry.pfn)
+            let head = memory.page(folio.pfn)
+            guard head.pointee.tryGet() else {
+                lock.unlock()
+                result.skip("being freed")
+                return nil
+            }
+            guard head.pointee.tryLock() else {
+                lock.unlock()
+                memory.put(folio)
+                result.skip("locked")
+                return nil
+            }
+            lock.unlock()
+            if folio.order > 0 {
+                guard splitFolio(folio) else {
+                    head.pointee.unlock()
+                    memory.put(folio)
+                    result.skip("large folio mapped elsewhere")
+                    return nil
+                }
+                // Keep the page at `address`: drop the lock and reference on the others.
+                let mine = entry.pfn
+                for i in 0..<PageSize.pmdPages where folio.pfn + i != mine {
+                    let page = memory.page(folio.pfn + i)
+                    page.pointee.unlock()
+                    memory.put(Folio(pfn: folio.pfn + i, order: 0))
+                }
+                folio = Folio(pfn: mine, order: 0)
+            }
+            return folio
+        }
+    }
+
+    /// Splits a locked, PTE-mapped 2 MiB folio into 512 order-0 folios (`__folio_split` to order 0).
+    /// Each new folio keeps the lock, gets one reference per PTE that maps it plus one for the caller's,
+    /// and its own reverse-map index. Refused when another address space maps any page of it.
+    func splitFolio(_ folio: Folio) -> Bool {
+        let head = memory.page(folio.pfn)
+        let maps = head.pointee.mappings
+        // Every mapping must be one of ours, one PTE per page: refcount = mapcount + our reference.
+        guard head.pointee.references == maps + 1, maps == Int32(PageSize.pmdPages) else { return false }
+        guard let pool = memory.pool(of: folio.pfn) else { return false }
+        let (id, index) = MappingObject.decode(head.pointee.mapping.load(ordering: .acquiring))
+        let flags = head.pointee.pageFlags.subtracting([.head, .tail])
+        pool.allocator.splitAllocated(folio.pfn.index - pool.firstPfn.index)
+        for i in 0..<PageSize.pmdPages {
+            let page = head + i
+            let exclusive = page.pointee.test(.anonExclusive)
+            var f = flags.subtracting(.anonExclusive)
+            if exclusive { f.insert(.anonExclusive) }
+            page.pointee.flags.store(f.rawValue, ordering: .relaxed)
+            page.pointee.mapping.store(id << 40 | (index + UInt64(i)), ordering: .relaxed)
+            page.pointee.mapcount.store(1, ordering: .relaxed)
+            page.pointee.refcount.store(2, ordering: .releasing)  // the PTE's and the caller's
+        }
+        return true
+    }
+}

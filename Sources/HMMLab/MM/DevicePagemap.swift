@@ -1,0 +1,14 @@
+/// A driver's `struct dev_pagemap` with its `dev_pagemap_ops`: how the CPU fault path hands a
+/// device-private page back to the device that owns it.
+///
+/// The device's pages carry its ``owner`` token in their descriptor's `private` word (the kernel reaches
+/// `page->pgmap->owner`); ``PhysicalMemory`` keeps the registry from token to pagemap.
+public protocol DevicePagemap: AnyObject, Sendable {
+    /// `pgmap->owner`: the token `hmm_range_fault` and `migrate_vma` compare with their owner argument.
+    var owner: UInt64 { get }
+
+    /// `dev_pagemap_ops.migrate_to_ram`: the CPU faulted on a device-private entry of `mm` at `address`
+    /// mapping `pfn`. Called with the mmap lock held for reading; returns once the page is back in system
+    /// memory (or the fault should simply be retried), or throws to fail the fault.
+    func migrateToRAM(_ mm: AddressSpace, address: UInt64, pfn: Pfn) throws(FaultError)
+}

@@ -1,0 +1,142 @@
+/// The state of one page as a snapshot reports it (in the spirit of `HMM_DMIRROR_SNAPSHOT`'s bytes).
+public enum PageState: UInt8, Sendable, CustomStringConvertible {
+    case none = 0
+    case read
+    case write
+    case zero
+    case swap
+    case migration
+    case devicePrivate
+    case deviceExclusive
+    case protNone
+    /// No VMA.
+    case error
+
+    public var description: String {
+        switch self {
+        case .none: "none"
+        case .read: "read"
+        case .write: "write"
+        case .zero: "zero"
+        case .swap: "swap"
+        case .migration: "migration"
+        case .devicePrivate: "device-private"
+        case .deviceExclusive: "device-exclusive"
+        case .protNone: "protnone"
+        case .error: "error"
+        }
+    }
+
+    /// The state an entry stands for.
+    @inlinable public init(_ entry: PTE, zeroPage: Pfn) {
+        if entry.isNone {
+            self = .none
+        } else if entry.isProtNone {
+            self = .protNone
+        } else if entry.isPresent {
+            self = entry.pfn == zeroPage ? .zero : entry.isWritable ? .write : .read
+        } else if entry.isSwap {
+            self = .swap
+        } else if entry.isMigration {
+            self = .migration
+        } else if entry.isDevicePrivate {
+            self = .devicePrivate
+        } else if entry.isDeviceExclusive {
+            self = .deviceExclusive
+        } else {
+            self = .error
+        }
+    }
+}
+
+/// A read-only walk that writes one ``PageState`` byte per page: the lab's lightest walk, the one
+/// `bench calibrate` compares with the kernel's `mincore()`.
+public struct SnapshotWalk: PageWalkOps {
+    public static var hasPmdEntry: Bool { true }
+    public static var hasPteEntry: Bool { true }
+    public static var hasPteHole: Bool { true }
+
+    let out: UnsafeMutablePointer<UInt8>
+    let start: UInt64
+    let zeroPage: Pfn
+
+    public init(into out: UnsafeMutablePointer<UInt8>, start: UInt64, zeroPage: Pfn) {
+        self.out = out
+        self.start = start
+        self.zeroPage = zeroPage
+    }
+
+    @inline(__always) func index(_ address: UInt64) -> Int { Int((address - start) >> 12) }
+
+    public mutating func pteHole(_ address: UInt64, _ next: UInt64, depth: Int, _ walk: inout PageWalk) -> Int32 {
+        let state = depth < 0 ? PageState.error : .none
+        for i in index(address)..<index(next) { out[i] = state.rawValue }
+        return 0
+    }
+
+    public mutating func pmdEntry(_ pmd: EntrySlot, _ address: UInt64, _ next: UInt64, _ walk: inout PageWalk) -> Int32 {
+        let entry = pmd.load()
+        guard entry.isHuge || entry.isSwapFormat else { return 0 }
+        let state = PageState(entry, zeroPage: zeroPage)
+        for i in index(address)..<index(next) { out[i] = state.rawValue }
+        walk.action = .continue
+        return 0
+    }
+
+    @inline(__always)
+    public mutating func pteEntry(_ pte: EntrySlot, _ address: UInt64, _ next: UInt64, _ walk: inout PageWalk) -> Int32 {
+        out[index(address)] = PageState(pte.load(), zeroPage: zeroPage).rawValue
+        return 0
+    }
+}
+
+/// Finds entries matching a predicate, at PTE level and among PMD leaves.
+struct FindEntriesWalk: PageWalkOps {
+    static var hasPmdEntry: Bool { true }
+    static var hasPteEntry: Bool { true }
+    static var hasPteHole: Bool { false }
+
+    let predicate: (PTE) -> Bool
+    var found: [(UInt64, PTE)] = []
+
+    mutating func pmdEntry(_ pmd: EntrySlot, _ address: UInt64, _ next: UInt64, _ walk: inout PageWalk) -> Int32 {
+        let entry = pmd.load()
+        if entry.isHuge || entry.isSwapFormat {
+            if predicate(entry) { found.append((address, entry)) }
+            walk.action = .continue
+        }
+        return 0
+    }
+
+    mutating func pteEntry(_ pte: EntrySlot, _ address: UInt64, _ next: UInt64, _ walk: inout PageWalk) -> Int32 {
+        let entry = pte.load()
+        if !entry.isNone, predicate(entry) { found.append((address, entry)) }
+        return 0
+    }
+}
+
+extension AddressSpace {
+    /// The state of each page of `[start, start + pages*4096)`, read by one ``SnapshotWalk`` under the
+    /// mmap read lock (no fault).
+    public func snapshot(_ start: UInt64, pages: Int) -> [PageState] {
+        var bytes = [UInt8](repeating: 0, count: pages)
+        bytes.withUnsafeMutableBufferPointer { buffer in
+            var ops = SnapshotWalk(into: buffer.baseAddress!, start: start, zeroPage: memory.zeroPage)
+            mmapLock.withReadLock { _ = walkPageRange(start, start + UInt64(pages) << 12, &ops) }
+        }
+        return bytes.map { PageState(rawValue: $0) ?? .error }
+    }
+
+    /// Every entry in the address space matching `predicate`, with its address.
+    public func entries(where predicate: @escaping (PTE) -> Bool) -> [(address: UInt64, entry: PTE)] {
+        var ops = FindEntriesWalk(predicate: predicate)
+        mmapLock.withReadLock { _ = walkPageRange(Self.userRange.lowerBound, Self.userRange.upperBound, &ops) }
+        return ops.found.map { (address: $0.0, entry: $0.1) }
+    }
+
+    /// Migration and device-private entries left in the tables: a correct run leaves none of the first,
+    /// and none of the second once its device released its memory.
+    public func transientEntries() -> [(address: UInt64, entry: PTE)] {
+        entries { $0.isMigration || $0.isDevicePrivate }
+    }
+}

@@ -1,0 +1,132 @@
+import Synchronization
+
+/// Access rights of a mapping (`PROT_READ`, `PROT_WRITE`; `PROT_NONE` is the empty set).
+public struct Protection: OptionSet, Sendable, Hashable {
+    public var rawValue: UInt8
+    public init(rawValue: UInt8) { self.rawValue = rawValue }
+    public static let read = Protection(rawValue: 1)
+    public static let write = Protection(rawValue: 2)
+    public static let none: Protection = []
+    public static let readWrite: Protection = [.read, .write]
+}
+
+/// VMA flags beyond protection.
+public struct VMAFlags: OptionSet, Sendable, Hashable {
+    public var rawValue: UInt8
+    public init(rawValue: UInt8) { self.rawValue = rawValue }
+    /// `VM_SHARED`: a `MAP_SHARED|MAP_ANONYMOUS` mapping (shmem in the kernel): writes are seen by every
+    /// process that maps it, and fork shares rather than copies.
+    public static let shared = VMAFlags(rawValue: 1)
+    /// `VM_HUGEPAGE` (`MADV_HUGEPAGE`): anonymous write faults on an aligned 2 MiB range get a 2 MiB folio.
+    public static let hugepage = VMAFlags(rawValue: 2)
+}
+
+/// A virtual memory area (`struct vm_area_struct`): `[start, end)` with one protection and one backing object.
+public struct VMA: Sendable {
+    public var start: UInt64
+    public var end: UInt64
+    public var protection: Protection
+    public var flags: VMAFlags
+    /// `vm_pgoff`: the page index of `start` within ``object``; kept across mremap so the reverse map
+    /// finds moved pages (`linear_page_index`).
+    public var pgoff: UInt64
+    /// The anon_vma (private) or shmem object (shared) that the reverse map and shared faults go through.
+    public var object: MappingObject
+
+    @inlinable public var isShared: Bool { flags.contains(.shared) }
+    @inlinable public var isWritable: Bool { protection.contains(.write) }
+    @inlinable public var isReadable: Bool { protection.contains(.read) }
+    @inlinable public var isHugepage: Bool { flags.contains(.hugepage) }
+    @inlinable public var pageCount: Int { Int((end - start) >> 12) }
+    @inlinable public func contains(_ address: UInt64) -> Bool { address >= start && address < end }
+
+    /// `linear_page_index(vma, address)`.
+    @inlinable public func pageIndex(_ address: UInt64) -> UInt64 { ((address - start) >> 12) + pgoff }
+    /// The address of page index `index`, if this VMA maps it (`vma_address`).
+    @inlinable public func address(ofIndex index: UInt64) -> UInt64? {
+        guard index >= pgoff, index < pgoff + UInt64(pageCount) else { return nil }
+        return start + ((index - pgoff) << 12)
+    }
+}
+
+/// What a VMA's pages belong to for the reverse map: the `anon_vma` of private anonymous memory, or the
+/// shmem object of shared anonymous memory (whose page cache holds the folios by page index).
+///
+/// Each object has an id, stored with the page index in the descriptor's `mapping` word
+/// (``MappingObject/encode(index:)``), and a list of the address spaces that map it, so that
+/// `try_to_unmap` / `rmap_walk_anon` can find every PTE that maps a folio.
+///
+/// Departure from the kernel: one object per VMA family (a VMA and its fork copies) stands in for the
+/// anon_vma tree and its chains; a child's new pages are found through the same object.
+public final class MappingObject: @unchecked Sendable {
+    public enum Kind: Sendable { case anon, shmem }
+
+    public let id: UInt64
+    public let kind: Kind
+    /// Address spaces that map this object (`anon_vma_chain`, `i_mmap`).
+    private let members = Mutex<[ObjectIdentifier: WeakAddressSpace]>([:])
+    /// shmem page cache: page index → pfn + 1 (0 = not cached). Nil for anon.
+    let pageCache: UnsafeMutablePointer<Atomic<UInt64>>?
+    let pageCacheCount: Int
+    private let memory: PhysicalMemory?
+
+    private static let nextID = Atomic<UInt64>(1)
+    private static let registry = Mutex<[UInt64: WeakObject]>([:])
+
+    /// An anon_vma.
+    public init(anon: ()) {
+        id = Self.nextID.wrappingAdd(1, ordering: .relaxed).oldValue
+        kind = .anon
+        pageCache = nil
+        pageCacheCount = 0
+        memory = nil
+        Self.registry.withLock { $0[id] = WeakObject(self) }
+    }
+
+    /// A shmem object of `pages` pages.
+    public init(shmemPages pages: Int, memory: PhysicalMemory) {
+        id = Self.nextID.wrappingAdd(1, ordering: .relaxed).oldValue
+        kind = .shmem
+        pageCache = .allocate(capacity: pages)
+        for i in 0..<pages { (pageCache! + i).initialize(to: Atomic(0)) }
+        pageCacheCount = pages
+        self.memory = memory
+        Self.registry.withLock { $0[id] = WeakObject(self) }
+    }
+
+    deinit {
+        Self.registry.withLock { _ = $0.removeValue(forKey: id) }
+        if let pageCache, let memory {
+            // The page cache's references (shmem_evict_inode → truncate).
+            for i in 0..<pageCacheCount {
+                let v = pageCache[i].load(ordering: .acquiring)
+                if v != 0 { memory.put(Folio(pfn: Pfn(rawValue: v - 1), order: 0)) }
+            }
+            pageCache.deinitialize(count: pageCacheCount)
+            pageCache.deallocate()
+        }
+    }
+
+    /// The object with `id`, if it still exists.
+    public static func lookup(_ id: UInt64) -> MappingObject? { registry.withLock { $0[id]?.object } }
+
+    /// The descriptor `mapping` word for page `index` of this object (`page->mapping` + `page->index`).
+    @inlinable public func encode(index: UInt64) -> UInt64 { id << 40 | (index & ((1 << 40) - 1)) }
+    /// Splits a `mapping` word into object id and page index.
+    @inlinable public static func decode(_ mapping: UInt64) -> (id: UInt64, index: UInt64) { (mapping >> 40, mapping & ((1 << 40) - 1)) }
+
+    func addMember(_ mm: AddressSpace) { members.withLock { $0[ObjectIdentifier(mm)] = WeakAddressSpace(mm) } }
+    func removeMember(_ mm: AddressSpace) { members.withLock { _ = $0.removeValue(forKey: ObjectIdentifier(mm)) } }
+    /// The address spaces that map this object now.
+    func memberSpaces() -> [AddressSpace] { members.withLock { $0.values.compactMap(\.space) } }
+}
+
+struct WeakAddressSpace: @unchecked Sendable {
+    weak var space: AddressSpace?
+    init(_ space: AddressSpace) { self.space = space }
+}
+
+struct WeakObject: @unchecked Sendable {
+    weak var object: MappingObject?
+    init(_ object: MappingObject) { self.object = object }
+}

@@ -1,0 +1,63 @@
+import Testing
+
+@testable import HMMLab
+
+/// Memory, swap and one address space for a test, with helpers to fill and check pages and a closing
+/// check that no migration or device-private entry is left and every frame came back.
+final class MMFixture {
+    let memory: PhysicalMemory
+    let swap: SwapArea
+    let mm: AddressSpace
+    let systemFreeAtStart: Int
+    let deviceFreeAtStart: Int
+
+    init(systemMiB: Int = 64, deviceMiB: Int = 8, swapMiB: Int = 16) throws {
+        memory = try PhysicalMemory(.init(systemBytes: systemMiB << 20, deviceBytes: deviceMiB << 20, backing: .small))
+        swap = try SwapArea(bytes: swapMiB << 20, backing: .small)
+        systemFreeAtStart = memory.system.allocator.freeFrames
+        deviceFreeAtStart = memory.device.allocator.freeFrames
+        mm = try AddressSpace(memory: memory, swap: swap)
+    }
+
+    /// The bytes page `k` of a fill with `seed` holds.
+    static func pattern(seed: UInt64, page k: Int) -> [UInt8] {
+        var rng = SplitMix64(seed: seed &* 0x9E37_79B9 &+ UInt64(k))
+        var bytes = [UInt8](repeating: 0, count: 4096)
+        bytes.withUnsafeMutableBytes { b in
+            let w = b.bindMemory(to: UInt64.self)
+            for i in w.indices { w[i] = rng.next() }
+        }
+        return bytes
+    }
+
+    /// Writes a distinct pattern into every byte of `pages` pages.
+    func fill(_ address: UInt64, pages: Int, seed: UInt64, in space: AddressSpace? = nil) throws {
+        let target = space ?? mm
+        for k in 0..<pages {
+            try target.store(Self.pattern(seed: seed, page: k), at: address + UInt64(k) << 12)
+        }
+    }
+
+    /// Pages whose bytes differ from the pattern.
+    func mismatches(_ address: UInt64, pages: Int, seed: UInt64, in space: AddressSpace? = nil) throws -> [Int] {
+        let target = space ?? mm
+        var bad: [Int] = []
+        for k in 0..<pages where try target.loadBytes(4096, from: address + UInt64(k) << 12) != Self.pattern(seed: seed, page: k) {
+            bad.append(k)
+        }
+        return bad
+    }
+
+    /// No migration or device-private entry is left in any of `spaces`; after tearing them down every
+    /// system and device frame is free again but the spaces' root tables.
+    func finish(_ others: [AddressSpace] = [], sourceLocation: SourceLocation = #_sourceLocation) {
+        for space in [mm] + others {
+            let left = space.transientEntries()
+            #expect(left.isEmpty, "entries left behind: \(left.map { "0x\(String($0.address, radix: 16)): \($0.entry)" })", sourceLocation: sourceLocation)
+            space.teardown()
+        }
+        #expect(memory.system.allocator.freeFrames == systemFreeAtStart - 1 - others.count, "system frames leaked", sourceLocation: sourceLocation)
+        #expect(memory.device.allocator.freeFrames == deviceFreeAtStart, "device frames leaked", sourceLocation: sourceLocation)
+        #expect(swap.usedSlots == 0, "swap slots leaked", sourceLocation: sourceLocation)
+    }
+}
