@@ -216,24 +216,24 @@ struct AddressSpaceTests {
         let box = SendableBox(f)
         let stop = Flag()
         let swapper = DispatchQueue(label: "swapper")
-        let swapped = Atomic<Int>(0)
-        let swappedBox = SendableBox(UnsafeMutablePointer<Int>.allocate(capacity: 1))
-        swappedBox.value.initialize(to: 0)
-        defer { swappedBox.value.deallocate() }
+        let swapped = Counter()
         let group = DispatchGroup()
         swapper.async(group: group) {
             var rng = SplitMix64(seed: 99)
             while !stop.value.load(ordering: .acquiring) {
                 let page = Int(rng.next() % UInt64(pages))
-                if let r = try? box.value.mm.swapOut(a + UInt64(page) << 12, pages: 1) { swappedBox.value.pointee += r.swapped }
+                if let r = try? box.value.mm.swapOut(a + UInt64(page) << 12, pages: 1) { swapped.value.add(r.swapped, ordering: .relaxed) }
             }
         }
-        _ = swapped
         DispatchQueue.concurrentPerform(iterations: threads) { t in
             var rng = SplitMix64(seed: UInt64(t))
-            for round in 1...rounds {
+            var round = 0
+            // Run the rounds, and go on until the swapper has taken pages from under the stores (5 s cap).
+            let deadline = monotonicNanoseconds() + 5_000_000_000
+            while round < rounds || (swapped.value.load(ordering: .relaxed) < 32 && monotonicNanoseconds() < deadline) {
+                round += 1
                 let page = Int(rng.next() % UInt64(pages))
-                // Thread t owns the 8-byte slot t of every 64-byte line; store the round number.
+                // Thread t owns the 8-byte slot t of every 512-byte line.
                 for line in stride(from: 0, to: 4096, by: 512) {
                     try? box.value.mm.store(UInt64(round), at: a + UInt64(page) << 12 + UInt64(line + t * 8))
                 }
@@ -241,7 +241,7 @@ struct AddressSpaceTests {
             // Final pass: every slot of every page gets this thread's final value.
             for page in 0..<pages {
                 for line in stride(from: 0, to: 4096, by: 512) {
-                    try? box.value.mm.store(UInt64(rounds + 1 + t), at: a + UInt64(page) << 12 + UInt64(line + t * 8))
+                    try? box.value.mm.store(UInt64(1 << 40 + t), at: a + UInt64(page) << 12 + UInt64(line + t * 8))
                 }
             }
         }
@@ -250,13 +250,13 @@ struct AddressSpaceTests {
         var lost = 0
         for page in 0..<pages {
             for line in stride(from: 0, to: 4096, by: 512) {
-                for t in 0..<threads where try f.mm.load(UInt64.self, from: a + UInt64(page) << 12 + UInt64(line + t * 8)) != UInt64(rounds + 1 + t) {
+                for t in 0..<threads where try f.mm.load(UInt64.self, from: a + UInt64(page) << 12 + UInt64(line + t * 8)) != UInt64(1 << 40 + t) {
                     lost += 1
                 }
             }
         }
         #expect(lost == 0, "\(lost) stores lost")
-        #expect(swappedBox.value.pointee > 0, "swap-out ran during the stores")
+        #expect(swapped.value.load(ordering: .relaxed) >= 32, "swap-out ran during the stores")
         f.finish()
     }
 }
@@ -276,4 +276,8 @@ extension UInt64 {
         for i in (0..<8).reversed() { v = v << 8 | UInt64(bytes[i]) }
         self = v
     }
+}
+
+final class Counter: Sendable {
+    let value = Atomic<Int>(0)
 }

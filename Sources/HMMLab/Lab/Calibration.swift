@@ -113,6 +113,32 @@ public struct Calibration: Sendable {
         let copy2m = median { time { for i in 0..<chunks { memcpy(dst + i * (2 << 20), src + i * (2 << 20), 2 << 20) } } }
         figures.append(Figure(name: "copy_2m", value: Double(chunks * (2 << 20)) / copy2m, unit: "GB/s", detail: "memcpy per 2 MiB folio, system -> device pool"))
 
+        // The lightest walk: a snapshot over present 4 KiB PTEs, against the kernel's mincore() over the
+        // same number of present 4 KiB pages, in the same process run.
+        do {
+            let pages = half
+            let mm = try AddressSpace(memory: memory)
+            let start = try mm.mmap(length: pages * PageSize.bytes, protection: .readWrite)
+            for k in 0..<pages { try mm.store(UInt8(1), at: start + UInt64(k) << 12) }
+            let states = UnsafeMutablePointer<UInt8>.allocate(capacity: pages)
+            defer { states.deallocate() }
+            let walkNs = median {
+                time {
+                    var ops = SnapshotWalk(into: states, start: start, zeroPage: memory.zeroPage)
+                    mm.mmapLock.withReadLock { _ = mm.walkPageRange(start, start + UInt64(pages) << 12, &ops) }
+                }
+            }
+            let host = try Region(name: "mincore", length: pages * PageSize.bytes, backing: .small, node: memory.configuration.systemNode)
+            let vec = UnsafeMutablePointer<UInt8>.allocate(capacity: pages)
+            defer { vec.deallocate() }
+            let mincoreNs = median { time { _ = mincore(host.base, pages * PageSize.bytes, vec) } }
+            figures.append(Figure(name: "walk_snapshot_4k", value: walkNs / Double(pages), unit: "ns/page", detail: "walk_page_range snapshot of \(pages) present PTEs"))
+            figures.append(Figure(name: "mincore_4k", value: mincoreNs / Double(pages), unit: "ns/page", detail: "kernel mincore() over \(pages) present 4 KiB pages"))
+            figures.append(Figure(name: "walk_vs_mincore", value: walkNs / mincoreNs, unit: "ratio", detail: "target: at most 2"))
+        } catch {
+            figures.append(Figure(name: "walk_snapshot_4k", value: .nan, unit: "ns/page", detail: "could not build the address space: \(error)"))
+        }
+
         return Calibration(figures: figures, memorySummary: memory.summary)
     }
 }

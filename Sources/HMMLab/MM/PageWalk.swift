@@ -77,7 +77,7 @@ extension AddressSpace {
         var from = start
         while true {
             let r = walkPageRange(from, end, &ops)
-            guard r == -EBUSY_ else { return r }
+            guard r == EBUSY_ else { return r }
             counters.walkRestarts.wrappingAdd(1, ordering: .relaxed)
             from = restartFrom(&ops)
         }
