@@ -120,6 +120,24 @@ struct FaultTests {
         f.finish()
     }
 
+    @Test("a CPU access to a device-exclusive entry restores the PTE")
+    func deviceExclusive() throws {
+        let f = try MMFixture()
+        let a = try f.mm.mmap(length: 4096, protection: .readWrite)
+        try f.fill(a, pages: 1, seed: 4)
+        let slot = try #require(f.mm.pageTable.pteSlot(a))
+        let pfn = slot.load().pfn
+        slot.store(.deviceExclusive(pfn, writable: true))
+        #expect(f.mm.snapshot(a, pages: 1) == [.deviceExclusive])
+        try f.mm.store(UInt8(0xAB), at: a + 1)
+        #expect(f.mm.counters.faults(.deviceExclusive) == 1)
+        #expect(slot.load() == .present(pfn, writable: true, dirty: true), "same page, given back to the CPU (dirty after the store)")
+        var expected = MMFixture.pattern(seed: 4, page: 0)
+        expected[1] = 0xAB
+        #expect(try f.mm.loadBytes(4096, from: a) == expected)
+        f.finish()
+    }
+
     @Test("a device-private entry faults through the owner's migrate_to_ram")
     func devicePrivate() throws {
         let f = try MMFixture()

@@ -135,6 +135,11 @@ public struct Calibration: Sendable {
             figures.append(Figure(name: "walk_snapshot_4k", value: walkNs / Double(pages), unit: "ns/page", detail: "walk_page_range snapshot of \(pages) present PTEs"))
             figures.append(Figure(name: "mincore_4k", value: mincoreNs / Double(pages), unit: "ns/page", detail: "kernel mincore() over \(pages) present 4 KiB pages"))
             figures.append(Figure(name: "walk_vs_mincore", value: walkNs / mincoreNs, unit: "ratio", detail: "target: at most 2"))
+            let tableBytes = mm.pageTable.tableCount * PageSize.bytes
+            figures.append(
+                Figure(
+                    name: "model_overhead", value: (Double(memory.descriptorBytes) / Double(memory.modelledBytes) + Double(tableBytes) / Double(pages * PageSize.bytes)) * 100,
+                    unit: "%", detail: "descriptors per frame modelled + \(mm.pageTable.tableCount) page-table pages per page mapped"))
         } catch {
             figures.append(Figure(name: "walk_snapshot_4k", value: .nan, unit: "ns/page", detail: "could not build the address space: \(error)"))
         }
