@@ -102,7 +102,7 @@ extension AddressSpace {
                 return .reuse
             }
             lock.unlock()
-            return try copyOnWrite(vma, slot: slot, entry: entry, address: address)
+            return try newAnonymousPage(vma, slot: slot, expected: entry, address: address, kind: .copyOnWrite)
         }
 
         if entry.isSwap {
@@ -129,14 +129,22 @@ extension AddressSpace {
         throw .sigbus(address, "unexpected entry \(entry)")
     }
 
-    /// A new zeroed 4 KiB folio installed where `expected` still is (`do_anonymous_page` write, and the
-    /// write fault on the zero page in `wp_page_copy`).
+    /// A new 4 KiB folio installed, writable, where `expected` still is: zeroed for `do_anonymous_page`
+    /// (expected none) and for a write to the zero page, a copy of the old page otherwise. Models
+    /// `wp_page_copy()`, which handles both the zero-page and the copy case; replacing a present entry
+    /// raises a `MMU_NOTIFY_CLEAR` invalidation, flushes, and drops the old folio's mapping and reference.
     private func newAnonymousPage(_ vma: VMA, slot: EntrySlot, expected: PTE, address: UInt64, kind: FaultKind) throws(FaultError) -> FaultKind {
         guard case .success(let folio) = memory.allocate(.system, order: 0) else { throw .outOfMemory(address) }
-        memset(memory.address(of: folio.pfn), 0, PageSize.bytes)  // __GFP_ZERO
-        let clearingZero = !expected.isNone
-        if clearingZero { notifiers.invalidateRangeStart(MMUNotifierRange(start: address, end: address + 4096, event: .clear)) }
-        defer { if clearingZero { notifiers.invalidateRangeEnd(MMUNotifierRange(start: address, end: address + 4096, event: .clear)) } }
+        let copying = expected.isPresent && expected.pfn != memory.zeroPage
+        if copying {
+            memcpy(memory.address(of: folio.pfn), memory.address(of: expected.pfn), PageSize.bytes)
+        } else {
+            memset(memory.address(of: folio.pfn), 0, PageSize.bytes)  // __GFP_ZERO
+        }
+        let replacing = !expected.isNone
+        let range = MMUNotifierRange(start: address, end: address + 4096, event: .clear)
+        if replacing { notifiers.invalidateRangeStart(range) }
+        defer { if replacing { notifiers.invalidateRangeEnd(range) } }
         let lock = pageTable.lock(tableOf: slot)
         guard slot.load() == expected else {
             lock.unlock()
@@ -146,31 +154,13 @@ extension AddressSpace {
         addNewAnonRmap(folio, vma: vma, address: address)
         slot.store(.present(folio.pfn, writable: true, dirty: true))
         lock.unlock()
-        if clearingZero { counters.tlbFlushes.wrappingAdd(1, ordering: .relaxed) }
-        return kind
-    }
-
-    /// `wp_page_copy()`: copy the page, map the copy writable, drop this mapping of the old one.
-    private func copyOnWrite(_ vma: VMA, slot: EntrySlot, entry: PTE, address: UInt64) throws(FaultError) -> FaultKind {
-        guard case .success(let copy) = memory.allocate(.system, order: 0) else { throw .outOfMemory(address) }
-        memcpy(memory.address(of: copy.pfn), memory.address(of: entry.pfn), PageSize.bytes)
-        let range = MMUNotifierRange(start: address, end: address + 4096, event: .clear)
-        notifiers.invalidateRangeStart(range)
-        defer { notifiers.invalidateRangeEnd(range) }
-        let lock = pageTable.lock(tableOf: slot)
-        guard slot.load() == entry else {
-            lock.unlock()
-            memory.put(copy)
-            return .spurious
+        if replacing { counters.tlbFlushes.wrappingAdd(1, ordering: .relaxed) }
+        if copying {
+            let old = memory.folio(containing: expected.pfn)
+            removeRmap(old)
+            memory.put(old)
         }
-        addNewAnonRmap(copy, vma: vma, address: address)
-        slot.store(.present(copy.pfn, writable: true, dirty: true))
-        lock.unlock()
-        counters.tlbFlushes.wrappingAdd(1, ordering: .relaxed)
-        let old = memory.folio(containing: entry.pfn)
-        removeRmap(old)
-        memory.put(old)
-        return .copyOnWrite
+        return kind
     }
 
     /// `do_swap_page()`: read the slot into a new folio and map it. Without a swap cache, every swap-in
