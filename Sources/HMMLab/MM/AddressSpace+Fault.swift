@@ -271,12 +271,25 @@ extension AddressSpace {
         memory.put(folio)
     }
 
-    /// `do_swap_page()` on a device-private entry: the owner's `migrate_to_ram`.
+    /// `do_swap_page()` on a device-private entry: lock the device page and take a reference while the
+    /// entry is known to be current, then call the owner's `migrate_to_ram` with it as the fault page.
+    /// If the page lock is contended the fault is simply retried, as in the kernel.
     private func devicePrivateFault(_ address: UInt64, pfn: Pfn) throws(FaultError) -> FaultKind {
+        let folio = memory.folio(containing: pfn)
+        let head = memory.page(folio.pfn)
+        guard head.pointee.tryLock() else { return .spurious }
+        guard head.pointee.tryGet() else {
+            head.pointee.unlock()
+            return .spurious
+        }
+        defer {
+            head.pointee.unlock()
+            memory.put(folio)
+        }
         guard let pagemap = memory.pagemap(of: pfn) else {
             throw .sigbus(address, "device-private \(pfn) has no registered device pagemap")
         }
-        try pagemap.migrateToRAM(self, address: address & ~4095, pfn: pfn)
+        try pagemap.migrateToRAM(self, address: address & ~4095, faultPage: pfn)
         return .devicePrivate
     }
 }

@@ -11,6 +11,7 @@ extension AddressSpace {
     func addNewAnonRmap(_ folio: Folio, vma: VMA, address: UInt64) {
         let head = memory.page(folio.pfn)
         head.pointee.set([.anon, .anonExclusive, .swapBacked, .uptodate])
+        if !head.pointee.test(.zoneDevice) { head.pointee.set(.lru) }  // folio_add_lru_vma
         if folio.order > 0 {
             for i in 1..<folio.pageCount { (head + i).pointee.set(.anonExclusive) }
         }

@@ -115,47 +115,16 @@ extension AddressSpace {
             }
             lock.unlock()
             if folio.order > 0 {
-                guard splitFolio(folio) else {
+                // Keep the lock and our reference on the page at `address`.
+                guard splitFolio(folio, keep: entry.pfn) else {
                     head.pointee.unlock()
                     memory.put(folio)
                     result.skip("large folio mapped elsewhere")
                     return nil
                 }
-                // Keep the page at `address`: drop the lock and reference on the others.
-                let mine = entry.pfn
-                for i in 0..<PageSize.pmdPages where folio.pfn + i != mine {
-                    let page = memory.page(folio.pfn + i)
-                    page.pointee.unlock()
-                    memory.put(Folio(pfn: folio.pfn + i, order: 0))
-                }
-                folio = Folio(pfn: mine, order: 0)
+                folio = Folio(pfn: entry.pfn, order: 0)
             }
             return folio
         }
-    }
-
-    /// Splits a locked, PTE-mapped 2 MiB folio into 512 order-0 folios (`__folio_split` to order 0).
-    /// Each new folio keeps the lock, gets one reference per PTE that maps it plus one for the caller's,
-    /// and its own reverse-map index. Refused when another address space maps any page of it.
-    func splitFolio(_ folio: Folio) -> Bool {
-        let head = memory.page(folio.pfn)
-        let maps = head.pointee.mappings
-        // Every mapping must be one of ours, one PTE per page: refcount = mapcount + our reference.
-        guard head.pointee.references == maps + 1, maps == Int32(PageSize.pmdPages) else { return false }
-        guard let pool = memory.pool(of: folio.pfn) else { return false }
-        let (id, index) = MappingObject.decode(head.pointee.mapping.load(ordering: .acquiring))
-        let flags = head.pointee.pageFlags.subtracting([.head, .tail])
-        pool.allocator.splitAllocated(folio.pfn.index - pool.firstPfn.index)
-        for i in 0..<PageSize.pmdPages {
-            let page = head + i
-            let exclusive = page.pointee.test(.anonExclusive)
-            var f = flags.subtracting(.anonExclusive)
-            if exclusive { f.insert(.anonExclusive) }
-            page.pointee.flags.store(f.rawValue, ordering: .relaxed)
-            page.pointee.mapping.store(id << 40 | (index + UInt64(i)), ordering: .relaxed)
-            page.pointee.mapcount.store(1, ordering: .relaxed)
-            page.pointee.refcount.store(2, ordering: .releasing)  // the PTE's and the caller's
-        }
-        return true
     }
 }

@@ -8,7 +8,8 @@ public protocol DevicePagemap: AnyObject, Sendable {
     var owner: UInt64 { get }
 
     /// `dev_pagemap_ops.migrate_to_ram`: the CPU faulted on a device-private entry of `mm` at `address`
-    /// mapping `pfn`. Called with the mmap lock held for reading; returns once the page is back in system
-    /// memory (or the fault should simply be retried), or throws to fail the fault.
-    func migrateToRAM(_ mm: AddressSpace, address: UInt64, pfn: Pfn) throws(FaultError)
+    /// mapping `faultPage`, which the fault path has locked and holds a reference on (`vmf->page`).
+    /// Called with the mmap lock held for reading; returns once the page is back in system memory (or
+    /// the fault should simply be retried), or throws to fail the fault.
+    func migrateToRAM(_ mm: AddressSpace, address: UInt64, faultPage: Pfn) throws(FaultError)
 }

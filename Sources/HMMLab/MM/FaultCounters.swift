@@ -76,6 +76,8 @@ public final class MMCounters: @unchecked Sendable {
     public let tlbFlushes = Atomic<Int>(0)
     /// Huge PMDs split into PTE tables (`__split_huge_pmd`).
     public let pmdSplits = Atomic<Int>(0)
+    /// 2 MiB folios split into 512 order-0 folios (`__folio_split`).
+    public let folioSplits = Atomic<Int>(0)
 
     public init() {
         faultCounts = .allocate(capacity: FaultKind.allCases.count)

@@ -1,0 +1,469 @@
+import Glibc
+
+/// What one device migration call did.
+public struct MigrationResult: Sendable, Equatable {
+    /// 0, or the errno the dmirror ioctl would return (`-ENOENT`: some page did not reach the device).
+    public var errno: Int32 = 0
+    /// Pages still migrating after unmap (`cpages`), summed over windows.
+    public var collected = 0
+    /// Pages whose migration completed (`MIGRATE` after `migrate_vma_pages`).
+    public var migrated = 0
+    /// Page-table walks started: `hmm_range_fault` and `migrate_vma_setup` calls.
+    public var walks = 0
+    /// Walk restarts inside those calls.
+    public var restarts = 0
+    /// CPU faults taken on the way (`hmm_range_fault` fault batches).
+    public var faults = 0
+    /// TLB flushes counted by collect or the unified walk.
+    public var tlbFlushes = 0
+    public var splitsBeforeCollect = 0
+    public var splitsAfterIsolation = 0
+    /// Whole windows walked again because the device's own invalidation bumped the sequence.
+    public var selfInvalidationRetries = 0
+
+    public init() {}
+
+    mutating func add(_ args: MigrateVMA) {
+        tlbFlushes += args.tlbFlushes
+        splitsBeforeCollect += args.splitsBeforeCollect
+        splitsAfterIsolation += args.splitsAfterIsolation
+        args.resetCounters()
+    }
+}
+
+extension Device {
+    /// The window a migration works in: `PTRS_PER_PTE` pages, clipped to the VMA (dmirror).
+    public static let migrationWindow = PageSize.pmdPages
+
+    // MARK: - To the device (migrate_vma)
+
+    /// `HMM_DMIRROR_MIGRATE_TO_DEV` (`dmirror_migrate_to_device`): per window, `migrate_vma_setup`
+    /// (`SELECT_SYSTEM | SELECT_COMPOUND`), allocate device pages and copy, `migrate_vma_pages`, map in
+    /// the device page table, `migrate_vma_finalize`. Then, like dmirror, checks that every page of the
+    /// range is now in the device page table (`-ENOENT` otherwise).
+    public func migrateToDevice(_ start: UInt64, pages: Int) -> MigrationResult {
+        var result = MigrationResult()
+        let end = start + UInt64(pages) << 12
+        mm.mmapLock.readLock()
+        defer { mm.mmapLock.unlock() }
+        withMigrationContext { context in
+            let args = context.args
+            var address = start
+            while address < end {
+                guard let vma = mm.vma(containing: address) else {
+                    result.errno = HMMErrno.EINVAL
+                    return
+                }
+                let next = min(end, vma.end, (address & ~UInt64(PageSize.pmdBytes - 1)) + UInt64(Self.migrationWindow) << 12)
+                args.vma = vma
+                args.start = address
+                args.end = next
+                args.pgmapOwner = owner
+                args.flags = [.system]
+                if useCompound(start: address, end: next) { args.flags.insert(.compound) }
+                let r = mm.migrateVMASetup(args)
+                result.walks += 1
+                if r != 0 {
+                    result.errno = r
+                    return
+                }
+                result.collected += args.cpages
+                allocateAndCopyToDevice(args, copy: context.copy)
+                mm.migrateVMAPages(args)
+                result.migrated += finalizeAndMap(args)
+                mm.migrateVMAFinalize(args)
+                result.add(args)
+                address = next
+            }
+        }
+        stats.pagesToDevice.wrappingAdd(result.migrated, ordering: .relaxed)
+        if result.errno == 0, !isMirrored(start, end) { result.errno = HMMErrno.ENOENT }
+        return result
+    }
+
+    /// Whether the window should be collected with `SELECT_COMPOUND`. With the split-before-collect
+    /// policy, only when the device can get a 2 MiB page now (the allocation is probed and given back).
+    func useCompound(start: UInt64, end: UInt64) -> Bool {
+        guard splitPolicy == .beforeCollect else { return true }
+        guard let probe = allocateDevicePage(order: PageSize.pmdOrder) else { return false }
+        memory.page(probe.pfn).pointee.unlock()
+        memory.put(probe)
+        return true
+    }
+
+    /// `dmirror_migrate_alloc_and_copy()`: a device page (or 2 MiB folio) for every source still
+    /// migrating, with the bytes copied (or cleared for a hole or the zero page). When a 2 MiB device
+    /// folio cannot be had, 512 single pages are allocated (the split fallback).
+    func allocateAndCopyToDevice(_ args: MigrateVMA, copy: CopyEngine) {
+        var i = 0
+        while i < args.npages {
+            let s = args.src[i]
+            guard s & MigratePfn.migrate != 0 else {
+                i += 1
+                continue
+            }
+            let source = MigratePfn.pfn(s)
+            let write = s & MigratePfn.write
+            if s & MigratePfn.compound != 0 {
+                if let folio = allocateDevicePage(order: PageSize.pmdOrder) {
+                    args.dst[i] = MigratePfn.make(folio.pfn) | MigratePfn.compound | write
+                    if let source { copy.copy(from: memory.address(of: source), to: memory.address(of: folio.pfn), bytes: folio.byteCount) } else { copy.clear(memory.address(of: folio.pfn), bytes: folio.byteCount) }
+                    stats.hugeToDevice.wrappingAdd(1, ordering: .relaxed)
+                    i += PageSize.pmdPages
+                    continue
+                }
+                for j in 0..<PageSize.pmdPages where i + j < args.npages {
+                    guard let page = allocateDevicePage(order: 0) else { continue }
+                    args.dst[i + j] = MigratePfn.make(page.pfn) | write
+                    if let source { copy.copy(from: memory.address(of: source + j), to: memory.address(of: page.pfn), bytes: PageSize.bytes) } else { copy.clear(memory.address(of: page.pfn), bytes: PageSize.bytes) }
+                }
+                i += PageSize.pmdPages
+                continue
+            }
+            if let page = allocateDevicePage(order: 0) {
+                args.dst[i] = MigratePfn.make(page.pfn) | write
+                if let source { copy.copy(from: memory.address(of: source), to: memory.address(of: page.pfn), bytes: PageSize.bytes) } else { copy.clear(memory.address(of: page.pfn), bytes: PageSize.bytes) }
+            }
+            i += 1
+        }
+        copy.run()
+    }
+
+    /// `dmirror_migrate_finalize_and_map()`: maps every migrated page in the device page table (write
+    /// tag when the source was writable). Returns the pages migrated.
+    func finalizeAndMap(_ args: MigrateVMA) -> Int {
+        var migrated = 0
+        pageTable.withLock { pt in
+            var i = 0
+            while i < args.npages {
+                let s = args.src[i]
+                let d = args.dst[i]
+                guard s & MigratePfn.migrate != 0, let pfn = MigratePfn.pfn(d) else {
+                    i += 1
+                    continue
+                }
+                let n = d & MigratePfn.compound != 0 ? PageSize.pmdPages : 1
+                for k in 0..<n where i + k < args.npages {
+                    pt.set(args.start + UInt64(i + k) << 12, pfn: pfn + k, writable: s & MigratePfn.write != 0 || args.vma?.isWritable == true)
+                }
+                migrated += n
+                i += n
+            }
+        }
+        return migrated
+    }
+
+    /// Whether every page of the range is in the device page table (`dmirror_do_read` without `-ENOENT`).
+    func isMirrored(_ start: UInt64, _ end: UInt64) -> Bool {
+        pageTable.withLock { pt in
+            var a = start
+            while a < end {
+                if pt.lookup(a) == 0 { return false }
+                a += 4096
+            }
+            return true
+        }
+    }
+
+    // MARK: - To the device (unified)
+
+    /// The RFC's `HMM_DMIRROR_MIGRATE_ON_FAULT_TO_DEV`: per window, one `hmm_range_fault` with
+    /// `REQ_FAULT | REQ_MIGRATE` that faults pages in and collects them in the same walk, then
+    /// `migrate_hmm_range_setup`, allocate and copy, `migrate_vma_pages`, map, finalize; the device lock
+    /// and `mmu_interval_read_retry` close the window, and a failed check walks the window again.
+    ///
+    /// - Parameters:
+    ///   - window: pages per `hmm_range_fault` call (the RFC's test uses 64; dmirror's migrations 512).
+    ///   - compound: collect PMD-mapped 2 MiB folios whole (lab option, not in the RFC).
+    public func migrateOnFault(_ start: UInt64, pages: Int, window: Int = migrationWindow, compound: Bool = false) -> MigrationResult {
+        var result = MigrationResult()
+        let end = start + UInt64(pages) << 12
+        withMigrationContext { context in
+            withRange(capacity: window) { range in
+                let args = context.args
+                var address = start
+                while address < end {
+                    let next = min(end, address + UInt64(window) << 12)
+                    var attempts = 0
+                    while true {
+                        attempts += 1
+                        guard attempts <= 64 else {
+                            result.errno = HMMErrno.EBUSY
+                            return
+                        }
+                        range.notifier = notifier
+                        range.notifierSeq = notifier.readBegin()
+                        range.start = address
+                        range.end = next
+                        range.defaultFlags = HMMPfn.requestFault | HMMPfn.requestWrite | HMMPfn.requestMigrate
+                        range.pfnFlagsMask = 0
+                        range.devPrivateOwner = owner
+                        range.migrate = args
+                        range.compoundMigration = compound
+                        args.pgmapOwner = owner
+                        args.flags = compound && useCompound(start: address, end: next) ? [.system, .compound] : [.system]
+                        range.hmmPfns.update(repeating: 0, count: range.npages)
+                        mm.mmapLock.readLock()
+                        let r = mm.hmmRangeFault(range)
+                        result.walks += 1
+                        result.restarts += range.restarts
+                        result.faults += range.faults
+                        result.tlbFlushes += range.migrateFlushes
+                        if r == HMMErrno.EBUSY {
+                            // Invalidated under the walk: give back what was collected and walk again.
+                            mm.migrateHMMRangeSetup(range)
+                            for i in 0..<args.npages { args.src[i] &= ~MigratePfn.migrate }
+                            mm.migrateVMAFinalize(args)
+                            result.add(args)
+                            mm.mmapLock.unlock()
+                            result.selfInvalidationRetries += 1
+                            stats.retriesFromSelfInvalidation.wrappingAdd(1, ordering: .relaxed)
+                            continue
+                        }
+                        if r != 0 {
+                            mm.migrateHMMRangeSetup(range)
+                            for i in 0..<args.npages { args.src[i] &= ~MigratePfn.migrate }
+                            mm.migrateVMAFinalize(args)
+                            mm.mmapLock.unlock()
+                            result.errno = r
+                            return
+                        }
+                        mm.migrateHMMRangeSetup(range)
+                        result.collected += args.cpages
+                        allocateAndCopyToDevice(args, copy: context.copy)
+                        mm.migrateVMAPages(args)
+                        let migrated = finalizeAndMap(args)
+                        mm.migrateVMAFinalize(args)
+                        result.add(args)
+                        // Pages that were already on this device are mirrored as reported (dmirror_do_fault).
+                        let retry = pageTable.withLock { pt -> Bool in
+                            if notifier.readRetry(range.notifierSeq) { return true }
+                            for i in 0..<range.npages {
+                                let w = range.hmmPfns[i]
+                                if w & HMMPfn.valid != 0, w & HMMPfn.migrate == 0 {
+                                    pt.set(address + UInt64(i) << 12, pfn: HMMPfn.pfn(w), writable: w & HMMPfn.write != 0)
+                                }
+                            }
+                            return false
+                        }
+                        mm.mmapLock.unlock()
+                        result.migrated += migrated
+                        if retry {
+                            result.selfInvalidationRetries += 1
+                            stats.retriesFromSelfInvalidation.wrappingAdd(1, ordering: .relaxed)
+                            continue
+                        }
+                        break
+                    }
+                    address = next
+                }
+            }
+        }
+        stats.pagesToDevice.wrappingAdd(result.migrated, ordering: .relaxed)
+        if result.errno == 0, !isMirrored(start, end) { result.errno = HMMErrno.ENOENT }
+        return result
+    }
+
+    // MARK: - Back to system memory
+
+    /// `dev_pagemap_ops.migrate_to_ram` (`dmirror_devmem_fault`): migrates the whole folio around the
+    /// fault back to system memory (`SELECT_DEVICE_PRIVATE`, plus `SELECT_COMPOUND` for a 2 MiB folio),
+    /// with `faultPage` locked by the fault path.
+    public func migrateToRAM(_ mm: AddressSpace, address: UInt64, faultPage: Pfn) throws(FaultError) {
+        stats.cpuFaults.wrappingAdd(1, ordering: .relaxed)
+        let folio = memory.folio(containing: faultPage)
+        guard let vma = mm.vma(containing: address) else { throw .sigbus(address, "no VMA") }
+        let size = UInt64(folio.byteCount)
+        let start = max(vma.start, address & ~(size - 1))
+        let end = min(vma.end, start + size)
+        var failed = false
+        withMigrationContext { context in
+            let args = context.args
+            args.mm = mm
+            args.vma = vma
+            args.start = start
+            args.end = end
+            args.pgmapOwner = owner
+            args.flags = folio.order > 0 ? [.devicePrivate, .compound] : [.devicePrivate]
+            args.faultPage = faultPage
+            defer { args.faultPage = nil }
+            guard mm.migrateVMASetup(args) == 0 else {
+                failed = true
+                return
+            }
+            allocateAndCopyToSystem(args, copy: context.copy)
+            mm.migrateVMAPages(args)
+            var migrated = 0
+            for i in 0..<args.npages where args.src[i] & MigratePfn.migrate != 0 { migrated += args.src[i] & MigratePfn.compound != 0 ? PageSize.pmdPages : 1 }
+            mm.migrateVMAFinalize(args)
+            stats.pagesToSystem.wrappingAdd(migrated, ordering: .relaxed)
+        }
+        if failed { throw .sigbus(address, "migrate_vma_setup failed") }
+    }
+
+    /// `HMM_DMIRROR_MIGRATE_TO_SYS` (`dmirror_migrate_to_system`): explicit migration of the range's
+    /// device pages back to system memory, window by window.
+    public func migrateToSystem(_ start: UInt64, pages: Int) -> MigrationResult {
+        var result = MigrationResult()
+        let end = start + UInt64(pages) << 12
+        mm.mmapLock.readLock()
+        defer { mm.mmapLock.unlock() }
+        withMigrationContext { context in
+            let args = context.args
+            var address = start
+            while address < end {
+                guard let vma = mm.vma(containing: address) else {
+                    result.errno = HMMErrno.EINVAL
+                    return
+                }
+                let next = min(end, vma.end, (address & ~UInt64(PageSize.pmdBytes - 1)) + UInt64(Self.migrationWindow) << 12)
+                args.vma = vma
+                args.start = address
+                args.end = next
+                args.pgmapOwner = owner
+                args.flags = [.devicePrivate, .compound]
+                let r = mm.migrateVMASetup(args)
+                result.walks += 1
+                if r != 0 {
+                    result.errno = r
+                    return
+                }
+                result.collected += args.cpages
+                allocateAndCopyToSystem(args, copy: context.copy)
+                mm.migrateVMAPages(args)
+                for i in 0..<args.npages where args.src[i] & MigratePfn.migrate != 0 && MigratePfn.pfn(args.src[i]) != nil {
+                    result.migrated += args.src[i] & MigratePfn.compound != 0 ? PageSize.pmdPages : 1
+                }
+                mm.migrateVMAFinalize(args)
+                result.add(args)
+                address = next
+            }
+        }
+        stats.pagesToSystem.wrappingAdd(result.migrated, ordering: .relaxed)
+        return result
+    }
+
+    /// `dmirror_devmem_fault_alloc_and_copy()`: a system folio for every device page still migrating
+    /// (2 MiB when the source is compound and one can be had, else single pages), the bytes copied back,
+    /// and the device page-table entries removed.
+    func allocateAndCopyToSystem(_ args: MigrateVMA, copy: CopyEngine) {
+        var i = 0
+        while i < args.npages {
+            let s = args.src[i]
+            guard s & MigratePfn.migrate != 0, let source = MigratePfn.pfn(s) else {
+                i += 1
+                continue
+            }
+            if s & MigratePfn.compound != 0 {
+                if let folio = allocateSystemPage(order: PageSize.pmdOrder) {
+                    args.dst[i] = MigratePfn.make(folio.pfn) | MigratePfn.compound
+                    copy.copy(from: memory.address(of: source), to: memory.address(of: folio.pfn), bytes: folio.byteCount)
+                } else {
+                    for j in 0..<PageSize.pmdPages where i + j < args.npages {
+                        guard let page = allocateSystemPage(order: 0) else { continue }
+                        args.dst[i + j] = MigratePfn.make(page.pfn)
+                        copy.copy(from: memory.address(of: source + j), to: memory.address(of: page.pfn), bytes: PageSize.bytes)
+                    }
+                }
+                pageTable.withLock { $0.erase(args.start + UInt64(i) << 12, args.start + UInt64(i + PageSize.pmdPages) << 12) }
+                i += PageSize.pmdPages
+                continue
+            }
+            if let page = allocateSystemPage(order: 0) {
+                args.dst[i] = MigratePfn.make(page.pfn)
+                copy.copy(from: memory.address(of: source), to: memory.address(of: page.pfn), bytes: PageSize.bytes)
+            }
+            pageTable.withLock { $0.erase(args.start + UInt64(i) << 12, args.start + UInt64(i + 1) << 12) }
+            i += 1
+        }
+        copy.run()
+    }
+
+    // MARK: - Release
+
+    /// `HMM_DMIRROR_RELEASE` (`dmirror_device_evict_chunk`): every live page of this device is moved back
+    /// to system memory wherever it is mapped (`migrate_device_range` → unmap through the reverse map →
+    /// copy → `migrate_device_pages` → `migrate_device_finalize`), and the device page table is emptied.
+    /// Returns the pages evicted.
+    @discardableResult
+    public func release() -> Int {
+        var evicted = 0
+        let pool = memory.device
+        let src = UnsafeMutablePointer<UInt64>.allocate(capacity: PageSize.pmdPages)
+        let dst = UnsafeMutablePointer<UInt64>.allocate(capacity: PageSize.pmdPages)
+        defer {
+            src.deallocate()
+            dst.deallocate()
+        }
+        var base = 0
+        while base < pool.frameCount {
+            let n = min(PageSize.pmdPages, pool.frameCount - base)
+            // migrate_device_range: lock each live head page of ours.
+            var i = 0
+            var any = false
+            while i < n {
+                let pfn = pool.firstPfn + base + i
+                let page = memory.page(pfn)
+                src[i] = 0
+                dst[i] = 0
+                guard page.pointee.test(.zoneDevice), !page.pointee.test(.tail), page.pointee.private.load(ordering: .acquiring) == owner,
+                    page.pointee.tryGet()
+                else {
+                    i += 1
+                    continue
+                }
+                guard page.pointee.tryLock() else {
+                    memory.put(memory.folio(containing: pfn))
+                    i += 1
+                    continue
+                }
+                let order = page.pointee.order
+                src[i] = MigratePfn.make(pfn) | MigratePfn.migrate | (order > 0 ? MigratePfn.compound : 0)
+                any = true
+                for k in 1..<(1 << order) where i + k < n {
+                    src[i + k] = 0
+                    dst[i + k] = 0
+                }
+                i += 1 << order
+            }
+            if any {
+                _ = mm.migrateDeviceUnmap(src, npages: n, faultPage: nil, args: nil)
+                withMigrationContext { context in
+                    var k = 0
+                    while k < n {
+                        guard src[k] & MigratePfn.migrate != 0, let source = MigratePfn.pfn(src[k]) else {
+                            k += 1
+                            continue
+                        }
+                        let order = src[k] & MigratePfn.compound != 0 ? PageSize.pmdOrder : 0
+                        if let folio = allocateSystemPage(order: order) {
+                            dst[k] = MigratePfn.make(folio.pfn) | (order > 0 ? MigratePfn.compound : 0)
+                            context.copy.copy(from: memory.address(of: source), to: memory.address(of: folio.pfn), bytes: folio.byteCount)
+                        }
+                        k += 1 << order
+                    }
+                    context.copy.run()
+                }
+                // migrate_device_pages (no VMA: a compound source needs a compound destination).
+                for k in 0..<n where src[k] & MigratePfn.migrate != 0 {
+                    guard let s = MigratePfn.pfn(src[k]), let d = MigratePfn.pfn(dst[k]) else {
+                        src[k] &= ~MigratePfn.migrate
+                        continue
+                    }
+                    if src[k] & MigratePfn.compound != dst[k] & MigratePfn.compound
+                        || !mm.folioMigrateMapping(memory.folio(containing: d), from: memory.folio(containing: s), extra: 0)
+                    {
+                        src[k] &= ~MigratePfn.migrate
+                    } else {
+                        evicted += src[k] & MigratePfn.compound != 0 ? PageSize.pmdPages : 1
+                    }
+                }
+                AddressSpace.migrateDeviceFinalize(src: src, dst: dst, npages: n, faultPage: nil, memory: memory)
+            }
+            base += n
+        }
+        pageTable.withLock { $0.eraseAll() }
+        stats.pagesToSystem.wrappingAdd(evicted, ordering: .relaxed)
+        return evicted
+    }
+}

@@ -1,0 +1,187 @@
+import Glibc
+
+/// The per-page state `HMM_DMIRROR_SNAPSHOT` reports (include/uapi test_hmm_uapi.h).
+public enum MirrorProt {
+    public static let error: UInt8 = 0xFF
+    public static let none: UInt8 = 0x00
+    public static let read: UInt8 = 0x01
+    public static let write: UInt8 = 0x02
+    public static let pmd: UInt8 = 0x04
+    public static let pud: UInt8 = 0x08
+    public static let zero: UInt8 = 0x10
+    public static let devicePrivateLocal: UInt8 = 0x20
+    public static let devicePrivateRemote: UInt8 = 0x30
+}
+
+/// Why a device read or write failed.
+public enum MirrorError: Error, Equatable, Sendable {
+    /// The errno of `hmm_range_fault` (or `-ENOENT` when a page could not be mirrored).
+    case errno(Int32)
+}
+
+extension Device {
+    /// The fault window of `dmirror_fault` (`pfns[64]`).
+    public static let faultWindow = 64
+    /// `HMM_RANGE_DEFAULT_TIMEOUT`.
+    public static let rangeTimeoutNanoseconds: UInt64 = 1_000_000_000
+
+    /// `dmirror_range_fault()` + `dmirror_do_fault()`: the canonical HMM loop — `read_begin`, mmap read
+    /// lock, `hmm_range_fault`, retry on `-EBUSY`; take the device lock, retry if `read_retry` says the
+    /// range was invalidated, else program the device page table. Returns 0 or a negative errno.
+    func rangeFault(_ range: HMMRange) -> Int32 {
+        let deadline = monotonicNanoseconds() + Self.rangeTimeoutNanoseconds
+        while true {
+            if monotonicNanoseconds() > deadline { return HMMErrno.EBUSY }
+            range.notifier = notifier
+            range.notifierSeq = notifier.readBegin()
+            mm.mmapLock.readLock()
+            let r = mm.hmmRangeFault(range)
+            mm.mmapLock.unlock()
+            if r == HMMErrno.EBUSY { continue }
+            if r != 0 { return r }
+            let retry = pageTable.withLock { pt -> Bool in
+                if notifier.readRetry(range.notifierSeq) { return true }
+                for i in 0..<range.npages {
+                    let w = range.hmmPfns[i]
+                    guard w & HMMPfn.valid != 0 else { continue }
+                    pt.set(range.start + UInt64(i) << 12, pfn: HMMPfn.pfn(w), writable: w & HMMPfn.write != 0)
+                }
+                return false
+            }
+            if !retry { return 0 }
+        }
+    }
+
+    /// `dmirror_fault()`: faults `[start, end)` in for the device in 64-page windows.
+    func fault(_ start: UInt64, _ end: UInt64, write: Bool) -> Int32 {
+        withRange(capacity: Self.faultWindow) { range in
+            var address = start
+            while address < end {
+                let next = min(end, address + UInt64(Self.faultWindow) << 12)
+                range.start = address
+                range.end = next
+                range.defaultFlags = HMMPfn.requestFault | (write ? HMMPfn.requestWrite : 0)
+                range.pfnFlagsMask = 0
+                range.devPrivateOwner = owner
+                range.migrate = nil
+                range.hmmPfns.update(repeating: 0, count: range.npages)
+                let r = rangeFault(range)
+                if r != 0 { return r }
+                address = next
+            }
+            return 0
+        }
+    }
+
+    /// `HMM_DMIRROR_READ`: the device reads `pages` pages at `start` through its page table, faulting
+    /// them in with `hmm_range_fault` when they are not mirrored. Returns the bytes and the number of
+    /// fault rounds (`cmd->faults`).
+    public func read(_ start: UInt64, pages: Int) throws(MirrorError) -> (bytes: [UInt8], faults: Int) {
+        var bytes = [UInt8](repeating: 0, count: pages * PageSize.bytes)
+        var faults = 0
+        let end = start + UInt64(pages) << 12
+        while true {
+            let missing = bytes.withUnsafeMutableBytes { b in
+                pageTable.withLock { pt -> Bool in
+                    for k in 0..<pages {
+                        let e = pt.lookup(start + UInt64(k) << 12)
+                        guard e != 0 else { return true }
+                        let pfn = Pfn(rawValue: e & ~(DevicePageTable.present | DevicePageTable.write))
+                        memcpy(b.baseAddress! + k * PageSize.bytes, memory.address(of: pfn), PageSize.bytes)
+                    }
+                    return false
+                }
+            }
+            if !missing { return (bytes, faults) }
+            let r = fault(start, end, write: false)
+            if r != 0 { throw .errno(r) }
+            faults += 1
+        }
+    }
+
+    /// `HMM_DMIRROR_WRITE`: the device writes `bytes` at `start` through its page table, faulting pages
+    /// in for write when they are not mirrored writable. Returns the number of fault rounds.
+    @discardableResult
+    public func write(_ start: UInt64, bytes: [UInt8]) throws(MirrorError) -> Int {
+        let pages = (bytes.count + PageSize.bytes - 1) / PageSize.bytes
+        let end = start + UInt64(pages) << 12
+        var faults = 0
+        while true {
+            let missing = bytes.withUnsafeBytes { b in
+                pageTable.withLock { pt -> Bool in
+                    for k in 0..<pages {
+                        let e = pt.lookup(start + UInt64(k) << 12)
+                        guard e & DevicePageTable.write != 0 else { return true }
+                    }
+                    for k in 0..<pages {
+                        let e = pt.lookup(start + UInt64(k) << 12)
+                        let pfn = Pfn(rawValue: e & ~(DevicePageTable.present | DevicePageTable.write))
+                        memcpy(memory.address(of: pfn), b.baseAddress! + k * PageSize.bytes, min(PageSize.bytes, b.count - k * PageSize.bytes))
+                    }
+                    return false
+                }
+            }
+            if !missing { return faults }
+            let r = fault(start, end, write: true)
+            if r != 0 { throw .errno(r) }
+            faults += 1
+        }
+    }
+
+    /// `HMM_DMIRROR_SNAPSHOT` (`dmirror_snapshot` + `dmirror_mkentry`): `hmm_range_fault` without
+    /// faulting, one ``MirrorProt`` byte per page.
+    public func snapshot(_ start: UInt64, pages: Int) throws(MirrorError) -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: pages)
+        let end = start + UInt64(pages) << 12
+        let r: Int32 = withRange(capacity: Self.faultWindow) { range in
+            var address = start
+            while address < end {
+                let next = min(end, address + UInt64(Self.faultWindow) << 12)
+                range.start = address
+                range.end = next
+                range.defaultFlags = 0
+                range.pfnFlagsMask = 0
+                range.devPrivateOwner = owner
+                range.migrate = nil
+                range.hmmPfns.update(repeating: 0, count: range.npages)
+                while true {
+                    range.notifier = notifier
+                    range.notifierSeq = notifier.readBegin()
+                    mm.mmapLock.readLock()
+                    let r = mm.hmmRangeFault(range)
+                    mm.mmapLock.unlock()
+                    if r == HMMErrno.EBUSY { continue }
+                    if r != 0 { return r }
+                    break
+                }
+                for i in 0..<range.npages {
+                    out[Int((address - start) >> 12) + i] = mirrorEntry(range.hmmPfns[i])
+                }
+                address = next
+            }
+            return 0
+        }
+        if r != 0 { throw .errno(r) }
+        return out
+    }
+
+    /// `dmirror_mkentry()`.
+    func mirrorEntry(_ w: UInt64) -> UInt8 {
+        if w & HMMPfn.error != 0 { return MirrorProt.error }
+        if w & HMMPfn.valid == 0 { return MirrorProt.none }
+        let pfn = HMMPfn.pfn(w)
+        var perm: UInt8
+        let page = memory.page(pfn)
+        if page.pointee.test(.zoneDevice) {
+            let head = memory.page(memory.folio(containing: pfn).pfn)
+            perm = head.pointee.private.load(ordering: .acquiring) == owner ? MirrorProt.devicePrivateLocal : MirrorProt.devicePrivateRemote
+        } else if pfn == memory.zeroPage {
+            perm = MirrorProt.zero
+        } else {
+            perm = MirrorProt.none
+        }
+        perm |= w & HMMPfn.write != 0 ? MirrorProt.write : MirrorProt.read
+        if HMMPfn.mapOrder(w) == PageSize.pmdOrder { perm |= MirrorProt.pmd }
+        return perm
+    }
+}

@@ -1,0 +1,192 @@
+import Glibc
+import Synchronization
+
+/// A device that mirrors one address space and owns device-private memory: the lab's dmirror
+/// (lib/test_hmm.c), the device the kernel's HMM selftests drive.
+///
+/// It allocates device memory from the device pool (4 KiB pages and 2 MiB folios, with per-order
+/// failure injection as `HMM_DMIRROR_FLAG_FAIL_ALLOC`), keeps a device page table under its lock,
+/// subscribes to invalidations of the whole address space (`dmirror_interval_invalidate`), serves CPU
+/// faults on its pages (`dmirror_devmem_fault`), and offers the ioctls the tests use: read and write
+/// through `hmm_range_fault` (`HMM_DMIRROR_READ/WRITE`), migration to and from the device
+/// (`MIGRATE_TO_DEV/SYS`), the unified fault-and-migrate (`MIGRATE_ON_FAULT_TO_DEV` of the RFC),
+/// snapshot (`SNAPSHOT`) and release (`RELEASE`).
+public final class Device: DevicePagemap, MMUIntervalNotifierOps, @unchecked Sendable {
+    /// How the device answers the `MMU_NOTIFY_MIGRATE` invalidation its own migration raises.
+    public enum SelfInvalidation: String, Sendable, CaseIterable {
+        /// Ignore it, as dmirror does (`range->owner == dmirror->mdevice`).
+        case skip
+        /// Treat it like any invalidation: bump the sequence, so the caller's `read_retry` fails and it
+        /// walks again (Jason Gunthorpe's point in the RFC review).
+        case bump
+    }
+
+    /// Where a 2 MiB folio is split when the device cannot get a 2 MiB page.
+    public enum SplitPolicy: String, Sendable, CaseIterable {
+        /// Split before collect: the window is collected without `SELECT_COMPOUND`, so collect splits the
+        /// folio (`split_folio`) and migrates it as 512 pages.
+        case beforeCollect = "before-collect"
+        /// Split after isolation: the folio is collected whole and split once unmapped
+        /// (`migrate_vma_split_unmapped_folio`, Balbir Singh's series).
+        case afterIsolation = "after-isolation"
+    }
+
+    /// `pgmap->owner`.
+    public let owner: UInt64
+    public let memory: PhysicalMemory
+    /// The address space the device mirrors (dmirror binds `current->mm` at open).
+    public unowned let mm: AddressSpace
+    public var selfInvalidation: SelfInvalidation
+    public var splitPolicy: SplitPolicy
+    /// Copy threads per migration and whether every copied page is verified.
+    public let copyWorkers: Int
+    public let verify: Bool
+    private(set) var notifier: MMUIntervalNotifier!
+    let pageTable = Mutex(DevicePageTable())
+    private let injection: Mutex<(settings: FailureInjection, rng: SplitMix64)>
+    let scratch = Mutex<[MigrationContext]>([])
+    let rangeScratch = Mutex<[HMMRange]>([])
+
+    /// Counters.
+    public let stats = DeviceStatistics()
+
+    private static let nextOwner = Atomic<UInt64>(0xD000)
+
+    /// A device mirroring `mm`.
+    public init(memory: PhysicalMemory, mm: AddressSpace, copyWorkers: Int = 1, verify: Bool = false,
+                selfInvalidation: SelfInvalidation = .skip, splitPolicy: SplitPolicy = .afterIsolation) {
+        owner = Self.nextOwner.wrappingAdd(1, ordering: .relaxed).oldValue
+        self.memory = memory
+        self.mm = mm
+        self.selfInvalidation = selfInvalidation
+        self.splitPolicy = splitPolicy
+        self.copyWorkers = copyWorkers
+        self.verify = verify
+        injection = Mutex((.none, SplitMix64(seed: 0)))
+        memory.register(self)
+        notifier = mm.notifiers.insert(start: 0, length: AddressSpace.userRange.upperBound, ops: self)
+    }
+
+    deinit {
+        mm.notifiers.remove(notifier)
+        memory.unregister(owner: owner)
+    }
+
+    /// Makes device allocations fail with these probabilities (`HMM_DMIRROR_FLAG_FAIL_ALLOC` is order 9 = 1).
+    public func setAllocationFailure(_ settings: FailureInjection) {
+        injection.withLock { $0 = (settings, SplitMix64(seed: settings.seed)) }
+    }
+
+    /// A locked device folio of `order` with one reference, marked as this device's, or nil
+    /// (exhausted or injected failure). Models `dmirror_devmem_alloc_page` / `zone_device_folio_init`.
+    func allocateDevicePage(order: Int) -> Folio? {
+        let injected = injection.withLock { s -> Bool in
+            let p = s.settings.probability(order: order)
+            return p > 0 && s.rng.nextUnit() < p
+        }
+        if injected {
+            stats.allocationFailures.wrappingAdd(1, ordering: .relaxed)
+            return nil
+        }
+        guard case .success(let folio) = memory.allocate(.device, order: order) else {
+            stats.allocationFailures.wrappingAdd(1, ordering: .relaxed)
+            return nil
+        }
+        for i in 0..<folio.pageCount { memory.page(folio.pfn + i).pointee.private.store(owner, ordering: .releasing) }
+        _ = memory.page(folio.pfn).pointee.tryLock()
+        stats.devicePagesAllocated.wrappingAdd(folio.pageCount, ordering: .relaxed)
+        return folio
+    }
+
+    /// A locked system folio with one reference (`vma_alloc_folio` + `folio_lock` in the fault path).
+    func allocateSystemPage(order: Int) -> Folio? {
+        guard case .success(let folio) = memory.allocate(.system, order: order) else { return nil }
+        _ = memory.page(folio.pfn).pointee.tryLock()
+        return folio
+    }
+
+    // MARK: Notifier
+
+    /// `dmirror_interval_invalidate()`.
+    public func invalidate(_ notifier: MMUIntervalNotifier, range: MMUNotifierRange, currentSeq: UInt64) -> Bool {
+        if range.event == .migrate, range.owner == owner {
+            if selfInvalidation == .skip {
+                stats.selfInvalidationsSkipped.wrappingAdd(1, ordering: .relaxed)
+                return true
+            }
+            stats.selfInvalidationsBumped.wrappingAdd(1, ordering: .relaxed)
+        }
+        pageTable.withLock { pt in
+            notifier.setSequence(currentSeq)
+            pt.erase(range.start, range.end)
+        }
+        return true
+    }
+
+    /// The device page-table entries, sorted by address.
+    public func deviceMappings() -> [(address: UInt64, pfn: Pfn, writable: Bool)] {
+        pageTable.withLock { pt in
+            pt.entries().map { (address: $0.address, pfn: Pfn(rawValue: $0.entry & ~(DevicePageTable.present | DevicePageTable.write)), writable: $0.entry & DevicePageTable.write != 0) }
+        }
+    }
+
+    // MARK: Scratch arguments
+
+    /// Migration arguments and a copy engine, reused across calls; several threads may migrate at once.
+    final class MigrationContext: @unchecked Sendable {
+        let args: MigrateVMA
+        let copy: CopyEngine
+        init(mm: AddressSpace, workers: Int, verify: Bool) {
+            args = MigrateVMA(mm: mm)
+            copy = CopyEngine(workers: workers, verify: verify)
+        }
+    }
+
+    func withMigrationContext<T>(_ body: (MigrationContext) throws -> T) rethrows -> T {
+        let context = scratch.withLock { $0.popLast() } ?? MigrationContext(mm: mm, workers: copyWorkers, verify: verify)
+        defer {
+            let t = context.copy.takeTotals()
+            stats.bytesCopied.wrappingAdd(t.copied, ordering: .relaxed)
+            stats.bytesCleared.wrappingAdd(t.cleared, ordering: .relaxed)
+            stats.copyNanoseconds.wrappingAdd(Int(t.nanoseconds), ordering: .relaxed)
+            stats.pagesVerified.wrappingAdd(t.verified, ordering: .relaxed)
+            stats.verifyFailures.wrappingAdd(t.failures, ordering: .relaxed)
+            scratch.withLock { $0.append(context) }
+        }
+        context.args.mm = mm
+        context.args.faultPage = nil
+        return try body(context)
+    }
+
+    func withRange<T>(capacity: Int, _ body: (HMMRange) throws -> T) rethrows -> T {
+        let range = rangeScratch.withLock { list -> HMMRange? in
+            guard let i = list.lastIndex(where: { $0.capacity >= capacity }) else { return nil }
+            return list.remove(at: i)
+        } ?? HMMRange(capacity: max(capacity, PageSize.pmdPages))
+        defer { rangeScratch.withLock { $0.append(range) } }
+        range.migrate = nil
+        range.compoundMigration = false
+        return try body(range)
+    }
+}
+
+/// A device's counters.
+public final class DeviceStatistics: Sendable {
+    public let devicePagesAllocated = Atomic<Int>(0)
+    public let allocationFailures = Atomic<Int>(0)
+    public let pagesToDevice = Atomic<Int>(0)
+    public let pagesToSystem = Atomic<Int>(0)
+    public let hugeToDevice = Atomic<Int>(0)
+    public let cpuFaults = Atomic<Int>(0)
+    public let selfInvalidationsSkipped = Atomic<Int>(0)
+    public let selfInvalidationsBumped = Atomic<Int>(0)
+    /// Walks repeated because the device's own invalidation bumped the sequence.
+    public let retriesFromSelfInvalidation = Atomic<Int>(0)
+    public let bytesCopied = Atomic<Int>(0)
+    public let bytesCleared = Atomic<Int>(0)
+    public let copyNanoseconds = Atomic<Int>(0)
+    public let pagesVerified = Atomic<Int>(0)
+    /// Pages whose copy did not match its source (must stay 0).
+    public let verifyFailures = Atomic<Int>(0)
+    public init() {}
+}

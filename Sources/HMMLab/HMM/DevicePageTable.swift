@@ -1,0 +1,58 @@
+/// The device's own page table (dmirror's `xarray pt`): virtual page → the frame the device uses
+/// (a system frame it mirrors, or a device frame after migration), with a write tag
+/// (`DPT_XA_TAG_WRITE`). Stored as 4 KiB leaves of 512 entries per 2 MiB of address space, allocated
+/// on first use and kept; lookups and updates allocate nothing. Guarded by the device's lock.
+struct DevicePageTable: ~Copyable {
+    static let present: UInt64 = 1 << 62
+    static let write: UInt64 = 1 << 63
+    private var leaves: [UInt64: UnsafeMutablePointer<UInt64>] = [:]
+
+    init() {}
+
+    deinit {
+        for leaf in leaves.values { leaf.deallocate() }
+    }
+
+    /// The entry for `address`: 0 when unmapped, else `pfn | present [| write]`.
+    func lookup(_ address: UInt64) -> UInt64 {
+        guard let leaf = leaves[address >> 21] else { return 0 }
+        return leaf[Int((address >> 12) & 511)]
+    }
+
+    mutating func set(_ address: UInt64, pfn: Pfn, writable: Bool) {
+        let key = address >> 21
+        let leaf: UnsafeMutablePointer<UInt64>
+        if let existing = leaves[key] {
+            leaf = existing
+        } else {
+            leaf = .allocate(capacity: 512)
+            leaf.initialize(repeating: 0, count: 512)
+            leaves[key] = leaf
+        }
+        leaf[Int((address >> 12) & 511)] = pfn.rawValue | Self.present | (writable ? Self.write : 0)
+    }
+
+    mutating func erase(_ start: UInt64, _ end: UInt64) {
+        var a = start & ~4095
+        while a < end {
+            let next = min(end, (a | ((1 << 21) - 1)) + 1)
+            if let leaf = leaves[a >> 21] {
+                for i in Int((a >> 12) & 511)..<Int((a >> 12) & 511) + Int((next - a + 4095) >> 12) { leaf[i] = 0 }
+            }
+            a = next
+        }
+    }
+
+    mutating func eraseAll() {
+        for leaf in leaves.values { leaf.update(repeating: 0, count: 512) }
+    }
+
+    /// Mapped entries (for tests and the invariant check).
+    func entries() -> [(address: UInt64, entry: UInt64)] {
+        var out: [(UInt64, UInt64)] = []
+        for (key, leaf) in leaves {
+            for i in 0..<512 where leaf[i] != 0 { out.append(((key << 21) | UInt64(i) << 12, leaf[i])) }
+        }
+        return out.sorted { $0.0 < $1.0 }.map { (address: $0.0, entry: $0.1) }
+    }
+}

@@ -1,0 +1,99 @@
+/// The output and input word of `hmm_range_fault` for one page (`include/linux/hmm.h`): the pfn in the
+/// low bits and flags in the high bits.
+///
+/// With the unified-path RFC's `HMM_PFN_MIGRATE` (bit `BITS_PER_LONG-7`) the map order moves to
+/// `HMM_PFN_ORDER_SHIFT` = `BITS_PER_LONG-12` (5 bits), as the RFC does; the lab always uses that layout.
+public enum HMMPfn {
+    /// `HMM_PFN_VALID`: at least readable. As input, `HMM_PFN_REQ_FAULT`.
+    public static let valid: UInt64 = 1 << 63
+    /// `HMM_PFN_WRITE`. As input, `HMM_PFN_REQ_WRITE`.
+    public static let write: UInt64 = 1 << 62
+    /// `HMM_PFN_ERROR`.
+    public static let error: UInt64 = 1 << 61
+    /// `HMM_PFN_DMA_MAPPED` (sticky from input to output).
+    public static let dmaMapped: UInt64 = 1 << 60
+    /// `HMM_PFN_P2PDMA` (sticky).
+    public static let p2pdma: UInt64 = 1 << 59
+    /// `HMM_PFN_P2PDMA_BUS` (sticky).
+    public static let p2pdmaBus: UInt64 = 1 << 58
+    /// `HMM_PFN_MIGRATE` (RFC): the page has been collected for migration. As input, `HMM_PFN_REQ_MIGRATE`.
+    public static let migrate: UInt64 = 1 << 57
+    /// `HMM_PFN_ORDER_SHIFT` with the RFC's flag.
+    public static let orderShift: UInt64 = 52
+    public static let orderMask: UInt64 = 0x1F << orderShift
+    /// `HMM_PFN_INOUT_FLAGS`.
+    public static let inOutFlags: UInt64 = dmaMapped | p2pdma | p2pdmaBus
+    /// Every flag bit.
+    public static let flagMask: UInt64 = ~((1 << orderShift) - 1)
+
+    /// `HMM_PFN_REQ_FAULT`.
+    public static let requestFault: UInt64 = valid
+    /// `HMM_PFN_REQ_WRITE`.
+    public static let requestWrite: UInt64 = write
+    /// `HMM_PFN_REQ_MIGRATE` (RFC).
+    public static let requestMigrate: UInt64 = migrate
+
+    /// `hmm_pfn_to_pfn`.
+    @inlinable public static func pfn(_ word: UInt64) -> Pfn { Pfn(rawValue: word & ((1 << orderShift) - 1)) }
+    /// `hmm_pfn_to_map_order`.
+    @inlinable public static func mapOrder(_ word: UInt64) -> Int { Int((word & orderMask) >> orderShift) }
+    /// `hmm_pfn_flags_order`.
+    @inlinable public static func order(_ order: Int) -> UInt64 { UInt64(order) << orderShift }
+}
+
+/// The `MIGRATE_PFN_*` word of `migrate_vma`'s `src` and `dst` arrays (`include/linux/migrate.h`):
+/// `(pfn << MIGRATE_PFN_SHIFT) | flags`. A 2 MiB source is its head entry with `COMPOUND`, followed by
+/// 511 zero entries.
+public enum MigratePfn {
+    public static let valid: UInt64 = 1 << 0
+    public static let migrate: UInt64 = 1 << 1
+    public static let write: UInt64 = 1 << 3
+    public static let compound: UInt64 = 1 << 4
+    public static let shift: UInt64 = 6
+
+    /// `migrate_pfn(pfn)`: the pfn with `MIGRATE_PFN_VALID`.
+    @inlinable public static func make(_ pfn: Pfn) -> UInt64 { pfn.rawValue << shift | valid }
+    /// `migrate_pfn_to_page`: the pfn of a VALID entry, nil otherwise.
+    @inlinable public static func pfn(_ word: UInt64) -> Pfn? { word & valid != 0 ? Pfn(rawValue: word >> shift) : nil }
+}
+
+/// `MIGRATE_VMA_SELECT_*`.
+public struct MigrateSelect: OptionSet, Sendable, Hashable {
+    public var rawValue: UInt32
+    public init(rawValue: UInt32) { self.rawValue = rawValue }
+    /// `MIGRATE_VMA_SELECT_SYSTEM`: collect system pages.
+    public static let system = MigrateSelect(rawValue: 1 << 0)
+    /// `MIGRATE_VMA_SELECT_DEVICE_PRIVATE`: collect this owner's device-private pages.
+    public static let devicePrivate = MigrateSelect(rawValue: 1 << 1)
+    /// `MIGRATE_VMA_SELECT_DEVICE_COHERENT` (not modelled: no coherent pages here).
+    public static let deviceCoherent = MigrateSelect(rawValue: 1 << 2)
+    /// `MIGRATE_VMA_SELECT_COMPOUND`: collect 2 MiB folios whole.
+    public static let compound = MigrateSelect(rawValue: 1 << 3)
+}
+
+/// Errno values the HMM paths return, negative as in the kernel.
+public enum HMMErrno {
+    public static let EPERM: Int32 = -1
+    public static let ENOENT: Int32 = -2
+    public static let EAGAIN: Int32 = -11
+    public static let ENOMEM: Int32 = -12
+    public static let EFAULT: Int32 = -14
+    public static let EBUSY: Int32 = -16
+    public static let EINVAL: Int32 = -22
+    public static let ERANGE: Int32 = -34
+
+    public static func name(_ e: Int32) -> String {
+        switch e {
+        case 0: "0"
+        case EPERM: "-EPERM"
+        case ENOENT: "-ENOENT"
+        case EAGAIN: "-EAGAIN"
+        case ENOMEM: "-ENOMEM"
+        case EFAULT: "-EFAULT"
+        case EBUSY: "-EBUSY"
+        case EINVAL: "-EINVAL"
+        case ERANGE: "-ERANGE"
+        default: "\(e)"
+        }
+    }
+}

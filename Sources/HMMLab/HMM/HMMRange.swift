@@ -1,0 +1,495 @@
+import Synchronization
+
+/// The arguments of one `hmm_range_fault` call (`struct hmm_range`, include/linux/hmm.h), plus the
+/// unified-path RFC's `migrate` pointer. Allocate one per caller and reuse it: `hmmPfns` is sized once.
+public final class HMMRange: @unchecked Sendable {
+    /// The interval notifier whose sequence guards the call; nil when called from `migrate_vma_setup`
+    /// through the unified path (the RFC skips the check then).
+    public var notifier: MMUIntervalNotifier?
+    /// The sequence `mmu_interval_read_begin` returned.
+    public var notifierSeq: UInt64 = 0
+    public var start: UInt64 = 0
+    public var end: UInt64 = 0
+    /// One word per page: input requests, output pfn and flags (``HMMPfn``).
+    public let hmmPfns: UnsafeMutablePointer<UInt64>
+    public let capacity: Int
+    /// `default_flags`: requests applied to every page.
+    public var defaultFlags: UInt64 = 0
+    /// `pfn_flags_mask`: which per-page input bits count.
+    public var pfnFlagsMask: UInt64 = 0
+    /// `dev_private_owner`: this owner's device-private pages are reported, not faulted.
+    public var devPrivateOwner: UInt64 = 0
+    /// The RFC's `range->migrate`: with `HMM_PFN_REQ_MIGRATE`, pages are collected into it as they are walked.
+    public var migrate: MigrateVMA?
+    /// Lab option, not in the RFC: collect a PMD-mapped 2 MiB folio whole (needs `MIGRATE_VMA_SELECT_COMPOUND`
+    /// in `migrate.flags`) instead of splitting it.
+    public var compoundMigration = false
+
+    // Lab counters for the last call.
+    /// Pages faulted through `handle_mm_fault`.
+    public var faults = 0
+    /// Walk restarts (`-EBUSY` from a fault batch, a split or a migration entry wait).
+    public var restarts = 0
+    /// Per-page PTE relocks and TLB flushes of the unified path (`hmm_vma_handle_migrate_prepare`).
+    public var migratePrepareLocks = 0
+    public var migrateFlushes = 0
+    /// Whether this call raised its `MMU_NOTIFY_MIGRATE` invalidation.
+    var migrateInvalidation: MMUNotifierRange?
+
+    public init(capacity: Int = PageSize.pmdPages) {
+        self.capacity = capacity
+        hmmPfns = .allocate(capacity: capacity)
+        hmmPfns.initialize(repeating: 0, count: capacity)
+    }
+
+    deinit { hmmPfns.deallocate() }
+
+    /// Pages in the range.
+    public var npages: Int { Int((end - start) >> 12) }
+}
+
+extension AddressSpace {
+    /// `hmm_range_fault()` (mm/hmm.c): walks `[start, end)`, reporting each page's pfn and permissions
+    /// and faulting in what the requests ask for. Each fault batch ends the walk with `-EBUSY` and the
+    /// walk restarts from `last`; before each walk the notifier sequence is checked (`-EBUSY` to the
+    /// caller if it moved). The caller holds the mmap lock for reading.
+    ///
+    /// With `HMM_PFN_REQ_MIGRATE` and `range.migrate` set (the unified-path RFC), the same walk also
+    /// collects pages for migration: after a page is resolved, its PTE is locked again and replaced by a
+    /// migration entry (`hmm_vma_handle_migrate_prepare`), the range must lie in one VMA (`-ERANGE`), a
+    /// PMD-mapped THP is split first (or collected whole with ``HMMRange/compoundMigration``), and one
+    /// `MMU_NOTIFY_MIGRATE` invalidation tagged with `dev_private_owner` covers the call. The lab raises
+    /// it when the first entry is replaced rather than up front, so that a retry that finds nothing to
+    /// migrate raises none (a departure: see ``Device/SelfInvalidation``).
+    ///
+    /// - Returns: 0, `-EBUSY` (range invalidated: retry), `-EFAULT`, `-EPERM`, `-ERANGE`.
+    public func hmmRangeFault(_ range: HMMRange) -> Int32 {
+        precondition(range.npages <= range.capacity, "hmm range of \(range.npages) pages exceeds its capacity \(range.capacity)")
+        var ops = HMMWalk(range: range)
+        range.faults = 0
+        range.restarts = 0
+        range.migratePrepareLocks = 0
+        range.migrateFlushes = 0
+        range.migrateInvalidation = nil
+        if let migrate = range.migrate {
+            migrate.vma = nil
+            migrate.start = range.start
+            migrate.end = range.end
+        }
+        defer {
+            if let r = range.migrateInvalidation { notifiers.invalidateRangeEnd(r) }
+        }
+        var first = true
+        while true {
+            if let notifier = range.notifier, notifier.checkRetry(range.notifierSeq) { return HMMErrno.EBUSY }
+            if !first {
+                range.restarts += 1
+                counters.walkRestarts.wrappingAdd(1, ordering: .relaxed)
+            }
+            first = false
+            let r = walkPageRange(ops.last, range.end, &ops)
+            if r != HMMErrno.EBUSY { return r }
+        }
+    }
+
+    /// The RFC's `migrate_hmm_range_setup()`: turns the `VALID|MIGRATE` words a unified walk left into
+    /// `migrate_vma` source entries (a bare `VALID|MIGRATE` word is a hole or the zero page; a 2 MiB
+    /// folio is its head with `COMPOUND` and 511 zeros), then unmaps (`migrate_vma_unmap`).
+    public func migrateHMMRangeSetup(_ range: HMMRange) {
+        guard let args = range.migrate else { return }
+        let n = range.npages
+        args.start = range.start
+        args.end = range.end
+        args.npages = n
+        args.cpages = 0
+        var i = 0
+        while i < n {
+            let w = range.hmmPfns[i]
+            args.dst[i] = 0
+            guard w & (HMMPfn.valid | HMMPfn.migrate) == HMMPfn.valid | HMMPfn.migrate else {
+                args.src[i] = 0
+                i += 1
+                continue
+            }
+            let pfn = HMMPfn.pfn(w)
+            let huge = HMMPfn.mapOrder(w) == PageSize.pmdOrder && i + PageSize.pmdPages <= n && (range.start + UInt64(i) << 12) & UInt64(PageSize.pmdBytes - 1) == 0
+            var word: UInt64 = pfn.rawValue == 0 ? MigratePfn.migrate : MigratePfn.make(pfn) | MigratePfn.migrate
+            if w & HMMPfn.write != 0, pfn.rawValue != 0 { word |= MigratePfn.write }
+            args.cpages += 1
+            if huge {
+                args.src[i] = word | MigratePfn.compound
+                for k in 1..<PageSize.pmdPages {
+                    args.src[i + k] = 0
+                    args.dst[i + k] = 0
+                }
+                i += PageSize.pmdPages
+            } else {
+                args.src[i] = word
+                i += 1
+            }
+        }
+        if args.cpages > 0 { migrateVMAUnmap(args) }
+    }
+
+    /// `migrate_vma_setup()` expressed through the unified walk, as the RFC re-implements it:
+    /// `hmm_range_fault` with `HMM_PFN_REQ_MIGRATE` (and `REQ_FAULT` when `fault`, the RFC's
+    /// `MIGRATE_VMA_FAULT`), no notifier, then `migrate_hmm_range_setup`.
+    public func migrateVMASetupUnified(_ args: MigrateVMA, range: HMMRange, fault: Bool) -> Int32 {
+        guard let vma = args.vma, args.start >= vma.start, args.end <= vma.end, args.end > args.start else { return HMMErrno.EINVAL }
+        range.notifier = nil
+        range.start = args.start
+        range.end = args.end
+        range.defaultFlags = HMMPfn.requestMigrate | (fault ? HMMPfn.requestFault : 0)
+        range.pfnFlagsMask = 0
+        range.devPrivateOwner = args.pgmapOwner
+        range.migrate = args
+        range.hmmPfns.update(repeating: 0, count: range.npages)
+        let r = hmmRangeFault(range)
+        if r != 0 {
+            // Give back what was collected before the error.
+            migrateHMMRangeSetup(range)
+            for i in 0..<args.npages { args.src[i] &= ~MigratePfn.migrate }
+            migrateVMAFinalize(args)
+            return r
+        }
+        migrateHMMRangeSetup(range)
+        return 0
+    }
+}
+
+/// `hmm_walk_ops`: `hmm_vma_walk_test`, `hmm_vma_walk_pmd` (which handles the PTEs itself, locklessly,
+/// as the kernel does) and `hmm_vma_walk_hole`, with the RFC's migrate step.
+struct HMMWalk: PageWalkOps {
+    static var hasPmdEntry: Bool { true }
+    static var hasPteEntry: Bool { false }
+    static var hasPteHole: Bool { true }
+    static var hasTestWalk: Bool { true }
+
+    unowned(unsafe) let range: HMMRange
+    /// `hmm_vma_walk->last`.
+    var last: UInt64
+
+    init(range: HMMRange) {
+        self.range = range
+        last = range.start
+    }
+
+    static let needFault: UInt32 = 1
+    static let needWriteFault: UInt32 = 2
+
+    @inline(__always) func index(_ address: UInt64) -> Int { Int((address - range.start) >> 12) }
+
+    /// `hmm_pte_need_fault()`.
+    @inline(__always) func pteNeedFault(_ request: UInt64, _ cpuFlags: UInt64) -> UInt32 {
+        let req = (request & range.pfnFlagsMask) | range.defaultFlags
+        if req & HMMPfn.requestFault == 0 { return 0 }
+        if req & HMMPfn.requestWrite != 0, cpuFlags & HMMPfn.write == 0 { return Self.needFault | Self.needWriteFault }
+        if cpuFlags & HMMPfn.valid == 0 { return Self.needFault }
+        return 0
+    }
+
+    /// `hmm_range_need_fault()`.
+    func rangeNeedFault(_ start: UInt64, _ end: UInt64, _ cpuFlags: UInt64) -> UInt32 {
+        if (range.defaultFlags | range.pfnFlagsMask) & HMMPfn.requestFault == 0 { return 0 }
+        var required: UInt32 = 0
+        for i in index(start)..<index(end) {
+            required |= pteNeedFault(range.hmmPfns[i], cpuFlags)
+            if required == Self.needFault | Self.needWriteFault { return required }
+        }
+        return required
+    }
+
+    /// `hmm_pfns_fill()`.
+    func fill(_ start: UInt64, _ end: UInt64, _ cpuFlags: UInt64) -> Int32 {
+        for i in index(start)..<index(end) {
+            range.hmmPfns[i] = (range.hmmPfns[i] & HMMPfn.inOutFlags) | cpuFlags
+        }
+        return 0
+    }
+
+    /// `hmm_vma_fault()`: faults every page of `[address, end)` and ends the walk with `-EBUSY`.
+    mutating func fault(_ address: UInt64, _ end: UInt64, _ required: UInt32, _ walk: inout PageWalk) -> Int32 {
+        last = address
+        var write = false
+        if required & Self.needWriteFault != 0 {
+            guard walk.vma?.isWritable == true else { return HMMErrno.EPERM }
+            write = true
+        }
+        var a = address
+        while a < end {
+            do {
+                _ = try walk.mm.handleFault(at: a, write: write)
+            } catch {
+                return HMMErrno.EFAULT
+            }
+            range.faults += 1
+            a += 4096
+        }
+        return HMMErrno.EBUSY
+    }
+
+    mutating func testWalk(_ start: UInt64, _ end: UInt64, _ walk: inout PageWalk) -> Int32 {
+        let vma = walk.vma!
+        if let migrate = range.migrate, range.defaultFlags & HMMPfn.requestMigrate != 0 {
+            // The RFC: migration needs a single VMA.
+            if let first = migrate.vma {
+                if first.start != vma.start || first.object !== vma.object { return HMMErrno.ERANGE }
+            } else {
+                migrate.vma = vma
+            }
+        }
+        if vma.isReadable { return 0 }
+        if rangeNeedFault(start, end, 0) != 0 { return HMMErrno.EFAULT }
+        _ = fill(start, end, HMMPfn.error)
+        return 1
+    }
+
+    mutating func pteHole(_ address: UInt64, _ next: UInt64, depth: Int, _ walk: inout PageWalk) -> Int32 {
+        let required = rangeNeedFault(address, next, 0)
+        guard let vma = walk.vma else {
+            if required != 0 { return HMMErrno.EFAULT }
+            return fill(address, next, HMMPfn.error)
+        }
+        if required != 0 { return fault(address, next, required, &walk) }
+        if wantsMigrate, !vma.isShared {
+            // A hole is collected as a source-less VALID|MIGRATE entry (compound when it is a whole
+            // aligned PMD and compound migration is on).
+            if range.compoundMigration, range.migrate!.flags.contains(.compound),
+                address & UInt64(PageSize.pmdBytes - 1) == 0, next - address == UInt64(PageSize.pmdBytes)
+            {
+                return fill(address, next, HMMPfn.valid | HMMPfn.migrate | HMMPfn.order(PageSize.pmdOrder))
+            }
+            return fill(address, next, HMMPfn.valid | HMMPfn.migrate)
+        }
+        return fill(address, next, 0)
+    }
+
+    var wantsMigrate: Bool { range.migrate != nil && range.defaultFlags & HMMPfn.requestMigrate != 0 }
+
+    mutating func pmdEntry(_ pmd: EntrySlot, _ start: UInt64, _ end: UInt64, _ walk: inout PageWalk) -> Int32 {
+        walk.action = .continue
+        let mm = walk.mm
+        let memory = mm.memory
+        var address = start
+        while true {  // again:
+            let entry = pmd.load()
+            if entry.isNone { return pteHole(start, end, depth: -1, &walk) }
+            if entry.isMigration {
+                if rangeNeedFault(start, end, 0) != 0 {
+                    last = address
+                    mm.waitForMigration(entry.pfn)
+                    return HMMErrno.EBUSY
+                }
+                return fill(start, end, 0)
+            }
+            if !entry.isPresent {
+                return handleAbsentPMD(entry, start, end, &walk)
+            }
+            if entry.isHuge {
+                if wantsMigrate { return migrateHugePMD(pmd, entry, start, end, &walk) }
+                return handlePMD(entry, start, end, &walk)
+            }
+            // A table: the PTEs, read without the lock (pte_offset_map), as hmm does.
+            let table = entry.pfn
+            while address < end {
+                let slot = mm.pageTable.slot(in: table, level: .pte, address: address)
+                let r = handlePTE(slot, address, end, &walk, memory: memory)
+                if r != 0 { return r }
+                address += 4096
+            }
+            walk.ptesVisited += Int((end - start) >> 12)
+            return 0
+        }
+    }
+
+    /// `hmm_vma_handle_pmd()`: a PMD-mapped THP reports 512 pfns with map order 9, or faults.
+    mutating func handlePMD(_ entry: PTE, _ start: UInt64, _ end: UInt64, _ walk: inout PageWalk) -> Int32 {
+        let cpuFlags: UInt64 = entry.isProtNone ? 0 : (entry.isWritable ? HMMPfn.valid | HMMPfn.write : HMMPfn.valid) | HMMPfn.order(PageSize.pmdOrder)
+        let required = rangeNeedFault(start, end, cpuFlags)
+        if required != 0 { return fault(start, end, required, &walk) }
+        var pfn = entry.pfn + Int((start & UInt64(PageSize.pmdBytes - 1)) >> 12)
+        for i in index(start)..<index(end) {
+            range.hmmPfns[i] = (range.hmmPfns[i] & HMMPfn.inOutFlags) | pfn.rawValue | cpuFlags
+            pfn = pfn + 1
+        }
+        return 0
+    }
+
+    /// `hmm_vma_handle_absent_pmd()`: a device-private PMD of this owner reports 512 pfns; other
+    /// device-private PMDs are faulted back; anything else is an error.
+    mutating func handleAbsentPMD(_ entry: PTE, _ start: UInt64, _ end: UInt64, _ walk: inout PageWalk) -> Int32 {
+        let memory = walk.mm.memory
+        if entry.isDevicePrivate, memory.pagemap(of: entry.pfn)?.owner == range.devPrivateOwner {
+            let cpuFlags = HMMPfn.valid | (entry.isWritableDevicePrivate ? HMMPfn.write : 0) | HMMPfn.order(PageSize.pmdOrder)
+            var pfn = entry.pfn + Int((start & UInt64(PageSize.pmdBytes - 1)) >> 12)
+            for i in index(start)..<index(end) {
+                range.hmmPfns[i] = (range.hmmPfns[i] & HMMPfn.inOutFlags) | pfn.rawValue | cpuFlags
+                pfn = pfn + 1
+            }
+            return 0
+        }
+        let required = rangeNeedFault(start, end, 0)
+        if required != 0 {
+            if entry.isDevicePrivate { return fault(start, end, required, &walk) }
+            return HMMErrno.EFAULT
+        }
+        return fill(start, end, HMMPfn.error)
+    }
+
+    /// `hmm_vma_handle_pte()`, then the RFC's `hmm_vma_handle_migrate_prepare()` for the page.
+    mutating func handlePTE(_ slot: EntrySlot, _ address: UInt64, _ end: UInt64, _ walk: inout PageWalk, memory: PhysicalMemory) -> Int32 {
+        let i = index(address)
+        let request = range.hmmPfns[i]
+        let pte = slot.load()
+        var out: UInt64
+        if pte.isNone {
+            let required = pteNeedFault(request, 0)
+            if required != 0 { return fault(address, end, required, &walk) }
+            out = 0
+        } else if !pte.isPresent {
+            if pte.isDevicePrivate, memory.pagemap(of: pte.pfn)?.owner == range.devPrivateOwner {
+                out = pte.pfn.rawValue | HMMPfn.valid | (pte.isWritableDevicePrivate ? HMMPfn.write : 0)
+                range.hmmPfns[i] = (request & HMMPfn.inOutFlags) | out
+                return 0
+            }
+            let required = pteNeedFault(request, 0)
+            if required == 0 {
+                out = 0
+            } else if pte.isSwap || pte.isDevicePrivate || pte.isDeviceExclusive {
+                return fault(address, end, required, &walk)
+            } else if pte.isMigration {
+                last = address
+                walk.mm.waitForMigration(pte.pfn)
+                return HMMErrno.EBUSY
+            } else {
+                return HMMErrno.EFAULT
+            }
+        } else {
+            let cpuFlags: UInt64 = pte.isProtNone ? 0 : (pte.isWritable ? HMMPfn.valid | HMMPfn.write : HMMPfn.valid)
+            let required = pteNeedFault(request, cpuFlags)
+            if required != 0 { return fault(address, end, required, &walk) }
+            out = pte.pfn.rawValue | cpuFlags
+        }
+        range.hmmPfns[i] = (request & HMMPfn.inOutFlags) | out
+        if wantsMigrate { migratePrepare(slot, address, i, &walk) }
+        return 0
+    }
+
+    /// The RFC's `hmm_vma_handle_migrate_prepare()`: re-takes the PTE lock and, for a page that can
+    /// migrate, installs the migration entry as collect does (folio reference, trylock, anon-exclusive
+    /// handling, entry bits, rmap removal), with one TLB flush per page. Holes and the zero page become
+    /// source-less `VALID|MIGRATE` words.
+    mutating func migratePrepare(_ slot: EntrySlot, _ address: UInt64, _ i: Int, _ walk: inout PageWalk) {
+        let mm = walk.mm
+        let memory = mm.memory
+        guard let migrate = range.migrate, let vma = walk.vma, !vma.isShared else { return }
+        range.migratePrepareLocks += 1
+        let lock = mm.pageTable.lock(tableOf: slot)
+        defer { lock.unlock() }
+        let pte = slot.load()
+        if pte.isNone || (pte.isPresent && pte.pfn == memory.zeroPage) {
+            if migrate.flags.contains(.system) { range.hmmPfns[i] = HMMPfn.valid | HMMPfn.migrate }
+            return
+        }
+        guard pte.isPresent, !pte.isProtNone, migrate.flags.contains(.system) else { return }
+        let page = pte.pfn
+        let folio = memory.folio(containing: page)
+        guard folio.order == 0 else { return }  // large folios were split before (hmm_vma_walk_split)
+        let head = memory.page(folio.pfn)
+        guard !head.pointee.test(.zoneDevice), head.pointee.mapping.load(ordering: .relaxed) != 0 else { return }
+        head.pointee.get()
+        guard head.pointee.tryLock() else {
+            memory.put(folio)
+            return
+        }
+        if range.migrateInvalidation == nil {
+            let r = MMUNotifierRange(start: range.start, end: range.end, event: .migrate, owner: range.devPrivateOwner)
+            range.migrateInvalidation = r
+            // The lock is dropped around the notifier, as the kernel never calls it under a PTE lock.
+            lock.unlock()
+            mm.notifiers.invalidateRangeStart(r)
+            let again = mm.pageTable.lock(tableOf: slot)
+            _ = again
+            guard slot.load() == pte else {
+                head.pointee.unlock()
+                memory.put(folio)
+                return
+            }
+        }
+        let anonExclusive = head.pointee.test(.anon) && memory.page(page).pointee.test(.anonExclusive)
+        _ = slot.exchange(.none)
+        if anonExclusive { memory.page(page).pointee.clear(.anonExclusive) }
+        if pte.isDirty { head.pointee.set(.dirty) }
+        let mode: PTE.MigrationMode = pte.isWritable ? .write : anonExclusive ? .readExclusive : .read
+        slot.store(.migration(page, mode: mode, young: pte.isYoung, dirty: pte.isDirty, softDirty: pte.isSoftDirty))
+        mm.removeRmap(folio)
+        memory.put(folio)
+        range.migrateFlushes += 1  // flush_tlb_range per page
+        mm.counters.tlbFlushes.wrappingAdd(1, ordering: .relaxed)
+        range.hmmPfns[i] |= HMMPfn.migrate
+    }
+
+    /// A PMD-mapped THP met by a migrating walk: collected whole (lab option) or split
+    /// (`hmm_vma_walk_split`: PMD and folio) and the walk restarted with `-EBUSY`.
+    mutating func migrateHugePMD(_ pmd: EntrySlot, _ entry: PTE, _ start: UInt64, _ end: UInt64, _ walk: inout PageWalk) -> Int32 {
+        let mm = walk.mm
+        let memory = mm.memory
+        let cpuFlags: UInt64 = (entry.isWritable ? HMMPfn.valid | HMMPfn.write : HMMPfn.valid) | HMMPfn.order(PageSize.pmdOrder)
+        let required = rangeNeedFault(start, end, cpuFlags)
+        if required != 0 { return fault(start, end, required, &walk) }
+        let folio = memory.folio(containing: entry.pfn)
+        let head = memory.page(folio.pfn)
+        let whole = start & UInt64(PageSize.pmdBytes - 1) == 0 && end - start == UInt64(PageSize.pmdBytes)
+        if range.compoundMigration, range.migrate!.flags.contains(.compound), whole {
+            head.pointee.get()
+            guard head.pointee.tryLock() else {
+                memory.put(folio)
+                return handlePMD(entry, start, end, &walk)
+            }
+            if range.migrateInvalidation == nil {
+                let r = MMUNotifierRange(start: range.start, end: range.end, event: .migrate, owner: range.devPrivateOwner)
+                range.migrateInvalidation = r
+                mm.notifiers.invalidateRangeStart(r)
+            }
+            let lock = mm.pageTable.lock(tableOf: pmd)
+            let current = pmd.load()
+            guard current == entry else {
+                lock.unlock()
+                head.pointee.unlock()
+                memory.put(folio)
+                last = start
+                return HMMErrno.EBUSY
+            }
+            let exclusive = head.pointee.test(.anonExclusive)
+            if exclusive { for k in 0..<PageSize.pmdPages { memory.page(folio.pfn + k).pointee.clear(.anonExclusive) } }
+            let mode: PTE.MigrationMode = entry.isWritable ? .write : exclusive ? .readExclusive : .read
+            pmd.store(.migration(folio.pfn, mode: mode, young: true, dirty: entry.isDirty))
+            if entry.isDirty { head.pointee.set(.dirty) }
+            mm.removeRmap(folio)
+            memory.put(folio)
+            lock.unlock()
+            range.migrateFlushes += 1
+            mm.counters.tlbFlushes.wrappingAdd(1, ordering: .relaxed)
+            var pfn = folio.pfn
+            for i in index(start)..<index(end) {
+                range.hmmPfns[i] = pfn.rawValue | cpuFlags | HMMPfn.migrate
+                pfn = pfn + 1
+            }
+            return 0
+        }
+        // Split the PMD and the folio, then walk this PMD again.
+        guard head.pointee.tryGet() else { return HMMErrno.EBUSY }
+        guard head.pointee.tryLock() else {
+            memory.put(folio)
+            last = start
+            return HMMErrno.EBUSY
+        }
+        let split = mm.splitHugePMD(pmd, address: start) && mm.splitFolio(folio, keep: folio.pfn)
+        head.pointee.unlock()
+        memory.put(split ? Folio(pfn: folio.pfn, order: 0) : folio)
+        if !split { return fill(start, end, HMMPfn.error) }
+        range.migrate!.splitsBeforeCollect += 1
+        last = start
+        return HMMErrno.EBUSY
+    }
+}

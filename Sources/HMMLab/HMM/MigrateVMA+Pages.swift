@@ -1,0 +1,260 @@
+import Glibc
+
+extension AddressSpace {
+    /// `migrate_vma_pages()` → `__migrate_device_pages()`: for every source still migrating with a
+    /// destination, moves the folio's metadata to the destination (`folio_migrate_mapping` with its
+    /// expected-refcount check, `folio_migrate_flags`); for holes and the zero page, inserts the
+    /// destination page into the page table (`migrate_vma_insert_page`) under a second
+    /// `MMU_NOTIFY_MIGRATE` invalidation; splits a 2 MiB source whose destination is not compound
+    /// (`migrate_vma_split_unmapped_folio`). Sources that cannot move lose `MIGRATE_PFN_MIGRATE`.
+    public func migrateVMAPages(_ args: MigrateVMA) {
+        var notified = false
+        var range = MMUNotifierRange(start: 0, end: 0, event: .migrate, owner: args.pgmapOwner)
+        var i = 0
+        while i < args.npages {
+            var nr = 1
+            defer { i += nr }
+            let src = args.src[i]
+            let dst = args.dst[i]
+            guard let newPfn = MigratePfn.pfn(dst) else {
+                args.src[i] &= ~MigratePfn.migrate
+                continue
+            }
+            guard let oldPfn = MigratePfn.pfn(src) else {
+                guard src & MigratePfn.migrate != 0 else { continue }
+                let address = args.start + UInt64(i) << 12
+                if !notified {
+                    notified = true
+                    range = MMUNotifierRange(start: address, end: args.end, event: .migrate, owner: args.pgmapOwner)
+                    notifiers.invalidateRangeStart(range)
+                }
+                if src & MigratePfn.compound != 0, dst & MigratePfn.compound == 0 {
+                    nr = PageSize.pmdPages
+                    args.src[i] &= ~MigratePfn.compound
+                }
+                for j in 0..<nr where i + j < args.npages {
+                    args.src[i + j] |= MigratePfn.migrate
+                    migrateVMAInsertPage(args, at: address + UInt64(j) << 12, index: i + j)
+                }
+                continue
+            }
+            var folio = memory.folio(containing: oldPfn)
+            if src & MigratePfn.migrate != 0, src & MigratePfn.compound != 0, dst & MigratePfn.compound == 0 {
+                nr = folio.pageCount
+                guard splitUnmappedFolio(args, index: i, folio: folio) else {
+                    args.src[i] &= ~(MigratePfn.migrate | MigratePfn.compound)
+                    continue
+                }
+                folio = Folio(pfn: oldPfn, order: 0)
+            } else if src & MigratePfn.migrate != 0, dst & MigratePfn.compound != 0, src & MigratePfn.compound == 0 {
+                args.src[i] &= ~MigratePfn.migrate
+            } else if src & MigratePfn.compound != 0 {
+                nr = PageSize.pmdPages
+            }
+            let newHead = memory.page(memory.folio(containing: newPfn).pfn)
+            let (objectID, _) = MappingObject.decode(memory.page(folio.pfn).pointee.mapping.load(ordering: .acquiring))
+            if newHead.pointee.test(.zoneDevice) {
+                // Only anonymous memory goes to device-private memory.
+                if MappingObject.lookup(objectID)?.kind != .anon {
+                    args.src[i] &= ~MigratePfn.migrate
+                    args.refused += 1
+                    continue
+                }
+            }
+            let extra: Int32 = args.faultPage == oldPfn ? 1 : 0
+            for j in 0..<nr where i + j < args.npages {
+                guard args.src[i + j] & MigratePfn.migrate != 0, let s = MigratePfn.pfn(args.src[i + j]), let d = MigratePfn.pfn(args.dst[i + j]) else { continue }
+                let oldFolio = memory.folio(containing: s)
+                let newFolio = memory.folio(containing: d)
+                if !folioMigrateMapping(newFolio, from: oldFolio, extra: extra) {
+                    args.src[i + j] &= ~MigratePfn.migrate
+                    args.refused += 1
+                }
+            }
+        }
+        if notified { notifiers.invalidateRangeEnd(range) }
+    }
+
+    /// `folio_migrate_mapping()` for anonymous folios without a swap cache, then `folio_migrate_flags()`:
+    /// the old folio must hold exactly the expected references (its mappings, none left after unmap,
+    /// plus the migration's own and `extra`); the new folio takes its mapping, index and flags.
+    func folioMigrateMapping(_ new: Folio, from old: Folio, extra: Int32) -> Bool {
+        let oldHead = memory.page(old.pfn)
+        let expected = oldHead.pointee.mappings + extra + 1
+        guard oldHead.pointee.references == expected else { return false }
+        let newHead = memory.page(new.pfn)
+        newHead.pointee.mapping.store(oldHead.pointee.mapping.load(ordering: .acquiring), ordering: .releasing)
+        let carried = oldHead.pointee.pageFlags.intersection([.anon, .swapBacked, .uptodate, .dirty, .referenced, .active])
+        newHead.pointee.set(carried)
+        return true
+    }
+
+    /// `migrate_vma_split_unmapped_folio()`: the destination could not get a 2 MiB page, so the unmapped,
+    /// locked source folio is split (its PMD migration entry becomes 512 PTE migration entries, the folio
+    /// 512 locked order-0 folios each holding the migration's reference) and `src` is rewritten page by page.
+    func splitUnmappedFolio(_ args: MigrateVMA, index: Int, folio: Folio) -> Bool {
+        let address = args.start + UInt64(index) << 12
+        guard let pmd = pageTable.pmdSlot(address, allocate: false), pmd.load().isMigration else { return false }
+        guard splitHugePMD(pmd, address: address) else { return false }
+        let head = memory.page(folio.pfn)
+        guard let pool = memory.pool(of: folio.pfn) else { return false }
+        let (id, idx) = MappingObject.decode(head.pointee.mapping.load(ordering: .acquiring))
+        let common = head.pointee.pageFlags.subtracting([.head, .tail])
+        let owner = head.pointee.private.load(ordering: .relaxed)
+        pool.allocator.splitAllocated(folio.pfn.index - pool.firstPfn.index)
+        for i in 0..<PageSize.pmdPages {
+            let page = head + i
+            page.pointee.flags.store(common.rawValue, ordering: .relaxed)
+            page.pointee.private.store(owner, ordering: .relaxed)
+            page.pointee.mapping.store(id << 40 | (idx + UInt64(i)), ordering: .relaxed)
+            page.pointee.mapcount.store(0, ordering: .relaxed)
+            page.pointee.refcount.store(1, ordering: .releasing)
+        }
+        let flags = args.src[index] & ((1 << MigratePfn.shift) - 1) & ~MigratePfn.compound
+        args.src[index] = MigratePfn.make(folio.pfn) | flags
+        for i in 1..<PageSize.pmdPages where index + i < args.npages {
+            args.src[index + i] = MigratePfn.make(folio.pfn + i) | flags
+        }
+        args.splitsAfterIsolation += 1
+        counters.folioSplits.wrappingAdd(1, ordering: .relaxed)
+        return true
+    }
+
+    /// `migrate_vma_insert_page()` (and `migrate_vma_insert_huge_pmd_page()` for a compound destination):
+    /// maps the destination where there was a hole or the zero page, as `do_anonymous_page` would; backs
+    /// off (clearing `MIGRATE`) on anything else.
+    func migrateVMAInsertPage(_ args: MigrateVMA, at address: UInt64, index: Int) {
+        guard let vma = args.vma, !vma.isShared, let newPfn = MigratePfn.pfn(args.dst[index]) else {
+            args.src[index] &= ~MigratePfn.migrate
+            return
+        }
+        let folio = memory.folio(containing: newPfn)
+        let head = memory.page(folio.pfn)
+        let device = head.pointee.test(.zoneDevice)
+        guard let pmd = pageTable.pmdSlot(address, allocate: true) else {
+            args.src[index] &= ~MigratePfn.migrate
+            return
+        }
+        if args.dst[index] & MigratePfn.compound != 0 {
+            let lock = pageTable.lock(tableOf: pmd)
+            guard pmd.load().isNone, address & UInt64(PageSize.pmdBytes - 1) == 0, address + UInt64(PageSize.pmdBytes) <= vma.end else {
+                lock.unlock()
+                for k in 0..<PageSize.pmdPages where index + k < args.npages { args.src[index + k] &= ~MigratePfn.migrate }
+                return
+            }
+            addNewAnonRmap(folio, vma: vma, address: address)
+            head.pointee.get()
+            pmd.store(device ? .devicePrivate(folio.pfn, writable: vma.isWritable) : .present(folio.pfn, writable: vma.isWritable, dirty: vma.isWritable, huge: true))
+            lock.unlock()
+            return
+        }
+        if pmd.load().isHuge || pmd.load().isSwapFormat {
+            args.src[index] &= ~MigratePfn.migrate
+            return
+        }
+        guard let table = pageTable.pteTable(under: pmd, allocate: true) else {
+            args.src[index] &= ~MigratePfn.migrate
+            return
+        }
+        let slot = pageTable.slot(in: table, level: .pte, address: address)
+        let lock = pageTable.lock(tableOf: slot)
+        let orig = slot.load()
+        let zero = orig.isPresent && orig.pfn == memory.zeroPage
+        guard orig.isNone || zero else {
+            lock.unlock()
+            args.src[index] &= ~MigratePfn.migrate
+            return
+        }
+        head.pointee.set(.uptodate)
+        addNewAnonRmap(folio, vma: vma, address: address)
+        head.pointee.get()
+        if zero { counters.tlbFlushes.wrappingAdd(1, ordering: .relaxed) }  // ptep_clear_flush
+        slot.store(device ? .devicePrivate(newPfn, writable: vma.isWritable) : .present(newPfn, writable: vma.isWritable, dirty: vma.isWritable))
+        lock.unlock()
+        args.src[index] = MigratePfn.migrate
+    }
+
+    /// `migrate_vma_finalize()` → `__migrate_device_finalize()`: maps the destination where migration
+    /// succeeded and the source again where it did not (`remove_migration_ptes`), puts system folios
+    /// back on the LRU, and unlocks and releases sources and destinations (not the fault page).
+    public func migrateVMAFinalize(_ args: MigrateVMA) {
+        AddressSpace.migrateDeviceFinalize(src: args.src, dst: args.dst, npages: args.npages, faultPage: args.faultPage, memory: memory)
+    }
+
+    /// `migrate_device_finalize()`, usable without a VMA (device eviction).
+    public static func migrateDeviceFinalize(src: UnsafeMutablePointer<UInt64>, dst: UnsafeMutablePointer<UInt64>, npages: Int, faultPage: Pfn?, memory: PhysicalMemory) {
+        let faultFolio = faultPage.map { memory.folio(containing: $0) }
+        for i in 0..<npages {
+            let newFolio = MigratePfn.pfn(dst[i]).map { memory.folio(containing: $0) }
+            guard let page = MigratePfn.pfn(src[i]) else {
+                if let newFolio {
+                    memory.page(newFolio.pfn).pointee.unlock()
+                    memory.put(newFolio)
+                }
+                continue
+            }
+            let srcFolio = memory.folio(containing: page)
+            var target = srcFolio
+            if src[i] & MigratePfn.migrate == 0 || newFolio == nil {
+                if let newFolio {
+                    memory.page(newFolio.pfn).pointee.unlock()
+                    memory.put(newFolio)
+                }
+            } else {
+                target = newFolio!
+            }
+            let targetHead = memory.page(target.pfn)
+            if !targetHead.pointee.test(.zoneDevice) { targetHead.pointee.set(.lru) }  // folio_add_lru
+            removeMigrationPTEs(src: srcFolio, dst: target, memory: memory)
+            if srcFolio != faultFolio { memory.page(srcFolio.pfn).pointee.unlock() }
+            memory.put(srcFolio)
+            if target != srcFolio {
+                targetHead.pointee.unlock()
+                memory.put(target)
+            }
+        }
+    }
+
+    /// `remove_migration_ptes(src, dst)`: through the source's reverse map, replaces every migration
+    /// entry that refers to `src` with a mapping of `dst` (`remove_migration_pte`,
+    /// `remove_migration_pmd`): a device-private entry if `dst` is device memory, else a present entry;
+    /// writable if the migration entry was, exclusive if it was writable or read-exclusive.
+    static func removeMigrationPTEs(src: Folio, dst: Folio, memory: PhysicalMemory) {
+        let dstHead = memory.page(dst.pfn)
+        let device = dstHead.pointee.test(.zoneDevice)
+        rmapWalk(src.pfn, in: memory) { mm, vma, address in
+            if src.order > 0 {
+                // A PMD migration entry of the whole folio.
+                guard let pmd = mm.pageTable.pmdSlot(address, allocate: false) else { return }
+                let lock = mm.pageTable.lock(tableOf: pmd)
+                let e = pmd.load()
+                if e.isMigration, e.pfn == src.pfn, dst.order == src.order {
+                    let writable = e.isWritableMigration
+                    let exclusive = writable || e.isReadExclusiveMigration
+                    pmd.store(device ? .devicePrivate(dst.pfn, writable: writable) : .present(dst.pfn, writable: writable, dirty: e.migrationDirty, huge: true))
+                    if exclusive { for k in 0..<dst.pageCount { memory.page(dst.pfn + k).pointee.set(.anonExclusive) } }
+                    dstHead.pointee.get()
+                    mm.addRmap(dst)
+                }
+                lock.unlock()
+                return
+            }
+            guard let slot = mm.pageTable.pteSlot(address) else { return }
+            let lock = mm.pageTable.lock(tableOf: slot)
+            let e = slot.load()
+            if e.isMigration, e.pfn == src.pfn {
+                let writable = e.isWritableMigration
+                let exclusive = writable || e.isReadExclusiveMigration
+                let newEntry: PTE =
+                    device
+                    ? .devicePrivate(dst.pfn, writable: writable, softDirty: e.swapSoftDirty)
+                    : .present(dst.pfn, writable: writable && vma.isWritable, dirty: e.migrationDirty, softDirty: e.swapSoftDirty)
+                slot.store(newEntry)
+                if exclusive { memory.page(dst.pfn).pointee.set(.anonExclusive) }
+                dstHead.pointee.get()
+                mm.addRmap(dst)
+            }
+            lock.unlock()
+        }
+    }
+}

@@ -1,0 +1,482 @@
+import Synchronization
+
+/// The arguments and state of one `migrate_vma` call (`struct migrate_vma`, include/linux/migrate.h),
+/// with the lab's counters. Allocate one per caller and reuse it window after window: the `src` and
+/// `dst` arrays are sized once, so a migration allocates nothing per page.
+public final class MigrateVMA: @unchecked Sendable {
+    /// The address space and VMA the range lies in.
+    public unowned(unsafe) var mm: AddressSpace
+    public var vma: VMA?
+    public var start: UInt64 = 0
+    public var end: UInt64 = 0
+    /// `MIGRATE_PFN_*` words, one per page.
+    public let src: UnsafeMutablePointer<UInt64>
+    public let dst: UnsafeMutablePointer<UInt64>
+    /// Pages the arrays can hold.
+    public let capacity: Int
+    /// Entries filled by collect.
+    public var npages = 0
+    /// Pages collected, then pages still migrating after unmap.
+    public var cpages = 0
+    /// `pgmap_owner`.
+    public var pgmapOwner: UInt64 = 0
+    public var flags: MigrateSelect = []
+    /// The locked device page a CPU fault is migrating (`fault_page`).
+    public var faultPage: Pfn?
+
+    // Lab counters, accumulated over calls until reset.
+    /// TLB flushes (`flush_tlb_range` calls): one per PMD batch in collect.
+    public var tlbFlushes = 0
+    /// `lru_add_drain_all` calls.
+    public var lruDrains = 0
+    /// Pages restored by unmap (pinned, not isolated, still mapped).
+    public var restored = 0
+    /// 2 MiB folios split during collect (`migrate_vma_split_folio` or the collect fallback).
+    public var splitsBeforeCollect = 0
+    /// 2 MiB folios split after isolation (`migrate_vma_split_unmapped_folio`).
+    public var splitsAfterIsolation = 0
+    /// Pages whose migration `pages` refused (expected-refcount mismatch, …).
+    public var refused = 0
+
+    public init(mm: AddressSpace, capacity: Int = PageSize.pmdPages) {
+        self.mm = mm
+        self.capacity = capacity
+        src = .allocate(capacity: capacity)
+        dst = .allocate(capacity: capacity)
+        src.initialize(repeating: 0, count: capacity)
+        dst.initialize(repeating: 0, count: capacity)
+    }
+
+    deinit {
+        src.deallocate()
+        dst.deallocate()
+    }
+
+    /// The folio of the fault page, if any (`page_folio(fault_page)`).
+    var faultFolio: Folio? { faultPage.map { mm.memory.folio(containing: $0) } }
+
+    /// Resets the lab counters.
+    public func resetCounters() {
+        tlbFlushes = 0
+        lruDrains = 0
+        restored = 0
+        splitsBeforeCollect = 0
+        splitsAfterIsolation = 0
+        refused = 0
+    }
+}
+
+extension AddressSpace {
+    /// `migrate_vma_setup()`: validates the arguments, collects the range's pages (installing migration
+    /// entries under the PTE lock as it goes) and unmaps them, leaving locked, unmapped sources whose
+    /// `src` entries carry `MIGRATE_PFN_MIGRATE`. The caller holds the mmap lock for reading.
+    ///
+    /// - Returns: 0, or `-EINVAL` for a bad range, VMA or fault page.
+    public func migrateVMASetup(_ args: MigrateVMA) -> Int32 {
+        args.start &= ~4095
+        args.end &= ~4095
+        let pages = Int((args.end &- args.start) >> 12)
+        guard let vma = args.vma else { return HMMErrno.EINVAL }
+        guard args.end > args.start, pages > 0, pages <= args.capacity else { return HMMErrno.EINVAL }
+        guard args.start >= vma.start, args.start < vma.end, args.end > vma.start, args.end <= vma.end else { return HMMErrno.EINVAL }
+        if let fault = args.faultPage {
+            let page = memory.page(memory.folio(containing: fault).pfn)
+            guard page.pointee.test(.zoneDevice), page.pointee.isLocked else { return HMMErrno.EINVAL }
+        }
+        args.src.update(repeating: 0, count: pages)
+        args.dst.update(repeating: 0, count: pages)
+        args.cpages = 0
+        args.npages = 0
+        migrateVMACollect(args)
+        if args.cpages > 0 { migrateVMAUnmap(args) }
+        return 0
+    }
+
+    /// `migrate_vma_collect()`: one walk under a `MMU_NOTIFY_MIGRATE` invalidation tagged with the owner.
+    func migrateVMACollect(_ args: MigrateVMA) {
+        let range = MMUNotifierRange(start: args.start, end: args.end, event: .migrate, owner: args.pgmapOwner)
+        notifiers.invalidateRangeStart(range)
+        var ops = MigrateCollectWalk(args: args)
+        _ = walkPageRange(args.start, args.end, &ops)
+        notifiers.invalidateRangeEnd(range)
+        args.end = args.start + UInt64(args.npages) << 12
+    }
+
+    /// `migrate_vma_unmap()` → `migrate_device_unmap()`.
+    func migrateVMAUnmap(_ args: MigrateVMA) {
+        args.cpages = migrateDeviceUnmap(args.src, npages: args.npages, faultPage: args.faultPage, args: args)
+    }
+
+    /// `migrate_device_unmap()`: isolates each collected system folio from the LRU, unmaps what is still
+    /// mapped (`try_to_migrate` through the reverse map), applies the pin check, and restores every
+    /// source that cannot migrate. Returns how many sources still migrate.
+    func migrateDeviceUnmap(_ src: UnsafeMutablePointer<UInt64>, npages: Int, faultPage: Pfn?, args: MigrateVMA?) -> Int {
+        let faultFolio = faultPage.map { memory.folio(containing: $0) }
+        var restore = 0
+        var allowDrain = true
+        var unmapped = 0
+        var i = 0
+        while i < npages {
+            guard let pfn = MigratePfn.pfn(src[i]) else {
+                if src[i] & MigratePfn.migrate != 0 { unmapped += 1 }
+                i += 1
+                continue
+            }
+            let folio = memory.folio(containing: pfn)
+            let head = memory.page(folio.pfn)
+            let nr = folio.pageCount
+            if nr > 1 { src[i] |= MigratePfn.compound }
+            defer { i += nr }
+            let zoneDevice = head.pointee.test(.zoneDevice)
+            if !zoneDevice {
+                if !head.pointee.test(.lru), allowDrain {
+                    args?.lruDrains += 1  // lru_add_drain_all()
+                    allowDrain = false
+                }
+                // folio_isolate_lru: takes a reference; fails when the folio is not on an LRU.
+                guard head.pointee.testAndClear(.lru) else {
+                    src[i] &= ~MigratePfn.migrate
+                    restore += 1
+                    continue
+                }
+                head.pointee.get()
+                memory.put(folio)  // the reference collect took
+            }
+            if head.pointee.mappings > 0 { tryToMigrate(folio) }
+            if head.pointee.mappings > 0 || !migrateVMACheckPage(pfn, faultPage: faultPage) {
+                if !zoneDevice {
+                    head.pointee.get()
+                    head.pointee.set(.lru)  // folio_putback_lru
+                    memory.put(folio)
+                }
+                src[i] &= ~MigratePfn.migrate
+                restore += 1
+                continue
+            }
+            unmapped += 1
+        }
+        var k = 0
+        while k < npages && restore > 0 {
+            defer { k += 1 }
+            guard let pfn = MigratePfn.pfn(src[k]), src[k] & MigratePfn.migrate == 0 else { continue }
+            let folio = memory.folio(containing: pfn)
+            AddressSpace.removeMigrationPTEs(src: folio, dst: folio, memory: memory)
+            src[k] = 0
+            if folio != faultFolio { memory.page(folio.pfn).pointee.unlock() }
+            memory.put(folio)
+            restore -= 1
+            args?.restored += 1
+        }
+        return unmapped
+    }
+
+    /// `migrate_vma_check_page()`: a folio is migratable when its references, less the ones the
+    /// migration itself holds, do not exceed its mappings; an extra reference is a pin.
+    func migrateVMACheckPage(_ pfn: Pfn, faultPage: Pfn?) -> Bool {
+        let folio = memory.folio(containing: pfn)
+        let head = memory.page(folio.pfn)
+        var extra: Int32 = 1 + (pfn == faultPage ? 1 : 0)
+        if head.pointee.test(.zoneDevice) { extra += 1 }
+        return head.pointee.references - extra <= head.pointee.mappings
+    }
+
+    /// `try_to_migrate()`: replaces every remaining mapping of a locked folio, in any address space,
+    /// with a migration entry, through the reverse map.
+    func tryToMigrate(_ folio: Folio) {
+        let memory = self.memory
+        for i in 0..<folio.pageCount {
+            let pfn = folio.pfn + i
+            AddressSpace.rmapWalk(pfn, in: memory) { mm, _, address in
+                guard let slot = mm.pageTable.pteSlot(address) else { return }
+                let range = MMUNotifierRange(start: address, end: address + 4096, event: .migrate)
+                mm.notifiers.invalidateRangeStart(range)
+                let lock = mm.pageTable.lock(tableOf: slot)
+                let e = slot.load()
+                if e.isPresent, !e.isProtNone, e.pfn == pfn {
+                    let exclusive = memory.page(pfn).pointee.test(.anonExclusive)
+                    let mode: PTE.MigrationMode = e.isWritable ? .write : exclusive ? .readExclusive : .read
+                    slot.store(.migration(pfn, mode: mode, young: e.isYoung, dirty: e.isDirty, softDirty: e.isSoftDirty))
+                    if e.isDirty { memory.page(folio.pfn).pointee.set(.dirty) }
+                    mm.removeRmap(folio)
+                    memory.put(folio)
+                    mm.counters.tlbFlushes.wrappingAdd(1, ordering: .relaxed)
+                } else if e.isDevicePrivate, e.pfn == pfn {
+                    let mode: PTE.MigrationMode = e.isWritableDevicePrivate ? .write : .read
+                    slot.store(.migration(pfn, mode: mode, young: true, dirty: true, softDirty: e.swapSoftDirty))
+                    mm.removeRmap(folio)
+                    memory.put(folio)
+                }
+                lock.unlock()
+                mm.notifiers.invalidateRangeEnd(range)
+            }
+        }
+    }
+}
+
+/// The collect walk: `migrate_vma_collect_pmd()` and `migrate_vma_collect_hole()` (mm/migrate_device.c).
+struct MigrateCollectWalk: PageWalkOps {
+    static var hasPmdEntry: Bool { true }
+    static var hasPteEntry: Bool { false }
+    static var hasPteHole: Bool { true }
+
+    unowned(unsafe) let args: MigrateVMA
+
+    /// `migrate_vma_collect_skip()`.
+    func skip(_ start: UInt64, _ end: UInt64) -> Int32 {
+        var a = start
+        while a < end {
+            args.dst[args.npages] = 0
+            args.src[args.npages] = 0
+            args.npages += 1
+            a += 4096
+        }
+        return 0
+    }
+
+    /// `migrate_vma_collect_hole()`.
+    func hole(_ start: UInt64, _ end: UInt64, vma: VMA?) -> Int32 {
+        guard let vma, !vma.isShared else { return skip(start, end) }
+        _ = vma
+        if args.flags.contains(.compound), start & UInt64(PageSize.pmdBytes - 1) == 0, end & UInt64(PageSize.pmdBytes - 1) == 0 {
+            args.src[args.npages] = MigratePfn.migrate | MigratePfn.compound
+            args.dst[args.npages] = 0
+            args.npages += 1
+            args.cpages += 1
+            return skip(start + 4096, end)
+        }
+        var a = start
+        while a < end {
+            args.src[args.npages] = MigratePfn.migrate
+            args.dst[args.npages] = 0
+            args.npages += 1
+            args.cpages += 1
+            a += 4096
+        }
+        return 0
+    }
+
+    mutating func pteHole(_ address: UInt64, _ next: UInt64, depth: Int, _ walk: inout PageWalk) -> Int32 {
+        hole(address, next, vma: walk.vma)
+    }
+
+    mutating func pmdEntry(_ pmd: EntrySlot, _ start: UInt64, _ end: UInt64, _ walk: inout PageWalk) -> Int32 {
+        walk.action = .continue
+        let mm = walk.mm
+        let vma = walk.vma!
+        let faultFolio = args.faultFolio
+        var unmapped = 0
+        while true {  // again:
+            let pmdEntry = pmd.load()
+            if pmdEntry.isHuge || pmdEntry.isSwapFormat {
+                let r = collectHugePMD(pmd, start, end, mm: mm, vma: vma, faultFolio: faultFolio)
+                if r == HMMErrno.EAGAIN { continue }
+                if r == 0 { return 0 }
+            }
+            if pmd.load().isNone { return hole(start, end, vma: vma) }
+            guard let table = mm.pageTable.pteTable(under: pmd, allocate: false) else { continue }
+            let first = mm.pageTable.slot(in: table, level: .pte, address: start)
+            let lock = mm.pageTable.lock(tableOf: first)
+            var address = start + UInt64(args.npages - Int((start - args.start) >> 12)) << 12
+            // `address` resumes after entries already recorded for this PMD (a retry after a split).
+            var resplit = false
+            scan: while address < end {
+                let slot = mm.pageTable.slot(in: table, level: .pte, address: address)
+                let result = collectPTE(slot, address: address, mm: mm, vma: vma, faultFolio: faultFolio)
+                switch result {
+                case .record(let mpfn, let wasPresent):
+                    if wasPresent { unmapped += 1 }
+                    args.dst[args.npages] = 0
+                    args.src[args.npages] = mpfn
+                    args.npages += 1
+                    address += 4096
+                case .split(let folio):
+                    lock.unlock()
+                    if !splitForMigration(folio, at: address, pmd: pmd, mm: mm) {
+                        if unmapped > 0 { args.tlbFlushes += 1 }
+                        return skip(address, end)
+                    }
+                    resplit = true
+                    break scan
+                }
+            }
+            if resplit { continue }  // goto again
+            if unmapped > 0 {
+                args.tlbFlushes += 1  // one flush_tlb_range per PMD batch
+                mm.counters.tlbFlushes.wrappingAdd(1, ordering: .relaxed)
+            }
+            lock.unlock()
+            return 0
+        }
+    }
+
+    enum PTEResult {
+        /// Record this `src` word; `wasPresent` counts toward the TLB flush.
+        case record(UInt64, wasPresent: Bool)
+        /// A large folio must be split first.
+        case split(Folio)
+    }
+
+    /// One PTE of `migrate_vma_collect_pmd()`, under the PTE lock.
+    func collectPTE(_ slot: EntrySlot, address: UInt64, mm: AddressSpace, vma: VMA, faultFolio: Folio?) -> PTEResult {
+        let memory = mm.memory
+        var pte = slot.load()
+        var mpfn: UInt64
+        let page: Pfn
+        if pte.isNone {
+            if vma.isShared { return .record(0, wasPresent: false) }
+            args.cpages += 1
+            return .record(MigratePfn.migrate, wasPresent: false)
+        }
+        if !pte.isPresent {
+            // Only this owner's device-private pages are migratable; swap and others are skipped.
+            guard pte.isDevicePrivate, args.flags.contains(.devicePrivate), memory.pagemap(of: pte.pfn)?.owner == args.pgmapOwner else {
+                return .record(0, wasPresent: false)
+            }
+            let folio = memory.folio(containing: pte.pfn)
+            if folio.order > 0 { return .split(folio) }
+            page = pte.pfn
+            mpfn = MigratePfn.make(page) | MigratePfn.migrate | (pte.isWritableDevicePrivate ? MigratePfn.write : 0)
+        } else {
+            let pfn = pte.pfn
+            if pfn == memory.zeroPage {
+                guard args.flags.contains(.system) else { return .record(0, wasPresent: false) }
+                args.cpages += 1
+                return .record(MigratePfn.migrate, wasPresent: false)
+            }
+            if pte.isProtNone { return .record(0, wasPresent: false) }
+            if !memory.page(pfn).pointee.test(.zoneDevice), !args.flags.contains(.system) { return .record(0, wasPresent: false) }
+            let folio = memory.folio(containing: pfn)
+            if folio.order > 0 { return .split(folio) }
+            page = pfn
+            mpfn = MigratePfn.make(pfn) | MigratePfn.migrate | (pte.isWritable ? MigratePfn.write : 0)
+        }
+        let folio = memory.folio(containing: page)
+        let head = memory.page(folio.pfn)
+        // `!page->mapping`: not an anonymous or shmem page.
+        guard head.pointee.mapping.load(ordering: .relaxed) != 0 else { return .record(0, wasPresent: false) }
+        // The reference pins the folio; the lock (trylock: migration is best effort) freezes it.
+        head.pointee.get()
+        guard folio == faultFolio || head.pointee.tryLock() else {
+            memory.put(folio)
+            return .record(0, wasPresent: false)
+        }
+        let anonExclusive = head.pointee.test(.anon) && memory.page(page).pointee.test(.anonExclusive)
+        // ptep_clear_flush + folio_try_share_anon_rmap_pte for an exclusive page (no DMA pin bias is
+        // modelled, so sharing always succeeds), else ptep_get_and_clear.
+        pte = slot.exchange(.none)
+        if anonExclusive { memory.page(page).pointee.clear(.anonExclusive) }
+        args.cpages += 1
+        if pte.isPresent, pte.isDirty { head.pointee.set(.dirty) }
+        let mode: PTE.MigrationMode = mpfn & MigratePfn.write != 0 ? .write : anonExclusive ? .readExclusive : .read
+        if pte.isPresent {
+            slot.store(.migration(page, mode: mode, young: pte.isYoung, dirty: pte.isDirty, softDirty: pte.isSoftDirty))
+        } else {
+            slot.store(.migration(page, mode: mode, young: false, dirty: false, softDirty: pte.swapSoftDirty, uffdWP: pte.swapUffdWP))
+        }
+        mm.removeRmap(folio)
+        memory.put(folio)
+        _ = mpfn
+        return .record(mpfn, wasPresent: pte.isPresent)
+    }
+
+    /// `migrate_vma_split_folio()`: splits a PTE-mapped large folio (taking its lock unless it is the
+    /// fault folio) so collect can go on page by page.
+    func splitForMigration(_ folio: Folio, at address: UInt64, pmd: EntrySlot, mm: AddressSpace) -> Bool {
+        let head = mm.memory.page(folio.pfn)
+        let isFault = folio == args.faultFolio
+        if !isFault {
+            guard head.pointee.tryGet() else { return false }
+            guard head.pointee.tryLock() else {
+                mm.memory.put(folio)
+                return false
+            }
+        }
+        let keep = isFault ? args.faultPage! : folio.pfn
+        let ok = mm.splitFolio(folio, keep: keep, extraPins: 0)
+        if !ok {
+            if !isFault {
+                head.pointee.unlock()
+                mm.memory.put(folio)
+            }
+            return false
+        }
+        args.splitsBeforeCollect += 1
+        if !isFault {
+            head.pointee.unlock()
+            mm.memory.put(Folio(pfn: folio.pfn, order: 0))
+        }
+        return true
+    }
+
+    /// `migrate_vma_collect_huge_pmd()`: a huge or non-present PMD. Collects the 2 MiB folio whole with
+    /// a PMD migration entry when `SELECT_COMPOUND` is set and the range covers the PMD; otherwise
+    /// splits it (`split_huge_pmd` + `split_folio`) and returns `-ENOENT` so the PTEs are collected.
+    func collectHugePMD(_ pmd: EntrySlot, _ start: UInt64, _ end: UInt64, mm: AddressSpace, vma: VMA, faultFolio: Folio?) -> Int32 {
+        let memory = mm.memory
+        let lock = mm.pageTable.lock(tableOf: pmd)
+        let entry = pmd.load()
+        if entry.isNone {
+            lock.unlock()
+            return hole(start, end, vma: vma)
+        }
+        var write: UInt64 = 0
+        if entry.isHuge {
+            guard args.flags.contains(.system) else {
+                lock.unlock()
+                return skip(start, end)
+            }
+            if entry.isWritable { write = MigratePfn.write }
+        } else if !entry.isPresent {
+            if entry.isMigration {
+                lock.unlock()
+                mm.waitForMigration(entry.pfn)
+                return HMMErrno.EAGAIN
+            }
+            guard entry.isDevicePrivate, args.flags.contains(.devicePrivate), memory.pagemap(of: entry.pfn)?.owner == args.pgmapOwner else {
+                lock.unlock()
+                return skip(start, end)
+            }
+            if entry.isWritableDevicePrivate { write = MigratePfn.write }
+        } else {
+            lock.unlock()
+            return HMMErrno.EAGAIN
+        }
+        let folio = memory.folio(containing: entry.pfn)
+        let head = memory.page(folio.pfn)
+        head.pointee.get()
+        if folio != faultFolio, !head.pointee.tryLock() {
+            lock.unlock()
+            memory.put(folio)
+            return skip(start, end)
+        }
+        let aligned = start & UInt64(PageSize.pmdBytes - 1) == 0 && end & UInt64(PageSize.pmdBytes - 1) == 0
+        if args.flags.contains(.compound), aligned {
+            // set_pmd_migration_entry
+            let exclusive = head.pointee.test(.anonExclusive)
+            if exclusive { for i in 0..<PageSize.pmdPages { memory.page(folio.pfn + i).pointee.clear(.anonExclusive) } }
+            let mode: PTE.MigrationMode = write != 0 ? .write : exclusive ? .readExclusive : .read
+            let old = pmd.exchange(.migration(folio.pfn, mode: mode, young: true, dirty: entry.isPresent ? entry.isDirty : true))
+            if old.isPresent, old.isDirty { head.pointee.set(.dirty) }
+            args.src[args.npages] = MigratePfn.make(folio.pfn) | write | MigratePfn.migrate | MigratePfn.compound
+            args.dst[args.npages] = 0
+            args.npages += 1
+            args.cpages += 1
+            mm.removeRmap(folio)
+            memory.put(folio)
+            args.tlbFlushes += 1
+            mm.counters.tlbFlushes.wrappingAdd(1, ordering: .relaxed)
+            _ = skip(start + 4096, end)
+            lock.unlock()
+            return 0
+        }
+        // fallback: split the PMD and the folio, then collect PTEs.
+        lock.unlock()
+        let split = mm.splitHugePMD(pmd, address: start) && mm.splitFolio(folio, keep: folio.pfn, extraPins: folio == faultFolio ? 1 : 0)
+        if split { args.splitsBeforeCollect += 1 }
+        if folio != faultFolio { head.pointee.unlock() }
+        memory.put(split ? Folio(pfn: folio.pfn, order: 0) : folio)
+        if !split { return skip(start, end) }
+        if pmd.load().isNone { return hole(start, end, vma: vma) }
+        return HMMErrno.ENOENT
+    }
+}
