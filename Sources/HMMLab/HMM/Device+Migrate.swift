@@ -50,7 +50,8 @@ extension Device {
             let args = context.args
             var address = start
             while address < end {
-                guard let vma = mm.vma(containing: address) else {
+                // dmirror: the VMA must exist and be readable.
+                guard let vma = mm.vma(containing: address), vma.isReadable else {
                     result.errno = HMMErrno.EINVAL
                     return
                 }

@@ -151,6 +151,7 @@ public final class Device: DevicePagemap, MMUIntervalNotifierOps, @unchecked Sen
             stats.copyNanoseconds.wrappingAdd(Int(t.nanoseconds), ordering: .relaxed)
             stats.pagesVerified.wrappingAdd(t.verified, ordering: .relaxed)
             stats.verifyFailures.wrappingAdd(t.failures, ordering: .relaxed)
+            context.args.vma = nil  // do not keep the VMA's mapping object alive
             scratch.withLock { $0.append(context) }
         }
         context.args.mm = mm

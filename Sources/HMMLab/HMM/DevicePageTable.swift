@@ -33,6 +33,16 @@ struct DevicePageTable: ~Copyable {
     }
 
     mutating func erase(_ start: UInt64, _ end: UInt64) {
+        if (end - start) >> 21 > UInt64(leaves.count) {
+            // A range wider than what is mapped (munmap of everything, exit): visit the leaves instead.
+            for (key, leaf) in leaves where key << 21 < end && (key + 1) << 21 > start {
+                for i in 0..<512 {
+                    let a = key << 21 | UInt64(i) << 12
+                    if a >= start && a < end { leaf[i] = 0 }
+                }
+            }
+            return
+        }
         var a = start & ~4095
         while a < end {
             let next = min(end, (a | ((1 << 21) - 1)) + 1)

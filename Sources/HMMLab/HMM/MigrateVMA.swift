@@ -181,9 +181,33 @@ extension AddressSpace {
     }
 
     /// `try_to_migrate()`: replaces every remaining mapping of a locked folio, in any address space,
-    /// with a migration entry, through the reverse map.
+    /// with a migration entry, through the reverse map: a PMD mapping of a 2 MiB folio (present or
+    /// device-private) with a PMD migration entry (`set_pmd_migration_entry`), PTE mappings page by page.
     func tryToMigrate(_ folio: Folio) {
         let memory = self.memory
+        let head = memory.page(folio.pfn)
+        if folio.order > 0 {
+            AddressSpace.rmapWalk(folio.pfn, in: memory) { mm, _, address in
+                guard address & UInt64(PageSize.pmdBytes - 1) == 0, let pmd = mm.pageTable.pmdSlot(address, allocate: false) else { return }
+                let range = MMUNotifierRange(start: address, end: address + UInt64(PageSize.pmdBytes), event: .migrate)
+                mm.notifiers.invalidateRangeStart(range)
+                let lock = mm.pageTable.lock(tableOf: pmd)
+                let e = pmd.load()
+                if (e.isHuge || e.isDevicePrivate), e.pfn == folio.pfn {
+                    let exclusive = head.pointee.test(.anonExclusive)
+                    let writable = e.isHuge ? e.isWritable : e.isWritableDevicePrivate
+                    let mode: PTE.MigrationMode = writable ? .write : exclusive ? .readExclusive : .read
+                    pmd.store(.migration(folio.pfn, mode: mode, young: true, dirty: e.isHuge ? e.isDirty : true))
+                    if e.isHuge, e.isDirty { head.pointee.set(.dirty) }
+                    mm.removeRmap(folio)
+                    memory.put(folio)
+                    mm.counters.tlbFlushes.wrappingAdd(1, ordering: .relaxed)
+                }
+                lock.unlock()
+                mm.notifiers.invalidateRangeEnd(range)
+            }
+            if head.pointee.mappings == 0 { return }
+        }
         for i in 0..<folio.pageCount {
             let pfn = folio.pfn + i
             AddressSpace.rmapWalk(pfn, in: memory) { mm, _, address in
@@ -196,7 +220,7 @@ extension AddressSpace {
                     let exclusive = memory.page(pfn).pointee.test(.anonExclusive)
                     let mode: PTE.MigrationMode = e.isWritable ? .write : exclusive ? .readExclusive : .read
                     slot.store(.migration(pfn, mode: mode, young: e.isYoung, dirty: e.isDirty, softDirty: e.isSoftDirty))
-                    if e.isDirty { memory.page(folio.pfn).pointee.set(.dirty) }
+                    if e.isDirty { head.pointee.set(.dirty) }
                     mm.removeRmap(folio)
                     memory.put(folio)
                     mm.counters.tlbFlushes.wrappingAdd(1, ordering: .relaxed)

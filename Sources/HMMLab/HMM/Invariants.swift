@@ -1,0 +1,64 @@
+/// The checks every migration test ends with: no migration entry left; each folio's mapcount equals
+/// the entries that map it across the given address spaces, and its refcount equals its mappings plus
+/// the references that are known to exist (page cache); each device's page table agrees with the CPU
+/// page table of the address space it mirrors.
+public enum Invariants {
+    /// Violations found, one line each (empty when all hold).
+    public static func check(_ spaces: [AddressSpace], devices: [Device] = []) -> [String] {
+        guard let memory = spaces.first?.memory else { return [] }
+        var problems: [String] = []
+        var mappings: [Pfn: Int32] = [:]
+        for mm in spaces {
+            for (address, entry) in mm.entries(where: { _ in true }) {
+                let hex = "0x" + String(address, radix: 16)
+                if entry.isMigration {
+                    problems.append("migration entry left at \(hex): \(entry)")
+                    continue
+                }
+                guard entry.isPresent || entry.isDevicePrivate || entry.isDeviceExclusive else { continue }
+                if entry.isPresent, entry.pfn == memory.zeroPage { continue }
+                mappings[memory.folio(containing: entry.pfn).pfn, default: 0] += 1
+            }
+        }
+        for (head, count) in mappings {
+            let page = memory.page(head)
+            let maps = page.pointee.mappings
+            let refs = page.pointee.references
+            if maps != count { problems.append("\(memory.folio(containing: head)): mapcount \(maps) but \(count) entries map it") }
+            var expected = maps
+            let (id, _) = MappingObject.decode(page.pointee.mapping.load(ordering: .acquiring))
+            if let object = MappingObject.lookup(id), object.kind == .shmem { expected += 1 }  // the page cache's
+            if refs != expected { problems.append("\(memory.folio(containing: head)): refcount \(refs), expected \(expected)") }
+            if page.pointee.isLocked { problems.append("\(memory.folio(containing: head)): still locked") }
+        }
+        for device in devices {
+            let mm = device.mm
+            for m in device.deviceMappings() {
+                let hex = "0x" + String(m.address, radix: 16)
+                // The CPU entry and the pfn it gives this page (a PMD-level entry covers 512 pages).
+                let found: (entry: PTE, pfn: Pfn)? = mm.mmapLock.withReadLock {
+                    guard let pmd = mm.pageTable.pmdSlot(m.address, allocate: false) else { return nil }
+                    let e = pmd.load()
+                    if e.isHuge || e.isSwapFormat { return (e, e.pfn + Int((m.address >> 12) & 511)) }
+                    guard let pte = mm.pageTable.pteSlot(m.address)?.load() else { return nil }
+                    return (pte, pte.pfn)
+                }
+                guard let (cpu, cpuPfn) = found else {
+                    problems.append("device \(device.owner) maps \(hex) but the CPU table has nothing there")
+                    continue
+                }
+                if cpu.isDevicePrivate || cpu.isPresent {
+                    if cpuPfn != m.pfn { problems.append("device \(device.owner) maps \(hex) to \(m.pfn), the CPU to \(cpuPfn)") }
+                } else {
+                    problems.append("device \(device.owner) maps \(hex) but the CPU entry is \(cpu)")
+                }
+            }
+            // Every device-private entry of this device in its mm is mirrored.
+            for (address, entry) in mm.entries(where: { $0.isDevicePrivate }) where memory.pagemap(of: entry.pfn)?.owner == device.owner {
+                let mapped = device.deviceMappings().contains { $0.address == address }
+                if !mapped { problems.append("device-private entry at 0x\(String(address, radix: 16)) not in device \(device.owner)'s page table") }
+            }
+        }
+        return problems
+    }
+}

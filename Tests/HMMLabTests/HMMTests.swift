@@ -1,0 +1,212 @@
+import Glibc
+import Testing
+
+@testable import HMMLab
+
+/// The kernel's HMM selftests (tools/testing/selftests/mm/hmm-tests.c) against the lab's dmirror.
+/// Buffers are smaller than the kernel's 4 MiB where that changes nothing; every test ends with the
+/// invariant check (no migration entry left, refcounts and mapcounts consistent, device and CPU page
+/// tables agreeing) and with every frame back.
+@Suite("hmm-tests: hmm_range_fault and migrate_vma through the dmirror device")
+struct HMMTests {
+    static let npages = 256
+
+    func check(_ f: MMFixture, _ devices: [Device], others: [AddressSpace] = [], sourceLocation: SourceLocation = #_sourceLocation) {
+        let problems = Invariants.check([f.mm] + others, devices: devices)
+        #expect(problems.isEmpty, "\(problems)", sourceLocation: sourceLocation)
+        for d in devices {
+            #expect(d.stats.verifyFailures.load(ordering: .relaxed) == 0, "copy verification failed", sourceLocation: sourceLocation)
+        }
+    }
+
+    func finish(_ f: MMFixture, _ devices: [Device], others: [AddressSpace] = [], sourceLocation: SourceLocation = #_sourceLocation) {
+        check(f, devices, others: others, sourceLocation: sourceLocation)
+        for d in devices { d.release() }
+        f.finish(others, sourceLocation: sourceLocation)
+    }
+
+    @Test("anon_read: the device reads through hmm_range_fault; a none page and the zero page read zero")
+    func anon_read() throws {
+        let f = try MMFixture()
+        let d = Device(memory: f.memory, mm: f.mm, verify: true)
+        let n = Self.npages
+        let a = try f.mm.mmap(length: n * 4096, protection: .readWrite)
+        _ = try f.mm.load(UInt8.self, from: a + 4096)  // page 1: zero page
+        try f.fill(a + 2 * 4096, pages: n - 2, seed: 1)
+        try f.mm.mprotect(a, length: n * 4096, protection: .read)
+        let (bytes, faults) = try d.read(a, pages: n)
+        #expect(faults == 1)
+        #expect(bytes[0..<8192].allSatisfy { $0 == 0 })
+        for k in 2..<n { #expect(Array(bytes[k * 4096..<(k + 1) * 4096]) == MMFixture.pattern(seed: 1, page: k - 2)) }
+        finish(f, [d])
+    }
+
+    @Test("anon_read_prot: a PROT_NONE buffer cannot be read by the device (-EFAULT)")
+    func anon_read_prot() throws {
+        let f = try MMFixture()
+        let d = Device(memory: f.memory, mm: f.mm)
+        let a = try f.mm.mmap(length: 16 * 4096, protection: .readWrite)
+        try f.fill(a, pages: 16, seed: 2)
+        try f.mm.mprotect(a, length: 16 * 4096, protection: .none)
+        #expect(throws: MirrorError.errno(HMMErrno.EFAULT)) { _ = try d.read(a, pages: 16) }
+        #expect(d.deviceMappings().isEmpty)
+        finish(f, [d])
+    }
+
+    @Test("anon_write: the device writes and the CPU sees it")
+    func anon_write() throws {
+        let f = try MMFixture()
+        let d = Device(memory: f.memory, mm: f.mm)
+        let n = Self.npages
+        let a = try f.mm.mmap(length: n * 4096, protection: .readWrite)
+        var data: [UInt8] = []
+        for k in 0..<n { data += MMFixture.pattern(seed: 3, page: k) }
+        #expect(try d.write(a, bytes: data) == 1)
+        #expect(try f.mismatches(a, pages: n, seed: 3) == [])
+        finish(f, [d])
+    }
+
+    @Test("anon_write_prot: read-only: device read of the zero page works, write is -EPERM until mprotect")
+    func anon_write_prot() throws {
+        let f = try MMFixture()
+        let d = Device(memory: f.memory, mm: f.mm)
+        let a = try f.mm.mmap(length: 4 * 4096, protection: .read)
+        let (bytes, faults) = try d.read(a, pages: 1)
+        #expect(faults == 1 && bytes.allSatisfy { $0 == 0 })
+        let data = MMFixture.pattern(seed: 4, page: 0) + MMFixture.pattern(seed: 4, page: 1) + MMFixture.pattern(seed: 4, page: 2) + MMFixture.pattern(seed: 4, page: 3)
+        #expect(throws: MirrorError.errno(HMMErrno.EPERM)) { try d.write(a, bytes: data) }
+        try f.mm.mprotect(a, length: 4 * 4096, protection: .readWrite)
+        #expect(try d.write(a, bytes: data) == 1)
+        #expect(try f.mismatches(a, pages: 4, seed: 4) == [])
+        finish(f, [d])
+    }
+
+    @Test("anon_write_child: after fork the child's device writes stay private", arguments: [false, true], [false, true])
+    func anon_write_child(migrate: Bool, thp: Bool) throws {
+        let f = try MMFixture()
+        let parentDevice = Device(memory: f.memory, mm: f.mm, verify: true)
+        let n = thp ? 1024 : Self.npages
+        let a = try f.mm.mmap(length: n * 4096, protection: .readWrite, flags: thp ? .hugepage : [])
+        try f.fill(a, pages: n, seed: 5)
+        if migrate { #expect(parentDevice.migrateToDevice(a, pages: n).errno == 0) }
+        let child = try f.mm.fork()
+        let childDevice = Device(memory: f.memory, mm: child, verify: true)
+        #expect(try f.mismatches(a, pages: n, seed: 5, in: child) == [], "the child sees the parent's values")
+        var data: [UInt8] = []
+        for k in 0..<n { data += MMFixture.pattern(seed: 6, page: k) }
+        try childDevice.write(a, bytes: data)
+        #expect(try f.mismatches(a, pages: n, seed: 6, in: child) == [])
+        #expect(try f.mismatches(a, pages: n, seed: 5) == [], "the parent's data is unchanged (COW)")
+        check(f, [parentDevice, childDevice], others: [child])
+        childDevice.release()
+        finish(f, [parentDevice], others: [child])
+    }
+
+    @Test("anon_write_child_shared: in a shared mapping the child's device writes reach the parent")
+    func anon_write_child_shared() throws {
+        let f = try MMFixture()
+        let a = try f.mm.mmap(length: 16 * 4096, protection: .readWrite, flags: .shared)
+        try f.fill(a, pages: 16, seed: 7)
+        let child = try f.mm.fork()
+        let childDevice = Device(memory: f.memory, mm: child)
+        var data: [UInt8] = []
+        for k in 0..<16 { data += MMFixture.pattern(seed: 8, page: k) }
+        try childDevice.write(a, bytes: data)
+        #expect(try f.mismatches(a, pages: 16, seed: 8) == [])
+        finish(f, [childDevice], others: [child])
+    }
+
+    @Test("migrate: anonymous memory moves to the device; the device reads it; the CPU faults it back")
+    func migrate() throws {
+        let f = try MMFixture()
+        let d = Device(memory: f.memory, mm: f.mm, verify: true)
+        let n = Self.npages
+        let a = try f.mm.mmap(length: n * 4096, protection: .readWrite)
+        try f.fill(a, pages: n, seed: 9)
+        let r = d.migrateToDevice(a, pages: n)
+        #expect(r.errno == 0 && r.collected == n && r.migrated == n)
+        #expect(f.mm.snapshot(a, pages: n).allSatisfy { $0 == .devicePrivate })
+        #expect(try d.snapshot(a, pages: n).allSatisfy { $0 == MirrorProt.devicePrivateLocal | MirrorProt.write })
+        let (bytes, faults) = try d.read(a, pages: n)
+        #expect(faults == 0)
+        for k in 0..<n { #expect(Array(bytes[k * 4096..<(k + 1) * 4096]) == MMFixture.pattern(seed: 9, page: k)) }
+        check(f, [d])
+        #expect(try f.mismatches(a, pages: n, seed: 9) == [], "CPU faults bring every page back intact")
+        #expect(f.mm.counters.faults(.devicePrivate) == n)
+        #expect(d.stats.pagesVerified.load(ordering: .relaxed) >= 2 * n)
+        finish(f, [d])
+    }
+
+    @Test("migrate_fault: migrate, fault half back, migrate the mixed range again")
+    func migrate_fault() throws {
+        let f = try MMFixture()
+        let d = Device(memory: f.memory, mm: f.mm, verify: true)
+        let n = Self.npages
+        let a = try f.mm.mmap(length: n * 4096, protection: .readWrite)
+        try f.fill(a, pages: n, seed: 10)
+        #expect(d.migrateToDevice(a, pages: n).collected == n)
+        #expect(try f.mismatches(a, pages: n / 2, seed: 10) == [])
+        let r = d.migrateToDevice(a, pages: n)
+        #expect(r.errno == 0 && r.collected == n / 2, "only the half in system memory is collected")
+        #expect(f.mm.snapshot(a, pages: n).allSatisfy { $0 == .devicePrivate })
+        check(f, [d])
+        #expect(try f.mismatches(a, pages: n, seed: 10) == [])
+        finish(f, [d])
+    }
+
+    @Test("migrate_multiple: ten round trips, to the device and back by CPU faults")
+    func migrate_multiple() throws {
+        let f = try MMFixture()
+        let d = Device(memory: f.memory, mm: f.mm, verify: true)
+        let n = 64
+        let a = try f.mm.mmap(length: n * 4096, protection: .readWrite)
+        for round in 0..<10 {
+            try f.fill(a, pages: n, seed: UInt64(100 + round))
+            #expect(d.migrateToDevice(a, pages: n).migrated == n)
+            check(f, [d])
+            #expect(try f.mismatches(a, pages: n, seed: UInt64(100 + round)) == [])
+        }
+        finish(f, [d])
+    }
+
+    @Test("migrate_release: release evicts the device's pages back to system memory")
+    func migrate_release() throws {
+        let f = try MMFixture()
+        let d = Device(memory: f.memory, mm: f.mm, verify: true)
+        let n = Self.npages
+        let a = try f.mm.mmap(length: n * 4096, protection: .readWrite)
+        try f.fill(a, pages: n, seed: 11)
+        #expect(d.migrateToDevice(a, pages: n).migrated == n)
+        #expect(d.release() == n)
+        #expect(f.mm.snapshot(a, pages: n).allSatisfy { $0 == .write || $0 == .read })
+        #expect(f.mm.counters.faults(.devicePrivate) == 0)
+        #expect(try f.mismatches(a, pages: n, seed: 11) == [])
+        finish(f, [d])
+    }
+
+    @Test("migrate_shared: shared anonymous memory does not migrate (-ENOENT)")
+    func migrate_shared() throws {
+        let f = try MMFixture()
+        let d = Device(memory: f.memory, mm: f.mm)
+        let a = try f.mm.mmap(length: 16 * 4096, protection: .readWrite, flags: .shared)
+        try f.fill(a, pages: 16, seed: 12)
+        #expect(d.migrateToDevice(a, pages: 16).errno == HMMErrno.ENOENT)
+        #expect(f.mm.snapshot(a, pages: 16).allSatisfy { $0 == .write })
+        finish(f, [d])
+    }
+
+    @Test("migrate_on_fault (RFC): one walk faults untouched pages in and migrates them")
+    func migrate_on_fault() throws {
+        let f = try MMFixture()
+        let d = Device(memory: f.memory, mm: f.mm, verify: true)
+        let n = 1024
+        let a = try f.mm.mmap(length: n * 4096, protection: .readWrite)
+        let r = d.migrateOnFault(a, pages: n)
+        #expect(r.errno == 0 && r.collected == n && r.migrated == n)
+        #expect(r.walks == 2 && r.selfInvalidationRetries == 0, "one hmm_range_fault per 512-page window")
+        #expect(f.mm.snapshot(a, pages: n).allSatisfy { $0 == .devicePrivate })
+        check(f, [d])
+        #expect(try d.read(a, pages: n).bytes.allSatisfy { $0 == 0 })
+        finish(f, [d])
+    }
+}
