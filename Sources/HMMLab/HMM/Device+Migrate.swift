@@ -294,12 +294,18 @@ extension Device {
             }
             allocateAndCopyToSystem(args, copy: context.copy)
             mm.migrateVMAPages(args)
+            // The fault page could not get a system page: the fault fails (VM_FAULT_OOM) rather than retry forever.
+            let index = Int((address - args.start) >> 12)
+            let headIndex = args.src[index] == 0 ? index & ~(PageSize.pmdPages - 1) : index
+            if headIndex < args.npages, args.src[headIndex] != 0, MigratePfn.pfn(args.dst[headIndex]) == nil {
+                failed = true
+            }
             var migrated = 0
             for i in 0..<args.npages where args.src[i] & MigratePfn.migrate != 0 { migrated += args.src[i] & MigratePfn.compound != 0 ? PageSize.pmdPages : 1 }
             mm.migrateVMAFinalize(args)
             stats.pagesToSystem.wrappingAdd(migrated, ordering: .relaxed)
         }
-        if failed { throw .sigbus(address, "migrate_vma_setup failed") }
+        if failed { throw .outOfMemory(address) }
     }
 
     /// `HMM_DMIRROR_MIGRATE_TO_SYS` (`dmirror_migrate_to_system`): explicit migration of the range's

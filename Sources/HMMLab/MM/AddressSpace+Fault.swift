@@ -38,7 +38,8 @@ extension AddressSpace {
             return .migrationWait
         }
         if pmdEntry.isDevicePrivate {
-            return try devicePrivateFault(address, pfn: pmdEntry.pfn + Int((address & UInt64(PageSize.pmdBytes - 1)) >> 12))
+            // do_huge_pmd_device_private: the fault page is the folio's head (pmd_page).
+            return try devicePrivateFault(address, pfn: pmdEntry.pfn)
         }
         guard let table = pageTable.pteTable(under: pmd, allocate: true) else {
             if pmd.load().isNone { throw .outOfMemory(address) }
@@ -283,8 +284,11 @@ extension AddressSpace {
             return .spurious
         }
         defer {
-            head.pointee.unlock()
-            memory.put(folio)
+            // unlock_page(vmf->page) + put_page: the folio that holds the page now (a split during the
+            // migration leaves the lock and the reference with the fault page's own folio).
+            let now = memory.folio(containing: pfn)
+            memory.page(now.pfn).pointee.unlock()
+            memory.put(now)
         }
         guard let pagemap = memory.pagemap(of: pfn) else {
             throw .sigbus(address, "device-private \(pfn) has no registered device pagemap")

@@ -1,0 +1,208 @@
+import Testing
+
+@testable import HMMLab
+
+/// The `hmm2` fixtures of hmm-tests.c (two devices on one address space) and the THP tests.
+@Suite("hmm-tests: two devices, copy-on-write in device memory, THP migration")
+struct HMMTwoDeviceTests {
+    let base = HMMTests()
+
+    @Test("hmm2.migrate_mixed: PROT_NONE and holes are -EINVAL; zero-page, read-only and writable pages migrate; another device's page is -ENOENT")
+    func migrate_mixed() throws {
+        let f = try MMFixture()
+        let d0 = Device(memory: f.memory, mm: f.mm, verify: true)
+        let d1 = Device(memory: f.memory, mm: f.mm, verify: true)
+        let a = try f.mm.mmap(length: 6 * 4096, protection: .none)
+        #expect(d1.migrateToDevice(a, pages: 6).errno == HMMErrno.EINVAL)
+        try f.mm.munmap(a + 3 * 4096, length: 4096)  // punch a hole
+        #expect(d1.migrateToDevice(a, pages: 6).errno == HMMErrno.EINVAL)
+        try f.mm.mprotect(a, length: 3 * 4096, protection: .read)
+        _ = try f.mm.load(UInt8.self, from: a)  // zero page, read-only
+        try f.mm.mprotect(a + 4 * 4096, length: 2 * 4096, protection: .readWrite)
+        try f.fill(a + 4 * 4096, pages: 2, seed: 1)
+        try f.mm.mprotect(a + 4 * 4096, length: 4096, protection: .read)  // page 4 read-only, page 5 writable
+        #expect(d1.migrateToDevice(a, pages: 3).errno == 0, "zero page and two none pages, read-only")
+        #expect(d1.migrateToDevice(a + 4 * 4096, pages: 2).errno == 0)
+        #expect(try d1.snapshot(a + 4 * 4096, pages: 2) == [MirrorProt.devicePrivateLocal | MirrorProt.read, MirrorProt.devicePrivateLocal | MirrorProt.write])
+        #expect(d0.migrateToDevice(a + 4 * 4096, pages: 2).errno == HMMErrno.ENOENT, "pages on device 1 cannot go to device 0")
+        base.check(f, [d0, d1])
+        #expect(try f.mismatches(a + 4 * 4096, pages: 2, seed: 1) == [])
+        base.finish(f, [d0, d1])
+    }
+
+    @Test("hmm2.snapshot: one state per page without faulting")
+    func snapshot() throws {
+        let f = try MMFixture()
+        let d0 = Device(memory: f.memory, mm: f.mm)
+        let d1 = Device(memory: f.memory, mm: f.mm)
+        let a = try f.mm.mmap(length: 7 * 4096, protection: .readWrite)
+        try f.mm.munmap(a + 4096, length: 4096)  // page 1: hole
+        try f.mm.mprotect(a, length: 4096, protection: .none)  // page 0: PROT_NONE
+        _ = try f.mm.load(UInt8.self, from: a + 2 * 4096)  // page 2: zero page
+        try f.fill(a + 3 * 4096, pages: 4, seed: 2)
+        try f.mm.mprotect(a + 3 * 4096, length: 4096, protection: .read)  // page 3: read-only
+        #expect(d0.migrateToDevice(a + 5 * 4096, pages: 1).errno == 0)  // page 5: on device 0
+        #expect(d1.migrateToDevice(a + 6 * 4096, pages: 1).errno == 0)  // page 6: on device 1
+        let s = try d0.snapshot(a, pages: 7)
+        #expect(s == [
+            MirrorProt.error, MirrorProt.error, MirrorProt.zero | MirrorProt.read, MirrorProt.read, MirrorProt.write,
+            MirrorProt.devicePrivateLocal | MirrorProt.write, MirrorProt.none,
+        ])
+        base.finish(f, [d0, d1])
+    }
+
+    @Test("hmm2.double_map: two devices read the same pages; one migrates them, the other faults them back")
+    func double_map() throws {
+        let f = try MMFixture()
+        let d0 = Device(memory: f.memory, mm: f.mm, verify: true)
+        let d1 = Device(memory: f.memory, mm: f.mm, verify: true)
+        let n = 64
+        let a = try f.mm.mmap(length: n * 4096, protection: .readWrite)
+        try f.fill(a, pages: n, seed: 3)
+        try f.mm.mprotect(a, length: n * 4096, protection: .read)
+        #expect(try d0.read(a, pages: n).faults == 1)
+        #expect(try d1.read(a, pages: n).faults == 1)
+        #expect(d1.migrateToDevice(a, pages: n).errno == 0)
+        let (bytes, faults) = try d0.read(a, pages: n)
+        #expect(faults == 1, "device 0 faults device 1's pages back")
+        for k in 0..<n { #expect(Array(bytes[k * 4096..<(k + 1) * 4096]) == MMFixture.pattern(seed: 3, page: k)) }
+        base.finish(f, [d0, d1])
+    }
+
+    @Test("hmm_cow_in_device: migrate, fork, parent writes: pages come back and are copied")
+    func hmm_cow_in_device() throws {
+        let f = try MMFixture()
+        let d = Device(memory: f.memory, mm: f.mm, verify: true)
+        let n = 32
+        let a = try f.mm.mmap(length: n * 4096, protection: .readWrite)
+        try f.fill(a, pages: n, seed: 4)
+        #expect(d.migrateToDevice(a, pages: n).migrated == n)
+        let child = try f.mm.fork()
+        try f.fill(a, pages: n, seed: 5)
+        #expect(f.mm.snapshot(a, pages: n).allSatisfy { $0 == .write })
+        #expect(try f.mismatches(a, pages: n, seed: 4, in: child) == [], "the child keeps the old values")
+        base.check(f, [d], others: [child])
+        base.finish(f, [d], others: [child])
+    }
+
+    @Test("migrate_anon_huge_empty: an untouched 2 MiB range migrates as one device THP")
+    func migrate_anon_huge_empty() throws {
+        let f = try MMFixture()
+        let d = Device(memory: f.memory, mm: f.mm, verify: true)
+        let a = try f.mm.mmap(length: 2 << 20, protection: .readWrite, flags: .hugepage)
+        let r = d.migrateToDevice(a, pages: 512)
+        #expect(r.errno == 0 && r.collected == 1 && r.migrated == 512)
+        #expect(try #require(f.mm.pageTable.pmdSlot(a, allocate: false)).load().isDevicePrivate, "a device-private PMD entry")
+        #expect(try d.snapshot(a, pages: 512).allSatisfy { $0 == MirrorProt.devicePrivateLocal | MirrorProt.write | MirrorProt.pmd })
+        #expect(try d.read(a, pages: 512).bytes.allSatisfy { $0 == 0 })
+        base.check(f, [d])
+        #expect(try f.mm.load(UInt64.self, from: a + 4096 * 100) == 0)
+        base.finish(f, [d])
+    }
+
+    @Test("migrate_anon_huge_zero (lab variant): a range read-faulted to zero pages migrates and reads zero; the CPU faults it back")
+    func migrate_anon_huge_zero() throws {
+        let f = try MMFixture()
+        let d = Device(memory: f.memory, mm: f.mm, verify: true)
+        let a = try f.mm.mmap(length: 2 << 20, protection: .readWrite, flags: .hugepage)
+        for k in stride(from: 0, to: 512, by: 1) { _ = try f.mm.load(UInt8.self, from: a + UInt64(k) << 12) }
+        let r = d.migrateToDevice(a, pages: 512)
+        #expect(r.errno == 0 && r.migrated == 512)
+        #expect(try d.read(a, pages: 512).bytes.allSatisfy { $0 == 0 })
+        base.check(f, [d])
+        #expect(try f.mm.load(UInt64.self, from: a + 4096 * 7) == 0)
+        base.finish(f, [d])
+    }
+
+    @Test("migrate_anon_huge_fault: a populated THP migrates whole; every page reports PMD; a CPU fault brings it back whole")
+    func migrate_anon_huge_fault() throws {
+        let f = try MMFixture()
+        let d = Device(memory: f.memory, mm: f.mm, verify: true)
+        let a = try f.mm.mmap(length: 2 << 20, protection: .readWrite, flags: .hugepage)
+        try f.fill(a, pages: 512, seed: 6)
+        #expect(f.mm.counters.faults(.anonymousHuge) == 1)
+        let r = d.migrateToDevice(a, pages: 512)
+        #expect(r.errno == 0 && r.collected == 1 && r.migrated == 512 && r.splitsAfterIsolation == 0)
+        #expect(try d.snapshot(a, pages: 512).allSatisfy { $0 == MirrorProt.devicePrivateLocal | MirrorProt.write | MirrorProt.pmd })
+        #expect(f.mm.snapshot(a, pages: 2) == [.devicePrivate, .devicePrivate])
+        base.check(f, [d])
+        #expect(try f.mm.load(UInt64.self, from: a + 4096 * 9) == UInt64(littleEndianBytes: MMFixture.pattern(seed: 6, page: 9)))
+        #expect(try #require(f.mm.pageTable.pmdSlot(a, allocate: false)).load().isHuge, "back as a THP")
+        #expect(try f.mismatches(a, pages: 512, seed: 6) == [])
+        base.finish(f, [d])
+    }
+
+    @Test("migrate_partial_unmap_fault: migrate 2 MiB, unmap a part, fault the rest back", arguments: [0, 1, 2])
+    func migrate_partial_unmap_fault(offsetQuarter: Int) throws {
+        let f = try MMFixture()
+        let d = Device(memory: f.memory, mm: f.mm, verify: true)
+        let a = try f.mm.mmap(length: 2 << 20, protection: .readWrite, flags: .hugepage)
+        try f.fill(a, pages: 512, seed: 7)
+        #expect(d.migrateToDevice(a, pages: 512).migrated == 512)
+        let hole = UInt64(offsetQuarter) * (512 << 10)
+        try f.mm.munmap(a + hole, length: 1 << 20)
+        for k in 0..<512 {
+            let at = UInt64(k) << 12
+            if at >= hole && at < hole + (1 << 20) { continue }
+            #expect(try f.mm.loadBytes(4096, from: a + at) == MMFixture.pattern(seed: 7, page: k))
+        }
+        base.finish(f, [d])
+    }
+
+    @Test("migrate_remap_fault: mremap before or after migrating a THP, then fault back", arguments: [false, true], [false, true])
+    func migrate_remap_fault(remapFirst: Bool, thp: Bool) throws {
+        let f = try MMFixture()
+        let d = Device(memory: f.memory, mm: f.mm, verify: true)
+        let a = try f.mm.mmap(length: 2 << 20, protection: .readWrite, flags: thp ? .hugepage : [])
+        try f.fill(a, pages: 512, seed: 8)
+        var at = a
+        if remapFirst { at = try f.mm.mremap(a, oldLength: 2 << 20, newLength: 2 << 20, to: 0x70_0000_0000) }
+        #expect(d.migrateToDevice(at, pages: 512).migrated == 512)
+        if !remapFirst { at = try f.mm.mremap(a, oldLength: 2 << 20, newLength: 2 << 20, to: 0x70_0010_0000) }
+        #expect(try f.mismatches(at, pages: 512, seed: 8) == [])
+        base.finish(f, [d])
+    }
+
+    @Test("migrate_anon_huge_err: the device fails 2 MiB allocations, so the THP is split and moves as 4 KiB pages", arguments: Device.SplitPolicy.allCases)
+    func migrate_anon_huge_err(policy: Device.SplitPolicy) throws {
+        let f = try MMFixture()
+        let d = Device(memory: f.memory, mm: f.mm, verify: true, splitPolicy: policy)
+        let a = try f.mm.mmap(length: 2 << 20, protection: .readWrite, flags: .hugepage)
+        try f.fill(a, pages: 512, seed: 9)
+        d.setAllocationFailure(FailureInjection(order9: 1))
+        let r = d.migrateToDevice(a, pages: 512)
+        #expect(r.errno == 0 && r.migrated == 512)
+        if policy == .afterIsolation {
+            #expect(r.splitsAfterIsolation == 1 && r.splitsBeforeCollect == 0)
+        } else {
+            #expect(r.splitsBeforeCollect == 1 && r.splitsAfterIsolation == 0)
+        }
+        #expect(try d.snapshot(a, pages: 512).allSatisfy { $0 == MirrorProt.devicePrivateLocal | MirrorProt.write })
+        base.check(f, [d])
+        #expect(try f.mm.load(UInt64.self, from: a + 4096 * 3) == UInt64(littleEndianBytes: MMFixture.pattern(seed: 9, page: 3)))
+        // Part 2: a THP on the device, then system memory fails 2 MiB allocations on the way back.
+        d.setAllocationFailure(.none)
+        let b = try f.mm.mmap(length: 2 << 20, protection: .readWrite, flags: .hugepage)
+        try f.fill(b, pages: 512, seed: 10)
+        #expect(d.migrateToDevice(b, pages: 512).collected == 1)
+        f.memory.system.allocator.setFailureInjection(FailureInjection(order9: 1))
+        let back = d.migrateToSystem(b, pages: 512)
+        f.memory.system.allocator.setFailureInjection(.none)
+        #expect(back.migrated == 512 && back.splitsAfterIsolation == 1)
+        #expect(try f.mismatches(b, pages: 512, seed: 10) == [])
+        base.finish(f, [d])
+    }
+
+    @Test("migrate_anon_huge_zero_err: an empty THP range with 2 MiB device allocations failing moves as 512 pages")
+    func migrate_anon_huge_zero_err() throws {
+        let f = try MMFixture()
+        let d = Device(memory: f.memory, mm: f.mm, verify: true)
+        let a = try f.mm.mmap(length: 2 << 20, protection: .readWrite, flags: .hugepage)
+        d.setAllocationFailure(FailureInjection(order9: 1))
+        let r = d.migrateToDevice(a, pages: 512)
+        #expect(r.errno == 0 && r.migrated == 512)
+        #expect(f.mm.snapshot(a, pages: 512).allSatisfy { $0 == .devicePrivate })
+        #expect(try d.read(a, pages: 512).bytes.allSatisfy { $0 == 0 })
+        base.finish(f, [d])
+    }
+}
