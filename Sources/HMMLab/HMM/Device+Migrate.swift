@@ -42,6 +42,12 @@ extension Device {
     /// the device page table, `migrate_vma_finalize`. Then, like dmirror, checks that every page of the
     /// range is now in the device page table (`-ENOENT` otherwise).
     public func migrateToDevice(_ start: UInt64, pages: Int) -> MigrationResult {
+        migrateToDevice(start, pages: pages, acceptMissing: false)
+    }
+
+    /// `migrateToDevice`; with `acceptMissing` a range not fully mirrored afterwards is not an error
+    /// (migrate-then-fault checks that itself).
+    func migrateToDevice(_ start: UInt64, pages: Int, acceptMissing: Bool) -> MigrationResult {
         var result = MigrationResult()
         let end = start + UInt64(pages) << 12
         mm.mmapLock.readLock()
@@ -78,7 +84,7 @@ extension Device {
             }
         }
         stats.pagesToDevice.wrappingAdd(result.migrated, ordering: .relaxed)
-        if result.errno == 0, !isMirrored(start, end) { result.errno = HMMErrno.ENOENT }
+        if result.errno == 0, !acceptMissing, !isMirrored(start, end) { result.errno = HMMErrno.ENOENT }
         return result
     }
 

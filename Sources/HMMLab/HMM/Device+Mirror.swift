@@ -28,7 +28,7 @@ extension Device {
     /// `dmirror_range_fault()` + `dmirror_do_fault()`: the canonical HMM loop — `read_begin`, mmap read
     /// lock, `hmm_range_fault`, retry on `-EBUSY`; take the device lock, retry if `read_retry` says the
     /// range was invalidated, else program the device page table. Returns 0 or a negative errno.
-    func rangeFault(_ range: HMMRange) -> Int32 {
+    func rangeFault(_ range: HMMRange, _ result: inout MigrationResult) -> Int32 {
         let deadline = monotonicNanoseconds() + Self.rangeTimeoutNanoseconds
         while true {
             if monotonicNanoseconds() > deadline { return HMMErrno.EBUSY }
@@ -37,6 +37,9 @@ extension Device {
             mm.mmapLock.readLock()
             let r = mm.hmmRangeFault(range)
             mm.mmapLock.unlock()
+            result.walks += 1
+            result.restarts += range.restarts
+            result.faults += range.faults
             if r == HMMErrno.EBUSY { continue }
             if r != 0 { return r }
             let retry = pageTable.withLock { pt -> Bool in
@@ -52,12 +55,13 @@ extension Device {
         }
     }
 
-    /// `dmirror_fault()`: faults `[start, end)` in for the device in 64-page windows.
-    func fault(_ start: UInt64, _ end: UInt64, write: Bool) -> Int32 {
-        withRange(capacity: Self.faultWindow) { range in
+    /// `dmirror_fault()`: faults `[start, end)` in for the device in windows of `window` pages (64, as
+    /// dmirror, unless a caller asks otherwise), counting walks in `result`.
+    func fault(_ start: UInt64, _ end: UInt64, write: Bool, window: Int = faultWindow, result: inout MigrationResult) -> Int32 {
+        withRange(capacity: window) { range in
             var address = start
             while address < end {
-                let next = min(end, address + UInt64(Self.faultWindow) << 12)
+                let next = min(end, address + UInt64(window) << 12)
                 range.start = address
                 range.end = next
                 range.defaultFlags = HMMPfn.requestFault | (write ? HMMPfn.requestWrite : 0)
@@ -65,12 +69,17 @@ extension Device {
                 range.devPrivateOwner = owner
                 range.migrate = nil
                 range.hmmPfns.update(repeating: 0, count: range.npages)
-                let r = rangeFault(range)
+                let r = rangeFault(range, &result)
                 if r != 0 { return r }
                 address = next
             }
             return 0
         }
+    }
+
+    func fault(_ start: UInt64, _ end: UInt64, write: Bool) -> Int32 {
+        var ignored = MigrationResult()
+        return fault(start, end, write: write, result: &ignored)
     }
 
     /// `HMM_DMIRROR_READ`: the device reads `pages` pages at `start` through its page table, faulting

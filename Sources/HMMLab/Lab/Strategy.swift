@@ -1,0 +1,65 @@
+/// How a driver makes a range resident in device memory (DESIGN.md, "The three strategies").
+public enum Strategy: String, Sendable, CaseIterable, CustomStringConvertible {
+    /// `hmm_range_fault(REQ_FAULT|REQ_WRITE)`, then `migrate_vma_setup` → alloc + copy → pages → finalize:
+    /// always two walks (plus restarts).
+    case faultThenMigrate = "fault-then-migrate"
+    /// `migrate_vma_setup`; when some wanted pages were not collected (swapped out, read-only),
+    /// `hmm_range_fault` on the window and `migrate_vma_setup` again: one walk when all pages are
+    /// present, three otherwise.
+    case migrateThenFault = "migrate-then-fault"
+    /// The RFC: `hmm_range_fault(REQ_FAULT|REQ_MIGRATE)` → `migrate_hmm_range_setup` → alloc + copy →
+    /// pages → finalize: one walk (plus restarts).
+    case unified
+
+    public var description: String { rawValue }
+}
+
+extension Device {
+    /// Makes `[start, start + pages*4096)` resident in this device's memory with `strategy`, as one window
+    /// (the caller chooses the window size: 512 pages in dmirror). Returns what it took.
+    public func makeResident(_ start: UInt64, pages: Int, strategy: Strategy, compound: Bool = false) -> MigrationResult {
+        let end = start + UInt64(pages) << 12
+        switch strategy {
+        case .unified:
+            return migrateOnFault(start, pages: pages, window: pages, compound: compound)
+        case .faultThenMigrate:
+            var result = MigrationResult()
+            let r = fault(start, end, write: true, window: pages, result: &result)
+            if r != 0 {
+                result.errno = r
+                return result
+            }
+            let migration = migrateToDevice(start, pages: pages)
+            result.merge(migration)
+            return result
+        case .migrateThenFault:
+            var result = migrateToDevice(start, pages: pages, acceptMissing: true)
+            guard result.errno == 0 else { return result }
+            if isMirrored(start, end) { return result }
+            // Some pages were not collected: fault them in, then collect again.
+            let r = fault(start, end, write: true, window: pages, result: &result)
+            if r != 0 {
+                result.errno = r
+                return result
+            }
+            result.merge(migrateToDevice(start, pages: pages))
+            return result
+        }
+    }
+}
+
+extension MigrationResult {
+    /// Adds another call's counts to these.
+    mutating func merge(_ other: MigrationResult) {
+        errno = other.errno
+        collected += other.collected
+        migrated += other.migrated
+        walks += other.walks
+        restarts += other.restarts
+        faults += other.faults
+        tlbFlushes += other.tlbFlushes
+        splitsBeforeCollect += other.splitsBeforeCollect
+        splitsAfterIsolation += other.splitsAfterIsolation
+        selfInvalidationRetries += other.selfInvalidationRetries
+    }
+}

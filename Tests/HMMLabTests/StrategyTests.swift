@@ -1,0 +1,46 @@
+import Testing
+
+@testable import HMMLab
+
+@Suite("Strategies: the walk counts of DESIGN.md")
+struct StrategyTests {
+    let base = HMMTests()
+
+    func run(_ strategy: Strategy, swapped: Int) throws -> MigrationResult {
+        let f = try MMFixture()
+        let d = Device(memory: f.memory, mm: f.mm, verify: true)
+        let n = 512
+        let a = try f.mm.mmap(length: n * 4096, protection: .readWrite)
+        try f.fill(a, pages: n, seed: 1)
+        if swapped > 0 { #expect(try f.mm.swapOut(a + 100 * 4096, pages: swapped).swapped == swapped) }
+        let r = d.makeResident(a, pages: n, strategy: strategy)
+        #expect(r.errno == 0, "\(strategy): \(HMMErrno.name(r.errno))")
+        #expect(f.mm.snapshot(a, pages: n).allSatisfy { $0 == .devicePrivate }, "\(strategy): every page on the device")
+        base.check(f, [d])
+        #expect(try f.mismatches(a, pages: n, seed: 1) == [], "\(strategy): data intact")
+        base.finish(f, [d])
+        return r
+    }
+
+    @Test("present pages: fault-then-migrate 2 walks, migrate-then-fault 1, unified 1; no restart")
+    func presentPages() throws {
+        let ftm = try run(.faultThenMigrate, swapped: 0)
+        let mtf = try run(.migrateThenFault, swapped: 0)
+        let uni = try run(.unified, swapped: 0)
+        #expect(ftm.walks == 2 && ftm.restarts == 0)
+        #expect(mtf.walks == 1 && mtf.restarts == 0)
+        #expect(uni.walks == 1 && uni.restarts == 0)
+        #expect(ftm.faults == 0 && mtf.faults == 0 && uni.faults == 0)
+    }
+
+    @Test("with swap entries: fault-then-migrate 2 walks + restarts, migrate-then-fault 3, unified 1 + restarts")
+    func swappedPages() throws {
+        let ftm = try run(.faultThenMigrate, swapped: 8)
+        let mtf = try run(.migrateThenFault, swapped: 8)
+        let uni = try run(.unified, swapped: 8)
+        #expect(ftm.walks == 2 && ftm.restarts == 1, "one fault batch: one restart")
+        #expect(mtf.walks == 3)
+        #expect(uni.walks == 1 && uni.restarts == 1)
+        #expect(ftm.faults > 0 && mtf.faults > 0 && uni.faults > 0)
+    }
+}
