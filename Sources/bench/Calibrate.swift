@@ -17,6 +17,9 @@ struct Calibrate: ParsableCommand {
     @Option(help: "Output format: text or csv.")
     var format: OutputFormat = .text
 
+    @Option(help: "Only these groups of figures, comma-separated: allocation, copy, walk, unified.")
+    var only: String?
+
     func run() throws {
         guard frames >= 1024, frames % 512 == 0, frames <= 1 << 26 else {
             throw badInput("--frames \(frames) is not allowed: use a multiple of 512 between 1024 and 67108864")
@@ -25,9 +28,19 @@ struct Calibrate: ParsableCommand {
         guard let request = BackingRequest(rawValue: backing) else {
             throw badInput("--backing '\(backing)' is not a backing; use one of auto, hugetlb, thp, 4k")
         }
+        var groups = Set(Calibration.Group.allCases)
+        if let only {
+            groups = []
+            for name in only.split(separator: ",") {
+                guard let g = Calibration.Group(rawValue: String(name)) else {
+                    throw badInput("--only '\(name)' is not a group; use allocation, copy, walk or unified")
+                }
+                groups.insert(g)
+            }
+        }
         let calibration: Calibration
         do {
-            calibration = try Calibration.measure(frames: frames, repetitions: reps, backing: request)
+            calibration = try Calibration.measure(frames: frames, repetitions: reps, backing: request, groups: groups)
         } catch {
             throw failure(error.description)
         }

@@ -10,6 +10,8 @@ extension AddressSpace {
     public func migrateVMAPages(_ args: MigrateVMA) {
         var notified = false
         var range = MMUNotifierRange(start: 0, end: 0, event: .migrate, owner: args.pgmapOwner)
+        // The object kind of the last source looked up (a window's pages almost always share one).
+        var lastObject: (id: UInt64, anon: Bool) = (0, false)
         var i = 0
         while i < args.npages {
             var nr = 1
@@ -55,7 +57,8 @@ extension AddressSpace {
             let (objectID, _) = MappingObject.decode(memory.page(folio.pfn).pointee.mapping.load(ordering: .acquiring))
             if newHead.pointee.test(.zoneDevice) {
                 // Only anonymous memory goes to device-private memory.
-                if MappingObject.lookup(objectID)?.kind != .anon {
+                if objectID != lastObject.id { lastObject = (objectID, MappingObject.lookup(objectID)?.kind == .anon) }
+                if !lastObject.anon {
                     args.src[i] &= ~MigratePfn.migrate
                     args.refused += 1
                     continue
@@ -178,11 +181,12 @@ extension AddressSpace {
     /// succeeded and the source again where it did not (`remove_migration_ptes`), puts system folios
     /// back on the LRU, and unlocks and releases sources and destinations (not the fault page).
     public func migrateVMAFinalize(_ args: MigrateVMA) {
-        AddressSpace.migrateDeviceFinalize(src: args.src, dst: args.dst, npages: args.npages, faultPage: args.faultPage, memory: memory)
+        AddressSpace.migrateDeviceFinalize(src: args.src, dst: args.dst, npages: args.npages, faultPage: args.faultPage, memory: memory, hint: (self, args.start))
     }
 
     /// `migrate_device_finalize()`, usable without a VMA (device eviction).
-    public static func migrateDeviceFinalize(src: UnsafeMutablePointer<UInt64>, dst: UnsafeMutablePointer<UInt64>, npages: Int, faultPage: Pfn?, memory: PhysicalMemory) {
+    /// `hint`, when the caller migrated a range of its own address space: that space and the range start.
+    public static func migrateDeviceFinalize(src: UnsafeMutablePointer<UInt64>, dst: UnsafeMutablePointer<UInt64>, npages: Int, faultPage: Pfn?, memory: PhysicalMemory, hint: (mm: AddressSpace, start: UInt64)? = nil) {
         let faultFolio = faultPage.map { memory.folio(containing: $0) }
         for i in 0..<npages {
             let newFolio = MigratePfn.pfn(dst[i]).map { memory.folio(containing: $0) }
@@ -205,7 +209,7 @@ extension AddressSpace {
             }
             let targetHead = memory.page(target.pfn)
             if !targetHead.pointee.test(.zoneDevice) { targetHead.pointee.set(.lru) }  // folio_add_lru
-            removeMigrationPTEs(src: srcFolio, dst: target, memory: memory)
+            removeMigrationPTEs(src: srcFolio, dst: target, memory: memory, hint: hint.map { ($0.mm, $0.start + UInt64(i) << 12) })
             if srcFolio != faultFolio { memory.page(srcFolio.pfn).pointee.unlock() }
             memory.put(srcFolio)
             if target != srcFolio {
@@ -219,42 +223,58 @@ extension AddressSpace {
     /// entry that refers to `src` with a mapping of `dst` (`remove_migration_pte`,
     /// `remove_migration_pmd`): a device-private entry if `dst` is device memory, else a present entry;
     /// writable if the migration entry was, exclusive if it was writable or read-exclusive.
-    static func removeMigrationPTEs(src: Folio, dst: Folio, memory: PhysicalMemory) {
-        let dstHead = memory.page(dst.pfn)
-        let device = dstHead.pointee.test(.zoneDevice)
-        rmapWalk(src.pfn, in: memory) { mm, vma, address in
-            if src.order > 0 {
-                // A PMD migration entry of the whole folio.
-                guard let pmd = mm.pageTable.pmdSlot(address, allocate: false) else { return }
-                let lock = mm.pageTable.lock(tableOf: pmd)
-                let e = pmd.load()
-                if e.isMigration, e.pfn == src.pfn, dst.order == src.order {
-                    let writable = e.isWritableMigration
-                    let exclusive = writable || e.isReadExclusiveMigration
-                    pmd.store(device ? .devicePrivate(dst.pfn, writable: writable) : .present(dst.pfn, writable: writable, dirty: e.migrationDirty, huge: true))
-                    if exclusive { for k in 0..<dst.pageCount { memory.page(dst.pfn + k).pointee.set(.anonExclusive) } }
-                    dstHead.pointee.get()
-                    mm.addRmap(dst)
-                }
-                lock.unlock()
+    ///
+    /// `hint` is where the migrating caller found the page (its address space, which it holds the mmap
+    /// lock of, and the address). When only that address space maps the page's object, the page can be
+    /// mapped nowhere else, so the walk is skipped: the same result without the reverse-map lookups.
+    static func removeMigrationPTEs(src: Folio, dst: Folio, memory: PhysicalMemory, hint: (mm: AddressSpace, address: UInt64)? = nil) {
+        if let (mm, address) = hint, let vma = mm.vma(containing: address) {
+            let (id, _) = MappingObject.decode(memory.page(src.pfn).pointee.mapping.load(ordering: .acquiring))
+            if vma.object.id == id, vma.object.memberCount.load(ordering: .acquiring) == 1 {
+                removeMigrationEntry(src: src, dst: dst, memory: memory, mm: mm, vma: vma, address: address)
                 return
             }
-            guard let slot = mm.pageTable.pteSlot(address) else { return }
-            let lock = mm.pageTable.lock(tableOf: slot)
-            let e = slot.load()
-            if e.isMigration, e.pfn == src.pfn {
+        }
+        rmapWalk(src.pfn, in: memory) { mm, vma, address in
+            removeMigrationEntry(src: src, dst: dst, memory: memory, mm: mm, vma: vma, address: address)
+        }
+    }
+
+    /// `remove_migration_pte()` / `remove_migration_pmd()` at one address.
+    static func removeMigrationEntry(src: Folio, dst: Folio, memory: PhysicalMemory, mm: AddressSpace, vma: VMA, address: UInt64) {
+        let dstHead = memory.page(dst.pfn)
+        let device = dstHead.pointee.test(.zoneDevice)
+        if src.order > 0 {
+            // A PMD migration entry of the whole folio.
+            guard let pmd = mm.pageTable.pmdSlot(address, allocate: false) else { return }
+            let lock = mm.pageTable.lock(tableOf: pmd)
+            let e = pmd.load()
+            if e.isMigration, e.pfn == src.pfn, dst.order == src.order {
                 let writable = e.isWritableMigration
                 let exclusive = writable || e.isReadExclusiveMigration
-                let newEntry: PTE =
-                    device
-                    ? .devicePrivate(dst.pfn, writable: writable, softDirty: e.swapSoftDirty)
-                    : .present(dst.pfn, writable: writable && vma.isWritable, dirty: e.migrationDirty, softDirty: e.swapSoftDirty)
-                slot.store(newEntry)
-                if exclusive { memory.page(dst.pfn).pointee.set(.anonExclusive) }
+                pmd.store(device ? .devicePrivate(dst.pfn, writable: writable) : .present(dst.pfn, writable: writable, dirty: e.migrationDirty, huge: true))
+                if exclusive { for k in 0..<dst.pageCount { memory.page(dst.pfn + k).pointee.set(.anonExclusive) } }
                 dstHead.pointee.get()
                 mm.addRmap(dst)
             }
             lock.unlock()
+            return
         }
+        guard let slot = mm.pageTable.pteSlot(address) else { return }
+        let lock = mm.pageTable.lock(tableOf: slot)
+        let e = slot.load()
+        if e.isMigration, e.pfn == src.pfn {
+            let writable = e.isWritableMigration
+            let exclusive = writable || e.isReadExclusiveMigration
+            let newEntry: PTE =
+                device
+                ? .devicePrivate(dst.pfn, writable: writable, softDirty: e.swapSoftDirty)
+                : .present(dst.pfn, writable: writable && vma.isWritable, dirty: e.migrationDirty, softDirty: e.swapSoftDirty)
+            slot.store(newEntry)
+            if exclusive { memory.page(dst.pfn).pointee.set(.anonExclusive) }
+            dstHead.pointee.get()
+            mm.addRmap(dst)
+        }
+        lock.unlock()
     }
 }

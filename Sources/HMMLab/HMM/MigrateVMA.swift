@@ -160,7 +160,7 @@ extension AddressSpace {
             defer { k += 1 }
             guard let pfn = MigratePfn.pfn(src[k]), src[k] & MigratePfn.migrate == 0 else { continue }
             let folio = memory.folio(containing: pfn)
-            AddressSpace.removeMigrationPTEs(src: folio, dst: folio, memory: memory)
+            AddressSpace.removeMigrationPTEs(src: folio, dst: folio, memory: memory, hint: args.map { (self, $0.start + UInt64(k) << 12) })
             src[k] = 0
             if folio != faultFolio { memory.page(folio.pfn).pointee.unlock() }
             memory.put(folio)

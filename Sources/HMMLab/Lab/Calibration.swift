@@ -1,3 +1,4 @@
+import CLinux
 import Glibc
 
 /// The machine's floors: what the substrate's basic operations cost here, measured in one process run
@@ -18,17 +19,40 @@ public struct Calibration: Sendable {
     /// The pools the figures were measured on.
     public var memorySummary: String
 
+    /// Groups of figures `bench calibrate --only` can choose.
+    public enum Group: String, CaseIterable, Sendable {
+        case allocation, copy, walk, unified
+    }
+
     /// Measures on fresh pools of `frames` 4 KiB frames each.
-    public static func measure(frames: Int = 16384, repetitions: Int = 5, backing: BackingRequest = .auto) throws(RegionError) -> Calibration {
+    public static func measure(
+        frames: Int = 16384, repetitions: Int = 5, backing: BackingRequest = .auto, groups: Set<Group> = Set(Group.allCases)
+    ) throws(RegionError) -> Calibration {
         let memory = try PhysicalMemory(.init(systemBytes: frames * PageSize.bytes, deviceBytes: frames * PageSize.bytes, backing: backing))
         // Leave room for the zero page.
         let n = (frames - FrameAllocator.blockFrames) / FrameAllocator.blockFrames * FrameAllocator.blockFrames
+        let half = n / 2
+        let timer = Timer(repetitions: repetitions)
         var figures: [Figure] = []
-        let pfns = UnsafeMutablePointer<Pfn>.allocate(capacity: n)
-        defer { pfns.deallocate() }
-        let indices = UnsafeMutablePointer<Int>.allocate(capacity: n)
-        defer { indices.deallocate() }
+        if groups.contains(.allocation) { figures += measureAllocation(memory: memory, n: n, timer) }
+        if groups.contains(.copy) {
+            figures += measureCopies(memory: memory, half: half, timer)
+            figures += measureCopyEngine(memory: memory, pages: half, timer)
+        }
+        if groups.contains(.walk) { figures += measureWalk(memory: memory, pages: half, timer) }
+        if groups.contains(.unified) {
+            do {
+                figures += try measureUnified(pages: half, repetitions: repetitions, backing: backing)
+            } catch {
+                figures.append(Figure(name: "unified_model_per_page", value: .nan, unit: "ns/page", detail: "could not run: \(error)"))
+            }
+        }
+        return Calibration(figures: figures, memorySummary: memory.summary)
+    }
 
+    /// Times a body: the median of `repetitions` runs after one warm-up run.
+    struct Timer {
+        let repetitions: Int
         func median(_ body: () -> UInt64) -> Double {
             _ = body()
             var samples = (0..<repetitions).map { _ in body() }
@@ -40,7 +64,17 @@ public struct Calibration: Sendable {
             body()
             return monotonicNanoseconds() - start
         }
+    }
 
+    /// Frame allocation, folio preparation and descriptor atomics.
+    static func measureAllocation(memory: PhysicalMemory, n: Int, _ timer: Timer) -> [Figure] {
+        var figures: [Figure] = []
+        let pfns = UnsafeMutablePointer<Pfn>.allocate(capacity: n)
+        defer { pfns.deallocate() }
+        let indices = UnsafeMutablePointer<Int>.allocate(capacity: n)
+        defer { indices.deallocate() }
+        let median = timer.median
+        let time = timer.time
         // Raw allocator, order 0.
         let allocator = memory.device.allocator
         var allocNs = [UInt64]()
@@ -102,9 +136,15 @@ public struct Calibration: Sendable {
             time { for _ in 0..<n { if head.pointee.tryLock() { head.pointee.unlock() } } }
         }
         figures.append(Figure(name: "descriptor_trylock_unlock", value: locks / Double(n), unit: "ns/pair", detail: "folio_trylock + folio_unlock, uncontended"))
+        return figures
+    }
 
+    /// memcpy between the pools.
+    static func measureCopies(memory: PhysicalMemory, half: Int, _ timer: Timer) -> [Figure] {
+        var figures: [Figure] = []
+        let median = timer.median
+        let time = timer.time
         // Copies between the pools.
-        let half = n / 2
         let src = memory.system.region.base
         let dst = memory.device.region.base
         let copy4k = median { time { for i in 0..<half { memcpy(dst + i * 4096, src + i * 4096, 4096) } } }
@@ -112,7 +152,14 @@ public struct Calibration: Sendable {
         let chunks = half / 512
         let copy2m = median { time { for i in 0..<chunks { memcpy(dst + i * (2 << 20), src + i * (2 << 20), 2 << 20) } } }
         figures.append(Figure(name: "copy_2m", value: Double(chunks * (2 << 20)) / copy2m, unit: "GB/s", detail: "memcpy per 2 MiB folio, system -> device pool"))
+        return figures
+    }
 
+    /// The lightest walk against mincore(), and the model's memory overhead.
+    static func measureWalk(memory: PhysicalMemory, pages half: Int, _ timer: Timer) -> [Figure] {
+        var figures: [Figure] = []
+        let median = timer.median
+        let time = timer.time
         // The lightest walk: a snapshot over present 4 KiB PTEs, against the kernel's mincore() over the
         // same number of present 4 KiB pages, in the same process run.
         do {
@@ -143,7 +190,74 @@ public struct Calibration: Sendable {
         } catch {
             figures.append(Figure(name: "walk_snapshot_4k", value: .nan, unit: "ns/page", detail: "could not build the address space: \(error)"))
         }
+        return figures
+    }
 
-        return Calibration(figures: figures, memorySummary: memory.summary)
+    /// The copy engine against plain `memcpy` over the same bytes, in the same run: 4 KiB pages and
+    /// 2 MiB folios, with as many workers as this thread may use CPUs.
+    static func measureCopyEngine(memory: PhysicalMemory, pages: Int, _ timer: Timer) -> [Figure] {
+        let workers = max(1, Int(clinux_allowed_cpu_count()))
+        let engine = CopyEngine(workers: workers, capacity: pages + 16)
+        let src = memory.system.region.base
+        let dst = memory.device.region.base
+        let median = timer.median
+        let time = timer.time
+        let folios = pages / PageSize.pmdPages
+        let plain4k = median { time { for i in 0..<pages { memcpy(dst + i * 4096, src + i * 4096, 4096) } } }
+        let engine4k = median {
+            time {
+                for i in 0..<pages { engine.copy(from: src + i * 4096, to: dst + i * 4096, bytes: 4096) }
+                engine.run()
+            }
+        }
+        let plain2m = median { time { for i in 0..<folios { memcpy(dst + i * PageSize.pmdBytes, src + i * PageSize.pmdBytes, PageSize.pmdBytes) } } }
+        let engine2m = median {
+            time {
+                for i in 0..<folios { engine.copy(from: src + i * PageSize.pmdBytes, to: dst + i * PageSize.pmdBytes, bytes: PageSize.pmdBytes) }
+                engine.run()
+            }
+        }
+        let bytes = Double(pages * PageSize.bytes)
+        return [
+            Figure(name: "copy_engine_4k", value: bytes / engine4k, unit: "GB/s", detail: "CopyEngine, \(workers) workers, 4 KiB jobs"),
+            Figure(name: "copy_engine_4k_vs_memcpy", value: plain4k / engine4k, unit: "ratio", detail: "engine throughput / plain memcpy per 4 KiB page"),
+            Figure(name: "copy_engine_2m", value: Double(folios * PageSize.pmdBytes) / engine2m, unit: "GB/s", detail: "CopyEngine, \(workers) workers, 2 MiB folios"),
+            Figure(name: "copy_engine_2m_vs_memcpy", value: plain2m / engine2m, unit: "ratio", detail: "engine throughput / plain memcpy per 2 MiB folio (target at least 0.9)"),
+        ]
+    }
+
+    /// A whole unified migration (`hmm_range_fault(REQ_FAULT|REQ_MIGRATE)` → setup → alloc → copy →
+    /// pages → finalize, 512-page windows) of present pages, per page, with the copy time taken out:
+    /// what the model itself costs.
+    static func measureUnified(pages: Int, repetitions: Int, backing: BackingRequest) throws -> [Figure] {
+        let bytes = pages * PageSize.bytes
+        let memory = try PhysicalMemory(.init(systemBytes: bytes + 8 * PageSize.pmdBytes, deviceBytes: bytes + 2 * PageSize.pmdBytes, backing: backing))
+        let mm = try AddressSpace(memory: memory)
+        let device = Device(memory: memory, mm: mm, copyWorkers: 1)
+        var perPage: [Double] = []
+        var totals: [Double] = []
+        for rep in 0...repetitions {
+            let a = try mm.mmap(length: bytes, protection: .readWrite)
+            for k in 0..<pages { try mm.store(UInt8(k & 0xFF), at: a + UInt64(k) << 12) }
+            let copyBefore = device.stats.copyNanoseconds.load(ordering: .relaxed)
+            let t = monotonicNanoseconds()
+            let r = device.migrateOnFault(a, pages: pages)
+            let elapsed = Double(monotonicNanoseconds() - t)
+            let copy = Double(device.stats.copyNanoseconds.load(ordering: .relaxed) - copyBefore)
+            guard r.errno == 0, r.migrated == pages else {
+                throw MMError.invalidArgument("unified migration moved \(r.migrated) of \(pages) pages (\(HMMErrno.name(r.errno)))")
+            }
+            try mm.munmap(a, length: bytes)
+            if rep > 0 {  // the first is a warm-up
+                perPage.append((elapsed - copy) / Double(pages))
+                totals.append(elapsed / Double(pages))
+            }
+        }
+        perPage.sort()
+        totals.sort()
+        return [
+            Figure(name: "unified_total_per_page", value: totals[totals.count / 2], unit: "ns/page", detail: "whole unified migration of \(pages) present pages, copy included"),
+            Figure(name: "unified_model_per_page", value: perPage[perPage.count / 2], unit: "ns/page", detail: "the same without the copy (target at most 100)"),
+        ]
     }
 }

@@ -115,8 +115,20 @@ public final class MappingObject: @unchecked Sendable {
     /// Splits a `mapping` word into object id and page index.
     @inlinable public static func decode(_ mapping: UInt64) -> (id: UInt64, index: UInt64) { (mapping >> 40, mapping & ((1 << 40) - 1)) }
 
-    func addMember(_ mm: AddressSpace) { members.withLock { $0[ObjectIdentifier(mm)] = WeakAddressSpace(mm) } }
-    func removeMember(_ mm: AddressSpace) { members.withLock { _ = $0.removeValue(forKey: ObjectIdentifier(mm)) } }
+    func addMember(_ mm: AddressSpace) {
+        members.withLock {
+            $0[ObjectIdentifier(mm)] = WeakAddressSpace(mm)
+            memberCount.store($0.count, ordering: .releasing)
+        }
+    }
+    func removeMember(_ mm: AddressSpace) {
+        members.withLock {
+            _ = $0.removeValue(forKey: ObjectIdentifier(mm))
+            memberCount.store($0.count, ordering: .releasing)
+        }
+    }
+    /// How many address spaces map this object (read without the lock, for the reverse map's fast path).
+    let memberCount = Atomic<Int>(0)
     /// The address spaces that map this object now.
     func memberSpaces() -> [AddressSpace] { members.withLock { $0.values.compactMap(\.space) } }
 }

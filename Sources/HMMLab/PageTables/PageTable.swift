@@ -39,12 +39,20 @@ public final class PageTable: @unchecked Sendable {
     public let memory: PhysicalMemory
     /// The PGD's frame.
     public let root: Pfn
+    /// The system pool's first byte, first pfn and the descriptor array, cached so that finding a
+    /// table's lock costs no reference counting.
+    @usableFromInline let systemBase: UnsafeMutableRawPointer
+    @usableFromInline let systemFirstPfn: Pfn
+    @usableFromInline let descriptors: UnsafeMutablePointer<PageDescriptor>
     /// Tables currently allocated, the root included.
     public var tableCount: Int { tables.load(ordering: .relaxed) }
     private let tables = Atomic<Int>(0)
 
     public init(memory: PhysicalMemory) throws(PageTableError) {
         self.memory = memory
+        systemBase = memory.system.region.base
+        systemFirstPfn = memory.system.firstPfn
+        descriptors = memory.descriptors
         guard case .success(let folio) = memory.allocate(.system, order: 0) else { throw .outOfMemory }
         memset(memory.address(of: folio.pfn), 0, PageSize.bytes)
         root = folio.pfn
@@ -59,7 +67,7 @@ public final class PageTable: @unchecked Sendable {
 
     /// The first slot of the table in frame `pfn`.
     @inlinable public func slots(of pfn: Pfn) -> EntrySlot {
-        EntrySlot(memory.address(of: pfn).assumingMemoryBound(to: Atomic<UInt64>.self))
+        EntrySlot((systemBase + ((pfn.index - systemFirstPfn.index) << PageSize.shift)).assumingMemoryBound(to: Atomic<UInt64>.self))
     }
 
     /// The slot for `address` in the table at `level` held in frame `table`.
@@ -123,15 +131,14 @@ public final class PageTable: @unchecked Sendable {
     /// The frame of the table that holds `slot` (for its lock).
     @inlinable public func tableFrame(of slot: EntrySlot) -> Pfn {
         let address = UnsafeMutableRawPointer(slot.pointer)
-        let pool = memory.system
-        return pool.firstPfn + ((address - pool.region.base) >> PageSize.shift)
+        return systemFirstPfn + ((address - systemBase) >> PageSize.shift)
     }
 
     // MARK: Locks
 
     /// Takes the split lock of the table that holds `slot` (`pte_offset_map_lock`, `pmd_lock`).
     @inlinable public func lock(tableOf slot: EntrySlot) -> TableLock {
-        let lock = TableLock(memory.page(tableFrame(of: slot)))
+        let lock = TableLock(descriptors + tableFrame(of: slot).index)
         lock.lock()
         return lock
     }
