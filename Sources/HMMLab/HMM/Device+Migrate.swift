@@ -480,3 +480,4 @@ extension Device {
         return evicted
     }
 }
+

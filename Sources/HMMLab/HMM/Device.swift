@@ -35,7 +35,7 @@ public final class Device: DevicePagemap, MMUIntervalNotifierOps, @unchecked Sen
     public let owner: UInt64
     public let memory: PhysicalMemory
     /// The address space the device mirrors (dmirror binds `current->mm` at open).
-    public unowned let mm: AddressSpace
+    public unowned(unsafe) let mm: AddressSpace
     public var selfInvalidation: SelfInvalidation
     public var splitPolicy: SplitPolicy
     /// Copy threads per migration and whether every copied page is verified.

@@ -166,11 +166,14 @@ struct HMMWalk: PageWalkOps {
     static var hasTestWalk: Bool { true }
 
     unowned(unsafe) let range: HMMRange
+    /// `range.migrate`, held without reference counting for the walk.
+    unowned(unsafe) let migrate: MigrateVMA?
     /// `hmm_vma_walk->last`.
     var last: UInt64
 
     init(range: HMMRange) {
         self.range = range
+        migrate = range.migrate
         last = range.start
     }
 
@@ -230,7 +233,7 @@ struct HMMWalk: PageWalkOps {
 
     mutating func testWalk(_ start: UInt64, _ end: UInt64, _ walk: inout PageWalk) -> Int32 {
         let vma = walk.vma!
-        if let migrate = range.migrate, range.defaultFlags & HMMPfn.requestMigrate != 0 {
+        if let migrate, range.defaultFlags & HMMPfn.requestMigrate != 0 {
             // The RFC: migration needs a single VMA.
             if let first = migrate.vma {
                 if first.start != vma.start || first.object !== vma.object { return HMMErrno.ERANGE }
@@ -254,7 +257,7 @@ struct HMMWalk: PageWalkOps {
         if wantsMigrate, !vma.isShared {
             // A hole is collected as a source-less VALID|MIGRATE entry (compound when it is a whole
             // aligned PMD and compound migration is on).
-            if range.compoundMigration, range.migrate!.flags.contains(.compound),
+            if range.compoundMigration, migrate!.flags.contains(.compound),
                 address & UInt64(PageSize.pmdBytes - 1) == 0, next - address == UInt64(PageSize.pmdBytes)
             {
                 return fill(address, next, HMMPfn.valid | HMMPfn.migrate | HMMPfn.order(PageSize.pmdOrder))
@@ -264,12 +267,12 @@ struct HMMWalk: PageWalkOps {
         return fill(address, next, 0)
     }
 
-    var wantsMigrate: Bool { range.migrate != nil && range.defaultFlags & HMMPfn.requestMigrate != 0 }
+    var wantsMigrate: Bool { migrate != nil && range.defaultFlags & HMMPfn.requestMigrate != 0 }
 
     mutating func pmdEntry(_ pmd: EntrySlot, _ start: UInt64, _ end: UInt64, _ walk: inout PageWalk) -> Int32 {
         walk.action = .continue
-        let mm = walk.mm
-        let memory = mm.memory
+        unowned(unsafe) let mm = walk.mm
+        unowned(unsafe) let memory = mm.memory
         var address = start
         while true {  // again:
             let entry = pmd.load()
@@ -318,7 +321,7 @@ struct HMMWalk: PageWalkOps {
     /// `hmm_vma_handle_absent_pmd()`: a device-private PMD of this owner reports 512 pfns; other
     /// device-private PMDs are faulted back; anything else is an error.
     mutating func handleAbsentPMD(_ entry: PTE, _ start: UInt64, _ end: UInt64, _ walk: inout PageWalk) -> Int32 {
-        let memory = walk.mm.memory
+        unowned(unsafe) let memory = walk.mm.memory
         if entry.isDevicePrivate, memory.pagemap(of: entry.pfn)?.owner == range.devPrivateOwner {
             let cpuFlags = HMMPfn.valid | (entry.isWritableDevicePrivate ? HMMPfn.write : 0) | HMMPfn.order(PageSize.pmdOrder)
             var pfn = entry.pfn + Int((start & UInt64(PageSize.pmdBytes - 1)) >> 12)
@@ -380,9 +383,9 @@ struct HMMWalk: PageWalkOps {
     /// handling, entry bits, rmap removal), with one TLB flush per page. Holes and the zero page become
     /// source-less `VALID|MIGRATE` words.
     mutating func migratePrepare(_ slot: EntrySlot, _ address: UInt64, _ i: Int, _ walk: inout PageWalk) {
-        let mm = walk.mm
-        let memory = mm.memory
-        guard let migrate = range.migrate, let vma = walk.vma, !vma.isShared else { return }
+        unowned(unsafe) let mm = walk.mm
+        unowned(unsafe) let memory = mm.memory
+        guard let migrate, let vma = walk.vma, !vma.isShared else { return }
         range.migratePrepareLocks += 1
         let lock = mm.pageTable.lock(tableOf: slot)
         defer { lock.unlock() }
@@ -432,15 +435,15 @@ struct HMMWalk: PageWalkOps {
     /// A PMD-mapped THP met by a migrating walk: collected whole (lab option) or split
     /// (`hmm_vma_walk_split`: PMD and folio) and the walk restarted with `-EBUSY`.
     mutating func migrateHugePMD(_ pmd: EntrySlot, _ entry: PTE, _ start: UInt64, _ end: UInt64, _ walk: inout PageWalk) -> Int32 {
-        let mm = walk.mm
-        let memory = mm.memory
+        unowned(unsafe) let mm = walk.mm
+        unowned(unsafe) let memory = mm.memory
         let cpuFlags: UInt64 = (entry.isWritable ? HMMPfn.valid | HMMPfn.write : HMMPfn.valid) | HMMPfn.order(PageSize.pmdOrder)
         let required = rangeNeedFault(start, end, cpuFlags)
         if required != 0 { return fault(start, end, required, &walk) }
         let folio = memory.folio(containing: entry.pfn)
         let head = memory.page(folio.pfn)
         let whole = start & UInt64(PageSize.pmdBytes - 1) == 0 && end - start == UInt64(PageSize.pmdBytes)
-        if range.compoundMigration, range.migrate!.flags.contains(.compound), whole {
+        if range.compoundMigration, migrate!.flags.contains(.compound), whole {
             head.pointee.get()
             guard head.pointee.tryLock() else {
                 memory.put(folio)
@@ -488,7 +491,7 @@ struct HMMWalk: PageWalkOps {
         head.pointee.unlock()
         memory.put(split ? Folio(pfn: folio.pfn, order: 0) : folio)
         if !split { return fill(start, end, HMMPfn.error) }
-        range.migrate!.splitsBeforeCollect += 1
+        migrate!.splitsBeforeCollect += 1
         last = start
         return HMMErrno.EBUSY
     }

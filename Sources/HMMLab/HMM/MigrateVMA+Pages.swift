@@ -181,12 +181,16 @@ extension AddressSpace {
     /// succeeded and the source again where it did not (`remove_migration_ptes`), puts system folios
     /// back on the LRU, and unlocks and releases sources and destinations (not the fault page).
     public func migrateVMAFinalize(_ args: MigrateVMA) {
-        AddressSpace.migrateDeviceFinalize(src: args.src, dst: args.dst, npages: args.npages, faultPage: args.faultPage, memory: memory, hint: (self, args.start))
+        AddressSpace.migrateDeviceFinalize(src: args.src, dst: args.dst, npages: args.npages, faultPage: args.faultPage, memory: memory, hintMM: self, hintStart: args.start)
     }
 
     /// `migrate_device_finalize()`, usable without a VMA (device eviction).
-    /// `hint`, when the caller migrated a range of its own address space: that space and the range start.
-    public static func migrateDeviceFinalize(src: UnsafeMutablePointer<UInt64>, dst: UnsafeMutablePointer<UInt64>, npages: Int, faultPage: Pfn?, memory: PhysicalMemory, hint: (mm: AddressSpace, start: UInt64)? = nil) {
+    /// `hintMM` and `hintStart`, when the caller migrated a range of its own address space: that space
+    /// and the range's start.
+    public static func migrateDeviceFinalize(
+        src: UnsafeMutablePointer<UInt64>, dst: UnsafeMutablePointer<UInt64>, npages: Int, faultPage: Pfn?, memory: PhysicalMemory,
+        hintMM: AddressSpace? = nil, hintStart: UInt64 = 0
+    ) {
         let faultFolio = faultPage.map { memory.folio(containing: $0) }
         for i in 0..<npages {
             let newFolio = MigratePfn.pfn(dst[i]).map { memory.folio(containing: $0) }
@@ -209,7 +213,7 @@ extension AddressSpace {
             }
             let targetHead = memory.page(target.pfn)
             if !targetHead.pointee.test(.zoneDevice) { targetHead.pointee.set(.lru) }  // folio_add_lru
-            removeMigrationPTEs(src: srcFolio, dst: target, memory: memory, hint: hint.map { ($0.mm, $0.start + UInt64(i) << 12) })
+            removeMigrationPTEs(src: srcFolio, dst: target, memory: memory, hintMM: hintMM, hintAddress: hintStart + UInt64(i) << 12)
             if srcFolio != faultFolio { memory.page(srcFolio.pfn).pointee.unlock() }
             memory.put(srcFolio)
             if target != srcFolio {
@@ -227,8 +231,9 @@ extension AddressSpace {
     /// `hint` is where the migrating caller found the page (its address space, which it holds the mmap
     /// lock of, and the address). When only that address space maps the page's object, the page can be
     /// mapped nowhere else, so the walk is skipped: the same result without the reverse-map lookups.
-    static func removeMigrationPTEs(src: Folio, dst: Folio, memory: PhysicalMemory, hint: (mm: AddressSpace, address: UInt64)? = nil) {
-        if let (mm, address) = hint, let vma = mm.vma(containing: address) {
+    static func removeMigrationPTEs(src: Folio, dst: Folio, memory: PhysicalMemory, hintMM: AddressSpace? = nil, hintAddress: UInt64 = 0) {
+        if let mm = hintMM, let vma = mm.vma(containing: hintAddress) {
+            let address = hintAddress
             let (id, _) = MappingObject.decode(memory.page(src.pfn).pointee.mapping.load(ordering: .acquiring))
             if vma.object.id == id, vma.object.memberCount.load(ordering: .acquiring) == 1 {
                 removeMigrationEntry(src: src, dst: dst, memory: memory, mm: mm, vma: vma, address: address)

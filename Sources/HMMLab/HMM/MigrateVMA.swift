@@ -160,7 +160,7 @@ extension AddressSpace {
             defer { k += 1 }
             guard let pfn = MigratePfn.pfn(src[k]), src[k] & MigratePfn.migrate == 0 else { continue }
             let folio = memory.folio(containing: pfn)
-            AddressSpace.removeMigrationPTEs(src: folio, dst: folio, memory: memory, hint: args.map { (self, $0.start + UInt64(k) << 12) })
+            AddressSpace.removeMigrationPTEs(src: folio, dst: folio, memory: memory, hintMM: args == nil ? nil : self, hintAddress: (args?.start ?? 0) + UInt64(k) << 12)
             src[k] = 0
             if folio != faultFolio { memory.page(folio.pfn).pointee.unlock() }
             memory.put(folio)
@@ -285,7 +285,7 @@ struct MigrateCollectWalk: PageWalkOps {
 
     mutating func pmdEntry(_ pmd: EntrySlot, _ start: UInt64, _ end: UInt64, _ walk: inout PageWalk) -> Int32 {
         walk.action = .continue
-        let mm = walk.mm
+        unowned(unsafe) let mm = walk.mm
         let vma = walk.vma!
         let faultFolio = args.faultFolio
         var unmapped = 0
@@ -342,7 +342,7 @@ struct MigrateCollectWalk: PageWalkOps {
 
     /// One PTE of `migrate_vma_collect_pmd()`, under the PTE lock.
     func collectPTE(_ slot: EntrySlot, address: UInt64, mm: AddressSpace, vma: VMA, faultFolio: Folio?) -> PTEResult {
-        let memory = mm.memory
+        unowned(unsafe) let memory = mm.memory
         var pte = slot.load()
         var mpfn: UInt64
         let page: Pfn
@@ -436,7 +436,7 @@ struct MigrateCollectWalk: PageWalkOps {
     /// a PMD migration entry when `SELECT_COMPOUND` is set and the range covers the PMD; otherwise
     /// splits it (`split_huge_pmd` + `split_folio`) and returns `-ENOENT` so the PTEs are collected.
     func collectHugePMD(_ pmd: EntrySlot, _ start: UInt64, _ end: UInt64, mm: AddressSpace, vma: VMA, faultFolio: Folio?) -> Int32 {
-        let memory = mm.memory
+        unowned(unsafe) let memory = mm.memory
         let lock = mm.pageTable.lock(tableOf: pmd)
         let entry = pmd.load()
         if entry.isNone {

@@ -17,7 +17,7 @@ extension AddressSpace {
             child.nextAddress = nextAddress
             for vma in vmaList {
                 child.vmaList.append(vma)
-                vma.object.addMember(child)
+                child.adopt(vma.object)
                 if vma.isShared { continue }
                 let range = MMUNotifierRange(start: vma.start, end: vma.end, event: .protectionPage)
                 notifiers.invalidateRangeStart(range)

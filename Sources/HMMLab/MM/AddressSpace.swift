@@ -43,6 +43,20 @@ public final class AddressSpace: @unchecked Sendable {
     public let counters = MMCounters()
     /// The VMAs, sorted by address. Read and written under ``mmapLock``.
     var vmaList: [VMA] = []
+    /// The mapping objects the VMAs use, owned here (the kernel's mm holds its anon_vmas through its
+    /// VMAs). Changed with the VMA list, under the mmap lock for writing.
+    var ownedObjects: [ObjectIdentifier: MappingObject] = [:]
+
+    /// Starts using `object` in this address space (reverse map membership and ownership).
+    func adopt(_ object: MappingObject) {
+        if ownedObjects.updateValue(object, forKey: ObjectIdentifier(object)) == nil { object.addMember(self) }
+    }
+
+    /// Stops using `object` when no VMA refers to it any more.
+    func releaseIfUnused(_ object: MappingObject) {
+        guard !vmaList.contains(where: { $0.object === object }) else { return }
+        if ownedObjects.removeValue(forKey: ObjectIdentifier(object)) != nil { object.removeMember(self) }
+    }
     var nextAddress: UInt64 = 0x10_0000_0000
     private var tornDown = false
 
@@ -63,11 +77,10 @@ public final class AddressSpace: @unchecked Sendable {
             guard !tornDown else { return }
             tornDown = true
             notifiers.invalidateRangeStart(MMUNotifierRange(start: 0, end: Self.userRange.upperBound, event: .release))
-            for vma in vmaList {
-                zap(vma, vma.start, vma.end)
-                vma.object.removeMember(self)
-            }
+            for vma in vmaList { zap(vma, vma.start, vma.end) }
             vmaList.removeAll()
+            for object in ownedObjects.values { object.removeMember(self) }
+            ownedObjects.removeAll()
             pageTable.freeTables(start: Self.userRange.lowerBound, end: Self.userRange.upperBound) { _, _ in false }
             notifiers.invalidateRangeEnd(MMUNotifierRange(start: 0, end: Self.userRange.upperBound, event: .release))
         }
@@ -169,7 +182,7 @@ public final class AddressSpace: @unchecked Sendable {
             }
             let object = flags.contains(.shared) ? MappingObject(shmemPages: Int(size >> 12), memory: memory) : MappingObject(anon: ())
             let vma = VMA(start: start, end: start + size, protection: protection, flags: flags, pgoff: flags.contains(.shared) ? 0 : start >> 12, object: object)
-            object.addMember(self)
+            adopt(object)
             vmaList.insert(vma, at: firstVMAIndex(endingAbove: start))
             return start
         }
@@ -203,9 +216,7 @@ public final class AddressSpace: @unchecked Sendable {
                 zap(vma, vma.start, vma.end)
                 removedObjects.append(vma.object)
             }
-            for object in removedObjects where !vmaList.contains(where: { $0.object === object }) {
-                object.removeMember(self)
-            }
+            for object in removedObjects { releaseIfUnused(object) }
             pageTable.freeTables(start: address, end: end) { lo, hi in overlaps(lo, hi) }
             notifiers.invalidateRangeEnd(range)
         }

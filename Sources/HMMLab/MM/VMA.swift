@@ -31,7 +31,10 @@ public struct VMA: Sendable {
     /// finds moved pages (`linear_page_index`).
     public var pgoff: UInt64
     /// The anon_vma (private) or shmem object (shared) that the reverse map and shared faults go through.
-    public var object: MappingObject
+    /// Not retained by the VMA (copies of a VMA cost no reference counting on the hot paths): the
+    /// address space that holds the VMA owns its objects (``AddressSpace`` keeps them alive while any
+    /// of its VMAs uses them).
+    public unowned(unsafe) var object: MappingObject
 
     @inlinable public var isShared: Bool { flags.contains(.shared) }
     @inlinable public var isWritable: Bool { protection.contains(.write) }
