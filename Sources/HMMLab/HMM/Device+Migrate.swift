@@ -52,12 +52,32 @@ extension Device {
         let end = start + UInt64(pages) << 12
         mm.mmapLock.readLock()
         defer { mm.mmapLock.unlock() }
+        migrateWindows(start, end, &result, requireRead: true, flags: { address, next in
+            useCompound(start: address, end: next) ? [.system, .compound] : [.system]
+        }) { args, copy in
+            allocateAndCopyToDevice(args, copy: copy)
+            mm.migrateVMAPages(args)
+            return finalizeAndMap(args)
+        }
+        stats.pagesToDevice.wrappingAdd(result.migrated, ordering: .relaxed)
+        if result.errno == 0, !acceptMissing, !isMirrored(start, end) { result.errno = HMMErrno.ENOENT }
+        return result
+    }
+
+    /// The window loop of `dmirror_migrate_to_device` and `dmirror_migrate_to_system`: per window of
+    /// `PTRS_PER_PTE` pages clipped to the VMA, `migrate_vma_setup` with `flags`, then `move` (alloc,
+    /// copy, `migrate_vma_pages`, device page table; returns the pages migrated), then
+    /// `migrate_vma_finalize`. The caller holds the mmap lock for reading.
+    func migrateWindows(
+        _ start: UInt64, _ end: UInt64, _ result: inout MigrationResult, requireRead: Bool,
+        flags: (UInt64, UInt64) -> MigrateSelect, move: (MigrateVMA, CopyEngine) -> Int
+    ) {
         withMigrationContext { context in
             let args = context.args
             var address = start
             while address < end {
-                // dmirror: the VMA must exist and be readable.
-                guard let vma = mm.vma(containing: address), vma.isReadable else {
+                // dmirror: the VMA must exist (and be readable to go to the device).
+                guard let vma = mm.vma(containing: address), !requireRead || vma.isReadable else {
                     result.errno = HMMErrno.EINVAL
                     return
                 }
@@ -66,8 +86,7 @@ extension Device {
                 args.start = address
                 args.end = next
                 args.pgmapOwner = owner
-                args.flags = [.system]
-                if useCompound(start: address, end: next) { args.flags.insert(.compound) }
+                args.flags = flags(address, next)
                 let r = mm.migrateVMASetup(args)
                 result.walks += 1
                 if r != 0 {
@@ -75,17 +94,12 @@ extension Device {
                     return
                 }
                 result.collected += args.cpages
-                allocateAndCopyToDevice(args, copy: context.copy)
-                mm.migrateVMAPages(args)
-                result.migrated += finalizeAndMap(args)
+                result.migrated += move(args, context.copy)
                 mm.migrateVMAFinalize(args)
                 result.add(args)
                 address = next
             }
         }
-        stats.pagesToDevice.wrappingAdd(result.migrated, ordering: .relaxed)
-        if result.errno == 0, !acceptMissing, !isMirrored(start, end) { result.errno = HMMErrno.ENOENT }
-        return result
     }
 
     /// Whether the window should be collected with `SELECT_COMPOUND`. With the split-before-collect
@@ -321,36 +335,14 @@ extension Device {
         let end = start + UInt64(pages) << 12
         mm.mmapLock.readLock()
         defer { mm.mmapLock.unlock() }
-        withMigrationContext { context in
-            let args = context.args
-            var address = start
-            while address < end {
-                guard let vma = mm.vma(containing: address) else {
-                    result.errno = HMMErrno.EINVAL
-                    return
-                }
-                let next = min(end, vma.end, (address & ~UInt64(PageSize.pmdBytes - 1)) + UInt64(Self.migrationWindow) << 12)
-                args.vma = vma
-                args.start = address
-                args.end = next
-                args.pgmapOwner = owner
-                args.flags = [.devicePrivate, .compound]
-                let r = mm.migrateVMASetup(args)
-                result.walks += 1
-                if r != 0 {
-                    result.errno = r
-                    return
-                }
-                result.collected += args.cpages
-                allocateAndCopyToSystem(args, copy: context.copy)
-                mm.migrateVMAPages(args)
-                for i in 0..<args.npages where args.src[i] & MigratePfn.migrate != 0 && MigratePfn.pfn(args.src[i]) != nil {
-                    result.migrated += args.src[i] & MigratePfn.compound != 0 ? PageSize.pmdPages : 1
-                }
-                mm.migrateVMAFinalize(args)
-                result.add(args)
-                address = next
+        migrateWindows(start, end, &result, requireRead: false, flags: { _, _ in [.devicePrivate, .compound] }) { args, copy in
+            allocateAndCopyToSystem(args, copy: copy)
+            mm.migrateVMAPages(args)
+            var migrated = 0
+            for i in 0..<args.npages where args.src[i] & MigratePfn.migrate != 0 && MigratePfn.pfn(args.src[i]) != nil {
+                migrated += args.src[i] & MigratePfn.compound != 0 ? PageSize.pmdPages : 1
             }
+            return migrated
         }
         stats.pagesToSystem.wrappingAdd(result.migrated, ordering: .relaxed)
         return result
