@@ -78,7 +78,7 @@ public enum HMMErrno {
     public static let EAGAIN: Int32 = -11
     public static let ENOMEM: Int32 = -12
     public static let EFAULT: Int32 = -14
-    public static let EBUSY: Int32 = -16
+    public static let EBUSY: Int32 = EBUSY_  // the walker's own constant
     public static let EINVAL: Int32 = -22
     public static let ERANGE: Int32 = -34
 

@@ -411,8 +411,7 @@ struct HMMWalk: PageWalkOps {
             // The lock is dropped around the notifier, as the kernel never calls it under a PTE lock.
             lock.unlock()
             mm.notifiers.invalidateRangeStart(r)
-            let again = mm.pageTable.lock(tableOf: slot)
-            _ = again
+            lock.lock()
             guard slot.load() == pte else {
                 head.pointee.unlock()
                 memory.put(folio)

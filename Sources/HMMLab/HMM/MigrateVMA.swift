@@ -260,7 +260,6 @@ struct MigrateCollectWalk: PageWalkOps {
     /// `migrate_vma_collect_hole()`.
     func hole(_ start: UInt64, _ end: UInt64, vma: VMA?) -> Int32 {
         guard let vma, !vma.isShared else { return skip(start, end) }
-        _ = vma
         if args.flags.contains(.compound), start & UInt64(PageSize.pmdBytes - 1) == 0, end & UInt64(PageSize.pmdBytes - 1) == 0 {
             args.src[args.npages] = MigratePfn.migrate | MigratePfn.compound
             args.dst[args.npages] = 0
@@ -315,7 +314,7 @@ struct MigrateCollectWalk: PageWalkOps {
                     address += 4096
                 case .split(let folio):
                     lock.unlock()
-                    if !splitForMigration(folio, at: address, pmd: pmd, mm: mm) {
+                    if !splitForMigration(folio, mm: mm) {
                         if unmapped > 0 { args.tlbFlushes += 1 }
                         return skip(address, end)
                     }
@@ -344,7 +343,7 @@ struct MigrateCollectWalk: PageWalkOps {
     func collectPTE(_ slot: EntrySlot, address: UInt64, mm: AddressSpace, vma: VMA, faultFolio: Folio?) -> PTEResult {
         unowned(unsafe) let memory = mm.memory
         var pte = slot.load()
-        var mpfn: UInt64
+        let mpfn: UInt64
         let page: Pfn
         if pte.isNone {
             if vma.isShared { return .record(0, wasPresent: false) }
@@ -399,13 +398,12 @@ struct MigrateCollectWalk: PageWalkOps {
         }
         mm.removeRmap(folio)
         memory.put(folio)
-        _ = mpfn
         return .record(mpfn, wasPresent: pte.isPresent)
     }
 
     /// `migrate_vma_split_folio()`: splits a PTE-mapped large folio (taking its lock unless it is the
     /// fault folio) so collect can go on page by page.
-    func splitForMigration(_ folio: Folio, at address: UInt64, pmd: EntrySlot, mm: AddressSpace) -> Bool {
+    func splitForMigration(_ folio: Folio, mm: AddressSpace) -> Bool {
         let head = mm.memory.page(folio.pfn)
         let isFault = folio == args.faultFolio
         if !isFault {
