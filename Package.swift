@@ -9,6 +9,7 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
     ],
     targets: [
         // Layer 1: platform shims. Only what Swift cannot call directly.
@@ -22,7 +23,7 @@ let package = Package(
         // Layers 2-6: the model, one folder per layer.
         .target(
             name: "HMMLab",
-            dependencies: ["CLinux", "CNuma", "CPfm"],
+            dependencies: ["CLinux", "CNuma", "CPfm", .product(name: "Histogram", package: "hdrhistogram-swift")],
             path: "Sources/HMMLab"
         ),
         // Layer 7: the command line.

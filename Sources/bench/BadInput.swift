@@ -1,10 +1,10 @@
 import ArgumentParser
 import Glibc
 
-/// Writes one line to standard error (fd 2, unbuffered).
-func printError(_ line: String) {
+/// Writes one line to standard error (fd 2, unbuffered); without `newline`, the text as it is.
+func printError(_ line: String, newline: Bool = true) {
     var text = line
-    if !text.hasSuffix("\n") { text += "\n" }
+    if newline, !text.hasSuffix("\n") { text += "\n" }
     text.withUTF8 { buffer in _ = Glibc.write(2, buffer.baseAddress, buffer.count) }
 }
 

@@ -7,7 +7,7 @@ struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "hmm-lab: measure the kernel's HMM device-memory paths on real memory.",
-        subcommands: [Run.self, Topology.self, Calibrate.self],
+        subcommands: [Run.self, Sweep.self, ThpTableCommand.self, Topology.self, Calibrate.self],
         defaultSubcommand: Run.self)
 
     /// Parses and runs, printing any error as one line (no usage dump) with ArgumentParser's exit code
@@ -26,23 +26,5 @@ struct Bench: ParsableCommand {
             if !message.isEmpty { printError("bench: \(message)") }
             Glibc.exit(code.rawValue)
         }
-    }
-}
-
-/// `bench` / `bench run`: the measurement harness.
-struct Run: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Run a strategy over a range and write CSV (the harness).")
-
-    @Option(help: "unified, fault-then-migrate, migrate-then-fault or all.")
-    var strategy: String = "unified"
-
-    func run() throws {
-        let known = ["unified", "fault-then-migrate", "migrate-then-fault", "all"]
-        guard known.contains(strategy) else {
-            throw badInput("--strategy '\(strategy)' is not a strategy; use one of \(known.joined(separator: ", "))")
-        }
-        throw failure(
-            "the harness is not built yet: strategies need the page-table, HMM and harness layers (issues 3-5); "
-                + "'bench topology' and 'bench calibrate' work now")
     }
 }

@@ -28,6 +28,11 @@ public final class CopyEngine: @unchecked Sendable {
     /// Bytes a parallel chunk holds at least.
     public static let chunkBytes = 64 << 10
 
+    /// Called on a Dispatch worker thread before it copies its share, so the harness can open its
+    /// per-thread perf counters there (``PerfCounterSet/enterWorkerThread()``). Set it before copies
+    /// run, never while they do.
+    public nonisolated(unsafe) static var workerThreadHook: (@Sendable () -> Void)?
+
     private var jobs: UnsafeMutablePointer<Job>
     private var capacity: Int
     private var count = 0
@@ -121,7 +126,9 @@ public final class CopyEngine: @unchecked Sendable {
             let lanes = min(workers, chunks)
             let box = UnsafeSendable(self)
             let chunkCount = chunks
+            let hook = Self.workerThreadHook
             DispatchQueue.concurrentPerform(iterations: lanes) { lane in
+                hook?()
                 var c = lane
                 while c < chunkCount {
                     box.value.execute(box.value.chunkStarts[c], box.value.chunkStarts[c + 1])

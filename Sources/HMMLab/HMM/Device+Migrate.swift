@@ -20,6 +20,14 @@ public struct MigrationResult: Sendable, Equatable {
     public var splitsAfterIsolation = 0
     /// Whole windows walked again because the device's own invalidation bumped the sequence.
     public var selfInvalidationRetries = 0
+    /// `hmm_range_fault` calls repeated because the notifier sequence moved (`-EBUSY` from the sequence
+    /// check, or `mmu_interval_read_retry` under the device lock), whoever invalidated.
+    public var notifierRetries = 0
+    /// Migration entries installed and folios skipped on a failed `folio_trylock`.
+    public var migrationEntries = 0
+    public var lockFailures = 0
+    /// Where the time went.
+    public var phases = PhaseTimes()
 
     public init() {}
 
@@ -27,7 +35,36 @@ public struct MigrationResult: Sendable, Equatable {
         tlbFlushes += args.tlbFlushes
         splitsBeforeCollect += args.splitsBeforeCollect
         splitsAfterIsolation += args.splitsAfterIsolation
+        migrationEntries += args.migrationEntries
+        lockFailures += args.lockFailures
         args.resetCounters()
+    }
+}
+
+/// Time spent per phase of a device migration, in nanoseconds.
+public struct PhaseTimes: Sendable, Equatable {
+    /// `hmm_range_fault` walks, less the faults they took (the unified walk's collection included).
+    public var walk: UInt64 = 0
+    /// `handle_mm_fault` called from `hmm_range_fault`.
+    public var fault: UInt64 = 0
+    /// `migrate_vma_setup` (collect walk and unmap) or `migrate_hmm_range_setup`.
+    public var collect: UInt64 = 0
+    /// Device page allocation and copy bookkeeping (and, with verify, the check of every copied page).
+    public var alloc: UInt64 = 0
+    /// The copy engine moving bytes.
+    public var copy: UInt64 = 0
+    /// `migrate_vma_pages`, device page-table update, `migrate_vma_finalize`.
+    public var finalize: UInt64 = 0
+
+    public init() {}
+
+    public static func += (a: inout PhaseTimes, b: PhaseTimes) {
+        a.walk += b.walk
+        a.fault += b.fault
+        a.collect += b.collect
+        a.alloc += b.alloc
+        a.copy += b.copy
+        a.finalize += b.finalize
     }
 }
 
@@ -54,10 +91,13 @@ extension Device {
         defer { mm.mmapLock.unlock() }
         migrateWindows(start, end, &result, requireRead: true, flags: { address, next in
             useCompound(start: address, end: next) ? [.system, .compound] : [.system]
-        }) { args, copy in
-            allocateAndCopyToDevice(args, copy: copy)
+        }) { args, copy, phases in
+            allocateAndCopyToDevice(args, copy: copy, phases: &phases)
+            let t = monotonicNanoseconds()
             mm.migrateVMAPages(args)
-            return finalizeAndMap(args)
+            let migrated = finalizeAndMap(args)
+            phases.finalize += monotonicNanoseconds() - t
+            return migrated
         }
         stats.pagesToDevice.wrappingAdd(result.migrated, ordering: .relaxed)
         if result.errno == 0, !acceptMissing, !isMirrored(start, end) { result.errno = HMMErrno.ENOENT }
@@ -70,7 +110,7 @@ extension Device {
     /// `migrate_vma_finalize`. The caller holds the mmap lock for reading.
     func migrateWindows(
         _ start: UInt64, _ end: UInt64, _ result: inout MigrationResult, requireRead: Bool,
-        flags: (UInt64, UInt64) -> MigrateSelect, move: (MigrateVMA, CopyEngine) -> Int
+        flags: (UInt64, UInt64) -> MigrateSelect, move: (MigrateVMA, CopyEngine, inout PhaseTimes) -> Int
     ) {
         withMigrationContext { context in
             let args = context.args
@@ -87,15 +127,19 @@ extension Device {
                 args.end = next
                 args.pgmapOwner = owner
                 args.flags = flags(address, next)
+                let t0 = monotonicNanoseconds()
                 let r = mm.migrateVMASetup(args)
+                result.phases.collect += monotonicNanoseconds() - t0
                 result.walks += 1
                 if r != 0 {
                     result.errno = r
                     return
                 }
                 result.collected += args.cpages
-                result.migrated += move(args, context.copy)
+                result.migrated += move(args, context.copy, &result.phases)
+                let t1 = monotonicNanoseconds()
                 mm.migrateVMAFinalize(args)
+                result.phases.finalize += monotonicNanoseconds() - t1
                 result.add(args)
                 address = next
             }
@@ -115,7 +159,14 @@ extension Device {
     /// `dmirror_migrate_alloc_and_copy()`: a device page (or 2 MiB folio) for every source still
     /// migrating, with the bytes copied (or cleared for a hole or the zero page). When a 2 MiB device
     /// folio cannot be had, 512 single pages are allocated (the split fallback).
-    func allocateAndCopyToDevice(_ args: MigrateVMA, copy: CopyEngine) {
+    func allocateAndCopyToDevice(_ args: MigrateVMA, copy: CopyEngine, phases: inout PhaseTimes) {
+        let started = monotonicNanoseconds()
+        let copiedBefore = copy.copyNanoseconds
+        defer {
+            let copying = copy.copyNanoseconds - copiedBefore
+            phases.copy += copying
+            phases.alloc += monotonicNanoseconds() - started - copying
+        }
         var i = 0
         while i < args.npages {
             let s = args.src[i]
@@ -225,7 +276,11 @@ extension Device {
                         args.flags = compound && useCompound(start: address, end: next) ? [.system, .compound] : [.system]
                         range.hmmPfns.update(repeating: 0, count: range.npages)
                         mm.mmapLock.readLock()
+                        let t0 = monotonicNanoseconds()
                         let r = mm.hmmRangeFault(range)
+                        let t1 = monotonicNanoseconds()
+                        result.phases.walk += t1 - t0 - range.faultNanoseconds
+                        result.phases.fault += range.faultNanoseconds
                         result.walks += 1
                         result.restarts += range.restarts
                         result.faults += range.faults
@@ -238,6 +293,7 @@ extension Device {
                             result.add(args)
                             mm.mmapLock.unlock()
                             result.selfInvalidationRetries += 1
+                            result.notifierRetries += 1
                             stats.retriesFromSelfInvalidation.wrappingAdd(1, ordering: .relaxed)
                             continue
                         }
@@ -250,8 +306,11 @@ extension Device {
                             return
                         }
                         mm.migrateHMMRangeSetup(range)
+                        let t2 = monotonicNanoseconds()
+                        result.phases.collect += t2 - t1
                         result.collected += args.cpages
-                        allocateAndCopyToDevice(args, copy: context.copy)
+                        allocateAndCopyToDevice(args, copy: context.copy, phases: &result.phases)
+                        let t3 = monotonicNanoseconds()
                         mm.migrateVMAPages(args)
                         let migrated = finalizeAndMap(args)
                         mm.migrateVMAFinalize(args)
@@ -268,9 +327,11 @@ extension Device {
                             return false
                         }
                         mm.mmapLock.unlock()
+                        result.phases.finalize += monotonicNanoseconds() - t3
                         result.migrated += migrated
                         if retry {
                             result.selfInvalidationRetries += 1
+                            result.notifierRetries += 1
                             stats.retriesFromSelfInvalidation.wrappingAdd(1, ordering: .relaxed)
                             continue
                         }
@@ -335,7 +396,7 @@ extension Device {
         let end = start + UInt64(pages) << 12
         mm.mmapLock.readLock()
         defer { mm.mmapLock.unlock() }
-        migrateWindows(start, end, &result, requireRead: false, flags: { _, _ in [.devicePrivate, .compound] }) { args, copy in
+        migrateWindows(start, end, &result, requireRead: false, flags: { _, _ in [.devicePrivate, .compound] }) { args, copy, _ in
             allocateAndCopyToSystem(args, copy: copy)
             mm.migrateVMAPages(args)
             var migrated = 0
@@ -363,6 +424,7 @@ extension Device {
                 if let folio = allocateSystemPage(order: PageSize.pmdOrder) {
                     args.dst[i] = MigratePfn.make(folio.pfn) | MigratePfn.compound
                     copy.copy(from: memory.address(of: source), to: memory.address(of: folio.pfn), bytes: folio.byteCount)
+                    stats.hugeToSystem.wrappingAdd(1, ordering: .relaxed)
                 } else {
                     for j in 0..<PageSize.pmdPages where i + j < args.npages {
                         guard let page = allocateSystemPage(order: 0) else { continue }

@@ -35,12 +35,18 @@ extension Device {
             range.notifier = notifier
             range.notifierSeq = notifier.readBegin()
             mm.mmapLock.readLock()
+            let started = monotonicNanoseconds()
             let r = mm.hmmRangeFault(range)
+            result.phases.walk += monotonicNanoseconds() - started - range.faultNanoseconds
+            result.phases.fault += range.faultNanoseconds
             mm.mmapLock.unlock()
             result.walks += 1
             result.restarts += range.restarts
             result.faults += range.faults
-            if r == HMMErrno.EBUSY { continue }
+            if r == HMMErrno.EBUSY {
+                result.notifierRetries += 1
+                continue
+            }
             if r != 0 { return r }
             let retry = pageTable.withLock { pt -> Bool in
                 if notifier.readRetry(range.notifierSeq) { return true }
@@ -52,6 +58,7 @@ extension Device {
                 return false
             }
             if !retry { return 0 }
+            result.notifierRetries += 1
         }
     }
 

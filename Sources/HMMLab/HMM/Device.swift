@@ -178,6 +178,7 @@ public final class DeviceStatistics: Sendable {
     public let pagesToDevice = Atomic<Int>(0)
     public let pagesToSystem = Atomic<Int>(0)
     public let hugeToDevice = Atomic<Int>(0)
+    public let hugeToSystem = Atomic<Int>(0)
     public let cpuFaults = Atomic<Int>(0)
     public let selfInvalidationsSkipped = Atomic<Int>(0)
     public let selfInvalidationsBumped = Atomic<Int>(0)

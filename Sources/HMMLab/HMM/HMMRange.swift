@@ -28,6 +28,8 @@ public final class HMMRange: @unchecked Sendable {
     // Lab counters for the last call.
     /// Pages faulted through `handle_mm_fault`.
     public var faults = 0
+    /// Time spent in those faults (`handle_mm_fault` from `hmm_vma_fault`).
+    public var faultNanoseconds: UInt64 = 0
     /// Walk restarts (`-EBUSY` from a fault batch, a split or a migration entry wait).
     public var restarts = 0
     /// Per-page PTE relocks and TLB flushes of the unified path (`hmm_vma_handle_migrate_prepare`).
@@ -67,6 +69,7 @@ extension AddressSpace {
         precondition(range.npages <= range.capacity, "hmm range of \(range.npages) pages exceeds its capacity \(range.capacity)")
         var ops = HMMWalk(range: range)
         range.faults = 0
+        range.faultNanoseconds = 0
         range.restarts = 0
         range.migratePrepareLocks = 0
         range.migrateFlushes = 0
@@ -219,6 +222,8 @@ struct HMMWalk: PageWalkOps {
             write = true
         }
         var a = address
+        let started = monotonicNanoseconds()
+        defer { range.faultNanoseconds += monotonicNanoseconds() - started }
         while a < end {
             do {
                 _ = try walk.mm.handleFault(at: a, write: write)
@@ -403,6 +408,7 @@ struct HMMWalk: PageWalkOps {
         head.pointee.get()
         guard head.pointee.tryLock() else {
             memory.put(folio)
+            migrate.lockFailures += 1
             return
         }
         if range.migrateInvalidation == nil {
@@ -424,6 +430,7 @@ struct HMMWalk: PageWalkOps {
         if pte.isDirty { head.pointee.set(.dirty) }
         let mode: PTE.MigrationMode = pte.isWritable ? .write : anonExclusive ? .readExclusive : .read
         slot.store(.migration(page, mode: mode, young: pte.isYoung, dirty: pte.isDirty, softDirty: pte.isSoftDirty))
+        migrate.migrationEntries += 1
         mm.removeRmap(folio)
         memory.put(folio)
         range.migrateFlushes += 1  // flush_tlb_range per page
@@ -446,6 +453,7 @@ struct HMMWalk: PageWalkOps {
             head.pointee.get()
             guard head.pointee.tryLock() else {
                 memory.put(folio)
+                migrate!.lockFailures += 1
                 return handlePMD(entry, start, end, &walk)
             }
             if range.migrateInvalidation == nil {
@@ -466,6 +474,7 @@ struct HMMWalk: PageWalkOps {
             if exclusive { for k in 0..<PageSize.pmdPages { memory.page(folio.pfn + k).pointee.clear(.anonExclusive) } }
             let mode: PTE.MigrationMode = entry.isWritable ? .write : exclusive ? .readExclusive : .read
             pmd.store(.migration(folio.pfn, mode: mode, young: true, dirty: entry.isDirty))
+            migrate!.migrationEntries += 1
             if entry.isDirty { head.pointee.set(.dirty) }
             mm.removeRmap(folio)
             memory.put(folio)

@@ -37,6 +37,10 @@ public final class MigrateVMA: @unchecked Sendable {
     public var splitsAfterIsolation = 0
     /// Pages whose migration `pages` refused (expected-refcount mismatch, …).
     public var refused = 0
+    /// Migration entries installed (PTE or PMD), by collect, the unified walk or `try_to_migrate`.
+    public var migrationEntries = 0
+    /// Folios skipped because `folio_trylock` failed.
+    public var lockFailures = 0
 
     public init(mm: AddressSpace, capacity: Int = PageSize.pmdPages) {
         self.mm = mm
@@ -63,6 +67,8 @@ public final class MigrateVMA: @unchecked Sendable {
         splitsBeforeCollect = 0
         splitsAfterIsolation = 0
         refused = 0
+        migrationEntries = 0
+        lockFailures = 0
     }
 }
 
@@ -142,7 +148,10 @@ extension AddressSpace {
                 head.pointee.get()
                 memory.put(folio)  // the reference collect took
             }
-            if head.pointee.mappings > 0 { tryToMigrate(folio) }
+            if head.pointee.mappings > 0 {
+                let installed = tryToMigrate(folio)
+                args?.migrationEntries += installed
+            }
             if head.pointee.mappings > 0 || !migrateVMACheckPage(pfn, faultPage: faultPage) {
                 if !zoneDevice {
                     head.pointee.get()
@@ -183,9 +192,12 @@ extension AddressSpace {
     /// `try_to_migrate()`: replaces every remaining mapping of a locked folio, in any address space,
     /// with a migration entry, through the reverse map: a PMD mapping of a 2 MiB folio (present or
     /// device-private) with a PMD migration entry (`set_pmd_migration_entry`), PTE mappings page by page.
-    func tryToMigrate(_ folio: Folio) {
+    /// Returns the migration entries installed.
+    @discardableResult
+    func tryToMigrate(_ folio: Folio) -> Int {
         let memory = self.memory
         let head = memory.page(folio.pfn)
+        var installed = 0
         if folio.order > 0 {
             AddressSpace.rmapWalk(folio.pfn, in: memory) { mm, _, address in
                 guard address & UInt64(PageSize.pmdBytes - 1) == 0, let pmd = mm.pageTable.pmdSlot(address, allocate: false) else { return }
@@ -198,6 +210,7 @@ extension AddressSpace {
                     let writable = e.isHuge ? e.isWritable : e.isWritableDevicePrivate
                     let mode: PTE.MigrationMode = writable ? .write : exclusive ? .readExclusive : .read
                     pmd.store(.migration(folio.pfn, mode: mode, young: true, dirty: e.isHuge ? e.isDirty : true))
+                    installed += 1
                     if e.isHuge, e.isDirty { head.pointee.set(.dirty) }
                     mm.removeRmap(folio)
                     memory.put(folio)
@@ -206,7 +219,7 @@ extension AddressSpace {
                 lock.unlock()
                 mm.notifiers.invalidateRangeEnd(range)
             }
-            if head.pointee.mappings == 0 { return }
+            if head.pointee.mappings == 0 { return installed }
         }
         for i in 0..<folio.pageCount {
             let pfn = folio.pfn + i
@@ -220,6 +233,7 @@ extension AddressSpace {
                     let exclusive = memory.page(pfn).pointee.test(.anonExclusive)
                     let mode: PTE.MigrationMode = e.isWritable ? .write : exclusive ? .readExclusive : .read
                     slot.store(.migration(pfn, mode: mode, young: e.isYoung, dirty: e.isDirty, softDirty: e.isSoftDirty))
+                    installed += 1
                     if e.isDirty { head.pointee.set(.dirty) }
                     mm.removeRmap(folio)
                     memory.put(folio)
@@ -227,6 +241,7 @@ extension AddressSpace {
                 } else if e.isDevicePrivate, e.pfn == pfn {
                     let mode: PTE.MigrationMode = e.isWritableDevicePrivate ? .write : .read
                     slot.store(.migration(pfn, mode: mode, young: true, dirty: true, softDirty: e.swapSoftDirty))
+                    installed += 1
                     mm.removeRmap(folio)
                     memory.put(folio)
                 }
@@ -234,6 +249,7 @@ extension AddressSpace {
                 mm.notifiers.invalidateRangeEnd(range)
             }
         }
+        return installed
     }
 }
 
@@ -302,6 +318,8 @@ struct MigrateCollectWalk: PageWalkOps {
             var address = start + UInt64(args.npages - Int((start - args.start) >> 12)) << 12
             // `address` resumes after entries already recorded for this PMD (a retry after a split).
             var resplit = false
+            let scanFrom = address
+            defer { walk.ptesVisited += Int((address - scanFrom) >> 12) }
             scan: while address < end {
                 let slot = mm.pageTable.slot(in: table, level: .pte, address: address)
                 let result = collectPTE(slot, address: address, mm: mm, vma: vma, faultFolio: faultFolio)
@@ -381,6 +399,7 @@ struct MigrateCollectWalk: PageWalkOps {
         head.pointee.get()
         guard folio == faultFolio || head.pointee.tryLock() else {
             memory.put(folio)
+            args.lockFailures += 1
             return .record(0, wasPresent: false)
         }
         let anonExclusive = head.pointee.test(.anon) && memory.page(page).pointee.test(.anonExclusive)
@@ -396,6 +415,7 @@ struct MigrateCollectWalk: PageWalkOps {
         } else {
             slot.store(.migration(page, mode: mode, young: false, dirty: false, softDirty: pte.swapSoftDirty, uffdWP: pte.swapUffdWP))
         }
+        args.migrationEntries += 1
         mm.removeRmap(folio)
         memory.put(folio)
         return .record(mpfn, wasPresent: pte.isPresent)
@@ -469,6 +489,7 @@ struct MigrateCollectWalk: PageWalkOps {
         if folio != faultFolio, !head.pointee.tryLock() {
             lock.unlock()
             memory.put(folio)
+            args.lockFailures += 1
             return skip(start, end)
         }
         let aligned = start & UInt64(PageSize.pmdBytes - 1) == 0 && end & UInt64(PageSize.pmdBytes - 1) == 0
@@ -479,6 +500,7 @@ struct MigrateCollectWalk: PageWalkOps {
             let mode: PTE.MigrationMode = write != 0 ? .write : exclusive ? .readExclusive : .read
             let old = pmd.exchange(.migration(folio.pfn, mode: mode, young: true, dirty: entry.isPresent ? entry.isDirty : true))
             if old.isPresent, old.isDirty { head.pointee.set(.dirty) }
+            args.migrationEntries += 1
             args.src[args.npages] = MigratePfn.make(folio.pfn) | write | MigratePfn.migrate | MigratePfn.compound
             args.dst[args.npages] = 0
             args.npages += 1

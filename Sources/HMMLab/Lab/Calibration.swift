@@ -66,6 +66,36 @@ public struct Calibration: Sendable {
         }
     }
 
+    /// Plain `memcpy` bandwidth from the system pool to the device pool in 2 MiB pieces over `bytes`
+    /// (at most the smaller pool), GB/s: the median of `repetitions` after a warm-up. The pools' frames
+    /// must be free (their bytes are overwritten).
+    public static func memcpyGBps(memory: PhysicalMemory, bytes: Int, repetitions: Int = 3) -> Double {
+        let chunk = PageSize.pmdBytes
+        let n = max(1, min(bytes, memory.system.region.length, memory.device.region.length) / chunk)
+        let src = memory.system.region.base
+        let dst = memory.device.region.base
+        let ns = Timer(repetitions: repetitions).median {
+            let t = monotonicNanoseconds()
+            for i in 0..<n { memcpy(dst + i * chunk, src + i * chunk, chunk) }
+            return monotonicNanoseconds() - t
+        }
+        return Double(n * chunk) / ns
+    }
+
+    /// The kernel's `mincore()` over `pages` present 4 KiB pages of a fresh Region on `node`, ns per
+    /// page: the median of `repetitions` after a warm-up.
+    public static func kernelMincoreNs(pages: Int, node: Int, repetitions: Int = 5) throws(RegionError) -> Double {
+        let host = try Region(name: "mincore", length: pages * PageSize.bytes, backing: .small, node: node)
+        let vec = UnsafeMutablePointer<UInt8>.allocate(capacity: pages)
+        defer { vec.deallocate() }
+        let ns = Timer(repetitions: repetitions).median {
+            let t = monotonicNanoseconds()
+            _ = mincore(host.base, pages * PageSize.bytes, vec)
+            return monotonicNanoseconds() - t
+        }
+        return ns / Double(pages)
+    }
+
     /// Frame allocation, folio preparation and descriptor atomics.
     static func measureAllocation(memory: PhysicalMemory, n: Int, _ timer: Timer) -> [Figure] {
         var figures: [Figure] = []
@@ -175,10 +205,7 @@ public struct Calibration: Sendable {
                     mm.mmapLock.withReadLock { _ = mm.walkPageRange(start, start + UInt64(pages) << 12, &ops) }
                 }
             }
-            let host = try Region(name: "mincore", length: pages * PageSize.bytes, backing: .small, node: memory.configuration.systemNode)
-            let vec = UnsafeMutablePointer<UInt8>.allocate(capacity: pages)
-            defer { vec.deallocate() }
-            let mincoreNs = median { time { _ = mincore(host.base, pages * PageSize.bytes, vec) } }
+            let mincoreNs = try kernelMincoreNs(pages: pages, node: memory.configuration.systemNode, repetitions: timer.repetitions) * Double(pages)
             figures.append(Figure(name: "walk_snapshot_4k", value: walkNs / Double(pages), unit: "ns/page", detail: "walk_page_range snapshot of \(pages) present PTEs"))
             figures.append(Figure(name: "mincore_4k", value: mincoreNs / Double(pages), unit: "ns/page", detail: "kernel mincore() over \(pages) present 4 KiB pages"))
             figures.append(Figure(name: "walk_vs_mincore", value: walkNs / mincoreNs, unit: "ratio", detail: "target: at most 2"))

@@ -78,12 +78,14 @@ public struct MachineTopology: Sendable {
 }
 
 extension PhysicalMemory.Configuration {
-    /// The pools a run over `pages` 4 KiB pages uses: system memory for twice the range (the range,
-    /// copy-on-write copies, pages coming back from the device, page tables) and device memory for the
-    /// range plus one 2 MiB block of slack.
+    /// The pools a run over `pages` 4 KiB pages uses (``RunConfig/memoryNeeded``): system memory for
+    /// twice the range (the range, copy-on-write copies, pages coming back from the device) and its page
+    /// tables, and device memory for the range plus slack.
     public static func forRun(pages: Int, systemNode: Int = 0, deviceNode: Int? = nil, backing: BackingRequest = .auto) -> Self {
-        let range = pages * PageSize.bytes
-        return Self(systemBytes: 2 * range, deviceBytes: range + Region.extent, systemNode: systemNode, deviceNode: deviceNode, backing: backing)
+        var config = RunConfig()
+        config.pages = pages
+        let need = config.memoryNeeded
+        return Self(systemBytes: need.system, deviceBytes: need.device, systemNode: systemNode, deviceNode: deviceNode, backing: backing)
     }
 
     /// 2 MiB hugetlb pages the two pools take.

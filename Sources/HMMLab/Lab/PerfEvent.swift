@@ -17,8 +17,8 @@ public struct PerfEventSpec: Sendable, Equatable {
     /// Whether the event is counted by a hardware PMU (everything but `PERF_TYPE_SOFTWARE`).
     public var isHardware: Bool { type != PERF_TYPE_SOFTWARE.rawValue }
 
-    /// The attribute to open it with: user space only (`exclude_kernel`, `exclude_hv`), so it works
-    /// unprivileged at `perf_event_paranoid` 2; disabled until enabled.
+    /// The attribute to open it with: user space only (`exclude_kernel`, `exclude_hv`) unless running as
+    /// root, so it works unprivileged at `perf_event_paranoid` 2; disabled until enabled.
     public func attribute() -> perf_event_attr {
         var attr = perf_event_attr()
         attr.size = UInt32(MemoryLayout<perf_event_attr>.size)
@@ -27,7 +27,7 @@ public struct PerfEventSpec: Sendable, Equatable {
         attr.config1 = config1
         attr.config2 = config2
         attr.disabled = 1
-        attr.exclude_kernel = 1
+        attr.exclude_kernel = geteuid() == 0 ? 0 : 1
         attr.exclude_hv = 1
         attr.read_format = UInt64(PERF_FORMAT_TOTAL_TIME_ENABLED.rawValue | PERF_FORMAT_TOTAL_TIME_RUNNING.rawValue)
         return attr
@@ -63,11 +63,16 @@ public struct PerfEvent: ~Copyable {
 
     /// Opens `spec` for the calling thread, disabled.
     public init(_ spec: PerfEventSpec) throws(PerfEventError) {
+        self.spec = spec
+        self.fd = try Self.open(spec)
+    }
+
+    /// `perf_event_open(attr, 0, -1, -1, FD_CLOEXEC)`: a descriptor counting the calling thread, disabled.
+    static func open(_ spec: PerfEventSpec) throws(PerfEventError) -> Int32 {
         var attr = spec.attribute()
         let fd = clinux_perf_event_open(&attr, 0, -1, -1, UInt(PERF_FLAG_FD_CLOEXEC))
         guard fd >= 0 else { throw .cannotOpen(spec.name, .last("perf_event_open", spec.qualifiedName)) }
-        self.spec = spec
-        self.fd = fd
+        return fd
     }
 
     deinit { close(fd) }
@@ -83,7 +88,10 @@ public struct PerfEvent: ~Copyable {
 
     /// The count, scaled by `time_enabled / time_running` when the event was multiplexed; nil when the
     /// read failed or the event never ran.
-    public func read() -> UInt64? {
+    public func read() -> UInt64? { Self.read(fd) }
+
+    /// Reads a descriptor opened with ``attribute()``'s read format.
+    static func read(_ fd: Int32) -> UInt64? {
         var values = (UInt64(0), UInt64(0), UInt64(0))
         let n = withUnsafeMutableBytes(of: &values) { Glibc.read(fd, $0.baseAddress, $0.count) }
         guard n == 24 else { return nil }

@@ -61,5 +61,9 @@ extension MigrationResult {
         splitsBeforeCollect += other.splitsBeforeCollect
         splitsAfterIsolation += other.splitsAfterIsolation
         selfInvalidationRetries += other.selfInvalidationRetries
+        notifierRetries += other.notifierRetries
+        migrationEntries += other.migrationEntries
+        lockFailures += other.lockFailures
+        phases += other.phases
     }
 }

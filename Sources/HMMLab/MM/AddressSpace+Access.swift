@@ -46,16 +46,17 @@ extension AddressSpace {
         while done < count {
             let at = address + UInt64(done)
             let n = min(count - done, PageSize.bytes - Int(at & 4095))
-            while !translateAndCopy(at, write: write, { host in copy(host, done, n) }) {
+            while !translateAndCopy(at, write: write, { host, _ in copy(host, done, n) }) {
                 _ = try handleFault(at: at, write: write)
             }
             done += n
         }
     }
 
-    /// Translates `address` under the table lock and runs `body` with the host address if the entry
-    /// allows the access; false when a fault is needed. Sets the dirty bit on a write, as the MMU does.
-    func translateAndCopy(_ address: UInt64, write: Bool, _ body: (UnsafeMutableRawPointer) -> Void) -> Bool {
+    /// Translates `address` under the table lock and runs `body` with the host address and the page's
+    /// pfn if the entry allows the access; false when a fault is needed. Sets the dirty bit on a write,
+    /// as the MMU does.
+    func translateAndCopy(_ address: UInt64, write: Bool, _ body: (UnsafeMutableRawPointer, Pfn) -> Void) -> Bool {
         guard let pmd = pageTable.pmdSlot(address, allocate: false) else { return false }
         let pmdEntry = pmd.load()
         if pmdEntry.isHuge {
@@ -64,7 +65,8 @@ extension AddressSpace {
             let entry = pmd.load()
             guard entry.isHuge, !entry.isProtNone, !write || entry.isWritable else { return false }
             if write, !entry.isDirty { pmd.store(PTE(rawValue: entry.rawValue | PTE.dirtyBit)) }
-            body(memory.address(of: entry.pfn) + Int(address & UInt64(PageSize.pmdBytes - 1)))
+            let offset = Int(address & UInt64(PageSize.pmdBytes - 1))
+            body(memory.address(of: entry.pfn) + offset, entry.pfn + (offset >> 12))
             return true
         }
         guard pmdEntry.isPresent, let table = pageTable.pteTable(under: pmd, allocate: false) else { return false }
@@ -74,8 +76,34 @@ extension AddressSpace {
         let entry = slot.load()
         guard entry.isPresent, !entry.isProtNone, !write || entry.isWritable else { return false }
         if write, !entry.isDirty { slot.store(PTE(rawValue: entry.rawValue | PTE.dirtyBit)) }
-        body(memory.address(of: entry.pfn) + Int(address & 4095))
+        body(memory.address(of: entry.pfn) + Int(address & 4095), entry.pfn)
         return true
+    }
+
+    /// `pin_user_pages(FOLL_WRITE | FOLL_PIN)` for one page: faults it in for writing if needed and
+    /// takes a reference on its folio under the table lock, so that migration finds more references
+    /// than mappings and leaves the page where it is (`migrate_vma_check_page`). Returns the pinned
+    /// page; give it back with ``unpinUserPage(_:)``.
+    ///
+    /// Departure from the kernel: the pin is one plain reference, not `GUP_PIN_COUNTING_BIAS`; the
+    /// migration check only compares references with mappings, so the outcome is the same.
+    public func pinUserPage(_ address: UInt64) throws(FaultError) -> Pfn {
+        mmapLock.readLock()
+        defer { mmapLock.unlock() }
+        var pinned: Pfn?
+        let memory = self.memory
+        while !translateAndCopy(address, write: true, { _, pfn in
+            memory.page(memory.folio(containing: pfn).pfn).pointee.get()
+            pinned = pfn
+        }) {
+            _ = try handleFault(at: address, write: true)
+        }
+        return pinned!
+    }
+
+    /// `unpin_user_page()`: drops the reference ``pinUserPage(_:)`` took.
+    public func unpinUserPage(_ page: Pfn) {
+        memory.put(memory.folio(containing: page))
     }
 }
 

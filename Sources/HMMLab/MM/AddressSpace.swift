@@ -311,6 +311,32 @@ public final class AddressSpace: @unchecked Sendable {
         }
     }
 
+    /// `madvise(MADV_HUGEPAGE)` (`hugepage: true`) or `madvise(MADV_NOHUGEPAGE)` on
+    /// `[address, address+length)`: sets or clears `VM_HUGEPAGE`, splitting VMAs at the range's ends
+    /// (`madvise_update_vma`). Only later faults are affected: mapped pages stay as they are.
+    public func madvise(_ address: UInt64, length: Int, hugepage: Bool) throws(MMError) {
+        let end = try checkedRange(address, length, "madvise")
+        try mmapLock.withWriteLock { () throws(MMError) in
+            var cursor = address
+            var i = firstVMAIndex(endingAbove: address)
+            while cursor < end {
+                guard i < vmaList.count, vmaList[i].start <= cursor else {
+                    throw .noMemory("madvise range 0x\(String(cursor, radix: 16)) is not mapped")
+                }
+                cursor = vmaList[i].end
+                i += 1
+            }
+            splitVMA(at: address)
+            splitVMA(at: end)
+            i = firstVMAIndex(endingAbove: address)
+            while i < vmaList.count, vmaList[i].start < end {
+                if hugepage { vmaList[i].flags.insert(.hugepage) } else { vmaList[i].flags.remove(.hugepage) }
+                i += 1
+            }
+            mergeVMAs()
+        }
+    }
+
     /// Rewrites the entries of a VMA for its (new) protection (`change_pte_range`, `change_huge_pmd`).
     func changeProtection(_ vma: VMA) {
         var address = vma.start

@@ -1,0 +1,180 @@
+/// One CSV row: one strategy, repetition and direction (README, "CSV columns").
+///
+/// Counts are totals over the repetition's timed part; `*_ns` phase columns are means per op; a value
+/// that was not measured (a counter that cannot open here, `verify_failures` without `--verify`, phase
+/// times of the CPU-fault direction) is empty, never zero.
+public struct ResultRow: Sendable {
+    public var metadata: RunMetadata
+    public var timestamp: String
+    public var strategy: String
+    public var direction: String
+    public var config: RunConfig
+    public var rep: Int
+    public var ops = 0
+    public var pagesRequested = 0
+    public var pagesMigrated = 0
+    public var pagesSkipped = 0
+    public var walks = 0
+    public var walkRestarts = 0
+    public var ptesVisited = 0
+    public var faults = 0
+    public var cowBreaks = 0
+    public var swapins = 0
+    public var migrationEntries = 0
+    public var tlbFlushes = 0
+    public var invalidations = 0
+    public var notifierRetries = 0
+    public var folioLockFails = 0
+    public var thpMigrated = 0
+    public var thpSplits = 0
+    public var deviceAllocFails = 0
+    public var bytesCopied = 0
+    public var verifyFailures: Int?
+    public var mutatorStores = 0
+    public var lostStores = 0
+    public var wallNs: UInt64 = 0
+    public var opMeanNs = 0.0
+    public var opP50Ns: UInt64 = 0
+    public var opP90Ns: UInt64 = 0
+    public var opP99Ns: UInt64 = 0
+    public var opMaxNs: UInt64 = 0
+    /// Phase means per op, ns (nil where the direction has no such phase).
+    public var walkNs: Double?
+    public var faultNs: Double?
+    public var collectNs: Double?
+    public var allocNs: Double?
+    public var copyNs: Double?
+    public var finalizeNs: Double?
+    public var copyGBps: Double?
+    public var throughputGBps = 0.0
+    /// One per requested counter, nil when it could not be read here.
+    public var counters: [UInt64?] = []
+
+    /// The fixed columns, in order.
+    public static let columns = [
+        "run_id", "timestamp", "tool_version", "host", "kernel", "cpu_model", "cpus", "numa_nodes", "system_node", "device_node", "backing",
+        "thp_mode", "strategy", "direction", "pages", "window_pages", "mix", "thp", "device_large_fail", "split_policy", "self_invalidation",
+        "threads", "mutators", "seed", "rep", "ops", "pages_requested", "pages_migrated", "pages_skipped", "walks", "walk_restarts",
+        "ptes_visited", "faults", "cow_breaks", "swapins", "migration_entries", "tlb_flushes", "invalidations", "notifier_retries",
+        "folio_lock_fails", "thp_migrated", "thp_splits", "device_alloc_fails", "bytes_copied", "verify_failures", "mutator_stores",
+        "lost_stores", "wall_ns", "op_mean_ns", "op_p50_ns", "op_p90_ns", "op_p99_ns", "op_max_ns", "walk_ns", "fault_ns", "collect_ns",
+        "alloc_ns", "copy_ns", "finalize_ns", "copy_gbps", "throughput_gbps", "memcpy_gbps", "kernel_walk_ns",
+    ]
+
+    /// The header for a run with these counters.
+    public static func header(counters: [String]) -> [String] { columns + counters.map(PerfCounterSet.columnName) }
+
+    /// The row's fields, in header order.
+    public var fields: [String] {
+        let m = metadata
+        let c = config
+        var f: [String] = [
+            m.runId, timestamp, m.toolVersion, m.host, m.kernel, m.cpuModel, String(m.cpus), String(m.numaNodes), String(m.systemNode),
+            String(m.deviceNode), m.backing, m.thpMode, strategy, direction, String(c.pages), String(c.windowPages), c.mix.description,
+            Self.number(c.thp), Self.number(c.deviceLargeFail), c.splitPolicy.rawValue, c.selfInvalidation.rawValue, String(c.threads),
+            String(c.mutators), String(c.seed), String(rep), String(ops), String(pagesRequested), String(pagesMigrated), String(pagesSkipped),
+            String(walks), String(walkRestarts), String(ptesVisited), String(faults), String(cowBreaks), String(swapins),
+            String(migrationEntries), String(tlbFlushes), String(invalidations), String(notifierRetries), String(folioLockFails),
+            String(thpMigrated), String(thpSplits), String(deviceAllocFails), String(bytesCopied), verifyFailures.map(String.init) ?? "",
+            String(mutatorStores), String(lostStores), String(wallNs), Self.number(opMeanNs), String(opP50Ns), String(opP90Ns),
+            String(opP99Ns), String(opMaxNs),
+        ]
+        f += [walkNs, faultNs, collectNs, allocNs, copyNs, finalizeNs, copyGBps].map { $0.map(Self.number) ?? "" }
+        f += [Self.number(throughputGBps), Self.number(m.memcpyGBps), Self.number(m.kernelWalkNs)]
+        f += counters.map { $0.map(String.init) ?? "" }
+        return f
+    }
+
+    /// A number with at most three decimals (empty when not a number).
+    static func number(_ value: Double) -> String {
+        guard value.isFinite else { return "" }
+        let rounded = (value * 1000).rounded() / 1000
+        if rounded == rounded.rounded(), abs(rounded) < 1e15 { return String(Int(rounded)) }
+        return String(format6: rounded)
+    }
+}
+
+/// RFC 4180 CSV: writing rows and reading them back.
+public enum CSV {
+    /// One line: fields joined by commas, quoted when they hold a comma, quote or newline.
+    public static func line(_ fields: [String]) -> String {
+        fields.map { field in
+            guard field.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" || $0 == "\r" }) else { return field }
+            return "\"" + field.replacingAll("\"", with: "\"\"") + "\""
+        }.joined(separator: ",") + "\n"
+    }
+
+    /// Why a CSV text could not be read.
+    public struct ParseError: Error, CustomStringConvertible, Equatable {
+        public var line: Int
+        public var message: String
+        public var description: String { "line \(line): \(message)" }
+    }
+
+    /// Parses CSV text into records (fields per line); quoted fields may hold commas, quotes and newlines.
+    public static func parse(_ text: String) throws(ParseError) -> [[String]] {
+        var records: [[String]] = []
+        var record: [String] = []
+        var field = ""
+        var quoted = false
+        var line = 1
+        var iterator = text.unicodeScalars.makeIterator()
+        var pending: Unicode.Scalar? = nil
+        var fieldStarted = false
+        func next() -> Unicode.Scalar? {
+            if let p = pending {
+                pending = nil
+                return p
+            }
+            return iterator.next()
+        }
+        while let ch = next() {
+            if quoted {
+                if ch == "\"" {
+                    if let after = next() {
+                        if after == "\"" {
+                            field.unicodeScalars.append("\"")
+                        } else {
+                            quoted = false
+                            pending = after
+                        }
+                    } else {
+                        quoted = false
+                    }
+                } else {
+                    if ch == "\n" { line += 1 }
+                    field.unicodeScalars.append(ch)
+                }
+                continue
+            }
+            switch ch {
+            case "\"":
+                guard !fieldStarted, field.isEmpty else { throw ParseError(line: line, message: "a quote inside an unquoted field") }
+                quoted = true
+                fieldStarted = true
+            case ",":
+                record.append(field)
+                field = ""
+                fieldStarted = false
+            case "\r":
+                break
+            case "\n":
+                record.append(field)
+                records.append(record)
+                record = []
+                field = ""
+                fieldStarted = false
+                line += 1
+            default:
+                field.unicodeScalars.append(ch)
+                fieldStarted = true
+            }
+        }
+        if quoted { throw ParseError(line: line, message: "a quoted field is not closed (the file ends inside it)") }
+        if fieldStarted || !record.isEmpty || !field.isEmpty {
+            record.append(field)
+            records.append(record)
+        }
+        return records
+    }
+}

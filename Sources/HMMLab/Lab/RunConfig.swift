@@ -1,0 +1,179 @@
+import Glibc
+
+/// Which way a repetition moves the range (`--direction`).
+public enum Direction: String, Sendable, CaseIterable {
+    /// System memory to the device, window by window, with the strategy.
+    case toDevice = "to-device"
+    /// To the device, then back through CPU faults on every page (`migrate_to_ram`): two rows.
+    case roundTrip = "round-trip"
+}
+
+/// Everything that defines a harness run, validated (`bench --strategy …`).
+///
+/// Built from the command line's option values by ``parse(_:)``, which checks every value and throws a
+/// ``ConfigError`` naming the option, the value and what is allowed.
+public struct RunConfig: Sendable, Equatable {
+    /// `--strategy` as given (`all` or one strategy), and the strategies it means, in run order.
+    public var strategyName = "unified"
+    public var strategies: [Strategy] = [.unified]
+    public var pages = 16384
+    public var windowPages = 512
+    public var mix = Mix.allPresent
+    /// Fraction of the present pages' 2 MiB blocks backed by PMD-mapped 2 MiB folios.
+    public var thp = 0.0
+    /// Probability that the device fails a 2 MiB allocation.
+    public var deviceLargeFail = 0.0
+    public var splitPolicy = Device.SplitPolicy.afterIsolation
+    public var selfInvalidation = Device.SelfInvalidation.skip
+    public var direction = Direction.toDevice
+    /// Copy workers per migration.
+    public var threads = 1
+    /// CPU threads storing into the range while it migrates.
+    public var mutators = 0
+    public var reps = 5
+    public var warmup = 1
+    public var seed: UInt64 = 1
+    public var systemNode = 0
+    /// nil: the next node after the system node, or the system node on a one-node machine.
+    public var deviceNode: Int?
+    public var backing = BackingRequest.auto
+    public var counters = RunConfig.defaultCounters
+    public var verify = false
+
+    public static let defaultCounters = ["cycles", "instructions", "cache-misses", "dTLB-load-misses", "page-faults", "context-switches"]
+
+    /// The options `parse` knows (names without the leading dashes).
+    public static let optionNames = [
+        "strategy", "pages", "window-pages", "mix", "thp", "device-large-fail", "split-policy", "self-invalidation", "direction",
+        "threads", "mutators", "reps", "warmup", "seed", "system-node", "device-node", "backing", "counters",
+    ]
+
+    /// Largest range a run accepts: 64 GiB.
+    public static let maxPages = 1 << 24
+
+    public init() {}
+
+    /// Builds a configuration from option values (name without dashes → value as typed); options not
+    /// given keep their defaults. `verify` is a flag and set directly.
+    /// - Throws: ``ConfigError`` for the first bad value.
+    public static func parse(_ options: [String: String], nodes: [Int]? = nil) throws(ConfigError) -> RunConfig {
+        var c = RunConfig()
+        for key in options.keys where !optionNames.contains(key) {
+            throw ConfigError("--\(key) is not an option of a run; use one of \(optionNames.map { "--" + $0 }.joined(separator: ", "))")
+        }
+        if let v = options["strategy"] {
+            if v == "all" {
+                c.strategies = Strategy.allCases
+            } else if let s = Strategy(rawValue: v) {
+                c.strategies = [s]
+            } else {
+                throw ConfigError("--strategy '\(v)' is not a strategy; use one of \(Strategy.allCases.map(\.rawValue).joined(separator: ", ")), all")
+            }
+            c.strategyName = v
+        }
+        if let v = options["pages"] { c.pages = try integer("pages", v, 1...maxPages, "a number of 4 KiB pages") }
+        if let v = options["window-pages"] {
+            c.windowPages = try integer("window-pages", v, 1...Device.migrationWindow, "pages per window (dmirror uses 512)")
+        }
+        guard c.windowPages <= c.pages, c.pages % c.windowPages == 0 else {
+            throw ConfigError("--window-pages \(c.windowPages) does not divide --pages \(c.pages); use a divisor of --pages from 1 to 512")
+        }
+        if let v = options["mix"] { c.mix = try Mix.parse(v) }
+        if let v = options["thp"] { c.thp = try fraction("thp", v, "the fraction of 2 MiB blocks of present pages backed by THPs") }
+        if let v = options["device-large-fail"] {
+            c.deviceLargeFail = try fraction("device-large-fail", v, "the probability that a 2 MiB device allocation fails")
+        }
+        if let v = options["split-policy"] {
+            guard let p = Device.SplitPolicy(rawValue: v) else {
+                throw ConfigError("--split-policy '\(v)' is not a split policy; use before-collect or after-isolation")
+            }
+            c.splitPolicy = p
+        }
+        if let v = options["self-invalidation"] {
+            guard let p = Device.SelfInvalidation(rawValue: v) else {
+                throw ConfigError("--self-invalidation '\(v)' is not allowed; use skip or bump")
+            }
+            c.selfInvalidation = p
+        }
+        if let v = options["direction"] {
+            guard let d = Direction(rawValue: v) else { throw ConfigError("--direction '\(v)' is not a direction; use to-device or round-trip") }
+            c.direction = d
+        }
+        if let v = options["threads"] { c.threads = try integer("threads", v, 1...256, "copy worker threads") }
+        if let v = options["mutators"] { c.mutators = try integer("mutators", v, 0...64, "CPU threads storing into the range") }
+        if let v = options["reps"] { c.reps = try integer("reps", v, 1...100_000, "timed repetitions") }
+        if let v = options["warmup"] { c.warmup = try integer("warmup", v, 0...1000, "untimed repetitions first") }
+        if let v = options["seed"] {
+            let parsed = v.hasPrefix("0x") ? UInt64(v.dropFirst(2), radix: 16) : UInt64(v)
+            guard let s = parsed else { throw ConfigError("--seed '\(v)' is not allowed; use an unsigned 64-bit integer (decimal or 0x hex)") }
+            c.seed = s
+        }
+        let known = nodes ?? NUMA.onlineNodes()
+        let nodeList = known.map(String.init).joined(separator: ", ")
+        if let v = options["system-node"] {
+            guard let n = Int(v), known.contains(n) else { throw ConfigError("--system-node '\(v)' is not a node of this machine; use one of \(nodeList)") }
+            c.systemNode = n
+        }
+        if let v = options["device-node"] {
+            guard let n = Int(v), known.contains(n) else { throw ConfigError("--device-node '\(v)' is not a node of this machine; use one of \(nodeList)") }
+            c.deviceNode = n
+        }
+        if let v = options["backing"] {
+            guard let b = BackingRequest(rawValue: v) else { throw ConfigError("--backing '\(v)' is not a backing; use one of auto, hugetlb, thp, 4k") }
+            c.backing = b
+        }
+        if let v = options["counters"] {
+            let names = v.split(separator: ",").map { $0.trimmingSpaces }.filter { !$0.isEmpty }
+            c.counters = names == ["none"] ? [] : names
+            if Set(c.counters).count != c.counters.count { throw ConfigError("--counters '\(v)' names an event twice") }
+            for name in c.counters {
+                do {
+                    _ = try PerfEvents.resolve(name)
+                } catch {
+                    throw ConfigError("--counters: '\(name)' is not a perf event libpfm4 knows; use names such as page-faults, context-switches, cycles, dTLB-load-misses (or none)")
+                }
+            }
+        }
+        return c
+    }
+
+    static func integer(_ option: String, _ value: String, _ range: ClosedRange<Int>, _ what: String) throws(ConfigError) -> Int {
+        guard let n = Int(value), range.contains(n) else {
+            throw ConfigError("--\(option) '\(value)' is not allowed; use \(what): an integer from \(range.lowerBound) to \(range.upperBound)")
+        }
+        return n
+    }
+
+    static func fraction(_ option: String, _ value: String, _ what: String) throws(ConfigError) -> Double {
+        guard let f = Double(value), f.isFinite, f >= 0, f <= 1 else {
+            throw ConfigError("--\(option) '\(value)' is not allowed; use \(what): a number from 0 to 1")
+        }
+        return f
+    }
+
+    /// The device node the run uses.
+    public var resolvedDeviceNode: Int { deviceNode ?? PhysicalMemory.defaultDeviceNode(systemNode: systemNode) }
+
+    /// Pages that must sit in swap at once.
+    public var swapPages: Int { mix.counts(pages: pages)[Int(PageKind.swap.rawValue)] }
+
+    /// The memory a run needs: system pool (the range twice over, for copy-on-write copies and the way
+    /// back, plus page tables), device pool, swap area and page descriptors.
+    public var memoryNeeded: (system: Int, device: Int, swap: Int, total: Int) {
+        let block = PageSize.pmdBytes
+        func round(_ n: Int) -> Int { (n + block - 1) / block * block }
+        let range = pages * PageSize.bytes
+        let system = round(2 * range + (pages / PageSize.pmdPages + 64) * PageSize.bytes + 8 * block)
+        let device = round(range + 4 * block)
+        let swap = round(swapPages * PageSize.bytes + block)
+        let descriptors = (system + device) / PageSize.bytes * PhysicalMemory.descriptorSize
+        return (system, device, swap, system + device + swap + descriptors)
+    }
+
+    /// A one-line description of the settings (for logs and the summary).
+    public var settingsLine: String {
+        "pages \(pages), window \(windowPages), mix \(mix), thp \(Mix.format(thp)), device-large-fail \(Mix.format(deviceLargeFail)), split-policy \(splitPolicy.rawValue), "
+            + "self-invalidation \(selfInvalidation.rawValue), direction \(direction.rawValue), threads \(threads), mutators \(mutators), "
+            + "reps \(reps) (+\(warmup) warm-up), seed \(seed)"
+    }
+}

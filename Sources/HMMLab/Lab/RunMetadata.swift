@@ -1,0 +1,73 @@
+import Glibc
+
+/// What machine and build produced a run: the self-describing part of every CSV row.
+public struct RunMetadata: Sendable {
+    /// The lab's version, written into every row.
+    public static let toolVersion = "0.5.0"
+
+    public var runId: String
+    public var toolVersion = RunMetadata.toolVersion
+    public var host: String
+    public var kernel: String
+    public var cpuModel: String
+    public var cpus: Int
+    public var numaNodes: Int
+    public var systemNode: Int
+    public var deviceNode: Int
+    /// The backing the pools really got (hugetlb, thp or 4k), after fallbacks.
+    public var backing: String
+    /// `/sys/kernel/mm/transparent_hugepage/enabled`, the selected mode.
+    public var thpMode: String
+    /// Plain memcpy bandwidth between the two pools, GB/s (measured at start).
+    public var memcpyGBps: Double
+    /// The kernel's `mincore()` cost per present 4 KiB page, ns (measured at start).
+    public var kernelWalkNs: Double
+
+    /// Reads the machine; the two floors are filled in by the runner's start-up calibration.
+    public static func read(systemNode: Int, deviceNode: Int, backing: String) -> RunMetadata {
+        var uts = utsname()
+        uname(&uts)
+        let kernel = withUnsafeBytes(of: &uts.release) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        var name = [CChar](repeating: 0, count: 256)
+        gethostname(&name, name.count)
+        let host = String(decoding: name.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        let cpuinfo = Sysfs.read("/proc/cpuinfo") ?? ""
+        let model = cpuinfo.split(separator: "\n").first { $0.hasPrefix("model name") }.map { line in
+            line.split(separator: ":", maxSplits: 1).last.map { $0.trimmingSpaces } ?? ""
+        } ?? "unknown"
+        return RunMetadata(
+            runId: Self.newRunId(), host: host, kernel: kernel, cpuModel: model, cpus: Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))),
+            numaNodes: NUMA.onlineNodes().count, systemNode: systemNode, deviceNode: deviceNode, backing: backing,
+            thpMode: ThpSettings.enabled ?? "unsupported", memcpyGBps: .nan, kernelWalkNs: .nan)
+    }
+
+    /// `20261122T041530Z-3fa2`: the UTC start time and 16 random bits.
+    static func newRunId() -> String {
+        var rng = SystemRandomNumberGenerator()
+        let r = UInt16.random(in: 0...UInt16.max, using: &rng)
+        let hex = String(r, radix: 16)
+        return UTCTime.now().compact + "-" + String(repeating: "0", count: 4 - hex.count) + hex
+    }
+}
+
+/// Wall-clock UTC time for file names and row timestamps.
+public struct UTCTime: Sendable {
+    public var year, month, day, hour, minute, second: Int
+
+    public static func now() -> UTCTime {
+        var t = time(nil)
+        var out = tm()
+        gmtime_r(&t, &out)
+        return UTCTime(
+            year: Int(out.tm_year) + 1900, month: Int(out.tm_mon) + 1, day: Int(out.tm_mday), hour: Int(out.tm_hour), minute: Int(out.tm_min),
+            second: Int(out.tm_sec))
+    }
+
+    private func two(_ n: Int) -> String { n < 10 ? "0\(n)" : "\(n)" }
+
+    /// `2026-11-22T04:15:30Z`.
+    public var iso8601: String { "\(year)-\(two(month))-\(two(day))T\(two(hour)):\(two(minute)):\(two(second))Z" }
+
+    /// `20261122T041530Z`.
+    public var compact: String { "\(year)\(two(month))\(two(day))T\(two(hour))\(two(minute))\(two(second))Z" }
+}

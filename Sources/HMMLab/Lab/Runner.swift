@@ -1,0 +1,412 @@
+import Glibc
+import Histogram
+
+/// Runs a ``RunConfig``: warm-up and timed repetitions, strategies interleaved repetition by
+/// repetition (so drift hits them alike), one fresh ``Workload`` per repetition and strategy (the same
+/// seed for every strategy of a repetition, so they migrate identical ranges), one ``ResultRow`` per
+/// strategy, repetition and direction, handed to ``onRow`` as each repetition ends.
+///
+/// Timed: each op (one window made resident with the strategy, or, coming back, one window of CPU
+/// loads faulting device pages back with `migrate_to_ram`), recorded in an HdrHistogram, and the
+/// phases inside it. Not timed: building the range, the checks after it, tearing it down.
+public final class Runner {
+    /// Where a run is, for a progress bar.
+    public struct Progress: Sendable {
+        public var strategy: Strategy
+        public var direction: Direction
+        /// 1-based; warm-up repetitions are reported with `warmup` true.
+        public var rep: Int
+        public var reps: Int
+        public var warmup: Bool
+        public var op: Int
+        public var ops: Int
+        /// Repetitions finished of all strategies, and how many there are, for the overall fraction.
+        public var done: Int
+        public var total: Int
+    }
+
+    /// Why a run could not be done.
+    public struct RunError: Error, CustomStringConvertible {
+        public var description: String
+        public init(_ description: String) { self.description = description }
+    }
+
+    public let config: RunConfig
+    public private(set) var metadata: RunMetadata
+    public let memory: PhysicalMemory
+    let swap: SwapArea
+    public let counters: PerfCounterSet?
+    /// Called with each finished repetition's rows, in order.
+    public var onRow: (ResultRow) throws -> Void = { _ in }
+    /// Called before each op (keep it cheap: it is part of the harness overhead measured).
+    public var onProgress: ((Progress) -> Void)?
+    /// Polled between ops: true stops the run after tearing down the current repetition, whose rows
+    /// are not written.
+    public var shouldStop: () -> Bool = { false }
+    /// One line per event worth telling (an op that failed with an unexpected errno, a leak).
+    public var onWarning: (String) -> Void = { _ in }
+    /// Whether the last ``run()`` stopped early.
+    public private(set) var interrupted = false
+    /// The harness's own cost per op (clock reads, histogram, progress and stop checks), ns, and per
+    /// repetition (counter reads, snapshots), ns: measured at start.
+    public private(set) var overheadPerOpNs = 0.0
+    public private(set) var overheadPerRepNs = 0.0
+
+    private let systemFreeAtStart: Int
+    private let deviceFreeAtStart: Int
+
+    /// Allocates the pools (refusing a run larger than the memory available), resolves the counters
+    /// and measures the floors (`memcpy_gbps`, `kernel_walk_ns`).
+    public init(config: RunConfig) throws(RunError) {
+        self.config = config
+        try Self.checkMemory(config)
+        let need = config.memoryNeeded
+        do {
+            memory = try PhysicalMemory(
+                .init(
+                    systemBytes: need.system, deviceBytes: need.device, systemNode: config.systemNode, deviceNode: config.resolvedDeviceNode,
+                    backing: config.backing))
+            swap = try SwapArea(bytes: need.swap, node: config.systemNode, backing: config.backing == .hugetlb ? .auto : config.backing)
+        } catch {
+            throw RunError("memory for the run: \(error)")
+        }
+        if config.counters.isEmpty {
+            counters = nil
+        } else {
+            do {
+                counters = try PerfCounterSet(config.counters)
+            } catch {
+                throw RunError("\(error)")
+            }
+        }
+        systemFreeAtStart = memory.system.allocator.freeFrames
+        deviceFreeAtStart = memory.device.allocator.freeFrames
+        metadata = RunMetadata.read(systemNode: config.systemNode, deviceNode: config.resolvedDeviceNode, backing: memory.system.region.backing.rawValue)
+        metadata.memcpyGBps = Calibration.memcpyGBps(memory: memory, bytes: 64 << 20)
+        metadata.kernelWalkNs = (try? Calibration.kernelMincoreNs(pages: 8192, node: config.systemNode)) ?? .nan
+    }
+
+    /// Refuses a run that needs more memory than the machine has available, naming the sizes.
+    public static func checkMemory(_ config: RunConfig) throws(RunError) {
+        let need = config.memoryNeeded
+        let available = availableBytes()
+        guard need.total <= available else {
+            throw RunError(
+                "--pages \(config.pages) needs \(Region.formatBytes(need.total)) (system pool \(Region.formatBytes(need.system)), "
+                    + "device pool \(Region.formatBytes(need.device)), swap \(Region.formatBytes(need.swap)), and descriptors) but only "
+                    + "\(Region.formatBytes(available)) is available (MemAvailable plus free hugetlb pages); use fewer pages")
+        }
+    }
+
+    /// MemAvailable plus the free hugetlb pages (reserved memory MemAvailable does not count).
+    static func availableBytes() -> Int {
+        let meminfo = Sysfs.read("/proc/meminfo") ?? ""
+        let available = Sysfs.kilobyteField("MemAvailable", in: meminfo[...]) ?? Int.max / 2
+        let huge = (Sysfs.readInt("/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages") ?? 0) * PageSize.pmdBytes
+        return available + huge
+    }
+
+    /// Runs every repetition; returns the rows written.
+    @discardableResult
+    public func run() throws(RunError) -> [ResultRow] {
+        interrupted = false
+        counters?.enterWorkerThread()
+        if let counters { CopyEngine.workerThreadHook = { counters.enterWorkerThread() } }
+        defer { CopyEngine.workerThreadHook = nil }
+        measureOverhead()
+        var rows: [ResultRow] = []
+        let total = (config.warmup + config.reps) * config.strategies.count
+        var done = 0
+        for rep in 0..<(config.warmup + config.reps) {
+            for strategy in config.strategies {
+                let warm = rep < config.warmup
+                let seed = config.seed &+ UInt64(rep) &* 0x9E37_79B9_7F4A_7C15
+                guard var repRows = try repetition(strategy, rep: warm ? rep + 1 : rep - config.warmup + 1, warmup: warm, seed: seed, done: done, total: total) else {
+                    interrupted = true
+                    return rows
+                }
+                done += 1
+                if !checkNothingLeaked(strategy, rep: rep + 1), config.verify {
+                    for i in repRows.indices { repRows[i].verifyFailures = (repRows[i].verifyFailures ?? 0) + 1 }
+                }
+                if warm { continue }
+                for row in repRows {
+                    do {
+                        try onRow(row)
+                    } catch {
+                        throw RunError("writing a row: \(error)")
+                    }
+                }
+                rows += repRows
+            }
+        }
+        return rows
+    }
+
+    // MARK: - One repetition
+
+    /// Counters read around a timed part.
+    struct Tally {
+        var ptes = 0, cow = 0, swapins = 0, tlb = 0, invalidations = 0, folioSplits = 0
+        var allocFails = 0, hugeToDevice = 0, hugeToSystem = 0, bytesCopied = 0, copyNs = 0, verifyFailures = 0, cpuFaults = 0
+        var pagesToSystem = 0, stores = 0
+        var perf: [UInt64?] = []
+
+        static func - (a: Tally, b: Tally) -> Tally {
+            var d = Tally()
+            d.ptes = a.ptes - b.ptes
+            d.cow = a.cow - b.cow
+            d.swapins = a.swapins - b.swapins
+            d.tlb = a.tlb - b.tlb
+            d.invalidations = a.invalidations - b.invalidations
+            d.folioSplits = a.folioSplits - b.folioSplits
+            d.allocFails = a.allocFails - b.allocFails
+            d.hugeToDevice = a.hugeToDevice - b.hugeToDevice
+            d.hugeToSystem = a.hugeToSystem - b.hugeToSystem
+            d.bytesCopied = a.bytesCopied - b.bytesCopied
+            d.copyNs = a.copyNs - b.copyNs
+            d.verifyFailures = a.verifyFailures - b.verifyFailures
+            d.cpuFaults = a.cpuFaults - b.cpuFaults
+            d.pagesToSystem = a.pagesToSystem - b.pagesToSystem
+            d.stores = a.stores - b.stores
+            d.perf = zip(a.perf, b.perf).map { x, y in x.flatMap { x in y.map { x &- $0 } } }
+            return d
+        }
+    }
+
+    func tally(_ w: Workload, _ mutators: Mutators) -> Tally {
+        var t = Tally()
+        for mm in [w.mm] + (w.child.map { [$0] } ?? []) {
+            t.ptes += mm.counters.entriesVisited.load(ordering: .relaxed)
+            t.cow += mm.counters.faults(.copyOnWrite)
+            t.swapins += mm.counters.faults(.swapIn)
+            t.tlb += mm.counters.tlbFlushes.load(ordering: .relaxed)
+            t.invalidations += mm.notifiers.invalidations.load(ordering: .relaxed)
+            t.folioSplits += mm.counters.folioSplits.load(ordering: .relaxed)
+        }
+        let s = w.device.stats
+        t.allocFails = s.allocationFailures.load(ordering: .relaxed)
+        t.hugeToDevice = s.hugeToDevice.load(ordering: .relaxed)
+        t.hugeToSystem = s.hugeToSystem.load(ordering: .relaxed)
+        t.bytesCopied = s.bytesCopied.load(ordering: .relaxed)
+        t.copyNs = s.copyNanoseconds.load(ordering: .relaxed)
+        t.verifyFailures = s.verifyFailures.load(ordering: .relaxed)
+        t.cpuFaults = s.cpuFaults.load(ordering: .relaxed)
+        t.pagesToSystem = s.pagesToSystem.load(ordering: .relaxed)
+        t.stores = mutators.storesSoFar
+        t.perf = counters?.read() ?? []
+        return t
+    }
+
+    /// One repetition of one strategy; nil when stopped.
+    func repetition(_ strategy: Strategy, rep: Int, warmup: Bool, seed: UInt64, done: Int, total: Int) throws(RunError) -> [ResultRow]? {
+        let w: Workload
+        do {
+            w = try Workload(memory: memory, swap: swap, config: config, seed: seed)
+        } catch {
+            throw RunError("\(error)")
+        }
+        let mutators = Mutators(workload: w, count: config.mutators, seed: seed)
+        defer {
+            mutators.finish()
+            w.tearDown()
+        }
+        let ops = config.pages / config.windowPages
+        var progress = Progress(
+            strategy: strategy, direction: .toDevice, rep: rep, reps: warmup ? config.warmup : config.reps, warmup: warmup, op: 0, ops: ops,
+            done: done, total: total)
+        let shouldStop = self.shouldStop
+        let onProgress = self.onProgress
+        var rows: [ResultRow] = []
+        mutators.start()
+
+        // To the device.
+        var histogram = Self.histogram()
+        var result = MigrationResult()
+        var unexpected: [Int32] = []
+        let before = tally(w, mutators)
+        let started = monotonicNanoseconds()
+        for op in 0..<ops {
+            progress.op = op
+            onProgress?(progress)
+            if shouldStop() { return nil }
+            let address = w.address(op * config.windowPages)
+            let t0 = monotonicNanoseconds()
+            let r = w.device.makeResident(address, pages: config.windowPages, strategy: strategy, compound: config.thp > 0)
+            let t1 = monotonicNanoseconds()
+            _ = histogram.record(t1 - t0)
+            if r.errno != 0, r.errno != HMMErrno.ENOENT { unexpected.append(r.errno) }
+            result.merge(r)
+        }
+        let wall = monotonicNanoseconds() - started
+        let after = tally(w, mutators)
+        let onDevice = w.mm.snapshot(w.start, pages: w.pages).reduce(0) { $0 + ($1 == .devicePrivate ? 1 : 0) }
+        if !unexpected.isEmpty {
+            onWarning("\(strategy) rep \(rep): \(unexpected.count) ops ended with \(Set(unexpected.map(HMMErrno.name)).sorted().joined(separator: ", "))")
+        }
+        var row = makeRow(strategy: strategy, direction: .toDevice, rep: rep, ops: ops, histogram: histogram, wall: wall, delta: after - before)
+        row.pagesMigrated = result.migrated
+        row.pagesSkipped = w.pages - onDevice
+        row.walks = result.walks
+        row.walkRestarts = result.restarts
+        row.faults = result.faults
+        row.migrationEntries = result.migrationEntries
+        row.notifierRetries = result.notifierRetries
+        row.folioLockFails = result.lockFailures
+        row.thpMigrated = (after - before).hugeToDevice
+        row.thpSplits = result.splitsBeforeCollect + result.splitsAfterIsolation
+        let perOp = { (ns: UInt64) in Double(ns) / Double(ops) }
+        row.walkNs = perOp(result.phases.walk)
+        row.faultNs = perOp(result.phases.fault)
+        row.collectNs = perOp(result.phases.collect)
+        row.allocNs = perOp(result.phases.alloc)
+        row.copyNs = perOp(result.phases.copy)
+        row.finalizeNs = perOp(result.phases.finalize)
+        row.throughputGBps = Double(result.migrated * PageSize.bytes) / Double(max(wall, 1))
+        rows.append(row)
+
+        // Back through CPU faults.
+        if config.direction == .roundTrip {
+            progress.direction = .roundTrip
+            var back = Self.histogram()
+            let before = tally(w, mutators)
+            let started = monotonicNanoseconds()
+            var failures = 0
+            for op in 0..<ops {
+                progress.op = op
+                onProgress?(progress)
+                if shouldStop() { return nil }
+                let first = op * config.windowPages
+                let t0 = monotonicNanoseconds()
+                for k in first..<(first + config.windowPages) {
+                    do { _ = try w.mm.load(UInt8.self, from: w.address(k)) } catch { failures += 1 }
+                }
+                let t1 = monotonicNanoseconds()
+                _ = back.record(t1 - t0)
+            }
+            let wall = monotonicNanoseconds() - started
+            let after = tally(w, mutators)
+            let d = after - before
+            if failures > 0 { onWarning("\(strategy) rep \(rep): \(failures) CPU loads on the way back failed") }
+            let left = w.mm.snapshot(w.start, pages: w.pages).reduce(0) { $0 + ($1 == .devicePrivate ? 1 : 0) }
+            var row = makeRow(strategy: strategy, direction: .roundTrip, rep: rep, ops: ops, histogram: back, wall: wall, delta: d)
+            row.pagesMigrated = d.pagesToSystem
+            row.pagesSkipped = left
+            row.walks = d.cpuFaults  // one migrate_vma_setup per migrate_to_ram
+            row.faults = d.cpuFaults
+            row.thpMigrated = d.hugeToSystem
+            row.thpSplits = d.folioSplits
+            row.copyNs = Double(d.copyNs) / Double(ops)
+            row.throughputGBps = Double(d.pagesToSystem * PageSize.bytes) / Double(max(wall, 1))
+            rows.append(row)
+        }
+
+        // Checks: stores and content, then leaks.
+        let stores = mutators.finish()
+        if stores.failed > 0 { onWarning("\(strategy) rep \(rep): \(stores.failed) mutator stores failed") }
+        var lost = 0
+        var corrupt = 0
+        if config.verify || config.mutators > 0 {
+            (corrupt, lost) = check(w, mutators)
+        }
+        let verifyFailures = after.verifyFailures - before.verifyFailures + (rows.count > 1 ? rows[1].verifyFailures ?? 0 : 0)
+        let timestamp = UTCTime.now().iso8601
+        for i in rows.indices {
+            rows[i].timestamp = timestamp
+            rows[i].lostStores = lost
+            if config.verify { rows[i].verifyFailures = (i == 0 ? verifyFailures : rows[i].verifyFailures ?? 0) + corrupt }
+        }
+        return rows
+    }
+
+    /// Whether every frame and swap slot came back once a repetition's workload is gone; warns if not.
+    func checkNothingLeaked(_ strategy: Strategy, rep: Int) -> Bool {
+        let system = systemFreeAtStart - memory.system.allocator.freeFrames
+        let device = deviceFreeAtStart - memory.device.allocator.freeFrames
+        guard system != 0 || device != 0 || swap.usedSlots != 0 else { return true }
+        onWarning("\(strategy) rep \(rep): frames not returned after teardown (system \(system), device \(device), swap slots \(swap.usedSlots))")
+        return false
+    }
+
+    static func histogram() -> Histogram<UInt64> {
+        Histogram<UInt64>(lowestDiscernibleValue: 1, highestTrackableValue: 3_600_000_000_000, numberOfSignificantValueDigits: .three)
+    }
+
+    func makeRow(strategy: Strategy, direction: Direction, rep: Int, ops: Int, histogram: Histogram<UInt64>, wall: UInt64, delta d: Tally) -> ResultRow {
+        var row = ResultRow(metadata: metadata, timestamp: "", strategy: strategy.rawValue, direction: direction.rawValue, config: config, rep: rep)
+        row.ops = ops
+        row.pagesRequested = config.pages
+        row.ptesVisited = d.ptes
+        row.cowBreaks = d.cow
+        row.swapins = d.swapins
+        row.tlbFlushes = d.tlb
+        row.invalidations = d.invalidations
+        row.deviceAllocFails = d.allocFails
+        row.bytesCopied = d.bytesCopied
+        row.verifyFailures = config.verify ? d.verifyFailures : nil
+        row.mutatorStores = d.stores
+        row.wallNs = wall
+        row.opMeanNs = histogram.mean
+        row.opP50Ns = histogram.valueAtPercentile(50)
+        row.opP90Ns = histogram.valueAtPercentile(90)
+        row.opP99Ns = histogram.valueAtPercentile(99)
+        row.opMaxNs = histogram.max
+        row.copyGBps = d.copyNs > 0 ? Double(d.bytesCopied) / Double(d.copyNs) : nil
+        row.counters = counters.map { _ in d.perf } ?? []
+        return row
+    }
+
+    /// Reads every page through the device (`HMM_DMIRROR_READ`: no migration) and checks its header
+    /// (written pages), its zeros (untouched and zero pages) and its mutator stamp. Returns pages with
+    /// wrong content and pages that lost a store.
+    func check(_ w: Workload, _ mutators: Mutators) -> (corrupt: Int, lost: Int) {
+        var corrupt = 0
+        var lost = 0
+        let window = Device.migrationWindow
+        var first = 0
+        while first < w.pages {
+            let n = min(window, w.pages - first)
+            guard let bytes = try? w.device.read(w.address(first), pages: n).bytes else {
+                onWarning("the device could not read pages \(first)..<\(first + n) to check them")
+                corrupt += n
+                first += n
+                continue
+            }
+            bytes.withUnsafeBytes { b in
+                for i in 0..<n {
+                    let k = first + i
+                    let base = i * PageSize.bytes
+                    let h0 = b.loadUnaligned(fromByteOffset: base, as: UInt64.self)
+                    let h1 = b.loadUnaligned(fromByteOffset: base + 8, as: UInt64.self)
+                    let stamp = b.loadUnaligned(fromByteOffset: base + Int(Workload.stampOffset), as: UInt64.self)
+                    let (e0, e1) = w.kinds[k].isWritten ? w.header(k) : (0, 0)
+                    if h0 != e0 || h1 != e1 { corrupt += 1 }
+                    if stamp != mutators.expectedStamp(k) { lost += 1 }
+                }
+            }
+            first += n
+        }
+        return (corrupt, lost)
+    }
+
+    /// Measures what the harness adds to each op and each repetition.
+    func measureOverhead() {
+        var h = Self.histogram()
+        let n = 20000
+        let shouldStop = self.shouldStop
+        let onProgress = self.onProgress
+        let progress = Progress(strategy: .unified, direction: .toDevice, rep: 0, reps: 0, warmup: true, op: 0, ops: n, done: 0, total: 1)
+        let t0 = monotonicNanoseconds()
+        for _ in 0..<n {
+            onProgress?(progress)
+            if shouldStop() { break }
+            let a = monotonicNanoseconds()
+            let b = monotonicNanoseconds()
+            _ = h.record(b &- a)
+        }
+        overheadPerOpNs = Double(monotonicNanoseconds() - t0) / Double(n)
+        let t1 = monotonicNanoseconds()
+        for _ in 0..<10 { _ = counters?.read() }
+        overheadPerRepNs = Double(monotonicNanoseconds() - t1) / 10 * 4  // two reads per direction
+    }
+}

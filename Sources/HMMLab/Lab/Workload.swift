@@ -1,0 +1,172 @@
+/// A range of pages in the states of a ``Mix``, in a fresh address space with a device mirroring it:
+/// what one repetition of the harness migrates. Building it is not timed.
+///
+/// Every written page carries a 16-byte header (its index mixed with the seed, and the complement), so
+/// the checks after a run can tell each page's bytes from any other's; mutators store an 8-byte stamp
+/// at ``stampOffset``.
+///
+/// Building, in order (each step as a process would do it):
+/// 1. `mmap` the range (2 MiB aligned); read-fault the `zero` pages, write the other written 4 KiB pages.
+/// 2. With THP blocks, `madvise(MADV_HUGEPAGE)` the range and write those blocks: each first write
+///    faults in a PMD-mapped 2 MiB folio. From then on the VMA is a THP VMA, as in the kernel: a later
+///    fault into an untouched 2 MiB block gets a THP too.
+/// 3. With `cow` pages, `fork` a child; the child unmaps every other page (so only the `cow` pages stay
+///    shared) and the parent writes its other written pages again (reusing them: writable and
+///    anon-exclusive once more).
+/// 4. Swap out the `swap` pages, migrate the `device` pages to the device, pin the `pinned` pages.
+public final class Workload {
+    public let mm: AddressSpace
+    public private(set) var device: Device!
+    /// The forked child holding the `cow` pages' other mapping.
+    public private(set) var child: AddressSpace?
+    public let start: UInt64
+    public let pages: Int
+    public let seed: UInt64
+    /// State per page.
+    public let kinds: [PageKind]
+    /// Pages per state, as built.
+    public private(set) var built: [Int]
+    /// The 2 MiB blocks backed by THPs.
+    public let thpBlockSet: Set<Int>
+    private var pins: [Pfn] = []
+
+    /// Offset of the mutators' stamp within a page.
+    public static let stampOffset: UInt64 = 16
+
+    /// Why a workload could not be built.
+    public struct BuildError: Error, CustomStringConvertible {
+        public var description: String
+    }
+
+    public init(memory: PhysicalMemory, swap: SwapArea?, config: RunConfig, seed: UInt64) throws(BuildError) {
+        pages = config.pages
+        self.seed = seed
+        do {
+            mm = try AddressSpace(memory: memory, swap: swap)
+        } catch {
+            throw BuildError(description: "address space: \(error)")
+        }
+        (kinds, thpBlockSet) = Self.assign(pages: config.pages, mix: config.mix, thp: config.thp, seed: seed)
+        built = Array(repeating: 0, count: PageKind.allCases.count)
+        do {
+            start = try mm.mmap(length: config.pages * PageSize.bytes, protection: .readWrite)
+        } catch {
+            throw BuildError(description: "mmap of \(config.pages) pages: \(error)")
+        }
+        device = Device(
+            memory: memory, mm: mm, copyWorkers: config.threads, verify: config.verify, selfInvalidation: config.selfInvalidation,
+            splitPolicy: config.splitPolicy)
+        if config.deviceLargeFail > 0 { device.setAllocationFailure(FailureInjection(order9: config.deviceLargeFail, seed: seed ^ 0x6465_7669_6365)) }
+        do {
+            try populate(config: config)
+        } catch {
+            throw BuildError(description: "building the \(config.mix) range: \(error)")
+        }
+    }
+
+    /// The state of every page, and the THP blocks: whole 2 MiB blocks of present pages chosen at
+    /// random (`thp` of the blocks the present pages could fill), then the other states' counts
+    /// shuffled over the remaining pages.
+    static func assign(pages: Int, mix: Mix, thp: Double, seed: UInt64) -> (kinds: [PageKind], thpBlocks: Set<Int>) {
+        var counts = mix.counts(pages: pages)
+        var rng = SplitMix64(seed: seed ^ 0x6D69_78)
+        var kinds = [PageKind](repeating: .none, count: pages)
+        let present = Int(PageKind.present.rawValue)
+        let blocks = pages / PageSize.pmdPages
+        let wanted = min(blocks, Int((thp * Double(counts[present] / PageSize.pmdPages)).rounded()))
+        var chosen = Set<Int>()
+        if wanted > 0 {
+            var order = Array(0..<blocks)
+            order.shuffle(using: &rng)
+            chosen = Set(order.prefix(wanted))
+            for b in chosen { for k in b * PageSize.pmdPages..<(b + 1) * PageSize.pmdPages { kinds[k] = .present } }
+            counts[present] -= wanted * PageSize.pmdPages
+        }
+        var rest: [PageKind] = []
+        rest.reserveCapacity(pages - wanted * PageSize.pmdPages)
+        for kind in PageKind.allCases { rest += Array(repeating: kind, count: counts[Int(kind.rawValue)]) }
+        rest.shuffle(using: &rng)
+        var j = 0
+        for k in 0..<pages where !chosen.contains(k / PageSize.pmdPages) {
+            kinds[k] = rest[j]
+            j += 1
+        }
+        return (kinds, chosen)
+    }
+
+    /// The header a written page `k` holds (two 64-bit words).
+    public func header(_ k: Int) -> (UInt64, UInt64) {
+        let a = UInt64(k) &* 0x9E37_79B9_7F4A_7C15 ^ seed
+        return (a, ~a)
+    }
+
+    public func address(_ k: Int) -> UInt64 { start + UInt64(k) << 12 }
+
+    private func writeHeader(_ k: Int) throws(FaultError) {
+        let (a, b) = header(k)
+        try mm.store(a, at: address(k))
+        try mm.store(b, at: address(k) + 8)
+    }
+
+    private func populate(config: RunConfig) throws {
+        let thp = thpBlockSet
+        for k in 0..<pages where !thp.contains(k / PageSize.pmdPages) {
+            switch kinds[k] {
+            case .none: break
+            case .zero: _ = try mm.load(UInt8.self, from: address(k))
+            default: try writeHeader(k)
+            }
+        }
+        if !thp.isEmpty {
+            try mm.madvise(start, length: pages * PageSize.bytes, hugepage: true)
+            for b in thp.sorted() {
+                for k in b * PageSize.pmdPages..<(b + 1) * PageSize.pmdPages { try writeHeader(k) }
+            }
+        }
+        if kinds.contains(.cow) {
+            let child = try mm.fork()
+            self.child = child
+            try forEachRun(where: { $0 != .cow }) { k, n in try child.munmap(address(k), length: n * PageSize.bytes) }
+            for k in 0..<pages where kinds[k].isWritten && kinds[k] != .cow { try writeHeader(k) }
+        }
+        try forEachRun(where: { $0 == .swap }) { k, n in
+            let r = try mm.swapOut(address(k), pages: n)
+            guard r.swapped == n else { throw BuildError(description: "swap-out of \(n) pages at page \(k) swapped \(r.swapped): \(r.skipped)") }
+        }
+        try forEachRun(where: { $0 == .device }) { k, n in
+            let r = device.migrateToDevice(address(k), pages: n)
+            guard r.errno == 0 else { throw BuildError(description: "migrating \(n) pages at page \(k) to the device: \(HMMErrno.name(r.errno))") }
+        }
+        for k in 0..<pages where kinds[k] == .pinned { pins.append(try mm.pinUserPage(address(k))) }
+        for k in 0..<pages { built[Int(kinds[k].rawValue)] += 1 }
+    }
+
+    /// Calls `body(firstPage, count)` for each maximal run of pages whose state matches.
+    private func forEachRun(where match: (PageKind) -> Bool, _ body: (Int, Int) throws -> Void) rethrows {
+        var k = 0
+        while k < pages {
+            guard match(kinds[k]) else {
+                k += 1
+                continue
+            }
+            var e = k
+            while e < pages, match(kinds[e]) { e += 1 }
+            try body(k, e - k)
+            k = e
+        }
+    }
+
+    /// Drops the pins, the device (evicting nothing: unmapping frees its pages), the child and the range.
+    public func tearDown() {
+        guard device != nil else { return }
+        for pfn in pins { mm.unpinUserPage(pfn) }
+        pins = []
+        try? mm.munmap(start, length: pages * PageSize.bytes)
+        if let child {
+            child.teardown()
+            self.child = nil
+        }
+        device = nil
+        mm.teardown()
+    }
+}

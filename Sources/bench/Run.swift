@@ -1,0 +1,214 @@
+import ArgumentParser
+import Glibc
+import HMMLab
+import Synchronization
+
+/// The options that define a run, shared by `bench` (run) and `bench sweep`. Values are taken as
+/// typed and validated by ``RunConfig/parse(_:nodes:)``, which names the bad value and what is allowed.
+struct RunOptions: ParsableArguments {
+    @Option(help: "unified, fault-then-migrate, migrate-then-fault or all (interleaved per repetition).")
+    var strategy: String?
+    @Option(help: "4 KiB pages in the range (default 16384).")
+    var pages: String?
+    @Option(name: .customLong("window-pages"), help: "Pages per op, a divisor of --pages up to 512 (default 512).")
+    var windowPages: String?
+    @Option(help: "STATE=FRACTION,... over none, zero, present, cow, swap, device, pinned (sum 1; default present=1).")
+    var mix: String?
+    @Option(help: "Fraction of the present pages' 2 MiB blocks backed by THPs (default 0).")
+    var thp: String?
+    @Option(name: .customLong("device-large-fail"), help: "Probability that a 2 MiB device allocation fails (default 0).")
+    var deviceLargeFail: String?
+    @Option(name: .customLong("split-policy"), help: "before-collect or after-isolation (default).")
+    var splitPolicy: String?
+    @Option(name: .customLong("self-invalidation"), help: "skip (default, as dmirror) or bump.")
+    var selfInvalidation: String?
+    @Option(help: "to-device (default) or round-trip (back through CPU faults: a second row).")
+    var direction: String?
+    @Option(help: "Copy worker threads (default 1).")
+    var threads: String?
+    @Option(help: "CPU threads storing into the range during the run (default 0).")
+    var mutators: String?
+    @Option(help: "Timed repetitions (default 5).")
+    var reps: String?
+    @Option(help: "Untimed repetitions first (default 1).")
+    var warmup: String?
+    @Option(help: "Seed of the workload and injected failures (default 1).")
+    var seed: String?
+    @Option(name: .customLong("system-node"), help: "NUMA node of system memory (default 0).")
+    var systemNode: String?
+    @Option(name: .customLong("device-node"), help: "NUMA node of device memory (default: the next node, or the system node on one node).")
+    var deviceNode: String?
+    @Option(help: "auto (default), hugetlb, thp or 4k.")
+    var backing: String?
+    @Option(help: "perf events by libpfm4 name, comma-separated, or none (default cycles,instructions,cache-misses,dTLB-load-misses,page-faults,context-switches).")
+    var counters: String?
+    @Flag(help: "Check every migrated byte, every page's content and every frame after each repetition.")
+    var verify = false
+
+    /// The given options as name → value.
+    var given: [String: String] {
+        let pairs: [(String, String?)] = [
+            ("strategy", strategy), ("pages", pages), ("window-pages", windowPages), ("mix", mix), ("thp", thp), ("device-large-fail", deviceLargeFail),
+            ("split-policy", splitPolicy), ("self-invalidation", selfInvalidation), ("direction", direction), ("threads", threads),
+            ("mutators", mutators), ("reps", reps), ("warmup", warmup), ("seed", seed), ("system-node", systemNode), ("device-node", deviceNode),
+            ("backing", backing), ("counters", counters),
+        ]
+        var d: [String: String] = [:]
+        for (k, v) in pairs { if let v { d[k] = v } }
+        return d
+    }
+
+    func config(overriding overrides: [String: String] = [:]) throws -> RunConfig {
+        do {
+            var c = try RunConfig.parse(given.merging(overrides) { _, new in new })
+            c.verify = verify
+            return c
+        } catch {
+            throw badInput(error.message)
+        }
+    }
+}
+
+/// Output options shared by run and sweep.
+struct OutputOptions: ParsableArguments {
+    @Option(help: "CSV file for the rows (default results/<UTC date-time>-<strategy>.csv).")
+    var out: String?
+    @Option(help: "Summary format on stdout: text, csv or json.")
+    var format: SummaryFormat = .text
+    @Flag(help: "No progress bar and no notes on stderr.")
+    var quiet = false
+}
+
+enum SummaryFormat: String, ExpressibleByArgument, CaseIterable {
+    case text, csv, json
+}
+
+/// Set by SIGINT; the run stops between ops and keeps its finished rows.
+let interruptRequested = Atomic<Bool>(false)
+
+/// Installs the SIGINT handler: the first ^C asks the run to stop, a second one kills it.
+func installInterruptHandler() {
+    signal(SIGINT) { _ in
+        interruptRequested.store(true, ordering: .relaxed)
+        signal(SIGINT, SIG_DFL)
+    }
+}
+
+/// A progress bar on stderr, redrawn at most ten times a second, only on a terminal.
+final class ProgressBar {
+    let enabled: Bool
+    private var last: UInt64 = 0
+    init(enabled: Bool) { self.enabled = enabled && isatty(2) != 0 }
+
+    func update(_ p: Runner.Progress, label: String = "") {
+        guard enabled else { return }
+        let now = monotonicNanoseconds()
+        guard now - last > 100_000_000 else { return }
+        last = now
+        let fraction = (Double(p.done) + Double(p.op) / Double(max(p.ops, 1))) / Double(max(p.total, 1))
+        let width = 30
+        let filled = Int(fraction * Double(width))
+        let bar = String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled)
+        let rep = p.warmup ? "warm-up \(p.rep)/\(p.reps)" : "rep \(p.rep)/\(p.reps)"
+        printError("\r\u{1B}[K\(label)\(p.strategy) \(p.direction.rawValue) \(rep) [\(bar)] \(Int(fraction * 100))%", newline: false)
+    }
+
+    func clear() {
+        if enabled { printError("\r\u{1B}[K", newline: false) }
+    }
+}
+
+/// Runs one configuration into an open result file; returns the rows, or nil when interrupted.
+func runConfiguration(
+    _ config: RunConfig, file: ResultFile, output: OutputOptions, label: String = "", notes: inout Set<String>
+) throws -> (rows: [ResultRow], runner: Runner, interrupted: Bool) {
+    let runner: Runner
+    do {
+        runner = try Runner(config: config)
+    } catch {
+        throw failure(error.description)
+    }
+    if let counters = runner.counters {
+        for (name, reason) in counters.unavailable where !notes.contains(name) {
+            notes.insert(name)
+            if !output.quiet { printError("bench: note: counter \(name) cannot be opened here (\(reason)); its column is left empty") }
+        }
+    }
+    let bar = ProgressBar(enabled: !output.quiet)
+    runner.onProgress = { bar.update($0, label: label) }
+    runner.shouldStop = { interruptRequested.load(ordering: .relaxed) }
+    runner.onWarning = { message in
+        bar.clear()
+        printError("bench: warning: \(message)")
+    }
+    runner.onRow = { try file.append($0) }
+    let rows: [ResultRow]
+    do {
+        rows = try runner.run()
+    } catch {
+        bar.clear()
+        throw failure(error.description)
+    }
+    bar.clear()
+    return (rows, runner, runner.interrupted)
+}
+
+/// Prints the summary in the chosen format, with the run's machine and floors as comments in text.
+func printSummary(_ rows: [ResultRow], runner: Runner, format: SummaryFormat, path: String) {
+    let summary = Summary(rows: rows)
+    switch format {
+    case .csv: print(summary.csv, terminator: "")
+    case .json: print(summary.json)
+    case .text:
+        let m = runner.metadata
+        let c = runner.config
+        print("# hmm-lab \(m.toolVersion) bench, run \(m.runId): \(c.settingsLine)")
+        print("# \(m.host): \(m.cpuModel), \(m.cpus) cpus, \(m.numaNodes) NUMA node\(m.numaNodes == 1 ? "" : "s"), kernel \(m.kernel); "
+            + "system node \(m.systemNode), device node \(m.deviceNode)\(m.systemNode == m.deviceNode ? " (one node: device memory is local)" : ""); "
+            + "backing \(m.backing), THP \(m.thpMode)")
+        let medianOp = Summary.median(rows.map(\.opMeanNs))
+        let overhead = runner.overheadPerOpNs + runner.overheadPerRepNs / Double(max(c.pages / c.windowPages, 1))
+        print("# floors: memcpy \(Summary.fixed(m.memcpyGBps, 2)) GB/s between the pools, kernel mincore \(Summary.fixed(m.kernelWalkNs, 2)) ns/page; "
+            + "harness overhead \(Summary.fixed(overhead, 0)) ns/op (\(Summary.fixed(overhead / medianOp * 100, 3))% of the mean op)")
+        print(summary.text)
+        print("# rows: \(path)")
+    }
+}
+
+/// `bench` / `bench run`: the measurement harness.
+struct Run: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Make a range resident in device memory with a strategy, window by window; write one CSV row per strategy, repetition and direction.")
+
+    @OptionGroup var options: RunOptions
+    @OptionGroup var output: OutputOptions
+
+    func run() throws {
+        let config = try options.config()
+        try checkMemory(config)
+        let path = output.out ?? ResultFile.defaultPath(strategy: config.strategyName)
+        let file: ResultFile
+        do {
+            file = try ResultFile(path: path, header: ResultRow.header(counters: config.counters))
+        } catch {
+            throw badInput("--out '\(path)' cannot be written: \(error)")
+        }
+        installInterruptHandler()
+        var notes = Set<String>()
+        let (rows, runner, interrupted) = try runConfiguration(config, file: file, output: output, notes: &notes)
+        if !rows.isEmpty { printSummary(rows, runner: runner, format: output.format, path: path) }
+        if interrupted {
+            printError("bench: interrupted: \(rows.count) finished row\(rows.count == 1 ? "" : "s") kept in \(path)")
+            throw ExitCode(130)
+        }
+    }
+}
+
+/// Refuses a run larger than the memory available, before allocating anything.
+func checkMemory(_ config: RunConfig) throws {
+    do {
+        try Runner.checkMemory(config)
+    } catch {
+        throw badInput(error.description)
+    }
+}

@@ -1,0 +1,146 @@
+import ArgumentParser
+import Glibc
+import HMMLab
+
+/// `bench sweep`: a grid over run options into one CSV.
+struct Sweep: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run a grid of configurations (every combination of the --vary values) into one CSV.",
+        discussion: """
+            --vary OPTION=V1,V2,... varies a run option (e.g. --vary threads=1,2 --vary strategy=unified,fault-then-migrate); \
+            --vary STATE=F1,F2,... varies the fraction of a page state of --mix (e.g. --vary swap=0,0.05,0.1,0.2), \
+            taking it from the present pages. Repeat --vary for more dimensions.
+            """)
+
+    @Option(name: .customLong("vary"), help: "OPTION=V1,V2,... or STATE=F1,F2,... (repeatable).")
+    var vary: [String] = []
+
+    @OptionGroup var options: RunOptions
+    @OptionGroup var output: OutputOptions
+
+    func run() throws {
+        guard !vary.isEmpty else { throw badInput("sweep needs at least one --vary OPTION=V1,V2,... (or STATE=F1,F2,...)") }
+        var dimensions: [(key: String, values: [String])] = []
+        let states = PageKind.allCases.map(\.name)
+        let varyable = RunConfig.optionNames.filter { $0 != "counters" }
+        for spec in vary {
+            guard let eq = spec.firstIndex(of: "="), eq != spec.startIndex else {
+                throw badInput("--vary '\(spec)' is not OPTION=V1,V2,...; use e.g. --vary swap=0,0.1 or --vary threads=1,2")
+            }
+            let key = String(spec[..<eq])
+            let values = spec[spec.index(after: eq)...].split(separator: ",").map(String.init)
+            guard varyable.contains(key) || states.contains(key) else {
+                throw badInput("--vary '\(key)' is neither a run option nor a page state; use one of \(varyable.joined(separator: ", ")) or \(states.joined(separator: ", "))")
+            }
+            guard !values.isEmpty else { throw badInput("--vary '\(spec)' gives no values") }
+            guard !dimensions.contains(where: { $0.key == key }) else { throw badInput("--vary '\(key)' is given twice") }
+            dimensions.append((key, values))
+        }
+        // Every combination, validated before anything runs.
+        var grid: [[(String, String)]] = [[]]
+        for d in dimensions { grid = grid.flatMap { combo in d.values.map { combo + [(d.key, $0)] } } }
+        var baseMix = Mix.allPresent
+        if let text = options.mix {
+            do throws(ConfigError) {
+                baseMix = try Mix.parse(text)
+            } catch {
+                throw badInput(error.message)
+            }
+        }
+        var configs: [(label: String, config: RunConfig)] = []
+        for combo in grid {
+            var overrides: [String: String] = [:]
+            var mix = baseMix
+            for (key, value) in combo {
+                if let kind = PageKind(name: key) {
+                    guard let f = Double(value), f >= 0, f <= 1 else {
+                        throw badInput("--vary \(key): '\(value)' is not a fraction from 0 to 1")
+                    }
+                    let present = mix[.present] - (f - mix[kind])
+                    guard present >= -1e-9 else {
+                        throw badInput("--vary \(key)=\(value) takes more than the \(mix[.present]) of present pages the mix has")
+                    }
+                    mix[.present] = max(0, present)
+                    mix[kind] = f
+                    overrides["mix"] = mix.description
+                } else {
+                    overrides[key] = value
+                }
+            }
+            let config = try options.config(overriding: overrides)
+            configs.append((combo.map { "\($0.0)=\($0.1)" }.joined(separator: " "), config))
+        }
+        for c in configs { try checkMemory(c.config) }
+        let path = output.out ?? ResultFile.defaultPath(strategy: "sweep")
+        let file: ResultFile
+        do {
+            file = try ResultFile(path: path, header: ResultRow.header(counters: configs[0].config.counters))
+        } catch {
+            throw badInput("--out '\(path)' cannot be written: \(error)")
+        }
+        installInterruptHandler()
+        var notes = Set<String>()
+        var written = 0
+        for (i, c) in configs.enumerated() {
+            let (rows, runner, interrupted) = try runConfiguration(c.config, file: file, output: output, label: "[\(i + 1)/\(configs.count)] \(c.label) ", notes: &notes)
+            written += rows.count
+            if !rows.isEmpty {
+                if output.format == .text { print("\n## \(c.label)") }
+                printSummary(rows, runner: runner, format: output.format, path: path)
+            }
+            if interrupted {
+                printError("bench: interrupted: \(written) finished row\(written == 1 ? "" : "s") kept in \(path)")
+                throw ExitCode(130)
+            }
+        }
+    }
+}
+
+/// `bench thp-table`: hmm-tests' `benchmark_thp_migration` table.
+struct ThpTableCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "thp-table",
+        abstract: "hmm-tests' benchmark_thp_migration: THP against 4 KiB, both directions, 512 KiB to 256 MiB.")
+
+    @Option(help: "Timed iterations per size (after one warm-up round trip).")
+    var iterations: Int = 5
+    @Option(help: "Largest buffer size in MiB (the test goes to 256).")
+    var maxMib: Int = 256
+    @Option(help: "Copy worker threads.")
+    var threads: Int = 1
+    @Option(help: "auto, hugetlb, thp or 4k.")
+    var backing: String = "auto"
+    @Option(help: "Output format: text or csv.")
+    var format: OutputFormat = .text
+    @Flag(help: "No progress on stderr.")
+    var quiet = false
+
+    func run() throws {
+        guard (1...1000).contains(iterations) else { throw badInput("--iterations \(iterations) is not allowed; use 1 to 1000") }
+        guard (1...4096).contains(maxMib) else { throw badInput("--max-mib \(maxMib) is not allowed; use 1 to 4096") }
+        guard (1...256).contains(threads) else { throw badInput("--threads \(threads) is not allowed; use 1 to 256") }
+        guard let request = BackingRequest(rawValue: backing) else {
+            throw badInput("--backing '\(backing)' is not a backing; use one of auto, hugetlb, thp, 4k")
+        }
+        let sizes = ThpTable.sizes.filter { $0 <= maxMib << 20 }
+        var config = RunConfig()
+        config.pages = (sizes.max() ?? 0) / PageSize.bytes
+        try checkMemory(config)
+        let showProgress = !quiet && isatty(2) != 0
+        let table: ThpTable
+        do {
+            table = try ThpTable.measure(sizes: sizes, iterations: iterations, backing: request, threads: threads) { size, thp in
+                if showProgress { printError("\r\u{1B}[Kthp-table: \(Region.formatBytes(size)) \(thp ? "with" : "without") THP", newline: false) }
+            }
+        } catch {
+            throw failure(error.description)
+        }
+        if showProgress { printError("\r\u{1B}[K", newline: false) }
+        switch format {
+        case .text:
+            print("# hmm-lab thp-table (benchmark_thp_migration): \(iterations) iterations per size after a warm-up, \(threads) copy thread\(threads == 1 ? "" : "s"), backing \(backing)")
+            print(table.text)
+        case .csv: print(table.csv, terminator: "")
+        }
+    }
+}
