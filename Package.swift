@@ -33,6 +33,8 @@ let package = Package(
             path: "Sources/bench"
         ),
         .testTarget(name: "HMMLabTests", dependencies: ["HMMLab"], path: "Tests/HMMLabTests"),
+        // The command line end to end: runs the built `bench` as a process.
+        .testTarget(name: "BenchTests", dependencies: ["bench", "HMMLab"], path: "Tests/BenchTests"),
     ],
     swiftLanguageModes: [.v6]
 )

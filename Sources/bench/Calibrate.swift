@@ -46,8 +46,8 @@ struct Calibrate: ParsableCommand {
         }
         switch format {
         case .csv:
-            print("name,value,unit,detail")
-            for f in calibration.figures { print("\(f.name),\(f.value),\(f.unit),\"\(f.detail)\"") }
+            print("metric,value,unit")
+            for f in calibration.figures { print(CSV.line([f.name, ResultRow.number(f.value), f.unit]), terminator: "") }
         case .text:
             print("# hmm-lab calibrate: \(frames) frames per pool, median of \(reps)")
             print(calibration.memorySummary.split(separator: "\n").map { "# " + $0 }.joined(separator: "\n"))

@@ -88,6 +88,11 @@ let interruptRequested = Atomic<Bool>(false)
 
 /// Installs the SIGINT handler: the first ^C asks the run to stop, a second one kills it.
 func installInterruptHandler() {
+    // A parent may have started us with SIGINT blocked (a test harness, a job runner): unblock it.
+    var set = sigset_t()
+    sigemptyset(&set)
+    sigaddset(&set, SIGINT)
+    sigprocmask(SIG_UNBLOCK, &set, nil)
     signal(SIGINT) { _ in
         interruptRequested.store(true, ordering: .relaxed)
         signal(SIGINT, SIG_DFL)
@@ -165,7 +170,7 @@ func printSummary(_ rows: [ResultRow], runner: Runner, format: SummaryFormat, pa
         print("# hmm-lab \(m.toolVersion) bench, run \(m.runId): \(c.settingsLine)")
         print("# \(m.host): \(m.cpuModel), \(m.cpus) cpus, \(m.numaNodes) NUMA node\(m.numaNodes == 1 ? "" : "s"), kernel \(m.kernel); "
             + "system node \(m.systemNode), device node \(m.deviceNode)\(m.systemNode == m.deviceNode ? " (one node: device memory is local)" : ""); "
-            + "backing \(m.backing), THP \(m.thpMode)")
+            + "backing \(m.backing), THP \(m.thpMode)" + (runner.pinnedNode.map { "; threads run on node \($0)'s CPUs" } ?? ""))
         let medianOp = Summary.median(rows.map(\.opMeanNs))
         let overhead = runner.overheadPerOpNs + runner.overheadPerRepNs / Double(max(c.pages / c.windowPages, 1))
         print("# floors: memcpy \(Summary.fixed(m.memcpyGBps, 2)) GB/s between the pools, kernel mincore \(Summary.fixed(m.kernelWalkNs, 2)) ns/page; "

@@ -67,9 +67,18 @@ public final class Device: DevicePagemap, MMUIntervalNotifierOps, @unchecked Sen
         notifier = mm.notifiers.insert(start: 0, length: AddressSpace.userRange.upperBound, ops: self)
     }
 
-    deinit {
-        mm.notifiers.remove(notifier)
+    deinit { close() }
+
+    /// `dmirror_fops_release()` + `memunmap_pages()`: removes the device's notifier and its pagemap. The
+    /// notifier and the pagemap registry hold the device, so it lives until closed; close it once its
+    /// pages are gone (unmapped or released), before the address space goes. Idempotent.
+    public func close() {
+        guard let n = notifier else { return }
+        mm.notifiers.remove(n)
         memory.unregister(owner: owner)
+        notifier = nil
+        rangeScratch.withLock { $0.removeAll() }  // their notifier references lead back here
+        scratch.withLock { $0.removeAll() }
     }
 
     /// Makes device allocations fail with these probabilities (`HMM_DMIRROR_FLAG_FAIL_ALLOC` is order 9 = 1).

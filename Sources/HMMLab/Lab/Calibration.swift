@@ -44,7 +44,7 @@ public struct Calibration: Sendable {
             do {
                 figures += try measureUnified(pages: half, repetitions: repetitions, backing: backing)
             } catch {
-                figures.append(Figure(name: "unified_model_per_page", value: .nan, unit: "ns/page", detail: "could not run: \(error)"))
+                figures.append(Figure(name: "lab_unified_overhead_ns_per_page", value: .nan, unit: "ns/page", detail: "could not run: \(error)"))
             }
         }
         return Calibration(figures: figures, memorySummary: memory.summary)
@@ -91,6 +91,24 @@ public struct Calibration: Sendable {
         let ns = Timer(repetitions: repetitions).median {
             let t = monotonicNanoseconds()
             _ = mincore(host.base, pages * PageSize.bytes, vec)
+            return monotonicNanoseconds() - t
+        }
+        return ns / Double(pages)
+    }
+
+    /// The kernel's `/proc/self/pagemap` (one `pread` of 8 bytes per page) over `pages` present 4 KiB
+    /// pages of a fresh Region on `node`, ns per page.
+    public static func kernelPagemapNs(pages: Int, node: Int, repetitions: Int = 5) throws(RegionError) -> Double {
+        let host = try Region(name: "pagemap", length: pages * PageSize.bytes, backing: .small, node: node)
+        let fd = open("/proc/self/pagemap", O_RDONLY)
+        guard fd >= 0 else { return .nan }
+        defer { close(fd) }
+        let buffer = UnsafeMutablePointer<UInt64>.allocate(capacity: pages)
+        defer { buffer.deallocate() }
+        let offset = off_t(UInt(bitPattern: host.base) / UInt(PageSize.bytes) * 8)
+        let ns = Timer(repetitions: repetitions).median {
+            let t = monotonicNanoseconds()
+            _ = pread(fd, buffer, pages * 8, offset)
             return monotonicNanoseconds() - t
         }
         return ns / Double(pages)
@@ -178,10 +196,10 @@ public struct Calibration: Sendable {
         let src = memory.system.region.base
         let dst = memory.device.region.base
         let copy4k = median { time { for i in 0..<half { memcpy(dst + i * 4096, src + i * 4096, 4096) } } }
-        figures.append(Figure(name: "copy_4k", value: Double(half * 4096) / copy4k, unit: "GB/s", detail: "memcpy per 4 KiB page, system -> device pool"))
+        figures.append(Figure(name: "memcpy_4k_gbps", value: Double(half * 4096) / copy4k, unit: "GB/s", detail: "memcpy per 4 KiB page, system -> device pool"))
         let chunks = half / 512
         let copy2m = median { time { for i in 0..<chunks { memcpy(dst + i * (2 << 20), src + i * (2 << 20), 2 << 20) } } }
-        figures.append(Figure(name: "copy_2m", value: Double(chunks * (2 << 20)) / copy2m, unit: "GB/s", detail: "memcpy per 2 MiB folio, system -> device pool"))
+        figures.append(Figure(name: "memcpy_2m_gbps", value: Double(chunks * (2 << 20)) / copy2m, unit: "GB/s", detail: "memcpy per 2 MiB folio, system -> device pool"))
         return figures
     }
 
@@ -195,6 +213,17 @@ public struct Calibration: Sendable {
         do {
             let pages = half
             let mm = try AddressSpace(memory: memory)
+            // Anonymous write faults (handle_mm_fault → do_anonymous_page), each on a fresh range.
+            var faultSamples: [UInt64] = []
+            for _ in 0...timer.repetitions {
+                let a = try mm.mmap(length: pages * PageSize.bytes, protection: .readWrite)
+                let t = monotonicNanoseconds()
+                for k in 0..<pages { _ = try mm.handleFault(at: a + UInt64(k) << 12, write: true) }
+                faultSamples.append(monotonicNanoseconds() - t)
+                try mm.munmap(a, length: pages * PageSize.bytes)
+            }
+            faultSamples.removeFirst()
+            faultSamples.sort()
             let start = try mm.mmap(length: pages * PageSize.bytes, protection: .readWrite)
             for k in 0..<pages { try mm.store(UInt8(1), at: start + UInt64(k) << 12) }
             let states = UnsafeMutablePointer<UInt8>.allocate(capacity: pages)
@@ -206,16 +235,23 @@ public struct Calibration: Sendable {
                 }
             }
             let mincoreNs = try kernelMincoreNs(pages: pages, node: memory.configuration.systemNode, repetitions: timer.repetitions) * Double(pages)
-            figures.append(Figure(name: "walk_snapshot_4k", value: walkNs / Double(pages), unit: "ns/page", detail: "walk_page_range snapshot of \(pages) present PTEs"))
-            figures.append(Figure(name: "mincore_4k", value: mincoreNs / Double(pages), unit: "ns/page", detail: "kernel mincore() over \(pages) present 4 KiB pages"))
+            figures.append(Figure(name: "lab_walk_ns_per_pte", value: walkNs / Double(pages), unit: "ns/page", detail: "walk_page_range snapshot of \(pages) present PTEs"))
+            figures.append(Figure(name: "kernel_mincore_ns_per_page", value: mincoreNs / Double(pages), unit: "ns/page", detail: "kernel mincore() over \(pages) present 4 KiB pages"))
             figures.append(Figure(name: "walk_vs_mincore", value: walkNs / mincoreNs, unit: "ratio", detail: "target: at most 2"))
+            if let pagemapNs = try? kernelPagemapNs(pages: pages, node: memory.configuration.systemNode, repetitions: timer.repetitions) {
+                figures.append(Figure(name: "kernel_pagemap_ns_per_page", value: pagemapNs, unit: "ns/page", detail: "kernel /proc/self/pagemap read over \(pages) present 4 KiB pages"))
+            }
+            figures.append(
+                Figure(
+                    name: "lab_fault_ns_per_page", value: Double(faultSamples[faultSamples.count / 2]) / Double(pages), unit: "ns/page",
+                    detail: "anonymous write fault (handle_mm_fault: allocate, clear, map), \(pages) per range"))
             let tableBytes = mm.pageTable.tableCount * PageSize.bytes
             figures.append(
                 Figure(
                     name: "model_overhead", value: (Double(memory.descriptorBytes) / Double(memory.modelledBytes) + Double(tableBytes) / Double(pages * PageSize.bytes)) * 100,
                     unit: "%", detail: "descriptors per frame modelled + \(mm.pageTable.tableCount) page-table pages per page mapped"))
         } catch {
-            figures.append(Figure(name: "walk_snapshot_4k", value: .nan, unit: "ns/page", detail: "could not build the address space: \(error)"))
+            figures.append(Figure(name: "lab_walk_ns_per_pte", value: .nan, unit: "ns/page", detail: "could not build the address space: \(error)"))
         }
         return figures
     }
@@ -246,9 +282,9 @@ public struct Calibration: Sendable {
         }
         let bytes = Double(pages * PageSize.bytes)
         return [
-            Figure(name: "copy_engine_4k", value: bytes / engine4k, unit: "GB/s", detail: "CopyEngine, \(workers) workers, 4 KiB jobs"),
+            Figure(name: "copy_engine_4k_gbps", value: bytes / engine4k, unit: "GB/s", detail: "CopyEngine, \(workers) workers, 4 KiB jobs"),
             Figure(name: "copy_engine_4k_vs_memcpy", value: plain4k / engine4k, unit: "ratio", detail: "engine throughput / plain memcpy per 4 KiB page"),
-            Figure(name: "copy_engine_2m", value: Double(folios * PageSize.pmdBytes) / engine2m, unit: "GB/s", detail: "CopyEngine, \(workers) workers, 2 MiB folios"),
+            Figure(name: "copy_engine_2m_gbps", value: Double(folios * PageSize.pmdBytes) / engine2m, unit: "GB/s", detail: "CopyEngine, \(workers) workers, 2 MiB folios"),
             Figure(name: "copy_engine_2m_vs_memcpy", value: plain2m / engine2m, unit: "ratio", detail: "engine throughput / plain memcpy per 2 MiB folio (target at least 0.9)"),
         ]
     }
@@ -284,7 +320,7 @@ public struct Calibration: Sendable {
         totals.sort()
         return [
             Figure(name: "unified_total_per_page", value: totals[totals.count / 2], unit: "ns/page", detail: "whole unified migration of \(pages) present pages, copy included"),
-            Figure(name: "unified_model_per_page", value: perPage[perPage.count / 2], unit: "ns/page", detail: "the same without the copy (target at most 100)"),
+            Figure(name: "lab_unified_overhead_ns_per_page", value: perPage[perPage.count / 2], unit: "ns/page", detail: "the same without the copy (target at most 100)"),
         ]
     }
 }

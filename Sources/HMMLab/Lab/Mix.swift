@@ -76,7 +76,7 @@ public struct Mix: Sendable, Equatable, CustomStringConvertible {
         }
         let sum = mix.fractions.reduce(0, +)
         guard abs(sum - 1) < 1e-6 else {
-            throw ConfigError("--mix '\(text)': fractions sum to \(sum); they must sum to 1")
+            throw ConfigError("--mix '\(text)': fractions sum to \(String(format6: sum)); they must sum to 1")
         }
         return mix
     }

@@ -20,7 +20,11 @@ public final class Mutators: @unchecked Sendable {
     private let failures = Atomic<Int>(0)
     private var threads: [pthread_t] = []
 
-    public init(workload: Workload, count: Int, seed: UInt64) {
+    private let node: Int?
+
+    /// `node`: the NUMA node whose CPUs the threads run on (nil: anywhere).
+    public init(workload: Workload, count: Int, seed: UInt64, node: Int? = nil) {
+        self.node = node
         self.workload = workload
         self.count = count
         self.seed = seed
@@ -58,6 +62,7 @@ public final class Mutators: @unchecked Sendable {
     }
 
     private func loop(_ m: Int) {
+        if let node { NUMA.runCallingThread(onNode: node) }
         let pages = workload.pages
         let owned = (pages - m + count - 1) / count
         guard owned > 0 else { return }

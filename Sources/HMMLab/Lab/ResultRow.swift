@@ -86,7 +86,7 @@ public struct ResultRow: Sendable {
     }
 
     /// A number with at most three decimals (empty when not a number).
-    static func number(_ value: Double) -> String {
+    public static func number(_ value: Double) -> String {
         guard value.isFinite else { return "" }
         let rounded = (value * 1000).rounded() / 1000
         if rounded == rounded.rounded(), abs(rounded) < 1e15 { return String(Int(rounded)) }

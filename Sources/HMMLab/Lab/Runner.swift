@@ -86,6 +86,9 @@ public final class Runner {
         metadata.kernelWalkNs = (try? Calibration.kernelMincoreNs(pages: 8192, node: config.systemNode)) ?? .nan
     }
 
+    /// The node every thread of the run is pinned to: the system node when the machine has several.
+    public var pinnedNode: Int? { NUMA.onlineNodes().count > 1 ? config.systemNode : nil }
+
     /// Refuses a run that needs more memory than the machine has available, naming the sizes.
     public static func checkMemory(_ config: RunConfig) throws(RunError) {
         let need = config.memoryNeeded
@@ -110,8 +113,18 @@ public final class Runner {
     @discardableResult
     public func run() throws(RunError) -> [ResultRow] {
         interrupted = false
+        // On a machine with several nodes, every thread of the run works on the CPUs of the system
+        // node (the driver's CPU, as a GPU driver's fault handler runs near its memory).
+        let pinNode = pinnedNode
+        if let pinNode { NUMA.runCallingThread(onNode: pinNode) }
         counters?.enterWorkerThread()
-        if let counters { CopyEngine.workerThreadHook = { counters.enterWorkerThread() } }
+        let counters = self.counters
+        if counters != nil || pinNode != nil {
+            CopyEngine.workerThreadHook = {
+                if let counters { counters.enterWorkerThread() }
+                if let pinNode { NUMA.runCallingThread(onNode: pinNode) }
+            }
+        }
         defer { CopyEngine.workerThreadHook = nil }
         measureOverhead()
         var rows: [ResultRow] = []
@@ -206,7 +219,7 @@ public final class Runner {
         } catch {
             throw RunError("\(error)")
         }
-        let mutators = Mutators(workload: w, count: config.mutators, seed: seed)
+        let mutators = Mutators(workload: w, count: config.mutators, seed: seed, node: pinnedNode)
         defer {
             mutators.finish()
             w.tearDown()

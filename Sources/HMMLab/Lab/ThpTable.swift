@@ -71,6 +71,7 @@ public struct ThpTable: Sendable {
             try mm.madvise(a, length: bytes, hugepage: hugepage)
             for k in 0..<pages { try mm.store(UInt64(k), at: a + UInt64(k) << 12) }
             let device = Device(memory: memory, mm: mm, copyWorkers: threads)
+            defer { device.close() }
             var toDevice: UInt64 = 0
             var toSystem: UInt64 = 0
             var folios = 0

@@ -166,6 +166,7 @@ public final class Workload {
             child.teardown()
             self.child = nil
         }
+        device.close()
         device = nil
         mm.teardown()
     }

@@ -28,6 +28,14 @@ public enum NUMA {
         return [0]
     }
 
+    /// Runs the calling thread on the CPUs of `node` only (`numa_run_on_node`). Returns false when NUMA
+    /// is unavailable or the call fails.
+    @discardableResult
+    public static func runCallingThread(onNode node: Int) -> Bool {
+        guard isAvailable else { return false }
+        return numa_run_on_node(Int32(node)) == 0
+    }
+
     /// Binds `[address, address+length)` to `node` with `MPOL_BIND` (and `MPOL_MF_STRICT|MPOL_MF_MOVE`,
     /// so pages already there are moved or reported).
     ///

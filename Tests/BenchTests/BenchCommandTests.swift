@@ -1,0 +1,125 @@
+import Foundation
+import Glibc
+import HMMLab
+import Testing
+
+@Suite("bench: bad input, CSV, counters, interruption (end to end)")
+struct BenchCommandTests {
+    /// Each bad value: the option as typed, the value, and a word the one-line message must contain.
+    static let badValues: [(String, String, String)] = [
+        ("--strategy", "fastest", "fastest"),
+        ("--pages", "0", "--pages"), ("--pages", "abc", "--pages"), ("--pages", "16777217", "--pages"),
+        ("--window-pages", "3", "divide"), ("--window-pages", "1024", "--window-pages"), ("--window-pages", "x", "--window-pages"),
+        ("--mix", "present=0.5", "sum"), ("--mix", "bogus=1", "bogus"), ("--mix", "present=x", "present"), ("--mix", "present", "STATE=FRACTION"),
+        ("--mix", "present=0.5,present=0.5", "twice"),
+        ("--thp", "1.5", "--thp"), ("--thp", "x", "--thp"),
+        ("--device-large-fail", "-0.1", "--device-large-fail"), ("--device-large-fail", "2", "--device-large-fail"),
+        ("--split-policy", "middle", "middle"), ("--self-invalidation", "maybe", "maybe"), ("--direction", "sideways", "sideways"),
+        ("--threads", "0", "--threads"), ("--threads", "1000", "--threads"), ("--mutators", "-1", "--mutators"), ("--mutators", "65", "--mutators"),
+        ("--reps", "0", "--reps"), ("--warmup", "x", "--warmup"), ("--seed", "-5", "--seed"), ("--seed", "0xZZ", "--seed"),
+        ("--system-node", "99", "--system-node"), ("--device-node", "99", "--device-node"), ("--device-node", "x", "--device-node"),
+        ("--backing", "huge", "huge"), ("--counters", "no-such-event", "no-such-event"), ("--counters", "page-faults,page-faults", "twice"),
+        ("--format", "xml", "xml"), ("--out", "/proc/no-such-dir/x.csv", "--out"),
+    ]
+
+    @Test("every option's bad values: one line naming the value, exit status 64, nothing written", arguments: badValues)
+    func badInput(_ bad: (String, String, String)) throws {
+        let (option, value, word) = bad
+        let out = BenchProcess.temporaryPath("bad.csv")
+        let args = option == "--out" ? ["\(option)=\(value)", "--pages", "512"] : ["\(option)=\(value)", "--out", out]
+        let r = try BenchProcess.run(args)
+        #expect(r.status == 64, "\(option) \(value): status \(r.status), stderr \(r.stderr)")
+        let lines = r.stderr.split(separator: "\n")
+        #expect(lines.count == 1, "\(option) \(value): one line, got \(r.stderr)")
+        #expect(r.stderr.contains(word), "\(option) \(value): the message names it: \(r.stderr)")
+        #expect(!r.stderr.contains("Fatal error") && !r.stderr.contains("Usage"))
+        #expect(access(out, F_OK) != 0, "nothing written for bad input")
+    }
+
+    @Test("a run larger than the memory available is refused before allocating, with the sizes")
+    func tooBig() throws {
+        let r = try BenchProcess.run(["--pages", "16777216", "--out", BenchProcess.temporaryPath("big.csv")])
+        #expect(r.status == 64)
+        #expect(r.stderr.contains("needs") && r.stderr.contains("available") && r.stderr.contains("GiB"), "\(r.stderr)")
+    }
+
+    @Test("the CSV header is the documented one and each row parses back with the run's numbers; counters that cannot open are empty")
+    func csvRoundTrip() throws {
+        let out = BenchProcess.temporaryPath("rows.csv")
+        defer { unlink(out) }
+        let r = try BenchProcess.run([
+            "--strategy", "all", "--pages", "1024", "--reps", "2", "--warmup", "0", "--verify", "--direction", "round-trip",
+            "--counters", "page-faults,cycles,context-switches", "--out", out, "--quiet",
+        ])
+        #expect(r.status == 0, "\(r.stderr)")
+        let text = try String(contentsOfFile: out, encoding: .utf8)
+        let records = try CSV.parse(text)
+        let header = ResultRow.header(counters: ["page-faults", "cycles", "context-switches"])
+        #expect(records.first == header)
+        #expect(header.suffix(3) == ["cnt_page_faults", "cnt_cycles", "cnt_context_switches"])
+        let rows = records.dropFirst().map { Dictionary(uniqueKeysWithValues: zip(header, $0)) }
+        #expect(rows.count == 3 * 2 * 2, "three strategies, two reps, two directions")
+        #expect(records.dropFirst().allSatisfy { $0.count == header.count })
+        let cyclesOpen = try PerfCounterSet(["cycles"]).unavailable.isEmpty
+        for row in rows {
+            #expect(row["pages"] == "1024" && row["pages_requested"] == "1024" && row["ops"] == "2")
+            #expect(row["verify_failures"] == "0" && row["lost_stores"] == "0")
+            #expect(Int(row["wall_ns"] ?? "") ?? 0 > 0)
+            for column in ["op_mean_ns", "op_p50_ns", "op_p99_ns", "throughput_gbps", "memcpy_gbps", "kernel_walk_ns"] {
+                #expect(Double(row[column] ?? "") != nil, "\(column) is a number: \(row[column] ?? "missing")")
+            }
+            #expect(UInt64(row["cnt_page_faults"] ?? "") != nil, "software counter read")
+            #expect((row["cnt_cycles"] == "") == !cyclesOpen, "cycles empty exactly when it cannot open here")
+            if row["direction"] == "to-device" {
+                #expect(row["pages_migrated"] == "1024")
+                #expect(Double(row["walk_ns"] ?? "") != nil && Double(row["copy_ns"] ?? "") != nil)
+                let walks = Int(row["walks"] ?? "")
+                #expect(walks == (row["strategy"] == "fault-then-migrate" ? 4 : 2), "DESIGN.md walk counts on present pages: \(row)")
+            } else {
+                #expect(row["pages_migrated"] == "1024" && row["walk_ns"] == "")
+            }
+        }
+        #expect(r.stdout.isEmpty == false, "a summary on stdout")
+    }
+
+    @Test("the summary comes as JSON when asked")
+    func jsonSummary() throws {
+        let out = BenchProcess.temporaryPath("json.csv")
+        defer { unlink(out) }
+        let r = try BenchProcess.run(["--pages", "512", "--reps", "1", "--warmup", "0", "--counters", "none", "--format", "json", "--out", out, "--quiet"])
+        #expect(r.status == 0, "\(r.stderr)")
+        let parsed = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [[String: Any]]
+        #expect(parsed?.count == 1)
+        #expect(parsed?.first?["strategy"] as? String == "unified")
+        #expect(parsed?.first?["walks_per_op"] as? Double == 1 || parsed?.first?["walks_per_op"] as? Int == 1)
+    }
+
+    @Test("SIGINT stops the run cleanly: status 130, every finished row kept whole")
+    func interrupted() throws {
+        let out = BenchProcess.temporaryPath("interrupted.csv")
+        defer { unlink(out) }
+        let (process, stdout, stderr) = try BenchProcess.start([
+            "--strategy", "all", "--pages", "4096", "--reps", "100000", "--warmup", "0", "--counters", "none", "--out", out, "--quiet",
+        ])
+        // Wait for at least two finished rows.
+        let deadline = Date().addingTimeInterval(60)
+        var lines = 0
+        while Date() < deadline {
+            lines = ((try? String(contentsOfFile: out, encoding: .utf8)) ?? "").split(separator: "\n").count
+            if lines >= 3 { break }
+            usleep(20_000)
+        }
+        #expect(lines >= 3, "rows appear while the run goes on")
+        kill(process.processIdentifier, SIGINT)
+        _ = stdout.fileHandleForReading.readDataToEndOfFile()
+        let err = String(decoding: stderr.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 130, "\(err)")
+        #expect(err.contains("interrupted"))
+        let records = try CSV.parse(try String(contentsOfFile: out, encoding: .utf8))
+        #expect(records.count >= 3)
+        #expect(records.allSatisfy { $0.count == ResultRow.columns.count }, "no half-written row")
+        let reps = records.dropFirst().compactMap { Int($0[ResultRow.columns.firstIndex(of: "rep")!]) }
+        #expect(!reps.isEmpty && reps.allSatisfy { $0 >= 1 })
+    }
+}
