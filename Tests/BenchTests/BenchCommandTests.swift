@@ -101,6 +101,7 @@ struct BenchCommandTests {
         let (process, stdout, stderr) = try BenchProcess.start([
             "--strategy", "all", "--pages", "4096", "--reps", "100000", "--warmup", "0", "--counters", "none", "--out", out, "--quiet",
         ])
+        defer { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
         // Wait for at least two finished rows.
         let deadline = Date().addingTimeInterval(60)
         var lines = 0
