@@ -1,0 +1,306 @@
+import Glibc
+
+/// A result CSV read back for comparison, every row checked against its header.
+public struct ResultTable: Sendable {
+    public var path: String
+    public var header: [String]
+    /// Rows as column → field, with the file line each came from.
+    public var rows: [(line: Int, fields: [String: String])]
+
+    /// Why a result CSV cannot be used: names the file, and the line and column where it can.
+    public struct LoadError: Error, CustomStringConvertible, Equatable {
+        public var description: String
+    }
+
+    /// Reads and checks `path`: a header with every column `required` names, every row as long as the
+    /// header (a shorter one means a truncated file), and a number in every field of `numeric` that is
+    /// not empty.
+    public static func load(_ path: String, required: [String] = Compare.configurationColumns + Compare.requiredMetricColumns) throws(LoadError) -> ResultTable {
+        guard let text = Sysfs.read(path) else {
+            throw LoadError(description: "\(path): cannot be read (\(SystemError.name(of: errno)))")
+        }
+        let records: [[String]]
+        do {
+            records = try CSV.parse(text)
+        } catch {
+            throw LoadError(description: "\(path) \(error) (is the file truncated?)")
+        }
+        guard let header = records.first, !header.isEmpty, header != [""] else { throw LoadError(description: "\(path): empty, no header line") }
+        for column in required where !header.contains(column) {
+            throw LoadError(description: "\(path) line 1: column '\(column)' is missing (is this a bench result CSV?)")
+        }
+        var rows: [(line: Int, fields: [String: String])] = []
+        // Physical line numbers: quoted newlines do not occur in bench output, so record i is line i+1.
+        for (i, record) in records.enumerated().dropFirst() {
+            if record == [""] { continue }
+            guard record.count == header.count else {
+                throw LoadError(
+                    description: "\(path) line \(i + 1): \(record.count) fields where the header has \(header.count) (is the file truncated?)")
+            }
+            let fields = Dictionary(uniqueKeysWithValues: zip(header, record))
+            for column in Compare.numericColumns(header) {
+                guard let v = fields[column], !v.isEmpty else { continue }
+                if Double(v) == nil {
+                    throw LoadError(description: "\(path) line \(i + 1) column '\(column)': '\(v)' is not a number")
+                }
+            }
+            rows.append((i + 1, fields))
+        }
+        guard !rows.isEmpty else { throw LoadError(description: "\(path): no rows after the header") }
+        return ResultTable(path: path, header: header, rows: rows)
+    }
+}
+
+/// `bench compare`: for each configuration present in both inputs and each metric that matters, the
+/// median of each side with its 95% confidence interval, the change, and a Mann–Whitney U test; a
+/// change whose p-value is above 0.05 prints `~`, as benchstat does.
+public struct Compare: Sendable {
+    /// Columns that say what was run: rows match on them.
+    public static let configurationColumns = [
+        "strategy", "direction", "pages", "window_pages", "mix", "thp", "device_large_fail", "split_policy", "self_invalidation", "threads",
+        "mutators",
+    ]
+
+    /// The metrics compared: column, label, how to print it.
+    public enum Unit: Sendable { case nanoseconds, gbps, count }
+    public static let metrics: [(column: String, label: String, unit: Unit)] = [
+        ("op_p50_ns", "op p50", .nanoseconds), ("op_p99_ns", "op p99", .nanoseconds), ("throughput_gbps", "throughput", .gbps),
+        ("walks", "walks", .count), ("walk_restarts", "walk restarts", .count), ("faults", "faults", .count), ("tlb_flushes", "TLB flushes", .count),
+        ("bytes_copied", "bytes copied", .count),
+    ]
+    public static var requiredMetricColumns: [String] { metrics.map(\.column) }
+
+    static func numericColumns(_ header: [String]) -> [String] {
+        let known = Set(requiredMetricColumns + ["pages", "window_pages", "thp", "device_large_fail", "threads", "mutators", "rep", "ops"])
+        return header.filter { known.contains($0) || $0.hasPrefix("cnt_") }
+    }
+
+    /// One metric of one configuration.
+    public struct Line: Sendable {
+        public var metric: String
+        public var unit: Unit
+        public var base: [Double]
+        public var new: [Double]
+        public var baseMedian: Double { Statistics.median(base) }
+        public var newMedian: Double { Statistics.median(new) }
+        public var baseInterval: (low: Double, high: Double, coverage: Double) { Statistics.medianInterval(base) }
+        public var newInterval: (low: Double, high: Double, coverage: Double) { Statistics.medianInterval(new) }
+        public var p: Double { Statistics.mannWhitneyU(base, new).p }
+        /// The change of the median in %, nan when the base median is 0 and the new one is not.
+        public var deltaPercent: Double {
+            let b = baseMedian
+            let n = newMedian
+            if b == n { return 0 }
+            return b == 0 ? .nan : (n - b) / b * 100
+        }
+        public var significant: Bool { p <= 0.05 }
+    }
+
+    /// One configuration compared.
+    public struct Block: Sendable {
+        /// The configuration, as `column=value` pairs.
+        public var configuration: [(String, String)]
+        public var baseLabel: String
+        public var newLabel: String
+        public var lines: [Line]
+    }
+
+    public var blocks: [Block]
+    /// Configurations found on one side only, described.
+    public var onlyInBase: [String]
+    public var onlyInNew: [String]
+
+    static func key(_ fields: [String: String], _ columns: [String]) -> [String] { columns.map { fields[$0] ?? "" } }
+
+    static func describe(_ columns: [String], _ key: [String]) -> String {
+        zip(columns, key).map { "\($0)=\($1)" }.joined(separator: " ")
+    }
+
+    /// Compares every configuration of `base` with the same configuration in `new`.
+    public init(base: ResultTable, new: ResultTable) {
+        let columns = Self.configurationColumns
+        let counters = base.header.filter { $0.hasPrefix("cnt_") && new.header.contains($0) }
+        let metrics = Self.metrics + counters.map { ($0, String($0.dropFirst(4)), Unit.count) }
+        var order: [[String]] = []
+        var baseGroups: [[String]: [[String: String]]] = [:]
+        for r in base.rows {
+            let k = Self.key(r.fields, columns)
+            if baseGroups[k] == nil { order.append(k) }
+            baseGroups[k, default: []].append(r.fields)
+        }
+        var newGroups: [[String]: [[String: String]]] = [:]
+        var newOrder: [[String]] = []
+        for r in new.rows {
+            let k = Self.key(r.fields, columns)
+            if newGroups[k] == nil { newOrder.append(k) }
+            newGroups[k, default: []].append(r.fields)
+        }
+        blocks = order.compactMap { k in
+            guard let b = baseGroups[k], let n = newGroups[k] else { return nil }
+            return Block(
+                configuration: Array(zip(columns, k)), baseLabel: "base", newLabel: "new",
+                lines: Self.lines(metrics: metrics, base: b, new: n))
+        }
+        onlyInBase = order.filter { newGroups[$0] == nil }.map { Self.describe(columns, $0) }
+        onlyInNew = newOrder.filter { baseGroups[$0] == nil }.map { Self.describe(columns, $0) }
+    }
+
+    /// Compares strategies within one table: every strategy against `baseStrategy`, per configuration
+    /// of the other columns.
+    public init(byStrategy table: ResultTable, baseStrategy: String) {
+        let columns = Self.configurationColumns.filter { $0 != "strategy" }
+        let counters = table.header.filter { $0.hasPrefix("cnt_") }
+        let metrics = Self.metrics + counters.map { ($0, String($0.dropFirst(4)), Unit.count) }
+        var order: [[String]] = []
+        var groups: [[String]: [String: [[String: String]]]] = [:]
+        var strategies: [String] = []
+        for r in table.rows {
+            let k = Self.key(r.fields, columns)
+            let s = r.fields["strategy"] ?? ""
+            if groups[k] == nil { order.append(k) }
+            if !strategies.contains(s) { strategies.append(s) }
+            groups[k, default: [:]][s, default: []].append(r.fields)
+        }
+        var blocks: [Block] = []
+        var missing: [String] = []
+        for k in order {
+            guard let base = groups[k]?[baseStrategy] else {
+                missing.append("\(baseStrategy) \(Self.describe(columns, k))")
+                continue
+            }
+            for s in strategies where s != baseStrategy {
+                guard let other = groups[k]?[s] else { continue }
+                blocks.append(
+                    Block(configuration: Array(zip(columns, k)), baseLabel: baseStrategy, newLabel: s, lines: Self.lines(metrics: metrics, base: base, new: other)))
+            }
+        }
+        self.blocks = blocks
+        onlyInBase = missing
+        onlyInNew = []
+    }
+
+    static func lines(metrics: [(column: String, label: String, unit: Unit)], base: [[String: String]], new: [[String: String]]) -> [Line] {
+        metrics.compactMap { m in
+            let b = base.compactMap { $0[m.column].flatMap(Double.init) }
+            let n = new.compactMap { $0[m.column].flatMap(Double.init) }
+            guard !b.isEmpty, !n.isEmpty else { return nil }  // an empty column (counter not available)
+            return Line(metric: m.label, unit: m.unit, base: b, new: n)
+        }
+    }
+
+    // MARK: - Output
+
+    static func value(_ v: Double, _ unit: Unit) -> String {
+        guard v.isFinite else { return "-" }
+        switch unit {
+        case .nanoseconds: return Summary.duration(v)
+        case .gbps: return Summary.fixed(v, 2) + " GB/s"
+        case .count:
+            if abs(v) >= 1e9 { return Summary.fixed(v / 1e9, 2) + "G" }
+            if abs(v) >= 1e6 { return Summary.fixed(v / 1e6, 2) + "M" }
+            if abs(v) >= 1e4 { return Summary.fixed(v / 1e3, 1) + "k" }
+            return v == v.rounded() ? String(Int(v)) : Summary.fixed(v, 1)
+        }
+    }
+
+    /// `median ±x%` with x the larger distance from the median to its interval's ends.
+    static func withInterval(_ values: [Double], _ unit: Unit) -> String {
+        let m = Statistics.median(values)
+        let ci = Statistics.medianInterval(values)
+        guard m != 0, m.isFinite else { return value(m, unit) }
+        let spread = max(abs(ci.high - m), abs(m - ci.low)) / abs(m) * 100
+        return value(m, unit) + " ±" + (spread < 10 ? Summary.fixed(spread, 1) : String(Int(spread.rounded()))) + "%"
+    }
+
+    static func delta(_ line: Line) -> String {
+        guard line.significant else { return "~" }
+        let d = line.deltaPercent
+        guard d.isFinite else { return "new" }
+        let digits = abs(d) >= 100 ? 0 : abs(d) >= 10 ? 1 : 2
+        return (d > 0 ? "+" : "") + Summary.fixed(d, digits) + "%"
+    }
+
+    static func pValue(_ p: Double) -> String { p.isFinite ? (p < 0.001 ? "<0.001" : Summary.fixed(p, 3)) : "-" }
+
+    /// Wraps `text` at spaces to `width` columns.
+    static func wrap(_ text: String, width: Int, indent: String = "  ") -> String {
+        var lines: [String] = []
+        var current = ""
+        for word in text.split(separator: " ") {
+            if !current.isEmpty, current.count + 1 + word.count > width {
+                lines.append(current)
+                current = indent + word
+            } else {
+                current += current.isEmpty ? String(word) : " " + word
+            }
+        }
+        if !current.isEmpty { lines.append(current) }
+        return lines.joined(separator: "\n")
+    }
+
+    /// A plain-text table that fits 80 columns, for a mail.
+    public var text: String {
+        var out = ""
+        for block in blocks {
+            let config = block.configuration.filter { !$0.1.isEmpty }.map { "\($0.0)=\($0.1)" }.joined(separator: " ")
+            out += Self.wrap(config, width: 80) + "\n"
+            func row(_ c: [String]) -> String {
+                // metric 14, base and new 19 each, delta 9, p 7, n 7: 75 columns with the spaces.
+                let widths = [14, 19, 19, 9, 7, 7]
+                var s = String(c[0].prefix(widths[0])).padding(widths[0])
+                for i in 1..<c.count { s += " " + c[i].leftPad(widths[i] - 1) }
+                return s
+            }
+            out += row(["", String(block.baseLabel.prefix(19)), String(block.newLabel.prefix(19)), "delta", "p", "n"]) + "\n"
+            for l in block.lines {
+                out += row([l.metric, Self.withInterval(l.base, l.unit), Self.withInterval(l.new, l.unit), Self.delta(l), Self.pValue(l.p), "\(l.base.count)+\(l.new.count)"]) + "\n"
+            }
+            out += "\n"
+        }
+        for c in onlyInBase { out += Self.wrap("only in base: \(c)", width: 80) + "\n" }
+        for c in onlyInNew { out += Self.wrap("only in new: \(c)", width: 80) + "\n" }
+        out += "medians ± their 95% confidence interval (order statistics; below 6 samples the\n"
+        out += "range, which covers less); p: two-sided Mann-Whitney U test; ~: p > 0.05, no\n"
+        out += "significant change\n"
+        return out
+    }
+
+    /// The same as Markdown tables.
+    public var markdown: String {
+        var out = ""
+        for block in blocks {
+            let config = block.configuration.filter { !$0.1.isEmpty }.map { "\($0.0)=\($0.1)" }.joined(separator: " ")
+            out += "**\(config)**\n\n| metric | \(block.baseLabel) | \(block.newLabel) | delta | p | n |\n|---|---:|---:|---:|---:|---:|\n"
+            for l in block.lines {
+                out += "| \(l.metric) | \(Self.withInterval(l.base, l.unit)) | \(Self.withInterval(l.new, l.unit)) | \(Self.delta(l)) | \(Self.pValue(l.p)) | \(l.base.count)+\(l.new.count) |\n"
+            }
+            out += "\n"
+        }
+        for c in onlyInBase { out += "- only in base: \(c)\n" }
+        for c in onlyInNew { out += "- only in new: \(c)\n" }
+        return out
+    }
+
+    /// The same as CSV, one record per configuration and metric.
+    public var csv: String {
+        var out = CSV.line(
+            Self.configurationColumns + [
+                "base", "new", "metric", "base_median", "base_ci_low", "base_ci_high", "new_median", "new_ci_low", "new_ci_high", "delta_percent",
+                "p_value", "significant", "n_base", "n_new",
+            ])
+        for block in blocks {
+            let config = Self.configurationColumns.map { c in block.configuration.first { $0.0 == c }?.1 ?? "" }
+            for l in block.lines {
+                let b = l.baseInterval
+                let n = l.newInterval
+                out += CSV.line(
+                    config + [
+                        block.baseLabel, block.newLabel, l.metric, ResultRow.number(l.baseMedian), ResultRow.number(b.low), ResultRow.number(b.high),
+                        ResultRow.number(l.newMedian), ResultRow.number(n.low), ResultRow.number(n.high), ResultRow.number(l.deltaPercent),
+                        ResultRow.number(l.p), l.significant ? "1" : "0", String(l.base.count), String(l.new.count),
+                    ])
+            }
+        }
+        return out
+    }
+}
