@@ -20,6 +20,15 @@ let package = Package(
             ],
             path: "Benchmarks/Substrate",
             plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
-        )
+        ),
+        .executableTarget(
+            name: "Paths",
+            dependencies: [
+                .product(name: "HMMLab", package: "hmm-lab"),
+                .product(name: "Benchmark", package: "benchmark"),
+            ],
+            path: "Benchmarks/Paths",
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
+        ),
     ]
 )

@@ -49,7 +49,6 @@ import math
 import os
 import statistics
 import sys
-import textwrap
 from collections import OrderedDict
 
 PROG = "plot.py"
@@ -95,6 +94,7 @@ STRATEGY_COLOURS = {"fault-then-migrate": "#1f77b4", "migrate-then-fault": "#d62
 SPARE_COLOURS = ["#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
 WALK_COLOUR, RESTART_COLOUR = "#4C72B0", "#DD8452"
 CAPTION_FONT = 7
+PNG_DPI = 150
 
 
 class PlotError(Exception):
@@ -268,12 +268,14 @@ class Sweep:
             if all(m is not None for m in mixes.values()):
                 states = sorted({s for m in mixes.values() for s in m if s != "present"})
                 moving = [s for s in states if len({m.get(s, 0.0) for m in mixes.values()}) > 1]
-                if len(moving) == 1:
+                if len(moving) == 1 and len({m.get(moving[0], 0.0) for m in mixes.values()}) \
+                        == len(mixes):
                     self.state = moving[0]
                     self.numeric = True
                     xs = {k: mixes[k].get(self.state, 0.0) for k in self.keys}
                     self.xlabel = f"fraction of pages in state '{self.state}' (from mix)"
-        elif len(self.varying) == 1 and self.varying[0] in CONFIG_NUMERIC:
+        elif len(self.varying) == 1 and self.varying[0] in CONFIG_NUMERIC \
+                and all(isinstance(k[0], float) for k in self.keys):
             col = self.varying[0]
             self.numeric = True
             xs = {k: k[0] for k in self.keys}
@@ -309,6 +311,43 @@ class Sweep:
                 value = fmt_num(value)
             parts.append(value if short and len(self.varying) == 1 else f"{col} {value}")
         return ", ".join(parts)
+
+
+def legend_outside(axes, handles, labels, below=False):
+    """A legend right of the top-right panel (or under a single panel), where tight_layout makes
+    room for it."""
+    if not handles:
+        return
+    if below and len(axes) == 1:
+        fig = axes[0].figure
+        w, h = fig.get_size_inches()
+        fig.set_size_inches(w, h + 0.2 * math.ceil(len(labels) / 2))
+        axes[0].legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.14),
+                       fontsize=8, ncol=2 if len(labels) > 3 else len(labels), framealpha=0.9)
+        return
+    top_right = max(axes, key=lambda ax: (-ax.get_subplotspec().rowspan.start,
+                                          ax.get_subplotspec().colspan.start))
+    top_right.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8,
+                     borderaxespad=0.0, framealpha=0.9)
+
+
+def place_value_labels(ax, points):
+    """Label (x, y, text, colour) points just right of each, the labels at one x stacked so that
+    they do not overlap (call once the layout is final)."""
+    scale = 72.0 / ax.figure.dpi
+    by_x = OrderedDict()
+    for p in points:
+        by_x.setdefault(p[0], []).append(p)
+    for pts in by_x.values():
+        previous = None
+        for px, py, text, colour in sorted(pts, key=lambda p: -p[1]):
+            yd = ax.transData.transform((px, py))[1] * scale
+            centre = yd if previous is None else min(yd, previous - 10)
+            previous = centre
+            ax.annotate(text, (px, py), xytext=(6, centre - yd), textcoords="offset points",
+                        ha="left", va="center", fontsize=7, color=colour,
+                        bbox=dict(boxstyle="square,pad=0.1", facecolor="white", edgecolor="none",
+                                  alpha=0.85))
 
 
 # --------------------------------------------------------------------------- captions
@@ -364,18 +403,41 @@ def results_caption(rows, note=""):
 # --------------------------------------------------------------------------- figures
 
 
+def wrap_to_width(fig, text, width_pt):
+    """Lines of text (paragraphs split on newlines) no wider than width_pt at the caption size,
+    measured with the figure's renderer."""
+    from matplotlib.font_manager import FontProperties
+    renderer = fig.canvas.get_renderer()
+    font = FontProperties(size=CAPTION_FONT)
+    scale = 72.0 / fig.dpi
+
+    def fits(line):
+        w, _, _ = renderer.get_text_width_height_descent(line, font, ismath=False)
+        return w * scale <= width_pt
+
+    lines = []
+    for para in text.split("\n"):
+        current = ""
+        for word in para.split(" "):
+            candidate = word if not current else current + " " + word
+            if current and not fits(candidate):
+                lines.append(current)
+                current = word
+            else:
+                current = candidate
+        lines.append(current)
+    return lines
+
+
 class Plotter:
     def __init__(self, plt, outdir, prefix):
         self.plt, self.outdir, self.prefix = plt, outdir, prefix
         self.written = []
 
-    def finish(self, fig, title, caption, chart):
+    def finish(self, fig, title, caption, chart, after_layout=None):
         """Title, wrapped caption under the axes, layout, and PNG + SVG."""
         width, height = fig.get_size_inches()
-        chars = max(60, int(width * 72 / (CAPTION_FONT * 0.56)) - 6)
-        lines = []
-        for para in caption.split("\n"):
-            lines.extend(textwrap.wrap(para, chars, break_on_hyphens=False) or [""])
+        lines = wrap_to_width(fig, caption, (width - 0.3) * 72 * 0.98)
         cap_h = (len(lines) * CAPTION_FONT * 1.35 + 12) / 72
         total = height + cap_h
         fig.set_size_inches(width, total)
@@ -383,8 +445,10 @@ class Plotter:
                  va="bottom", linespacing=1.35, color="#333333")
         fig.suptitle(title, fontsize=12, fontweight="bold")
         fig.tight_layout(rect=(0, cap_h / total, 1, 1))
+        if after_layout is not None:
+            after_layout()
         base = os.path.join(self.outdir, f"{self.prefix}-{chart}")
-        fig.savefig(base + ".png", dpi=150, metadata={"Software": None})
+        fig.savefig(base + ".png", dpi=PNG_DPI, metadata={"Software": None})
         fig.savefig(base + ".svg", metadata={"Date": None})
         self.plt.close(fig)
         self.written += [base + ".png", base + ".svg"]
@@ -409,7 +473,7 @@ class Plotter:
         styles = dict(zip(directions, ["-", "--", ":", "-."]))
         markers = dict(zip(directions, ["o", "s", "^", "D"]))
         facets = sweep.keys
-        fig, axes = self.grid(len(facets), 7.2 if len(facets) > 1 else 9.0, 4.6,
+        fig, axes = self.grid(len(facets), 6.4 if len(facets) > 1 else 9.0, 4.6,
                               sharex=True, sharey=True)
         # y axis stretched so that the measured levels are evenly spaced
         qs = [-1.0, 0.0, 0.5, 0.9, 0.99, 1.0, 2.0]
@@ -440,7 +504,7 @@ class Plotter:
                         stats.append(f"p50 {p50 / 1000:.0f}")
                     if mean is not None:
                         stats.append(f"mean {mean / 1000:.0f}")
-                    if stats:
+                    if stats and len(facets) == 1:
                         label += f" ({', '.join(stats)} µs)"
                     start = xs[0] * (0.97 if log_x else 1.0) - (0 if log_x else 0.01 * (xs[-1] - xs[0] + xs[0] * 0.05))
                     ax.step([start] + xs, [0.0] + ys, where="post", color=colours[s],
@@ -457,11 +521,18 @@ class Plotter:
             if log_x:
                 ax.set_xscale("log")
             ax.set_xlabel("op latency (µs)")
-            ax.set_ylabel("fraction of ops ≤ latency")
+            if ax.get_subplotspec().colspan.start == 0:
+                ax.set_ylabel("fraction of ops ≤ latency")
             if len(facets) > 1:
                 ax.set_title(sweep.label(facet), fontsize=10)
-            if ax.get_legend_handles_labels()[0]:
-                ax.legend(loc="lower right", fontsize=8, framealpha=0.9)
+        handles, labels = {}, []
+        for ax in axes:
+            for h, l in zip(*ax.get_legend_handles_labels()):
+                if l not in handles:
+                    handles[l] = h
+                    labels.append(l)
+        legend_outside(axes, [handles[l] for l in labels], labels,
+                       below=max(len(l) for l in labels) > 40 if labels else False)
         if not drew_any:
             self.plt.close(fig)
             print(f"{PROG}: {name}: no op latencies in the rows, latency-cdf not drawn", file=sys.stderr)
@@ -471,8 +542,9 @@ class Plotter:
                 "each repetition contributes its p50 at 0.5, p90 at 0.9, p99 at 0.99 and max at 1.0 "
                 "(dots); the line is the step CDF of those points pooled over the repetitions "
                 "(mean of the repetitions' step functions, a lower bound between the levels). "
-                "The y axis is stretched so that the levels are evenly spaced. Legend: medians over "
-                "repetitions.")
+                "The y axis is stretched so that the levels are evenly spaced."
+                + (" Legend: medians over repetitions." if len(facets) == 1 else
+                   " One panel per configuration, same axes."))
         self.finish(fig, f"{name}: op latency distribution {what} (µs)",
                     results_caption(rows, note), "latency-cdf")
 
@@ -483,10 +555,11 @@ class Plotter:
         directions = unique(r["direction"] for r in rows)
         panels = [(d, f) for d in directions for f in sweep.keys
                   if any(r["direction"] == d and sweep.key(r) == f for r in rows)]
-        fig, axes = self.grid(len(panels), max(4.2, 1.5 * len(strategies) + 1.2), 4.2,
-                              sharey=len(directions) == 1, max_cols=4 if len(directions) == 1 else 2)
+        fig, axes = self.grid(len(panels), max(5.0, 1.5 * len(strategies) + 2.6), 4.2,
+                              sharey=len(directions) == 1, max_cols=2)
         for ax, (d, f) in zip(axes, panels):
             top = 0.0
+            labelled = False
             for i, s in enumerate(strategies):
                 grp = [r for r in rows if r["direction"] == d and sweep.key(r) == f and r["strategy"] == s]
                 walk_rows = [r for r in grp if r["walks"] is not None and r["ops"]]
@@ -498,9 +571,11 @@ class Plotter:
                 if w is None and rs is None:
                     ax.text(i, 0, "n/a", ha="center", va="bottom", fontsize=8)
                     continue
-                ax.bar(i, w or 0.0, 0.6, color=WALK_COLOUR, label="walks per op" if i == 0 else None)
+                ax.bar(i, w or 0.0, 0.6, color=WALK_COLOUR,
+                       label=None if labelled else "walks per op")
                 ax.bar(i, rs or 0.0, 0.6, bottom=w or 0.0, color=RESTART_COLOUR,
-                       label="restarts per op" if i == 0 else None)
+                       label=None if labelled else "restarts per op")
+                labelled = True
                 total = (w or 0.0) + (rs or 0.0)
                 top = max(top, total)
                 text = f"{w:.2f}" if w is not None else "n/a"
@@ -510,7 +585,8 @@ class Plotter:
             ax.set_xticks(range(len(strategies)))
             ax.set_xticklabels(strategies, fontsize=8)
             ax.set_xlim(-0.6, len(strategies) - 0.4)
-            ax.set_ylabel("per op (walks, restarts)")
+            if len(directions) > 1 or ax.get_subplotspec().colspan.start == 0:
+                ax.set_ylabel("per op (walks, restarts)")
             ax.set_xlabel("strategy")
             ax.grid(True, axis="y", alpha=0.3)
             ax.set_ylim(0, max(ax.get_ylim()[1], top * 1.25 if top else 1.0))
@@ -521,13 +597,12 @@ class Plotter:
                 title.append(sweep.label(f))
             if title:
                 ax.set_title(", ".join(title), fontsize=10)
-        handles, labels = axes[0].get_legend_handles_labels()
-        if not handles:
-            for ax in axes:
-                handles, labels = ax.get_legend_handles_labels()
-                if handles:
-                    break
-        fig.legend(handles, labels, loc="upper right", fontsize=8, ncol=2, framealpha=0.9)
+        handles, labels = [], []
+        for ax in axes:
+            handles, labels = ax.get_legend_handles_labels()
+            if handles:
+                break
+        legend_outside(axes, handles, labels)
         note = ("Walks per op = sum of walks / sum of ops over the repetitions (a walk is one "
                 "hmm_range_fault or migrate_vma_setup call; coming back, one migrate_to_ram); "
                 "restarts per op (fault batches, THP splits inside a walk) stacked on top.")
@@ -543,8 +618,9 @@ class Plotter:
             return
         strategies = unique(r["strategy"] for r in to_dev)
         facets = [f for f in sweep.keys if any(sweep.key(r) == f for r in to_dev)]
-        fig, axes = self.grid(len(facets), max(5.0, 1.6 * len(strategies) + 2.0), 4.8,
+        fig, axes = self.grid(len(facets), max(5.5, 1.6 * len(strategies) + 3.0), 4.8,
                               sharey=True, max_cols=2)
+        segments = []
         for ax, f in zip(axes, facets):
             top = 0.0
             for i, s in enumerate(strategies):
@@ -559,8 +635,7 @@ class Plotter:
                     v /= 1000.0
                     ax.bar(i, v, 0.6, bottom=bottom, color=colour, label=label)
                     bottom += v
-                    seg = (i, bottom - v / 2, v)
-                    ax._hmm_segments = getattr(ax, "_hmm_segments", []) + [seg]
+                    segments.append((ax, i, bottom - v / 2, v))
                 mean = median(r["op_mean_ns"] for r in grp)
                 if mean is not None:
                     ax.plot([i - 0.36, i + 0.36], [mean / 1000] * 2, color="black", linewidth=2,
@@ -577,24 +652,23 @@ class Plotter:
             ax.set_xticklabels(strategies, fontsize=8)
             ax.set_xlim(-0.6, len(strategies) - 0.4)
             ax.set_xlabel("strategy")
-            ax.set_ylabel("time per op (µs)")
+            if ax.get_subplotspec().colspan.start == 0:
+                ax.set_ylabel("time per op (µs)")
             ax.grid(True, axis="y", alpha=0.3)
             if len(facets) > 1:
                 ax.set_title(sweep.label(f), fontsize=10)
             ax.set_ylim(0, max(ax.get_ylim()[1], top * 1.12 if top else 1.0))
         ymax = axes[0].get_ylim()[1]
-        for ax in axes:
-            for x, y, h in getattr(ax, "_hmm_segments", []):
-                if h >= 0.045 * ymax:
-                    ax.text(x, y, f"{h:.0f}", ha="center", va="center", fontsize=7, color="white")
+        for ax, x, y, h in segments:
+            if h >= 0.045 * ymax:
+                ax.text(x, y, f"{h:.0f}", ha="center", va="center", fontsize=7, color="white")
         # one legend entry per phase, in stacking order
         seen = OrderedDict()
         for ax in axes:
             for h, l in zip(*ax.get_legend_handles_labels()):
                 seen.setdefault(l, h)
         order = [l for _, l in PHASES if l in seen] + [l for l in seen if l not in dict(PHASES).values()]
-        fig.legend([seen[l] for l in order], order, loc="upper right", fontsize=8,
-                   ncol=min(4, len(order)), framealpha=0.9)
+        legend_outside(axes, [seen[l] for l in reversed(order)], list(reversed(order)))
         note = ("To-device direction. Bars: per-op phase times, each the median over repetitions "
                 "of the per-op mean (walk = hmm_range_fault less its faults; fault = its faults; "
                 "collect = migrate_vma_setup / migrate_hmm_range_setup; alloc = device allocation and "
@@ -615,6 +689,7 @@ class Plotter:
         fig, axes = self.grid(1, 9.0, 4.8)
         ax = axes[0]
         drew = False
+        labels = []
         for d in directions:
             for s in strategies:
                 xs, ys, lo, hi = [], [], [], []
@@ -635,9 +710,7 @@ class Plotter:
                 ax.plot(xs, ys, color=colours[s], linestyle=styles[d], marker=markers[d],
                         linewidth=1.8, label=label)
                 ax.fill_between(xs, lo, hi, color=colours[s], alpha=0.13, linewidth=0)
-                for x, y in zip(xs, ys):
-                    ax.annotate(f"{y:.2f}", (x, y), xytext=(0, 5), textcoords="offset points",
-                                ha="center", va="bottom", fontsize=7, color=colours[s])
+                labels += [(x, y, f"{y:.2f}", colours[s]) for x, y in zip(xs, ys)]
         if not drew:
             self.plt.close(fig)
             print(f"{PROG}: {name}: no throughput values, sweep-throughput not drawn", file=sys.stderr)
@@ -648,6 +721,9 @@ class Plotter:
                 ax.set_xscale("log", base=2)
             ax.set_xticks(ticks)
             ax.set_xticklabels([fmt_num(t) for t in ticks])
+            if not sweep.log2 and len(ticks) > 1:
+                span = ticks[-1] - ticks[0]
+                ax.set_xlim(ticks[0] - 0.04 * span, ticks[-1] + 0.1 * span)
         else:
             ax.set_xticks(range(len(sweep.keys)))
             ax.set_xticklabels([sweep.label(k, short=True) for k in sweep.keys], fontsize=8,
@@ -658,11 +734,12 @@ class Plotter:
         ax.set_ylabel("throughput (GB/s, pages migrated × 4 KiB / wall time)")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8, loc="best", framealpha=0.9)
-        swept = sweep.state if sweep.state else ", ".join(sweep.varying)
+        swept = f"the {sweep.state} fraction" if sweep.state else ", ".join(sweep.varying)
         note = (f"Sweep over {', '.join(sweep.varying)}. Points: median throughput_gbps over the "
                 "repetitions of each configuration; shaded: min to max over the repetitions.")
         self.finish(fig, f"{name}: throughput (GB/s) against {swept}",
-                    results_caption(rows, note), "sweep-throughput")
+                    results_caption(rows, note), "sweep-throughput",
+                    after_layout=lambda: place_value_labels(ax, labels))
 
     # ----------------------------------------------------------------- thp table
 
@@ -695,7 +772,9 @@ class Plotter:
                     if b[size] > 0:
                         ax.annotate(f"×{a[size] / b[size]:.2f}", (size, max(a[size], b[size])),
                                     xytext=(0, 6), textcoords="offset points", ha="center",
-                                    fontsize=7, color="#2ca02c")
+                                    fontsize=7, color="#2ca02c",
+                                    bbox=dict(boxstyle="square,pad=0.1", facecolor="white",
+                                              edgecolor="none", alpha=0.85))
             ax.set_xscale("log", base=2)
             lo = 2 ** math.floor(math.log2(sizes[0]))
             hi = 2 ** math.ceil(math.log2(sizes[-1]))
@@ -766,8 +845,8 @@ def main(argv):
         import matplotlib.pyplot as plt
     except ImportError:
         raise PlotError("matplotlib is not installed (python3 -m pip install matplotlib)") from None
+    matplotlib.rcParams["figure.dpi"] = PNG_DPI  # captions are measured at the PNG's resolution
     matplotlib.rcParams["svg.hashsalt"] = "hmm-lab"
-    matplotlib.rcParams["svg.fonttype"] = "none"
 
     plotter = Plotter(plt, outdir, prefix)
     if results:
@@ -780,7 +859,8 @@ def main(argv):
     if thp_rows:
         plotter.thp_table(thp_rows, prefix)
     for path in plotter.written:
-        print(os.path.relpath(path))
+        rel = os.path.relpath(path)
+        print(path if rel.startswith(os.pardir) else rel)
     return 0
 
 
@@ -792,3 +872,6 @@ if __name__ == "__main__":
         sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)
+    except BrokenPipeError:
+        sys.stderr.close()
+        sys.exit(1)
