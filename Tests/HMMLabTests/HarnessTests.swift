@@ -65,6 +65,18 @@ struct HarnessTests {
         #expect(memory.system.allocator.freeFrames > 0)
     }
 
+    @Test("the invariant checker accepts a built workload with its pins declared, and finds an undeclared reference")
+    func invariants() throws {
+        let memory = try PhysicalMemory(.init(systemBytes: 32 << 20, deviceBytes: 8 << 20, backing: .small))
+        let config = try RunConfig.parse(["pages": "512", "mix": "present=0.5,pinned=0.25,device=0.25"], nodes: [0])
+        let w = try Workload(memory: memory, swap: nil, config: config, seed: 5)
+        var pins: [Pfn: Int32] = [:]
+        for p in w.pins { pins[memory.folio(containing: p).pfn, default: 0] += 1 }
+        #expect(Invariants.check([w.mm], devices: [w.device], knownReferences: pins) == [])
+        #expect(Invariants.check([w.mm], devices: [w.device]).count == w.pins.count, "each pin is a reference no mapping explains")
+        w.tearDown()
+    }
+
     @Test("THP blocks are PMD-mapped 2 MiB folios")
     func workloadThp() throws {
         let memory = try PhysicalMemory(.init(systemBytes: 64 << 20, deviceBytes: 16 << 20, backing: .small))

@@ -2,10 +2,12 @@
 /// the entries that map it across the given address spaces, and its refcount equals its mappings plus
 /// the references that are known to exist (page cache); each device's page table agrees with the CPU
 /// page table of the address space it mirrors: what the device maps, the CPU maps the same way (the
-/// device may map less: an invalidation drops its entries until it faults again).
+/// device may map less: an invalidation drops its entries until it faults again); and no mapped frame
+/// is on its pool's free lists.
 public enum Invariants {
-    /// Violations found, one line each (empty when all hold).
-    public static func check(_ spaces: [AddressSpace], devices: [Device] = []) -> [String] {
+    /// Violations found, one line each (empty when all hold). `knownReferences`: references held
+    /// outside the page tables (pins), per folio head.
+    public static func check(_ spaces: [AddressSpace], devices: [Device] = [], knownReferences: [Pfn: Int32] = [:]) -> [String] {
         guard let memory = spaces.first?.memory else { return [] }
         var problems: [String] = []
         var mappings: [Pfn: Int32] = [:]
@@ -26,7 +28,10 @@ public enum Invariants {
             let maps = page.pointee.mappings
             let refs = page.pointee.references
             if maps != count { problems.append("\(memory.folio(containing: head)): mapcount \(maps) but \(count) entries map it") }
-            var expected = maps
+            if let pool = memory.pool(of: head), pool.allocator.isFree(head.index - pool.firstPfn.index) {
+                problems.append("\(memory.folio(containing: head)): mapped but on the free lists")
+            }
+            var expected = maps + (knownReferences[head] ?? 0)
             let (id, _) = MappingObject.decode(page.pointee.mapping.load(ordering: .acquiring))
             if let object = MappingObject.lookup(id), object.kind == .shmem { expected += 1 }  // the page cache's
             if refs != expected { problems.append("\(memory.folio(containing: head)): refcount \(refs), expected \(expected)") }

@@ -322,6 +322,17 @@ public final class Runner {
         if config.verify || config.mutators > 0 {
             (corrupt, lost) = check(w, mutators)
         }
+        if config.verify {
+            // The invariant checker: no migration entry, refcounts and mapcounts consistent (pins
+            // known), the device page table agreeing with the CPU's, no mapped frame on a free list.
+            var pins: [Pfn: Int32] = [:]
+            for p in w.pins { pins[memory.folio(containing: p).pfn, default: 0] += 1 }
+            let problems = Invariants.check([w.mm] + (w.child.map { [$0] } ?? []), devices: [w.device], knownReferences: pins)
+            if !problems.isEmpty {
+                onWarning("\(strategy) rep \(rep): \(problems.count) invariant violations, first: \(problems.prefix(3).joined(separator: "; "))")
+                corrupt += problems.count
+            }
+        }
         let verifyFailures = after.verifyFailures - before.verifyFailures + (rows.count > 1 ? rows[1].verifyFailures ?? 0 : 0)
         let timestamp = UTCTime.now().iso8601
         for i in rows.indices {

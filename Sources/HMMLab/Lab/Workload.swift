@@ -28,7 +28,8 @@ public final class Workload {
     public private(set) var built: [Int]
     /// The 2 MiB blocks backed by THPs.
     public let thpBlockSet: Set<Int>
-    private var pins: [Pfn] = []
+    /// The pages pinned (`pinned` state), one reference each until teardown.
+    public private(set) var pins: [Pfn] = []
 
     /// Offset of the mutators' stamp within a page.
     public static let stampOffset: UInt64 = 16
