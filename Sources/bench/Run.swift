@@ -42,6 +42,8 @@ struct RunOptions: ParsableArguments {
     var backing: String?
     @Option(help: "perf events by libpfm4 name, comma-separated, or none (default cycles,instructions,cache-misses,dTLB-load-misses,page-faults,context-switches).")
     var counters: String?
+    @Option(help: "Injected failures: POINT=PROBABILITY,... over trylock, pin, invalidate, swapin, device4k (seeded by --seed).")
+    var inject: String?
     @Flag(help: "Check every migrated byte, every page's content and every frame after each repetition.")
     var verify = false
 
@@ -51,7 +53,7 @@ struct RunOptions: ParsableArguments {
             ("strategy", strategy), ("pages", pages), ("window-pages", windowPages), ("mix", mix), ("thp", thp), ("device-large-fail", deviceLargeFail),
             ("split-policy", splitPolicy), ("self-invalidation", selfInvalidation), ("direction", direction), ("threads", threads),
             ("mutators", mutators), ("reps", reps), ("warmup", warmup), ("seed", seed), ("system-node", systemNode), ("device-node", deviceNode),
-            ("backing", backing), ("counters", counters),
+            ("backing", backing), ("counters", counters), ("inject", inject),
         ]
         var d: [String: String] = [:]
         for (k, v) in pairs { if let v { d[k] = v } }
@@ -176,6 +178,10 @@ func printSummary(_ rows: [ResultRow], runner: Runner, format: SummaryFormat, pa
         print("# floors: memcpy \(Summary.fixed(m.memcpyGBps, 2)) GB/s between the pools, kernel mincore \(Summary.fixed(m.kernelWalkNs, 2)) ns/page; "
             + "harness overhead \(Summary.fixed(overhead, 0)) ns/op (\(Summary.fixed(overhead / medianOp * 100, 3))% of the mean op)")
         print(summary.text)
+        if runner.injecting {
+            let counts = FaultInjector.Point.allCases.map { "\($0.name) \(runner.injected[$0.rawValue])" }.joined(separator: ", ")
+            print("# injected over the timed repetitions: \(counts); ops that failed because of them: \(runner.failedOps)")
+        }
         print("# rows: \(path)")
     }
 }

@@ -19,7 +19,7 @@ struct BenchCommandTests {
         ("--reps", "0", "--reps"), ("--warmup", "x", "--warmup"), ("--seed", "-5", "--seed"), ("--seed", "0xZZ", "--seed"),
         ("--system-node", "99", "--system-node"), ("--device-node", "99", "--device-node"), ("--device-node", "x", "--device-node"),
         ("--backing", "huge", "huge"), ("--counters", "no-such-event", "no-such-event"), ("--counters", "page-faults,page-faults", "twice"),
-        ("--format", "xml", "xml"), ("--out", "/proc/no-such-dir/x.csv", "--out"),
+        ("--format", "xml", "xml"), ("--out", "/proc/no-such-dir/x.csv", "--out"), ("--inject", "lock=0.1", "lock"), ("--inject", "pin=2", "pin"),
     ]
 
     @Test("every option's bad values: one line naming the value, exit status 64, nothing written", arguments: badValues)

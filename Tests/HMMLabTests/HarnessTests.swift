@@ -30,6 +30,8 @@ struct HarnessTests {
         #expect(message(["strategy": "x"]).contains("fault-then-migrate, migrate-then-fault, unified, all"))
         #expect(message(["nosuch": "1"]).contains("--nosuch is not an option"))
         #expect(message(["pages": "1000", "window-pages": "512"]).contains("does not divide"))
+        #expect(message(["inject": "lock=0.1"]).contains("'lock' is not an injection point; use trylock, pin, invalidate, swapin, device4k"))
+        #expect(message(["inject": "pin=2"]).contains("not a number from 0 to 1"))
     }
 
     @Test("a mix parses, prints back, and splits a range into counts that sum to it")
@@ -144,6 +146,38 @@ struct HarnessTests {
                 #expect(row.thpMigrated == 0 && row.thpSplits == 4 && row.deviceAllocFails >= 4 && row.pagesMigrated == 2048, "\(policy) \(row.strategy)")
                 #expect(row.verifyFailures == 0)
             }
+        }
+    }
+
+    /// Each injection point, with a mutator storing all along: every page ends migrated whole or
+    /// restored whole (verify and invariant checks clean, no lost store), and the failure shows in
+    /// its count.
+    static let injections: [(String, String)] = [
+        ("trylock=0.05", "folio_lock_fails"), ("pin=0.05", "pages_skipped"), ("invalidate=0.1", "notifier_retries"),
+        ("swapin=0.2", "failed_ops"), ("device4k=0.05", "device_alloc_fails"),
+    ]
+
+    @Test("injected failures leave every page whole and are counted", arguments: injections)
+    func injected(_ c: (String, String)) throws {
+        var config = try RunConfig.parse(
+            ["strategy": "all", "pages": "2048", "reps": "2", "warmup": "0", "mutators": "1", "counters": "none", "direction": "round-trip",
+             "mix": "present=0.8,swap=0.1,none=0.1", "inject": c.0], nodes: [0])
+        config.verify = true
+        config.backing = .small
+        let runner = try Runner(config: config)
+        var warnings: [String] = []
+        runner.onWarning = { warnings.append($0) }
+        let rows = try runner.run()
+        #expect(warnings.filter { !$0.contains("-EBUSY") }.isEmpty, "\(warnings)")
+        #expect(rows.allSatisfy { $0.verifyFailures == 0 && $0.lostStores == 0 }, "\(c.0)")
+        #expect(runner.injected.reduce(0, +) > 0 || c.0.hasPrefix("device4k"))
+        let toDevice = rows.filter { $0.direction == "to-device" }
+        switch c.1 {
+        case "folio_lock_fails": #expect(toDevice.reduce(0) { $0 + $1.folioLockFails } > 0)
+        case "pages_skipped": #expect(toDevice.reduce(0) { $0 + $1.pagesSkipped } > 0)
+        case "notifier_retries": #expect(toDevice.reduce(0) { $0 + $1.notifierRetries } > 0)
+        case "failed_ops": #expect(runner.failedOps > 0 && toDevice.reduce(0) { $0 + $1.pagesSkipped } > 0)
+        default: #expect(toDevice.reduce(0) { $0 + $1.deviceAllocFails } > 0)
         }
     }
 

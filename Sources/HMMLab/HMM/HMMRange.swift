@@ -278,6 +278,12 @@ struct HMMWalk: PageWalkOps {
         walk.action = .continue
         unowned(unsafe) let mm = walk.mm
         unowned(unsafe) let memory = mm.memory
+        if let injector = mm.injector, injector.fire(.invalidate) {
+            // Another thread invalidates this range while the walk is under way (no table lock held).
+            let r = MMUNotifierRange(start: start, end: end, event: .clear)
+            mm.notifiers.invalidateRangeStart(r)
+            mm.notifiers.invalidateRangeEnd(r)
+        }
         var address = start
         while true {  // again:
             let entry = pmd.load()
@@ -406,7 +412,7 @@ struct HMMWalk: PageWalkOps {
         let head = memory.page(folio.pfn)
         guard !head.pointee.test(.zoneDevice), head.pointee.mapping.load(ordering: .relaxed) != 0 else { return }
         head.pointee.get()
-        guard head.pointee.tryLock() else {
+        guard !(mm.injector?.fire(.trylock) ?? false), head.pointee.tryLock() else {
             memory.put(folio)
             migrate.lockFailures += 1
             return

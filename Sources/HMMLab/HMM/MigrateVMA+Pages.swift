@@ -8,6 +8,15 @@ extension AddressSpace {
     /// `MMU_NOTIFY_MIGRATE` invalidation; splits a 2 MiB source whose destination is not compound
     /// (`migrate_vma_split_unmapped_folio`). Sources that cannot move lose `MIGRATE_PFN_MIGRATE`.
     public func migrateVMAPages(_ args: MigrateVMA) {
+        if let injector {
+            // A reference appears on a collected source (a concurrent pin) before the copy is installed.
+            for i in 0..<args.npages where args.src[i] & MigratePfn.migrate != 0 {
+                guard let pfn = MigratePfn.pfn(args.src[i]), injector.fire(.pin) else { continue }
+                let folio = memory.folio(containing: pfn)
+                memory.page(folio.pfn).pointee.get()
+                args.injectedPins.append(folio)
+            }
+        }
         var notified = false
         var range = MMUNotifierRange(start: 0, end: 0, event: .migrate, owner: args.pgmapOwner)
         // The object kind of the last source looked up (a window's pages almost always share one).
@@ -182,6 +191,8 @@ extension AddressSpace {
     /// back on the LRU, and unlocks and releases sources and destinations (not the fault page).
     public func migrateVMAFinalize(_ args: MigrateVMA) {
         AddressSpace.migrateDeviceFinalize(src: args.src, dst: args.dst, npages: args.npages, faultPage: args.faultPage, memory: memory, hintMM: self, hintStart: args.start)
+        for folio in args.injectedPins { memory.put(folio) }
+        args.injectedPins.removeAll(keepingCapacity: true)
     }
 
     /// `migrate_device_finalize()`, usable without a VMA (device eviction).

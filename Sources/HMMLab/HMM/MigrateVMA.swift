@@ -41,6 +41,8 @@ public final class MigrateVMA: @unchecked Sendable {
     public var migrationEntries = 0
     /// Folios skipped because `folio_trylock` failed.
     public var lockFailures = 0
+    /// References taken by an injected pin between collect and `pages`, dropped after finalize.
+    var injectedPins: [Folio] = []
 
     public init(mm: AddressSpace, capacity: Int = PageSize.pmdPages) {
         self.mm = mm
@@ -397,7 +399,7 @@ struct MigrateCollectWalk: PageWalkOps {
         guard head.pointee.mapping.load(ordering: .relaxed) != 0 else { return .record(0, wasPresent: false) }
         // The reference pins the folio; the lock (trylock: migration is best effort) freezes it.
         head.pointee.get()
-        guard folio == faultFolio || head.pointee.tryLock() else {
+        guard folio == faultFolio || (!(mm.injector?.fire(.trylock) ?? false) && head.pointee.tryLock()) else {
             memory.put(folio)
             args.lockFailures += 1
             return .record(0, wasPresent: false)

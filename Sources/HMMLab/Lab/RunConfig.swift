@@ -39,13 +39,17 @@ public struct RunConfig: Sendable, Equatable {
     public var backing = BackingRequest.auto
     public var counters = RunConfig.defaultCounters
     public var verify = false
+    /// Injected failures (`--inject trylock=P,pin=P,invalidate=P,swapin=P,device4k=P`): probabilities
+    /// per point of the address space's ``FaultInjector``, and of a 4 KiB device allocation failing.
+    public var inject: [FaultInjector.Point: Double] = [:]
+    public var deviceSmallFail = 0.0
 
     public static let defaultCounters = ["cycles", "instructions", "cache-misses", "dTLB-load-misses", "page-faults", "context-switches"]
 
     /// The options `parse` knows (names without the leading dashes).
     public static let optionNames = [
         "strategy", "pages", "window-pages", "mix", "thp", "device-large-fail", "split-policy", "self-invalidation", "direction",
-        "threads", "mutators", "reps", "warmup", "seed", "system-node", "device-node", "backing", "counters",
+        "threads", "mutators", "reps", "warmup", "seed", "system-node", "device-node", "backing", "counters", "inject",
     ]
 
     /// Largest range a run accepts: 64 GiB.
@@ -134,7 +138,34 @@ public struct RunConfig: Sendable, Equatable {
                 }
             }
         }
+        if let v = options["inject"] {
+            let allowed = FaultInjector.Point.allCases.map(\.name) + ["device4k"]
+            for part in v.split(separator: ",") {
+                let pair = part.split(separator: "=")
+                guard pair.count == 2 else {
+                    throw ConfigError("--inject '\(v)': '\(part)' is not POINT=PROBABILITY; use points \(allowed.joined(separator: ", "))")
+                }
+                let name = pair[0].trimmingSpaces
+                guard let p = Double(pair[1].trimmingSpaces), p.isFinite, p >= 0, p <= 1 else {
+                    throw ConfigError("--inject '\(v)': probability '\(pair[1])' of \(name) is not a number from 0 to 1")
+                }
+                if name == "device4k" {
+                    c.deviceSmallFail = p
+                } else if let point = FaultInjector.Point(name: name) {
+                    c.inject[point] = p
+                } else {
+                    throw ConfigError("--inject '\(v)': '\(name)' is not an injection point; use \(allowed.joined(separator: ", "))")
+                }
+            }
+        }
         return c
+    }
+
+    /// `trylock=0.05,pin=0.01,device4k=0.01`, or empty.
+    public var injectDescription: String {
+        var parts = FaultInjector.Point.allCases.compactMap { p in inject[p].map { "\(p.name)=\(Mix.format($0))" } }
+        if deviceSmallFail > 0 { parts.append("device4k=\(Mix.format(deviceSmallFail))") }
+        return parts.joined(separator: ",")
     }
 
     static func integer(_ option: String, _ value: String, _ range: ClosedRange<Int>, _ what: String) throws(ConfigError) -> Int {
@@ -174,6 +205,6 @@ public struct RunConfig: Sendable, Equatable {
     public var settingsLine: String {
         "pages \(pages), window \(windowPages), mix \(mix), thp \(Mix.format(thp)), device-large-fail \(Mix.format(deviceLargeFail)), split-policy \(splitPolicy.rawValue), "
             + "self-invalidation \(selfInvalidation.rawValue), direction \(direction.rawValue), threads \(threads), mutators \(mutators), "
-            + "reps \(reps) (+\(warmup) warm-up), seed \(seed)"
+            + "reps \(reps) (+\(warmup) warm-up), seed \(seed)" + (injectDescription.isEmpty ? "" : ", inject \(injectDescription)")
     }
 }

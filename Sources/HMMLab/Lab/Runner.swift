@@ -47,6 +47,11 @@ public final class Runner {
     public var onWarning: (String) -> Void = { _ in }
     /// Whether the last ``run()`` stopped early.
     public private(set) var interrupted = false
+    /// Failures injected per ``FaultInjector/Point`` over the timed repetitions, and ops that ended
+    /// with an error because of them (a swap-in that failed: `-EFAULT`).
+    public private(set) var injected = [Int](repeating: 0, count: FaultInjector.Point.allCases.count)
+    public private(set) var failedOps = 0
+    public var injecting: Bool { !config.inject.isEmpty || config.deviceSmallFail > 0 }
     /// The harness's own cost per op (clock reads, histogram, progress and stop checks), ns, and per
     /// repetition (counter reads, snapshots), ns: measured at start.
     public private(set) var overheadPerOpNs = 0.0
@@ -219,6 +224,15 @@ public final class Runner {
         } catch {
             throw RunError("\(error)")
         }
+        // Injected failures start once the range is built.
+        let injector = config.inject.isEmpty ? nil : FaultInjector(config.inject, seed: seed)
+        w.mm.injector = injector
+        if config.deviceSmallFail > 0 {
+            w.device.setAllocationFailure(FailureInjection(order0: config.deviceSmallFail, order9: config.deviceLargeFail, seed: seed ^ 0x6465_7669_6365))
+        }
+        defer {
+            if let injector, !warmup { for p in FaultInjector.Point.allCases { injected[p.rawValue] += injector.injected(p) } }
+        }
         let mutators = Mutators(workload: w, count: config.mutators, seed: seed, node: pinnedNode)
         defer {
             mutators.finish()
@@ -248,7 +262,9 @@ public final class Runner {
             let r = w.device.makeResident(address, pages: config.windowPages, strategy: strategy, compound: config.thp > 0)
             let t1 = monotonicNanoseconds()
             _ = histogram.record(t1 - t0)
-            if r.errno != 0, r.errno != HMMErrno.ENOENT { unexpected.append(r.errno) }
+            if r.errno != 0, r.errno != HMMErrno.ENOENT {
+                if injecting { failedOps += 1 } else { unexpected.append(r.errno) }
+            }
             result.merge(r)
         }
         let wall = monotonicNanoseconds() - started
@@ -300,7 +316,9 @@ public final class Runner {
             let wall = monotonicNanoseconds() - started
             let after = tally(w, mutators)
             let d = after - before
-            if failures > 0 { onWarning("\(strategy) rep \(rep): \(failures) CPU loads on the way back failed") }
+            if failures > 0 {
+                if config.inject[.swapin] != nil { failedOps += failures } else { onWarning("\(strategy) rep \(rep): \(failures) CPU loads on the way back failed") }
+            }
             let left = w.mm.snapshot(w.start, pages: w.pages).reduce(0) { $0 + ($1 == .devicePrivate ? 1 : 0) }
             var row = makeRow(strategy: strategy, direction: .roundTrip, rep: rep, ops: ops, histogram: back, wall: wall, delta: d)
             row.pagesMigrated = d.pagesToSystem
@@ -316,7 +334,8 @@ public final class Runner {
 
         // Checks: stores and content, then leaks.
         let stores = mutators.finish()
-        if stores.failed > 0 { onWarning("\(strategy) rep \(rep): \(stores.failed) mutator stores failed") }
+        w.mm.injector = nil  // the checks below read every page: no failure is injected into them
+        if stores.failed > 0, config.inject[.swapin] == nil { onWarning("\(strategy) rep \(rep): \(stores.failed) mutator stores failed") }
         var lost = 0
         var corrupt = 0
         if config.verify || config.mutators > 0 {

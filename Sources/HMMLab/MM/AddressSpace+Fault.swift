@@ -168,6 +168,7 @@ extension AddressSpace {
     /// makes a private, exclusive copy; the slot reference is dropped only by the thread that installs it.
     private func swapInFault(_ vma: VMA, slot: EntrySlot, entry: PTE, address: UInt64, write: Bool) throws(FaultError) -> FaultKind {
         guard let swap else { throw .sigbus(address, "swap entry but no swap area") }
+        if injector?.fire(.swapin) == true { throw .sigbus(address, "injected swap-in read error") }
         let swapEntry = SwapEntry(slot: UInt32(entry.swapOffset), order: 0)
         guard case .success(let folio) = memory.allocate(.system, order: 0) else { throw .outOfMemory(address) }
         swap.read(swapEntry, into: folio, of: memory)

@@ -41,6 +41,8 @@ public final class AddressSpace: @unchecked Sendable {
     /// `mm->notifier_subscriptions`.
     public let notifiers = MMUNotifierSubscriptions()
     public let counters = MMCounters()
+    /// Seeded failures at the paths' failure points (nil: none). Set it before the space is used.
+    public var injector: FaultInjector?
     /// The VMAs, sorted by address. Read and written under ``mmapLock``.
     var vmaList: [VMA] = []
     /// The mapping objects the VMAs use, owned here (the kernel's mm holds its anon_vmas through its

@@ -52,8 +52,10 @@ public final class FrameAllocator: Sendable {
     }
 
     /// The allocator's state, in buffers allocated once: the hot path does no reference counting,
-    /// uniqueness check or bounds check (`zone->free_area` in the kernel).
-    private struct State: ~Copyable {
+    /// uniqueness check or bounds check (`zone->free_area` in the kernel). Copyable only because the
+    /// thread sanitizer's compiler crashes on a `Mutex` over a `~Copyable` struct with a deinit
+    /// (Swift 6.3, "Invalid bitcast"); it is never copied, and the allocator frees its buffers.
+    private struct State {
         let blocks: Int
         let state: UnsafeMutablePointer<BlockState>
         let freeInBlock: UnsafeMutablePointer<UInt16>
@@ -84,7 +86,7 @@ public final class FrameAllocator: Sendable {
             rng = SplitMix64(seed: injection.seed)
         }
 
-        deinit {
+        func deallocate() {
             state.deallocate()
             freeInBlock.deallocate()
             bitmap.deallocate()
@@ -113,6 +115,8 @@ public final class FrameAllocator: Sendable {
     }
 
     private let state: Mutex<State>
+
+    deinit { state.withLock { $0.deallocate() } }
 
     /// A pool of `frames` frames, all free. `frames` must be a positive multiple of 512.
     public init(frames: Int, injection: FailureInjection = .none) {
