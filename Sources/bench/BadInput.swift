@@ -1,5 +1,6 @@
 import ArgumentParser
 import Glibc
+import HMMLab
 
 /// Writes one line to standard error (fd 2, unbuffered); without `newline`, the text as it is.
 func printError(_ line: String, newline: Bool = true) {
@@ -20,4 +21,12 @@ func badInput(_ message: String) -> ExitCode {
 func failure(_ message: String) -> ExitCode {
     printError("bench: \(message)")
     return ExitCode(1)
+}
+
+/// `--backing`'s value, or bad input naming what is allowed.
+func parseBacking(_ value: String) throws -> BackingRequest {
+    guard let request = BackingRequest(rawValue: value) else {
+        throw badInput("--backing '\(value)' is not a backing; use one of \(BackingRequest.allCases.map(\.rawValue).joined(separator: ", "))")
+    }
+    return request
 }

@@ -25,9 +25,7 @@ struct Calibrate: ParsableCommand {
             throw badInput("--frames \(frames) is not allowed: use a multiple of 512 between 1024 and 67108864")
         }
         guard (1...1000).contains(reps) else { throw badInput("--reps \(reps) is not allowed: use 1 to 1000") }
-        guard let request = BackingRequest(rawValue: backing) else {
-            throw badInput("--backing '\(backing)' is not a backing; use one of auto, hugetlb, thp, 4k")
-        }
+        let request = try parseBacking(backing)
         var groups = Set(Calibration.Group.allCases)
         if let only {
             groups = []

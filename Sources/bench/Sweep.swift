@@ -119,9 +119,7 @@ struct ThpTableCommand: ParsableCommand {
         guard (1...1000).contains(iterations) else { throw badInput("--iterations \(iterations) is not allowed; use 1 to 1000") }
         guard (1...4096).contains(maxMib) else { throw badInput("--max-mib \(maxMib) is not allowed; use 1 to 4096") }
         guard (1...256).contains(threads) else { throw badInput("--threads \(threads) is not allowed; use 1 to 256") }
-        guard let request = BackingRequest(rawValue: backing) else {
-            throw badInput("--backing '\(backing)' is not a backing; use one of auto, hugetlb, thp, 4k")
-        }
+        let request = try parseBacking(backing)
         let sizes = ThpTable.sizes.filter { $0 <= maxMib << 20 }
         var config = RunConfig()
         config.pages = (sizes.max() ?? 0) / PageSize.bytes

@@ -35,9 +35,7 @@ public struct MachineTopology: Sendable {
 
     /// Reads the machine. Maps (and unmaps) one 2 MiB probe Region and opens each probed perf event once.
     public static func read(probeNode: Int = 0) -> MachineTopology {
-        var uts = utsname()
-        uname(&uts)
-        let kernel = withUnsafeBytes(of: &uts.release) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        let kernel = Sysfs.kernelRelease
 
         var nodes: [Node] = []
         for id in NUMA.onlineNodes() {

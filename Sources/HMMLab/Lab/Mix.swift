@@ -63,13 +63,13 @@ public struct Mix: Sendable, Equatable, CustomStringConvertible {
             guard pair.count == 2 else {
                 throw ConfigError("--mix '\(text)': '\(part)' is not STATE=FRACTION; use e.g. present=0.8,swap=0.2 with states \(allowed)")
             }
-            let name = pair[0].trimmingSpaces
+            let name = pair[0].trimmingWhitespace()
             guard let kind = PageKind(name: name) else {
                 throw ConfigError("--mix '\(text)': '\(name)' is not a page state; use \(allowed)")
             }
             guard !seen.contains(kind) else { throw ConfigError("--mix '\(text)': '\(name)' is given twice") }
             seen.insert(kind)
-            guard let value = Double(pair[1].trimmingSpaces), value.isFinite, value >= 0, value <= 1 else {
+            guard let value = Double(pair[1].trimmingWhitespace()), value.isFinite, value >= 0, value <= 1 else {
                 throw ConfigError("--mix '\(text)': fraction '\(pair[1])' of \(name) is not a number from 0 to 1")
             }
             mix[kind] = value
@@ -110,15 +110,6 @@ public struct Mix: Sendable, Equatable, CustomStringConvertible {
             left -= 1
         }
         return counts
-    }
-}
-
-extension Substring {
-    var trimmingSpaces: String {
-        var s = self
-        while s.first == " " { s.removeFirst() }
-        while s.last == " " { s.removeLast() }
-        return String(s)
     }
 }
 

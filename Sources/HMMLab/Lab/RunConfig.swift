@@ -127,7 +127,7 @@ public struct RunConfig: Sendable, Equatable {
             c.backing = b
         }
         if let v = options["counters"] {
-            let names = v.split(separator: ",").map { $0.trimmingSpaces }.filter { !$0.isEmpty }
+            let names = v.split(separator: ",").map { $0.trimmingWhitespace() }.filter { !$0.isEmpty }
             c.counters = names == ["none"] ? [] : names
             if Set(c.counters).count != c.counters.count { throw ConfigError("--counters '\(v)' names an event twice") }
             for name in c.counters {
@@ -145,8 +145,8 @@ public struct RunConfig: Sendable, Equatable {
                 guard pair.count == 2 else {
                     throw ConfigError("--inject '\(v)': '\(part)' is not POINT=PROBABILITY; use points \(allowed.joined(separator: ", "))")
                 }
-                let name = pair[0].trimmingSpaces
-                guard let p = Double(pair[1].trimmingSpaces), p.isFinite, p >= 0, p <= 1 else {
+                let name = pair[0].trimmingWhitespace()
+                guard let p = Double(pair[1].trimmingWhitespace()), p.isFinite, p >= 0, p <= 1 else {
                     throw ConfigError("--inject '\(v)': probability '\(pair[1])' of \(name) is not a number from 0 to 1")
                 }
                 if name == "device4k" {

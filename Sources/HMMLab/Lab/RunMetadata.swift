@@ -25,18 +25,15 @@ public struct RunMetadata: Sendable {
 
     /// Reads the machine; the two floors are filled in by the runner's start-up calibration.
     public static func read(systemNode: Int, deviceNode: Int, backing: String) -> RunMetadata {
-        var uts = utsname()
-        uname(&uts)
-        let kernel = withUnsafeBytes(of: &uts.release) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
         var name = [CChar](repeating: 0, count: 256)
         gethostname(&name, name.count)
         let host = String(decoding: name.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
         let cpuinfo = Sysfs.read("/proc/cpuinfo") ?? ""
         let model = cpuinfo.split(separator: "\n").first { $0.hasPrefix("model name") }.map { line in
-            line.split(separator: ":", maxSplits: 1).last.map { $0.trimmingSpaces } ?? ""
+            line.split(separator: ":", maxSplits: 1).last.map { $0.trimmingWhitespace() } ?? ""
         } ?? "unknown"
         return RunMetadata(
-            runId: Self.newRunId(), host: host, kernel: kernel, cpuModel: model, cpus: Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))),
+            runId: Self.newRunId(), host: host, kernel: Sysfs.kernelRelease, cpuModel: model, cpus: Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))),
             numaNodes: NUMA.onlineNodes().count, systemNode: systemNode, deviceNode: deviceNode, backing: backing,
             thpMode: ThpSettings.enabled ?? "unsupported", memcpyGBps: .nan, kernelWalkNs: .nan)
     }

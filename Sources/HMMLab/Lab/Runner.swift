@@ -47,8 +47,9 @@ public final class Runner {
     public var onWarning: (String) -> Void = { _ in }
     /// Whether the last ``run()`` stopped early.
     public private(set) var interrupted = false
-    /// Failures injected per ``FaultInjector/Point`` over the timed repetitions, and ops that ended
-    /// with an error because of them (a swap-in that failed: `-EFAULT`).
+    /// Failures injected per ``FaultInjector/Point`` over the timed repetitions, and what ended with an
+    /// error because of them: ops to the device (`-EFAULT` from a failed swap-in) and, coming back,
+    /// CPU loads.
     public private(set) var injected = [Int](repeating: 0, count: FaultInjector.Point.allCases.count)
     public private(set) var failedOps = 0
     public var injecting: Bool { !config.inject.isEmpty || config.deviceSmallFail > 0 }
@@ -110,7 +111,7 @@ public final class Runner {
     static func availableBytes() -> Int {
         let meminfo = Sysfs.read("/proc/meminfo") ?? ""
         let available = Sysfs.kilobyteField("MemAvailable", in: meminfo[...]) ?? Int.max / 2
-        let huge = (Sysfs.readInt("/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages") ?? 0) * PageSize.pmdBytes
+        let huge = (HugetlbPool.freePagesSystemWide ?? 0) * HugetlbPool.pageSize
         return available + huge
     }
 
@@ -269,7 +270,7 @@ public final class Runner {
         }
         let wall = monotonicNanoseconds() - started
         let after = tally(w, mutators)
-        let onDevice = w.mm.snapshot(w.start, pages: w.pages).reduce(0) { $0 + ($1 == .devicePrivate ? 1 : 0) }
+        let onDevice = Self.pagesOnDevice(w)
         if !unexpected.isEmpty {
             onWarning("\(strategy) rep \(rep): \(unexpected.count) ops ended with \(Set(unexpected.map(HMMErrno.name)).sorted().joined(separator: ", "))")
         }
@@ -319,7 +320,7 @@ public final class Runner {
             if failures > 0 {
                 if config.inject[.swapin] != nil { failedOps += failures } else { onWarning("\(strategy) rep \(rep): \(failures) CPU loads on the way back failed") }
             }
-            let left = w.mm.snapshot(w.start, pages: w.pages).reduce(0) { $0 + ($1 == .devicePrivate ? 1 : 0) }
+            let left = Self.pagesOnDevice(w)
             var row = makeRow(strategy: strategy, direction: .roundTrip, rep: rep, ops: ops, histogram: back, wall: wall, delta: d)
             row.pagesMigrated = d.pagesToSystem
             row.pagesSkipped = left
@@ -352,12 +353,12 @@ public final class Runner {
                 corrupt += problems.count
             }
         }
-        let verifyFailures = after.verifyFailures - before.verifyFailures + (rows.count > 1 ? rows[1].verifyFailures ?? 0 : 0)
         let timestamp = UTCTime.now().iso8601
         for i in rows.indices {
             rows[i].timestamp = timestamp
             rows[i].lostStores = lost
-            if config.verify { rows[i].verifyFailures = (i == 0 ? verifyFailures : rows[i].verifyFailures ?? 0) + corrupt }
+            // Each row's own copy-verify failures, plus what the end-of-repetition checks found.
+            if config.verify { rows[i].verifyFailures = (rows[i].verifyFailures ?? 0) + corrupt }
         }
         return rows
     }
@@ -369,6 +370,11 @@ public final class Runner {
         guard system != 0 || device != 0 || swap.usedSlots != 0 else { return true }
         onWarning("\(strategy) rep \(rep): frames not returned after teardown (system \(system), device \(device), swap slots \(swap.usedSlots))")
         return false
+    }
+
+    /// Pages of the range mapped device-private now (one snapshot walk).
+    static func pagesOnDevice(_ w: Workload) -> Int {
+        w.mm.snapshot(w.start, pages: w.pages).reduce(0) { $0 + ($1 == .devicePrivate ? 1 : 0) }
     }
 
     static func histogram() -> Histogram<UInt64> {

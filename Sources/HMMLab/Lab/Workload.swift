@@ -10,8 +10,8 @@
 /// 2. With THP blocks, `madvise(MADV_HUGEPAGE)` the range and write those blocks: each first write
 ///    faults in a PMD-mapped 2 MiB folio. From then on the VMA is a THP VMA, as in the kernel: a later
 ///    fault into an untouched 2 MiB block gets a THP too.
-/// 3. With `cow` pages, `fork` a child; the child unmaps every other page (so only the `cow` pages stay
-///    shared) and the parent writes its other written pages again (reusing them: writable and
+/// 3. With `cow` pages, `fork` a child; the child unmaps all the pages that are not `cow` (so only those
+///    stay shared) and the parent writes its other written pages again (reusing them: writable and
 ///    anon-exclusive once more).
 /// 4. Swap out the `swap` pages, migrate the `device` pages to the device, pin the `pinned` pages.
 public final class Workload {

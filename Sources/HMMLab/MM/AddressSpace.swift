@@ -288,20 +288,12 @@ public final class AddressSpace: @unchecked Sendable {
     public func mprotect(_ address: UInt64, length: Int, protection: Protection) throws(MMError) {
         let end = try checkedRange(address, length, "mprotect")
         try mmapLock.withWriteLock { () throws(MMError) in
-            var cursor = address
-            var i = firstVMAIndex(endingAbove: address)
-            while cursor < end {
-                guard i < vmaList.count, vmaList[i].start <= cursor else {
-                    throw .noMemory("mprotect range 0x\(String(cursor, radix: 16)) is not mapped")
-                }
-                cursor = vmaList[i].end
-                i += 1
-            }
+            try requireMapped(address, end, "mprotect")
             let range = MMUNotifierRange(start: address, end: end, event: .protectionVMA)
             notifiers.invalidateRangeStart(range)
             splitVMA(at: address)
             splitVMA(at: end)
-            i = firstVMAIndex(endingAbove: address)
+            var i = firstVMAIndex(endingAbove: address)
             while i < vmaList.count, vmaList[i].start < end {
                 vmaList[i].protection = protection
                 changeProtection(vmaList[i])
@@ -313,24 +305,30 @@ public final class AddressSpace: @unchecked Sendable {
         }
     }
 
+    /// Throws `-ENOMEM` unless VMAs cover `[address, end)` without a gap (`mprotect` and `madvise`
+    /// refuse an unmapped hole). Caller holds the mmap lock.
+    func requireMapped(_ address: UInt64, _ end: UInt64, _ call: String) throws(MMError) {
+        var cursor = address
+        var i = firstVMAIndex(endingAbove: address)
+        while cursor < end {
+            guard i < vmaList.count, vmaList[i].start <= cursor else {
+                throw .noMemory("\(call) range 0x\(String(cursor, radix: 16)) is not mapped")
+            }
+            cursor = vmaList[i].end
+            i += 1
+        }
+    }
+
     /// `madvise(MADV_HUGEPAGE)` (`hugepage: true`) or `madvise(MADV_NOHUGEPAGE)` on
     /// `[address, address+length)`: sets or clears `VM_HUGEPAGE`, splitting VMAs at the range's ends
     /// (`madvise_update_vma`). Only later faults are affected: mapped pages stay as they are.
     public func madvise(_ address: UInt64, length: Int, hugepage: Bool) throws(MMError) {
         let end = try checkedRange(address, length, "madvise")
         try mmapLock.withWriteLock { () throws(MMError) in
-            var cursor = address
-            var i = firstVMAIndex(endingAbove: address)
-            while cursor < end {
-                guard i < vmaList.count, vmaList[i].start <= cursor else {
-                    throw .noMemory("madvise range 0x\(String(cursor, radix: 16)) is not mapped")
-                }
-                cursor = vmaList[i].end
-                i += 1
-            }
+            try requireMapped(address, end, "madvise")
             splitVMA(at: address)
             splitVMA(at: end)
-            i = firstVMAIndex(endingAbove: address)
+            var i = firstVMAIndex(endingAbove: address)
             while i < vmaList.count, vmaList[i].start < end {
                 if hugepage { vmaList[i].flags.insert(.hugepage) } else { vmaList[i].flags.remove(.hugepage) }
                 i += 1

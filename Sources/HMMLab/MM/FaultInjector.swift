@@ -17,8 +17,8 @@ public final class FaultInjector: @unchecked Sendable {
         /// An invalidation of the walked range races `hmm_range_fault` (another thread's munmap or
         /// mprotect of a neighbour): the notifier sequence moves and the caller walks again.
         case invalidate
-        /// `do_swap_page` cannot read the slot (I/O error): the fault fails with `VM_FAULT_OOM`-like
-        /// failure, `hmm_range_fault` returns `-EFAULT`, the page stays in swap.
+        /// `do_swap_page` cannot read the slot (an I/O error: `VM_FAULT_SIGBUS`): `hmm_range_fault`
+        /// returns `-EFAULT`, a CPU access fails, the page stays in swap.
         case swapin
 
         public var name: String {

@@ -273,6 +273,9 @@ public enum HugetlbPool {
             ?? Sysfs.readInt("/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages")
     }
 
+    /// Free 2 MiB pages on the whole machine (`/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages`).
+    public static var freePagesSystemWide: Int? { Sysfs.readInt("/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages") }
+
     /// All 2 MiB pages reserved on a node (`nr_hugepages`).
     public static func totalPages(node: Int) -> Int? {
         Sysfs.readInt("/sys/devices/system/node/node\(node)/hugepages/hugepages-2048kB/nr_hugepages")

@@ -23,6 +23,13 @@ public enum Sysfs {
         return String(decoding: bytes, as: UTF8.self)
     }
 
+    /// `uname -r`: the running kernel's release.
+    public static var kernelRelease: String {
+        var uts = utsname()
+        uname(&uts)
+        return withUnsafeBytes(of: &uts.release) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+    }
+
     /// The file's content as one trimmed line.
     public static func readLine(_ path: String) -> String? {
         read(path).map { $0.trimmingWhitespace() }
