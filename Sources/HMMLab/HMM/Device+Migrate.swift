@@ -159,6 +159,9 @@ extension Device {
     /// `dmirror_migrate_alloc_and_copy()`: a device page (or 2 MiB folio) for every source still
     /// migrating, with the bytes copied (or cleared for a hole or the zero page). When a 2 MiB device
     /// folio cannot be had, 512 single pages are allocated (the split fallback).
+    ///
+    /// The window's single pages are taken from the device pool in one go (``allocateDevicePages(_:into:)``),
+    /// as drivers that allocate device memory by the chunk do; dmirror takes its lock once per page.
     func allocateAndCopyToDevice(_ args: MigrateVMA, copy: CopyEngine, phases: inout PhaseTimes) {
         let started = monotonicNanoseconds()
         let copiedBefore = copy.copyNanoseconds
@@ -167,8 +170,26 @@ extension Device {
             phases.copy += copying
             phases.alloc += monotonicNanoseconds() - started - copying
         }
+        let npages = args.npages
+        var small = 0
+        for i in 0..<npages where args.src[i] & (MigratePfn.migrate | MigratePfn.compound) == MigratePfn.migrate { small += 1 }
+        withUnsafeTemporaryAllocation(of: Pfn.self, capacity: max(1, small)) { pages in
+            let got = allocateDevicePages(small, into: pages.baseAddress!)
+            var next = 0
+            queueCopies(args, copy: copy) {
+                guard next < got else { return nil }
+                next += 1
+                return Folio(pfn: pages[next - 1], order: 0)
+            }
+        }
+        copy.run()
+    }
+
+    /// The loop of `dmirror_migrate_alloc_and_copy()`: `nextPage` hands out the single pages.
+    private func queueCopies(_ args: MigrateVMA, copy: CopyEngine, nextPage: () -> Folio?) {
+        let npages = args.npages
         var i = 0
-        while i < args.npages {
+        while i < npages {
             let s = args.src[i]
             guard s & MigratePfn.migrate != 0 else {
                 i += 1
@@ -192,31 +213,35 @@ extension Device {
                 i += PageSize.pmdPages
                 continue
             }
-            if let page = allocateDevicePage(order: 0) {
+            if let page = nextPage() {
                 args.dst[i] = MigratePfn.make(page.pfn) | write
                 if let source { copy.copy(from: memory.address(of: source), to: memory.address(of: page.pfn), bytes: PageSize.bytes) } else { copy.clear(memory.address(of: page.pfn), bytes: PageSize.bytes) }
             }
             i += 1
         }
-        copy.run()
     }
 
     /// `dmirror_migrate_finalize_and_map()`: maps every migrated page in the device page table (write
     /// tag when the source was writable). Returns the pages migrated.
     func finalizeAndMap(_ args: MigrateVMA) -> Int {
         var migrated = 0
+        let npages = args.npages
+        let start = args.start
+        let src = args.src
+        let dst = args.dst
+        let vmaWritable = args.vma?.isWritable == true
         pageTable.withLock { pt in
             var i = 0
-            while i < args.npages {
-                let s = args.src[i]
-                let d = args.dst[i]
+            while i < npages {
+                let s = src[i]
+                let d = dst[i]
                 guard s & MigratePfn.migrate != 0, let pfn = MigratePfn.pfn(d) else {
                     i += 1
                     continue
                 }
                 let n = d & MigratePfn.compound != 0 ? PageSize.pmdPages : 1
-                for k in 0..<n where i + k < args.npages {
-                    pt.set(args.start + UInt64(i + k) << 12, pfn: pfn + k, writable: s & MigratePfn.write != 0 || args.vma?.isWritable == true)
+                for k in 0..<n where i + k < npages {
+                    pt.set(start + UInt64(i + k) << 12, pfn: pfn + k, writable: s & MigratePfn.write != 0 || vmaWritable)
                 }
                 migrated += n
                 i += n

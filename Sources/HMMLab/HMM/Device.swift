@@ -44,6 +44,8 @@ public final class Device: DevicePagemap, MMUIntervalNotifierOps, @unchecked Sen
     private(set) var notifier: MMUIntervalNotifier!
     let pageTable = Mutex(DevicePageTable())
     private let injection: Mutex<(settings: FailureInjection, rng: SplitMix64)>
+    /// Whether any allocation failure is injected: an allocation reads this flag, not the mutex, when none is.
+    private let injecting = Atomic<Bool>(false)
     let scratch = Mutex<[MigrationContext]>([])
     let rangeScratch = Mutex<[HMMRange]>([])
 
@@ -84,12 +86,13 @@ public final class Device: DevicePagemap, MMUIntervalNotifierOps, @unchecked Sen
     /// Makes device allocations fail with these probabilities (`HMM_DMIRROR_FLAG_FAIL_ALLOC` is order 9 = 1).
     public func setAllocationFailure(_ settings: FailureInjection) {
         injection.withLock { $0 = (settings, SplitMix64(seed: settings.seed)) }
+        injecting.store(settings.order0 > 0 || settings.order9 > 0, ordering: .releasing)
     }
 
     /// A locked device folio of `order` with one reference, marked as this device's, or nil
     /// (exhausted or injected failure). Models `dmirror_devmem_alloc_page` / `zone_device_folio_init`.
     func allocateDevicePage(order: Int) -> Folio? {
-        let injected = injection.withLock { s -> Bool in
+        let injected = injecting.load(ordering: .acquiring) && injection.withLock { s -> Bool in
             let p = s.settings.probability(order: order)
             return p > 0 && s.rng.nextUnit() < p
         }
@@ -105,6 +108,33 @@ public final class Device: DevicePagemap, MMUIntervalNotifierOps, @unchecked Sen
         _ = memory.page(folio.pfn).pointee.tryLock()
         stats.devicePagesAllocated.wrappingAdd(folio.pageCount, ordering: .relaxed)
         return folio
+    }
+
+    /// Up to `count` locked single device pages with one reference each, written to `out`; returns how
+    /// many. Taken from the pool under one allocator lock (`alloc_pages_bulk`, and as drivers allocate
+    /// device memory by the chunk); with allocation failures injected, page by page so each draws its
+    /// own failure, as ``allocateDevicePage(order:)`` does.
+    func allocateDevicePages(_ count: Int, into out: UnsafeMutablePointer<Pfn>) -> Int {
+        guard count > 0 else { return 0 }
+        if injecting.load(ordering: .acquiring) {
+            var got = 0
+            for _ in 0..<count {
+                if let folio = allocateDevicePage(order: 0) {
+                    out[got] = folio.pfn
+                    got += 1
+                }
+            }
+            return got
+        }
+        let got = memory.allocateBulk(.device, count: count, into: out)
+        for k in 0..<got {
+            let page = memory.page(out[k])
+            page.pointee.private.store(owner, ordering: .releasing)
+            _ = page.pointee.tryLock()
+        }
+        if got < count { stats.allocationFailures.wrappingAdd(count - got, ordering: .relaxed) }
+        stats.devicePagesAllocated.wrappingAdd(got, ordering: .relaxed)
+        return got
     }
 
     /// A locked system folio with one reference (`vma_alloc_folio` + `folio_lock` in the fault path).

@@ -6,6 +6,10 @@ struct DevicePageTable: ~Copyable {
     static let present: UInt64 = 1 << 62
     static let write: UInt64 = 1 << 63
     private var leaves: [UInt64: UnsafeMutablePointer<UInt64>] = [:]
+    /// The leaf used last and its key (`address >> 21`): a window's pages share one leaf, so most
+    /// lookups and updates cost one compare instead of a hash lookup.
+    private var lastKey: UInt64 = .max
+    private var lastLeaf: UnsafeMutablePointer<UInt64>?
 
     init() {}
 
@@ -15,6 +19,7 @@ struct DevicePageTable: ~Copyable {
 
     /// The entry for `address`: 0 when unmapped, else `pfn | present [| write]`.
     func lookup(_ address: UInt64) -> UInt64 {
+        if address >> 21 == lastKey, let lastLeaf { return lastLeaf[Int((address >> 12) & 511)] }
         guard let leaf = leaves[address >> 21] else { return 0 }
         return leaf[Int((address >> 12) & 511)]
     }
@@ -22,13 +27,17 @@ struct DevicePageTable: ~Copyable {
     mutating func set(_ address: UInt64, pfn: Pfn, writable: Bool) {
         let key = address >> 21
         let leaf: UnsafeMutablePointer<UInt64>
-        if let existing = leaves[key] {
+        if key == lastKey, let lastLeaf {
+            leaf = lastLeaf
+        } else if let existing = leaves[key] {
             leaf = existing
         } else {
             leaf = .allocate(capacity: 512)
             leaf.initialize(repeating: 0, count: 512)
             leaves[key] = leaf
         }
+        lastKey = key
+        lastLeaf = leaf
         leaf[Int((address >> 12) & 511)] = pfn.rawValue | Self.present | (writable ? Self.write : 0)
     }
 

@@ -71,8 +71,6 @@ extension AddressSpace {
         range.faults = 0
         range.faultNanoseconds = 0
         range.restarts = 0
-        range.migratePrepareLocks = 0
-        range.migrateFlushes = 0
         range.migrateInvalidation = nil
         if let migrate = range.migrate {
             migrate.vma = nil
@@ -80,6 +78,7 @@ extension AddressSpace {
             migrate.end = range.end
         }
         defer {
+            ops.publishCounts(self)
             if let r = range.migrateInvalidation { notifiers.invalidateRangeEnd(r) }
         }
         var first = true
@@ -173,21 +172,58 @@ struct HMMWalk: PageWalkOps {
     unowned(unsafe) let migrate: MigrateVMA?
     /// `hmm_vma_walk->last`.
     var last: UInt64
+    // The range's fields, read once per call: they do not change under a walk, and reading them here
+    // costs no class access (nor its exclusivity check) per page.
+    let pfns: UnsafeMutablePointer<UInt64>
+    let rangeStart: UInt64
+    let defaultFlags: UInt64
+    let pfnFlagsMask: UInt64
+    let devPrivateOwner: UInt64
+    /// `HMM_PFN_REQ_MIGRATE` with a `migrate` to collect into.
+    let wantsMigrate: Bool
+    /// `MIGRATE_VMA_SELECT_SYSTEM` in `migrate.flags`.
+    let selectSystem: Bool
+    // Counts of the call, kept in the walk and handed to the range, the `migrate_vma` and the address
+    // space's counters once when the call ends (``publishCounts(_:)``).
+    var prepareLocks = 0
+    var flushes = 0
+    var migrationEntries = 0
+    var lockFailures = 0
+    /// Whether this call raised its `MMU_NOTIFY_MIGRATE` invalidation (mirrors `range.migrateInvalidation`).
+    var invalidationRaised = false
 
     init(range: HMMRange) {
         self.range = range
         migrate = range.migrate
         last = range.start
+        pfns = range.hmmPfns
+        rangeStart = range.start
+        defaultFlags = range.defaultFlags
+        pfnFlagsMask = range.pfnFlagsMask
+        devPrivateOwner = range.devPrivateOwner
+        wantsMigrate = range.migrate != nil && range.defaultFlags & HMMPfn.requestMigrate != 0
+        selectSystem = range.migrate?.flags.contains(.system) ?? false
+    }
+
+    /// Hands the call's counts to the range, the `migrate_vma` and the address space.
+    func publishCounts(_ mm: AddressSpace) {
+        range.migratePrepareLocks = prepareLocks
+        range.migrateFlushes = flushes
+        if let migrate {
+            migrate.migrationEntries += migrationEntries
+            migrate.lockFailures += lockFailures
+        }
+        if flushes > 0 { mm.counters.tlbFlushes.wrappingAdd(flushes, ordering: .relaxed) }
     }
 
     static let needFault: UInt32 = 1
     static let needWriteFault: UInt32 = 2
 
-    @inline(__always) func index(_ address: UInt64) -> Int { Int((address - range.start) >> 12) }
+    @inline(__always) func index(_ address: UInt64) -> Int { Int((address - rangeStart) >> 12) }
 
     /// `hmm_pte_need_fault()`.
     @inline(__always) func pteNeedFault(_ request: UInt64, _ cpuFlags: UInt64) -> UInt32 {
-        let req = (request & range.pfnFlagsMask) | range.defaultFlags
+        let req = (request & pfnFlagsMask) | defaultFlags
         if req & HMMPfn.requestFault == 0 { return 0 }
         if req & HMMPfn.requestWrite != 0, cpuFlags & HMMPfn.write == 0 { return Self.needFault | Self.needWriteFault }
         if cpuFlags & HMMPfn.valid == 0 { return Self.needFault }
@@ -196,10 +232,10 @@ struct HMMWalk: PageWalkOps {
 
     /// `hmm_range_need_fault()`.
     func rangeNeedFault(_ start: UInt64, _ end: UInt64, _ cpuFlags: UInt64) -> UInt32 {
-        if (range.defaultFlags | range.pfnFlagsMask) & HMMPfn.requestFault == 0 { return 0 }
+        if (defaultFlags | pfnFlagsMask) & HMMPfn.requestFault == 0 { return 0 }
         var required: UInt32 = 0
         for i in index(start)..<index(end) {
-            required |= pteNeedFault(range.hmmPfns[i], cpuFlags)
+            required |= pteNeedFault(pfns[i], cpuFlags)
             if required == Self.needFault | Self.needWriteFault { return required }
         }
         return required
@@ -208,7 +244,7 @@ struct HMMWalk: PageWalkOps {
     /// `hmm_pfns_fill()`.
     func fill(_ start: UInt64, _ end: UInt64, _ cpuFlags: UInt64) -> Int32 {
         for i in index(start)..<index(end) {
-            range.hmmPfns[i] = (range.hmmPfns[i] & HMMPfn.inOutFlags) | cpuFlags
+            pfns[i] = (pfns[i] & HMMPfn.inOutFlags) | cpuFlags
         }
         return 0
     }
@@ -238,7 +274,7 @@ struct HMMWalk: PageWalkOps {
 
     mutating func testWalk(_ start: UInt64, _ end: UInt64, _ walk: inout PageWalk) -> Int32 {
         let vma = walk.vma!
-        if let migrate, range.defaultFlags & HMMPfn.requestMigrate != 0 {
+        if let migrate, defaultFlags & HMMPfn.requestMigrate != 0 {
             // The RFC: migration needs a single VMA.
             if let first = migrate.vma {
                 if first.start != vma.start || first.object !== vma.object { return HMMErrno.ERANGE }
@@ -272,8 +308,6 @@ struct HMMWalk: PageWalkOps {
         return fill(address, next, 0)
     }
 
-    var wantsMigrate: Bool { migrate != nil && range.defaultFlags & HMMPfn.requestMigrate != 0 }
-
     mutating func pmdEntry(_ pmd: EntrySlot, _ start: UInt64, _ end: UInt64, _ walk: inout PageWalk) -> Int32 {
         walk.action = .continue
         unowned(unsafe) let mm = walk.mm
@@ -303,11 +337,17 @@ struct HMMWalk: PageWalkOps {
                 if wantsMigrate { return migrateHugePMD(pmd, entry, start, end, &walk) }
                 return handlePMD(entry, start, end, &walk)
             }
-            // A table: the PTEs, read without the lock (pte_offset_map), as hmm does.
+            // A table: the PTEs, read without the lock (pte_offset_map), as hmm does. The objects the
+            // per-page steps use are held here, once per PMD, and passed down borrowed.
             let table = entry.pfn
+            let space: AddressSpace = mm
+            let physical: PhysicalMemory = memory
+            let injector = space.injector
+            let collect = wantsMigrate && walk.vma?.isShared == false
+            let slots = space.pageTable.slots(of: table)
             while address < end {
-                let slot = mm.pageTable.slot(in: table, level: .pte, address: address)
-                let r = handlePTE(slot, address, end, &walk, memory: memory)
+                let slot = slots.advanced(by: PageTableLevel.pte.index(address))
+                let r = handlePTE(slot, address, end, &walk, mm: space, memory: physical, injector: injector, collect: collect)
                 if r != 0 { return r }
                 address += 4096
             }
@@ -323,7 +363,7 @@ struct HMMWalk: PageWalkOps {
         if required != 0 { return fault(start, end, required, &walk) }
         var pfn = entry.pfn + Int((start & UInt64(PageSize.pmdBytes - 1)) >> 12)
         for i in index(start)..<index(end) {
-            range.hmmPfns[i] = (range.hmmPfns[i] & HMMPfn.inOutFlags) | pfn.rawValue | cpuFlags
+            pfns[i] = (pfns[i] & HMMPfn.inOutFlags) | pfn.rawValue | cpuFlags
             pfn = pfn + 1
         }
         return 0
@@ -333,11 +373,11 @@ struct HMMWalk: PageWalkOps {
     /// device-private PMDs are faulted back; anything else is an error.
     mutating func handleAbsentPMD(_ entry: PTE, _ start: UInt64, _ end: UInt64, _ walk: inout PageWalk) -> Int32 {
         unowned(unsafe) let memory = walk.mm.memory
-        if entry.isDevicePrivate, memory.pagemap(of: entry.pfn)?.owner == range.devPrivateOwner {
+        if entry.isDevicePrivate, memory.pagemap(of: entry.pfn)?.owner == devPrivateOwner {
             let cpuFlags = HMMPfn.valid | (entry.isWritableDevicePrivate ? HMMPfn.write : 0) | HMMPfn.order(PageSize.pmdOrder)
             var pfn = entry.pfn + Int((start & UInt64(PageSize.pmdBytes - 1)) >> 12)
             for i in index(start)..<index(end) {
-                range.hmmPfns[i] = (range.hmmPfns[i] & HMMPfn.inOutFlags) | pfn.rawValue | cpuFlags
+                pfns[i] = (pfns[i] & HMMPfn.inOutFlags) | pfn.rawValue | cpuFlags
                 pfn = pfn + 1
             }
             return 0
@@ -351,9 +391,13 @@ struct HMMWalk: PageWalkOps {
     }
 
     /// `hmm_vma_handle_pte()`, then the RFC's `hmm_vma_handle_migrate_prepare()` for the page.
-    mutating func handlePTE(_ slot: EntrySlot, _ address: UInt64, _ end: UInt64, _ walk: inout PageWalk, memory: PhysicalMemory) -> Int32 {
+    @inline(__always)
+    mutating func handlePTE(
+        _ slot: EntrySlot, _ address: UInt64, _ end: UInt64, _ walk: inout PageWalk, mm: AddressSpace, memory: PhysicalMemory, injector: FaultInjector?,
+        collect: Bool
+    ) -> Int32 {
         let i = index(address)
-        let request = range.hmmPfns[i]
+        let request = pfns[i]
         let pte = slot.load()
         var out: UInt64
         if pte.isNone {
@@ -361,9 +405,9 @@ struct HMMWalk: PageWalkOps {
             if required != 0 { return fault(address, end, required, &walk) }
             out = 0
         } else if !pte.isPresent {
-            if pte.isDevicePrivate, memory.pagemap(of: pte.pfn)?.owner == range.devPrivateOwner {
+            if pte.isDevicePrivate, memory.pagemap(of: pte.pfn)?.owner == devPrivateOwner {
                 out = pte.pfn.rawValue | HMMPfn.valid | (pte.isWritableDevicePrivate ? HMMPfn.write : 0)
-                range.hmmPfns[i] = (request & HMMPfn.inOutFlags) | out
+                pfns[i] = (request & HMMPfn.inOutFlags) | out
                 return 0
             }
             let required = pteNeedFault(request, 0)
@@ -373,7 +417,7 @@ struct HMMWalk: PageWalkOps {
                 return fault(address, end, required, &walk)
             } else if pte.isMigration {
                 last = address
-                walk.mm.waitForMigration(pte.pfn)
+                mm.waitForMigration(pte.pfn)
                 return HMMErrno.EBUSY
             } else {
                 return HMMErrno.EFAULT
@@ -384,8 +428,8 @@ struct HMMWalk: PageWalkOps {
             if required != 0 { return fault(address, end, required, &walk) }
             out = pte.pfn.rawValue | cpuFlags
         }
-        range.hmmPfns[i] = (request & HMMPfn.inOutFlags) | out
-        if wantsMigrate { migratePrepare(slot, address, i, &walk) }
+        pfns[i] = (request & HMMPfn.inOutFlags) | out
+        if collect { migratePrepare(slot, i, mm: mm, memory: memory, injector: injector) }
         return 0
     }
 
@@ -393,33 +437,33 @@ struct HMMWalk: PageWalkOps {
     /// migrate, installs the migration entry as collect does (folio reference, trylock, anon-exclusive
     /// handling, entry bits, rmap removal), with one TLB flush per page. Holes and the zero page become
     /// source-less `VALID|MIGRATE` words.
-    mutating func migratePrepare(_ slot: EntrySlot, _ address: UInt64, _ i: Int, _ walk: inout PageWalk) {
-        unowned(unsafe) let mm = walk.mm
-        unowned(unsafe) let memory = mm.memory
-        guard let migrate, let vma = walk.vma, !vma.isShared else { return }
-        range.migratePrepareLocks += 1
+    ///
+    /// Called only for a private VMA when the call migrates (`collect` in ``handlePTE``).
+    mutating func migratePrepare(_ slot: EntrySlot, _ i: Int, mm: AddressSpace, memory: PhysicalMemory, injector: FaultInjector?) {
+        prepareLocks += 1
         let lock = mm.pageTable.lock(tableOf: slot)
         defer { lock.unlock() }
         let pte = slot.load()
         if pte.isNone || (pte.isPresent && pte.pfn == memory.zeroPage) {
-            if migrate.flags.contains(.system) { range.hmmPfns[i] = HMMPfn.valid | HMMPfn.migrate }
+            if selectSystem { pfns[i] = HMMPfn.valid | HMMPfn.migrate }
             return
         }
-        guard pte.isPresent, !pte.isProtNone, migrate.flags.contains(.system) else { return }
+        guard pte.isPresent, !pte.isProtNone, selectSystem else { return }
         let page = pte.pfn
         let folio = memory.folio(containing: page)
         guard folio.order == 0 else { return }  // large folios were split before (hmm_vma_walk_split)
         let head = memory.page(folio.pfn)
         guard !head.pointee.test(.zoneDevice), head.pointee.mapping.load(ordering: .relaxed) != 0 else { return }
         head.pointee.get()
-        guard !(mm.injector?.fire(.trylock) ?? false), head.pointee.tryLock() else {
+        guard !(injector?.fire(.trylock) ?? false), head.pointee.tryLock() else {
             memory.put(folio)
-            migrate.lockFailures += 1
+            lockFailures += 1
             return
         }
-        if range.migrateInvalidation == nil {
-            let r = MMUNotifierRange(start: range.start, end: range.end, event: .migrate, owner: range.devPrivateOwner)
+        if !invalidationRaised {
+            let r = MMUNotifierRange(start: range.start, end: range.end, event: .migrate, owner: devPrivateOwner)
             range.migrateInvalidation = r
+            invalidationRaised = true
             // The lock is dropped around the notifier, as the kernel never calls it under a PTE lock.
             lock.unlock()
             mm.notifiers.invalidateRangeStart(r)
@@ -436,12 +480,11 @@ struct HMMWalk: PageWalkOps {
         if pte.isDirty { head.pointee.set(.dirty) }
         let mode: PTE.MigrationMode = pte.isWritable ? .write : anonExclusive ? .readExclusive : .read
         slot.store(.migration(page, mode: mode, young: pte.isYoung, dirty: pte.isDirty, softDirty: pte.isSoftDirty))
-        migrate.migrationEntries += 1
+        migrationEntries += 1
         mm.removeRmap(folio)
         memory.put(folio)
-        range.migrateFlushes += 1  // flush_tlb_range per page
-        mm.counters.tlbFlushes.wrappingAdd(1, ordering: .relaxed)
-        range.hmmPfns[i] |= HMMPfn.migrate
+        flushes += 1  // flush_tlb_range per page
+        pfns[i] |= HMMPfn.migrate
     }
 
     /// A PMD-mapped THP met by a migrating walk: collected whole (lab option) or split
@@ -459,12 +502,13 @@ struct HMMWalk: PageWalkOps {
             head.pointee.get()
             guard head.pointee.tryLock() else {
                 memory.put(folio)
-                migrate!.lockFailures += 1
+                lockFailures += 1
                 return handlePMD(entry, start, end, &walk)
             }
-            if range.migrateInvalidation == nil {
-                let r = MMUNotifierRange(start: range.start, end: range.end, event: .migrate, owner: range.devPrivateOwner)
+            if !invalidationRaised {
+                let r = MMUNotifierRange(start: range.start, end: range.end, event: .migrate, owner: devPrivateOwner)
                 range.migrateInvalidation = r
+                invalidationRaised = true
                 mm.notifiers.invalidateRangeStart(r)
             }
             let lock = mm.pageTable.lock(tableOf: pmd)
@@ -480,16 +524,15 @@ struct HMMWalk: PageWalkOps {
             if exclusive { for k in 0..<PageSize.pmdPages { memory.page(folio.pfn + k).pointee.clear(.anonExclusive) } }
             let mode: PTE.MigrationMode = entry.isWritable ? .write : exclusive ? .readExclusive : .read
             pmd.store(.migration(folio.pfn, mode: mode, young: true, dirty: entry.isDirty))
-            migrate!.migrationEntries += 1
+            migrationEntries += 1
             if entry.isDirty { head.pointee.set(.dirty) }
             mm.removeRmap(folio)
             memory.put(folio)
             lock.unlock()
-            range.migrateFlushes += 1
-            mm.counters.tlbFlushes.wrappingAdd(1, ordering: .relaxed)
+            flushes += 1
             var pfn = folio.pfn
             for i in index(start)..<index(end) {
-                range.hmmPfns[i] = pfn.rawValue | cpuFlags | HMMPfn.migrate
+                pfns[i] = pfn.rawValue | cpuFlags | HMMPfn.migrate
                 pfn = pfn + 1
             }
             return 0

@@ -198,17 +198,32 @@ extension AddressSpace {
     /// `migrate_device_finalize()`, usable without a VMA (device eviction).
     /// `hintMM` and `hintStart`, when the caller migrated a range of its own address space: that space
     /// and the range's start.
+    ///
+    /// Sources and destinations whose last reference goes here are freed together when the call ends
+    /// (``FreeBatch``), as `free_unref_folio` puts them on the per-CPU lists without the zone lock.
     public static func migrateDeviceFinalize(
         src: UnsafeMutablePointer<UInt64>, dst: UnsafeMutablePointer<UInt64>, npages: Int, faultPage: Pfn?, memory: PhysicalMemory,
         hintMM: AddressSpace? = nil, hintStart: UInt64 = 0
     ) {
         let faultFolio = faultPage.map { memory.folio(containing: $0) }
+        var local = hintMM.flatMap { LocalMapping($0, start: hintStart, pages: npages) }
+        FreeBatch.with(memory) { frees in
+            finalizeEntries(src: src, dst: dst, npages: npages, faultFolio: faultFolio, memory: memory, hintMM: hintMM, hintStart: hintStart, local: &local, frees: &frees)
+        }
+    }
+
+    /// The loop of `__migrate_device_finalize()`. (A function of its own, so `hintMM` is a borrowed
+    /// argument: binding it costs no reference count per page.)
+    private static func finalizeEntries(
+        src: UnsafeMutablePointer<UInt64>, dst: UnsafeMutablePointer<UInt64>, npages: Int, faultFolio: Folio?, memory: PhysicalMemory,
+        hintMM: AddressSpace?, hintStart: UInt64, local: inout LocalMapping?, frees: inout FreeBatch
+    ) {
         for i in 0..<npages {
             let newFolio = MigratePfn.pfn(dst[i]).map { memory.folio(containing: $0) }
             guard let page = MigratePfn.pfn(src[i]) else {
                 if let newFolio {
                     memory.page(newFolio.pfn).pointee.unlock()
-                    memory.put(newFolio)
+                    memory.put(newFolio, freeingInto: &frees)
                 }
                 continue
             }
@@ -217,20 +232,51 @@ extension AddressSpace {
             if src[i] & MigratePfn.migrate == 0 || newFolio == nil {
                 if let newFolio {
                     memory.page(newFolio.pfn).pointee.unlock()
-                    memory.put(newFolio)
+                    memory.put(newFolio, freeingInto: &frees)
                 }
             } else {
                 target = newFolio!
             }
             let targetHead = memory.page(target.pfn)
             if !targetHead.pointee.test(.zoneDevice) { targetHead.pointee.set(.lru) }  // folio_add_lru
-            removeMigrationPTEs(src: srcFolio, dst: target, memory: memory, hintMM: hintMM, hintAddress: hintStart + UInt64(i) << 12)
+            let address = hintStart + UInt64(i) << 12
+            if let mm = hintMM, local?.maps(srcFolio, at: address, memory: memory) == true {
+                removeMigrationEntry(src: srcFolio, dst: target, memory: memory, mm: mm, vma: local!.vma, address: address, cursor: &local!.cursor)
+            } else {
+                removeMigrationPTEs(src: srcFolio, dst: target, memory: memory)
+            }
             if srcFolio != faultFolio { memory.page(srcFolio.pfn).pointee.unlock() }
-            memory.put(srcFolio)
+            memory.put(srcFolio, freeingInto: &frees)
             if target != srcFolio {
                 targetHead.pointee.unlock()
-                memory.put(target)
+                memory.put(target, freeingInto: &frees)
             }
+        }
+    }
+
+    /// Where the migrating caller found a range of pages: its address space (whose mmap lock it holds),
+    /// the VMA and the VMA's object. When only that address space maps the object, a page of the object
+    /// at an address of the range can be mapped nowhere else, so ``removeMigrationPTEs(src:dst:memory:hintMM:hintAddress:)``
+    /// need not walk the reverse map: the same result without its lookups. Looked up once per call.
+    struct LocalMapping {
+        let vma: VMA
+        let objectID: UInt64
+        /// The PTE table of the last PMD visited.
+        var cursor = PTECursor()
+
+        /// Nil when the range is not in one VMA, or another address space maps its object (after fork).
+        init?(_ mm: AddressSpace, start: UInt64, pages: Int) {
+            guard pages > 0, let vma = mm.vma(containing: start), start + UInt64(pages - 1) << 12 < vma.end,
+                vma.object.memberCount.load(ordering: .acquiring) == 1
+            else { return nil }
+            self.vma = vma
+            objectID = vma.object.id
+        }
+
+        /// Whether `folio` belongs to this VMA's object (so only this mapping can map it).
+        @inline(__always)
+        func maps(_ folio: Folio, at address: UInt64, memory: PhysicalMemory) -> Bool {
+            MappingObject.decode(memory.page(folio.pfn).pointee.mapping.load(ordering: .acquiring)).0 == objectID
         }
     }
 
@@ -240,24 +286,20 @@ extension AddressSpace {
     /// writable if the migration entry was, exclusive if it was writable or read-exclusive.
     ///
     /// `hint` is where the migrating caller found the page (its address space, which it holds the mmap
-    /// lock of, and the address). When only that address space maps the page's object, the page can be
-    /// mapped nowhere else, so the walk is skipped: the same result without the reverse-map lookups.
+    /// lock of, and the address): see ``LocalMapping``.
     static func removeMigrationPTEs(src: Folio, dst: Folio, memory: PhysicalMemory, hintMM: AddressSpace? = nil, hintAddress: UInt64 = 0) {
-        if let mm = hintMM, let vma = mm.vma(containing: hintAddress) {
-            let address = hintAddress
-            let (id, _) = MappingObject.decode(memory.page(src.pfn).pointee.mapping.load(ordering: .acquiring))
-            if vma.object.id == id, vma.object.memberCount.load(ordering: .acquiring) == 1 {
-                removeMigrationEntry(src: src, dst: dst, memory: memory, mm: mm, vma: vma, address: address)
-                return
-            }
+        if let mm = hintMM, var local = LocalMapping(mm, start: hintAddress, pages: 1), local.maps(src, at: hintAddress, memory: memory) {
+            removeMigrationEntry(src: src, dst: dst, memory: memory, mm: mm, vma: local.vma, address: hintAddress, cursor: &local.cursor)
+            return
         }
         rmapWalk(src.pfn, in: memory) { mm, vma, address in
-            removeMigrationEntry(src: src, dst: dst, memory: memory, mm: mm, vma: vma, address: address)
+            var cursor = PTECursor()
+            removeMigrationEntry(src: src, dst: dst, memory: memory, mm: mm, vma: vma, address: address, cursor: &cursor)
         }
     }
 
     /// `remove_migration_pte()` / `remove_migration_pmd()` at one address.
-    static func removeMigrationEntry(src: Folio, dst: Folio, memory: PhysicalMemory, mm: AddressSpace, vma: VMA, address: UInt64) {
+    static func removeMigrationEntry(src: Folio, dst: Folio, memory: PhysicalMemory, mm: AddressSpace, vma: VMA, address: UInt64, cursor: inout PTECursor) {
         let dstHead = memory.page(dst.pfn)
         let device = dstHead.pointee.test(.zoneDevice)
         if src.order > 0 {
@@ -276,7 +318,7 @@ extension AddressSpace {
             lock.unlock()
             return
         }
-        guard let slot = mm.pageTable.pteSlot(address) else { return }
+        guard let slot = cursor.slot(address, in: mm.pageTable) else { return }
         let lock = mm.pageTable.lock(tableOf: slot)
         let e = slot.load()
         if e.isMigration, e.pfn == src.pfn {

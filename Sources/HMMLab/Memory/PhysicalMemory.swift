@@ -231,8 +231,28 @@ public final class PhysicalMemory: @unchecked Sendable {
         return true
     }
 
-    /// `free_pages_prepare()` and the return to the allocator, for a folio whose refcount reached zero.
-    private func release(_ folio: Folio) {
+    /// `folio_put` for a caller that frees in batches: when this was the last reference, the folio is
+    /// prepared for freeing and, if it is a single page, added to `batch` rather than returned to the
+    /// allocator at once (a 2 MiB folio goes back directly). ``FreeBatch/flush(_:)`` returns the batch.
+    /// - Returns: whether the folio was freed.
+    @discardableResult
+    public func put(_ folio: Folio, freeingInto batch: inout FreeBatch) -> Bool {
+        let head = page(folio.pfn)
+        precondition(!head.pointee.test(.reserved), "folio_put on a reserved page (\(folio.pfn))")
+        guard head.pointee.putTestZero() else { return false }
+        guard folio.order == 0 else {
+            release(folio)
+            return true
+        }
+        freePrepare(folio)
+        if batch.count == FreeBatch.capacity { batch.flush(self) }
+        batch.add(folio.pfn)
+        return true
+    }
+
+    /// `free_pages_prepare()`: checks and clears the descriptors of a folio whose refcount reached zero.
+    @inline(__always)
+    private func freePrepare(_ folio: Folio) {
         let head = page(folio.pfn)
         let mapped = head.pointee.mappings
         precondition(mapped == 0, "freeing \(folio) that is still mapped \(mapped) times")
@@ -240,6 +260,27 @@ public final class PhysicalMemory: @unchecked Sendable {
         for i in 0..<folio.pageCount {
             (head + i).pointee.flags.store(0, ordering: .relaxed)
         }
+    }
+
+    /// Returns order-0 frames to their pools' allocators, one lock acquisition per pool.
+    func freeBulk(_ pfns: UnsafeBufferPointer<Pfn>) {
+        withUnsafeTemporaryAllocation(of: Int.self, capacity: pfns.count) { indices in
+            func free(to pool: MemoryPool) {
+                var n = 0
+                for pfn in pfns where pool.contains(pfn) {
+                    indices[n] = pfn.index - pool.firstPfn.index
+                    n += 1
+                }
+                if n > 0 { pool.allocator.freeBulk(UnsafeBufferPointer(rebasing: indices[0..<n]), order: 0) }
+            }
+            free(to: system)
+            free(to: device)
+        }
+    }
+
+    /// `free_pages_prepare()` and the return to the allocator, for a folio whose refcount reached zero.
+    private func release(_ folio: Folio) {
+        freePrepare(folio)
         if system.contains(folio.pfn) {
             system.allocator.free(folio.pfn.index - system.firstPfn.index, order: folio.order)
         } else {
@@ -277,5 +318,38 @@ extension String {
         let whole = Int(scaled / 100)
         let frac = Int(abs(scaled).truncatingRemainder(dividingBy: 100))
         self = "\(value < 0 && whole == 0 ? "-" : "")\(whole).\(frac < 10 ? "0" : "")\(frac)"
+    }
+}
+
+/// Single pages whose last reference went, waiting to go back to the allocator together: the lab's
+/// stand-in for the per-CPU page lists (`free_unref_folio` → `pcp->lists`, flushed to the buddy
+/// allocator in batches under one `zone->lock`). Its storage is on the caller's stack
+/// (``with(_:_:)``), so batching allocates nothing.
+public struct FreeBatch {
+    public static let capacity = 64
+    private let storage: UnsafeMutablePointer<Pfn>
+    public private(set) var count = 0
+
+    private init(storage: UnsafeMutablePointer<Pfn>) { self.storage = storage }
+
+    /// Runs `body` with an empty batch and frees what it collected when `body` returns.
+    public static func with<R>(_ memory: PhysicalMemory, _ body: (inout FreeBatch) throws -> R) rethrows -> R {
+        try withUnsafeTemporaryAllocation(of: Pfn.self, capacity: capacity) { buffer in
+            var batch = FreeBatch(storage: buffer.baseAddress!)
+            defer { batch.flush(memory) }
+            return try body(&batch)
+        }
+    }
+
+    mutating func add(_ pfn: Pfn) {
+        storage[count] = pfn
+        count += 1
+    }
+
+    /// Returns every page of the batch to its allocator and empties it.
+    public mutating func flush(_ memory: PhysicalMemory) {
+        guard count > 0 else { return }
+        memory.freeBulk(UnsafeBufferPointer(start: storage, count: count))
+        count = 0
     }
 }

@@ -193,6 +193,27 @@ public final class PageTable: @unchecked Sendable {
     }
 }
 
+/// The PTE table of the last PMD a caller looked up, so that a pass over neighbouring addresses in
+/// address order (finalize restoring a window's entries) descends the four levels once per PMD, not
+/// once per page, as `page_vma_mapped_walk` keeps its `pvmw->pmd` while it moves along a folio.
+/// Valid while the caller holds the mmap lock: tables are freed only under it, for writing.
+public struct PTECursor {
+    @usableFromInline var key: UInt64 = .max
+    @usableFromInline var table: Pfn?
+
+    public init() {}
+
+    /// The PTE slot for `address` (`pte_offset_map`), or nil when the PMD is not a table.
+    @inlinable public mutating func slot(_ address: UInt64, in pageTable: PageTable) -> EntrySlot? {
+        if address >> 21 != key {
+            key = address >> 21
+            table = pageTable.pmdSlot(address, allocate: false).flatMap { pageTable.pteTable(under: $0, allocate: false) }
+        }
+        guard let table else { return nil }
+        return pageTable.slot(in: table, level: .pte, address: address)
+    }
+}
+
 /// A split page-table lock held in a table page's descriptor (`spinlock_t ptl` of `struct ptdesc`).
 ///
 /// A test-and-test-and-set spinlock that yields the CPU after a few hundred spins, since the lab's
