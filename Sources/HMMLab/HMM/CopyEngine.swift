@@ -100,9 +100,11 @@ public final class CopyEngine: @unchecked Sendable {
     /// Runs every queued job and empties the queue.
     public func run() {
         guard count > 0 else { return }
-        for j in 0..<count {
-            if jobs[j].source != nil { bytesCopied += jobs[j].bytes } else { bytesCleared += jobs[j].bytes }
-        }
+        let jobs = self.jobs
+        var copied = 0
+        for j in 0..<count where jobs[j].source != nil { copied += jobs[j].bytes }
+        bytesCopied += copied
+        bytesCleared += queuedBytes - copied
         let start = monotonicNanoseconds()
         let total = queuedBytes
         if workers == 1 || total < 2 * Self.chunkBytes {

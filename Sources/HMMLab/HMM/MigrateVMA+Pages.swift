@@ -21,8 +21,10 @@ extension AddressSpace {
         var range = MMUNotifierRange(start: 0, end: 0, event: .migrate, owner: args.pgmapOwner)
         // The object kind of the last source looked up (a window's pages almost always share one).
         var lastObject: (id: UInt64, anon: Bool) = (0, false)
+        let npages = args.npages
+        let faultPage = args.faultPage
         var i = 0
-        while i < args.npages {
+        while i < npages {
             var nr = 1
             defer { i += nr }
             let src = args.src[i]
@@ -73,8 +75,8 @@ extension AddressSpace {
                     continue
                 }
             }
-            let extra: Int32 = args.faultPage == oldPfn ? 1 : 0
-            for j in 0..<nr where i + j < args.npages {
+            let extra: Int32 = faultPage == oldPfn ? 1 : 0
+            for j in 0..<nr where i + j < npages {
                 guard args.src[i + j] & MigratePfn.migrate != 0, let s = MigratePfn.pfn(args.src[i + j]), let d = MigratePfn.pfn(args.dst[i + j]) else { continue }
                 let oldFolio = memory.folio(containing: s)
                 let newFolio = memory.folio(containing: d)
@@ -212,12 +214,13 @@ extension AddressSpace {
         }
     }
 
-    /// The loop of `__migrate_device_finalize()`. (A function of its own, so `hintMM` is a borrowed
-    /// argument: binding it costs no reference count per page.)
+    /// The loop of `__migrate_device_finalize()`. `hintMM` is reached through an unmanaged reference:
+    /// the caller keeps it alive, and binding it per page would cost a reference count per page.
     private static func finalizeEntries(
         src: UnsafeMutablePointer<UInt64>, dst: UnsafeMutablePointer<UInt64>, npages: Int, faultFolio: Folio?, memory: PhysicalMemory,
         hintMM: AddressSpace?, hintStart: UInt64, local: inout LocalMapping?, frees: inout FreeBatch
     ) {
+        let hint = hintMM.map { Unmanaged.passUnretained($0) }
         for i in 0..<npages {
             let newFolio = MigratePfn.pfn(dst[i]).map { memory.folio(containing: $0) }
             guard let page = MigratePfn.pfn(src[i]) else {
@@ -240,8 +243,10 @@ extension AddressSpace {
             let targetHead = memory.page(target.pfn)
             if !targetHead.pointee.test(.zoneDevice) { targetHead.pointee.set(.lru) }  // folio_add_lru
             let address = hintStart + UInt64(i) << 12
-            if let mm = hintMM, local?.maps(srcFolio, at: address, memory: memory) == true {
-                removeMigrationEntry(src: srcFolio, dst: target, memory: memory, mm: mm, vma: local!.vma, address: address, cursor: &local!.cursor)
+            if let hint, local?.maps(srcFolio, at: address, memory: memory) == true {
+                hint._withUnsafeGuaranteedRef { mm in
+                    removeMigrationEntry(src: srcFolio, dst: target, memory: memory, mm: mm, vma: local!.vma, address: address, cursor: &local!.cursor)
+                }
             } else {
                 removeMigrationPTEs(src: srcFolio, dst: target, memory: memory)
             }

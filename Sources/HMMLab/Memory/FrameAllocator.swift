@@ -66,7 +66,7 @@ public final class FrameAllocator: Sendable {
         var freeFrames: Int
         var injection: FailureInjection
         var rng: SplitMix64
-        var stats = Statistics()
+        var counts = Counts()
 
         init(blocks: Int, injection: FailureInjection) {
             self.blocks = blocks
@@ -93,6 +93,24 @@ public final class FrameAllocator: Sendable {
             onPartial.deallocate()
             wholeFree.deallocate()
             partial.deallocate()
+        }
+    }
+
+    /// The counters as plain fields: counting costs no array uniqueness or bounds check per frame.
+    private struct Counts {
+        var allocations0 = 0, allocations9 = 0, frees0 = 0, frees9 = 0
+        var exhausted0 = 0, exhausted9 = 0, injected0 = 0, injected9 = 0
+        var splits = 0, merges = 0
+
+        var statistics: Statistics {
+            var st = Statistics()
+            st.allocations = [allocations0, allocations9]
+            st.frees = [frees0, frees9]
+            st.exhausted = [exhausted0, exhausted9]
+            st.injected = [injected0, injected9]
+            st.splits = splits
+            st.merges = merges
+            return st
         }
     }
 
@@ -144,7 +162,7 @@ public final class FrameAllocator: Sendable {
     public var freeBlocks: Int { state.withLock { $0.wholeFree.count } }
 
     /// A snapshot of the counters.
-    public var statistics: Statistics { state.withLock { $0.stats } }
+    public var statistics: Statistics { state.withLock { $0.counts.statistics } }
 
     /// Allocates one naturally aligned block of `1 << order` frames and returns its first index.
     ///
@@ -160,11 +178,28 @@ public final class FrameAllocator: Sendable {
     public func allocateBulk(order: Int, count: Int, into out: UnsafeMutablePointer<Int>) -> Int {
         precondition(order == 0 || order == 9, "the lab allocates orders 0 and 9 only, not \(order)")
         return state.withLock { s in
-            for i in 0..<count {
+            var i = 0
+            while i < count {
+                // A request for a whole block's worth of frames, with no partly used block to finish
+                // first and no failure to draw per frame, takes a whole free block at once (`expand()`
+                // of one order-9 block into the request).
+                if order == 0, count - i >= Self.blockFrames, s.injection.order0 == 0, Self.partialBlock(&s) == nil, let whole = s.wholeFree.pop() {
+                    let block = Int(whole)
+                    s.state[block] = .split
+                    s.freeInBlock[block] = 0
+                    for w in 0..<8 { s.bitmap[block * 8 + w] = 0 }
+                    s.freeFrames -= Self.blockFrames
+                    s.counts.splits += 1
+                    s.counts.allocations0 += Self.blockFrames
+                    for k in 0..<Self.blockFrames { out[i + k] = block * Self.blockFrames + k }
+                    i += Self.blockFrames
+                    continue
+                }
                 switch Self.take(&s, order: order) {
                 case .success(let index): out[i] = index
                 case .failure: return i
                 }
+                i += 1
             }
             return count
         }
@@ -215,42 +250,46 @@ public final class FrameAllocator: Sendable {
     private static func take(_ s: inout State, order: Int) -> Result<Int, AllocationFailure> {
         let p = s.injection.probability(order: order)
         if p > 0, s.rng.nextUnit() < p {
-            s.stats.injected[order == 0 ? 0 : 1] += 1
+            if order == 0 { s.counts.injected0 += 1 } else { s.counts.injected9 += 1 }
             return .failure(.injected)
         }
         if order == 9 {
             guard let block = s.wholeFree.pop() else {
-                s.stats.exhausted[1] += 1
+                s.counts.exhausted9 += 1
                 return .failure(.exhausted)
             }
             s.state[Int(block)] = .large
             s.freeFrames -= blockFrames
-            s.stats.allocations[1] += 1
+            s.counts.allocations9 += 1
             return .success(Int(block) * blockFrames)
         }
         // Order 0: the most recently split block with free frames, else split a whole one.
-        while let top = s.partial.top {
-            let block = Int(top)
-            if s.state[block] == .split, s.freeInBlock[block] > 0 {
-                return .success(takeFrame(&s, block: block))
-            }
-            _ = s.partial.pop()
-            s.onPartial[block] = false
-        }
+        if let block = partialBlock(&s) { return .success(takeFrame(&s, block: block)) }
         guard let whole = s.wholeFree.pop() else {
-            s.stats.exhausted[0] += 1
+            s.counts.exhausted0 += 1
             return .failure(.exhausted)
         }
         let block = Int(whole)
         s.state[block] = .split
         s.freeInBlock[block] = UInt16(blockFrames)
         for w in 0..<8 { s.bitmap[block * 8 + w] = ~0 }
-        s.stats.splits += 1
+        s.counts.splits += 1
         if !s.onPartial[block] {
             s.partial.push(whole)
             s.onPartial[block] = true
         }
         return .success(takeFrame(&s, block: block))
+    }
+
+    /// The most recently split block that still has free frames, dropping stale entries on the way.
+    private static func partialBlock(_ s: inout State) -> Int? {
+        while let top = s.partial.top {
+            let block = Int(top)
+            if s.state[block] == .split, s.freeInBlock[block] > 0 { return block }
+            _ = s.partial.pop()
+            s.onPartial[block] = false
+        }
+        return nil
     }
 
     private static func takeFrame(_ s: inout State, block: Int) -> Int {
@@ -260,7 +299,7 @@ public final class FrameAllocator: Sendable {
             s.bitmap[block * 8 + w] = word & (word - 1)
             s.freeInBlock[block] -= 1
             s.freeFrames -= 1
-            s.stats.allocations[0] += 1
+            s.counts.allocations0 += 1
             return block * blockFrames + w * 64 + bit
         }
         preconditionFailure("block \(block) has a free count but an empty bitmap")
@@ -274,7 +313,7 @@ public final class FrameAllocator: Sendable {
             s.state[block] = .whole
             s.wholeFree.push(Int32(block))
             s.freeFrames += blockFrames
-            s.stats.frees[1] += 1
+            s.counts.frees9 += 1
             return
         }
         precondition(order == 0, "the lab frees orders 0 and 9 only, not \(order)")
@@ -285,12 +324,12 @@ public final class FrameAllocator: Sendable {
         s.bitmap[block * 8 + bit / 64] |= mask
         s.freeInBlock[block] += 1
         s.freeFrames += 1
-        s.stats.frees[0] += 1
+        s.counts.frees0 += 1
         if s.freeInBlock[block] == UInt16(blockFrames) {
             // All buddies free: merge back to a whole block. A stale partial entry is skipped later.
             s.state[block] = .whole
             s.wholeFree.push(Int32(block))
-            s.stats.merges += 1
+            s.counts.merges += 1
         } else if !s.onPartial[block] {
             s.partial.push(Int32(block))
             s.onPartial[block] = true
