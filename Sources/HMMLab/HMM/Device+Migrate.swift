@@ -341,10 +341,12 @@ extension Device {
                         mm.migrateVMAFinalize(args)
                         result.add(args)
                         // Pages that were already on this device are mirrored as reported (dmirror_do_fault).
+                        let windowPages = range.npages
+                        let pfns = range.hmmPfns
                         let retry = pageTable.withLock { pt -> Bool in
                             if notifier.readRetry(range.notifierSeq) { return true }
-                            for i in 0..<range.npages {
-                                let w = range.hmmPfns[i]
+                            for i in 0..<windowPages {
+                                let w = pfns[i]
                                 if w & HMMPfn.valid != 0, w & HMMPfn.migrate == 0 {
                                     pt.set(address + UInt64(i) << 12, pfn: HMMPfn.pfn(w), writable: w & HMMPfn.write != 0)
                                 }

@@ -100,37 +100,42 @@ extension AddressSpace {
     public func migrateHMMRangeSetup(_ range: HMMRange) {
         guard let args = range.migrate else { return }
         let n = range.npages
-        args.start = range.start
+        let start = range.start
+        let pfns = range.hmmPfns
+        let src = args.src
+        let dst = args.dst
+        args.start = start
         args.end = range.end
         args.npages = n
-        args.cpages = 0
+        var cpages = 0
         var i = 0
         while i < n {
-            let w = range.hmmPfns[i]
-            args.dst[i] = 0
+            let w = pfns[i]
+            dst[i] = 0
             guard w & (HMMPfn.valid | HMMPfn.migrate) == HMMPfn.valid | HMMPfn.migrate else {
-                args.src[i] = 0
+                src[i] = 0
                 i += 1
                 continue
             }
             let pfn = HMMPfn.pfn(w)
-            let huge = HMMPfn.mapOrder(w) == PageSize.pmdOrder && i + PageSize.pmdPages <= n && (range.start + UInt64(i) << 12) & UInt64(PageSize.pmdBytes - 1) == 0
+            let huge = HMMPfn.mapOrder(w) == PageSize.pmdOrder && i + PageSize.pmdPages <= n && (start + UInt64(i) << 12) & UInt64(PageSize.pmdBytes - 1) == 0
             var word: UInt64 = pfn.rawValue == 0 ? MigratePfn.migrate : MigratePfn.make(pfn) | MigratePfn.migrate
             if w & HMMPfn.write != 0, pfn.rawValue != 0 { word |= MigratePfn.write }
-            args.cpages += 1
+            cpages += 1
             if huge {
-                args.src[i] = word | MigratePfn.compound
+                src[i] = word | MigratePfn.compound
                 for k in 1..<PageSize.pmdPages {
-                    args.src[i + k] = 0
-                    args.dst[i + k] = 0
+                    src[i + k] = 0
+                    dst[i + k] = 0
                 }
                 i += PageSize.pmdPages
             } else {
-                args.src[i] = word
+                src[i] = word
                 i += 1
             }
         }
-        if args.cpages > 0 { migrateVMAUnmap(args) }
+        args.cpages = cpages
+        if cpages > 0 { migrateVMAUnmap(args) }
     }
 
     /// `migrate_vma_setup()` expressed through the unified walk, as the RFC re-implements it:
@@ -477,7 +482,7 @@ struct HMMWalk: PageWalkOps {
         let anonExclusive = head.pointee.test(.anon) && memory.page(page).pointee.test(.anonExclusive)
         _ = slot.exchange(.none)
         if anonExclusive { memory.page(page).pointee.clear(.anonExclusive) }
-        if pte.isDirty { head.pointee.set(.dirty) }
+        if pte.isDirty { head.pointee.markDirty() }
         let mode: PTE.MigrationMode = pte.isWritable ? .write : anonExclusive ? .readExclusive : .read
         slot.store(.migration(page, mode: mode, young: pte.isYoung, dirty: pte.isDirty, softDirty: pte.isSoftDirty))
         migrationEntries += 1
@@ -525,7 +530,7 @@ struct HMMWalk: PageWalkOps {
             let mode: PTE.MigrationMode = entry.isWritable ? .write : exclusive ? .readExclusive : .read
             pmd.store(.migration(folio.pfn, mode: mode, young: true, dirty: entry.isDirty))
             migrationEntries += 1
-            if entry.isDirty { head.pointee.set(.dirty) }
+            if entry.isDirty { head.pointee.markDirty() }
             mm.removeRmap(folio)
             memory.put(folio)
             lock.unlock()

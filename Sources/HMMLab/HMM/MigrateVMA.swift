@@ -213,7 +213,7 @@ extension AddressSpace {
                     let mode: PTE.MigrationMode = writable ? .write : exclusive ? .readExclusive : .read
                     pmd.store(.migration(folio.pfn, mode: mode, young: true, dirty: e.isHuge ? e.isDirty : true))
                     installed += 1
-                    if e.isHuge, e.isDirty { head.pointee.set(.dirty) }
+                    if e.isHuge, e.isDirty { head.pointee.markDirty() }
                     mm.removeRmap(folio)
                     memory.put(folio)
                     mm.counters.tlbFlushes.wrappingAdd(1, ordering: .relaxed)
@@ -236,7 +236,7 @@ extension AddressSpace {
                     let mode: PTE.MigrationMode = e.isWritable ? .write : exclusive ? .readExclusive : .read
                     slot.store(.migration(pfn, mode: mode, young: e.isYoung, dirty: e.isDirty, softDirty: e.isSoftDirty))
                     installed += 1
-                    if e.isDirty { head.pointee.set(.dirty) }
+                    if e.isDirty { head.pointee.markDirty() }
                     mm.removeRmap(folio)
                     memory.put(folio)
                     mm.counters.tlbFlushes.wrappingAdd(1, ordering: .relaxed)
@@ -410,7 +410,7 @@ struct MigrateCollectWalk: PageWalkOps {
         pte = slot.exchange(.none)
         if anonExclusive { memory.page(page).pointee.clear(.anonExclusive) }
         args.cpages += 1
-        if pte.isPresent, pte.isDirty { head.pointee.set(.dirty) }
+        if pte.isPresent, pte.isDirty { head.pointee.markDirty() }
         let mode: PTE.MigrationMode = mpfn & MigratePfn.write != 0 ? .write : anonExclusive ? .readExclusive : .read
         if pte.isPresent {
             slot.store(.migration(page, mode: mode, young: pte.isYoung, dirty: pte.isDirty, softDirty: pte.isSoftDirty))
@@ -501,7 +501,7 @@ struct MigrateCollectWalk: PageWalkOps {
             if exclusive { for i in 0..<PageSize.pmdPages { memory.page(folio.pfn + i).pointee.clear(.anonExclusive) } }
             let mode: PTE.MigrationMode = write != 0 ? .write : exclusive ? .readExclusive : .read
             let old = pmd.exchange(.migration(folio.pfn, mode: mode, young: true, dirty: entry.isPresent ? entry.isDirty : true))
-            if old.isPresent, old.isDirty { head.pointee.set(.dirty) }
+            if old.isPresent, old.isDirty { head.pointee.markDirty() }
             args.migrationEntries += 1
             args.src[args.npages] = MigratePfn.make(folio.pfn) | write | MigratePfn.migrate | MigratePfn.compound
             args.dst[args.npages] = 0

@@ -67,6 +67,12 @@ public struct PageDescriptor: ~Copyable {
         flags.bitwiseAnd(~bits.rawValue, ordering: .acquiringAndReleasing).oldValue & bits.rawValue != 0
     }
 
+    /// Models `folio_mark_dirty()` for an anonymous folio (`noop_dirty_folio`): the flag is tested
+    /// first, so a folio already dirty costs no atomic write.
+    @inlinable public func markDirty() {
+        if !test(.dirty) { set(.dirty) }
+    }
+
     // MARK: Folio lock
 
     /// Models `folio_trylock()`: `test_and_set_bit_lock(PG_locked)`, acquire ordering.

@@ -155,7 +155,7 @@ public final class PhysicalMemory: @unchecked Sendable {
     }
 
     /// The folio that holds `pfn` (`page_folio`): a tail page's head is the 2 MiB-aligned pfn.
-    @inlinable public func folio(containing pfn: Pfn) -> Folio {
+    @inlinable @inline(__always) public func folio(containing pfn: Pfn) -> Folio {
         if descriptors[pfn.index].test(.tail) {
             let head = pfn.aligned(toOrder: PageSize.pmdOrder)
             return Folio(pfn: head, order: descriptors[head.index].order)
@@ -326,7 +326,7 @@ extension String {
 /// allocator in batches under one `zone->lock`). Its storage is on the caller's stack
 /// (``with(_:_:)``), so batching allocates nothing.
 public struct FreeBatch {
-    public static let capacity = 64
+    public static let capacity = 512
     private let storage: UnsafeMutablePointer<Pfn>
     public private(set) var count = 0
 

@@ -137,7 +137,7 @@ public final class PageTable: @unchecked Sendable {
     // MARK: Locks
 
     /// Takes the split lock of the table that holds `slot` (`pte_offset_map_lock`, `pmd_lock`).
-    @inlinable public func lock(tableOf slot: EntrySlot) -> TableLock {
+    @inlinable @inline(__always) public func lock(tableOf slot: EntrySlot) -> TableLock {
         let lock = TableLock(descriptors + tableFrame(of: slot).index)
         lock.lock()
         return lock
