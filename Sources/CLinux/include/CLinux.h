@@ -33,4 +33,8 @@ int clinux_madv_collapse(void);
 /// never merge, so /proc/self/smaps reports one Region per entry. Returns 0 or -errno.
 int clinux_name_anon_mapping(void *addr, size_t len, const char *name);
 
+// ---- caches ----
+/// The kernel's prefetchw(): asks for the cache line at `p` for writing, ahead of atomics on it.
+static inline void clinux_prefetchw(const void *p) { __builtin_prefetch(p, 1, 3); }
+
 #endif

@@ -1,3 +1,4 @@
+import CLinux
 import Glibc
 
 extension AddressSpace {
@@ -27,6 +28,7 @@ extension AddressSpace {
         while i < npages {
             var nr = 1
             defer { i += nr }
+            Self.prefetchDescriptors(args.src, args.dst, i + Self.prefetchDistance, npages, memory: memory)
             let src = args.src[i]
             let dst = args.dst[i]
             guard let newPfn = MigratePfn.pfn(dst) else {
@@ -87,6 +89,18 @@ extension AddressSpace {
             }
         }
         if notified { notifiers.invalidateRangeEnd(range) }
+    }
+
+    /// How many pages ahead the `migrate_vma_pages` and finalize loops prefetch descriptors.
+    static let prefetchDistance = 8
+
+    /// `prefetchw()` of the source and destination descriptors of entry `i`, so that the atomics on
+    /// them do not wait for memory (the window's copy has just pushed them out of the cache).
+    @inline(__always)
+    private static func prefetchDescriptors(_ src: UnsafeMutablePointer<UInt64>, _ dst: UnsafeMutablePointer<UInt64>, _ i: Int, _ npages: Int, memory: PhysicalMemory) {
+        guard i < npages else { return }
+        if let s = MigratePfn.pfn(src[i]) { clinux_prefetchw(memory.page(s)) }
+        if let d = MigratePfn.pfn(dst[i]) { clinux_prefetchw(memory.page(d)) }
     }
 
     /// `folio_migrate_mapping()` for anonymous folios without a swap cache, then `folio_migrate_flags()`:
@@ -222,6 +236,7 @@ extension AddressSpace {
     ) {
         let hint = hintMM.map { Unmanaged.passUnretained($0) }
         for i in 0..<npages {
+            prefetchDescriptors(src, dst, i + prefetchDistance, npages, memory: memory)
             let newFolio = MigratePfn.pfn(dst[i]).map { memory.folio(containing: $0) }
             guard let page = MigratePfn.pfn(src[i]) else {
                 if let newFolio {
