@@ -28,7 +28,7 @@ extension AddressSpace {
         while i < npages {
             var nr = 1
             defer { i += nr }
-            Self.prefetchDescriptors(args.src, args.dst, i + Self.prefetchDistance, npages, memory: memory)
+            Self.prefetchDescriptors(args.src, args.dst, i + MigrateVMA.prefetchDistance, npages, memory: memory)
             let src = args.src[i]
             let dst = args.dst[i]
             guard let newPfn = MigratePfn.pfn(dst) else {
@@ -91,8 +91,6 @@ extension AddressSpace {
         if notified { notifiers.invalidateRangeEnd(range) }
     }
 
-    /// How many pages ahead the `migrate_vma_pages` and finalize loops prefetch descriptors.
-    static let prefetchDistance = 8
 
     /// `prefetchw()` of the source and destination descriptors of entry `i`, so that the atomics on
     /// them do not wait for memory (the window's copy has just pushed them out of the cache).
@@ -236,7 +234,7 @@ extension AddressSpace {
     ) {
         let hint = hintMM.map { Unmanaged.passUnretained($0) }
         for i in 0..<npages {
-            prefetchDescriptors(src, dst, i + prefetchDistance, npages, memory: memory)
+            prefetchDescriptors(src, dst, i + MigrateVMA.prefetchDistance, npages, memory: memory)
             let newFolio = MigratePfn.pfn(dst[i]).map { memory.folio(containing: $0) }
             guard let page = MigratePfn.pfn(src[i]) else {
                 if let newFolio {

@@ -24,6 +24,10 @@ public final class MigrateVMA: @unchecked Sendable {
     /// The locked device page a CPU fault is migrating (`fault_page`).
     public var faultPage: Pfn?
 
+    /// How many pages ahead the per-page loops after the copy (`migrate_vma_pages`, finalize) prefetch
+    /// the descriptors they will take atomics on.
+    static let prefetchDistance = 8
+
     // Lab counters, accumulated over calls until reset.
     /// TLB flushes (`flush_tlb_range` calls): one per PMD batch in collect.
     public var tlbFlushes = 0
