@@ -233,6 +233,7 @@ extension AddressSpace {
         hintMM: AddressSpace?, hintStart: UInt64, local: inout LocalMapping?, frees: inout FreeBatch
     ) {
         let hint = hintMM.map { Unmanaged.passUnretained($0) }
+        var rmap = RmapCache()
         for i in 0..<npages {
             prefetchDescriptors(src, dst, i + MigrateVMA.prefetchDistance, npages, memory: memory)
             let newFolio = MigratePfn.pfn(dst[i]).map { memory.folio(containing: $0) }
@@ -261,7 +262,7 @@ extension AddressSpace {
                     removeMigrationEntry(src: srcFolio, dst: target, memory: memory, mm: mm, vma: local!.vma, address: address, cursor: &local!.cursor)
                 }
             } else {
-                removeMigrationPTEs(src: srcFolio, dst: target, memory: memory)
+                removeMigrationPTEs(src: srcFolio, dst: target, memory: memory, cache: &rmap)
             }
             if srcFolio != faultFolio { memory.page(srcFolio.pfn).pointee.unlock() }
             memory.put(srcFolio, freeingInto: &frees)
@@ -310,7 +311,13 @@ extension AddressSpace {
             removeMigrationEntry(src: src, dst: dst, memory: memory, mm: mm, vma: local.vma, address: hintAddress, cursor: &local.cursor)
             return
         }
-        rmapWalk(src.pfn, in: memory) { mm, vma, address in
+        var cache = RmapCache()
+        removeMigrationPTEs(src: src, dst: dst, memory: memory, cache: &cache)
+    }
+
+    /// `remove_migration_ptes` through the reverse map (``rmapWalk(_:in:cache:_:)``).
+    static func removeMigrationPTEs(src: Folio, dst: Folio, memory: PhysicalMemory, cache: inout RmapCache) {
+        rmapWalk(src.pfn, in: memory, cache: &cache) { mm, vma, address in
             var cursor = PTECursor()
             removeMigrationEntry(src: src, dst: dst, memory: memory, mm: mm, vma: vma, address: address, cursor: &cursor)
         }

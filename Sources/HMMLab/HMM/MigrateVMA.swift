@@ -127,6 +127,7 @@ extension AddressSpace {
         var restore = 0
         var allowDrain = true
         var unmapped = 0
+        var rmap = RmapCache()
         var i = 0
         while i < npages {
             guard let pfn = MigratePfn.pfn(src[i]) else {
@@ -155,7 +156,7 @@ extension AddressSpace {
                 memory.put(folio)  // the reference collect took
             }
             if head.pointee.mappings > 0 {
-                let installed = tryToMigrate(folio)
+                let installed = tryToMigrate(folio, cache: &rmap)
                 args?.migrationEntries += installed
             }
             if head.pointee.mappings > 0 || !migrateVMACheckPage(pfn, faultPage: faultPage) {
@@ -199,13 +200,14 @@ extension AddressSpace {
     /// with a migration entry, through the reverse map: a PMD mapping of a 2 MiB folio (present or
     /// device-private) with a PMD migration entry (`set_pmd_migration_entry`), PTE mappings page by page.
     /// Returns the migration entries installed.
+    /// `cache` as for ``rmapWalk(_:in:cache:_:)``.
     @discardableResult
-    func tryToMigrate(_ folio: Folio) -> Int {
+    func tryToMigrate(_ folio: Folio, cache: inout RmapCache) -> Int {
         let memory = self.memory
         let head = memory.page(folio.pfn)
         var installed = 0
         if folio.order > 0 {
-            AddressSpace.rmapWalk(folio.pfn, in: memory) { mm, _, address in
+            AddressSpace.rmapWalk(folio.pfn, in: memory, cache: &cache) { mm, _, address in
                 guard address & UInt64(PageSize.pmdBytes - 1) == 0, let pmd = mm.pageTable.pmdSlot(address, allocate: false) else { return }
                 let range = MMUNotifierRange(start: address, end: address + UInt64(PageSize.pmdBytes), event: .migrate)
                 mm.notifiers.invalidateRangeStart(range)
@@ -229,7 +231,7 @@ extension AddressSpace {
         }
         for i in 0..<folio.pageCount {
             let pfn = folio.pfn + i
-            AddressSpace.rmapWalk(pfn, in: memory) { mm, _, address in
+            AddressSpace.rmapWalk(pfn, in: memory, cache: &cache) { mm, _, address in
                 guard let slot = mm.pageTable.pteSlot(address) else { return }
                 let range = MMUNotifierRange(start: address, end: address + 4096, event: .migrate)
                 mm.notifiers.invalidateRangeStart(range)

@@ -40,18 +40,22 @@ extension AddressSpace {
 
     /// `rmap_walk_anon()`: calls `visit` with every address space, VMA and address that may map page
     /// `pfn`. Takes each address space's mmap lock for reading in turn; the caller must hold none.
-    static func rmapWalk(_ pfn: Pfn, in memory: PhysicalMemory, _ visit: (AddressSpace, VMA, UInt64) -> Void) {
+    ///
+    /// In each address space the VMA that maps the page's index is found by binary search in an index of
+    /// the object's VMAs sorted by page offset (the kernel's anon_vma interval tree plays this part),
+    /// which `cache` keeps while consecutive pages belong to one object and the VMAs do not change.
+    static func rmapWalk(_ pfn: Pfn, in memory: PhysicalMemory, cache: inout RmapCache, _ visit: (AddressSpace, VMA, UInt64) -> Void) {
         let folio = memory.folio(containing: pfn)
         let (id, headIndex) = MappingObject.decode(memory.page(folio.pfn).pointee.mapping.load(ordering: .acquiring))
-        guard id != 0, let object = MappingObject.lookup(id) else { return }
+        guard id != 0 else { return }
         let index = headIndex + UInt64(pfn.index - folio.pfn.index)
-        for mm in object.memberSpaces() {
-            mm.mmapLock.withReadLock {
-                for vma in mm.vmaList where vma.object === object {
-                    if let address = vma.address(ofIndex: index) { visit(mm, vma, address) }
-                }
-            }
-        }
+        cache.walk(object: id, index: index, visit)
+    }
+
+    /// `rmapWalk` for one page, with no cache kept.
+    static func rmapWalk(_ pfn: Pfn, in memory: PhysicalMemory, _ visit: (AddressSpace, VMA, UInt64) -> Void) {
+        var cache = RmapCache()
+        rmapWalk(pfn, in: memory, cache: &cache, visit)
     }
 
     // MARK: - Splitting a huge PMD
@@ -101,5 +105,68 @@ extension AddressSpace {
         counters.pmdSplits.wrappingAdd(1, ordering: .relaxed)
         counters.tlbFlushes.wrappingAdd(1, ordering: .relaxed)
         return true
+    }
+}
+
+/// What a reverse-map walk keeps between pages of one object: the object, the address spaces that
+/// mapped it, and per address space the object's VMAs sorted by page offset (`anon_vma` and its
+/// interval tree of VMAs, built on demand). The member list is read again whenever the object's member
+/// count moves, so an address space that joins (fork) or leaves is seen as soon as a per-page lookup
+/// would see it; an address space's index is rebuilt when its VMAs change (``AddressSpace/vmaGeneration``).
+struct RmapCache {
+    private struct MemberIndex {
+        let mm: AddressSpace
+        var generation: UInt64 = .max
+        /// The object's VMAs in `mm`, sorted by `pgoff`; nil when two of them cover one page index
+        /// (which the lab's VMA operations never produce), and the walk then scans them all.
+        var byOffset: [VMA]? = []
+    }
+
+    private var id: UInt64 = 0
+    private var object: MappingObject?
+    private var memberCount = -1
+    private var members: [MemberIndex] = []
+
+    init() {}
+
+    /// Calls `visit` for every mapping of page `index` of object `id`.
+    mutating func walk(object id: UInt64, index: UInt64, _ visit: (AddressSpace, VMA, UInt64) -> Void) {
+        if id != self.id || object.map({ $0.memberCount.load(ordering: .acquiring) != memberCount }) ?? true {
+            self.id = id
+            object = MappingObject.lookup(id)
+            memberCount = object?.memberCount.load(ordering: .acquiring) ?? -1
+            members = object?.memberSpaces().map { MemberIndex(mm: $0) } ?? []
+        }
+        guard let object else { return }
+        for k in members.indices {
+            let mm = members[k].mm
+            mm.mmapLock.withReadLock {
+                if members[k].generation != mm.vmaGeneration {
+                    members[k].generation = mm.vmaGeneration
+                    members[k].byOffset = Self.index(of: object, in: mm)
+                }
+                guard let byOffset = members[k].byOffset else {
+                    for vma in mm.vmaList where vma.object === object {
+                        if let address = vma.address(ofIndex: index) { visit(mm, vma, address) }
+                    }
+                    return
+                }
+                // The last VMA whose pgoff is at most `index`.
+                var lo = 0
+                var hi = byOffset.count
+                while lo < hi {
+                    let mid = (lo + hi) / 2
+                    if byOffset[mid].pgoff <= index { lo = mid + 1 } else { hi = mid }
+                }
+                if lo > 0, let address = byOffset[lo - 1].address(ofIndex: index) { visit(mm, byOffset[lo - 1], address) }
+            }
+        }
+    }
+
+    /// The object's VMAs in `mm` sorted by page offset, or nil if two overlap in page offsets.
+    private static func index(of object: MappingObject, in mm: AddressSpace) -> [VMA]? {
+        let vmas = mm.vmaList.filter { $0.object === object }.sorted { $0.pgoff < $1.pgoff }
+        for k in vmas.indices.dropFirst() where vmas[k].pgoff < vmas[k - 1].pgoff + UInt64(vmas[k - 1].pageCount) { return nil }
+        return vmas
     }
 }

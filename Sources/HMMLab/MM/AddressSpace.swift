@@ -44,7 +44,12 @@ public final class AddressSpace: @unchecked Sendable {
     /// Seeded failures at the paths' failure points (nil: none). Set it before the space is used.
     public var injector: FaultInjector?
     /// The VMAs, sorted by address. Read and written under ``mmapLock``.
-    var vmaList: [VMA] = []
+    var vmaList: [VMA] = [] {
+        didSet { vmaGeneration &+= 1 }
+    }
+    /// Moves on every change of ``vmaList`` (read under the mmap lock), so the reverse map's per-object
+    /// index of these VMAs (``RmapCache``) knows when to rebuild.
+    private(set) var vmaGeneration: UInt64 = 0
     /// The mapping objects the VMAs use, owned here (the kernel's mm holds its anon_vmas through its
     /// VMAs). Changed with the VMA list, under the mmap lock for writing.
     var ownedObjects: [ObjectIdentifier: MappingObject] = [:]
