@@ -52,7 +52,7 @@ public final class PhysicalMemory: @unchecked Sendable {
     public let configuration: Configuration
 
     /// Registered device pagemaps, by owner token.
-    private let pagemaps = Mutex<[UInt64: any DevicePagemap]>([:])
+    private let pagemaps = LabMutex<[UInt64: any DevicePagemap]>([:])
 
     /// Registers a device's pagemap (`memremap_pages`); its pages carry `pagemap.owner` in `private`.
     public func register(_ pagemap: any DevicePagemap) {

@@ -51,13 +51,13 @@ public final class SwapArea: @unchecked Sendable {
     /// Allocates slots: index = slot number.
     public let slots: FrameAllocator
     /// References to each slot (`swap_map`): one per swap PTE; fork duplicates (`swap_duplicate`).
-    private let counts: Mutex<[UInt16]>
+    private let counts: LabMutex<[UInt16]>
 
     /// A swap area of `bytes` (rounded up to 2 MiB), bound to `node`.
     public init(bytes: Int, node: Int = 0, backing: BackingRequest = .auto) throws(RegionError) {
         region = try Region(name: "swap", length: bytes, backing: backing, node: node)
         slots = FrameAllocator(frames: region.length / PageSize.bytes)
-        counts = Mutex(Array(repeating: 0, count: region.length / PageSize.bytes))
+        counts = LabMutex(Array(repeating: 0, count: region.length / PageSize.bytes))
         // Slot 0 is the swap header: never handed out.
         guard case .success(0) = slots.allocate(order: 0) else { preconditionFailure("a fresh swap area has no slot 0") }
     }
