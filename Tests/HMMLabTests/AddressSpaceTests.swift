@@ -293,6 +293,45 @@ struct AddressSpaceTests {
         }
         f.finish()
     }
+    @Test("device snapshots, which walk the tables without their locks, see new tables whole while CPU faults install them")
+    func snapshotDuringTableInstall() throws {
+        let f = try MMFixture(systemMiB: 64)
+        let d = Device(memory: f.memory, mm: f.mm)
+        let chunks = 16  // 2 MiB each: every first store installs a PTE table
+        let anchor = try f.mm.mmap(length: 4096, protection: .readWrite, at: 0x3F_C000_0000)
+        try f.mm.store(UInt64(1), at: anchor)  // keeps the PUD table across the rounds
+        var unexpected: [UInt8] = []
+        for round in 0..<8 {
+            // A fresh 1 GiB slot each round: a new PMD table as well.
+            let a = try f.mm.mmap(length: chunks << 21, protection: .readWrite, at: 0x40_0000_0000 + UInt64(round) << 30)
+            let page = { @Sendable (c: Int) in a + UInt64(c) << 21 + UInt64(c) << 12 }  // page c of chunk c
+            let started = Flag()
+            let done = Flag()
+            let group = DispatchGroup()
+            let box = SendableBox(f)
+            DispatchQueue.global().async(group: group) {
+                while !started.value.load(ordering: .acquiring) { sched_yield() }
+                for c in 0..<chunks { try? box.value.mm.store(UInt64(c + 1), at: page(c)) }
+                done.value.store(true, ordering: .releasing)
+            }
+            started.value.store(true, ordering: .releasing)
+            var finished = false
+            repeat {
+                finished = done.value.load(ordering: .acquiring)
+                for c in 0..<chunks {
+                    // Before its store a page is unmapped; after it, mapped writable. Nothing else.
+                    let s = try d.snapshot(page(c), pages: 1)[0]
+                    if s != MirrorProt.none && s != MirrorProt.write { unexpected.append(s) }
+                    if finished && s != MirrorProt.write { unexpected.append(s) }
+                }
+            } while !finished
+            group.wait()
+            try f.mm.munmap(a, length: chunks << 21)
+        }
+        #expect(unexpected.isEmpty, "snapshot entries other than none or write, or not write after the stores: \(unexpected)")
+        d.release()
+        f.finish()
+    }
 }
 
 final class RecordingNotifier: MMUIntervalNotifierOps, @unchecked Sendable {

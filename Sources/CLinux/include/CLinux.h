@@ -33,4 +33,11 @@ int clinux_madv_collapse(void);
 /// never merge, so /proc/self/smaps reports one Region per entry. Returns 0 or -errno.
 int clinux_name_anon_mapping(void *addr, size_t len, const char *name);
 
+// ---- thread sanitizer ----
+/// The thread sanitizer runtime's range annotations (<sanitizer/tsan_interface.h>): a read or a write
+/// of `size` bytes at `addr`, checked like an instrumented access. Only a build with
+/// `-sanitize=thread` has them; the Swift code calls them only when built with `HMM_LAB_TSAN`.
+void __tsan_read_range(void *addr, unsigned long size);
+void __tsan_write_range(void *addr, unsigned long size);
+
 #endif

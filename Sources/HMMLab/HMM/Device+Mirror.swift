@@ -103,7 +103,7 @@ extension Device {
                         let e = pt.lookup(start + UInt64(k) << 12)
                         guard e != 0 else { return true }
                         let pfn = Pfn(rawValue: e & ~(DevicePageTable.present | DevicePageTable.write))
-                        memcpy(b.baseAddress! + k * PageSize.bytes, memory.address(of: pfn), PageSize.bytes)
+                        RawBytes.copy(to: b.baseAddress! + k * PageSize.bytes, from: memory.address(of: pfn), count: PageSize.bytes)
                     }
                     return false
                 }
@@ -132,7 +132,7 @@ extension Device {
                     for k in 0..<pages {
                         let e = pt.lookup(start + UInt64(k) << 12)
                         let pfn = Pfn(rawValue: e & ~(DevicePageTable.present | DevicePageTable.write))
-                        memcpy(memory.address(of: pfn), b.baseAddress! + k * PageSize.bytes, min(PageSize.bytes, b.count - k * PageSize.bytes))
+                        RawBytes.copy(to: memory.address(of: pfn), from: b.baseAddress! + k * PageSize.bytes, count: min(PageSize.bytes, b.count - k * PageSize.bytes))
                     }
                     return false
                 }

@@ -138,9 +138,9 @@ extension AddressSpace {
         guard case .success(let folio) = memory.allocate(.system, order: 0) else { throw .outOfMemory(address) }
         let copying = expected.isPresent && expected.pfn != memory.zeroPage
         if copying {
-            memcpy(memory.address(of: folio.pfn), memory.address(of: expected.pfn), PageSize.bytes)
+            RawBytes.copy(to: memory.address(of: folio.pfn), from: memory.address(of: expected.pfn), count: PageSize.bytes)
         } else {
-            memset(memory.address(of: folio.pfn), 0, PageSize.bytes)  // __GFP_ZERO
+            RawBytes.zero(memory.address(of: folio.pfn), count: PageSize.bytes)  // __GFP_ZERO
         }
         let replacing = !expected.isNone
         let range = MMUNotifierRange(start: address, end: address + 4096, event: .clear)
@@ -194,7 +194,7 @@ extension AddressSpace {
         var cached = cache[index].load(ordering: .acquiring)
         if cached == 0 {
             guard case .success(let folio) = memory.allocate(.system, order: 0) else { throw .outOfMemory(address) }
-            memset(memory.address(of: folio.pfn), 0, PageSize.bytes)
+            RawBytes.zero(memory.address(of: folio.pfn), count: PageSize.bytes)
             memory.page(folio.pfn).pointee.set([.swapBacked, .uptodate])
             memory.page(folio.pfn).pointee.mapping.store(object.encode(index: UInt64(index)), ordering: .releasing)
             let (won, current) = cache[index].compareExchange(expected: 0, desired: folio.pfn.rawValue + 1, ordering: .acquiringAndReleasing)
@@ -221,7 +221,7 @@ extension AddressSpace {
     /// could be allocated or the PMD is no longer none.
     private func hugeAnonymousFault(_ vma: VMA, pmd: EntrySlot, address: UInt64) -> FaultKind? {
         guard case .success(let folio) = memory.allocate(.system, order: PageSize.pmdOrder) else { return nil }
-        memset(memory.address(of: folio.pfn), 0, folio.byteCount)
+        RawBytes.zero(memory.address(of: folio.pfn), count: folio.byteCount)
         let lock = pageTable.lock(tableOf: pmd)
         guard pmd.load().isNone else {
             lock.unlock()

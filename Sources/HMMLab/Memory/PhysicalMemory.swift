@@ -109,7 +109,7 @@ public final class PhysicalMemory: @unchecked Sendable {
             preconditionFailure("a fresh system pool has no free frame")
         }
         zeroPage = systemFirst + index
-        memset(system.address(of: zeroPage), 0, PageSize.bytes)
+        RawBytes.zero(system.address(of: zeroPage), count: PageSize.bytes)
         descriptors[zeroPage.index].flags.store((PageFlags.reserved.union(.zeroPage)).rawValue, ordering: .releasing)
         descriptors[zeroPage.index].refcount.store(1, ordering: .releasing)
 
