@@ -330,6 +330,7 @@ struct AddressSpaceTests {
         }
         #expect(unexpected.isEmpty, "snapshot entries other than none or write, or not write after the stores: \(unexpected)")
         d.release()
+        d.close()
         f.finish()
     }
 }

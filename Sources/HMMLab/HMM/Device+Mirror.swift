@@ -22,8 +22,14 @@ public enum MirrorError: Error, Equatable, Sendable {
 extension Device {
     /// The fault window of `dmirror_fault` (`pfns[64]`).
     public static let faultWindow = 64
-    /// `HMM_RANGE_DEFAULT_TIMEOUT`.
+    /// `HMM_RANGE_DEFAULT_TIMEOUT` (1 s). Lab departure: 10 s when built for the thread sanitizer
+    /// (`HMM_LAB_TSAN`, see ``LabMutex``), which runs the model several times slower, so that mutator
+    /// threads' invalidations do not make a window time out there that a normal build finishes.
+    #if HMM_LAB_TSAN
+    public static let rangeTimeoutNanoseconds: UInt64 = 10_000_000_000
+    #else
     public static let rangeTimeoutNanoseconds: UInt64 = 1_000_000_000
+    #endif
 
     /// `dmirror_range_fault()` + `dmirror_do_fault()`: the canonical HMM loop — `read_begin`, mmap read
     /// lock, `hmm_range_fault`, retry on `-EBUSY`; take the device lock, retry if `read_retry` says the
