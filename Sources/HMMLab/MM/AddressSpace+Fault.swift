@@ -107,6 +107,10 @@ extension AddressSpace {
         }
 
         if entry.isSwap {
+            // Pin the slot while the entry, under the lock, guarantees it is in use (the swap cache's
+            // role, `swapcache_prepare`): a concurrent fault's swap-in cannot free it, and a swap-out
+            // reuse it, while this fault reads it.
+            swap?.duplicate(SwapEntry(slot: UInt32(entry.swapOffset), order: 0))
             lock.unlock()
             return try swapInFault(vma, slot: slot, entry: entry, address: address, write: write)
         }
@@ -165,11 +169,13 @@ extension AddressSpace {
     }
 
     /// `do_swap_page()`: read the slot into a new folio and map it. Without a swap cache, every swap-in
-    /// makes a private, exclusive copy; the slot reference is dropped only by the thread that installs it.
+    /// makes a private, exclusive copy; the entry's slot reference is dropped only by the thread that
+    /// installs it. The caller pinned the slot with a reference under the PTE lock; it is dropped here.
     private func swapInFault(_ vma: VMA, slot: EntrySlot, entry: PTE, address: UInt64, write: Bool) throws(FaultError) -> FaultKind {
         guard let swap else { throw .sigbus(address, "swap entry but no swap area") }
-        if injector?.fire(.swapin) == true { throw .sigbus(address, "injected swap-in read error") }
         let swapEntry = SwapEntry(slot: UInt32(entry.swapOffset), order: 0)
+        defer { swap.free(swapEntry) }  // the caller's pin
+        if injector?.fire(.swapin) == true { throw .sigbus(address, "injected swap-in read error") }
         guard case .success(let folio) = memory.allocate(.system, order: 0) else { throw .outOfMemory(address) }
         swap.read(swapEntry, into: folio, of: memory)
         let lock = pageTable.lock(tableOf: slot)

@@ -50,7 +50,8 @@ public enum SwapError: Error, Equatable, Sendable, CustomStringConvertible {
 /// is written. Swap-out replaces the page-table entries before it writes the data, as the kernel
 /// does (`try_to_unmap`, then `pageout`); where the kernel's fault then finds the folio in the swap
 /// cache, the lab's ``read(_:into:of:)`` waits for the write to finish, so a fault never reads a slot
-/// before its data is there.
+/// before its data is there; and a fault pins the slot with a reference (``duplicate(_:)``) while it
+/// reads it, so that no other swap-in frees it for reuse meanwhile.
 public final class SwapArea: @unchecked Sendable {
     /// The slots' memory.
     public let region: Region
