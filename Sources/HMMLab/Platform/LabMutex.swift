@@ -9,7 +9,7 @@ import Synchronization
 /// turns into the `HMM_LAB_TSAN` compilation condition; `scripts/tsan` sets it) it is ``PosixMutex``,
 /// a `pthread_mutex_t` the sanitizer intercepts. `Mutex` takes a contended lock in the standard
 /// library's uninstrumented code (a PI futex), so the sanitizer cannot see the ordering it gives and
-/// reports every contended critical section as a race; ``PosixMutex`` costs about 4–5 ns more per
+/// reports contended critical sections as races; ``PosixMutex`` costs about 4–5 ns more per
 /// lock and unlock on the frame allocator's path (`bench calibrate --only allocation`: 1.5× per
 /// order-0 frame), which is why normal builds keep `Mutex`. Both have the same interface
 /// (`init(_:)`, `withLock(_:)`), and the code that uses the lock is the same in both builds.
