@@ -7,7 +7,8 @@ import Glibc
 /// `withLock(_:)`), which it replaces there for one reason: on Linux, `Mutex` takes its lock in the
 /// standard library's uninstrumented code when it is contended (`_lockSlow`: spinning, then a PI
 /// futex, `FUTEX_LOCK_PI`), and releases it there when a waiter is queued, so the thread sanitizer
-/// does not see the ordering the lock gives and reports contended critical sections as data races. `pthread_mutex_lock` and `pthread_mutex_unlock` are intercepted by the sanitizer, so its
+/// does not see the ordering the lock gives and reports contended critical sections as data races.
+/// `pthread_mutex_lock` and `pthread_mutex_unlock` are intercepted by the sanitizer, so their
 /// happens-before edges are seen and only real races are reported.
 ///
 /// The mutex and the value live in one heap block allocated at `init` (a `pthread_mutex_t` must not
