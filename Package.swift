@@ -1,6 +1,12 @@
 // swift-tools-version: 6.1
 import PackageDescription
 
+// `HMM_LAB_TSAN=1` in the environment (scripts/tsan sets it) builds the model's locks over pthread
+// mutexes, which the thread sanitizer intercepts, instead of `Synchronization.Mutex`, whose contended
+// path it cannot see (Sources/HMMLab/Platform/LabMutex.swift). They cost a few ns more per lock, so
+// normal builds leave it off.
+let threadSanitizerLocks: [SwiftSetting] = Context.environment["HMM_LAB_TSAN"] == "1" ? [.define("HMM_LAB_TSAN")] : []
+
 let package = Package(
     name: "hmm-lab",
     products: [
@@ -24,7 +30,8 @@ let package = Package(
         .target(
             name: "HMMLab",
             dependencies: ["CLinux", "CNuma", "CPfm", .product(name: "Histogram", package: "hdrhistogram-swift")],
-            path: "Sources/HMMLab"
+            path: "Sources/HMMLab",
+            swiftSettings: threadSanitizerLocks
         ),
         // Layer 7: the command line.
         .executableTarget(

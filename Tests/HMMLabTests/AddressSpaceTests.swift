@@ -259,6 +259,80 @@ struct AddressSpaceTests {
         #expect(swapped.value.load(ordering: .relaxed) >= 32, "swap-out ran during the stores")
         f.finish()
     }
+
+    @Test("concurrent first faults into a range without tables install each table once and lose no store")
+    func concurrentTableInstall() throws {
+        let f = try MMFixture(systemMiB: 64)
+        let threads = 4
+        let pages = 1024  // 4 MiB: one PMD table and two PTE tables, all new each round
+        let box = SendableBox(f)
+        // A page in the same 512 GiB span keeps its PUD table alive across the rounds.
+        let anchor = try f.mm.mmap(length: 4096, protection: .readWrite, at: 0x3F_C000_0000)
+        try f.mm.store(UInt64(1), at: anchor)
+        for round in 0..<16 {
+            // A fresh 1 GiB slot each round, so the PMD table is new as well as the PTE tables.
+            let a = try f.mm.mmap(length: pages * 4096, protection: .readWrite, at: 0x40_0000_0000 + UInt64(round) << 30)
+            let tablesBefore = f.mm.pageTable.tableCount
+            let arrived = Counter()
+            DispatchQueue.concurrentPerform(iterations: threads) { t in
+                // Start together (waiting 50 ms at most: Dispatch may run fewer threads than
+                // iterations), and give neighbouring pages of one table to different threads, so the
+                // first faults race to install the same tables.
+                arrived.value.add(1, ordering: .relaxed)
+                let until = monotonicNanoseconds() + 50_000_000
+                while arrived.value.load(ordering: .relaxed) < threads, monotonicNanoseconds() < until { sched_yield() }
+                for k in 0..<pages / threads {
+                    try? box.value.mm.store(UInt64(round << 32 | k * threads + t), at: a + UInt64(k * threads + t) << 12)
+                }
+            }
+            #expect(f.mm.pageTable.tableCount - tablesBefore == 3, "round \(round): one PMD and two PTE tables, each installed once")
+            var lost = 0
+            for p in 0..<pages where try f.mm.load(UInt64.self, from: a + UInt64(p) << 12) != UInt64(round << 32 | p) { lost += 1 }
+            #expect(lost == 0, "round \(round): \(lost) stores lost")
+            try f.mm.munmap(a, length: pages * 4096)
+        }
+        f.finish()
+    }
+    @Test("device snapshots, which walk the tables without their locks, see new tables whole while CPU faults install them")
+    func snapshotDuringTableInstall() throws {
+        let f = try MMFixture(systemMiB: 64)
+        let d = Device(memory: f.memory, mm: f.mm)
+        let chunks = 16  // 2 MiB each: every first store installs a PTE table
+        let anchor = try f.mm.mmap(length: 4096, protection: .readWrite, at: 0x3F_C000_0000)
+        try f.mm.store(UInt64(1), at: anchor)  // keeps the PUD table across the rounds
+        var unexpected: [UInt8] = []
+        for round in 0..<8 {
+            // A fresh 1 GiB slot each round: a new PMD table as well.
+            let a = try f.mm.mmap(length: chunks << 21, protection: .readWrite, at: 0x40_0000_0000 + UInt64(round) << 30)
+            let page = { @Sendable (c: Int) in a + UInt64(c) << 21 + UInt64(c) << 12 }  // page c of chunk c
+            let started = Flag()
+            let done = Flag()
+            let group = DispatchGroup()
+            let box = SendableBox(f)
+            DispatchQueue.global().async(group: group) {
+                while !started.value.load(ordering: .acquiring) { sched_yield() }
+                for c in 0..<chunks { try? box.value.mm.store(UInt64(c + 1), at: page(c)) }
+                done.value.store(true, ordering: .releasing)
+            }
+            started.value.store(true, ordering: .releasing)
+            var finished = false
+            repeat {
+                finished = done.value.load(ordering: .acquiring)
+                for c in 0..<chunks {
+                    // Before its store a page is unmapped; after it, mapped writable. Nothing else.
+                    let s = try d.snapshot(page(c), pages: 1)[0]
+                    if s != MirrorProt.none && s != MirrorProt.write { unexpected.append(s) }
+                    if finished && s != MirrorProt.write { unexpected.append(s) }
+                }
+            } while !finished
+            group.wait()
+            try f.mm.munmap(a, length: chunks << 21)
+        }
+        #expect(unexpected.isEmpty, "snapshot entries other than none or write, or not write after the stores: \(unexpected)")
+        d.release()
+        d.close()
+        f.finish()
+    }
 }
 
 final class RecordingNotifier: MMUIntervalNotifierOps, @unchecked Sendable {

@@ -21,7 +21,10 @@ struct HMMTests {
 
     func finish(_ f: MMFixture, _ devices: [Device], others: [AddressSpace] = [], sourceLocation: SourceLocation = #_sourceLocation) {
         check(f, devices, others: others, sourceLocation: sourceLocation)
-        for d in devices { d.release() }
+        for d in devices {
+            d.release()
+            d.close()  // the notifier and the pagemap registry hold the device until it is closed
+        }
         f.finish(others, sourceLocation: sourceLocation)
     }
 
@@ -99,6 +102,7 @@ struct HMMTests {
         #expect(try f.mismatches(a, pages: n, seed: 5) == [], "the parent's data is unchanged (COW)")
         check(f, [parentDevice, childDevice], others: [child])
         childDevice.release()
+        childDevice.close()
         finish(f, [parentDevice], others: [child])
     }
 

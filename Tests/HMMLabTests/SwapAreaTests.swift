@@ -1,3 +1,5 @@
+import Dispatch
+import Glibc
 import Testing
 
 @testable import HMMLab
@@ -67,5 +69,44 @@ struct SwapAreaTests {
         for e in entries { swap.free(e) }
         #expect(swap.usedSlots == 0)
         memory.put(large)
+    }
+
+    @Test("a read of a slot still being written waits for the data; references dropped during the write free the slot after it")
+    func readWaitsForWrite() throws {
+        let memory = try PhysicalMemory(.init(systemBytes: 4 << 20, deviceBytes: 2 << 20, backing: .small))
+        let swap = try SwapArea(bytes: 2 << 20, backing: .small)
+        guard case .success(let source) = memory.allocate(.system, order: 0),
+            case .success(let target) = memory.allocate(.system, order: 0)
+        else { Issue.record("no folio"); return }
+        Self.fill(memory.bytes(of: source), seed: 7)
+        // Swap-out as AddressSpace.swapOut does it: the entry exists (and is in the page tables)
+        // before the data is written.
+        let entry = try swap.allocate(order: 0)
+        memory.bytes(of: target).initializeMemory(as: UInt8.self, repeating: 0xEE)
+        let reader = SendableBox((swap, memory, entry, target))
+        let done = Flag()
+        let group = DispatchGroup()
+        DispatchQueue.global().async(group: group) {
+            let (swap, memory, entry, target) = reader.value
+            swap.read(entry, into: target, of: memory)
+            done.value.store(true, ordering: .releasing)
+        }
+        usleep(50_000)
+        #expect(holds(!done.value.load(ordering: .acquiring)), "the read waits while the slot is being written")
+        swap.writeData(source, to: entry, from: memory)
+        group.wait()
+        #expect(memory.bytes(of: target).elementsEqual(memory.bytes(of: source)), "the read got the written data")
+        swap.free(entry)
+        #expect(swap.usedSlots == 0)
+
+        // Every reference dropped while the data is written (the swap PTEs zapped): the slot stays
+        // allocated until the write ends, then is freed.
+        let zapped = try swap.allocate(order: 0)
+        swap.free(zapped)
+        #expect(swap.usedSlots == 1, "not freed under the write")
+        swap.writeData(source, to: zapped, from: memory)
+        #expect(swap.usedSlots == 0, "freed when the write ends")
+        memory.put(source)
+        memory.put(target)
     }
 }

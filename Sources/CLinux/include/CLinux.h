@@ -37,4 +37,11 @@ int clinux_name_anon_mapping(void *addr, size_t len, const char *name);
 /// The kernel's prefetchw(): asks for the cache line at `p` for writing, ahead of atomics on it.
 static inline void clinux_prefetchw(const void *p) { __builtin_prefetch(p, 1, 3); }
 
+// ---- thread sanitizer ----
+/// The thread sanitizer runtime's range annotations (<sanitizer/tsan_interface.h>): a read or a write
+/// of `size` bytes at `addr`, checked like an instrumented access. Only a build with
+/// `-sanitize=thread` has them; the Swift code calls them only when built with `HMM_LAB_TSAN`.
+void __tsan_read_range(void *addr, unsigned long size);
+void __tsan_write_range(void *addr, unsigned long size);
+
 #endif

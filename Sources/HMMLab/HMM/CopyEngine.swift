@@ -162,9 +162,9 @@ public final class CopyEngine: @unchecked Sendable {
         for j in from..<to {
             let job = jobs[j]
             if let source = job.source {
-                memcpy(job.destination, source, job.bytes)
+                RawBytes.copy(to: job.destination, from: source, count: job.bytes)
             } else {
-                memset(job.destination, 0, job.bytes)
+                RawBytes.zero(job.destination, count: job.bytes)
             }
         }
     }
@@ -177,9 +177,9 @@ public final class CopyEngine: @unchecked Sendable {
                 let n = min(PageSize.bytes, job.bytes - offset)
                 let ok: Bool
                 if let source = job.source {
-                    ok = memcmp(job.destination + offset, source + offset, n) == 0
+                    ok = RawBytes.equal(job.destination + offset, source + offset, count: n)
                 } else {
-                    ok = memcmp(job.destination + offset, Self.zeros, n) == 0
+                    ok = RawBytes.equal(job.destination + offset, Self.zeros, count: n)
                 }
                 if !ok { verifyFailures += 1 }
                 pagesVerified += 1

@@ -22,8 +22,14 @@ public enum MirrorError: Error, Equatable, Sendable {
 extension Device {
     /// The fault window of `dmirror_fault` (`pfns[64]`).
     public static let faultWindow = 64
-    /// `HMM_RANGE_DEFAULT_TIMEOUT`.
+    /// `HMM_RANGE_DEFAULT_TIMEOUT` (1 s). Lab departure: 10 s when built for the thread sanitizer
+    /// (`HMM_LAB_TSAN`, see ``LabMutex``), which runs the model several times slower, so that mutator
+    /// threads' invalidations do not make a window time out there that a normal build finishes.
+    #if HMM_LAB_TSAN
+    public static let rangeTimeoutNanoseconds: UInt64 = 10_000_000_000
+    #else
     public static let rangeTimeoutNanoseconds: UInt64 = 1_000_000_000
+    #endif
 
     /// `dmirror_range_fault()` + `dmirror_do_fault()`: the canonical HMM loop — `read_begin`, mmap read
     /// lock, `hmm_range_fault`, retry on `-EBUSY`; take the device lock, retry if `read_retry` says the
@@ -103,7 +109,7 @@ extension Device {
                         let e = pt.lookup(start + UInt64(k) << 12)
                         guard e != 0 else { return true }
                         let pfn = Pfn(rawValue: e & ~(DevicePageTable.present | DevicePageTable.write))
-                        memcpy(b.baseAddress! + k * PageSize.bytes, memory.address(of: pfn), PageSize.bytes)
+                        RawBytes.copy(to: b.baseAddress! + k * PageSize.bytes, from: memory.address(of: pfn), count: PageSize.bytes)
                     }
                     return false
                 }
@@ -132,7 +138,7 @@ extension Device {
                     for k in 0..<pages {
                         let e = pt.lookup(start + UInt64(k) << 12)
                         let pfn = Pfn(rawValue: e & ~(DevicePageTable.present | DevicePageTable.write))
-                        memcpy(memory.address(of: pfn), b.baseAddress! + k * PageSize.bytes, min(PageSize.bytes, b.count - k * PageSize.bytes))
+                        RawBytes.copy(to: memory.address(of: pfn), from: b.baseAddress! + k * PageSize.bytes, count: min(PageSize.bytes, b.count - k * PageSize.bytes))
                     }
                     return false
                 }

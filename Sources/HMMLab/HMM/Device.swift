@@ -42,12 +42,12 @@ public final class Device: DevicePagemap, MMUIntervalNotifierOps, @unchecked Sen
     public let copyWorkers: Int
     public let verify: Bool
     private(set) var notifier: MMUIntervalNotifier!
-    let pageTable = Mutex(DevicePageTable())
-    private let injection: Mutex<(settings: FailureInjection, rng: SplitMix64)>
+    let pageTable = LabMutex(DevicePageTable())
+    private let injection: LabMutex<(settings: FailureInjection, rng: SplitMix64)>
     /// Whether any allocation failure is injected: an allocation reads this flag, not the mutex, when none is.
     private let injecting = Atomic<Bool>(false)
-    let scratch = Mutex<[MigrationContext]>([])
-    let rangeScratch = Mutex<[HMMRange]>([])
+    let scratch = LabMutex<[MigrationContext]>([])
+    let rangeScratch = LabMutex<[HMMRange]>([])
 
     /// Counters.
     public let stats = DeviceStatistics()
@@ -64,7 +64,7 @@ public final class Device: DevicePagemap, MMUIntervalNotifierOps, @unchecked Sen
         self.splitPolicy = splitPolicy
         self.copyWorkers = copyWorkers
         self.verify = verify
-        injection = Mutex((.none, SplitMix64(seed: 0)))
+        injection = LabMutex((.none, SplitMix64(seed: 0)))
         memory.register(self)
         notifier = mm.notifiers.insert(start: 0, length: AddressSpace.userRange.upperBound, ops: self)
     }

@@ -17,7 +17,7 @@ public final class PerfCounterSet: @unchecked Sendable {
     public let unavailable: [(name: String, reason: String)]
     private let specs: [PerfEventSpec?]
     /// One descriptor per event per thread that entered; -1 where the event is unavailable.
-    private let descriptors = Mutex<[[Int32]]>([])
+    private let descriptors = LabMutex<[[Int32]]>([])
     private var key = pthread_key_t()
 
     /// Resolves the events and tries each on the calling thread.

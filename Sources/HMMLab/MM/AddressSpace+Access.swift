@@ -12,14 +12,14 @@ extension AddressSpace {
     /// Stores `bytes` at `address` (any alignment, any length, across pages).
     public func store(_ bytes: UnsafeRawBufferPointer, at address: UInt64) throws(FaultError) {
         try access(address: address, count: bytes.count, write: true) { host, offset, n in
-            memcpy(host, bytes.baseAddress! + offset, n)
+            RawBytes.copy(to: host, from: bytes.baseAddress! + offset, count: n)
         }
     }
 
     /// Loads `buffer.count` bytes from `address`.
     public func load(into buffer: UnsafeMutableRawBufferPointer, from address: UInt64) throws(FaultError) {
         try access(address: address, count: buffer.count, write: false) { host, offset, n in
-            memcpy(buffer.baseAddress! + offset, host, n)
+            RawBytes.copy(to: buffer.baseAddress! + offset, from: host, count: n)
         }
     }
 

@@ -107,6 +107,10 @@ extension AddressSpace {
         }
 
         if entry.isSwap {
+            // Pin the slot while the entry, under the lock, guarantees it is in use (the swap cache's
+            // role, `swapcache_prepare`): a concurrent fault's swap-in cannot free it, and a swap-out
+            // reuse it, while this fault reads it.
+            swap?.duplicate(SwapEntry(slot: UInt32(entry.swapOffset), order: 0))
             lock.unlock()
             return try swapInFault(vma, slot: slot, entry: entry, address: address, write: write)
         }
@@ -138,9 +142,9 @@ extension AddressSpace {
         guard case .success(let folio) = memory.allocate(.system, order: 0) else { throw .outOfMemory(address) }
         let copying = expected.isPresent && expected.pfn != memory.zeroPage
         if copying {
-            memcpy(memory.address(of: folio.pfn), memory.address(of: expected.pfn), PageSize.bytes)
+            RawBytes.copy(to: memory.address(of: folio.pfn), from: memory.address(of: expected.pfn), count: PageSize.bytes)
         } else {
-            memset(memory.address(of: folio.pfn), 0, PageSize.bytes)  // __GFP_ZERO
+            RawBytes.zero(memory.address(of: folio.pfn), count: PageSize.bytes)  // __GFP_ZERO
         }
         let replacing = !expected.isNone
         let range = MMUNotifierRange(start: address, end: address + 4096, event: .clear)
@@ -165,11 +169,13 @@ extension AddressSpace {
     }
 
     /// `do_swap_page()`: read the slot into a new folio and map it. Without a swap cache, every swap-in
-    /// makes a private, exclusive copy; the slot reference is dropped only by the thread that installs it.
+    /// makes a private, exclusive copy; the entry's slot reference is dropped only by the thread that
+    /// installs it. The caller pinned the slot with a reference under the PTE lock; it is dropped here.
     private func swapInFault(_ vma: VMA, slot: EntrySlot, entry: PTE, address: UInt64, write: Bool) throws(FaultError) -> FaultKind {
         guard let swap else { throw .sigbus(address, "swap entry but no swap area") }
-        if injector?.fire(.swapin) == true { throw .sigbus(address, "injected swap-in read error") }
         let swapEntry = SwapEntry(slot: UInt32(entry.swapOffset), order: 0)
+        defer { swap.free(swapEntry) }  // the caller's pin
+        if injector?.fire(.swapin) == true { throw .sigbus(address, "injected swap-in read error") }
         guard case .success(let folio) = memory.allocate(.system, order: 0) else { throw .outOfMemory(address) }
         swap.read(swapEntry, into: folio, of: memory)
         let lock = pageTable.lock(tableOf: slot)
@@ -194,7 +200,7 @@ extension AddressSpace {
         var cached = cache[index].load(ordering: .acquiring)
         if cached == 0 {
             guard case .success(let folio) = memory.allocate(.system, order: 0) else { throw .outOfMemory(address) }
-            memset(memory.address(of: folio.pfn), 0, PageSize.bytes)
+            RawBytes.zero(memory.address(of: folio.pfn), count: PageSize.bytes)
             memory.page(folio.pfn).pointee.set([.swapBacked, .uptodate])
             memory.page(folio.pfn).pointee.mapping.store(object.encode(index: UInt64(index)), ordering: .releasing)
             let (won, current) = cache[index].compareExchange(expected: 0, desired: folio.pfn.rawValue + 1, ordering: .acquiringAndReleasing)
@@ -221,7 +227,7 @@ extension AddressSpace {
     /// could be allocated or the PMD is no longer none.
     private func hugeAnonymousFault(_ vma: VMA, pmd: EntrySlot, address: UInt64) -> FaultKind? {
         guard case .success(let folio) = memory.allocate(.system, order: PageSize.pmdOrder) else { return nil }
-        memset(memory.address(of: folio.pfn), 0, folio.byteCount)
+        RawBytes.zero(memory.address(of: folio.pfn), count: folio.byteCount)
         let lock = pageTable.lock(tableOf: pmd)
         guard pmd.load().isNone else {
             lock.unlock()

@@ -47,11 +47,6 @@ extension AddressSpace {
                 let lock = mm.pageTable.lock(tableOf: slot)
                 let old = slot.load()
                 if old.isPresent, old.pfn == folio.pfn {
-                    // pageout() before the first swap entry is visible: without a swap cache (where the
-                    // kernel's fault finds the locked folio and waits), a fault that sees the entry
-                    // reads the slot, so the data must be there. Under this PTE lock no store can
-                    // reach the frame; any other mapping is read-only (a writable page has one).
-                    if installed == 0 { swap.writeData(folio, to: entry, from: memory) }
                     if installed > 0 { swap.duplicate(entry) }
                     slot.store(.swap(slot: entry.slot, softDirty: old.isSoftDirty, exclusive: exclusive))
                     installed += 1
@@ -63,6 +58,7 @@ extension AddressSpace {
                 mm.notifiers.invalidateRangeEnd(range)
             }
             precondition(head.pointee.mappings == 0, "try_to_unmap left \(folio) mapped \(head.pointee.mappings) times")
+            swap.writeData(folio, to: entry, from: memory)
             if installed == 0 { swap.free(entry) }
             head.pointee.clear([.anonExclusive, .anon])
             head.pointee.mapping.store(0, ordering: .relaxed)

@@ -37,12 +37,12 @@ public final class FaultInjector: @unchecked Sendable {
     }
 
     private let probabilities: [Double]
-    private let state: Mutex<(rng: SplitMix64, counts: [Int])>
+    private let state: LabMutex<(rng: SplitMix64, counts: [Int])>
 
     /// Probabilities per point (missing: 0) and the seed.
     public init(_ probabilities: [Point: Double], seed: UInt64) {
         self.probabilities = Point.allCases.map { probabilities[$0] ?? 0 }
-        state = Mutex((SplitMix64(seed: seed ^ 0x696E_6A65_6374), Array(repeating: 0, count: Point.allCases.count)))
+        state = LabMutex((SplitMix64(seed: seed ^ 0x696E_6A65_6374), Array(repeating: 0, count: Point.allCases.count)))
     }
 
     /// Whether to fail at `point` now (counted when it does).

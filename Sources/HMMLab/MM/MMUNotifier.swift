@@ -90,7 +90,7 @@ public final class MMUIntervalNotifier: @unchecked Sendable {
 /// (`mn_itree_inv_start_range`, `mn_itree_inv_end`).
 public final class MMUNotifierSubscriptions: @unchecked Sendable {
     let invalidateSeq = Atomic<UInt64>(2)
-    private let state = Mutex<(active: Int, intervals: [MMUIntervalNotifier])>((0, []))
+    private let state = LabMutex<(active: Int, intervals: [MMUIntervalNotifier])>((0, []))
     /// Invalidations raised, by event.
     public let invalidations = Atomic<Int>(0)
 

@@ -67,14 +67,14 @@ public final class MappingObject: @unchecked Sendable {
     public let id: UInt64
     public let kind: Kind
     /// Address spaces that map this object (`anon_vma_chain`, `i_mmap`).
-    private let members = Mutex<[ObjectIdentifier: WeakAddressSpace]>([:])
+    private let members = LabMutex<[ObjectIdentifier: WeakAddressSpace]>([:])
     /// shmem page cache: page index → pfn + 1 (0 = not cached). Nil for anon.
     let pageCache: UnsafeMutablePointer<Atomic<UInt64>>?
     let pageCacheCount: Int
     private let memory: PhysicalMemory?
 
     private static let nextID = Atomic<UInt64>(1)
-    private static let registry = Mutex<[UInt64: WeakObject]>([:])
+    private static let registry = LabMutex<[UInt64: WeakObject]>([:])
 
     /// An anon_vma.
     public init(anon: ()) {

@@ -18,7 +18,7 @@ public enum AllocationFailure: Error, Equatable, Sendable {
 /// Blocks are naturally aligned, so an order-9 folio is always 2 MiB-aligned.
 ///
 /// Departures from the kernel: no per-CPU page lists, no migrate types or watermarks, no orders 1–8
-/// or 10. One `Mutex` guards the state (the kernel's `zone->lock`); ``allocateBulk(order:count:into:)``
+/// or 10. One ``LabMutex`` guards the state (the kernel's `zone->lock`); ``allocateBulk(order:count:into:)``
 /// takes it once for many frames, as `alloc_pages_bulk()` does. The allocator hands out indices only:
 /// it never touches the frames, so allocation never enters the host's page-fault path.
 ///
@@ -132,7 +132,7 @@ public final class FrameAllocator: Sendable {
         func deallocate() { base.deallocate() }
     }
 
-    private let state: Mutex<State>
+    private let state: LabMutex<State>
 
     deinit { state.withLock { $0.deallocate() } }
 
@@ -141,7 +141,7 @@ public final class FrameAllocator: Sendable {
         precondition(frames > 0 && frames % Self.blockFrames == 0, "frame count must be a positive multiple of 512")
         frameCount = frames
         let blocks = frames / Self.blockFrames
-        state = Mutex(State(blocks: blocks, injection: injection))
+        state = LabMutex(State(blocks: blocks, injection: injection))
     }
 
     /// Changes the injected failure probabilities and reseeds the generator.

@@ -52,7 +52,7 @@ public final class PhysicalMemory: @unchecked Sendable {
     public let configuration: Configuration
 
     /// Registered device pagemaps, by owner token.
-    private let pagemaps = Mutex<[UInt64: any DevicePagemap]>([:])
+    private let pagemaps = LabMutex<[UInt64: any DevicePagemap]>([:])
 
     /// Registers a device's pagemap (`memremap_pages`); its pages carry `pagemap.owner` in `private`.
     public func register(_ pagemap: any DevicePagemap) {
@@ -109,7 +109,7 @@ public final class PhysicalMemory: @unchecked Sendable {
             preconditionFailure("a fresh system pool has no free frame")
         }
         zeroPage = systemFirst + index
-        memset(system.address(of: zeroPage), 0, PageSize.bytes)
+        RawBytes.zero(system.address(of: zeroPage), count: PageSize.bytes)
         descriptors[zeroPage.index].flags.store((PageFlags.reserved.union(.zeroPage)).rawValue, ordering: .releasing)
         descriptors[zeroPage.index].refcount.store(1, ordering: .releasing)
 

@@ -45,19 +45,29 @@ public enum SwapError: Error, Equatable, Sendable, CustomStringConvertible {
 /// 4 KiB slots, with the slot allocation of `folio_alloc_swap()` / `swap_free()`. Departures from the
 /// kernel: there is no swap cache (a folio is freed at swap-out and the slots at swap-in, where the
 /// kernel keeps both until reclaim); I/O is a `memcpy`, so "device" latency is memory bandwidth.
+///
+/// A slot is marked ``writing`` (the kernel's `SWAP_HAS_CACHE`) from its allocation until its data
+/// is written. Swap-out replaces the page-table entries before it writes the data, as the kernel
+/// does (`try_to_unmap`, then `pageout`); where the kernel's fault then finds the folio in the swap
+/// cache, the lab's ``read(_:into:of:)`` waits for the write to finish, so a fault never reads a slot
+/// before its data is there; and a fault pins the slot with a reference (``duplicate(_:)``) while it
+/// reads it, so that no other swap-in frees it for reuse meanwhile.
 public final class SwapArea: @unchecked Sendable {
     /// The slots' memory.
     public let region: Region
     /// Allocates slots: index = slot number.
     public let slots: FrameAllocator
-    /// References to each slot (`swap_map`): one per swap PTE; fork duplicates (`swap_duplicate`).
-    private let counts: Mutex<[UInt16]>
+    /// References to each slot (`swap_map`): one per swap PTE; fork duplicates (`swap_duplicate`);
+    /// plus ``writing`` while the slot's data is not written yet.
+    private let counts: LabMutex<[UInt16]>
+    /// The `swap_map` bit for "data not written yet" (`SWAP_HAS_CACHE`'s role here).
+    static let writing: UInt16 = 0x8000
 
     /// A swap area of `bytes` (rounded up to 2 MiB), bound to `node`.
     public init(bytes: Int, node: Int = 0, backing: BackingRequest = .auto) throws(RegionError) {
         region = try Region(name: "swap", length: bytes, backing: backing, node: node)
         slots = FrameAllocator(frames: region.length / PageSize.bytes)
-        counts = Mutex(Array(repeating: 0, count: region.length / PageSize.bytes))
+        counts = LabMutex(Array(repeating: 0, count: region.length / PageSize.bytes))
         // Slot 0 is the swap header: never handed out.
         guard case .success(0) = slots.allocate(order: 0) else { preconditionFailure("a fresh swap area has no slot 0") }
     }
@@ -73,17 +83,24 @@ public final class SwapArea: @unchecked Sendable {
         region.base + Int(slot) << PageSize.shift
     }
 
-    /// Allocates slots for a folio of `order`, with one reference each (`folio_alloc_swap()`).
+    /// Allocates slots for a folio of `order`, with one reference each, marked ``writing`` until
+    /// ``writeData(_:to:from:)`` (`folio_alloc_swap()`).
     public func allocate(order: Int) throws(SwapError) -> SwapEntry {
         guard case .success(let slot) = slots.allocate(order: order) else { throw .full(order: order) }
-        counts.withLock { for i in 0..<(1 << order) { $0[slot + i] = 1 } }
+        counts.withLock { for i in 0..<(1 << order) { $0[slot + i] = 1 | Self.writing } }
         return SwapEntry(slot: UInt32(slot), order: order)
     }
 
-    /// Copies a folio's bytes into its slots (`swap_writepage()`).
+    /// Copies a folio's bytes into its slots (`swap_writepage()`) and clears ``writing``; frees the
+    /// slots if every reference was dropped meanwhile (the entries were zapped during the write).
     public func writeData(_ folio: Folio, to entry: SwapEntry, from memory: PhysicalMemory) {
         precondition(folio.order == entry.order, "swap-out of an order-\(folio.order) folio into an order-\(entry.order) entry")
-        memcpy(address(of: entry.slot), memory.address(of: folio.pfn), folio.byteCount)
+        RawBytes.copy(to: address(of: entry.slot), from: memory.address(of: folio.pfn), count: folio.byteCount)
+        let unused = counts.withLock { c -> Bool in
+            for i in 0..<(1 << entry.order) { c[Int(entry.slot) + i] &= ~Self.writing }
+            return c[Int(entry.slot)] == 0
+        }
+        if unused { slots.free(Int(entry.slot), order: entry.order) }
     }
 
     /// Writes a folio's bytes to newly allocated slots and returns where they are; the folio is untouched.
@@ -93,10 +110,13 @@ public final class SwapArea: @unchecked Sendable {
         return entry
     }
 
-    /// Copies the bytes of a swap entry into a folio of the same order. Models `swap_read_folio()`.
+    /// Copies the bytes of a swap entry into a folio of the same order. Models `swap_read_folio()`;
+    /// first waits while a swap-out is still writing the entry (where the kernel's fault would find the
+    /// folio in the swap cache and wait on its lock).
     public func read(_ entry: SwapEntry, into folio: Folio, of memory: PhysicalMemory) {
         precondition(folio.order == entry.order, "swap-in of an order-\(entry.order) entry into an order-\(folio.order) folio")
-        memcpy(memory.address(of: folio.pfn), address(of: entry.slot), folio.byteCount)
+        while counts.withLock({ $0[Int(entry.slot)] & Self.writing != 0 }) { sched_yield() }
+        RawBytes.copy(to: memory.address(of: folio.pfn), from: address(of: entry.slot), count: folio.byteCount)
     }
 
     /// Drops one reference to the slots of an entry and frees them at zero (`swap_free_nr`).
@@ -104,9 +124,9 @@ public final class SwapArea: @unchecked Sendable {
         precondition(entry.slot != 0, "free of the swap header slot")
         let last = counts.withLock { c -> Bool in
             let s = Int(entry.slot)
-            precondition(c[s] > 0, "free of unused \(entry)")
+            precondition(c[s] & ~Self.writing > 0, "free of unused \(entry)")
             for i in 0..<(1 << entry.order) { c[s + i] -= 1 }
-            return c[s] == 0
+            return c[s] == 0  // still being written: writeData frees it
         }
         if last { slots.free(Int(entry.slot), order: entry.order) }
     }
@@ -114,13 +134,13 @@ public final class SwapArea: @unchecked Sendable {
     /// Takes another reference to a slot (`swap_duplicate`, at fork).
     public func duplicate(_ entry: SwapEntry) {
         counts.withLock { c in
-            precondition(c[Int(entry.slot)] > 0, "duplicate of unused \(entry)")
+            precondition(c[Int(entry.slot)] & ~Self.writing > 0, "duplicate of unused \(entry)")
             for i in 0..<(1 << entry.order) { c[Int(entry.slot) + i] += 1 }
         }
     }
 
     /// References to a slot (`swap_count`).
-    public func references(_ slot: UInt32) -> Int { counts.withLock { Int($0[Int(slot)]) } }
+    public func references(_ slot: UInt32) -> Int { counts.withLock { Int($0[Int(slot)] & ~Self.writing) } }
 
     /// Lets the 512 slots of a 2 MiB entry be freed one by one (the swap side of splitting a THP that is
     /// in swap: one PTE swap entry per page).

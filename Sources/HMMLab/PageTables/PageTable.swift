@@ -54,7 +54,7 @@ public final class PageTable: @unchecked Sendable {
         systemFirstPfn = memory.system.firstPfn
         descriptors = memory.descriptors
         guard case .success(let folio) = memory.allocate(.system, order: 0) else { throw .outOfMemory }
-        memset(memory.address(of: folio.pfn), 0, PageSize.bytes)
+        RawBytes.zero(memory.address(of: folio.pfn), count: PageSize.bytes)
         root = folio.pfn
         tables.store(1, ordering: .relaxed)
     }
@@ -78,7 +78,7 @@ public final class PageTable: @unchecked Sendable {
     /// Allocates a zeroed table frame (`pte_alloc_one`, `pmd_alloc_one`, …).
     @usableFromInline func allocateTable() -> Pfn? {
         guard case .success(let folio) = memory.allocate(.system, order: 0) else { return nil }
-        memset(memory.address(of: folio.pfn), 0, PageSize.bytes)
+        RawBytes.zero(memory.address(of: folio.pfn), count: PageSize.bytes)
         memory.page(folio.pfn).pointee.private.store(0, ordering: .relaxed)  // the ptl, unlocked
         tables.wrappingAdd(1, ordering: .relaxed)
         return folio.pfn
