@@ -106,6 +106,37 @@ struct HMMTests {
         finish(f, [parentDevice], others: [child])
     }
 
+    @Test("lab: migrating pages a fork child moved elsewhere (mremap) or unmapped: the reverse map finds each mapping once")
+    func migrateSharedAfterChildMremap() throws {
+        let f = try MMFixture()
+        let d = Device(memory: f.memory, mm: f.mm, verify: true)
+        let n = 32
+        let a = try f.mm.mmap(length: n * 4096, protection: .readWrite)
+        try f.fill(a, pages: n, seed: 21)
+        let child = try f.mm.fork()
+        // The child moves pages 8..<24 (same object and page offsets, another address) and unmaps 0..<4.
+        let moved = try child.mremap(a + 8 * 4096, oldLength: 16 * 4096, newLength: 16 * 4096, to: 0x40_0000_0000)
+        try child.munmap(a, length: 4 * 4096)
+        // migrate_vma_setup collects the parent's entries; try_to_migrate finds the child's through the
+        // reverse map, at the old address for pages 4..<8 and 24..<32 and at the new one for 8..<24.
+        let r = d.migrateToDevice(a, pages: n)
+        #expect(r.errno == 0 && r.migrated == n)
+        #expect(f.mm.snapshot(a, pages: n).allSatisfy { $0 == .devicePrivate })
+        #expect(child.snapshot(moved, pages: 16).allSatisfy { $0 == .devicePrivate }, "the moved mappings follow the pages")
+        #expect(child.snapshot(a + 4 * 4096, pages: 4).allSatisfy { $0 == .devicePrivate })
+        #expect(child.snapshot(a + 24 * 4096, pages: 8).allSatisfy { $0 == .devicePrivate })
+        check(f, [d], others: [child])
+        // The child reads its pages back at both addresses (device faults: migrate_to_ram for both spaces).
+        for k in 8..<24 {
+            #expect(try child.loadBytes(4096, from: moved + UInt64(k - 8) << 12) == MMFixture.pattern(seed: 21, page: k), "page \(k)")
+        }
+        for k in Array(4..<8) + Array(24..<32) {
+            #expect(try child.loadBytes(4096, from: a + UInt64(k) << 12) == MMFixture.pattern(seed: 21, page: k), "page \(k)")
+        }
+        #expect(try f.mismatches(a, pages: n, seed: 21) == [])
+        finish(f, [d], others: [child])
+    }
+
     @Test("anon_write_child_shared: in a shared mapping the child's device writes reach the parent")
     func anon_write_child_shared() throws {
         let f = try MMFixture()
