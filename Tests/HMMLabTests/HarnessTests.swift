@@ -30,7 +30,7 @@ struct HarnessTests {
         #expect(message(["strategy": "x"]).contains("fault-then-migrate, migrate-then-fault, unified, all"))
         #expect(message(["nosuch": "1"]).contains("--nosuch is not an option"))
         #expect(message(["pages": "1000", "window-pages": "512"]).contains("does not divide"))
-        #expect(message(["inject": "lock=0.1"]).contains("'lock' is not an injection point; use trylock, pin, invalidate, swapin, device4k"))
+        #expect(message(["inject": "lock=0.1"]).contains("'lock' is not an injection point; use trylock, pin, invalidate, swapin, cpufault, device4k"))
         #expect(message(["inject": "pin=2"]).contains("not a number from 0 to 1"))
     }
 

@@ -16,6 +16,8 @@ extension AddressSpace {
                 memory.page(folio.pfn).pointee.get()
                 args.injectedPins.append(folio)
             }
+            // A CPU on another thread faults on one of the pages under migration and waits.
+            injector.injectCPUFault(args, mm: self)
         }
         var notified = false
         var range = MMUNotifierRange(start: 0, end: 0, event: .migrate, owner: args.pgmapOwner)
@@ -193,6 +195,9 @@ extension AddressSpace {
         AddressSpace.migrateDeviceFinalize(src: args.src, dst: args.dst, npages: args.npages, faultPage: args.faultPage, memory: memory, hintMM: self, hintStart: args.start)
         for folio in args.injectedPins { memory.put(folio) }
         args.injectedPins.removeAll(keepingCapacity: true)
+        // The injected CPU faults can proceed now; a migrate_to_ram's fault page stays locked until the
+        // fault path unlocks it, which joins them then.
+        if args.faultPage == nil { injector?.joinCPUFaults() }
     }
 
     /// `migrate_device_finalize()`, usable without a VMA (device eviction).
