@@ -91,7 +91,8 @@ public final class FaultInjector: @unchecked Sendable {
     // MARK: - A CPU fault on a page under migration
 
     /// One injected CPU store: an 8-byte stamp stored at ``address`` (the page's address plus
-    /// ``cpuFaultStampOffset``) by another thread through ``AddressSpace/store(_:at:)-(T,_)``.
+    /// ``cpuFaultStampOffset``) by another thread through the address space's store path. The stores
+    /// are listed in the order they reached memory (each is recorded under the page's table lock).
     public struct CPUFaultStore: Sendable, Equatable {
         public var address: UInt64
         public var stamp: UInt64
@@ -136,9 +137,13 @@ public final class FaultInjector: @unchecked Sendable {
                 registered = true
             }
             do {
-                try mm.store(stamp, at: address)
-                let w = waited.load(ordering: .acquiring)
-                injector.cpuFaults.withLock { $0.stores.append(CPUFaultStore(address: address, stamp: stamp, waited: w)) }
+                // AddressSpace.store's path, with the store recorded while the translation is held (under
+                // the PTE lock), so the record's order is the order of the stores to the page.
+                try mm.access(address: address, count: 8, write: true) { host, _, _ in
+                    host.storeBytes(of: self.stamp.littleEndian, as: UInt64.self)
+                    let w = self.waited.load(ordering: .acquiring)
+                    self.injector.cpuFaults.withLock { $0.stores.append(CPUFaultStore(address: self.address, stamp: self.stamp, waited: w)) }
+                }
             } catch {
                 injector.cpuFaults.withLock { $0.failures.append("store at 0x\(String(address, radix: 16)): \(error)") }
             }
