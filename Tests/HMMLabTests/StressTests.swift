@@ -28,8 +28,6 @@ struct StressTests {
         c.opsPerRound = 120
         c.mutators = 2
         c.backing = .small
-        if getenv("DBG_MUT0") != nil { c.mutators = 0 }
-        if let v = getenv("DBG_INJ") { let only = String(cString: v); c.inject = c.inject.filter { $0.key.name == only } ; if only == "none" { c.deviceSmallFail = 0; c.deviceLargeFail = 0 } }
         let stress = try Stress(c)
         let report = stress.run()
         let replay = "seed \(c.seed) (replay: HMM_LAB_STRESS_SEED=\(c.seed) swift test --filter StressTests)"

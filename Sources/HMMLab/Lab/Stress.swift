@@ -230,7 +230,7 @@ public final class Stress {
         run.pages = configuration.pages
         run.windowPages = PageSize.pmdPages
         run.mix = Self.mix
-        run.thp = getenv("STRESS_NO_THP") != nil ? 0 : 0.5
+        run.thp = 0.5
         run.verify = true
         run.counters = []
         var policy = SplitMix64(seed: seed)
@@ -280,7 +280,7 @@ public final class Stress {
         report.mutatorStores += r.mutators.finish().stores
         let found = w.checkContent(expectedStamp: r.mutators.expectedStamp, acceptsInjected: { k, v in v == r.injectedStamp[k] })
         if !found.unreadable.isEmpty { violation(&report, number, nil, nil, "the device could not read \(found.unreadable.count) pages, first \(found.unreadable[0])") }
-        if !found.corrupt.isEmpty { violation(&report, number, nil, nil, "\(found.corrupt.count) pages with wrong content (header, zeros or injected stamp), first \(found.corrupt.prefix(5))") }
+        if !found.corrupt.isEmpty { violation(&report, number, nil, nil, "\(found.corrupt.count) pages with wrong content, first \(found.corrupt.prefix(5)); \(found.firstCorruption ?? "")") }
         if !found.lost.isEmpty { violation(&report, number, nil, nil, "\(found.lost.count) pages lost their mutators' last stamp, first \(found.lost.prefix(5))") }
         let verifyFailures = w.device.stats.verifyFailures.load(ordering: .relaxed)
         if verifyFailures > 0 { violation(&report, number, nil, nil, "\(verifyFailures) copied pages differed from their source") }
@@ -298,11 +298,6 @@ public final class Stress {
     }
 
     func pick(_ r: Round) -> Op {
-        if let v = getenv("STRESS_OPS") {
-            let names = String(cString: v).split(separator: ",").map(String.init)
-            let allowed = Op.allCases.filter { names.contains($0.rawValue) }
-            return allowed[r.below(allowed.count)]
-        }
         let total = Op.allCases.reduce(0) { $0 + $1.weight }
         var n = r.below(total)
         for op in Op.allCases {

@@ -167,6 +167,8 @@ public final class Workload {
         public var lost: [Int] = []
         /// Pages the device could not read (each counted as corrupt too).
         public var unreadable: [Int] = []
+        /// What the first corrupt page holds, for the message.
+        public var firstCorruption: String?
         public init() {}
     }
 
@@ -200,7 +202,13 @@ public final class Workload {
                     let (e0, e1) = kinds[k].isWritten ? header(k) : (0, 0)
                     var rest: UInt64 = 0
                     for j in Int(Self.injectedStampOffset + 8) / 8..<words { rest |= b.loadUnaligned(fromByteOffset: base + j * 8, as: UInt64.self) }
-                    if h0 != e0 || h1 != e1 || rest != 0 || !acceptsInjected(k, injected) { found.corrupt.append(k) }
+                    if h0 != e0 || h1 != e1 || rest != 0 || !acceptsInjected(k, injected) {
+                        if found.corrupt.isEmpty {
+                            let hex = { (v: UInt64) in "0x" + String(v, radix: 16) }
+                            found.firstCorruption = "page \(k) (\(kinds[k])): header \(hex(h0)) \(hex(h1)), expected \(hex(e0)) \(hex(e1)); injected stamp \(hex(injected)); other bytes \(rest == 0 ? "zero" : "not zero")"
+                        }
+                        found.corrupt.append(k)
+                    }
                     if stamp != expectedStamp(k) { found.lost.append(k) }
                 }
             }
