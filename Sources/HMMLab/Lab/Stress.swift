@@ -50,6 +50,60 @@ public final class Stress {
         public var deviceLargeFail = 0.3
 
         public init() {}
+
+        /// `trylock=0.01,…,device4k=0.02,device2m=0.3`.
+        public var injectDescription: String {
+            var run = RunConfig()
+            run.inject = inject
+            run.deviceSmallFail = deviceSmallFail
+            let points = run.injectDescription
+            return (points.isEmpty ? "" : points + ",") + "device2m=\(Mix.format(deviceLargeFail))"
+        }
+    }
+
+    /// Options of `bench stress` (names without dashes).
+    public static let optionNames = ["seconds", "seed", "pages", "mutators", "max-ops", "backing", "inject", "device-large-fail"]
+
+    /// Builds a configuration from option values as typed (`bench stress`).
+    /// - Throws: ``ConfigError`` naming the first bad value and what is allowed.
+    public static func parse(_ options: [String: String]) throws(ConfigError) -> Configuration {
+        var c = Configuration()
+        for key in options.keys where !optionNames.contains(key) {
+            throw ConfigError("--\(key) is not an option of stress; use one of \(optionNames.map { "--" + $0 }.joined(separator: ", "))")
+        }
+        if let v = options["seconds"] {
+            guard let s = Double(v), s.isFinite, s > 0, s <= 86_400 else {
+                throw ConfigError("--seconds '\(v)' is not allowed; use a number of seconds greater than 0, at most 86400")
+            }
+            c.seconds = s
+        }
+        if let v = options["seed"] {
+            let parsed = v.hasPrefix("0x") ? UInt64(v.dropFirst(2), radix: 16) : UInt64(v)
+            guard let s = parsed else { throw ConfigError("--seed '\(v)' is not allowed; use an unsigned 64-bit integer (decimal or 0x hex)") }
+            c.seed = s
+        }
+        if let v = options["pages"] {
+            guard let n = Int(v), n >= PageSize.pmdPages, n <= 65536, n % PageSize.pmdPages == 0 else {
+                throw ConfigError("--pages '\(v)' is not allowed; use a multiple of 512 from 512 to 65536")
+            }
+            c.pages = n
+        }
+        if let v = options["mutators"] { c.mutators = try RunConfig.integer("mutators", v, 0...64, "CPU threads storing stamps") }
+        if let v = options["max-ops"] { c.maxOps = try RunConfig.integer("max-ops", v, 1...Int(Int32.max), "a number of ops") }
+        if let v = options["backing"] {
+            guard let b = BackingRequest(rawValue: v) else { throw ConfigError("--backing '\(v)' is not a backing; use one of auto, hugetlb, thp, 4k") }
+            c.backing = b
+        }
+        if let v = options["device-large-fail"] {
+            c.deviceLargeFail = try RunConfig.fraction("device-large-fail", v, "the probability that a 2 MiB device allocation fails")
+        }
+        if let v = options["inject"] {
+            // The run's syntax; the points given replace the defaults.
+            let run = try RunConfig.parse(["inject": v], nodes: [0])
+            c.inject = run.inject
+            c.deviceSmallFail = run.deviceSmallFail
+        }
+        return c
     }
 
     /// Every point, at a rate that fires it a few times per round.
