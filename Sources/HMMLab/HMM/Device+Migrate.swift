@@ -324,8 +324,8 @@ extension Device {
                             for i in 0..<range.npages {
                                 let w = range.hmmPfns[i]
                                 if w & HMMPfn.valid != 0, w & HMMPfn.migrate == 0 {
-                                    // Moved back by a CPU fault meanwhile (see cpuStillMapsDevicePage): walk again.
-                                    if !cpuStillMapsDevicePage(address + UInt64(i) << 12, HMMPfn.pfn(w)) { return true }
+                                    // Moved back by a CPU fault meanwhile (see cpuStillMapsDevicePage): not mirrored.
+                                    if !cpuStillMapsDevicePage(address + UInt64(i) << 12, HMMPfn.pfn(w)) { continue }
                                     pt.set(address + UInt64(i) << 12, pfn: HMMPfn.pfn(w), writable: w & HMMPfn.write != 0)
                                 }
                             }

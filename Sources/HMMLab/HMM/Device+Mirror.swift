@@ -55,7 +55,7 @@ extension Device {
                         let w = range.hmmPfns[i]
                         guard w & HMMPfn.valid != 0 else { continue }
                         let address = range.start + UInt64(i) << 12
-                        if !cpuStillMapsDevicePage(address, HMMPfn.pfn(w)) { return true }
+                        if !cpuStillMapsDevicePage(address, HMMPfn.pfn(w)) { continue }
                         pt.set(address, pfn: HMMPfn.pfn(w), writable: w & HMMPfn.write != 0)
                     }
                     return false
@@ -76,7 +76,8 @@ extension Device {
     /// `mmu_interval_read_retry` does not see it and the device would map a freed device page (the
     /// kernel's lib/test_hmm.c has the same window). `migrate_to_ram` installs its migration entries
     /// before it clears the device's entries under the device lock, so this check under that lock
-    /// closes the window; a page that moved makes the caller walk again, as a failed `read_retry` does.
+    /// closes the window. A page that moved is not mirrored: the device maps less, and a caller that
+    /// needs it (a device read) finds it missing and faults it again.
     func cpuStillMapsDevicePage(_ address: UInt64, _ pfn: Pfn) -> Bool {
         // By pool, not by PG_zone_device: a device page freed meanwhile has its flags cleared.
         guard memory.device.contains(pfn) else { return true }

@@ -17,7 +17,9 @@ public struct SwapOutResult: Sendable, Equatable {
 /// Departure: the kernel writes the folio out after unmapping it, and a fault meanwhile finds it in the
 /// swap cache. The lab has no swap cache, so the copy is made under the PTE lock just before the first
 /// swap entry is installed; otherwise a concurrent fault would read the slot before its bytes were
-/// there (the stress loop found that: pages came back with another page's old bytes).
+/// there (the stress loop found that: pages came back with another page's old bytes). The allocation's
+/// own reference on the slot stands for the swap cache's until every mapping has its entry, so a
+/// mapping that swaps the page back in meanwhile cannot free the slot under the others.
 extension AddressSpace {
     /// Swaps out the private anonymous pages of `[address, address + pages*4096)`.
     ///
@@ -57,7 +59,7 @@ extension AddressSpace {
                     // this PTE lock no store is under way (stores hold it); other mappers map the page
                     // read-only (copy-on-write), so it cannot change after this.
                     if installed == 0 { swap.writeData(folio, to: entry, from: memory) }
-                    if installed > 0 { swap.duplicate(entry) }
+                    swap.duplicate(entry)  // this mapping's reference
                     slot.store(.swap(slot: entry.slot, softDirty: old.isSoftDirty, exclusive: exclusive))
                     installed += 1
                     mm.removeRmap(folio)
@@ -68,7 +70,7 @@ extension AddressSpace {
                 mm.notifiers.invalidateRangeEnd(range)
             }
             precondition(head.pointee.mappings == 0, "try_to_unmap left \(folio) mapped \(head.pointee.mappings) times")
-            if installed == 0 { swap.free(entry) }
+            swap.free(entry)  // the swap cache's reference: the slot lives on while a mapping has it
             head.pointee.clear([.anonExclusive, .anon])
             head.pointee.mapping.store(0, ordering: .relaxed)
             head.pointee.unlock()
