@@ -7,7 +7,7 @@ struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "hmm-lab: measure the kernel's HMM device-memory paths on real memory.",
-        subcommands: [Run.self, Sweep.self, ThpTableCommand.self, CompareCommand.self, Topology.self, Calibrate.self],
+        subcommands: [Run.self, Sweep.self, ThpTableCommand.self, CompareCommand.self, Topology.self, Calibrate.self, StressCommand.self],
         defaultSubcommand: Run.self)
 
     /// Parses and runs, printing any error as one line (no usage dump) with ArgumentParser's exit code

@@ -42,7 +42,7 @@ struct RunOptions: ParsableArguments {
     var backing: String?
     @Option(help: "perf events by libpfm4 name, comma-separated, or none (default cycles,instructions,cache-misses,dTLB-load-misses,page-faults,context-switches).")
     var counters: String?
-    @Option(help: "Injected failures: POINT=PROBABILITY,... over trylock, pin, invalidate, swapin, device4k (seeded by --seed).")
+    @Option(help: "Injected failures: POINT=PROBABILITY,... over trylock, pin, invalidate, swapin, cpufault, device4k (seeded by --seed).")
     var inject: String?
     @Flag(help: "Check every migrated byte, every page's content and every frame after each repetition.")
     var verify = false

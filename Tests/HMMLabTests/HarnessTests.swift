@@ -30,7 +30,7 @@ struct HarnessTests {
         #expect(message(["strategy": "x"]).contains("fault-then-migrate, migrate-then-fault, unified, all"))
         #expect(message(["nosuch": "1"]).contains("--nosuch is not an option"))
         #expect(message(["pages": "1000", "window-pages": "512"]).contains("does not divide"))
-        #expect(message(["inject": "lock=0.1"]).contains("'lock' is not an injection point; use trylock, pin, invalidate, swapin, device4k"))
+        #expect(message(["inject": "lock=0.1"]).contains("'lock' is not an injection point; use trylock, pin, invalidate, swapin, cpufault, device4k"))
         #expect(message(["inject": "pin=2"]).contains("not a number from 0 to 1"))
     }
 
@@ -154,7 +154,7 @@ struct HarnessTests {
     /// its count.
     static let injections: [(String, String)] = [
         ("trylock=0.05", "folio_lock_fails"), ("pin=0.05", "pages_skipped"), ("invalidate=0.1", "notifier_retries"),
-        ("swapin=0.2", "failed_ops"), ("device4k=0.05", "device_alloc_fails"),
+        ("swapin=0.2", "failed_ops"), ("device4k=0.05", "device_alloc_fails"), ("cpufault=0.2", "cpu_faults"),
     ]
 
     @Test("injected failures leave every page whole and are counted", arguments: injections)
@@ -177,6 +177,8 @@ struct HarnessTests {
         case "pages_skipped": #expect(toDevice.reduce(0) { $0 + $1.pagesSkipped } > 0)
         case "notifier_retries": #expect(toDevice.reduce(0) { $0 + $1.notifierRetries } > 0)
         case "failed_ops": #expect(runner.failedOps > 0 && toDevice.reduce(0) { $0 + $1.pagesSkipped } > 0)
+        // Each injected store's stamp was checked as its page's final content by verify above.
+        case "cpu_faults": #expect(runner.injected[FaultInjector.Point.cpufault.rawValue] > 0)
         default: #expect(toDevice.reduce(0) { $0 + $1.deviceAllocFails } > 0)
         }
     }

@@ -273,6 +273,9 @@ extension Device {
     ///   - window: pages per `hmm_range_fault` call (the RFC's test uses 64; dmirror's migrations 512).
     ///   - compound: collect PMD-mapped 2 MiB folios whole (lab option, not in the RFC).
     public func migrateOnFault(_ start: UInt64, pages: Int, window: Int = migrationWindow, compound: Bool = false) -> MigrationResult {
+        // The migrate arguments hold one window of `migrationWindow` pages; a larger window would
+        // overrun them (makeResident passes its whole range as the window).
+        let window = min(window, Self.migrationWindow)
         var result = MigrationResult()
         let end = start + UInt64(pages) << 12
         withMigrationContext { context in
@@ -348,6 +351,8 @@ extension Device {
                             for i in 0..<windowPages {
                                 let w = pfns[i]
                                 if w & HMMPfn.valid != 0, w & HMMPfn.migrate == 0 {
+                                    // Moved back by a CPU fault meanwhile (see cpuStillMapsDevicePage): not mirrored.
+                                    if !cpuStillMapsDevicePage(address + UInt64(i) << 12, HMMPfn.pfn(w)) { continue }
                                     pt.set(address + UInt64(i) << 12, pfn: HMMPfn.pfn(w), writable: w & HMMPfn.write != 0)
                                 }
                             }

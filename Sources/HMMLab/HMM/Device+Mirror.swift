@@ -54,18 +54,45 @@ extension Device {
                 continue
             }
             if r != 0 { return r }
-            let retry = pageTable.withLock { pt -> Bool in
-                if notifier.readRetry(range.notifierSeq) { return true }
-                for i in 0..<range.npages {
-                    let w = range.hmmPfns[i]
-                    guard w & HMMPfn.valid != 0 else { continue }
-                    pt.set(range.start + UInt64(i) << 12, pfn: HMMPfn.pfn(w), writable: w & HMMPfn.write != 0)
+            let retry = mm.mmapLock.withReadLock {
+                pageTable.withLock { pt -> Bool in
+                    if notifier.readRetry(range.notifierSeq) { return true }
+                    for i in 0..<range.npages {
+                        let w = range.hmmPfns[i]
+                        guard w & HMMPfn.valid != 0 else { continue }
+                        let address = range.start + UInt64(i) << 12
+                        if !cpuStillMapsDevicePage(address, HMMPfn.pfn(w)) { continue }
+                        pt.set(address, pfn: HMMPfn.pfn(w), writable: w & HMMPfn.write != 0)
+                    }
+                    return false
                 }
-                return false
             }
             if !retry { return 0 }
             result.notifierRetries += 1
         }
+    }
+
+    /// For a word of `hmm_range_fault` that reported one of our device pages: whether the CPU page
+    /// table still maps `address` to that device page (true for a system page: its changes raise
+    /// invalidations). Called under the device lock with the mmap lock held for reading.
+    ///
+    /// Departure from dmirror, found by the stress loop (``Stress``): dmirror ignores its own
+    /// `MMU_NOTIFY_MIGRATE` invalidations, and a CPU fault's `migrate_to_ram` raises exactly that, so
+    /// when it moves a device page back between `hmm_range_fault` and the device lock,
+    /// `mmu_interval_read_retry` does not see it and the device would map a freed device page (the
+    /// kernel's lib/test_hmm.c has the same window). `migrate_to_ram` installs its migration entries
+    /// before it clears the device's entries under the device lock, so this check under that lock
+    /// closes the window. A page that moved is not mirrored: the device maps less, and a caller that
+    /// needs it (a device read) finds it missing and faults it again.
+    func cpuStillMapsDevicePage(_ address: UInt64, _ pfn: Pfn) -> Bool {
+        // By pool, not by PG_zone_device: a device page freed meanwhile has its flags cleared.
+        guard memory.device.contains(pfn) else { return true }
+        guard let pmd = mm.pageTable.pmdSlot(address, allocate: false) else { return false }
+        let e = pmd.load()
+        if e.isSwapFormat { return e.isDevicePrivate && e.pfn + Int((address >> 12) & 511) == pfn }
+        if e.isHuge { return false }
+        guard let pte = mm.pageTable.pteSlot(address)?.load() else { return false }
+        return pte.isDevicePrivate && pte.pfn == pfn
     }
 
     /// `dmirror_fault()`: faults `[start, end)` in for the device in windows of `window` pages (64, as

@@ -17,6 +17,8 @@ extension AddressSpace {
                 memory.page(folio.pfn).pointee.get()
                 args.injectedPins.append(folio)
             }
+            // A CPU on another thread faults on one of the pages under migration and waits.
+            injector.injectCPUFault(args, mm: self)
         }
         var notified = false
         var range = MMUNotifierRange(start: 0, end: 0, event: .migrate, owner: args.pgmapOwner)
@@ -207,6 +209,9 @@ extension AddressSpace {
         AddressSpace.migrateDeviceFinalize(src: args.src, dst: args.dst, npages: args.npages, faultPage: args.faultPage, memory: memory, hintMM: self, hintStart: args.start)
         for folio in args.injectedPins { memory.put(folio) }
         args.injectedPins.removeAll(keepingCapacity: true)
+        // The injected CPU faults can proceed now; a migrate_to_ram's fault page stays locked until the
+        // fault path unlocks it, which joins them then.
+        if args.faultPage == nil { injector?.joinCPUFaults() }
     }
 
     /// `migrate_device_finalize()`, usable without a VMA (device eviction).
@@ -339,24 +344,43 @@ extension AddressSpace {
                 if exclusive { for k in 0..<dst.pageCount { memory.page(dst.pfn + k).pointee.set(.anonExclusive) } }
                 dstHead.pointee.get()
                 mm.addRmap(dst)
+                lock.unlock()
+                return
             }
             lock.unlock()
+            // Mapped by PTEs here (a PMD split in another address space, after fork): try_to_migrate put
+            // one migration entry per page; page_vma_mapped_walk finds them one by one.
+            guard dst.order == src.order, !e.isHuge, !e.isSwapFormat, !e.isNone else { return }
+            for k in 0..<src.pageCount where address + UInt64(k) << 12 < vma.end {
+                removeMigrationPTE(
+                    src: src.pfn + k, dst: dst.pfn + k, dstHead: dstHead, device: device, memory: memory, mm: mm, vma: vma, address: address + UInt64(k) << 12,
+                    cursor: &cursor)
+            }
             return
         }
+        removeMigrationPTE(src: src.pfn, dst: dst.pfn, dstHead: dstHead, device: device, memory: memory, mm: mm, vma: vma, address: address, cursor: &cursor)
+    }
+
+    /// `remove_migration_pte()` for one PTE: the migration entry of `src` becomes a mapping of `dst`
+    /// (one mapping and one reference on `dst`'s folio, whose head is `dstHead`).
+    static func removeMigrationPTE(
+        src: Pfn, dst: Pfn, dstHead: UnsafeMutablePointer<PageDescriptor>, device: Bool, memory: PhysicalMemory, mm: AddressSpace, vma: VMA, address: UInt64,
+        cursor: inout PTECursor
+    ) {
         guard let slot = cursor.slot(address, in: mm.pageTable) else { return }
         let lock = mm.pageTable.lock(tableOf: slot)
         let e = slot.load()
-        if e.isMigration, e.pfn == src.pfn {
+        if e.isMigration, e.pfn == src {
             let writable = e.isWritableMigration
             let exclusive = writable || e.isReadExclusiveMigration
             let newEntry: PTE =
                 device
-                ? .devicePrivate(dst.pfn, writable: writable, softDirty: e.swapSoftDirty)
-                : .present(dst.pfn, writable: writable && vma.isWritable, dirty: e.migrationDirty, softDirty: e.swapSoftDirty)
+                ? .devicePrivate(dst, writable: writable, softDirty: e.swapSoftDirty)
+                : .present(dst, writable: writable && vma.isWritable, dirty: e.migrationDirty, softDirty: e.swapSoftDirty)
             slot.store(newEntry)
-            if exclusive { memory.page(dst.pfn).pointee.set(.anonExclusive) }
+            if exclusive { memory.page(dst).pointee.set(.anonExclusive) }
             dstHead.pointee.get()
-            mm.addRmap(dst)
+            mm.addRmap(memory.folio(containing: dst))
         }
         lock.unlock()
     }

@@ -37,9 +37,10 @@ public final class Mutators: @unchecked Sendable {
         lastStamp.deallocate()
     }
 
-    /// Starts the threads.
+    /// Starts the threads (again after ``finish()``: the last stamps are kept).
     public func start() {
-        guard count > 0 else { return }
+        guard count > 0, threads.isEmpty else { return }
+        stop.store(false, ordering: .relaxed)
         for m in 0..<count {
             let box = Unmanaged.passRetained(Context(owner: self, index: m))
             var thread = pthread_t()

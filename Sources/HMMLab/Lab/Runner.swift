@@ -336,11 +336,18 @@ public final class Runner {
         // Checks: stores and content, then leaks.
         let stores = mutators.finish()
         w.mm.injector = nil  // the checks below read every page: no failure is injected into them
+        // Where the injected CPU faults' stores landed (the last one per page counts).
+        var injectedStamps: [Int: UInt64] = [:]
+        if let injector {
+            let (done, failed) = injector.takeCPUFaultStores()
+            for s in done { injectedStamps[Int((s.address - w.start) >> 12)] = s.stamp }
+            if !failed.isEmpty { onWarning("\(strategy) rep \(rep): \(failed.count) injected CPU stores failed, first: \(failed[0])") }
+        }
         if stores.failed > 0, config.inject[.swapin] == nil { onWarning("\(strategy) rep \(rep): \(stores.failed) mutator stores failed") }
         var lost = 0
         var corrupt = 0
         if config.verify || config.mutators > 0 {
-            (corrupt, lost) = check(w, mutators)
+            (corrupt, lost) = check(w, mutators, injected: injectedStamps)
         }
         if config.verify {
             // The invariant checker: no migration entry, refcounts and mapcounts consistent (pins
@@ -405,37 +412,15 @@ public final class Runner {
         return row
     }
 
-    /// Reads every page through the device (`HMM_DMIRROR_READ`: no migration) and checks its header
-    /// (written pages), its zeros (untouched and zero pages) and its mutator stamp. Returns pages with
-    /// wrong content and pages that lost a store.
-    func check(_ w: Workload, _ mutators: Mutators) -> (corrupt: Int, lost: Int) {
-        var corrupt = 0
-        var lost = 0
-        let window = Device.migrationWindow
-        var first = 0
-        while first < w.pages {
-            let n = min(window, w.pages - first)
-            guard let bytes = try? w.device.read(w.address(first), pages: n).bytes else {
-                onWarning("the device could not read pages \(first)..<\(first + n) to check them")
-                corrupt += n
-                first += n
-                continue
-            }
-            bytes.withUnsafeBytes { b in
-                for i in 0..<n {
-                    let k = first + i
-                    let base = i * PageSize.bytes
-                    let h0 = b.loadUnaligned(fromByteOffset: base, as: UInt64.self)
-                    let h1 = b.loadUnaligned(fromByteOffset: base + 8, as: UInt64.self)
-                    let stamp = b.loadUnaligned(fromByteOffset: base + Int(Workload.stampOffset), as: UInt64.self)
-                    let (e0, e1) = w.kinds[k].isWritten ? w.header(k) : (0, 0)
-                    if h0 != e0 || h1 != e1 { corrupt += 1 }
-                    if stamp != mutators.expectedStamp(k) { lost += 1 }
-                }
-            }
-            first += n
+    /// The end-of-repetition content check (``Workload/checkContent(expectedStamp:acceptsInjected:)``):
+    /// pages with wrong content and pages that lost a store; `injected`: the stamp each page's last
+    /// injected CPU fault stored.
+    func check(_ w: Workload, _ mutators: Mutators, injected: [Int: UInt64] = [:]) -> (corrupt: Int, lost: Int) {
+        let found = w.checkContent(expectedStamp: mutators.expectedStamp, acceptsInjected: { k, v in v == injected[k] ?? 0 })
+        if let first = found.unreadable.first {
+            onWarning("the device could not read \(found.unreadable.count) pages (first \(first)) to check them")
         }
-        return (corrupt, lost)
+        return (found.corrupt.count, found.lost.count)
     }
 
     /// Measures what the harness adds to each op and each repetition.

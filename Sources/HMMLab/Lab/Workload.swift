@@ -3,7 +3,7 @@
 ///
 /// Every written page carries a 16-byte header (its index mixed with the seed, and the complement), so
 /// the checks after a run can tell each page's bytes from any other's; mutators store an 8-byte stamp
-/// at ``stampOffset``.
+/// at ``stampOffset``, an injected CPU fault at ``injectedStampOffset``; every other byte stays zero.
 ///
 /// Building, in order (each step as a process would do it):
 /// 1. `mmap` the range (2 MiB aligned); read-fault the `zero` pages, write the other written 4 KiB pages.
@@ -33,6 +33,8 @@ public final class Workload {
 
     /// Offset of the mutators' stamp within a page.
     public static let stampOffset: UInt64 = 16
+    /// Offset of the stamp an injected CPU fault stores (``FaultInjector/Point/cpufault``).
+    public static let injectedStampOffset: UInt64 = FaultInjector.defaultCPUFaultStampOffset
 
     /// Why a workload could not be built.
     public struct BuildError: Error, CustomStringConvertible {
@@ -155,6 +157,64 @@ public final class Workload {
             try body(k, e - k)
             k = e
         }
+    }
+
+    /// What ``checkContent(expectedStamp:acceptsInjected:)`` found, as page indices.
+    public struct ContentCheck: Sendable, Equatable {
+        /// Pages whose header, zeros or injected CPU-fault stamp are wrong.
+        public var corrupt: [Int] = []
+        /// Pages that do not hold their mutators' last stamp.
+        public var lost: [Int] = []
+        /// Pages the device could not read (each counted as corrupt too).
+        public var unreadable: [Int] = []
+        /// What the first corrupt page holds, for the message.
+        public var firstCorruption: String?
+        public init() {}
+    }
+
+    /// Reads every page through the device (`HMM_DMIRROR_READ`: no migration; a swapped page is faulted
+    /// in) and checks, wherever the page lives: its header (written pages) or zeros (untouched and zero
+    /// pages), its mutators' stamp at ``stampOffset`` (`expectedStamp(k)`, 0 when none was stored), the
+    /// stamp of an injected CPU fault at ``injectedStampOffset`` (`acceptsInjected(k, value)`, which
+    /// must accept 0 for a page no injected store reached), and zeros in every other byte. The end of
+    /// a repetition (``Runner``) and of a stress round (``Stress``) both check with it.
+    public func checkContent(expectedStamp: (Int) -> UInt64, acceptsInjected: (Int, UInt64) -> Bool = { $1 == 0 }) -> ContentCheck {
+        var found = ContentCheck()
+        let window = Device.migrationWindow
+        let words = PageSize.bytes / 8
+        var first = 0
+        while first < pages {
+            let n = min(window, pages - first)
+            guard let bytes = try? device.read(address(first), pages: n).bytes else {
+                found.unreadable += Array(first..<(first + n))
+                found.corrupt += Array(first..<(first + n))
+                first += n
+                continue
+            }
+            bytes.withUnsafeBytes { b in
+                for i in 0..<n {
+                    let k = first + i
+                    let base = i * PageSize.bytes
+                    let h0 = b.loadUnaligned(fromByteOffset: base, as: UInt64.self)
+                    let h1 = b.loadUnaligned(fromByteOffset: base + 8, as: UInt64.self)
+                    let stamp = b.loadUnaligned(fromByteOffset: base + Int(Self.stampOffset), as: UInt64.self)
+                    let injected = b.loadUnaligned(fromByteOffset: base + Int(Self.injectedStampOffset), as: UInt64.self)
+                    let (e0, e1) = kinds[k].isWritten ? header(k) : (0, 0)
+                    var rest: UInt64 = 0
+                    for j in Int(Self.injectedStampOffset + 8) / 8..<words { rest |= b.loadUnaligned(fromByteOffset: base + j * 8, as: UInt64.self) }
+                    if h0 != e0 || h1 != e1 || rest != 0 || !acceptsInjected(k, injected) {
+                        if found.corrupt.isEmpty {
+                            let hex = { (v: UInt64) in "0x" + String(v, radix: 16) }
+                            found.firstCorruption = "page \(k) (\(kinds[k])): header \(hex(h0)) \(hex(h1)), expected \(hex(e0)) \(hex(e1)); injected stamp \(hex(injected)); other bytes \(rest == 0 ? "zero" : "not zero")"
+                        }
+                        found.corrupt.append(k)
+                    }
+                    if stamp != expectedStamp(k) { found.lost.append(k) }
+                }
+            }
+            first += n
+        }
+        return found
     }
 
     /// Drops the pins, the device (evicting nothing: unmapping frees its pages), the child and the range.

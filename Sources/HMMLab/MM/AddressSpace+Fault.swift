@@ -263,11 +263,16 @@ extension AddressSpace {
         return try faultOnce(vma, address: address, write: write)
     }
 
-    /// `migration_entry_wait()`: waits until the folio under migration is unlocked; the caller retries.
+    /// `migration_entry_wait()` → `migration_entry_wait_on_locked()` (mm/migrate.c, mm/filemap.c):
+    /// waits until the folio under migration is unlocked; the caller retries. As in the kernel since
+    /// 5.19, the waiter takes no reference on the folio (a reference would make the migration's
+    /// expected-refcount check fail and undo every migration a CPU fault races). The kernel queues on
+    /// the folio's wait queue under the PTE lock so the folio cannot be freed first; the lab reads the
+    /// lock bit of the page descriptor, which outlives the folio (a freed folio's flags are cleared, so
+    /// the wait ends; a reused one only makes it wait longer, and the retry sees the new entry).
     func waitForMigration(_ pfn: Pfn) {
-        let folio = memory.folio(containing: pfn)
-        let head = memory.page(folio.pfn)
-        guard head.pointee.tryGet() else { return }
+        injector?.willWaitForMigration()
+        let head = memory.page(memory.folio(containing: pfn).pfn)
         var spins = 0
         while head.pointee.isLocked {
             spins += 1
@@ -276,7 +281,6 @@ extension AddressSpace {
                 spins = 0
             }
         }
-        memory.put(folio)
     }
 
     /// `do_swap_page()` on a device-private entry: lock the device page and take a reference while the
@@ -296,6 +300,8 @@ extension AddressSpace {
             let now = memory.folio(containing: pfn)
             memory.page(now.pfn).pointee.unlock()
             memory.put(now)
+            // A CPU fault injected during this migrate_to_ram waited on the fault page: it goes on now.
+            injector?.joinCPUFaults()
         }
         guard let pagemap = memory.pagemap(of: pfn) else {
             throw .sigbus(address, "device-private \(pfn) has no registered device pagemap")

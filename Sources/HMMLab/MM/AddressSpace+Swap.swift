@@ -13,6 +13,13 @@ public struct SwapOutResult: Sendable, Equatable {
 /// Reclaim of chosen pages to the swap area: the `shrink_folio_list()` steps for one anonymous folio —
 /// `folio_alloc_swap`, `try_to_unmap` through the reverse map (every address space that maps it gets a
 /// swap entry), `pageout` (the copy), and the free.
+///
+/// Departure: the kernel writes the folio out after unmapping it, and a fault meanwhile finds it in the
+/// swap cache. The lab has no swap cache, so the copy is made under the PTE lock just before the first
+/// swap entry is installed; otherwise a concurrent fault would read the slot before its bytes were
+/// there (the stress loop found that: pages came back with another page's old bytes). The allocation's
+/// own reference on the slot stands for the swap cache's until every mapping has its entry, so a
+/// mapping that swaps the page back in meanwhile cannot free the slot under the others.
 extension AddressSpace {
     /// Swaps out the private anonymous pages of `[address, address + pages*4096)`.
     ///
@@ -47,7 +54,12 @@ extension AddressSpace {
                 let lock = mm.pageTable.lock(tableOf: slot)
                 let old = slot.load()
                 if old.isPresent, old.pfn == folio.pfn {
-                    if installed > 0 { swap.duplicate(entry) }
+                    // pageout, before the first swap entry can be seen: without a swap cache, a fault
+                    // that finds the entry reads the slot at once, so the bytes must be there. Under
+                    // this PTE lock no store is under way (stores hold it); other mappers map the page
+                    // read-only (copy-on-write), so it cannot change after this.
+                    if installed == 0 { swap.writeData(folio, to: entry, from: memory) }
+                    swap.duplicate(entry)  // this mapping's reference
                     slot.store(.swap(slot: entry.slot, softDirty: old.isSoftDirty, exclusive: exclusive))
                     installed += 1
                     mm.removeRmap(folio)
@@ -58,8 +70,10 @@ extension AddressSpace {
                 mm.notifiers.invalidateRangeEnd(range)
             }
             precondition(head.pointee.mappings == 0, "try_to_unmap left \(folio) mapped \(head.pointee.mappings) times")
-            swap.writeData(folio, to: entry, from: memory)
-            if installed == 0 { swap.free(entry) }
+            // No mapping was left to replace (a racing munmap): the slot was never written, and only
+            // the write ends its "writing" state, so write it and let the free below return it.
+            if installed == 0 { swap.writeData(folio, to: entry, from: memory) }
+            swap.free(entry)  // the swap cache's reference: the slot lives on while a mapping has it
             head.pointee.clear([.anonExclusive, .anon])
             head.pointee.mapping.store(0, ordering: .relaxed)
             head.pointee.unlock()

@@ -1,0 +1,97 @@
+import ArgumentParser
+import Glibc
+import HMMLab
+
+/// `bench stress`: the bounded randomised stress loop (``Stress``) for a time budget; prints what it
+/// did and what it found, and exits 1 when it found a violation (130 when interrupted, 64 for bad input).
+struct StressCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "stress",
+        abstract: "Randomised ops (all strategies, migration back, swap, fork, munmap, mremap, mprotect) with mutators and injected failures; the invariant checker after every op.")
+
+    @Option(help: "Time budget in seconds for the ops (the last round still runs its checks).")
+    var seconds: String = "10"
+
+    @Option(help: "Seed of the ops, the workloads and the injected failures (decimal or 0x hex).")
+    var seed: String = "1"
+
+    @Option(help: "Pages per round's range (a multiple of 512, at most 65536).")
+    var pages: String = "2048"
+
+    @Option(help: "CPU threads storing stamps during the ops that keep the VMAs.")
+    var mutators: String = "2"
+
+    @Option(name: .customLong("max-ops"), help: "Stop after this many ops as well.")
+    var maxOps: String?
+
+    @Option(help: "Backing of the pools: auto, hugetlb, thp or 4k.")
+    var backing: String = "auto"
+
+    @Option(help: "Injected failures POINT=PROBABILITY,... over trylock, pin, invalidate, swapin, cpufault, device4k (replace the defaults).")
+    var inject: String?
+
+    @Option(name: .customLong("device-large-fail"), help: "Probability that a 2 MiB device allocation fails.")
+    var deviceLargeFail: String?
+
+    @Flag(help: "No progress on stderr.")
+    var quiet = false
+
+    func run() throws {
+        var options = ["seconds": seconds, "seed": seed, "pages": pages, "mutators": mutators, "backing": backing]
+        if let maxOps { options["max-ops"] = maxOps }
+        if let inject { options["inject"] = inject }
+        if let deviceLargeFail { options["device-large-fail"] = deviceLargeFail }
+        let config: Stress.Configuration
+        do {
+            config = try Stress.parse(options)
+        } catch {
+            throw badInput(error.message)
+        }
+        let stress: Stress
+        do {
+            stress = try Stress(config)
+        } catch {
+            throw failure(error.description)
+        }
+        installInterruptHandler()
+        stress.shouldStop = { interruptRequested.load(ordering: .relaxed) }
+        let showProgress = !quiet && isatty(2) != 0
+        var last: UInt64 = 0
+        if showProgress {
+            stress.onProgress = { p in
+                let now = monotonicNanoseconds()
+                guard now - last > 100_000_000 else { return }
+                last = now
+                printError(
+                    "\r\u{1B}[Kstress: round \(p.round), \(p.ops) ops, \(Int(p.seconds)) of \(Int(config.seconds.rounded(.up))) s, \(p.violations) violations",
+                    newline: false)
+            }
+        }
+        let report = stress.run()
+        if showProgress { printError("\r\u{1B}[K", newline: false) }
+        print(Self.summary(report, config))
+        if report.violationCount > 0 { throw ExitCode(1) }
+        if report.interrupted {
+            printError("bench: interrupted after \(report.totalOps) ops")
+            throw ExitCode(130)
+        }
+    }
+
+    static func summary(_ r: Stress.Report, _ c: Stress.Configuration) -> String {
+        var lines: [String] = []
+        lines.append("# hmm-lab bench stress: seed \(r.seed), budget \(Summary.fixed(c.seconds, 1)) s, pages \(c.pages), mutators \(c.mutators), inject \(c.injectDescription)")
+        lines.append("operations: \(r.totalOps) in \(r.rounds) round\(r.rounds == 1 ? "" : "s")")
+        for op in Stress.Op.allCases { lines.append("  \(op.rawValue.padding(toLength: 20)) \(String(r.count(op)).leftPadding(toLength: 8))") }
+        lines.append("injected failures:")
+        for p in FaultInjector.Point.allCases { lines.append("  \(p.name.padding(toLength: 20)) \(String(r.injected(p)).leftPadding(toLength: 8))") }
+        lines.append("  \("device-alloc".padding(toLength: 20)) \(String(r.deviceAllocFailures).leftPadding(toLength: 8))  (4 KiB and 2 MiB device allocations that failed)")
+        lines.append("cpufault stores landed: \(r.cpuFaultStores), of which waited on the migration entry: \(r.cpuFaultWaits)")
+        lines.append("mutator stores: \(r.mutatorStores); ops that ended with an error: \(r.opsWithErrors)")
+        lines.append("seconds: \(Summary.fixed(r.seconds, 2))")
+        lines.append("violations: \(r.violationCount)")
+        for v in r.violations { lines.append("  \(v)") }
+        if r.violationCount > r.violations.count { lines.append("  … \(r.violationCount - r.violations.count) more") }
+        lines.append("seed: \(r.seed)")
+        return lines.joined(separator: "\n")
+    }
+}
