@@ -110,6 +110,7 @@ extension AddressSpace {
         notifiers.invalidateRangeStart(range)
         var ops = MigrateCollectWalk(args: args)
         _ = walkPageRange(args.start, args.end, &ops)
+        ops.publish(to: args)
         notifiers.invalidateRangeEnd(range)
         args.end = args.start + UInt64(args.npages) << 12
     }
@@ -267,36 +268,72 @@ struct MigrateCollectWalk: PageWalkOps {
     static var hasPteEntry: Bool { false }
     static var hasPteHole: Bool { true }
 
-    unowned(unsafe) let args: MigrateVMA
+    // The arguments, read once (`migrate->src`, `dst`, `start`, `flags`, `pgmap_owner`, `fault_page`),
+    // and the counts the walk keeps, handed back by ``publish(to:)``: no class access per page.
+    let src: UnsafeMutablePointer<UInt64>
+    let dst: UnsafeMutablePointer<UInt64>
+    let rangeStart: UInt64
+    let flags: MigrateSelect
+    let pgmapOwner: UInt64
+    let faultPage: Pfn?
+    let faultFolio: Folio?
+    var npages = 0
+    var cpages = 0
+    var tlbFlushes = 0
+    var lockFailures = 0
+    var migrationEntries = 0
+    var splitsBeforeCollect = 0
+
+    init(args: MigrateVMA) {
+        src = args.src
+        dst = args.dst
+        rangeStart = args.start
+        flags = args.flags
+        pgmapOwner = args.pgmapOwner
+        faultPage = args.faultPage
+        faultFolio = args.faultFolio
+        npages = args.npages
+        cpages = args.cpages
+    }
+
+    /// Writes the walk's results back to the arguments.
+    func publish(to args: MigrateVMA) {
+        args.npages = npages
+        args.cpages = cpages
+        args.tlbFlushes += tlbFlushes
+        args.lockFailures += lockFailures
+        args.migrationEntries += migrationEntries
+        args.splitsBeforeCollect += splitsBeforeCollect
+    }
 
     /// `migrate_vma_collect_skip()`.
-    func skip(_ start: UInt64, _ end: UInt64) -> Int32 {
+    mutating func skip(_ start: UInt64, _ end: UInt64) -> Int32 {
         var a = start
         while a < end {
-            args.dst[args.npages] = 0
-            args.src[args.npages] = 0
-            args.npages += 1
+            dst[npages] = 0
+            src[npages] = 0
+            npages += 1
             a += 4096
         }
         return 0
     }
 
     /// `migrate_vma_collect_hole()`.
-    func hole(_ start: UInt64, _ end: UInt64, vma: VMA?) -> Int32 {
+    mutating func hole(_ start: UInt64, _ end: UInt64, vma: VMA?) -> Int32 {
         guard let vma, !vma.isShared else { return skip(start, end) }
-        if args.flags.contains(.compound), start & UInt64(PageSize.pmdBytes - 1) == 0, end & UInt64(PageSize.pmdBytes - 1) == 0 {
-            args.src[args.npages] = MigratePfn.migrate | MigratePfn.compound
-            args.dst[args.npages] = 0
-            args.npages += 1
-            args.cpages += 1
+        if flags.contains(.compound), start & UInt64(PageSize.pmdBytes - 1) == 0, end & UInt64(PageSize.pmdBytes - 1) == 0 {
+            src[npages] = MigratePfn.migrate | MigratePfn.compound
+            dst[npages] = 0
+            npages += 1
+            cpages += 1
             return skip(start + 4096, end)
         }
         var a = start
         while a < end {
-            args.src[args.npages] = MigratePfn.migrate
-            args.dst[args.npages] = 0
-            args.npages += 1
-            args.cpages += 1
+            src[npages] = MigratePfn.migrate
+            dst[npages] = 0
+            npages += 1
+            cpages += 1
             a += 4096
         }
         return 0
@@ -308,9 +345,11 @@ struct MigrateCollectWalk: PageWalkOps {
 
     mutating func pmdEntry(_ pmd: EntrySlot, _ start: UInt64, _ end: UInt64, _ walk: inout PageWalk) -> Int32 {
         walk.action = .continue
-        unowned(unsafe) let mm = walk.mm
+        // Held once per PMD and passed down borrowed: no reference count per page.
+        let mm: AddressSpace = walk.mm
+        let injector = mm.injector
         let vma = walk.vma!
-        let faultFolio = args.faultFolio
+        let faultFolio = faultFolio
         var unmapped = 0
         while true {  // again:
             let pmdEntry = pmd.load()
@@ -323,25 +362,25 @@ struct MigrateCollectWalk: PageWalkOps {
             guard let table = mm.pageTable.pteTable(under: pmd, allocate: false) else { continue }
             let first = mm.pageTable.slot(in: table, level: .pte, address: start)
             let lock = mm.pageTable.lock(tableOf: first)
-            var address = start + UInt64(args.npages - Int((start - args.start) >> 12)) << 12
+            var address = start + UInt64(npages - Int((start - rangeStart) >> 12)) << 12
             // `address` resumes after entries already recorded for this PMD (a retry after a split).
             var resplit = false
             let scanFrom = address
             defer { walk.ptesVisited += Int((address - scanFrom) >> 12) }
             scan: while address < end {
                 let slot = mm.pageTable.slot(in: table, level: .pte, address: address)
-                let result = collectPTE(slot, address: address, mm: mm, vma: vma, faultFolio: faultFolio)
+                let result = collectPTE(slot, address: address, mm: mm, injector: injector, vma: vma, faultFolio: faultFolio)
                 switch result {
                 case .record(let mpfn, let wasPresent):
                     if wasPresent { unmapped += 1 }
-                    args.dst[args.npages] = 0
-                    args.src[args.npages] = mpfn
-                    args.npages += 1
+                    dst[npages] = 0
+                    src[npages] = mpfn
+                    npages += 1
                     address += 4096
                 case .split(let folio):
                     lock.unlock()
                     if !splitForMigration(folio, mm: mm) {
-                        if unmapped > 0 { args.tlbFlushes += 1 }
+                        if unmapped > 0 { tlbFlushes += 1 }
                         return skip(address, end)
                     }
                     resplit = true
@@ -350,7 +389,7 @@ struct MigrateCollectWalk: PageWalkOps {
             }
             if resplit { continue }  // goto again
             if unmapped > 0 {
-                args.tlbFlushes += 1  // one flush_tlb_range per PMD batch
+                tlbFlushes += 1  // one flush_tlb_range per PMD batch
                 mm.counters.tlbFlushes.wrappingAdd(1, ordering: .relaxed)
             }
             lock.unlock()
@@ -366,19 +405,19 @@ struct MigrateCollectWalk: PageWalkOps {
     }
 
     /// One PTE of `migrate_vma_collect_pmd()`, under the PTE lock.
-    func collectPTE(_ slot: EntrySlot, address: UInt64, mm: AddressSpace, vma: VMA, faultFolio: Folio?) -> PTEResult {
-        unowned(unsafe) let memory = mm.memory
+    mutating func collectPTE(_ slot: EntrySlot, address: UInt64, mm: AddressSpace, injector: FaultInjector?, vma: VMA, faultFolio: Folio?) -> PTEResult {
+        let memory = mm.memory
         var pte = slot.load()
         let mpfn: UInt64
         let page: Pfn
         if pte.isNone {
             if vma.isShared { return .record(0, wasPresent: false) }
-            args.cpages += 1
+            cpages += 1
             return .record(MigratePfn.migrate, wasPresent: false)
         }
         if !pte.isPresent {
             // Only this owner's device-private pages are migratable; swap and others are skipped.
-            guard pte.isDevicePrivate, args.flags.contains(.devicePrivate), memory.pagemap(of: pte.pfn)?.owner == args.pgmapOwner else {
+            guard pte.isDevicePrivate, flags.contains(.devicePrivate), memory.pagemap(of: pte.pfn)?.owner == pgmapOwner else {
                 return .record(0, wasPresent: false)
             }
             let folio = memory.folio(containing: pte.pfn)
@@ -388,12 +427,12 @@ struct MigrateCollectWalk: PageWalkOps {
         } else {
             let pfn = pte.pfn
             if pfn == memory.zeroPage {
-                guard args.flags.contains(.system) else { return .record(0, wasPresent: false) }
-                args.cpages += 1
+                guard flags.contains(.system) else { return .record(0, wasPresent: false) }
+                cpages += 1
                 return .record(MigratePfn.migrate, wasPresent: false)
             }
             if pte.isProtNone { return .record(0, wasPresent: false) }
-            if !memory.page(pfn).pointee.test(.zoneDevice), !args.flags.contains(.system) { return .record(0, wasPresent: false) }
+            if !memory.page(pfn).pointee.test(.zoneDevice), !flags.contains(.system) { return .record(0, wasPresent: false) }
             let folio = memory.folio(containing: pfn)
             if folio.order > 0 { return .split(folio) }
             page = pfn
@@ -405,9 +444,9 @@ struct MigrateCollectWalk: PageWalkOps {
         guard head.pointee.mapping.load(ordering: .relaxed) != 0 else { return .record(0, wasPresent: false) }
         // The reference pins the folio; the lock (trylock: migration is best effort) freezes it.
         head.pointee.get()
-        guard folio == faultFolio || (!(mm.injector?.fire(.trylock) ?? false) && head.pointee.tryLock()) else {
+        guard folio == faultFolio || (!(injector?.fire(.trylock) ?? false) && head.pointee.tryLock()) else {
             memory.put(folio)
-            args.lockFailures += 1
+            lockFailures += 1
             return .record(0, wasPresent: false)
         }
         let anonExclusive = head.pointee.test(.anon) && memory.page(page).pointee.test(.anonExclusive)
@@ -415,7 +454,7 @@ struct MigrateCollectWalk: PageWalkOps {
         // modelled, so sharing always succeeds), else ptep_get_and_clear.
         pte = slot.exchange(.none)
         if anonExclusive { memory.page(page).pointee.clear(.anonExclusive) }
-        args.cpages += 1
+        cpages += 1
         if pte.isPresent, pte.isDirty { head.pointee.markDirty() }
         let mode: PTE.MigrationMode = mpfn & MigratePfn.write != 0 ? .write : anonExclusive ? .readExclusive : .read
         if pte.isPresent {
@@ -423,7 +462,7 @@ struct MigrateCollectWalk: PageWalkOps {
         } else {
             slot.store(.migration(page, mode: mode, young: false, dirty: false, softDirty: pte.swapSoftDirty, uffdWP: pte.swapUffdWP))
         }
-        args.migrationEntries += 1
+        migrationEntries += 1
         mm.removeRmap(folio)
         memory.put(folio)
         return .record(mpfn, wasPresent: pte.isPresent)
@@ -431,9 +470,9 @@ struct MigrateCollectWalk: PageWalkOps {
 
     /// `migrate_vma_split_folio()`: splits a PTE-mapped large folio (taking its lock unless it is the
     /// fault folio) so collect can go on page by page.
-    func splitForMigration(_ folio: Folio, mm: AddressSpace) -> Bool {
+    mutating func splitForMigration(_ folio: Folio, mm: AddressSpace) -> Bool {
         let head = mm.memory.page(folio.pfn)
-        let isFault = folio == args.faultFolio
+        let isFault = folio == faultFolio
         if !isFault {
             guard head.pointee.tryGet() else { return false }
             guard head.pointee.tryLock() else {
@@ -441,7 +480,7 @@ struct MigrateCollectWalk: PageWalkOps {
                 return false
             }
         }
-        let keep = isFault ? args.faultPage! : folio.pfn
+        let keep = isFault ? faultPage! : folio.pfn
         let ok = mm.splitFolio(folio, keep: keep, extraPins: 0)
         if !ok {
             if !isFault {
@@ -450,7 +489,7 @@ struct MigrateCollectWalk: PageWalkOps {
             }
             return false
         }
-        args.splitsBeforeCollect += 1
+        splitsBeforeCollect += 1
         if !isFault {
             head.pointee.unlock()
             mm.memory.put(Folio(pfn: folio.pfn, order: 0))
@@ -461,7 +500,7 @@ struct MigrateCollectWalk: PageWalkOps {
     /// `migrate_vma_collect_huge_pmd()`: a huge or non-present PMD. Collects the 2 MiB folio whole with
     /// a PMD migration entry when `SELECT_COMPOUND` is set and the range covers the PMD; otherwise
     /// splits it (`split_huge_pmd` + `split_folio`) and returns `-ENOENT` so the PTEs are collected.
-    func collectHugePMD(_ pmd: EntrySlot, _ start: UInt64, _ end: UInt64, mm: AddressSpace, vma: VMA, faultFolio: Folio?) -> Int32 {
+    mutating func collectHugePMD(_ pmd: EntrySlot, _ start: UInt64, _ end: UInt64, mm: AddressSpace, vma: VMA, faultFolio: Folio?) -> Int32 {
         unowned(unsafe) let memory = mm.memory
         let lock = mm.pageTable.lock(tableOf: pmd)
         let entry = pmd.load()
@@ -471,7 +510,7 @@ struct MigrateCollectWalk: PageWalkOps {
         }
         var write: UInt64 = 0
         if entry.isHuge {
-            guard args.flags.contains(.system) else {
+            guard flags.contains(.system) else {
                 lock.unlock()
                 return skip(start, end)
             }
@@ -482,7 +521,7 @@ struct MigrateCollectWalk: PageWalkOps {
                 mm.waitForMigration(entry.pfn)
                 return HMMErrno.EAGAIN
             }
-            guard entry.isDevicePrivate, args.flags.contains(.devicePrivate), memory.pagemap(of: entry.pfn)?.owner == args.pgmapOwner else {
+            guard entry.isDevicePrivate, flags.contains(.devicePrivate), memory.pagemap(of: entry.pfn)?.owner == pgmapOwner else {
                 lock.unlock()
                 return skip(start, end)
             }
@@ -497,25 +536,25 @@ struct MigrateCollectWalk: PageWalkOps {
         if folio != faultFolio, !head.pointee.tryLock() {
             lock.unlock()
             memory.put(folio)
-            args.lockFailures += 1
+            lockFailures += 1
             return skip(start, end)
         }
         let aligned = start & UInt64(PageSize.pmdBytes - 1) == 0 && end & UInt64(PageSize.pmdBytes - 1) == 0
-        if args.flags.contains(.compound), aligned {
+        if flags.contains(.compound), aligned {
             // set_pmd_migration_entry
             let exclusive = head.pointee.test(.anonExclusive)
             if exclusive { for i in 0..<PageSize.pmdPages { memory.page(folio.pfn + i).pointee.clear(.anonExclusive) } }
             let mode: PTE.MigrationMode = write != 0 ? .write : exclusive ? .readExclusive : .read
             let old = pmd.exchange(.migration(folio.pfn, mode: mode, young: true, dirty: entry.isPresent ? entry.isDirty : true))
             if old.isPresent, old.isDirty { head.pointee.markDirty() }
-            args.migrationEntries += 1
-            args.src[args.npages] = MigratePfn.make(folio.pfn) | write | MigratePfn.migrate | MigratePfn.compound
-            args.dst[args.npages] = 0
-            args.npages += 1
-            args.cpages += 1
+            migrationEntries += 1
+            src[npages] = MigratePfn.make(folio.pfn) | write | MigratePfn.migrate | MigratePfn.compound
+            dst[npages] = 0
+            npages += 1
+            cpages += 1
             mm.removeRmap(folio)
             memory.put(folio)
-            args.tlbFlushes += 1
+            tlbFlushes += 1
             mm.counters.tlbFlushes.wrappingAdd(1, ordering: .relaxed)
             _ = skip(start + 4096, end)
             lock.unlock()
@@ -524,7 +563,7 @@ struct MigrateCollectWalk: PageWalkOps {
         // fallback: split the PMD and the folio, then collect PTEs.
         lock.unlock()
         let split = mm.splitHugePMD(pmd, address: start) && mm.splitFolio(folio, keep: folio.pfn, extraPins: folio == faultFolio ? 1 : 0)
-        if split { args.splitsBeforeCollect += 1 }
+        if split { splitsBeforeCollect += 1 }
         if folio != faultFolio { head.pointee.unlock() }
         memory.put(split ? Folio(pfn: folio.pfn, order: 0) : folio)
         if !split { return skip(start, end) }
