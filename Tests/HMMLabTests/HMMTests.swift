@@ -28,6 +28,28 @@ struct HMMTests {
         f.finish(others, sourceLocation: sourceLocation)
     }
 
+    @Test("migrate_to_ram of a 2 MiB device folio with no 2 MiB system page: the unmapped split keeps the fault page's reference")
+    func migrateToRAMSplitKeepsFaultReference() throws {
+        let f = try MMFixture()
+        let d = Device(memory: f.memory, mm: f.mm, verify: true)
+        let a = try f.mm.mmap(length: 2 << 20, protection: .readWrite, flags: .hugepage)
+        try f.fill(a, pages: 512, seed: 11)
+        let r = d.migrateOnFault(a, pages: 512, compound: true)
+        #expect(r.errno == 0 && r.migrated == 512)
+        #expect(try #require(f.mm.pageTable.pmdSlot(a, allocate: false)).load().isDevicePrivate)
+        // No 2 MiB system page: migrate_to_ram falls back to 4 KiB pages and splits the unmapped device
+        // folio (migrate_vma_split_unmapped_folio) while the fault path holds its lock and a reference.
+        f.memory.system.allocator.setFailureInjection(FailureInjection(order9: 1))
+        let expected = try #require(MMFixture.pattern(seed: 11, page: 5).withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 64, as: UInt64.self) } as UInt64?)
+        let v: UInt64 = try f.mm.load(from: a + 5 * 4096 + 64)
+        f.memory.system.allocator.setFailureInjection(.none)
+        #expect(v == expected)
+        #expect(d.stats.pagesToSystem.load(ordering: .relaxed) == 512, "every page of the split folio moved back")
+        check(f, [d])
+        #expect(try f.mismatches(a, pages: 512, seed: 11) == [])
+        finish(f, [d])
+    }
+
     @Test("anon_read: the device reads through hmm_range_fault; a none page and the zero page read zero")
     func anon_read() throws {
         let f = try MMFixture()

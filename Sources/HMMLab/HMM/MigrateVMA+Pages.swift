@@ -79,11 +79,13 @@ extension AddressSpace {
                     continue
                 }
             }
-            let extra: Int32 = faultPage == oldPfn ? 1 : 0
             for j in 0..<nr where i + j < npages {
                 guard args.src[i + j] & MigratePfn.migrate != 0, let s = MigratePfn.pfn(args.src[i + j]), let d = MigratePfn.pfn(args.dst[i + j]) else { continue }
                 let oldFolio = memory.folio(containing: s)
                 let newFolio = memory.folio(containing: d)
+                // The fault path's reference is on the fault page's folio only (after a split, not on
+                // the other 511 pages).
+                let extra: Int32 = faultPage.map { memory.folio(containing: $0) == oldFolio } == true ? 1 : 0
                 if !folioMigrateMapping(newFolio, from: oldFolio, extra: extra) {
                     args.src[i + j] &= ~MigratePfn.migrate
                     args.refused += 1
@@ -120,11 +122,23 @@ extension AddressSpace {
     /// `migrate_vma_split_unmapped_folio()`: the destination could not get a 2 MiB page, so the unmapped,
     /// locked source folio is split (its PMD migration entry becomes 512 PTE migration entries, the folio
     /// 512 locked order-0 folios each holding the migration's reference) and `src` is rewritten page by page.
+    ///
+    /// As `__folio_freeze_and_split_unmapped()` does (`folio_ref_freeze(folio, 1 + extra_pins)`), the
+    /// split is refused when the folio holds more references than the migration's own and, for a
+    /// `migrate_to_ram` whose fault page is in it, the fault path's (a concurrent pin: the source then
+    /// stays where it is); the fault path's reference stays with the fault page's own folio after the
+    /// split, where `do_swap_page` drops it. Resetting every refcount to 1 regardless lost those
+    /// references: the fault page was freed while still mapped after the migration backed off
+    /// (`bench stress --seed 7`, a mutator's `migrate_to_ram` of a 2 MiB device folio with no 2 MiB
+    /// system page free), and a pin's later put underflowed.
     func splitUnmappedFolio(_ args: MigrateVMA, index: Int, folio: Folio) -> Bool {
         let address = args.start + UInt64(index) << 12
+        let head = memory.page(folio.pfn)
+        let faultPage = args.faultPage.flatMap { memory.folio(containing: $0) == folio ? $0 : nil }
+        let extraPins: Int32 = faultPage == nil ? 0 : 1
+        guard head.pointee.mappings == 0, head.pointee.references == 1 + extraPins else { return false }
         guard let pmd = pageTable.pmdSlot(address, allocate: false), pmd.load().isMigration else { return false }
         guard splitHugePMD(pmd, address: address) else { return false }
-        let head = memory.page(folio.pfn)
         guard let pool = memory.pool(of: folio.pfn) else { return false }
         let (id, idx) = MappingObject.decode(head.pointee.mapping.load(ordering: .acquiring))
         let common = head.pointee.pageFlags.subtracting([.head, .tail])
@@ -136,7 +150,7 @@ extension AddressSpace {
             page.pointee.private.store(owner, ordering: .relaxed)
             page.pointee.mapping.store(id << 40 | (idx + UInt64(i)), ordering: .relaxed)
             page.pointee.mapcount.store(0, ordering: .relaxed)
-            page.pointee.refcount.store(1, ordering: .releasing)
+            page.pointee.refcount.store(1 + (folio.pfn + i == faultPage ? extraPins : 0), ordering: .releasing)
         }
         let flags = args.src[index] & ((1 << MigratePfn.shift) - 1) & ~MigratePfn.compound
         args.src[index] = MigratePfn.make(folio.pfn) | flags

@@ -39,7 +39,7 @@ extension AddressSpace {
         }
         if pmdEntry.isDevicePrivate {
             // do_huge_pmd_device_private: the fault page is the folio's head (pmd_page).
-            return try devicePrivateFault(address, pfn: pmdEntry.pfn)
+            return try devicePrivateFault(address, slot: pmd, expected: pmdEntry)
         }
         guard let table = pageTable.pteTable(under: pmd, allocate: true) else {
             if pmd.load().isNone { throw .outOfMemory(address) }
@@ -121,7 +121,7 @@ extension AddressSpace {
         }
         if entry.isDevicePrivate {
             lock.unlock()
-            return try devicePrivateFault(address, pfn: entry.pfn)
+            return try devicePrivateFault(address, slot: slot, expected: entry)
         }
         if entry.isDeviceExclusive {
             // remove_device_exclusive_entry: give the page back to the CPU.
@@ -283,17 +283,36 @@ extension AddressSpace {
         }
     }
 
-    /// `do_swap_page()` on a device-private entry: lock the device page and take a reference while the
-    /// entry is known to be current, then call the owner's `migrate_to_ram` with it as the fault page.
-    /// If the page lock is contended the fault is simply retried, as in the kernel.
-    private func devicePrivateFault(_ address: UInt64, pfn: Pfn) throws(FaultError) -> FaultKind {
-        let folio = memory.folio(containing: pfn)
-        let head = memory.page(folio.pfn)
-        guard head.pointee.tryLock() else { return .spurious }
-        guard head.pointee.tryGet() else {
-            head.pointee.unlock()
+    /// `do_swap_page()` on a device-private entry (and `do_huge_pmd_device_private()` for a PMD): under
+    /// the PTE (PMD) lock, check that the entry is still the one that faulted (`pte_same`), then trylock
+    /// the device page and take a reference "while we know the page can't be freed", drop the table
+    /// lock and call the owner's `migrate_to_ram` with it as the fault page. If the entry changed or
+    /// the page lock is contended the fault is simply retried, as in the kernel.
+    ///
+    /// The check under the table lock matters: without it the pfn read earlier may belong to a device
+    /// page that was migrated back and freed meanwhile, and whose frame was reallocated (to another
+    /// address, or to the same one by the next migration to the device). A trylock on the free frame is wiped by the
+    /// allocator's descriptor preparation, the later tryGet then succeeds on the new incarnation, and
+    /// `migrate_to_ram` runs with a fault page it holds a reference on but not the lock: collect skips
+    /// the trylock for the fault folio, so the page migrates unlocked, concurrently with another
+    /// migration of it (eviction, an op's migration), and references and mappings end up on the wrong
+    /// pages (a frame freed while mapped, another left mapped by no PTE).
+    private func devicePrivateFault(_ address: UInt64, slot: EntrySlot, expected: PTE) throws(FaultError) -> FaultKind {
+        let pfn = expected.pfn
+        let tableLock = pageTable.lock(tableOf: slot)
+        guard slot.load() == expected else {
+            tableLock.unlock()
             return .spurious
         }
+        let folio = memory.folio(containing: pfn)
+        let head = memory.page(folio.pfn)
+        guard head.pointee.tryLock() else {
+            tableLock.unlock()
+            return .spurious
+        }
+        // The entry holds a reference, so the folio cannot be freed while the table lock is held.
+        head.pointee.get()
+        tableLock.unlock()
         defer {
             // unlock_page(vmf->page) + put_page: the folio that holds the page now (a split during the
             // migration leaves the lock and the reference with the fault page's own folio).

@@ -15,10 +15,30 @@ extension AddressSpace {
     func splitFolio(_ folio: Folio, keep: Pfn, extraPins: Int32 = 0) -> Bool {
         precondition(folio.order == PageSize.pmdOrder, "split of \(folio), not a 2 MiB folio")
         let head = memory.page(folio.pfn)
+        guard head.pointee.references == head.pointee.mappings + 1 + extraPins else { return false }
+        let (id, index) = MappingObject.decode(head.pointee.mapping.load(ordering: .acquiring))
+        // The kernel unmaps the folio (migration entries, under each PTE lock) and freezes its refcount
+        // before it splits, so no fault can change a mapping of it meanwhile. The lab splits in place,
+        // so it holds the locks of every PTE table that maps the folio while it counts the mappings and
+        // rewrites the counts: a copy-on-write fault that replaced a PTE of the folio after the count,
+        // then dropped its mapping and reference on the (by then split) folio, left a page counted as
+        // mapped that nothing mapped and took the head's mapping and reference away while it was still
+        // mapped (`bench stress --seed 7`: a frame not returned after teardown; a mapped page with a
+        // zero refcount; "unmapped more often than mapped" in munmap).
+        var tableSlots: [EntrySlot] = []
+        for vma in vmaList where vma.object.id == id {
+            for i in 0..<PageSize.pmdPages {
+                guard let va = vma.address(ofIndex: index + UInt64(i)), let slot = pageTable.pteSlot(va) else { continue }
+                let frame = pageTable.tableFrame(of: slot)
+                if !tableSlots.contains(where: { pageTable.tableFrame(of: $0) == frame }) { tableSlots.append(slot) }
+            }
+        }
+        tableSlots.sort { pageTable.tableFrame(of: $0).rawValue < pageTable.tableFrame(of: $1).rawValue }
+        let locks = tableSlots.map { pageTable.lock(tableOf: $0) }
+        defer { for lock in locks.reversed() { lock.unlock() } }
         let maps = head.pointee.mappings
         guard head.pointee.references == maps + 1 + extraPins else { return false }
         // Count the PTEs of this address space that map each page, through the reverse-map index.
-        let (id, index) = MappingObject.decode(head.pointee.mapping.load(ordering: .acquiring))
         var counts = [Int32](repeating: 0, count: PageSize.pmdPages)
         var total: Int32 = 0
         for vma in vmaList where vma.object.id == id {

@@ -96,11 +96,22 @@ public final class PageTable: @unchecked Sendable {
         var entry = slot.load()
         if entry.isNone {
             guard allocate, let fresh = allocateTable() else { return nil }
-            if slot.compareExchange(expected: .none, new: .table(fresh)) {
+            // pmd_install / __pud_alloc: populate under the lock of the table that holds the slot (the
+            // PMD lock for a PTE table), not with a lockless compare-and-swap. Code that holds the PMD
+            // lock, finds the PMD none and then stores a leaf (a THP fault, `migrate_vma_insert_huge_pmd_page`)
+            // relies on nobody populating it meanwhile; a lockless install in that window was
+            // overwritten by the huge entry, and the PTE table, with the page a concurrent fault had
+            // just mapped in it, was lost (`bench stress --seed 7`: a frame mapped by no page table,
+            // with a reference and a mapping, not returned after teardown).
+            let lock = self.lock(tableOf: slot)
+            entry = slot.load()
+            if entry.isNone {
+                slot.store(.table(fresh))
+                lock.unlock()
                 return fresh
             }
+            lock.unlock()
             freeTable(fresh)  // lost the race: use the winner's table
-            entry = slot.load()
         }
         guard entry.isPresent, !entry.isHuge else { return nil }
         return entry.pfn
