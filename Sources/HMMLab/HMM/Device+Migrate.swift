@@ -231,6 +231,9 @@ extension Device {
         let dst = args.dst
         let vmaWritable = args.vma?.isWritable == true
         pageTable.withLock { pt in
+            // The leaf is looked up when the address enters a new 2 MiB (a window holds one or two).
+            var leafKey = UInt64.max
+            var leaf = UnsafeMutablePointer<UInt64>(bitPattern: 8)!
             var i = 0
             while i < npages {
                 let s = src[i]
@@ -239,11 +242,17 @@ extension Device {
                     i += 1
                     continue
                 }
-                let n = d & MigratePfn.compound != 0 ? PageSize.pmdPages : 1
-                for k in 0..<n where i + k < npages {
-                    pt.set(start + UInt64(i + k) << 12, pfn: pfn + k, writable: s & MigratePfn.write != 0 || vmaWritable)
+                let writable = s & MigratePfn.write != 0 || vmaWritable
+                let n = d & MigratePfn.compound != 0 ? min(PageSize.pmdPages, npages - i) : 1
+                for k in 0..<n {
+                    let address = start + UInt64(i + k) << 12
+                    if address >> 21 != leafKey {
+                        leaf = pt.leaf(for: address)
+                        leafKey = address >> 21
+                    }
+                    leaf[Int((address >> 12) & 511)] = DevicePageTable.entry(pfn + k, writable: writable)
                 }
-                migrated += n
+                migrated += d & MigratePfn.compound != 0 ? PageSize.pmdPages : 1
                 i += n
             }
         }

@@ -25,11 +25,21 @@ struct DevicePageTable: ~Copyable {
     }
 
     mutating func set(_ address: UInt64, pfn: Pfn, writable: Bool) {
+        leaf(for: address)[Int((address >> 12) & 511)] = Self.entry(pfn, writable: writable)
+    }
+
+    /// The entry ``set(_:pfn:writable:)`` stores.
+    @inline(__always) static func entry(_ pfn: Pfn, writable: Bool) -> UInt64 {
+        pfn.rawValue | present | (writable ? write : 0)
+    }
+
+    /// The leaf of 512 entries that holds `address` (index `(address >> 12) & 511`), allocated on first
+    /// use: for a caller that sets a window's entries in one loop.
+    mutating func leaf(for address: UInt64) -> UnsafeMutablePointer<UInt64> {
         let key = address >> 21
+        if key == lastKey, let lastLeaf { return lastLeaf }
         let leaf: UnsafeMutablePointer<UInt64>
-        if key == lastKey, let lastLeaf {
-            leaf = lastLeaf
-        } else if let existing = leaves[key] {
+        if let existing = leaves[key] {
             leaf = existing
         } else {
             leaf = .allocate(capacity: 512)
@@ -38,7 +48,7 @@ struct DevicePageTable: ~Copyable {
         }
         lastKey = key
         lastLeaf = leaf
-        leaf[Int((address >> 12) & 511)] = pfn.rawValue | Self.present | (writable ? Self.write : 0)
+        return leaf
     }
 
     mutating func erase(_ start: UInt64, _ end: UInt64) {

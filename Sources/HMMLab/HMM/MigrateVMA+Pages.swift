@@ -68,7 +68,8 @@ extension AddressSpace {
             } else if src & MigratePfn.compound != 0 {
                 nr = PageSize.pmdPages
             }
-            let newHead = memory.page(memory.folio(containing: newPfn).pfn)
+            let newFolio = memory.folio(containing: newPfn)
+            let newHead = memory.page(newFolio.pfn)
             let (objectID, _) = MappingObject.decode(memory.page(folio.pfn).pointee.mapping.load(ordering: .acquiring))
             if newHead.pointee.test(.zoneDevice) {
                 // Only anonymous memory goes to device-private memory.
@@ -78,6 +79,16 @@ extension AddressSpace {
                     args.refused += 1
                     continue
                 }
+            }
+            if nr == 1 {
+                // A single page (the common case): the folios are the ones just looked up.
+                guard args.src[i] & MigratePfn.migrate != 0 else { continue }
+                let extra: Int32 = faultPage.map { memory.folio(containing: $0) == folio } == true ? 1 : 0
+                if !folioMigrateMapping(newFolio, from: folio, extra: extra) {
+                    args.src[i] &= ~MigratePfn.migrate
+                    args.refused += 1
+                }
+                continue
             }
             for j in 0..<nr where i + j < npages {
                 guard args.src[i + j] & MigratePfn.migrate != 0, let s = MigratePfn.pfn(args.src[i + j]), let d = MigratePfn.pfn(args.dst[i + j]) else { continue }
@@ -108,6 +119,7 @@ extension AddressSpace {
     /// `folio_migrate_mapping()` for anonymous folios without a swap cache, then `folio_migrate_flags()`:
     /// the old folio must hold exactly the expected references (its mappings, none left after unmap,
     /// plus the migration's own and `extra`); the new folio takes its mapping, index and flags.
+    @inline(__always)
     func folioMigrateMapping(_ new: Folio, from old: Folio, extra: Int32) -> Bool {
         let oldHead = memory.page(old.pfn)
         let expected = oldHead.pointee.mappings + extra + 1
@@ -278,7 +290,15 @@ extension AddressSpace {
             let address = hintStart + UInt64(i) << 12
             if let hint, local?.maps(srcFolio, at: address, memory: memory) == true {
                 hint._withUnsafeGuaranteedRef { mm in
-                    removeMigrationEntry(src: srcFolio, dst: target, memory: memory, mm: mm, vma: local!.vma, address: address, cursor: &local!.cursor)
+                    if srcFolio.order == 0, target.order == 0 {
+                        // A single page: remove_migration_pte directly (what removeMigrationEntry does for order 0).
+                        let dstHead = memory.page(target.pfn)
+                        removeMigrationPTE(
+                            src: srcFolio.pfn, dst: target.pfn, dstHead: dstHead, device: dstHead.pointee.test(.zoneDevice), memory: memory, mm: mm,
+                            vma: local!.vma, address: address, cursor: &local!.cursor)
+                    } else {
+                        removeMigrationEntry(src: srcFolio, dst: target, memory: memory, mm: mm, vma: local!.vma, address: address, cursor: &local!.cursor)
+                    }
                 }
             } else {
                 removeMigrationPTEs(src: srcFolio, dst: target, memory: memory, cache: &rmap)
@@ -377,6 +397,7 @@ extension AddressSpace {
 
     /// `remove_migration_pte()` for one PTE: the migration entry of `src` becomes a mapping of `dst`
     /// (one mapping and one reference on `dst`'s folio, whose head is `dstHead`).
+    @inline(__always)
     static func removeMigrationPTE(
         src: Pfn, dst: Pfn, dstHead: UnsafeMutablePointer<PageDescriptor>, device: Bool, memory: PhysicalMemory, mm: AddressSpace, vma: VMA, address: UInt64,
         cursor: inout PTECursor

@@ -212,9 +212,28 @@ public final class FrameAllocator: Sendable {
     }
 
     /// Frees many order-0 frames under one lock acquisition (`free_unref_folios`).
+    ///
+    /// Consecutive indices of one block (a window's pages were mostly allocated together and die
+    /// together) are freed as a run: their bitmap bits are set a word at a time, each word checked for
+    /// a double free, and the block is merged once if the run completes it. The state and the counts
+    /// are those of freeing the frames one by one (`__free_one_page`, merging up to order 9).
     public func freeBulk(_ indices: UnsafeBufferPointer<Int>, order: Int) {
+        guard order == 0 else {
+            state.withLock { s in
+                for index in indices { Self.give(&s, index, order: order) }
+            }
+            return
+        }
+        let n = indices.count
         state.withLock { s in
-            for index in indices { Self.give(&s, index, order: order) }
+            var i = 0
+            while i < n {
+                let first = indices[i]
+                var run = 1
+                while i + run < n, indices[i + run] == first + run, (first + run) % Self.blockFrames != 0 { run += 1 }
+                Self.giveRun(&s, first: first, count: run)
+                i += run
+            }
         }
     }
 
@@ -303,6 +322,37 @@ public final class FrameAllocator: Sendable {
             return block * blockFrames + w * 64 + bit
         }
         preconditionFailure("block \(block) has a free count but an empty bitmap")
+    }
+
+    /// Frees the order-0 frames `first..<first+count`, all in one block (``freeBulk(_:order:)``'s runs).
+    private static func giveRun(_ s: inout State, first: Int, count: Int) {
+        if count == 1 { return give(&s, first, order: 0) }
+        precondition(first >= 0 && first + count <= s.blocks * blockFrames, "free of frames \(first)..<\(first + count) outside the pool")
+        let block = first / blockFrames
+        precondition((first + count - 1) / blockFrames == block, "a free run crosses a block")
+        precondition(s.state[block] == .split, "order-0 free of frames from \(first) in a block that is \(s.state[block]) (double free?)")
+        var bit = first % blockFrames
+        let end = bit + count
+        while bit < end {
+            let w = bit / 64
+            let upTo = min(end, (w + 1) * 64)
+            let width = upTo - bit
+            let mask: UInt64 = (width == 64 ? ~0 : (1 << UInt64(width)) - 1) << UInt64(bit % 64)
+            precondition(s.bitmap[block * 8 + w] & mask == 0, "double free of a frame in \(first)..<\(first + count)")
+            s.bitmap[block * 8 + w] |= mask
+            bit = upTo
+        }
+        s.freeInBlock[block] += UInt16(count)
+        s.freeFrames += count
+        s.counts.frees0 += count
+        if s.freeInBlock[block] == UInt16(blockFrames) {
+            s.state[block] = .whole
+            s.wholeFree.push(Int32(block))
+            s.counts.merges += 1
+        } else if !s.onPartial[block] {
+            s.partial.push(Int32(block))
+            s.onPartial[block] = true
+        }
     }
 
     private static func give(_ s: inout State, _ index: Int, order: Int) {

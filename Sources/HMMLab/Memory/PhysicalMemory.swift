@@ -235,7 +235,7 @@ public final class PhysicalMemory: @unchecked Sendable {
     /// prepared for freeing and, if it is a single page, added to `batch` rather than returned to the
     /// allocator at once (a 2 MiB folio goes back directly). ``FreeBatch/flush(_:)`` returns the batch.
     /// - Returns: whether the folio was freed.
-    @discardableResult
+    @discardableResult @inline(__always)
     public func put(_ folio: Folio, freeingInto batch: inout FreeBatch) -> Bool {
         let head = page(folio.pfn)
         precondition(!head.pointee.test(.reserved), "folio_put on a reserved page (\(folio.pfn))")

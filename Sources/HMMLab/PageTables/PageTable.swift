@@ -215,7 +215,7 @@ public struct PTECursor {
     public init() {}
 
     /// The PTE slot for `address` (`pte_offset_map`), or nil when the PMD is not a table.
-    @inlinable public mutating func slot(_ address: UInt64, in pageTable: PageTable) -> EntrySlot? {
+    @inlinable @inline(__always) public mutating func slot(_ address: UInt64, in pageTable: PageTable) -> EntrySlot? {
         if address >> 21 != key {
             key = address >> 21
             table = pageTable.pmdSlot(address, allocate: false).flatMap { pageTable.pteTable(under: $0, allocate: false) }
