@@ -47,6 +47,61 @@ struct FrameAllocatorTests {
         #expect(a.freeFrames == 1024)
     }
 
+    @Test("a bulk free (runs of consecutive frames) leaves the state and counts of freeing frame by frame")
+    func bulkFreeRunsMatchSingleFrees() {
+        // Four blocks handed out frame by frame; then freed in one batch of mixed runs: a whole block in
+        // order, a run crossing a block boundary, a half block, scattered frames, and the rest.
+        let one = FrameAllocator(frames: 4 * 512)
+        let bulk = FrameAllocator(frames: 4 * 512)
+        var frames: [Int] = []
+        for _ in 0..<(4 * 512) {
+            guard case .success(let a) = one.allocate(order: 0), case .success(let b) = bulk.allocate(order: 0) else {
+                Issue.record("order-0 failed")
+                return
+            }
+            #expect(a == b)
+            frames.append(a)
+        }
+        frames.sort()
+        var order = Array(frames[0..<512])  // block 0, whole and in order
+        order += frames[700..<1100]  // crosses from block 1 into block 2
+        order += stride(from: 1537, to: 2048, by: 2).map { frames[$0] }  // scattered in block 3
+        order += frames[512..<700].reversed()  // the rest of block 1, backwards
+        order += frames[1100..<1400]
+        var rng = SplitMix64(seed: 7)
+        var rest = Array(frames[1400..<1536]) + stride(from: 1536, to: 2048, by: 2).map { frames[$0] }
+        rest.shuffle(using: &rng)
+        order += rest
+        #expect(Set(order).count == frames.count && order.count == frames.count)
+        for index in order { one.free(index, order: 0) }
+        order.withUnsafeBufferPointer { bulk.freeBulk($0, order: 0) }
+        #expect(bulk.freeFrames == one.freeFrames && bulk.freeFrames == 4 * 512)
+        #expect(bulk.freeBlocks == one.freeBlocks && bulk.freeBlocks == 4, "every block merged back")
+        #expect(bulk.statistics == one.statistics)
+        // Partly freed blocks report the same frames free.
+        let p1 = FrameAllocator(frames: 2 * 512)
+        let p2 = FrameAllocator(frames: 2 * 512)
+        var got: [Int] = []
+        for _ in 0..<1024 {
+            guard case .success(let a) = p1.allocate(order: 0), case .success = p2.allocate(order: 0) else { return }
+            got.append(a)
+        }
+        got.sort()
+        let partial = Array(got[100..<300]) + Array(got[500..<530]) + [got[900]]
+        for index in partial { p1.free(index, order: 0) }
+        partial.withUnsafeBufferPointer { p2.freeBulk($0, order: 0) }
+        for f in 0..<1024 { #expect(p1.isFree(f) == p2.isFree(f), "frame \(f)") }
+        #expect(p1.statistics == p2.statistics && p1.freeFrames == p2.freeFrames && p1.freeFrames == partial.count)
+        // What is handed out next is the same too.
+        for _ in 0..<partial.count {
+            guard case .success(let a) = p1.allocate(order: 0), case .success(let b) = p2.allocate(order: 0) else {
+                Issue.record("order-0 failed after the free")
+                return
+            }
+            #expect(a == b)
+        }
+    }
+
     @Test("a split 2 MiB allocation frees frame by frame")
     func splitAllocated() {
         let a = FrameAllocator(frames: 512)

@@ -62,23 +62,33 @@ public final class CopyEngine: @unchecked Sendable {
         chunkStarts.deallocate()
     }
 
+    @inline(__always)
     private func append(_ job: Job) {
-        if count == capacity {
-            let bigger = UnsafeMutablePointer<Job>.allocate(capacity: capacity * 2)
-            bigger.moveInitialize(from: jobs, count: count)
-            jobs.deallocate()
-            jobs = bigger
-            chunkStarts.deallocate()
-            chunkStarts = .allocate(capacity: capacity * 2 + 1)
-            capacity *= 2
-        }
+        if count == capacity { grow() }
         jobs[count] = job
         count += 1
         queuedBytes += job.bytes
     }
 
+    /// Doubles the job storage (out of line: it happens once or twice in an engine's life).
+    @inline(never)
+    private func grow() {
+        let bigger = UnsafeMutablePointer<Job>.allocate(capacity: capacity * 2)
+        bigger.moveInitialize(from: jobs, count: count)
+        jobs.deallocate()
+        jobs = bigger
+        chunkStarts.deallocate()
+        chunkStarts = .allocate(capacity: capacity * 2 + 1)
+        capacity *= 2
+    }
+
     /// Queues a copy of `bytes` bytes (a multiple of 4 KiB).
+    @inline(__always)
     public func copy(from source: UnsafeRawPointer, to destination: UnsafeMutableRawPointer, bytes: Int) {
+        if bytes <= Self.pieceBytes {
+            append(Job(source: source, destination: destination, bytes: bytes))
+            return
+        }
         var done = 0
         while done < bytes {
             let n = min(Self.pieceBytes, bytes - done)

@@ -239,21 +239,33 @@ extension Device {
                 let s = src[i]
                 let d = dst[i]
                 guard s & MigratePfn.migrate != 0, let pfn = MigratePfn.pfn(d) else {
-                    i += 1
+                    i &+= 1
                     continue
                 }
                 let writable = s & MigratePfn.write != 0 || vmaWritable
-                let n = d & MigratePfn.compound != 0 ? min(PageSize.pmdPages, npages - i) : 1
-                for k in 0..<n {
-                    let address = start + UInt64(i + k) << 12
+                var address = start &+ UInt64(truncatingIfNeeded: i) &<< 12
+                if d & MigratePfn.compound == 0 {
                     if address >> 21 != leafKey {
                         leaf = pt.leaf(for: address)
                         leafKey = address >> 21
                     }
-                    leaf[Int((address >> 12) & 511)] = DevicePageTable.entry(pfn + k, writable: writable)
+                    leaf[Int(truncatingIfNeeded: (address >> 12) & 511)] = DevicePageTable.entry(pfn, writable: writable)
+                    migrated &+= 1
+                    i &+= 1
+                    continue
                 }
-                migrated += d & MigratePfn.compound != 0 ? PageSize.pmdPages : 1
-                i += n
+                // A 2 MiB destination: its 512 pages (clipped to the window).
+                let n = min(PageSize.pmdPages, npages &- i)
+                for k in 0..<n {
+                    if address >> 21 != leafKey {
+                        leaf = pt.leaf(for: address)
+                        leafKey = address >> 21
+                    }
+                    leaf[Int(truncatingIfNeeded: (address >> 12) & 511)] = DevicePageTable.entry(pfn + k, writable: writable)
+                    address &+= 4096
+                }
+                migrated &+= PageSize.pmdPages
+                i &+= n
             }
         }
         return migrated

@@ -264,6 +264,11 @@ extension AddressSpace {
         hintMM: AddressSpace?, hintStart: UInt64, local: inout LocalMapping?, frees: inout FreeBatch
     ) {
         let hint = hintMM.map { Unmanaged.passUnretained($0) }
+        // The local mapping's parts, held out of the optional for the loop (its cursor is written back).
+        let localVMA = local?.vma
+        let localObject = local?.objectID ?? 0
+        var cursor = local?.cursor ?? PTECursor()
+        defer { local?.cursor = cursor }
         var rmap = RmapCache()
         for i in 0..<npages {
             prefetchDescriptors(src, dst, i + MigrateVMA.prefetchDistance, npages, memory: memory)
@@ -288,16 +293,15 @@ extension AddressSpace {
             let targetHead = memory.page(target.pfn)
             if !targetHead.pointee.test(.zoneDevice) { targetHead.pointee.set(.lru) }  // folio_add_lru
             let address = hintStart + UInt64(i) << 12
-            if let hint, local?.maps(srcFolio, at: address, memory: memory) == true {
+            if let hint, let localVMA, LocalMapping.object(of: srcFolio, memory: memory) == localObject {
                 hint._withUnsafeGuaranteedRef { mm in
                     if srcFolio.order == 0, target.order == 0 {
                         // A single page: remove_migration_pte directly (what removeMigrationEntry does for order 0).
-                        let dstHead = memory.page(target.pfn)
                         removeMigrationPTE(
-                            src: srcFolio.pfn, dst: target.pfn, dstHead: dstHead, device: dstHead.pointee.test(.zoneDevice), memory: memory, mm: mm,
-                            vma: local!.vma, address: address, cursor: &local!.cursor)
+                            src: srcFolio.pfn, dst: target.pfn, dstHead: targetHead, device: targetHead.pointee.test(.zoneDevice), memory: memory, mm: mm,
+                            vma: localVMA, address: address, cursor: &cursor)
                     } else {
-                        removeMigrationEntry(src: srcFolio, dst: target, memory: memory, mm: mm, vma: local!.vma, address: address, cursor: &local!.cursor)
+                        removeMigrationEntry(src: srcFolio, dst: target, memory: memory, mm: mm, vma: localVMA, address: address, cursor: &cursor)
                     }
                 }
             } else {
@@ -334,7 +338,13 @@ extension AddressSpace {
         /// Whether `folio` belongs to this VMA's object (so only this mapping can map it).
         @inline(__always)
         func maps(_ folio: Folio, at address: UInt64, memory: PhysicalMemory) -> Bool {
-            MappingObject.decode(memory.page(folio.pfn).pointee.mapping.load(ordering: .acquiring)).0 == objectID
+            Self.object(of: folio, memory: memory) == objectID
+        }
+
+        /// The id of the object `folio` belongs to (0 for none).
+        @inline(__always)
+        static func object(of folio: Folio, memory: PhysicalMemory) -> UInt64 {
+            MappingObject.decode(memory.page(folio.pfn).pointee.mapping.load(ordering: .acquiring)).0
         }
     }
 

@@ -154,13 +154,14 @@ extension AddressSpace {
                     continue
                 }
                 head.pointee.get()
-                memory.put(folio)  // the reference collect took
+                // The reference collect took: never the last (isolation holds one).
+                if head.pointee.putTestZero() { preconditionFailure("\(folio) freed while isolated") }
             }
             if head.pointee.mappings > 0 {
                 let installed = tryToMigrate(folio, cache: &rmap)
                 args?.migrationEntries += installed
             }
-            if head.pointee.mappings > 0 || !migrateVMACheckPage(pfn, faultPage: faultPage) {
+            if head.pointee.mappings > 0 || !migrateVMACheckPage(pfn, head: head, faultPage: faultPage) {
                 if !zoneDevice {
                     head.pointee.get()
                     head.pointee.set(.lru)  // folio_putback_lru
@@ -189,9 +190,9 @@ extension AddressSpace {
 
     /// `migrate_vma_check_page()`: a folio is migratable when its references, less the ones the
     /// migration itself holds, do not exceed its mappings; an extra reference is a pin.
-    func migrateVMACheckPage(_ pfn: Pfn, faultPage: Pfn?) -> Bool {
-        let folio = memory.folio(containing: pfn)
-        let head = memory.page(folio.pfn)
+    /// `head` is the descriptor of `pfn`'s folio head.
+    @inline(__always)
+    func migrateVMACheckPage(_ pfn: Pfn, head: UnsafeMutablePointer<PageDescriptor>, faultPage: Pfn?) -> Bool {
         var extra: Int32 = 1 + (pfn == faultPage ? 1 : 0)
         if head.pointee.test(.zoneDevice) { extra += 1 }
         return head.pointee.references - extra <= head.pointee.mappings

@@ -143,10 +143,16 @@ public final class PhysicalMemory: @unchecked Sendable {
     }
 
     /// The address of a frame's first byte (`page_address`).
-    @inlinable public func address(of pfn: Pfn) -> UnsafeMutableRawPointer {
+    @inlinable @inline(__always) public func address(of pfn: Pfn) -> UnsafeMutableRawPointer {
         if system.contains(pfn) { return system.address(of: pfn) }
-        precondition(device.contains(pfn), "\(pfn) is outside both pools")
+        if !device.contains(pfn) { Self.outsideBothPools(pfn) }
         return device.address(of: pfn)
+    }
+
+    /// The failure of ``address(of:)``, kept out of line so the check costs the hot path one branch.
+    @usableFromInline @inline(never)
+    static func outsideBothPools(_ pfn: Pfn) -> Never {
+        preconditionFailure("\(pfn) is outside both pools")
     }
 
     /// The bytes of a folio.
