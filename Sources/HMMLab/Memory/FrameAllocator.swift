@@ -342,17 +342,7 @@ public final class FrameAllocator: Sendable {
             s.bitmap[block * 8 + w] |= mask
             bit = upTo
         }
-        s.freeInBlock[block] += UInt16(count)
-        s.freeFrames += count
-        s.counts.frees0 += count
-        if s.freeInBlock[block] == UInt16(blockFrames) {
-            s.state[block] = .whole
-            s.wholeFree.push(Int32(block))
-            s.counts.merges += 1
-        } else if !s.onPartial[block] {
-            s.partial.push(Int32(block))
-            s.onPartial[block] = true
-        }
+        freed(&s, count, inBlock: block)
     }
 
     private static func give(_ s: inout State, _ index: Int, order: Int) {
@@ -372,11 +362,18 @@ public final class FrameAllocator: Sendable {
         let mask: UInt64 = 1 << UInt64(bit % 64)
         precondition(s.bitmap[block * 8 + bit / 64] & mask == 0, "double free of frame \(index)")
         s.bitmap[block * 8 + bit / 64] |= mask
-        s.freeInBlock[block] += 1
-        s.freeFrames += 1
-        s.counts.frees0 += 1
+        freed(&s, 1, inBlock: block)
+    }
+
+    /// Counts `count` order-0 frames of split block `block` as freed (their bitmap bits are set) and
+    /// merges the block back to a whole one when all its buddies are free; a stale partial entry is
+    /// skipped later.
+    @inline(__always)
+    private static func freed(_ s: inout State, _ count: Int, inBlock block: Int) {
+        s.freeInBlock[block] += UInt16(count)
+        s.freeFrames += count
+        s.counts.frees0 += count
         if s.freeInBlock[block] == UInt16(blockFrames) {
-            // All buddies free: merge back to a whole block. A stale partial entry is skipped later.
             s.state[block] = .whole
             s.wholeFree.push(Int32(block))
             s.counts.merges += 1
