@@ -102,7 +102,12 @@ extension AddressSpace {
                 lock.unlock()
                 return .reuse
             }
+            // wp_page_copy: do_wp_page takes a reference on the old folio under the PTE lock
+            // (`folio_get`), so the copy made without the lock reads a folio that cannot be freed
+            // meanwhile; it is dropped once the new page is in (or the fault found the entry changed).
+            head.pointee.get()
             lock.unlock()
+            defer { memory.put(folio) }
             return try newAnonymousPage(vma, slot: slot, expected: entry, address: address, kind: .copyOnWrite)
         }
 
