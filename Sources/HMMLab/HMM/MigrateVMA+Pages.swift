@@ -295,14 +295,7 @@ extension AddressSpace {
             let address = hintStart + UInt64(i) << 12
             if let hint, let localVMA, LocalMapping.object(of: srcFolio, memory: memory) == localObject {
                 hint._withUnsafeGuaranteedRef { mm in
-                    if srcFolio.order == 0, target.order == 0 {
-                        // A single page: remove_migration_pte directly (what removeMigrationEntry does for order 0).
-                        removeMigrationPTE(
-                            src: srcFolio.pfn, dst: target.pfn, dstHead: targetHead, device: targetHead.pointee.test(.zoneDevice), memory: memory, mm: mm,
-                            vma: localVMA, address: address, cursor: &cursor)
-                    } else {
-                        removeMigrationEntry(src: srcFolio, dst: target, memory: memory, mm: mm, vma: localVMA, address: address, cursor: &cursor)
-                    }
+                    removeMigrationEntry(src: srcFolio, dst: target, memory: memory, mm: mm, vma: localVMA, address: address, cursor: &cursor)
                 }
             } else {
                 removeMigrationPTEs(src: srcFolio, dst: target, memory: memory, cache: &rmap)
@@ -372,37 +365,50 @@ extension AddressSpace {
         }
     }
 
-    /// `remove_migration_pte()` / `remove_migration_pmd()` at one address.
+    /// `remove_migration_pte()` / `remove_migration_pmd()` at one address. A single page, the common
+    /// case, goes straight to ``removeMigrationPTE(src:dst:dstHead:device:memory:mm:vma:address:cursor:)``
+    /// (inlined into the caller's loop); a 2 MiB folio to ``removeLargeMigrationEntry(src:dst:memory:mm:vma:address:cursor:)``.
+    @inline(__always)
     static func removeMigrationEntry(src: Folio, dst: Folio, memory: PhysicalMemory, mm: AddressSpace, vma: VMA, address: UInt64, cursor: inout PTECursor) {
-        let dstHead = memory.page(dst.pfn)
-        let device = dstHead.pointee.test(.zoneDevice)
-        if src.order > 0 {
-            // A PMD migration entry of the whole folio.
-            guard let pmd = mm.pageTable.pmdSlot(address, allocate: false) else { return }
-            let lock = mm.pageTable.lock(tableOf: pmd)
-            let e = pmd.load()
-            if e.isMigration, e.pfn == src.pfn, dst.order == src.order {
-                let writable = e.isWritableMigration
-                let exclusive = writable || e.isReadExclusiveMigration
-                pmd.store(device ? .devicePrivate(dst.pfn, writable: writable) : .present(dst.pfn, writable: writable, dirty: e.migrationDirty, huge: true))
-                if exclusive { for k in 0..<dst.pageCount { memory.page(dst.pfn + k).pointee.set(.anonExclusive) } }
-                dstHead.pointee.get()
-                mm.addRmap(dst)
-                lock.unlock()
-                return
-            }
-            lock.unlock()
-            // Mapped by PTEs here (a PMD split in another address space, after fork): try_to_migrate put
-            // one migration entry per page; page_vma_mapped_walk finds them one by one.
-            guard dst.order == src.order, !e.isHuge, !e.isSwapFormat, !e.isNone else { return }
-            for k in 0..<src.pageCount where address + UInt64(k) << 12 < vma.end {
-                removeMigrationPTE(
-                    src: src.pfn + k, dst: dst.pfn + k, dstHead: dstHead, device: device, memory: memory, mm: mm, vma: vma, address: address + UInt64(k) << 12,
-                    cursor: &cursor)
-            }
+        if src.order == 0 {
+            let dstHead = memory.page(dst.pfn)
+            removeMigrationPTE(
+                src: src.pfn, dst: dst.pfn, dstHead: dstHead, device: dstHead.pointee.test(.zoneDevice), memory: memory, mm: mm, vma: vma, address: address,
+                cursor: &cursor)
             return
         }
-        removeMigrationPTE(src: src.pfn, dst: dst.pfn, dstHead: dstHead, device: device, memory: memory, mm: mm, vma: vma, address: address, cursor: &cursor)
+        removeLargeMigrationEntry(src: src, dst: dst, memory: memory, mm: mm, vma: vma, address: address, cursor: &cursor)
+    }
+
+    /// ``removeMigrationEntry(src:dst:memory:mm:vma:address:cursor:)`` for a 2 MiB source folio: its PMD
+    /// migration entry (`remove_migration_pmd`), or the PTE-level ones a split PMD left.
+    @inline(never)
+    static func removeLargeMigrationEntry(src: Folio, dst: Folio, memory: PhysicalMemory, mm: AddressSpace, vma: VMA, address: UInt64, cursor: inout PTECursor) {
+        let dstHead = memory.page(dst.pfn)
+        let device = dstHead.pointee.test(.zoneDevice)
+        // A PMD migration entry of the whole folio.
+        guard let pmd = mm.pageTable.pmdSlot(address, allocate: false) else { return }
+        let lock = mm.pageTable.lock(tableOf: pmd)
+        let e = pmd.load()
+        if e.isMigration, e.pfn == src.pfn, dst.order == src.order {
+            let writable = e.isWritableMigration
+            let exclusive = writable || e.isReadExclusiveMigration
+            pmd.store(device ? .devicePrivate(dst.pfn, writable: writable) : .present(dst.pfn, writable: writable, dirty: e.migrationDirty, huge: true))
+            if exclusive { for k in 0..<dst.pageCount { memory.page(dst.pfn + k).pointee.set(.anonExclusive) } }
+            dstHead.pointee.get()
+            mm.addRmap(dst)
+            lock.unlock()
+            return
+        }
+        lock.unlock()
+        // Mapped by PTEs here (a PMD split in another address space, after fork): try_to_migrate put
+        // one migration entry per page; page_vma_mapped_walk finds them one by one.
+        guard dst.order == src.order, !e.isHuge, !e.isSwapFormat, !e.isNone else { return }
+        for k in 0..<src.pageCount where address + UInt64(k) << 12 < vma.end {
+            removeMigrationPTE(
+                src: src.pfn + k, dst: dst.pfn + k, dstHead: dstHead, device: device, memory: memory, mm: mm, vma: vma, address: address + UInt64(k) << 12,
+                cursor: &cursor)
+        }
     }
 
     /// `remove_migration_pte()` for one PTE: the migration entry of `src` becomes a mapping of `dst`
