@@ -82,6 +82,35 @@ struct BenchCommandTests {
         #expect(r.stdout.isEmpty == false, "a summary on stdout")
     }
 
+    @Test("calibrate --only unified writes its four rows as metric,value,unit; the part above the atomics is the overhead less their floor")
+    func calibrateUnifiedRows() throws {
+        let r = try BenchProcess.run(["calibrate", "--only", "unified", "--reps", "1", "--frames", "2048", "--format", "csv"])
+        #expect(r.status == 0, "\(r.stderr)")
+        let lines = r.stdout.split(separator: "\n").map(String.init)
+        #expect(lines.first == "metric,value,unit")
+        var value: [String: Double] = [:]
+        for line in lines.dropFirst() {
+            let f = line.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
+            #expect(f.count == 3, "row \(line)")
+            if f.count == 3 { value[f[0]] = Double(f[1]) }
+        }
+        let names = ["unified_total_per_page", "lab_unified_overhead_ns_per_page", "unified_atomics_floor_ns_per_page", "lab_unified_above_atomics_ns_per_page"]
+        #expect(Set(value.keys) == Set(names), "rows: \(value.keys.sorted())")
+        for name in names.dropLast() { #expect((value[name] ?? 0) > 0 && value[name]!.isFinite, "\(name) = \(value[name] ?? .nan)") }
+        if let total = value[names[0]], let overhead = value[names[1]], let floor = value[names[2]], let above = value[names[3]] {
+            #expect(overhead < total, "the copy is taken out")
+            #expect(abs(above - (overhead - floor)) < 0.01, "above \(above) = overhead \(overhead) - floor \(floor)")
+        }
+    }
+
+    @Test("calibrate's bad values: one line naming the value, exit status 64", arguments: [("--only", "nope", "nope"), ("--reps", "0", "--reps"), ("--frames", "1000", "--frames")])
+    func calibrateBadInput(_ bad: (String, String, String)) throws {
+        let (option, value, word) = bad
+        let r = try BenchProcess.run(["calibrate", option, value])
+        #expect(r.status == 64, "\(option) \(value): status \(r.status), stderr \(r.stderr)")
+        #expect(r.stderr.split(separator: "\n").count == 1 && r.stderr.contains(word), "\(r.stderr)")
+    }
+
     @Test("the summary comes as JSON when asked")
     func jsonSummary() throws {
         let out = BenchProcess.temporaryPath("json.csv")
