@@ -161,12 +161,14 @@ public final class PhysicalMemory: @unchecked Sendable {
     }
 
     /// The folio that holds `pfn` (`page_folio`): a tail page's head is the 2 MiB-aligned pfn.
+    /// One load of the page's flags tells a tail from a head and gives a head's order.
     @inlinable @inline(__always) public func folio(containing pfn: Pfn) -> Folio {
-        if descriptors[pfn.index].test(.tail) {
+        let flags = descriptors[pfn.index].flags.load(ordering: .acquiring)
+        if flags & PageFlags.tail.rawValue != 0 {
             let head = pfn.aligned(toOrder: PageSize.pmdOrder)
             return Folio(pfn: head, order: descriptors[head.index].order)
         }
-        return Folio(pfn: pfn, order: descriptors[pfn.index].order)
+        return Folio(pfn: pfn, order: Int((flags & PageFlags.orderMask) >> PageFlags.orderShift))
     }
 
     // MARK: - Allocation
