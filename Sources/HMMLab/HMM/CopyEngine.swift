@@ -31,9 +31,11 @@ public final class CopyEngine: @unchecked Sendable {
     nonisolated(unsafe) static let zeros = UnsafeRawPointer(UnsafeMutableRawPointer.allocate(byteCount: PageSize.bytes, alignment: PageSize.bytes).initializeMemory(as: UInt8.self, repeating: 0, count: PageSize.bytes))
 
     /// Called on a Dispatch worker thread before it copies its share, so the harness can open its
-    /// per-thread perf counters there (``PerfCounterSet/enterWorkerThread()``). Set it before copies
-    /// run, never while they do.
-    public nonisolated(unsafe) static var workerThreadHook: (@Sendable () -> Void)?
+    /// per-thread perf counters there (``PerfCounterSet/enterWorkerThread()``) and pin the thread.
+    /// Each engine has its own, given when it is made: a process-wide hook was overwritten by
+    /// whichever run set it last, and read by another run's copies meanwhile (a data race the thread
+    /// sanitizer found between two harness tests running at once).
+    public let workerThreadHook: (@Sendable () -> Void)?
 
     private var jobs: UnsafeMutablePointer<Job>
     private var capacity: Int
@@ -49,9 +51,10 @@ public final class CopyEngine: @unchecked Sendable {
     public private(set) var verifyFailures = 0
     public private(set) var pagesVerified = 0
 
-    public init(workers: Int = 1, verify: Bool = false, capacity: Int = 4096) {
+    public init(workers: Int = 1, verify: Bool = false, capacity: Int = 4096, workerThreadHook: (@Sendable () -> Void)? = nil) {
         self.workers = max(1, workers)
         self.verify = verify
+        self.workerThreadHook = workerThreadHook
         self.capacity = capacity
         jobs = .allocate(capacity: capacity)
         chunkStarts = .allocate(capacity: capacity + 1)
@@ -140,7 +143,7 @@ public final class CopyEngine: @unchecked Sendable {
             let lanes = min(workers, chunks)
             let box = UnsafeSendable(self)
             let chunkCount = chunks
-            let hook = Self.workerThreadHook
+            let hook = workerThreadHook
             DispatchQueue.concurrentPerform(iterations: lanes) { lane in
                 hook?()
                 var c = lane

@@ -40,6 +40,8 @@ public final class Device: DevicePagemap, MMUIntervalNotifierOps, @unchecked Sen
     public var splitPolicy: SplitPolicy
     /// Copy threads per migration and whether every copied page is verified.
     public let copyWorkers: Int
+    /// Given to the device's copy engines (``CopyEngine/workerThreadHook``).
+    let copyWorkerHook: (@Sendable () -> Void)?
     public let verify: Bool
     private(set) var notifier: MMUIntervalNotifier!
     let pageTable = LabMutex(DevicePageTable())
@@ -55,14 +57,17 @@ public final class Device: DevicePagemap, MMUIntervalNotifierOps, @unchecked Sen
     private static let nextOwner = Atomic<UInt64>(0xD000)
 
     /// A device mirroring `mm`.
+    /// `copyWorkerHook` runs on each copy worker thread before it copies (``CopyEngine/workerThreadHook``).
     public init(memory: PhysicalMemory, mm: AddressSpace, copyWorkers: Int = 1, verify: Bool = false,
-                selfInvalidation: SelfInvalidation = .skip, splitPolicy: SplitPolicy = .afterIsolation) {
+                selfInvalidation: SelfInvalidation = .skip, splitPolicy: SplitPolicy = .afterIsolation,
+                copyWorkerHook: (@Sendable () -> Void)? = nil) {
         owner = Self.nextOwner.wrappingAdd(1, ordering: .relaxed).oldValue
         self.memory = memory
         self.mm = mm
         self.selfInvalidation = selfInvalidation
         self.splitPolicy = splitPolicy
         self.copyWorkers = copyWorkers
+        self.copyWorkerHook = copyWorkerHook
         self.verify = verify
         injection = LabMutex((.none, SplitMix64(seed: 0)))
         memory.register(self)
@@ -175,14 +180,14 @@ public final class Device: DevicePagemap, MMUIntervalNotifierOps, @unchecked Sen
     final class MigrationContext: @unchecked Sendable {
         let args: MigrateVMA
         let copy: CopyEngine
-        init(mm: AddressSpace, workers: Int, verify: Bool) {
+        init(mm: AddressSpace, workers: Int, verify: Bool, hook: (@Sendable () -> Void)?) {
             args = MigrateVMA(mm: mm)
-            copy = CopyEngine(workers: workers, verify: verify)
+            copy = CopyEngine(workers: workers, verify: verify, workerThreadHook: hook)
         }
     }
 
     func withMigrationContext<T>(_ body: (MigrationContext) throws -> T) rethrows -> T {
-        let context = scratch.withLock { $0.popLast() } ?? MigrationContext(mm: mm, workers: copyWorkers, verify: verify)
+        let context = scratch.withLock { $0.popLast() } ?? MigrationContext(mm: mm, workers: copyWorkers, verify: verify, hook: copyWorkerHook)
         defer {
             let t = context.copy.takeTotals()
             stats.bytesCopied.wrappingAdd(t.copied, ordering: .relaxed)

@@ -47,6 +47,9 @@ public final class Runner {
     public var onWarning: (String) -> Void = { _ in }
     /// Whether the last ``run()`` stopped early.
     public private(set) var interrupted = false
+    /// What each copy worker thread of this run does first (open its counters, pin it), handed to the
+    /// devices the run makes; set while ``run()`` runs.
+    private var copyWorkerHook: (@Sendable () -> Void)?
     /// Failures injected per ``FaultInjector/Point`` over the timed repetitions, and what ended with an
     /// error because of them: ops to the device (`-EFAULT` from a failed swap-in) and, coming back,
     /// CPU loads.
@@ -126,12 +129,12 @@ public final class Runner {
         counters?.enterWorkerThread()
         let counters = self.counters
         if counters != nil || pinNode != nil {
-            CopyEngine.workerThreadHook = {
+            copyWorkerHook = {
                 if let counters { counters.enterWorkerThread() }
                 if let pinNode { NUMA.runCallingThread(onNode: pinNode) }
             }
         }
-        defer { CopyEngine.workerThreadHook = nil }
+        defer { copyWorkerHook = nil }
         measureOverhead()
         var rows: [ResultRow] = []
         let total = (config.warmup + config.reps) * config.strategies.count
@@ -221,7 +224,7 @@ public final class Runner {
     func repetition(_ strategy: Strategy, rep: Int, warmup: Bool, seed: UInt64, done: Int, total: Int) throws(RunError) -> [ResultRow]? {
         let w: Workload
         do {
-            w = try Workload(memory: memory, swap: swap, config: config, seed: seed)
+            w = try Workload(memory: memory, swap: swap, config: config, seed: seed, copyWorkerHook: copyWorkerHook)
         } catch {
             throw RunError("\(error)")
         }

@@ -41,7 +41,8 @@ public final class Workload {
         public var description: String
     }
 
-    public init(memory: PhysicalMemory, swap: SwapArea?, config: RunConfig, seed: UInt64) throws(BuildError) {
+    /// `copyWorkerHook` runs on each of the device's copy worker threads (``CopyEngine/workerThreadHook``).
+    public init(memory: PhysicalMemory, swap: SwapArea?, config: RunConfig, seed: UInt64, copyWorkerHook: (@Sendable () -> Void)? = nil) throws(BuildError) {
         pages = config.pages
         self.seed = seed
         do {
@@ -58,7 +59,7 @@ public final class Workload {
         }
         device = Device(
             memory: memory, mm: mm, copyWorkers: config.threads, verify: config.verify, selfInvalidation: config.selfInvalidation,
-            splitPolicy: config.splitPolicy)
+            splitPolicy: config.splitPolicy, copyWorkerHook: copyWorkerHook)
         if config.deviceLargeFail > 0 { device.setAllocationFailure(FailureInjection(order9: config.deviceLargeFail, seed: seed ^ 0x6465_7669_6365)) }
         do {
             try populate(config: config)
