@@ -86,12 +86,7 @@ public final class CopyEngine: @unchecked Sendable {
     }
 
     /// Queues a copy of `bytes` bytes (a multiple of 4 KiB).
-    @inline(__always)
     public func copy(from source: UnsafeRawPointer, to destination: UnsafeMutableRawPointer, bytes: Int) {
-        if bytes <= Self.pieceBytes {
-            append(Job(source: source, destination: destination, bytes: bytes))
-            return
-        }
         var done = 0
         while done < bytes {
             let n = min(Self.pieceBytes, bytes - done)

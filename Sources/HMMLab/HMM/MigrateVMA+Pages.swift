@@ -82,30 +82,29 @@ extension AddressSpace {
             }
             if nr == 1 {
                 // A single page (the common case): the folios are the ones just looked up.
-                guard args.src[i] & MigratePfn.migrate != 0 else { continue }
-                let extra: Int32 = faultPage.map { memory.folio(containing: $0) == folio } == true ? 1 : 0
-                if !folioMigrateMapping(newFolio, from: folio, extra: extra) {
-                    args.src[i] &= ~MigratePfn.migrate
-                    args.refused += 1
-                }
+                if args.src[i] & MigratePfn.migrate != 0 { migratePage(args, index: i, from: folio, to: newFolio, faultPage: faultPage) }
                 continue
             }
             for j in 0..<nr where i + j < npages {
                 guard args.src[i + j] & MigratePfn.migrate != 0, let s = MigratePfn.pfn(args.src[i + j]), let d = MigratePfn.pfn(args.dst[i + j]) else { continue }
-                let oldFolio = memory.folio(containing: s)
-                let newFolio = memory.folio(containing: d)
-                // The fault path's reference is on the fault page's folio only (after a split, not on
-                // the other 511 pages).
-                let extra: Int32 = faultPage.map { memory.folio(containing: $0) == oldFolio } == true ? 1 : 0
-                if !folioMigrateMapping(newFolio, from: oldFolio, extra: extra) {
-                    args.src[i + j] &= ~MigratePfn.migrate
-                    args.refused += 1
-                }
+                migratePage(args, index: i + j, from: memory.folio(containing: s), to: memory.folio(containing: d), faultPage: faultPage)
             }
         }
         if notified { notifiers.invalidateRangeEnd(range) }
     }
 
+
+    /// One source of `migrate_vma_pages`: `folio_migrate_mapping` from `old` to `new`, or `MIGRATE`
+    /// cleared and the page counted as refused. The fault path's reference is on the fault page's
+    /// folio only (after a split, not on the other 511 pages).
+    @inline(__always)
+    private func migratePage(_ args: MigrateVMA, index: Int, from old: Folio, to new: Folio, faultPage: Pfn?) {
+        let extra: Int32 = faultPage.map { memory.folio(containing: $0) == old } == true ? 1 : 0
+        if !folioMigrateMapping(new, from: old, extra: extra) {
+            args.src[index] &= ~MigratePfn.migrate
+            args.refused += 1
+        }
+    }
 
     /// `prefetchw()` of the source and destination descriptors of entry `i`, so that the atomics on
     /// them do not wait for memory (the window's copy has just pushed them out of the cache).

@@ -370,50 +370,48 @@ public struct Calibration: Sendable {
                 dst[i].mapcount.store(0, ordering: .relaxed)
             }
         }
-        var samples: [Double] = []
-        for rep in 0...repetitions {
+        let timer = Timer(repetitions: repetitions)
+        let ns = timer.median {
             reset()
-            let t = monotonicNanoseconds()
-            var w = 0
-            while w < pages {
-                let end = min(pages, w + window)
-                let lock = TableLock(ptl + w / window)
-                for i in w..<end {  // the walk
-                    let s = src + i
-                    lock.lock()
-                    s.pointee.get()
-                    _ = s.pointee.tryLock()
-                    _ = s.pointee.mapping.exchange(0, ordering: .relaxed)
-                    s.pointee.clear(.anonExclusive)
-                    s.pointee.set(.dirty)
-                    s.pointee.mapcount.wrappingSubtract(1, ordering: .relaxed)
-                    _ = s.pointee.putTestZero()
-                    lock.unlock()
+            return timer.time {
+                var w = 0
+                while w < pages {
+                    let end = min(pages, w + window)
+                    let lock = TableLock(ptl + w / window)
+                    for i in w..<end {  // the walk
+                        let s = src + i
+                        lock.lock()
+                        s.pointee.get()
+                        _ = s.pointee.tryLock()
+                        _ = s.pointee.mapping.exchange(0, ordering: .relaxed)
+                        s.pointee.clear(.anonExclusive)
+                        s.pointee.set(.dirty)
+                        s.pointee.mapcount.wrappingSubtract(1, ordering: .relaxed)
+                        _ = s.pointee.putTestZero()
+                        lock.unlock()
+                    }
+                    for i in w..<end {  // unmap
+                        _ = src[i].testAndClear(.lru)
+                        src[i].get()
+                        _ = src[i].putTestZero()
+                    }
+                    for i in w..<end { _ = dst[i].tryLock() }  // allocation
+                    for i in w..<end { dst[i].set(.uptodate) }  // migrate_vma_pages
+                    for i in w..<end {  // finalize
+                        lock.lock()
+                        dst[i].set(.anonExclusive)
+                        dst[i].get()
+                        dst[i].mapcount.wrappingAdd(1, ordering: .relaxed)
+                        lock.unlock()
+                        src[i].unlock()
+                        _ = src[i].putTestZero()
+                        dst[i].unlock()
+                        _ = dst[i].putTestZero()
+                    }
+                    w = end
                 }
-                for i in w..<end {  // unmap
-                    _ = src[i].testAndClear(.lru)
-                    src[i].get()
-                    _ = src[i].putTestZero()
-                }
-                for i in w..<end { _ = dst[i].tryLock() }  // allocation
-                for i in w..<end { dst[i].set(.uptodate) }  // migrate_vma_pages
-                for i in w..<end {  // finalize
-                    lock.lock()
-                    dst[i].set(.anonExclusive)
-                    dst[i].get()
-                    dst[i].mapcount.wrappingAdd(1, ordering: .relaxed)
-                    lock.unlock()
-                    src[i].unlock()
-                    _ = src[i].putTestZero()
-                    dst[i].unlock()
-                    _ = dst[i].putTestZero()
-                }
-                w = end
             }
-            let elapsed = Double(monotonicNanoseconds() - t)
-            if rep > 0 { samples.append(elapsed / Double(pages)) }
         }
-        samples.sort()
-        return samples[samples.count / 2]
+        return ns / Double(pages)
     }
 }
