@@ -4,6 +4,8 @@
 #include "CLinux.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <sys/uio.h>
 #include <linux/mman.h>
 #include <sched.h>
 #include <sys/ioctl.h>
@@ -70,4 +72,29 @@ int clinux_madv_collapse(void) {
 
 int clinux_name_anon_mapping(void *addr, size_t len, const char *name) {
     return prctl(PR_SET_VMA, PR_SET_VMA_ANON_NAME, (unsigned long)addr, (unsigned long)len, (unsigned long)name) == 0 ? 0 : -errno;
+}
+
+struct clinux_dmirror_cmd_check { char size_matches[sizeof(struct clinux_dmirror_cmd) == 40 ? 1 : -1]; };
+
+int clinux_dmirror_ioctl(int fd, unsigned int nr, struct clinux_dmirror_cmd *cmd) {
+    return ioctl(fd, _IOWR('H', nr, struct clinux_dmirror_cmd), cmd) == 0 ? 0 : -errno;
+}
+
+long clinux_vmsplice(int pipe_fd, void *addr, size_t len) {
+    struct iovec iov = { .iov_base = addr, .iov_len = len };
+    ssize_t n = vmsplice(pipe_fd, &iov, 1, 0);
+    return n >= 0 ? (long)n : -errno;
+}
+
+int clinux_set_pipe_size(int fd, int bytes) {
+    int n = fcntl(fd, F_SETPIPE_SZ, bytes);
+    return n >= 0 ? n : -errno;
+}
+
+int clinux_madv_pageout(void) {
+#ifdef MADV_PAGEOUT
+    return MADV_PAGEOUT;
+#else
+    return 21;
+#endif
 }

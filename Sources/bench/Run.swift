@@ -193,9 +193,12 @@ struct Run: ParsableCommand {
 
     @OptionGroup var options: RunOptions
     @OptionGroup var output: OutputOptions
+    @Option(help: "model (default: the lab) or kernel (the running kernel's test_hmm driver, /dev/hmm_dmirror0; see scripts/kernel-vm).")
+    var engine: String?
 
     func run() throws {
         let config = try options.config()
+        if try Engine.parse(engine) == .kernel { return try runKernel(config, output: output) }
         try checkMemory(config)
         let path = output.out ?? ResultFile.defaultPath(strategy: config.strategyName)
         let file: ResultFile

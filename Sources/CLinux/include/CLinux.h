@@ -44,4 +44,26 @@ static inline void clinux_prefetchw(const void *p) { __builtin_prefetch(p, 1, 3)
 void __tsan_read_range(void *addr, unsigned long size);
 void __tsan_write_range(void *addr, unsigned long size);
 
+// ---- lib/test_hmm.c's device files (/dev/hmm_dmirrorN), uapi of lib/test_hmm_uapi.h ----
+struct clinux_dmirror_cmd {
+    uint64_t addr;
+    uint64_t ptr;
+    uint64_t npages;
+    uint64_t cpages;
+    uint64_t faults;
+};
+enum clinux_dmirror_op {
+    CLINUX_DMIRROR_READ = 0, CLINUX_DMIRROR_WRITE = 1, CLINUX_DMIRROR_MIGRATE_TO_DEV = 2, CLINUX_DMIRROR_MIGRATE_TO_SYS = 3,
+    CLINUX_DMIRROR_SNAPSHOT = 4, CLINUX_DMIRROR_EXCLUSIVE = 5, CLINUX_DMIRROR_CHECK_EXCLUSIVE = 6, CLINUX_DMIRROR_RELEASE = 7,
+    CLINUX_DMIRROR_FLAGS = 8,
+};
+// ioctl(fd, _IOWR('H', nr, struct hmm_dmirror_cmd), cmd): 0, or -errno.
+int clinux_dmirror_ioctl(int fd, unsigned int nr, struct clinux_dmirror_cmd *cmd);
+// vmsplice(2) of one range into a pipe (the pipe then holds a reference on each page): bytes or -errno.
+long clinux_vmsplice(int pipe_fd, void *addr, size_t len);
+// fcntl(fd, F_SETPIPE_SZ, bytes): the new size or -errno.
+int clinux_set_pipe_size(int fd, int bytes);
+// madvise(MADV_PAGEOUT) value.
+int clinux_madv_pageout(void);
+
 #endif

@@ -15,7 +15,7 @@ public struct ResultTable: Sendable {
     /// Reads and checks `path`: a header with every column `required` names, every row as long as the
     /// header (a shorter one means a truncated file), and a number in every field of `numeric` that is
     /// not empty.
-    public static func load(_ path: String, required: [String] = Compare.configurationColumns + Compare.requiredMetricColumns) throws(LoadError) -> ResultTable {
+    public static func load(_ path: String, required: [String] = Compare.requiredConfigurationColumns + Compare.requiredMetricColumns) throws(LoadError) -> ResultTable {
         guard let text = Sysfs.read(path) else {
             throw LoadError(description: "\(path): cannot be read (\(SystemError.name(of: errno)))")
         }
@@ -56,10 +56,13 @@ public struct ResultTable: Sendable {
 /// change whose p-value is above 0.05 prints `~`, as benchstat does.
 public struct Compare: Sendable {
     /// Columns that say what was run: rows match on them.
+    /// `engine` is absent from files written before `--engine` existed: such rows are `model` rows.
     public static let configurationColumns = [
-        "strategy", "direction", "pages", "window_pages", "mix", "thp", "device_large_fail", "split_policy", "self_invalidation", "threads",
+        "engine", "strategy", "direction", "pages", "window_pages", "mix", "thp", "device_large_fail", "split_policy", "self_invalidation", "threads",
         "mutators",
     ]
+
+    public static var requiredConfigurationColumns: [String] { configurationColumns.filter { $0 != "engine" } }
 
     /// The metrics compared: column, label, how to print it.
     public enum Unit: Sendable { case nanoseconds, gbps, count }
@@ -110,7 +113,9 @@ public struct Compare: Sendable {
     public var onlyInBase: [String]
     public var onlyInNew: [String]
 
-    static func key(_ fields: [String: String], _ columns: [String]) -> [String] { columns.map { fields[$0] ?? "" } }
+    static func key(_ fields: [String: String], _ columns: [String]) -> [String] {
+        columns.map { fields[$0] ?? ($0 == "engine" ? "model" : "") }
+    }
 
     static func describe(_ columns: [String], _ key: [String]) -> String {
         zip(columns, key).map { "\($0)=\($1)" }.joined(separator: " ")

@@ -6,6 +6,8 @@
 public struct ResultRow: Sendable {
     public var metadata: RunMetadata
     public var timestamp: String
+    /// `model` (the lab) or `kernel` (the running kernel's lib/test_hmm.c, ``KernelRunner``).
+    public var engine = "model"
     public var strategy: String
     public var direction: String
     public var config: RunConfig
@@ -49,11 +51,16 @@ public struct ResultRow: Sendable {
     public var throughputGBps = 0.0
     /// One per requested counter, nil when it could not be read here.
     public var counters: [UInt64?] = []
+    /// With `--engine kernel`: calls of each of ``KernelFunctions/traced`` in the repetition's timed
+    /// part (`kfn_<name>`), nil when the function cannot be traced in the running kernel.
+    public var kernelCalls: [UInt64?] = []
+    /// Columns this row's engine cannot give: written empty, never zero.
+    public var unmeasured: Set<String> = []
 
     /// The fixed columns, in order.
     public static let columns = [
         "run_id", "timestamp", "tool_version", "host", "kernel", "cpu_model", "cpus", "numa_nodes", "system_node", "device_node", "backing",
-        "thp_mode", "strategy", "direction", "pages", "window_pages", "mix", "thp", "device_large_fail", "split_policy", "self_invalidation",
+        "thp_mode", "engine", "strategy", "direction", "pages", "window_pages", "mix", "thp", "device_large_fail", "split_policy", "self_invalidation",
         "threads", "mutators", "seed", "rep", "ops", "pages_requested", "pages_migrated", "pages_skipped", "walks", "walk_restarts",
         "ptes_visited", "faults", "cow_breaks", "swapins", "migration_entries", "tlb_flushes", "invalidations", "notifier_retries",
         "folio_lock_fails", "thp_migrated", "thp_splits", "device_alloc_fails", "bytes_copied", "verify_failures", "mutator_stores",
@@ -61,8 +68,10 @@ public struct ResultRow: Sendable {
         "alloc_ns", "copy_ns", "finalize_ns", "copy_gbps", "throughput_gbps", "memcpy_gbps", "kernel_walk_ns",
     ]
 
-    /// The header for a run with these counters.
-    public static func header(counters: [String]) -> [String] { columns + counters.map(PerfCounterSet.columnName) }
+    /// The header for a run with these counters (and, with `--engine kernel`, these traced kernel functions).
+    public static func header(counters: [String], kernelFunctions: [String] = []) -> [String] {
+        columns + counters.map(PerfCounterSet.columnName) + kernelFunctions.map { "kfn_" + $0 }
+    }
 
     /// The row's fields, in header order.
     public var fields: [String] {
@@ -70,7 +79,7 @@ public struct ResultRow: Sendable {
         let c = config
         var f: [String] = [
             m.runId, timestamp, m.toolVersion, m.host, m.kernel, m.cpuModel, String(m.cpus), String(m.numaNodes), String(m.systemNode),
-            String(m.deviceNode), m.backing, m.thpMode, strategy, direction, String(c.pages), String(c.windowPages), c.mix.description,
+            String(m.deviceNode), m.backing, m.thpMode, engine, strategy, direction, String(c.pages), String(c.windowPages), c.mix.description,
             Self.number(c.thp), Self.number(c.deviceLargeFail), c.splitPolicy.rawValue, c.selfInvalidation.rawValue, String(c.threads),
             String(c.mutators), String(c.seed), String(rep), String(ops), String(pagesRequested), String(pagesMigrated), String(pagesSkipped),
             String(walks), String(walkRestarts), String(ptesVisited), String(faults), String(cowBreaks), String(swapins),
@@ -82,6 +91,10 @@ public struct ResultRow: Sendable {
         f += [walkNs, faultNs, collectNs, allocNs, copyNs, finalizeNs, copyGBps].map { $0.map(Self.number) ?? "" }
         f += [Self.number(throughputGBps), Self.number(m.memcpyGBps), Self.number(m.kernelWalkNs)]
         f += counters.map { $0.map(String.init) ?? "" }
+        f += kernelCalls.map { $0.map(String.init) ?? "" }
+        if !unmeasured.isEmpty {
+            for (i, column) in Self.columns.enumerated() where unmeasured.contains(column) { f[i] = "" }
+        }
         return f
     }
 

@@ -1,0 +1,101 @@
+import Glibc
+
+/// Calls of kernel functions counted by ftrace's function profiler (`CONFIG_FUNCTION_PROFILER`:
+/// `set_ftrace_filter`, `function_profile_enabled`, `trace_stat/function<cpu>`), summed over CPUs.
+///
+/// The profiler counts every call on every CPU, whoever makes it; in the VM lane the bench process is
+/// the only one working, and its buffers are pre-faulted, so the calls in a timed part are the ops'.
+/// Counts are read before and after a timed part and subtracted (enabling the profiler resets it, so
+/// it is enabled once and never paused).
+public final class KernelFunctions {
+    /// The functions traced, each with the lab counter it is the kernel's twin of (README, "The kernel
+    /// engine"). Static functions that the compiler inlines cannot be traced; those found missing in
+    /// `available_filter_functions` are reported and their columns left empty.
+    public static let traced: [(name: String, twin: String)] = [
+        ("hmm_range_fault", "walks (the hmm_range_fault part)"),
+        ("migrate_vma_setup", "walks (the migrate_vma_setup part)"),
+        ("walk_page_range", "walks + walk_restarts"),
+        ("handle_mm_fault", "faults"),
+        ("migrate_vma_pages", "ops that reached migrate_vma_pages"),
+        ("migrate_vma_finalize", "ops that reached migrate_vma_finalize"),
+        ("try_to_migrate", "folios unmapped to migration entries (migration_entries counts entries)"),
+        ("remove_migration_ptes", "folios whose migration entries were restored"),
+        ("folio_isolate_lru", "folios isolated from the LRU (not modelled)"),
+        ("lru_add_drain", "local LRU batch drains (not modelled)"),
+        ("lru_add_drain_all", "LRU batch drains on every CPU (not modelled)"),
+        ("flush_tlb_mm_range", "tlb_flushes"),
+        ("__mmu_notifier_invalidate_range_start", "invalidations"),
+        ("wp_page_copy", "cow_breaks"),
+        ("swap_read_folio", "swapins"),
+        ("do_swap_page", "swapins + CPU faults on device pages"),
+        ("__split_huge_pmd", "PMD splits"),
+        ("__folio_split", "thp_splits"),
+        ("migrate_vma_split_unmapped_folio", "thp_splits after isolation"),
+        ("dmirror_devmem_fault", "CPU faults on device pages (faults coming back)"),
+    ]
+
+    static let tracing = "/sys/kernel/tracing"
+    /// The functions that could be traced (in ``traced`` order), nil where not.
+    public let available: [Bool]
+    /// One line per function that cannot be traced here.
+    public let missing: [String]
+
+    /// Why the profiler cannot be used.
+    public struct Unavailable: Error, CustomStringConvertible {
+        public var description: String
+    }
+
+    /// Sets the filter to the traced functions that exist and enables the profiler.
+    public init() throws(Unavailable) {
+        let base = Self.tracing
+        guard access("\(base)/function_profile_enabled", W_OK) == 0 else {
+            throw Unavailable(description: "\(base)/function_profile_enabled is not there (a kernel without CONFIG_FUNCTION_PROFILER, tracefs not mounted, or not root)")
+        }
+        let listed = Set((Sysfs.read("\(base)/available_filter_functions") ?? "").split(separator: "\n").map { line in
+            String(line.split(separator: " ").first ?? "")
+        })
+        _ = Self.write("\(base)/set_ftrace_filter", "", append: false)
+        var available: [Bool] = []
+        var missing: [String] = []
+        for f in Self.traced {
+            let ok = listed.contains(f.name) && Self.write("\(base)/set_ftrace_filter", f.name + "\n", append: true)
+            available.append(ok)
+            if !ok { missing.append(f.name) }
+        }
+        self.available = available
+        self.missing = missing
+        guard Self.write("\(base)/function_profile_enabled", "1\n", append: false) else {
+            throw Unavailable(description: "enabling \(base)/function_profile_enabled failed (\(SystemError.name(of: errno)))")
+        }
+    }
+
+    /// Stops the profiler and clears the filter.
+    public func stop() {
+        _ = Self.write("\(Self.tracing)/function_profile_enabled", "0\n", append: false)
+        _ = Self.write("\(Self.tracing)/set_ftrace_filter", "", append: false)
+    }
+
+    /// The calls so far of each traced function, summed over CPUs (nil where not traceable).
+    public func read() -> [UInt64?] {
+        var sums = [UInt64](repeating: 0, count: Self.traced.count)
+        // trace_stat prints names cut to 30 characters (function_stat_show: "%-30.30s").
+        var index: [Substring: Int] = [:]
+        for (i, f) in Self.traced.enumerated() { index[f.name.prefix(30)] = i }
+        for cpu in 0..<Int(sysconf(Int32(_SC_NPROCESSORS_CONF))) {
+            guard let text = Sysfs.read("\(Self.tracing)/trace_stat/function\(cpu)") else { continue }
+            for line in text.split(separator: "\n") {
+                let parts = line.split(separator: " ", omittingEmptySubsequences: true)
+                guard parts.count >= 2, let i = index[parts[0]], let hits = UInt64(parts[1]) else { continue }
+                sums[i] += hits
+            }
+        }
+        return zip(sums, available).map { $1 ? $0 : nil }
+    }
+
+    static func write(_ path: String, _ text: String, append: Bool) -> Bool {
+        let fd = open(path, O_WRONLY | (append ? O_APPEND : O_TRUNC))
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        return text.withCString { Glibc.write(fd, $0, strlen($0)) } == text.utf8.count
+    }
+}

@@ -1,0 +1,85 @@
+import ArgumentParser
+import HMMLab
+
+/// `--engine`: which implementation makes the range resident.
+enum Engine: String, CaseIterable {
+    /// The lab's model of mm/hmm.c and mm/migrate_device.c.
+    case model
+    /// The running kernel, through lib/test_hmm.c's `/dev/hmm_dmirror0` (``KernelRunner``).
+    case kernel
+
+    static func parse(_ value: String?) throws -> Engine {
+        guard let value else { return .model }
+        guard let e = Engine(rawValue: value) else {
+            throw badInput("--engine '\(value)' is not an engine; use model or kernel")
+        }
+        return e
+    }
+}
+
+/// `bench --engine kernel`: the run through the kernel's test driver, rows as they finish.
+func runKernel(_ config: RunConfig, output: OutputOptions) throws {
+    do {
+        try KernelRunner.check(config)
+    } catch {
+        throw error.badInput ? badInput(error.description) : failure(error.description)
+    }
+    let path = output.out ?? ResultFile.defaultPath(strategy: config.strategyName)
+    let file: ResultFile
+    do {
+        file = try ResultFile(path: path, header: ResultRow.header(counters: config.counters, kernelFunctions: KernelRunner.functionNames))
+    } catch {
+        throw badInput("--out '\(path)' cannot be written: \(error)")
+    }
+    let runner: KernelRunner
+    do {
+        runner = try KernelRunner(config: config)
+    } catch {
+        throw error.badInput ? badInput(error.description) : failure(error.description)
+    }
+    if !output.quiet {
+        if runner.skippedUnified { printError("bench: note: unified left out: this kernel (\(runner.metadata.kernel)) lacks the unified RFC's driver support") }
+        if let why = runner.functionsUnavailable { printError("bench: note: kernel function counts unavailable: \(why); kfn_ columns left empty") }
+        if let missing = runner.functions?.missing, !missing.isEmpty {
+            printError("bench: note: not traceable in this kernel (inlined or absent): \(missing.joined(separator: ", ")); their kfn_ columns are left empty")
+        }
+    }
+    installInterruptHandler()
+    let bar = ProgressBar(enabled: !output.quiet)
+    runner.onProgress = { bar.update($0, label: "kernel ") }
+    runner.shouldStop = { interruptRequested.load(ordering: .relaxed) }
+    runner.onWarning = { message in
+        bar.clear()
+        printError("bench: warning: \(message)")
+    }
+    runner.onRow = { try file.append($0) }
+    let rows: [ResultRow]
+    do {
+        rows = try runner.run()
+    } catch {
+        bar.clear()
+        throw failure(error.description)
+    }
+    bar.clear()
+    if !rows.isEmpty { printKernelSummary(rows, runner: runner, format: output.format, path: path) }
+    if runner.interrupted {
+        printError("bench: interrupted: \(rows.count) finished row\(rows.count == 1 ? "" : "s") kept in \(path)")
+        throw ExitCode(130)
+    }
+}
+
+func printKernelSummary(_ rows: [ResultRow], runner: KernelRunner, format: SummaryFormat, path: String) {
+    let summary = Summary(rows: rows)
+    switch format {
+    case .csv: print(summary.csv, terminator: "")
+    case .json: print(summary.json)
+    case .text:
+        let m = runner.metadata
+        print("# hmm-lab \(m.toolVersion) bench --engine kernel, run \(m.runId): \(runner.config.settingsLine)")
+        print("# \(m.host): \(m.cpuModel), \(m.cpus) cpus, \(m.numaNodes) NUMA node\(m.numaNodes == 1 ? "" : "s"), kernel \(m.kernel); "
+            + "system node \(m.systemNode), device node \(m.deviceNode); range \(m.backing), THP \(m.thpMode); driver /dev/hmm_dmirror0")
+        print(summary.text)
+        if runner.failedOps > 0 { print("# ioctls that failed with an unexpected errno: \(runner.failedOps)") }
+        print("# rows: \(path)")
+    }
+}
