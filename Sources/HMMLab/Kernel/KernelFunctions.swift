@@ -5,33 +5,37 @@ import Glibc
 ///
 /// The profiler counts every call on every CPU, whoever makes it; in the VM lane the bench process is
 /// the only one working, and its buffers are pre-faulted, so the calls in a timed part are the ops'.
-/// Counts are read before and after a timed part and subtracted (enabling the profiler resets it, so
-/// it is enabled once and never paused).
+/// Counts are read before and after a timed part and subtracted. The profiler is enabled once per
+/// boot and never turned off: on 7.2.13, turning it off and on again with `flush_tlb_mm_range` in the
+/// filter oopses (a NULL call from `flush_tlb_mm_range+0x4` while `ftrace_profile_write` patches
+/// text: `__text_poke` itself flushes the TLB through the function being patched). A later process
+/// that finds it on with the same filter only reads it.
 public final class KernelFunctions {
     /// The functions traced, each with the lab counter it is the kernel's twin of (README, "The kernel
     /// engine"). Static functions that the compiler inlines cannot be traced; those found missing in
     /// `available_filter_functions` are reported and their columns left empty.
     public static let traced: [(name: String, twin: String)] = [
         ("hmm_range_fault", "walks (the hmm_range_fault part)"),
-        ("migrate_vma_setup", "walks (the migrate_vma_setup part)"),
+        ("migrate_vma_setup", "walks (the migrate_vma_setup part; coming back, one per migrate_to_ram)"),
         ("walk_page_range", "walks + walk_restarts"),
-        ("handle_mm_fault", "faults"),
-        ("migrate_vma_pages", "ops that reached migrate_vma_pages"),
-        ("migrate_vma_finalize", "ops that reached migrate_vma_finalize"),
-        ("try_to_migrate", "folios unmapped to migration entries (migration_entries counts entries)"),
+        ("handle_mm_fault", "faults (to the device)"),
+        ("do_swap_page", "swap-in faults, and CPU faults on device pages (faults coming back)"),
+        ("swap_read_folio", "swapins"),
+        ("do_wp_page", "cow_breaks (write faults on read-only present pages; wp_page_copy is inlined into it)"),
+        ("migrate_vma_pages", "calls of migrate_vma_pages (ops that migrated)"),
+        ("migrate_vma_finalize", "calls of migrate_vma_finalize"),
+        ("try_to_migrate", "folios unmapped through the rmap (the lab's migration_entries counts entries)"),
         ("remove_migration_ptes", "folios whose migration entries were restored"),
         ("folio_isolate_lru", "folios isolated from the LRU (not modelled)"),
-        ("lru_add_drain", "local LRU batch drains (not modelled)"),
+        ("lru_add_drain_cpu", "local LRU batch drains (not modelled)"),
         ("lru_add_drain_all", "LRU batch drains on every CPU (not modelled)"),
         ("flush_tlb_mm_range", "tlb_flushes"),
         ("__mmu_notifier_invalidate_range_start", "invalidations"),
-        ("wp_page_copy", "cow_breaks"),
-        ("swap_read_folio", "swapins"),
-        ("do_swap_page", "swapins + CPU faults on device pages"),
-        ("__split_huge_pmd", "PMD splits"),
-        ("__folio_split", "thp_splits"),
-        ("migrate_vma_split_unmapped_folio", "thp_splits after isolation"),
-        ("dmirror_devmem_fault", "CPU faults on device pages (faults coming back)"),
+        ("__split_huge_pmd", "PMD mappings split"),
+        ("split_huge_pmd_address", "PMD mappings split by address (the unmapped split freezes with it)"),
+        ("__folio_split", "thp_splits through split_folio (before collect, or on the way back)"),
+        ("folio_split_unmapped", "thp_splits of isolated folios (migrate_vma_split_unmapped_folio)"),
+        ("migrate_vma_split_folio", "THPs split during collect (not SELECT_COMPOUND, or PTE-mapped)"),
     ]
 
     static let tracing = "/sys/kernel/tracing"
@@ -54,6 +58,14 @@ public final class KernelFunctions {
         let listed = Set((Sysfs.read("\(base)/available_filter_functions") ?? "").split(separator: "\n").map { line in
             String(line.split(separator: " ").first ?? "")
         })
+        let filter = Set((Sysfs.read("\(base)/set_ftrace_filter") ?? "").split(separator: "\n").map(String.init))
+        if Sysfs.readLine("\(base)/function_profile_enabled") == "1", !filter.isEmpty,
+            filter == Set(Self.traced.map(\.name).filter { listed.contains($0) })
+        {
+            available = Self.traced.map { filter.contains($0.name) }
+            missing = Self.traced.map(\.name).filter { !filter.contains($0) }
+            return
+        }
         _ = Self.write("\(base)/set_ftrace_filter", "", append: false)
         var available: [Bool] = []
         var missing: [String] = []
@@ -67,12 +79,6 @@ public final class KernelFunctions {
         guard Self.write("\(base)/function_profile_enabled", "1\n", append: false) else {
             throw Unavailable(description: "enabling \(base)/function_profile_enabled failed (\(SystemError.name(of: errno)))")
         }
-    }
-
-    /// Stops the profiler and clears the filter.
-    public func stop() {
-        _ = Self.write("\(Self.tracing)/function_profile_enabled", "0\n", append: false)
-        _ = Self.write("\(Self.tracing)/set_ftrace_filter", "", append: false)
     }
 
     /// The calls so far of each traced function, summed over CPUs (nil where not traceable).

@@ -107,8 +107,6 @@ public final class KernelRunner {
             systemNode: config.systemNode, deviceNode: config.resolvedDeviceNode, backing: config.thp > 0 ? "anon-thp" : "anon-4k")
     }
 
-    deinit { functions?.stop() }
-
     /// The `kfn_` column names, in ``KernelFunctions/traced`` order.
     public static var functionNames: [String] { KernelFunctions.traced.map(\.name) }
 
@@ -173,18 +171,12 @@ public final class KernelRunner {
         let before = w.pagesOnDevice()
         guard let out = timed(progress: &progress, { self.toDevice(strategy, w, first: $0) }) else { return nil }
         let onDevice = w.pagesOnDevice()
-        var row = makeRow(strategy, .toDevice, rep: rep, out)
-        row.pagesMigrated = max(0, onDevice - before)
-        row.pagesSkipped = config.pages - onDevice
-        var rows = [row]
+        var rows = [makeRow(strategy, .toDevice, rep: rep, pagesMigrated: max(0, onDevice - before), pagesSkipped: config.pages - onDevice, out)]
         if config.direction == .roundTrip {
             progress.direction = .roundTrip
             guard let back = timed(progress: &progress, { self.toSystem(w, first: $0) }) else { return nil }
             let left = w.pagesOnDevice()
-            var r = makeRow(strategy, .roundTrip, rep: rep, back)
-            r.pagesMigrated = max(0, onDevice - left)
-            r.pagesSkipped = left
-            rows.append(r)
+            rows.append(makeRow(strategy, .roundTrip, rep: rep, pagesMigrated: max(0, onDevice - left), pagesSkipped: left, back))
         }
         if config.verify {
             let corrupt = w.corruptPages(device: device)

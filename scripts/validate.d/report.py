@@ -1,0 +1,171 @@
+#!/usr/bin/env python3
+"""Writes results/validation.csv and results/validation.md from one scripts/validate guest run.
+
+Per scenario and strategy: the median over repetitions of every lab counter that has a kernel twin,
+the lab's beside the kernel's, and for each difference the explanation from explained.tsv (or
+UNEXPLAINED). Then the kernel's function counts, the two-node run, and the kernel's hmm-tests with
+the lab's twin of each case. Standard library only.
+"""
+import argparse, csv, glob, os, re, statistics, sys
+
+COUNTERS = ["pages_migrated", "pages_skipped", "walks", "walk_restarts", "faults", "cow_breaks", "swapins",
+            "tlb_flushes", "invalidations", "thp_splits", "verify_failures"]
+STRATEGIES = ["fault-then-migrate", "migrate-then-fault"]
+
+
+def read_rows(path):
+    if not os.path.exists(path):
+        return None, []
+    with open(path, newline="") as f:
+        r = list(csv.reader(f))
+    return (r[0], [dict(zip(r[0], row)) for row in r[1:]]) if r else (None, [])
+
+
+def median(rows, column):
+    values = [float(x[column]) for x in rows if x.get(column, "") != ""]
+    if not values:
+        return None
+    m = statistics.median(values)
+    return int(m) if m == int(m) else round(m, 1)
+
+
+def explained(table, scenario, strategy, column):
+    for (sc, st, col), text in table.items():
+        if sc in ("*", scenario) and st in ("*", strategy) and col == column:
+            return text
+    return None
+
+
+def load_explained(path):
+    table = {}
+    with open(path) as f:
+        for line in f:
+            if line.startswith("#") or not line.strip():
+                continue
+            sc, st, col, text = line.rstrip("\n").split("\t", 3)
+            table[(sc, st, col)] = text
+    return table
+
+
+def hmm_tests(path, tests_dir):
+    """(case, kernel outcome, lab twin) for every hmm-tests case of the guest run."""
+    if not os.path.exists(path):
+        return []
+    titles = []
+    for f in glob.glob(os.path.join(tests_dir, "**", "*.swift"), recursive=True):
+        titles += re.findall(r'@Test\("([^"]+)"', open(f).read())
+    out = []
+    for line in open(path):
+        m = re.match(r"(not ok|ok) \d+ (\w+)\.(\w+)\.(\w+)(.*)", line.strip())
+        if not m:
+            continue
+        status, fixture, variant, case, rest = m.groups()
+        outcome = "skip" if "SKIP" in rest else ("pass" if status == "ok" else "FAIL")
+        twin = next((t for t in titles if re.match(rf"({fixture}\.)?{case}\b", t)), None)
+        out.append((f"{fixture}.{variant}.{case}", outcome, twin))
+    return out
+
+
+def main():
+    a = argparse.ArgumentParser()
+    for opt in ("--dir", "--kernel", "--pages", "--reps", "--nodes", "--explained", "--csv", "--md"):
+        a.add_argument(opt, required=True)
+    args = a.parse_args()
+    files = sorted(glob.glob(os.path.join(args.dir, "*-model.csv")))
+    names = [os.path.basename(f)[:-len("-model.csv")] for f in files if not os.path.basename(f).startswith("nodes-")]
+    order = ["present", "none", "zero", "swap", "cow", "pinned", "device", "thp", "thp-fail", "roundtrip"]
+    names.sort(key=lambda n: order.index(n) if n in order else 99)
+    table = load_explained(args.explained)
+
+    all_rows, header_out = [], None
+    lines, matched, compared, unexplained = [], 0, 0, 0
+    kfn_lines = []
+    for name in names:
+        mh, mrows = read_rows(os.path.join(args.dir, f"{name}-model.csv"))
+        kh, krows = read_rows(os.path.join(args.dir, f"{name}-kernel.csv"))
+        for h, rows in ((mh, mrows), (kh, krows)):
+            if h and (header_out is None or len(h) > len(header_out)):
+                header_out = h
+            all_rows += [dict(r, scenario=name) for r in rows]
+        opts = mrows[0]["mix"] if mrows else ""
+        err = open(os.path.join(args.dir, f"{name}-kernel.err")).read().strip().splitlines() if os.path.exists(os.path.join(args.dir, f"{name}-kernel.err")) else []
+        for direction in sorted({r["direction"] for r in mrows + krows}, key=lambda d: d != "to-device"):
+            for strategy in STRATEGIES:
+                m = [r for r in mrows if r["strategy"] == strategy and r["direction"] == direction]
+                k = [r for r in krows if r["strategy"] == strategy and r["direction"] == direction]
+                if not m and not k:
+                    continue
+                lines.append(f"\n**{name}** ({opts}{'' if direction == 'to-device' else ', ' + direction}), `{strategy}`\n")
+                lines.append("| counter | lab | kernel | |")
+                lines.append("|---|---:|---:|---|")
+                for col in COUNTERS:
+                    lv, kv = median(m, col), median(k, col)
+                    if lv is None and kv is None:
+                        continue
+                    compared += 1
+                    if lv == kv:
+                        matched += 1
+                        note = "="
+                    else:
+                        why = explained(table, name, strategy, col)
+                        if why is None:
+                            unexplained += 1
+                        note = why or "UNEXPLAINED"
+                    lines.append(f"| {col} | {'' if lv is None else lv} | {'' if kv is None else kv} | {note} |")
+                if not k and err:
+                    lines.append(f"\nkernel engine: `{err[-1]}`")
+                kfn = sorted(c for c in (kh or []) if c.startswith("kfn_"))
+                counts = [(c[4:], median(k, c)) for c in kfn]
+                counts = [f"{n} {v}" for n, v in counts if v]
+                if counts:
+                    kfn_lines.append(f"| {name} | {direction} | {strategy} | {', '.join(counts)} |")
+    with open(args.csv, "w", newline="") as f:
+        cols = ["scenario"] + (header_out or [])
+        w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
+        w.writeheader()
+        for r in all_rows:
+            w.writerow(r)
+
+    md = [f"# The lab beside the kernel",
+          "",
+          f"Made by `scripts/validate` (one VM boot, {args.nodes} NUMA nodes, software emulation) on kernel "
+          f"`{args.kernel}` (the distribution's linux-source-7.2 with `scripts/kernel-vm.d/config.fragment`), "
+          f"{args.pages} pages per range, windows of 512, {args.reps} repetitions, seed 7, `--verify`. "
+          "Each scenario runs in both engines with the same options: `bench --engine model` (the lab) and "
+          "`bench --engine kernel` (lib/test_hmm.c's `/dev/hmm_dmirror0`). Values are medians over the repetitions; "
+          "the kernel's counts are calls of the twin function (README, \"The kernel engine\"), counted by ftrace's "
+          "function profiler. All rows: `validation.csv`.",
+          "",
+          f"**Headline: {matched} of {compared} counts equal; {compared - matched - unexplained} differ with the "
+          f"kernel function that causes it named below; {unexplained} unexplained.**",
+          "",
+          "The unified strategy is the lab's only: no merged kernel has the RFC (see the end).",
+          ""]
+    md += lines
+    md += ["", "## The kernel's function calls per repetition (medians)", "",
+           "| scenario | direction | strategy | calls |", "|---|---|---|---|"] + kfn_lines
+    nodes_txt = os.path.join(args.dir, "nodes-model.txt")
+    if os.path.exists(nodes_txt):
+        md += ["", "## The lab on two nodes", "",
+               "`bench --strategy all --system-node 0 --device-node 1 --verify` in the guest:", "", "```"]
+        md += [l.rstrip() for l in open(nodes_txt)] + ["```"]
+        topo = os.path.join(args.dir, "topology.txt")
+        if os.path.exists(topo):
+            md += ["", "`bench topology`:", "", "```"] + [l.rstrip() for l in open(topo)] + ["```"]
+    cases = hmm_tests(os.path.join(args.dir, "hmm-tests.txt"), os.path.join(os.path.dirname(__file__), "..", "..", "Tests"))
+    if cases:
+        md += ["", "## The kernel's hmm-tests beside the lab's twins", "",
+               "The kernel's outcome in the same guest; the lab's twin is the Swift test named after the case "
+               "(every one passes in `swift test`, which CI runs).", "",
+               "| case | kernel | lab twin |", "|---|---|---|"]
+        md += [f"| {c} | {o} | {t or 'none'} |" for c, o, t in cases]
+    rfc = os.path.join(os.path.dirname(__file__), "rfc.md")
+    if os.path.exists(rfc):
+        md += [""] + [l.rstrip() for l in open(rfc)]
+    with open(args.md, "w") as f:
+        f.write("\n".join(md) + "\n")
+    print(f"validate: {matched} of {compared} counts equal, {unexplained} unexplained", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
