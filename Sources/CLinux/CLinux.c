@@ -6,6 +6,10 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <sys/uio.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/wait.h>
 #include <linux/mman.h>
 #include <sched.h>
 #include <sys/ioctl.h>
@@ -97,4 +101,54 @@ int clinux_madv_pageout(void) {
 #else
     return 21;
 #endif
+}
+
+// The child's whole life: pause(2) forever by a raw system call (no libc, no TLS, no stack canary:
+// the child has no heap, data or thread-local memory of its own).
+__attribute__((no_stack_protector, noinline)) static int clinux_pause_forever(void *arg) {
+    (void)arg;
+    for (;;) __asm__ volatile("syscall" : : "a"(SYS_pause) : "rcx", "r11", "memory");
+    return 0;
+}
+
+// The private writable mappings of this process other than [keep, keep + len) and the child's stack.
+static int clinux_set_fork(void *keep, size_t len, void *stack, size_t stack_len, int advice) {
+    FILE *maps = fopen("/proc/self/maps", "re");
+    if (!maps) return -errno;
+    char line[512];
+    uintptr_t k0 = (uintptr_t)keep, k1 = k0 + len, s0 = (uintptr_t)stack, s1 = s0 + stack_len;
+    // Collect first: madvise changes the maps being read.
+    static uintptr_t ranges[4096][2];
+    int n = 0;
+    while (n < 4096 && fgets(line, sizeof line, maps)) {
+        unsigned long a, b;
+        char perms[8];
+        if (sscanf(line, "%lx-%lx %7s", &a, &b, perms) != 3) continue;
+        if (perms[1] != 'w' || perms[3] != 'p') continue;
+        if (b <= k0 || a >= k1) {
+            if (!(b <= s0 || a >= s1)) continue;
+            ranges[n][0] = a;
+            ranges[n][1] = b;
+            n++;
+        }
+    }
+    fclose(maps);
+    for (int i = 0; i < n; i++) madvise((void *)ranges[i][0], ranges[i][1] - ranges[i][0], advice);
+    return 0;
+}
+
+int clinux_fork_sharing_only(void *keep, size_t keep_len) {
+    size_t stack_len = 64 << 10;
+    void *stack = mmap(NULL, stack_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (stack == MAP_FAILED) return -errno;
+    int r = clinux_set_fork(keep, keep_len, stack, stack_len, MADV_DONTFORK);
+    if (r < 0) {
+        munmap(stack, stack_len);
+        return r;
+    }
+    int pid = clone(clinux_pause_forever, (char *)stack + stack_len, SIGCHLD, NULL);
+    int e = errno;
+    clinux_set_fork(keep, keep_len, stack, stack_len, MADV_DOFORK);
+    munmap(stack, stack_len);
+    return pid >= 0 ? pid : -e;
 }

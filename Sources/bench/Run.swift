@@ -44,6 +44,10 @@ struct RunOptions: ParsableArguments {
     var counters: String?
     @Option(help: "Injected failures: POINT=PROBABILITY,... over trylock, pin, invalidate, swapin, cpufault, device4k (seeded by --seed).")
     var inject: String?
+    @Option(name: .customLong("fault-request"), help: "What the strategies' hmm_range_fault asks for: write (default, REQ_FAULT|REQ_WRITE) or read (REQ_FAULT, as test_hmm's READ).")
+    var faultRequest: String?
+    @Option(name: .customLong("fault-pages"), help: "Pages per hmm_range_fault call when a strategy faults (default: the window; test_hmm's READ uses 32).")
+    var faultPages: String?
     @Flag(help: "Check every migrated byte, every page's content and every frame after each repetition.")
     var verify = false
 
@@ -53,7 +57,7 @@ struct RunOptions: ParsableArguments {
             ("strategy", strategy), ("pages", pages), ("window-pages", windowPages), ("mix", mix), ("thp", thp), ("device-large-fail", deviceLargeFail),
             ("split-policy", splitPolicy), ("self-invalidation", selfInvalidation), ("direction", direction), ("threads", threads),
             ("mutators", mutators), ("reps", reps), ("warmup", warmup), ("seed", seed), ("system-node", systemNode), ("device-node", deviceNode),
-            ("backing", backing), ("counters", counters), ("inject", inject),
+            ("backing", backing), ("counters", counters), ("inject", inject), ("fault-request", faultRequest), ("fault-pages", faultPages),
         ]
         var d: [String: String] = [:]
         for (k, v) in pairs { if let v { d[k] = v } }
@@ -198,7 +202,14 @@ struct Run: ParsableCommand {
 
     func run() throws {
         let config = try options.config()
-        if try Engine.parse(engine) == .kernel { return try runKernel(config, output: output) }
+        if try Engine.parse(engine) == .kernel {
+            // test_hmm's READ is the kernel engine's fault: REQ_FAULT in calls of 32 pages.
+            if options.faultRequest == "write" { throw badInput("--engine kernel: --fault-request write: test_hmm's READ faults for read only; use read") }
+            if let p = options.faultPages, p != String(Device.faultWindow) {
+                throw badInput("--engine kernel: --fault-pages \(p): test_hmm's READ faults \(Device.faultWindow) pages a call; use \(Device.faultWindow)")
+            }
+            return try runKernel(config, output: output)
+        }
         try checkMemory(config)
         let path = output.out ?? ResultFile.defaultPath(strategy: config.strategyName)
         let file: ResultFile

@@ -66,4 +66,12 @@ int clinux_set_pipe_size(int fd, int bytes);
 // madvise(MADV_PAGEOUT) value.
 int clinux_madv_pageout(void);
 
+// A load the compiler keeps: a CPU read of one byte (a read fault where the page is not mapped).
+static inline uint8_t clinux_read_byte(const void *p) { return *(const volatile uint8_t *)p; }
+// Forks a child that shares this process's private writable memory only in [keep, keep + keep_len)
+// (every other private writable mapping is MADV_DONTFORK for the moment of the fork, then MADV_DOFORK
+// again), so the parent's own heap and stack are not copy-on-write afterwards. The child sleeps
+// until killed. Returns its pid, or -errno.
+int clinux_fork_sharing_only(void *keep, size_t keep_len);
+
 #endif

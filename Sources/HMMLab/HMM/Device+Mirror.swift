@@ -20,8 +20,9 @@ public enum MirrorError: Error, Equatable, Sendable {
 }
 
 extension Device {
-    /// The fault window of `dmirror_fault` (`pfns[64]`).
-    public static let faultWindow = 64
+    /// The pages per `hmm_range_fault` call of `dmirror_fault` and `dmirror_snapshot` (`pfns[32]` in
+    /// 7.2's lib/test_hmm.c; the lab had 64 until the kernel engine counted 16 calls per 512 pages).
+    public static let faultWindow = 32
     /// `HMM_RANGE_DEFAULT_TIMEOUT` (1 s). Lab departure: 10 s when built for the thread sanitizer
     /// (`HMM_LAB_TSAN`, see ``LabMutex``), which runs the model several times slower, so that mutator
     /// threads' invalidations do not make a window time out there that a normal build finishes.

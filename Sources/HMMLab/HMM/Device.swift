@@ -1,3 +1,4 @@
+import CLinux
 import Glibc
 import Synchronization
 
@@ -151,8 +152,15 @@ public final class Device: DevicePagemap, MMUIntervalNotifierOps, @unchecked Sen
 
     // MARK: Notifier
 
-    /// `dmirror_interval_invalidate()`.
+    /// `dmirror_interval_invalidate()`, with the RFC's patch 1 (August 2025 posting): a
+    /// `MMU_NOTIFY_CLEAR` raised by the calling thread itself (a THP split inside its own walk) is
+    /// skipped too. Mainline 7.2's dmirror does not skip it; the counts do not change (the
+    /// invalidation is counted when raised), only whether the driver's walk must start again.
     public func invalidate(_ notifier: MMUIntervalNotifier, range: MMUNotifierRange, currentSeq: UInt64) -> Bool {
+        if range.event == .clear, range.task != 0, range.task == UInt64(clinux_gettid()), selfInvalidation == .skip {
+            stats.selfInvalidationsSkipped.wrappingAdd(1, ordering: .relaxed)
+            return true
+        }
         if range.event == .migrate, range.owner == owner {
             if selfInvalidation == .skip {
                 stats.selfInvalidationsSkipped.wrappingAdd(1, ordering: .relaxed)

@@ -488,7 +488,10 @@ struct HMMWalk: PageWalkOps {
         migrationEntries += 1
         mm.removeRmap(folio)
         memory.put(folio)
-        flushes += 1  // flush_tlb_range per page
+        // The RFC's hmm_vma_handle_migrate_prepare (the August 2025 posting, the latest whose text
+        // the lab has): ptep_clear_flush for an anon-exclusive page, then flush_tlb_range for every
+        // present one, so two flushes for an exclusive page. Counted, not paid.
+        flushes += anonExclusive ? 2 : 1
         pfns[i] |= HMMPfn.migrate
     }
 

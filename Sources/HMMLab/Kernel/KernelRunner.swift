@@ -1,3 +1,4 @@
+import CLinux
 import CNuma
 import Glibc
 import Histogram
@@ -85,6 +86,8 @@ public final class KernelRunner {
         var config = config
         skippedUnified = config.strategies.contains(.unified)
         config.strategies.removeAll { $0 == .unified }
+        config.faultRequest = .read  // what HMM_DMIRROR_READ asks (the rows say so)
+        config.faultPages = Device.faultWindow
         self.config = config
         do {
             device = try DmirrorDevice(index: 0, maxPages: Device.migrationWindow)
@@ -227,9 +230,7 @@ public final class KernelRunner {
 
     /// One window back through CPU loads (each device page faults to `dmirror_devmem_fault`).
     func toSystem(_ w: KernelWorkload, first: Int) {
-        var sum: UInt8 = 0
-        for k in first..<(first + config.windowPages) { sum &+= w.pointer(k).load(as: UInt8.self) }
-        withExtendedLifetime(sum) {}
+        for k in first..<(first + config.windowPages) { _ = clinux_read_byte(w.pointer(k)) }
     }
 
     /// Reports an ioctl that failed with an errno other than success (`-ENOENT` means pages did not

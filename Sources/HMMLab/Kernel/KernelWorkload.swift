@@ -84,7 +84,7 @@ public final class KernelWorkload {
         for k in 0..<pages where !thpBlocks.contains(k / PageSize.pmdPages) {
             switch kinds[k] {
             case .none, .cow: break
-            case .zero: _ = pointer(k).load(as: UInt8.self)
+            case .zero: _ = clinux_read_byte(pointer(k))
             default: writeHeader(k)
             }
         }
@@ -103,13 +103,13 @@ public final class KernelWorkload {
         try pinPages()
     }
 
-    /// Forks a child that keeps the parent's pages mapped until it is killed.
+    /// Forks a child that keeps the range's pages mapped until it is killed, and nothing else of this
+    /// process's writable memory (``clinux_fork_sharing_only``): otherwise every first write of the
+    /// harness to its own heap and stack after the fork would be a copy-on-write fault, counted in
+    /// the repetition's `do_wp_page`, `handle_mm_fault`, TLB flushes and invalidations.
     private func forkSharingChild() throws(BuildError) {
-        let pid = fork()
-        guard pid >= 0 else { throw BuildError(description: "fork: \(SystemError.name(of: errno))") }
-        if pid == 0 {
-            while true { pause() }
-        }
+        let pid = clinux_fork_sharing_only(mapping, mappingBytes)
+        guard pid > 0 else { throw BuildError(description: "fork of the copy-on-write child: \(SystemError.name(of: -pid))") }
         child = pid
     }
 

@@ -59,10 +59,12 @@ public struct Compare: Sendable {
     /// `engine` is absent from files written before `--engine` existed: such rows are `model` rows.
     public static let configurationColumns = [
         "engine", "strategy", "direction", "pages", "window_pages", "mix", "thp", "device_large_fail", "split_policy", "self_invalidation", "threads",
-        "mutators",
+        "mutators", "fault_request", "fault_pages",
     ]
 
-    public static var requiredConfigurationColumns: [String] { configurationColumns.filter { $0 != "engine" } }
+    /// Columns added after the first recorded runs: a file without them has their defaults.
+    static let optionalColumns = ["engine": "model", "fault_request": "write", "fault_pages": "window"]
+    public static var requiredConfigurationColumns: [String] { configurationColumns.filter { optionalColumns[$0] == nil } }
 
     /// The metrics compared: column, label, how to print it.
     public enum Unit: Sendable { case nanoseconds, gbps, count }
@@ -114,7 +116,7 @@ public struct Compare: Sendable {
     public var onlyInNew: [String]
 
     static func key(_ fields: [String: String], _ columns: [String]) -> [String] {
-        columns.map { fields[$0] ?? ($0 == "engine" ? "model" : "") }
+        columns.map { fields[$0] ?? optionalColumns[$0] ?? "" }
     }
 
     static func describe(_ columns: [String], _ key: [String]) -> String {

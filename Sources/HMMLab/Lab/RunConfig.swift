@@ -8,6 +8,15 @@ public enum Direction: String, Sendable, CaseIterable {
     case roundTrip = "round-trip"
 }
 
+/// What the driver's `hmm_range_fault` asks for when a strategy faults pages in (`--fault-request`).
+public enum FaultRequest: String, Sendable, CaseIterable {
+    /// `HMM_PFN_REQ_FAULT | HMM_PFN_REQ_WRITE`: writable pages (copy-on-write broken, untouched pages
+    /// allocated), as a driver about to migrate them asks.
+    case write
+    /// `HMM_PFN_REQ_FAULT` alone, as test_hmm's `HMM_DMIRROR_READ`: untouched pages get the zero page.
+    case read
+}
+
 /// Everything that defines a harness run, validated (`bench --strategy …`).
 ///
 /// Built from the command line's option values by ``parse(_:)``, which checks every value and throws a
@@ -43,6 +52,9 @@ public struct RunConfig: Sendable, Equatable {
     /// per point of the address space's ``FaultInjector``, and of a 4 KiB device allocation failing.
     public var inject: [FaultInjector.Point: Double] = [:]
     public var deviceSmallFail = 0.0
+    /// The strategies' fault request and pages per `hmm_range_fault` call (nil: the whole window).
+    public var faultRequest = FaultRequest.write
+    public var faultPages: Int?
 
     public static let defaultCounters = ["cycles", "instructions", "cache-misses", "dTLB-load-misses", "page-faults", "context-switches"]
 
@@ -50,6 +62,7 @@ public struct RunConfig: Sendable, Equatable {
     public static let optionNames = [
         "strategy", "pages", "window-pages", "mix", "thp", "device-large-fail", "split-policy", "self-invalidation", "direction",
         "threads", "mutators", "reps", "warmup", "seed", "system-node", "device-node", "backing", "counters", "inject",
+        "fault-request", "fault-pages",
     ]
 
     /// Largest range a run accepts: 64 GiB.
@@ -102,6 +115,13 @@ public struct RunConfig: Sendable, Equatable {
         if let v = options["direction"] {
             guard let d = Direction(rawValue: v) else { throw ConfigError("--direction '\(v)' is not a direction; use to-device or round-trip") }
             c.direction = d
+        }
+        if let v = options["fault-request"] {
+            guard let r = FaultRequest(rawValue: v) else { throw ConfigError("--fault-request '\(v)' is not allowed; use write or read") }
+            c.faultRequest = r
+        }
+        if let v = options["fault-pages"] {
+            c.faultPages = try integer("fault-pages", v, 1...c.windowPages, "pages per hmm_range_fault call, at most --window-pages")
         }
         if let v = options["threads"] { c.threads = try integer("threads", v, 1...256, "copy worker threads") }
         if let v = options["mutators"] { c.mutators = try integer("mutators", v, 0...64, "CPU threads storing into the range") }
@@ -206,5 +226,6 @@ public struct RunConfig: Sendable, Equatable {
         "pages \(pages), window \(windowPages), mix \(mix), thp \(Mix.format(thp)), device-large-fail \(Mix.format(deviceLargeFail)), split-policy \(splitPolicy.rawValue), "
             + "self-invalidation \(selfInvalidation.rawValue), direction \(direction.rawValue), threads \(threads), mutators \(mutators), "
             + "reps \(reps) (+\(warmup) warm-up), seed \(seed)" + (injectDescription.isEmpty ? "" : ", inject \(injectDescription)")
+            + (faultRequest == .write && faultPages == nil ? "" : ", fault-request \(faultRequest.rawValue), fault-pages \(faultPages.map(String.init) ?? "window")")
     }
 }

@@ -263,7 +263,9 @@ public final class Runner {
             if shouldStop() { return nil }
             let address = w.address(op * config.windowPages)
             let t0 = monotonicNanoseconds()
-            let r = w.device.makeResident(address, pages: config.windowPages, strategy: strategy, compound: config.thp > 0)
+            let r = w.device.makeResident(
+                address, pages: config.windowPages, strategy: strategy, compound: config.thp > 0, faultWrite: config.faultRequest == .write,
+                faultPages: config.faultPages)
             let t1 = monotonicNanoseconds()
             _ = histogram.record(t1 - t0)
             if r.errno != 0, r.errno != HMMErrno.ENOENT {

@@ -17,14 +17,21 @@ public enum Strategy: String, Sendable, CaseIterable, CustomStringConvertible {
 extension Device {
     /// Makes `[start, start + pages*4096)` resident in this device's memory with `strategy`, as one window
     /// (the caller chooses the window size: 512 pages in dmirror). Returns what it took.
-    public func makeResident(_ start: UInt64, pages: Int, strategy: Strategy, compound: Bool = false) -> MigrationResult {
+    ///
+    /// `faultWrite` and `faultPages` are the driver's `hmm_range_fault` requests of the two strategies
+    /// that fault: `REQ_FAULT|REQ_WRITE` over the whole window by default (a GPU driver about to
+    /// migrate), or, as test_hmm's `HMM_DMIRROR_READ` does, `REQ_FAULT` alone in calls of 32 pages
+    /// (`--fault-request read --fault-pages 32`, what `--engine kernel` can do).
+    public func makeResident(
+        _ start: UInt64, pages: Int, strategy: Strategy, compound: Bool = false, faultWrite: Bool = true, faultPages: Int? = nil
+    ) -> MigrationResult {
         let end = start + UInt64(pages) << 12
         switch strategy {
         case .unified:
             return migrateOnFault(start, pages: pages, window: pages, compound: compound)
         case .faultThenMigrate:
             var result = MigrationResult()
-            let r = fault(start, end, write: true, window: pages, result: &result)
+            let r = fault(start, end, write: faultWrite, window: faultPages ?? pages, result: &result)
             if r != 0 {
                 result.errno = r
                 return result
@@ -37,7 +44,7 @@ extension Device {
             guard result.errno == 0 else { return result }
             if isMirrored(start, end) { return result }
             // Some pages were not collected: fault them in, then collect again.
-            let r = fault(start, end, write: true, window: pages, result: &result)
+            let r = fault(start, end, write: faultWrite, window: faultPages ?? pages, result: &result)
             if r != 0 {
                 result.errno = r
                 return result

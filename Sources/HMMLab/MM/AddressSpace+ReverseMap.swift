@@ -1,3 +1,4 @@
+import CLinux
 import Glibc
 
 /// The anonymous reverse map: how a folio records who maps it, and the walk that finds every PTE
@@ -68,6 +69,14 @@ extension AddressSpace {
     @discardableResult
     func splitHugePMD(_ pmd: EntrySlot, address: UInt64) -> Bool {
         guard let table = pageTable.allocateTable() else { return false }
+        // __split_huge_pmd: an MMU_NOTIFY_CLEAR invalidation of the 2 MiB range around the split,
+        // raised before the PMD lock is taken (the kernel never calls notifiers under it), with the
+        // splitting thread as its owner (the RFC's patch 1).
+        let pmdStart = address & ~UInt64(PageSize.pmdBytes - 1)
+        var range = MMUNotifierRange(start: pmdStart, end: pmdStart + UInt64(PageSize.pmdBytes), event: .clear)
+        range.task = UInt64(clinux_gettid())
+        notifiers.invalidateRangeStart(range)
+        defer { notifiers.invalidateRangeEnd(range) }
         let lock = pageTable.lock(tableOf: pmd)
         let entry = pmd.load()
         guard entry.isHuge || entry.isMigration || entry.isDevicePrivate else {
@@ -103,7 +112,8 @@ extension AddressSpace {
         pmd.store(.table(table))
         lock.unlock()
         counters.pmdSplits.wrappingAdd(1, ordering: .relaxed)
-        counters.tlbFlushes.wrappingAdd(1, ordering: .relaxed)
+        // pmdp_invalidate flushes a present PMD; a migration or device-private entry is not in any TLB.
+        if entry.isPresent || entry.isProtNone { counters.tlbFlushes.wrappingAdd(1, ordering: .relaxed) }
         return true
     }
 }

@@ -28,6 +28,9 @@ public struct MMUNotifierRange: Sendable {
     public var event: MMUNotifyEvent
     /// `range->owner`: the `pgmap_owner` of a migration, 0 otherwise.
     public var owner: UInt64
+    /// The RFC's patch 1 ("mm: use current as mmu notifier's owner"): `__split_huge_pmd` raises its
+    /// `MMU_NOTIFY_CLEAR` with `current` as the owner, the thread id here (0: none).
+    public var task: UInt64 = 0
 
     public init(start: UInt64, end: UInt64, event: MMUNotifyEvent, owner: UInt64 = 0) {
         self.start = start
