@@ -274,14 +274,17 @@ extension Device {
     }
 
     /// Whether every page of the range is in the device page table (`dmirror_do_read` without `-ENOENT`).
-    func isMirrored(_ start: UInt64, _ end: UInt64) -> Bool {
+    func isMirrored(_ start: UInt64, _ end: UInt64) -> Bool { firstUnmirrored(start, end) == nil }
+
+    /// The first page of `[start, end)` the device's page table lacks (`dmirror_do_read`'s `-ENOENT`).
+    func firstUnmirrored(_ start: UInt64, _ end: UInt64) -> UInt64? {
         pageTable.withLock { pt in
             var a = start
             while a < end {
-                if pt.lookup(a) == 0 { return false }
+                if pt.lookup(a) == 0 { return a }
                 a += 4096
             }
-            return true
+            return nil
         }
     }
 

@@ -21,7 +21,9 @@ extension Device {
     /// `faultWrite` and `faultPages` are the driver's `hmm_range_fault` requests of the two strategies
     /// that fault: `REQ_FAULT|REQ_WRITE` over the whole window by default (a GPU driver about to
     /// migrate), or, as test_hmm's `HMM_DMIRROR_READ` does, `REQ_FAULT` alone in calls of 32 pages
-    /// (`--fault-request read --fault-pages 32`, what `--engine kernel` can do).
+    /// (`--fault-request read --fault-pages 32`, what `--engine kernel` can do); a read request also
+    /// starts where `dmirror_read` does, at the first page the device's mirror lacks, so its 32-page
+    /// calls fall where the kernel's do.
     public func makeResident(
         _ start: UInt64, pages: Int, strategy: Strategy, compound: Bool = false, faultWrite: Bool = true, faultPages: Int? = nil
     ) -> MigrationResult {
@@ -31,7 +33,8 @@ extension Device {
             return migrateOnFault(start, pages: pages, window: pages, compound: compound)
         case .faultThenMigrate:
             var result = MigrationResult()
-            let r = fault(start, end, write: faultWrite, window: faultPages ?? pages, result: &result)
+            let from = faultWrite ? start : firstUnmirrored(start, end) ?? end
+            let r = from == end ? 0 : fault(from, end, write: faultWrite, window: faultPages ?? pages, result: &result)
             if r != 0 {
                 result.errno = r
                 return result
@@ -42,9 +45,9 @@ extension Device {
         case .migrateThenFault:
             var result = migrateToDevice(start, pages: pages, acceptMissing: true)
             guard result.errno == 0 else { return result }
-            if isMirrored(start, end) { return result }
+            guard let first = firstUnmirrored(start, end) else { return result }
             // Some pages were not collected: fault them in, then collect again.
-            let r = fault(start, end, write: faultWrite, window: faultPages ?? pages, result: &result)
+            let r = fault(faultWrite ? start : first, end, write: faultWrite, window: faultPages ?? pages, result: &result)
             if r != 0 {
                 result.errno = r
                 return result

@@ -94,8 +94,13 @@ public final class MMUIntervalNotifier: @unchecked Sendable {
 public final class MMUNotifierSubscriptions: @unchecked Sendable {
     let invalidateSeq = Atomic<UInt64>(2)
     private let state = LabMutex<(active: Int, intervals: [MMUIntervalNotifier])>((0, []))
-    /// Invalidations raised, by event.
+    /// Invalidations raised while the address space has had a subscription: the kernel's
+    /// `mmu_notifier_invalidate_range_start()` calls `__mmu_notifier_invalidate_range_start()` only
+    /// when `mm_has_notifiers()`, so a forked child no driver mirrors raises none (7.2.13 counts one
+    /// per copy-on-write page unmapped through the rmap, from the parent's address space only).
     public let invalidations = Atomic<Int>(0)
+    /// `mm->notifier_subscriptions` exists: set by the first insertion, kept until teardown.
+    private let subscribed = Atomic<Bool>(false)
 
     public init() {}
 
@@ -108,6 +113,7 @@ public final class MMUNotifierSubscriptions: @unchecked Sendable {
             sub.setSequence(seq & 1 == 1 ? seq - 1 : seq)
             s.intervals.append(sub)
         }
+        subscribed.store(true, ordering: .relaxed)
         return sub
     }
 
@@ -119,7 +125,7 @@ public final class MMUNotifierSubscriptions: @unchecked Sendable {
     /// `mmu_notifier_invalidate_range_start()`: marks an invalidation running and calls every overlapping
     /// interval's `invalidate`.
     public func invalidateRangeStart(_ range: MMUNotifierRange) {
-        invalidations.wrappingAdd(1, ordering: .relaxed)
+        if subscribed.load(ordering: .relaxed) { invalidations.wrappingAdd(1, ordering: .relaxed) }
         let (seq, targets): (UInt64, [MMUIntervalNotifier]) = state.withLock { s in
             s.active += 1
             let seq = invalidateSeq.load(ordering: .relaxed) | 1
