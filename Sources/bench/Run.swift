@@ -181,6 +181,7 @@ func printSummary(_ rows: [ResultRow], runner: Runner, format: SummaryFormat, pa
         let overhead = runner.overheadPerOpNs + runner.overheadPerRepNs / Double(max(c.pages / c.windowPages, 1))
         print("# floors: memcpy \(Summary.fixed(m.memcpyGBps, 2)) GB/s between the pools, kernel mincore \(Summary.fixed(m.kernelWalkNs, 2)) ns/page; "
             + "harness overhead \(Summary.fixed(overhead, 0)) ns/op (\(Summary.fixed(overhead / medianOp * 100, 3))% of the mean op)")
+        print("# pools read back with move_pages when made: " + placement(runner.memory))
         print(summary.text)
         if runner.injecting {
             let counts = FaultInjector.Point.allCases.map { "\($0.name) \(runner.injected[$0.rawValue])" }.joined(separator: ", ")
@@ -236,4 +237,14 @@ func checkMemory(_ config: RunConfig) throws {
     } catch {
         throw badInput(error.description)
     }
+}
+
+/// Where the pools' host pages are, as `move_pages` reported each of them when the pool was made
+/// (``Region`` refuses a pool with a page off its node).
+func placement(_ memory: PhysicalMemory) -> String {
+    func pool(_ name: String, _ v: RegionVerification) -> String {
+        guard v.nodeChecked else { return "\(name) not checked (no NUMA API)" }
+        return "\(name) " + v.pagesPerNode.sorted { $0.key < $1.key }.map { "\($0.value) host pages on node \($0.key)" }.joined(separator: ", ")
+    }
+    return pool("system", memory.system.region.verification) + "; " + pool("device", memory.device.region.verification)
 }

@@ -114,8 +114,18 @@ struct ThpTableCommand: ParsableCommand {
     var format: OutputFormat = .text
     @Flag(help: "No progress on stderr.")
     var quiet = false
+    @Option(help: "model (default) or kernel: the running kernel's test driver, /dev/hmm_dmirror0, as hmm-tests runs it.")
+    var engine: String?
 
     func run() throws {
+        let kernel = try Engine.parse(engine) == .kernel
+        if kernel {
+            if threads != 1 { throw badInput("--engine kernel: --threads \(threads): test_hmm copies on the ioctl's thread; use 1") }
+            if backing != "auto" { throw badInput("--engine kernel: --backing \(backing): the kernel engine's buffer is an anonymous mapping; leave --backing out") }
+            if !DmirrorDevice.present {
+                throw badInput("--engine kernel: /dev/hmm_dmirror0 is not there: this kernel has no test_hmm module loaded (CONFIG_TEST_HMM); scripts/kernel-vm boots one that has")
+            }
+        }
         guard (1...1000).contains(iterations) else { throw badInput("--iterations \(iterations) is not allowed; use 1 to 1000") }
         guard (1...4096).contains(maxMib) else { throw badInput("--max-mib \(maxMib) is not allowed; use 1 to 4096") }
         guard (1...256).contains(threads) else { throw badInput("--threads \(threads) is not allowed; use 1 to 256") }
@@ -126,17 +136,20 @@ struct ThpTableCommand: ParsableCommand {
         try checkMemory(config)
         let showProgress = !quiet && isatty(2) != 0
         let table: ThpTable
+        let progress = { (size: Int, thp: Bool) in
+            if showProgress { printError("\r\u{1B}[Kthp-table: \(Region.formatBytes(size)) \(thp ? "with" : "without") THP", newline: false) }
+        }
         do {
-            table = try ThpTable.measure(sizes: sizes, iterations: iterations, backing: request, threads: threads) { size, thp in
-                if showProgress { printError("\r\u{1B}[Kthp-table: \(Region.formatBytes(size)) \(thp ? "with" : "without") THP", newline: false) }
-            }
+            table = kernel
+                ? try ThpTable.measureKernel(sizes: sizes, iterations: iterations, progress: progress)
+                : try ThpTable.measure(sizes: sizes, iterations: iterations, backing: request, threads: threads, progress: progress)
         } catch {
             throw failure(error.description)
         }
         if showProgress { printError("\r\u{1B}[K", newline: false) }
         switch format {
         case .text:
-            print("# hmm-lab thp-table (benchmark_thp_migration): \(iterations) iterations per size after a warm-up, \(threads) copy thread\(threads == 1 ? "" : "s"), backing \(backing)")
+            print("# hmm-lab thp-table (benchmark_thp_migration)\(kernel ? " --engine kernel (/dev/hmm_dmirror0, kernel \(Sysfs.kernelRelease))" : ""): \(iterations) iterations per size after a warm-up, \(threads) copy thread\(threads == 1 ? "" : "s"), backing \(kernel ? "anonymous mapping" : backing)")
             print(table.text)
         case .csv: print(table.csv, terminator: "")
         }

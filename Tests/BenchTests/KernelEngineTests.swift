@@ -28,6 +28,16 @@ struct KernelEngineTests {
         #expect(r.stderr.split(separator: "\n").count == 1 && r.stderr.contains(bad.1), "\(bad.0): \(r.stderr)")
     }
 
+    @Test("thp-table --engine kernel without the test driver, or with a model-only option: one line, exit 64", arguments: [
+        ["thp-table", "--engine", "kernel", "--threads", "2"], ["thp-table", "--engine", "kernel", "--backing", "hugetlb"],
+        ["--engine", "kernel", "--strategy", "migrate-then-fault", "--fault-request", "write"],
+        ["--engine", "kernel", "--strategy", "migrate-then-fault", "--fault-pages", "64"],
+    ])
+    func thpTableAndFaultOptions(_ args: [String]) throws {
+        let r = try BenchProcess.run(args + ["--out", BenchProcess.temporaryPath("x.csv")].filter { _ in args[0] != "thp-table" })
+        #expect(r.status == 64 && r.stderr.split(separator: "\n").count == 1 && r.stderr.contains("--engine kernel"), "\(args): \(r.stderr)")
+    }
+
     @Test("--engine with an unknown value: one line naming it, exit 64")
     func unknownEngine() throws {
         let r = try BenchProcess.run(["--engine", "simulator", "--out", BenchProcess.temporaryPath("x.csv")])

@@ -43,4 +43,20 @@ struct StrategyTests {
         #expect(uni.walks == 1 && uni.restarts == 1)
         #expect(ftm.faults > 0 && mtf.faults > 0 && uni.faults > 0)
     }
+
+    @Test("a read request in 32-page calls, as test_hmm's READ: untouched pages get the zero page (16 calls, each walked again after its faults), which migrate_vma_pages replaces with a TLB flush each")
+    func readRequestAsDmirror() throws {
+        let f = try MMFixture()
+        let d = Device(memory: f.memory, mm: f.mm, verify: true)
+        let n = 512
+        let a = try f.mm.mmap(length: n * 4096, protection: .readWrite)
+        let flushes = f.mm.counters.tlbFlushes.load(ordering: .relaxed)
+        let r = d.makeResident(a, pages: n, strategy: .faultThenMigrate, faultWrite: false, faultPages: Device.faultWindow)
+        #expect(r.errno == 0 && r.migrated == n)
+        #expect(r.walks == 17 && r.restarts == 16 && r.faults == n, "\(r)")
+        #expect(f.mm.counters.tlbFlushes.load(ordering: .relaxed) - flushes == n, "one ptep_clear_flush per zero page replaced")
+        #expect(f.mm.snapshot(a, pages: n).allSatisfy { $0 == .devicePrivate })
+        base.check(f, [d])
+        base.finish(f, [d])
+    }
 }

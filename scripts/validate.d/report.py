@@ -128,11 +128,13 @@ def main():
 
     md = [f"# The lab beside the kernel",
           "",
-          f"Made by `scripts/validate` (one VM boot, {args.nodes} NUMA nodes, software emulation) on kernel "
-          f"`{args.kernel}` (the distribution's linux-source-7.2 with `scripts/kernel-vm.d/config.fragment`), "
+          f"Made by `scripts/validate --nodes {args.nodes} --pages {args.pages} --reps {args.reps}` (one VM boot, {args.nodes} NUMA nodes, software emulation) on kernel "
+          f"`{args.kernel}` (the distribution's linux-source-7.2 with `scripts/kernel-vm.d/config.fragment` and the test-driver fix of "
+          "`scripts/kernel-vm.d/patches`), "
           f"{args.pages} pages per range, windows of 512, {args.reps} repetitions, seed 7, `--verify`. "
           "Each scenario runs in both engines with the same options: `bench --engine model` (the lab) and "
-          "`bench --engine kernel` (lib/test_hmm.c's `/dev/hmm_dmirror0`). Values are medians over the repetitions; "
+          "`bench --engine kernel` (lib/test_hmm.c's `/dev/hmm_dmirror0`), both with `--fault-request read --fault-pages 32` "
+          "(what the driver's READ asks: `REQ_FAULT` in 32-page calls). Values are medians over the repetitions; "
           "the kernel's counts are calls of the twin function (README, \"The kernel engine\"), counted by ftrace's "
           "function profiler. All rows: `validation.csv`.",
           "",
@@ -141,14 +143,21 @@ def main():
           "",
           "The unified strategy is the lab's only: no merged kernel has the RFC (see the end).",
           ""]
+    findings = os.path.join(os.path.dirname(__file__), "findings.md")
+    if os.path.exists(findings):
+        md += [l.rstrip() for l in open(findings)] + ["", "## Count for count", ""]
     md += lines
     md += ["", "## The kernel's function calls per repetition (medians)", "",
            "| scenario | direction | strategy | calls |", "|---|---|---|---|"] + kfn_lines
-    nodes_txt = os.path.join(args.dir, "nodes-model.txt")
-    if os.path.exists(nodes_txt):
-        md += ["", "## The lab on two nodes", "",
-               "`bench --strategy all --system-node 0 --device-node 1 --verify` in the guest:", "", "```"]
-        md += [l.rstrip() for l in open(nodes_txt)] + ["```"]
+    node_runs = sorted(glob.glob(os.path.join(args.dir, "nodes-model-*.txt")))
+    if node_runs:
+        md += ["", "## The lab on several nodes", "",
+               "`bench --strategy all --system-node 0 --device-node N --verify` in the same guest, for every node N "
+               "but 0: every host page of both pools is read back with `move_pages` when the pool is made (the "
+               "`# pools` line; a page off its node refuses the run), and `--verify` checks every byte moved. "
+               "Times are software emulation's."]
+        for path in node_runs:
+            md += ["", "```"] + [l.rstrip() for l in open(path) if not l.startswith("# rows")] + ["```"]
         topo = os.path.join(args.dir, "topology.txt")
         if os.path.exists(topo):
             md += ["", "`bench topology`:", "", "```"] + [l.rstrip() for l in open(topo)] + ["```"]
@@ -159,9 +168,10 @@ def main():
                "(every one passes in `swift test`, which CI runs).", "",
                "| case | kernel | lab twin |", "|---|---|---|"]
         md += [f"| {c} | {o} | {t or 'none'} |" for c, o, t in cases]
-    rfc = os.path.join(os.path.dirname(__file__), "rfc.md")
-    if os.path.exists(rfc):
-        md += [""] + [l.rstrip() for l in open(rfc)]
+    for name in ("rfc.md",):
+        path = os.path.join(os.path.dirname(__file__), name)
+        if os.path.exists(path):
+            md += [""] + [l.rstrip() for l in open(path)]
     with open(args.md, "w") as f:
         f.write("\n".join(md) + "\n")
     print(f"validate: {matched} of {compared} counts equal, {unexplained} unexplained", file=sys.stderr)
