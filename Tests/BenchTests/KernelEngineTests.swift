@@ -53,9 +53,11 @@ struct KernelEngineTests {
     static var vmLane: Bool { ProcessInfo.processInfo.environment["HMM_LAB_VM"] == "1" && cachedKernel }
 
     /// The lab counters compared count for count in the VM test (results/validation.md has them all).
-    static let mapped = ["pages_migrated", "pages_skipped", "walks", "walk_restarts", "swapins", "verify_failures"]
+    static let mapped = [
+        "pages_migrated", "pages_skipped", "walks", "walk_restarts", "faults", "swapins", "tlb_flushes", "invalidations", "verify_failures",
+    ]
 
-    @Test("VM lane: migrate-then-fault on present and swapped pages gives the same mapped counts in both engines",
+    @Test("VM lane: fault-then-migrate on present and swapped pages gives the same mapped counts in both engines",
           .enabled(if: vmLane, "needs HMM_LAB_VM=1 and the kernel scripts/kernel-vm caches (scripts/kernel-vm --build-only)"),
           .timeLimit(.minutes(10)))
     func bothEngines() throws {
@@ -63,7 +65,8 @@ struct KernelEngineTests {
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let bench = BenchProcess.executable.path
-        let options = "--strategy migrate-then-fault --mix present=0.75,swap=0.25 --pages 1024 --reps 2 --warmup 0 --seed 3 --counters none --verify --quiet"
+        let options = "--strategy fault-then-migrate --mix present=0.75,swap=0.25 --fault-request read --fault-pages 32 --pages 1024 --reps 2 "
+            + "--warmup 1 --seed 3 --counters none --verify --quiet"
         let command = "\(bench) --engine model \(options) --out \(dir)/model.csv && \(bench) --engine kernel \(options) --out \(dir)/kernel.csv"
         let vm = Process()
         vm.executableURL = URL(fileURLWithPath: Self.packageRoot + "/scripts/kernel-vm")

@@ -12,8 +12,9 @@ import Histogram
 /// - `migrate-then-fault`: `MIGRATE_TO_DEV`; when a page did not move (`-ENOENT`), `READ` of the window
 ///   (`hmm_range_fault` with `REQ_FAULT`, 32 pages a call) and `MIGRATE_TO_DEV` again.
 /// - `fault-then-migrate`: `READ` of the window, then `MIGRATE_TO_DEV`. dmirror's READ faults for read
-///   only (no `REQ_WRITE`): untouched pages get the zero page and copy-on-write pages stay shared, where
-///   the model's strategy asks for `REQ_FAULT|REQ_WRITE` (results/validation.md lists the effect).
+///   only (no `REQ_WRITE`): untouched pages get the zero page and copy-on-write pages stay shared. The
+///   model's strategies ask for the same with `--fault-request read --fault-pages 32` (the rows of
+///   this engine say `read` and `32`); by default they ask `REQ_FAULT|REQ_WRITE` over the window.
 /// - `unified`: needs the RFC's driver support, which no merged kernel has: refused with one line when
 ///   asked for alone, left out (with a note) from `--strategy all`.
 ///
@@ -52,10 +53,6 @@ public final class KernelRunner {
     public static let unmeasuredColumns: Set<String> = [
         "ptes_visited", "migration_entries", "notifier_retries", "folio_lock_fails", "thp_migrated", "device_alloc_fails", "bytes_copied",
         "mutator_stores", "lost_stores", "memcpy_gbps", "kernel_walk_ns",
-    ]
-    /// Columns filled from the function profiler, empty without it.
-    public static let profiledColumns: Set<String> = [
-        "walks", "walk_restarts", "faults", "cow_breaks", "swapins", "tlb_flushes", "invalidations", "thp_splits",
     ]
 
     /// Refuses what the kernel engine cannot do, naming the option (before anything is opened).
