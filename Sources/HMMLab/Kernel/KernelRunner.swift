@@ -178,9 +178,11 @@ public final class KernelRunner {
             let left = w.pagesOnDevice()
             rows.append(makeRow(strategy, .roundTrip, rep: rep, pagesMigrated: max(0, onDevice - left), pagesSkipped: left, back))
         }
-        if config.verify {
-            let corrupt = w.corruptPages(device: device)
-            for i in rows.indices { rows[i].verifyFailures = corrupt }
+        let corrupt = config.verify ? w.corruptPages(device: device) : nil
+        let timestamp = UTCTime.now().iso8601
+        for i in rows.indices {
+            rows[i].timestamp = timestamp
+            rows[i].verifyFailures = corrupt
         }
         return rows
     }
