@@ -45,22 +45,7 @@ func runKernel(_ config: RunConfig, output: OutputOptions) throws {
         }
     }
     installInterruptHandler()
-    let bar = ProgressBar(enabled: !output.quiet)
-    runner.onProgress = { bar.update($0, label: "kernel ") }
-    runner.shouldStop = { interruptRequested.load(ordering: .relaxed) }
-    runner.onWarning = { message in
-        bar.clear()
-        printError("bench: warning: \(message)")
-    }
-    runner.onRow = { try file.append($0) }
-    let rows: [ResultRow]
-    do {
-        rows = try runner.run()
-    } catch {
-        bar.clear()
-        throw failure(error.description)
-    }
-    bar.clear()
+    let rows = try drive(runner, file: file, quiet: output.quiet, label: "kernel ")
     if !rows.isEmpty { printKernelSummary(rows, runner: runner, format: output.format, path: path) }
     if runner.interrupted {
         printError("bench: interrupted: \(rows.count) finished row\(rows.count == 1 ? "" : "s") kept in \(path)")

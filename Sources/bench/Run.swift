@@ -145,7 +145,31 @@ func runConfiguration(
             if !output.quiet { printError("bench: note: counter \(name) cannot be opened here (\(reason)); its column is left empty") }
         }
     }
-    let bar = ProgressBar(enabled: !output.quiet)
+    let rows = try drive(runner, file: file, quiet: output.quiet, label: label)
+    return (rows, runner, runner.interrupted)
+}
+
+/// What ``drive(_:file:quiet:label:)`` needs of a runner: the model's ``Runner`` or ``KernelRunner``.
+protocol DrivenRunner: AnyObject {
+    var onRow: (ResultRow) throws -> Void { get set }
+    var onProgress: ((Runner.Progress) -> Void)? { get set }
+    var shouldStop: () -> Bool { get set }
+    var onWarning: (String) -> Void { get set }
+    func runRepetitions() throws -> [ResultRow]
+}
+
+extension Runner: DrivenRunner {
+    func runRepetitions() throws -> [ResultRow] { try run() }
+}
+
+extension KernelRunner: DrivenRunner {
+    func runRepetitions() throws -> [ResultRow] { try run() }
+}
+
+/// Runs `runner` with a progress bar on a terminal, `^C` stopping it between ops, warnings on stderr
+/// and every finished row appended to `file`; a failure is one line and exit 1.
+func drive(_ runner: some DrivenRunner, file: ResultFile, quiet: Bool, label: String) throws -> [ResultRow] {
+    let bar = ProgressBar(enabled: !quiet)
     runner.onProgress = { bar.update($0, label: label) }
     runner.shouldStop = { interruptRequested.load(ordering: .relaxed) }
     runner.onWarning = { message in
@@ -153,15 +177,13 @@ func runConfiguration(
         printError("bench: warning: \(message)")
     }
     runner.onRow = { try file.append($0) }
-    let rows: [ResultRow]
+    defer { bar.clear() }
     do {
-        rows = try runner.run()
+        return try runner.runRepetitions()
     } catch {
         bar.clear()
-        throw failure(error.description)
+        throw failure("\(error)")
     }
-    bar.clear()
-    return (rows, runner, runner.interrupted)
 }
 
 /// Prints the summary in the chosen format, with the run's machine and floors as comments in text.
