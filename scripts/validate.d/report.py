@@ -119,6 +119,22 @@ def main():
                 counts = [f"{n} {v}" for n, v in counts if v]
                 if counts:
                     kfn_lines.append(f"| {name} | {direction} | {strategy} | {', '.join(counts)} |")
+    thp_lines = []
+    thp = {e: read_rows(os.path.join(args.dir, f"thp-{e}.csv"))[1] for e in ("model", "kernel")}
+    if thp["model"] and thp["kernel"]:
+        thp_lines += ["", "## benchmark_thp_migration in both engines", "",
+               "`bench thp-table --engine model|kernel --max-mib 16 --iterations 2`: 2 MiB folios moved whole per "
+               "migration to the device, with `MADV_HUGEPAGE` (the kernel's from `folio_isolate_lru` calls). "
+               "Times under software emulation are not the hardware's and are left out.", "",
+               "| buffer | lab THP folios | kernel THP folios | |", "|---:|---:|---:|---|"]
+        kernel_rows = {r["size_bytes"]: r for r in thp["kernel"] if r["thp"] == "1"}
+        for r in (r for r in thp["model"] if r["thp"] == "1"):
+            k = kernel_rows.get(r["size_bytes"], {}).get("thp_folios", "")
+            compared += 1
+            same = r["thp_folios"] == k
+            matched += 1 if same else 0
+            unexplained += 0 if same else 1
+            thp_lines.append(f"| {int(r['size_bytes']) >> 10} KiB | {r['thp_folios']} | {k} | {'=' if same else 'UNEXPLAINED'} |")
     with open(args.csv, "w", newline="") as f:
         cols = ["scenario"] + (header_out or [])
         w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
@@ -149,6 +165,7 @@ def main():
     md += lines
     md += ["", "## The kernel's function calls per repetition (medians)", "",
            "| scenario | direction | strategy | calls |", "|---|---|---|---|"] + kfn_lines
+    md += thp_lines
     node_runs = sorted(glob.glob(os.path.join(args.dir, "nodes-model-*.txt")))
     if node_runs:
         md += ["", "## The lab on several nodes", "",
