@@ -264,9 +264,11 @@ func checkMemory(_ config: RunConfig) throws {
 /// Where the pools' host pages are, as `move_pages` reported each of them when the pool was made
 /// (``Region`` refuses a pool with a page off its node).
 func placement(_ memory: PhysicalMemory) -> String {
-    func pool(_ name: String, _ v: RegionVerification) -> String {
+    func pool(_ name: String, _ r: Region) -> String {
+        let v = r.verification
         guard v.nodeChecked else { return "\(name) not checked (no NUMA API)" }
-        return "\(name) " + v.pagesPerNode.sorted { $0.key < $1.key }.map { "\($0.value) host pages on node \($0.key)" }.joined(separator: ", ")
+        let size = Region.formatBytes(r.backing == .hugetlb ? r.backing.hostPageSize : PageSize.bytes)
+        return "\(name) (\(r.backing.rawValue)) " + v.pagesPerNode.sorted { $0.key < $1.key }.map { "\($0.value) pages of \(size) on node \($0.key)" }.joined(separator: ", ")
     }
-    return pool("system", memory.system.region.verification) + "; " + pool("device", memory.device.region.verification)
+    return pool("system", memory.system.region) + "; " + pool("device", memory.device.region)
 }

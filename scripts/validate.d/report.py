@@ -72,7 +72,8 @@ def main():
         a.add_argument(opt, required=True)
     args = a.parse_args()
     files = sorted(glob.glob(os.path.join(args.dir, "*-model.csv")))
-    names = [os.path.basename(f)[:-len("-model.csv")] for f in files if not os.path.basename(f).startswith("nodes-")]
+    names = [os.path.basename(f)[:-len("-model.csv")] for f in files]
+    names = [n for n in names if n != "thptable"]
     order = ["present", "none", "zero", "swap", "cow", "pinned", "device", "thp", "thp-fail", "roundtrip"]
     names.sort(key=lambda n: order.index(n) if n in order else 99)
     table = load_explained(args.explained)
@@ -120,7 +121,7 @@ def main():
                 if counts:
                     kfn_lines.append(f"| {name} | {direction} | {strategy} | {', '.join(counts)} |")
     thp_lines = []
-    thp = {e: read_rows(os.path.join(args.dir, f"thp-{e}.csv"))[1] for e in ("model", "kernel")}
+    thp = {e: read_rows(os.path.join(args.dir, f"thptable-{e}.csv"))[1] for e in ("model", "kernel")}
     if thp["model"] and thp["kernel"]:
         thp_lines += ["", "## benchmark_thp_migration in both engines", "",
                "`bench thp-table --engine model|kernel --max-mib 16 --iterations 2`: 2 MiB folios moved whole per "
