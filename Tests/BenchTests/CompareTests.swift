@@ -45,7 +45,18 @@ struct CompareTests {
         var row = try CSV.parse(nonNumeric[2])[0]
         row[walksColumn] = "lots"
         nonNumeric[2] = String(CSV.line(row).dropLast())
+        func withWalks(_ value: String) -> String {
+            var l = lines.map(String.init)
+            var r = try! CSV.parse(l[2])[0]
+            r[walksColumn] = value
+            l[2] = String(CSV.line(r).dropLast())
+            return l.joined(separator: "\n")
+        }
         let cases: [(String, String, String)] = [
+            ("duplicate", lines.enumerated().map { $0.offset == 0 ? String($0.element).replacingOccurrences(of: ",ptes_visited,", with: ",walks,") : String($0.element) }.joined(separator: "\n"), "'walks' appears twice"),
+            ("nan", withWalks("nan"), "line 3 column 'walks': 'nan'"),
+            ("inf", withWalks("inf"), "line 3 column 'walks': 'inf'"),
+            ("negative", withWalks("-3"), "line 3 column 'walks': '-3'"),
             ("truncated", lines.prefix(3).joined(separator: "\n") + "\n" + String(lines[3].prefix(40)), "line 4"),
             ("missing", lines.map { String($0.replacingOccurrences(of: ",walks,", with: ",wlks,")) }.joined(separator: "\n"), "'walks' is missing"),
             ("nonnumeric", nonNumeric.joined(separator: "\n"), "line 3 column 'walks': 'lots'"),

@@ -29,6 +29,10 @@ public struct ResultTable: Sendable {
         for column in required where !header.contains(column) {
             throw LoadError(description: "\(path) line 1: column '\(column)' is missing (is this a bench result CSV?)")
         }
+        var seen = Set<String>()
+        for column in header where !seen.insert(column).inserted {
+            throw LoadError(description: "\(path) line 1: column '\(column)' appears twice (is this a bench result CSV?)")
+        }
         var rows: [(line: Int, fields: [String: String])] = []
         // Physical line numbers: quoted newlines do not occur in bench output, so record i is line i+1.
         for (i, record) in records.enumerated().dropFirst() {
@@ -40,8 +44,8 @@ public struct ResultTable: Sendable {
             let fields = Dictionary(uniqueKeysWithValues: zip(header, record))
             for column in Compare.numericColumns(header) {
                 guard let v = fields[column], !v.isEmpty else { continue }
-                if Double(v) == nil {
-                    throw LoadError(description: "\(path) line \(i + 1) column '\(column)': '\(v)' is not a number")
+                guard let d = Double(v), d.isFinite, d >= 0 else {
+                    throw LoadError(description: "\(path) line \(i + 1) column '\(column)': '\(v)' is not a number (a finite count, time or rate, 0 or more)")
                 }
             }
             rows.append((i + 1, fields))
