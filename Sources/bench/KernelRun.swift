@@ -24,13 +24,8 @@ func runKernel(_ config: RunConfig, output: OutputOptions) throws {
     } catch {
         throw error.badInput ? badInput(error.description) : failure(error.description)
     }
-    let path = output.out ?? ResultFile.defaultPath(strategy: config.strategyName)
-    let file: ResultFile
-    do {
-        file = try ResultFile(path: path, header: ResultRow.header(counters: config.counters, kernelFunctions: KernelRunner.functionNames))
-    } catch {
-        throw badInput("--out '\(path)' cannot be written: \(error)")
-    }
+    let file = try openResultFile(output, strategy: config.strategyName, header: ResultRow.header(counters: config.counters, kernelFunctions: KernelRunner.functionNames))
+    let path = file.path
     let runner: KernelRunner
     do {
         runner = try KernelRunner(config: config)

@@ -234,13 +234,8 @@ struct Run: ParsableCommand {
             return try runKernel(config, output: output)
         }
         try checkMemory(config)
-        let path = output.out ?? ResultFile.defaultPath(strategy: config.strategyName)
-        let file: ResultFile
-        do {
-            file = try ResultFile(path: path, header: ResultRow.header(counters: config.counters))
-        } catch {
-            throw badInput("--out '\(path)' cannot be written: \(error)")
-        }
+        let file = try openResultFile(output, strategy: config.strategyName, header: ResultRow.header(counters: config.counters))
+        let path = file.path
         installInterruptHandler()
         var notes = Set<String>()
         let (rows, runner, interrupted) = try runConfiguration(config, file: file, output: output, notes: &notes)
@@ -271,4 +266,16 @@ func placement(_ memory: PhysicalMemory) -> String {
         return "\(name) (\(r.backing.rawValue)) " + v.pagesPerNode.sorted { $0.key < $1.key }.map { "\($0.value) pages of \(size) on node \($0.key)" }.joined(separator: ", ")
     }
     return pool("system", memory.system.region) + "; " + pool("device", memory.device.region)
+}
+
+/// Opens the rows file before the run starts: `--out` (locked, so a second bench writing it is
+/// refused), or a new `results/<UTC>-<strategy>[-N].csv` no other run has; bad input when it cannot
+/// be written.
+func openResultFile(_ output: OutputOptions, strategy: String, header: [String]) throws -> ResultFile {
+    do {
+        if let out = output.out { return try ResultFile(path: out, header: header) }
+        return try ResultFile.createDefault(strategy: strategy, header: header)
+    } catch {
+        throw badInput("--out '\(output.out ?? "results/")' cannot be written: \(error)")
+    }
 }

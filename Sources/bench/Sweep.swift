@@ -71,13 +71,8 @@ struct Sweep: ParsableCommand {
             configs.append((combo.map { "\($0.0)=\($0.1)" }.joined(separator: " "), config))
         }
         for c in configs { try checkMemory(c.config) }
-        let path = output.out ?? ResultFile.defaultPath(strategy: "sweep")
-        let file: ResultFile
-        do {
-            file = try ResultFile(path: path, header: ResultRow.header(counters: configs[0].config.counters))
-        } catch {
-            throw badInput("--out '\(path)' cannot be written: \(error)")
-        }
+        let file = try openResultFile(output, strategy: "sweep", header: ResultRow.header(counters: configs[0].config.counters))
+        let path = file.path
         installInterruptHandler()
         var notes = Set<String>()
         var written = 0

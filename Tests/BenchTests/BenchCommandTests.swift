@@ -153,4 +153,38 @@ struct BenchCommandTests {
         let reps = records.dropFirst().compactMap { Int($0[ResultRow.columns.firstIndex(of: "rep")!]) }
         #expect(!reps.isEmpty && reps.allSatisfy { $0 >= 1 })
     }
+
+    @Test("runs started in the same second get distinct default files, each with all its rows (issue 16, case 6)")
+    func defaultNamesDistinct() throws {
+        let dir = BenchProcess.temporaryPath("runs")
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let args = ["--pages", "512", "--reps", "1", "--warmup", "0", "--counters", "none", "--quiet", "--format", "csv"]
+        let started = try (0..<3).map { _ in try BenchProcess.start(args, in: dir) }
+        for (p, _, _) in started { p.waitUntilExit() }
+        #expect(started.allSatisfy { $0.0.terminationStatus == 0 })
+        let files = try FileManager.default.contentsOfDirectory(atPath: dir + "/results").filter { $0.hasSuffix(".csv") }
+        #expect(files.count == 3, "\(files)")
+        for f in files { #expect(try CSV.parse(String(contentsOfFile: dir + "/results/" + f, encoding: .utf8)).count == 2, "\(f): header and one row") }
+    }
+
+    @Test("a second bench writing the same --out is refused with one line (exit 64) and the first run's rows stay whole (issue 16, case 5)")
+    func sameOutRefused() throws {
+        let out = BenchProcess.temporaryPath("shared.csv")
+        defer { unlink(out) }
+        let (first, _, _) = try BenchProcess.start(["--pages", "4096", "--reps", "1000", "--warmup", "0", "--counters", "none", "--quiet", "--out", out])
+        var waited = 0
+        while (try? String(contentsOfFile: out, encoding: .utf8))?.isEmpty ?? true, waited < 200 {
+            usleep(50_000)
+            waited += 1
+        }
+        let second = try BenchProcess.run(["--pages", "512", "--reps", "1", "--counters", "none", "--quiet", "--out", out])
+        #expect(second.status == 64 && second.stderr.contains("another bench") && second.stderr.split(separator: "\n").count == 1, "\(second.stderr)")
+        kill(first.processIdentifier, SIGINT)
+        first.waitUntilExit()
+        #expect(first.terminationStatus == 130 || first.terminationStatus == 0)
+        let records = try CSV.parse(String(contentsOfFile: out, encoding: .utf8))
+        #expect(records.first == ResultRow.header(counters: []))
+        #expect(records.dropFirst().allSatisfy { $0.count == records[0].count }, "every row whole")
+    }
 }

@@ -14,8 +14,8 @@ struct BenchProcess {
     }
 
     /// Runs `bench arguments…` to the end.
-    static func run(_ arguments: [String]) throws -> BenchProcess {
-        let (process, out, err) = try start(arguments)
+    static func run(_ arguments: [String], in directory: String? = nil) throws -> BenchProcess {
+        let (process, out, err) = try start(arguments, in: directory)
         let outData = out.fileHandleForReading.readDataToEndOfFile()
         let errData = err.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
@@ -24,10 +24,11 @@ struct BenchProcess {
     }
 
     /// Starts `bench arguments…` and returns at once.
-    static func start(_ arguments: [String]) throws -> (Process, Pipe, Pipe) {
+    static func start(_ arguments: [String], in directory: String? = nil) throws -> (Process, Pipe, Pipe) {
         let process = Process()
         process.executableURL = executable
         process.arguments = arguments
+        if let directory { process.currentDirectoryURL = URL(fileURLWithPath: directory) }
         let out = Pipe()
         let err = Pipe()
         process.standardOutput = out

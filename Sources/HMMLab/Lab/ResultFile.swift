@@ -8,16 +8,43 @@ public final class ResultFile {
     private let file: UnsafeMutablePointer<FILE>
 
     /// Creates (or truncates) `path`, creating its directory when it is `results/` or another single
-    /// missing level, and writes the header.
-    public init(path: String, header: [String]) throws(SystemError) {
+    /// missing level, and writes the header. The file is locked (`flock`) before it is truncated, so a
+    /// second bench writing the same path is refused (`EWOULDBLOCK`) instead of interleaving rows;
+    /// `exclusive` refuses an existing file (`EEXIST`).
+    public init(path: String, header: [String], exclusive: Bool = false) throws(SystemError) {
         self.path = path
         if let slash = path.lastIndex(of: "/") {
             let dir = String(path[..<slash])
             if !dir.isEmpty, access(dir, F_OK) != 0 { _ = mkdir(dir, 0o755) }
         }
-        guard let f = fopen(path, "w") else { throw .last("open", path) }
+        let fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC | (exclusive ? O_EXCL : 0), 0o644)
+        guard fd >= 0 else { throw .last("open", path) }
+        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
+            let e = SystemError.last("flock", "\(path) is being written by another bench")
+            close(fd)
+            throw e
+        }
+        guard ftruncate(fd, 0) == 0, let f = fdopen(fd, "w") else {
+            let e = SystemError.last("open", path)
+            close(fd)
+            throw e
+        }
         file = f
         try write(CSV.line(header))
+    }
+
+    /// A new file at `results/<UTC date-time>-<strategy>.csv`, or with `-2`, `-3`, … before `.csv`
+    /// when a run started in the same second already has that name: never another run's file.
+    public static func createDefault(strategy: String, header: [String]) throws(SystemError) -> ResultFile {
+        let stem = "results/\(UTCTime.now().compact)-\(strategy)"
+        var n = 1
+        while true {
+            do {
+                return try ResultFile(path: n == 1 ? stem + ".csv" : "\(stem)-\(n).csv", header: header, exclusive: true)
+            } catch where error.errno == EEXIST && n < 1000 {
+                n += 1
+            }
+        }
     }
 
     deinit { fclose(file) }
@@ -32,6 +59,4 @@ public final class ResultFile {
         if !ok { throw .last("write", path) }
     }
 
-    /// `results/<UTC date-time>-<strategy>.csv`.
-    public static func defaultPath(strategy: String) -> String { "results/\(UTCTime.now().compact)-\(strategy).csv" }
 }
