@@ -63,11 +63,8 @@ public final class KernelWorkload {
     public func address(_ k: Int) -> UInt64 { start + UInt64(k) << 12 }
     func pointer(_ k: Int) -> UnsafeMutableRawPointer { UnsafeMutableRawPointer(bitPattern: UInt(address(k)))! }
 
-    /// The header written page `k` holds (``Workload/header(_:)``'s).
-    public func header(_ k: Int) -> (UInt64, UInt64) {
-        let a = UInt64(k) &* 0x9E37_79B9_7F4A_7C15 ^ seed
-        return (a, ~a)
-    }
+    /// The header written page `k` holds, the model's (``Workload/header(page:seed:)``).
+    public func header(_ k: Int) -> (UInt64, UInt64) { Workload.header(page: k, seed: seed) }
 
     private func writeHeader(_ k: Int) {
         let (a, b) = header(k)
@@ -90,6 +87,14 @@ public final class KernelWorkload {
         }
         try forEachRun(.swap) { k, n throws(BuildError) in
             try check(madvise(pointer(k), n * PageSize.bytes, clinux_madv_pageout()), "madvise(MADV_PAGEOUT) of \(n) pages at page \(k)")
+        }
+        let wanted = kinds.indices.filter { kinds[$0] == .swap }
+        if !wanted.isEmpty {
+            let entries = pagemap()
+            let swapped = wanted.filter { entries.indices.contains($0) && Self.isSwapped(entries[$0]) }.count
+            guard swapped == wanted.count else {
+                throw BuildError(description: "MADV_PAGEOUT swapped \(swapped) of the \(wanted.count) swap pages: this machine needs swap (the VM lane has zram)")
+            }
         }
         try forEachRun(.device) { k, n throws(BuildError) in
             var first = k
@@ -148,21 +153,27 @@ public final class KernelWorkload {
         guard result == 0 else { throw BuildError(description: "\(what): \(SystemError.name(of: errno))") }
     }
 
-    /// Pages of the range whose entry is a device-private one now: `/proc/self/pagemap` reports them as
-    /// swap entries (bit 62) of a type no swap file has (the zram swap of the VM lane is type 0).
-    public func pagesOnDevice() -> Int {
+    /// The range's `/proc/self/pagemap` entries (empty when it cannot be read).
+    func pagemap() -> [UInt64] {
         let fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return -1 }
+        guard fd >= 0 else { return [] }
         defer { close(fd) }
         var entries = [UInt64](repeating: 0, count: pages)
         let want = pages * 8
         let got = entries.withUnsafeMutableBytes { pread(fd, $0.baseAddress, want, off_t(start >> 12) * 8) }
-        guard got == want else { return -1 }
-        return entries.reduce(0) { n, e in
-            let swapEntry = e & (1 << 62) != 0
-            let type = e & 0x1F
-            return n + (swapEntry && type >= 16 ? 1 : 0)
-        }
+        return got == want ? entries : []
+    }
+
+    /// A swap entry (bit 62) of a type below 16, a swap file's (device-private and migration entries
+    /// have the types above `MAX_SWAPFILES`, 24 and up in 7.2).
+    static func isSwapped(_ e: UInt64) -> Bool { e & (1 << 62) != 0 && e & 0x1F < 16 }
+
+    /// Pages of the range whose entry is a device-private one now: `/proc/self/pagemap` reports them as
+    /// swap entries (bit 62) of a type no swap file has (-1 when pagemap cannot be read).
+    public func pagesOnDevice() -> Int {
+        let entries = pagemap()
+        guard !entries.isEmpty else { return -1 }
+        return entries.reduce(0) { n, e in n + (e & (1 << 62) != 0 && e & 0x1F >= 16 ? 1 : 0) }
     }
 
     /// Reads every page through the device (`HMM_DMIRROR_READ`, which does not migrate) and counts the

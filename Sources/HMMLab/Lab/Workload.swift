@@ -99,7 +99,10 @@ public final class Workload {
     }
 
     /// The header a written page `k` holds (two 64-bit words).
-    public func header(_ k: Int) -> (UInt64, UInt64) {
+    public func header(_ k: Int) -> (UInt64, UInt64) { Self.header(page: k, seed: seed) }
+
+    /// The header of page `k` of a range built from `seed` (the kernel engine's range holds the same).
+    public static func header(page k: Int, seed: UInt64) -> (UInt64, UInt64) {
         let a = UInt64(k) &* 0x9E37_79B9_7F4A_7C15 ^ seed
         return (a, ~a)
     }
