@@ -101,14 +101,17 @@ struct FaultTests {
         let done = Flag()
         DispatchQueue.global().async {
             let (f, slot, oldFolio, new, a) = mover.value
-            usleep(20_000)
+            usleep(200_000)  // long enough for the store below to meet the migration entry even on a loaded machine
             memcpy(f.memory.address(of: new.pfn), f.memory.address(of: oldFolio.pfn), 4096)
             let vma = f.mm.vmas[0]
             f.mm.addNewAnonRmap(new, vma: vma, address: a)
+            // Marked done before the entry is replaced and the lock that ends the wait is dropped: set
+            // after them, a store arriving late (a slow or loaded machine: the thread-sanitizer build in
+            // CI) could complete first and see it unset.
+            done.value.store(true, ordering: .releasing)
             slot.store(.present(new.pfn, writable: true, dirty: true))
             f.memory.page(oldFolio.pfn).pointee.unlock()
             f.memory.put(oldFolio)
-            done.value.store(true, ordering: .releasing)
         }
         try f.mm.store(UInt64(0x1122_3344), at: a + 64)
         #expect(holds(done.value.load(ordering: .acquiring)), "the store waited for the migration")
