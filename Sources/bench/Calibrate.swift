@@ -25,6 +25,14 @@ struct Calibrate: ParsableCommand {
             throw badInput("--frames \(frames) is not allowed: use a multiple of 512 between 1024 and 67108864")
         }
         guard (1...1000).contains(reps) else { throw badInput("--reps \(reps) is not allowed: use 1 to 1000") }
+        // Two pools of --frames frames, their descriptors and the 64 MiB copy buffers: refused before
+        // anything is allocated when the machine has not got it (the kernel's OOM killer would end the
+        // run with nothing said).
+        let need = frames * 2 * (PageSize.bytes + PhysicalMemory.descriptorSize) + (128 << 20)
+        let available = Runner.availableBytes()
+        guard need <= available else {
+            throw badInput("--frames \(frames) needs \(Region.formatBytes(need)) but only \(Region.formatBytes(available)) is available (MemAvailable plus free hugetlb pages); use fewer frames")
+        }
         let request = try parseBacking(backing)
         var groups = Set(Calibration.Group.allCases)
         if let only {

@@ -104,7 +104,7 @@ struct BenchCommandTests {
         }
     }
 
-    @Test("calibrate's bad values: one line naming the value, exit status 64", arguments: [("--only", "nope", "nope"), ("--reps", "0", "--reps"), ("--frames", "1000", "--frames")])
+    @Test("calibrate's bad values: one line naming the value, exit status 64", arguments: [("--only", "nope", "nope"), ("--reps", "0", "--reps"), ("--frames", "1000", "--frames"), ("--frames", "67108864", "available")])
     func calibrateBadInput(_ bad: (String, String, String)) throws {
         let (option, value, word) = bad
         let r = try BenchProcess.run(["calibrate", option, value])

@@ -111,7 +111,7 @@ public final class Runner {
     }
 
     /// MemAvailable plus the free hugetlb pages (reserved memory MemAvailable does not count).
-    static func availableBytes() -> Int {
+    public static func availableBytes() -> Int {
         let meminfo = Sysfs.read("/proc/meminfo") ?? ""
         let available = Sysfs.kilobyteField("MemAvailable", in: meminfo[...]) ?? Int.max / 2
         let huge = (HugetlbPool.freePagesSystemWide ?? 0) * HugetlbPool.pageSize
