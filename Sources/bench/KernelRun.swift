@@ -48,18 +48,14 @@ func runKernel(_ config: RunConfig, output: OutputOptions) throws {
     }
 }
 
+/// The kernel run's summary: the machine and the driver as comments in text.
 func printKernelSummary(_ rows: [ResultRow], runner: KernelRunner, format: SummaryFormat, path: String) {
-    let summary = Summary(rows: rows)
-    switch format {
-    case .csv: print(summary.csv, terminator: "")
-    case .json: print(summary.json)
-    case .text:
-        let m = runner.metadata
-        print("# hmm-lab \(m.toolVersion) bench --engine kernel, run \(m.runId): \(runner.config.settingsLine)")
-        print("# \(m.host): \(m.cpuModel), \(m.cpus) cpus, \(m.numaNodes) NUMA node\(m.numaNodes == 1 ? "" : "s"), kernel \(m.kernel); "
-            + "system node \(m.systemNode), device node \(m.deviceNode); range \(m.backing), THP \(m.thpMode); driver /dev/hmm_dmirror0")
-        print(summary.text)
-        if runner.failedOps > 0 { print("# ioctls that failed with an unexpected errno: \(runner.failedOps)") }
-        print("# rows: \(path)")
-    }
+    let m = runner.metadata
+    let header = [
+        "# hmm-lab \(m.toolVersion) bench --engine kernel, run \(m.runId): \(runner.config.settingsLine)",
+        "# \(m.host): \(m.cpuModel), \(m.cpus) cpus, \(m.numaNodes) NUMA node\(m.numaNodes == 1 ? "" : "s"), kernel \(m.kernel); "
+            + "system node \(m.systemNode), device node \(m.deviceNode); range \(m.backing), THP \(m.thpMode); driver /dev/hmm_dmirror0",
+    ]
+    let footer = runner.failedOps > 0 ? ["# ioctls that failed with an unexpected errno: \(runner.failedOps)"] : []
+    printSummary(rows, format: format, path: path, header: header, footer: footer)
 }

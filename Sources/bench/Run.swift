@@ -186,31 +186,41 @@ func drive(_ runner: some DrivenRunner, file: ResultFile, quiet: Bool, label: St
     }
 }
 
-/// Prints the summary in the chosen format, with the run's machine and floors as comments in text.
-func printSummary(_ rows: [ResultRow], runner: Runner, format: SummaryFormat, path: String) {
+/// Prints the summary in the chosen format; in text, `header` and `footer` comment lines around it.
+func printSummary(_ rows: [ResultRow], format: SummaryFormat, path: String, header: [String], footer: [String] = []) {
     let summary = Summary(rows: rows)
     switch format {
     case .csv: print(summary.csv, terminator: "")
     case .json: print(summary.json)
     case .text:
-        let m = runner.metadata
-        let c = runner.config
-        print("# hmm-lab \(m.toolVersion) bench, run \(m.runId): \(c.settingsLine)")
-        print("# \(m.host): \(m.cpuModel), \(m.cpus) cpus, \(m.numaNodes) NUMA node\(m.numaNodes == 1 ? "" : "s"), kernel \(m.kernel); "
-            + "system node \(m.systemNode), device node \(m.deviceNode)\(m.systemNode == m.deviceNode ? " (one node: device memory is local)" : ""); "
-            + "backing \(m.backing), THP \(m.thpMode)" + (runner.pinnedNode.map { "; threads run on node \($0)'s CPUs" } ?? ""))
-        let medianOp = Summary.median(rows.map(\.opMeanNs))
-        let overhead = runner.overheadPerOpNs + runner.overheadPerRepNs / Double(max(c.pages / c.windowPages, 1))
-        print("# floors: memcpy \(Summary.fixed(m.memcpyGBps, 2)) GB/s between the pools, kernel mincore \(Summary.fixed(m.kernelWalkNs, 2)) ns/page; "
-            + "harness overhead \(Summary.fixed(overhead, 0)) ns/op (\(Summary.fixed(overhead / medianOp * 100, 3))% of the mean op)")
-        print("# pools read back with move_pages when made: " + placement(runner.memory))
+        for line in header { print(line) }
         print(summary.text)
-        if runner.injecting {
-            let counts = FaultInjector.Point.allCases.map { "\($0.name) \(runner.injected[$0.rawValue])" }.joined(separator: ", ")
-            print("# injected over the timed repetitions: \(counts); ops that failed because of them: \(runner.failedOps)")
-        }
+        for line in footer { print(line) }
         print("# rows: \(path)")
     }
+}
+
+/// The model run's summary: the machine, the floors and the pools' placement as comments in text.
+func printSummary(_ rows: [ResultRow], runner: Runner, format: SummaryFormat, path: String) {
+    let m = runner.metadata
+    let c = runner.config
+    let medianOp = Summary.median(rows.map(\.opMeanNs))
+    let overhead = runner.overheadPerOpNs + runner.overheadPerRepNs / Double(max(c.pages / c.windowPages, 1))
+    let header = [
+        "# hmm-lab \(m.toolVersion) bench, run \(m.runId): \(c.settingsLine)",
+        "# \(m.host): \(m.cpuModel), \(m.cpus) cpus, \(m.numaNodes) NUMA node\(m.numaNodes == 1 ? "" : "s"), kernel \(m.kernel); "
+            + "system node \(m.systemNode), device node \(m.deviceNode)\(m.systemNode == m.deviceNode ? " (one node: device memory is local)" : ""); "
+            + "backing \(m.backing), THP \(m.thpMode)" + (runner.pinnedNode.map { "; threads run on node \($0)'s CPUs" } ?? ""),
+        "# floors: memcpy \(Summary.fixed(m.memcpyGBps, 2)) GB/s between the pools, kernel mincore \(Summary.fixed(m.kernelWalkNs, 2)) ns/page; "
+            + "harness overhead \(Summary.fixed(overhead, 0)) ns/op (\(Summary.fixed(overhead / medianOp * 100, 3))% of the mean op)",
+        "# pools read back with move_pages when made: " + placement(runner.memory),
+    ]
+    var footer: [String] = []
+    if runner.injecting {
+        let counts = FaultInjector.Point.allCases.map { "\($0.name) \(runner.injected[$0.rawValue])" }.joined(separator: ", ")
+        footer.append("# injected over the timed repetitions: \(counts); ops that failed because of them: \(runner.failedOps)")
+    }
+    printSummary(rows, format: format, path: path, header: header, footer: footer)
 }
 
 /// `bench` / `bench run`: the measurement harness.

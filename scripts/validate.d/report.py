@@ -152,7 +152,7 @@ def main():
           "Each scenario runs in both engines with the same options: `bench --engine model` (the lab) and "
           "`bench --engine kernel` (lib/test_hmm.c's `/dev/hmm_dmirror0`), both with `--fault-request read --fault-pages 32` "
           "(what the driver's READ asks: `REQ_FAULT` in 32-page calls). Values are medians over the repetitions; "
-          "the kernel's counts are calls of the twin function (README, \"The kernel engine\"), counted by ftrace's "
+          "the kernel's counts are calls of the twin function (README, \"The kernel beside the model\"), counted by ftrace's "
           "function profiler. All rows: `validation.csv`.",
           "",
           f"**Headline: {matched} of {compared} counts equal; {compared - matched - unexplained} differ with the "

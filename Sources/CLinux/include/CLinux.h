@@ -71,7 +71,8 @@ static inline uint8_t clinux_read_byte(const void *p) { return *(const volatile 
 // Forks a child that shares this process's private writable memory only in [keep, keep + keep_len)
 // (every other private writable mapping is MADV_DONTFORK for the moment of the fork, then MADV_DOFORK
 // again), so the parent's own heap and stack are not copy-on-write afterwards. The child sleeps
-// until killed. Returns its pid, or -errno.
+// until killed. Returns its pid, or -errno. Simplification: a mapping that was MADV_DONTFORK before
+// the call is MADV_DOFORK after it (the kernel engine's process has none).
 int clinux_fork_sharing_only(void *keep, size_t keep_len);
 
 #endif

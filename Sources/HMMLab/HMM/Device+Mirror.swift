@@ -21,7 +21,7 @@ public enum MirrorError: Error, Equatable, Sendable {
 
 extension Device {
     /// The pages per `hmm_range_fault` call of `dmirror_fault` and `dmirror_snapshot` (`pfns[32]` in
-    /// 7.2's lib/test_hmm.c; the lab had 64 until the kernel engine counted 16 calls per 512 pages).
+    /// 7.2's lib/test_hmm.c).
     public static let faultWindow = 32
     /// `HMM_RANGE_DEFAULT_TIMEOUT` (1 s). Lab departure: 10 s when built for the thread sanitizer
     /// (`HMM_LAB_TSAN`, see ``LabMutex``), which runs the model several times slower, so that mutator

@@ -399,7 +399,7 @@ struct MigrateCollectWalk: PageWalkOps {
 
     /// The PMD's TLB flushes: each `ptep_clear_flush()` of an anon-exclusive present page (one
     /// `flush_tlb_page` each, counted in ``collectPTE``) and, when anything was unmapped, the batch's
-    /// `flush_tlb_range()` at the end of `migrate_vma_collect_pmd()`. Counted, not paid (issue 14).
+    /// `flush_tlb_range()` at the end of `migrate_vma_collect_pmd()`. Lab departure: counted, not paid.
     mutating func countFlushes(_ mm: AddressSpace, unmapped: Int) {
         let n = pageFlushes + (unmapped > 0 ? 1 : 0)
         pageFlushes = 0

@@ -118,28 +118,21 @@ public final class KernelRunner {
         if config.resolvedDeviceNode != config.systemNode { numa_set_preferred(Int32(config.resolvedDeviceNode)) }
         defer { numa_set_localalloc() }
         var rows: [ResultRow] = []
-        let total = (config.warmup + config.reps) * config.strategies.count
-        var done = 0
-        for rep in 0..<(config.warmup + config.reps) {
-            for strategy in config.strategies {
-                let warm = rep < config.warmup
-                let seed = config.seed &+ UInt64(rep) &* 0x9E37_79B9_7F4A_7C15
-                let number = warm ? rep + 1 : rep - config.warmup + 1
-                guard let repRows = try repetition(strategy, rep: number, warmup: warm, seed: seed, done: done, total: total) else {
-                    interrupted = true
-                    return rows
-                }
-                done += 1
-                if warm { continue }
-                for row in repRows {
-                    do {
-                        try onRow(row)
-                    } catch {
-                        throw RunError(description: "writing a row: \(error)", badInput: false)
-                    }
-                }
-                rows += repRows
+        let schedule = config.schedule
+        for (done, r) in schedule.enumerated() {
+            guard let repRows = try repetition(r.strategy, rep: r.number, warmup: r.warmup, seed: r.seed, done: done, total: schedule.count) else {
+                interrupted = true
+                return rows
             }
+            if r.warmup { continue }
+            for row in repRows {
+                do {
+                    try onRow(row)
+                } catch {
+                    throw RunError(description: "writing a row: \(error)", badInput: false)
+                }
+            }
+            rows += repRows
         }
         return rows
     }

@@ -9,8 +9,9 @@ import Glibc
 /// Building, in order:
 /// 1. `mmap` the range 2 MiB aligned, `MADV_NOHUGEPAGE` (or `MADV_HUGEPAGE` with THP blocks); write the
 ///    `cow` pages.
-/// 2. With `cow` pages, `fork` a child that sleeps until the repetition ends: the written pages are
-///    then shared copy-on-write (the only pages written so far are the `cow` ones).
+/// 2. With `cow` pages, fork a child that sleeps until the repetition ends and shares only this range
+///    (``forkSharingChild()``): its written pages, so far only the `cow` ones, are then shared
+///    copy-on-write.
 /// 3. Write the THP blocks (each first write faults in a PMD-mapped THP), the other written pages,
 ///    read-fault the `zero` pages.
 /// 4. `MADV_PAGEOUT` the `swap` pages (needs swap: the VM lane's zram), `HMM_DMIRROR_MIGRATE_TO_DEV`

@@ -202,6 +202,28 @@ public struct RunConfig: Sendable, Equatable {
         return f
     }
 
+    /// One repetition of one strategy in a run's order.
+    public struct Repetition: Sendable {
+        public var strategy: Strategy
+        /// 1-based among the warm-ups, or among the timed repetitions.
+        public var number: Int
+        public var warmup: Bool
+        /// Every strategy of a repetition, in either engine, builds the same range from it.
+        public var seed: UInt64
+    }
+
+    /// Warm-ups, then timed repetitions, the strategies interleaved repetition by repetition (so
+    /// drift hits them alike).
+    public var schedule: [Repetition] {
+        (0..<(warmup + reps)).flatMap { rep in
+            strategies.map { strategy in
+                Repetition(
+                    strategy: strategy, number: rep < warmup ? rep + 1 : rep - warmup + 1, warmup: rep < warmup,
+                    seed: seed &+ UInt64(rep) &* 0x9E37_79B9_7F4A_7C15)
+            }
+        }
+    }
+
     /// The device node the run uses.
     public var resolvedDeviceNode: Int { deviceNode ?? PhysicalMemory.defaultDeviceNode(systemNode: systemNode) }
 

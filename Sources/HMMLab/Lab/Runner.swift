@@ -137,30 +137,24 @@ public final class Runner {
         defer { copyWorkerHook = nil }
         measureOverhead()
         var rows: [ResultRow] = []
-        let total = (config.warmup + config.reps) * config.strategies.count
-        var done = 0
-        for rep in 0..<(config.warmup + config.reps) {
-            for strategy in config.strategies {
-                let warm = rep < config.warmup
-                let seed = config.seed &+ UInt64(rep) &* 0x9E37_79B9_7F4A_7C15
-                guard var repRows = try repetition(strategy, rep: warm ? rep + 1 : rep - config.warmup + 1, warmup: warm, seed: seed, done: done, total: total) else {
-                    interrupted = true
-                    return rows
-                }
-                done += 1
-                if !checkNothingLeaked(strategy, rep: rep + 1), config.verify {
-                    for i in repRows.indices { repRows[i].verifyFailures = (repRows[i].verifyFailures ?? 0) + 1 }
-                }
-                if warm { continue }
-                for row in repRows {
-                    do {
-                        try onRow(row)
-                    } catch {
-                        throw RunError("writing a row: \(error)")
-                    }
-                }
-                rows += repRows
+        let schedule = config.schedule
+        for (done, r) in schedule.enumerated() {
+            guard var repRows = try repetition(r.strategy, rep: r.number, warmup: r.warmup, seed: r.seed, done: done, total: schedule.count) else {
+                interrupted = true
+                return rows
             }
+            if !checkNothingLeaked(r.strategy, rep: r.number), config.verify {
+                for i in repRows.indices { repRows[i].verifyFailures = (repRows[i].verifyFailures ?? 0) + 1 }
+            }
+            if r.warmup { continue }
+            for row in repRows {
+                do {
+                    try onRow(row)
+                } catch {
+                    throw RunError("writing a row: \(error)")
+                }
+            }
+            rows += repRows
         }
         return rows
     }

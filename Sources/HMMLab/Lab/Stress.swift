@@ -1,6 +1,6 @@
 import Glibc
 
-/// A bounded randomised stress run (issue 7, "Reliability"): the device-memory paths interleaved
+/// A bounded randomised stress run (README, "Reliability"): the device-memory paths interleaved
 /// with everything that can happen to a range meanwhile, with the invariant checker after every op and
 /// a full content and leak check after every round. `bench stress` and the stress test run this loop.
 ///

@@ -96,8 +96,8 @@ public final class MMUNotifierSubscriptions: @unchecked Sendable {
     private let state = LabMutex<(active: Int, intervals: [MMUIntervalNotifier])>((0, []))
     /// Invalidations raised while the address space has had a subscription: the kernel's
     /// `mmu_notifier_invalidate_range_start()` calls `__mmu_notifier_invalidate_range_start()` only
-    /// when `mm_has_notifiers()`, so a forked child no driver mirrors raises none (7.2.13 counts one
-    /// per copy-on-write page unmapped through the rmap, from the parent's address space only).
+    /// when `mm_has_notifiers()`, so `try_to_migrate_one()` in a forked child no driver mirrors
+    /// raises none.
     public let invalidations = Atomic<Int>(0)
     /// `mm->notifier_subscriptions` exists: set by the first insertion, kept until teardown.
     private let subscribed = Atomic<Bool>(false)
