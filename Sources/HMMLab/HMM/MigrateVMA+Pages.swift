@@ -231,7 +231,7 @@ extension AddressSpace {
     /// succeeded and the source again where it did not (`remove_migration_ptes`), puts system folios
     /// back on the LRU, and unlocks and releases sources and destinations (not the fault page).
     public func migrateVMAFinalize(_ args: MigrateVMA) {
-        AddressSpace.migrateDeviceFinalize(src: args.src, dst: args.dst, npages: args.npages, faultPage: args.faultPage, memory: memory, hintMM: self, hintStart: args.start)
+        AddressSpace.migrateDeviceFinalize(src: args.src, dst: args.dst, npages: args.npages, faultPage: args.faultPage, memory: memory)
         for folio in args.injectedPins { memory.put(folio) }
         args.injectedPins.removeAll(keepingCapacity: true)
         // The injected CPU faults can proceed now; a migrate_to_ram's fault page stays locked until the
@@ -240,34 +240,25 @@ extension AddressSpace {
     }
 
     /// `migrate_device_finalize()`, usable without a VMA (device eviction).
-    /// `hintMM` and `hintStart`, when the caller migrated a range of its own address space: that space
-    /// and the range's start.
     ///
     /// Sources and destinations whose last reference goes here are freed together when the call ends
     /// (``FreeBatch``), as `free_unref_folio` puts them on the per-CPU lists without the zone lock.
     public static func migrateDeviceFinalize(
-        src: UnsafeMutablePointer<UInt64>, dst: UnsafeMutablePointer<UInt64>, npages: Int, faultPage: Pfn?, memory: PhysicalMemory,
-        hintMM: AddressSpace? = nil, hintStart: UInt64 = 0
+        src: UnsafeMutablePointer<UInt64>, dst: UnsafeMutablePointer<UInt64>, npages: Int, faultPage: Pfn?, memory: PhysicalMemory
     ) {
         let faultFolio = faultPage.map { memory.folio(containing: $0) }
-        var local = hintMM.flatMap { LocalMapping($0, start: hintStart, pages: npages) }
         FreeBatch.with(memory) { frees in
-            finalizeEntries(src: src, dst: dst, npages: npages, faultFolio: faultFolio, memory: memory, hintMM: hintMM, hintStart: hintStart, local: &local, frees: &frees)
+            finalizeEntries(src: src, dst: dst, npages: npages, faultFolio: faultFolio, memory: memory, frees: &frees)
         }
     }
 
-    /// The loop of `__migrate_device_finalize()`. `hintMM` is reached through an unmanaged reference:
-    /// the caller keeps it alive, and binding it per page would cost a reference count per page.
+    /// The loop of `__migrate_device_finalize()`: per source, `remove_migration_ptes(src, dst, 0)`
+    /// through the reverse map (`rmap_walk`, which takes the object's lock for reading per folio, as
+    /// `rmap_walk_anon` takes the anon_vma's), then the unlocks and puts.
     private static func finalizeEntries(
         src: UnsafeMutablePointer<UInt64>, dst: UnsafeMutablePointer<UInt64>, npages: Int, faultFolio: Folio?, memory: PhysicalMemory,
-        hintMM: AddressSpace?, hintStart: UInt64, local: inout LocalMapping?, frees: inout FreeBatch
+        frees: inout FreeBatch
     ) {
-        let hint = hintMM.map { Unmanaged.passUnretained($0) }
-        // The local mapping's parts, held out of the optional for the loop (its cursor is written back).
-        let localVMA = local?.vma
-        let localObject = local?.objectID ?? 0
-        var cursor = local?.cursor ?? PTECursor()
-        defer { local?.cursor = cursor }
         var rmap = RmapCache()
         for i in 0..<npages {
             prefetchDescriptors(src, dst, i + MigrateVMA.prefetchDistance, npages, memory: memory)
@@ -291,14 +282,7 @@ extension AddressSpace {
             }
             let targetHead = memory.page(target.pfn)
             if !targetHead.pointee.test(.zoneDevice) { targetHead.pointee.set(.lru) }  // folio_add_lru
-            let address = hintStart + UInt64(i) << 12
-            if let hint, let localVMA, LocalMapping.object(of: srcFolio, memory: memory) == localObject {
-                hint._withUnsafeGuaranteedRef { mm in
-                    removeMigrationEntry(src: srcFolio, dst: target, memory: memory, mm: mm, vma: localVMA, address: address, cursor: &cursor)
-                }
-            } else {
-                removeMigrationPTEs(src: srcFolio, dst: target, memory: memory, cache: &rmap)
-            }
+            removeMigrationPTEs(src: srcFolio, dst: target, memory: memory, cache: &rmap)
             if srcFolio != faultFolio { memory.page(srcFolio.pfn).pointee.unlock() }
             memory.put(srcFolio, freeingInto: &frees)
             if target != srcFolio {
@@ -308,57 +292,17 @@ extension AddressSpace {
         }
     }
 
-    /// Where the migrating caller found a range of pages: its address space (whose mmap lock it holds),
-    /// the VMA and the VMA's object. When only that address space maps the object, a page of the object
-    /// at an address of the range can be mapped nowhere else, so ``removeMigrationPTEs(src:dst:memory:hintMM:hintAddress:)``
-    /// need not walk the reverse map: the same result without its lookups. Looked up once per call.
-    struct LocalMapping {
-        let vma: VMA
-        let objectID: UInt64
-        /// The PTE table of the last PMD visited.
-        var cursor = PTECursor()
-
-        /// Nil when the range is not in one VMA, or another address space maps its object (after fork).
-        init?(_ mm: AddressSpace, start: UInt64, pages: Int) {
-            guard pages > 0, let vma = mm.vma(containing: start), start + UInt64(pages - 1) << 12 < vma.end,
-                vma.object.memberCount.load(ordering: .acquiring) == 1
-            else { return nil }
-            self.vma = vma
-            objectID = vma.object.id
-        }
-
-        /// Whether `folio` belongs to this VMA's object (so only this mapping can map it).
-        @inline(__always)
-        func maps(_ folio: Folio, at address: UInt64, memory: PhysicalMemory) -> Bool {
-            Self.object(of: folio, memory: memory) == objectID
-        }
-
-        /// The id of the object `folio` belongs to (0 for none).
-        @inline(__always)
-        static func object(of folio: Folio, memory: PhysicalMemory) -> UInt64 {
-            MappingObject.decode(memory.page(folio.pfn).pointee.mapping.load(ordering: .acquiring)).0
-        }
-    }
-
-    /// `remove_migration_ptes(src, dst)`: through the source's reverse map, replaces every migration
-    /// entry that refers to `src` with a mapping of `dst` (`remove_migration_pte`,
+    /// `remove_migration_ptes(src, dst, flags)`: through the reverse map (``rmapWalk(_:in:locked:cache:_:)``),
+    /// replaces every migration entry that refers to `src` with a mapping of `dst` (`remove_migration_pte`,
     /// `remove_migration_pmd`): a device-private entry if `dst` is device memory, else a present entry;
     /// writable if the migration entry was, exclusive if it was writable or read-exclusive.
     ///
-    /// `hint` is where the migrating caller found the page (its address space, which it holds the mmap
-    /// lock of, and the address): see ``LocalMapping``.
-    static func removeMigrationPTEs(src: Folio, dst: Folio, memory: PhysicalMemory, hintMM: AddressSpace? = nil, hintAddress: UInt64 = 0) {
-        if let mm = hintMM, var local = LocalMapping(mm, start: hintAddress, pages: 1), local.maps(src, at: hintAddress, memory: memory) {
-            removeMigrationEntry(src: src, dst: dst, memory: memory, mm: mm, vma: local.vma, address: hintAddress, cursor: &local.cursor)
-            return
-        }
-        var cache = RmapCache()
-        removeMigrationPTEs(src: src, dst: dst, memory: memory, cache: &cache)
-    }
-
-    /// `remove_migration_ptes` through the reverse map (``rmapWalk(_:in:cache:_:)``).
-    static func removeMigrationPTEs(src: Folio, dst: Folio, memory: PhysicalMemory, cache: inout RmapCache) {
-        rmapWalk(src.pfn, in: memory, cache: &cache) { mm, vma, address in
+    /// `locked`: `TTU_RMAP_LOCKED`, the caller holds the object's reverse-map lock (`rmap_walk_locked`,
+    /// as `remap_page` in `__folio_split`); otherwise the walk takes it for reading (`rmap_walk`).
+    /// The kernel walks `dst`'s reverse map; `dst` has `src`'s mapping and index by then
+    /// (`folio_migrate_mapping`), so walking `src`'s finds the same VMAs.
+    static func removeMigrationPTEs(src: Folio, dst: Folio, memory: PhysicalMemory, locked: Bool = false, cache: inout RmapCache) {
+        rmapWalk(src.pfn, in: memory, locked: locked, cache: &cache) { mm, vma, address in
             var cursor = PTECursor()
             removeMigrationEntry(src: src, dst: dst, memory: memory, mm: mm, vma: vma, address: address, cursor: &cursor)
         }

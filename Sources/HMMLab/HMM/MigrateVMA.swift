@@ -178,7 +178,7 @@ extension AddressSpace {
             defer { k += 1 }
             guard let pfn = MigratePfn.pfn(src[k]), src[k] & MigratePfn.migrate == 0 else { continue }
             let folio = memory.folio(containing: pfn)
-            AddressSpace.removeMigrationPTEs(src: folio, dst: folio, memory: memory, hintMM: args == nil ? nil : self, hintAddress: (args?.start ?? 0) + UInt64(k) << 12)
+            AddressSpace.removeMigrationPTEs(src: folio, dst: folio, memory: memory, cache: &rmap)  // remove_migration_ptes(folio, folio, 0)
             src[k] = 0
             if folio != faultFolio { memory.page(folio.pfn).pointee.unlock() }
             memory.put(folio)
@@ -202,7 +202,7 @@ extension AddressSpace {
     /// with a migration entry, through the reverse map: a PMD mapping of a 2 MiB folio (present or
     /// device-private) with a PMD migration entry (`set_pmd_migration_entry`), PTE mappings page by page.
     /// Returns the migration entries installed.
-    /// `cache` as for ``rmapWalk(_:in:cache:_:)``.
+    /// `cache` as for ``rmapWalk(_:in:locked:cache:_:)``.
     @discardableResult
     func tryToMigrate(_ folio: Folio, cache: inout RmapCache) -> Int {
         let memory = self.memory

@@ -39,18 +39,27 @@ extension AddressSpace {
         return (object, index + UInt64(pfn.index - folio.pfn.index))
     }
 
-    /// `rmap_walk_anon()`: calls `visit` with every address space, VMA and address that may map page
-    /// `pfn`. Takes each address space's mmap lock for reading in turn; the caller must hold none.
+    /// `rmap_walk()` → `rmap_walk_anon()`: calls `visit` with every address space, VMA and address that
+    /// may map page `pfn`, holding the object's ``MappingObject/rmapLock`` for reading
+    /// (`anon_vma_lock_read`) while it visits. With `locked` the caller holds that lock already
+    /// (`rmap_walk_locked()`, as `__folio_split` does for `unmap_folio` and `remap_page`) and it is not
+    /// taken again. Each walk counts one ``MMCounters/rmapWalks`` in every address space it visits.
     ///
     /// In each address space the VMA that maps the page's index is found by binary search in an index of
     /// the object's VMAs sorted by page offset (the kernel's anon_vma interval tree plays this part),
     /// which `cache` keeps while consecutive pages belong to one object and the VMAs do not change.
-    static func rmapWalk(_ pfn: Pfn, in memory: PhysicalMemory, cache: inout RmapCache, _ visit: (AddressSpace, VMA, UInt64) -> Void) {
+    ///
+    /// Departures from the kernel: the lab's VMA index lives in each address space's VMA list, so the
+    /// walk also takes each address space's mmap lock for reading (before the object's lock, the
+    /// kernel's lock order; the caller may hold its own address space's mmap lock for reading, never for
+    /// writing); the object's lock is therefore taken once per address space visited, which is once per
+    /// folio when one address space maps the object.
+    static func rmapWalk(_ pfn: Pfn, in memory: PhysicalMemory, locked: Bool = false, cache: inout RmapCache, _ visit: (AddressSpace, VMA, UInt64) -> Void) {
         let folio = memory.folio(containing: pfn)
         let (id, headIndex) = MappingObject.decode(memory.page(folio.pfn).pointee.mapping.load(ordering: .acquiring))
         guard id != 0 else { return }
         let index = headIndex + UInt64(pfn.index - folio.pfn.index)
-        cache.walk(object: id, index: index, visit)
+        cache.walk(object: id, index: index, locked: locked, visit)
     }
 
     /// `rmapWalk` for one page, with no cache kept.
@@ -139,8 +148,9 @@ struct RmapCache {
 
     init() {}
 
-    /// Calls `visit` for every mapping of page `index` of object `id`.
-    mutating func walk(object id: UInt64, index: UInt64, _ visit: (AddressSpace, VMA, UInt64) -> Void) {
+    /// Calls `visit` for every mapping of page `index` of object `id`, under the object's reverse-map
+    /// lock for reading unless the caller holds it (`locked`).
+    mutating func walk(object id: UInt64, index: UInt64, locked: Bool, _ visit: (AddressSpace, VMA, UInt64) -> Void) {
         if id != self.id || object.map({ $0.memberCount.load(ordering: .acquiring) != memberCount }) ?? true {
             self.id = id
             object = MappingObject.lookup(id)
@@ -151,6 +161,10 @@ struct RmapCache {
         for k in members.indices {
             let mm = members[k].mm
             mm.mmapLock.withReadLock {
+                // anon_vma_lock_read … anon_vma_unlock_read (rmap_walk_anon_lock), not for rmap_walk_locked.
+                if !locked { object.rmapLock.readLock() }
+                defer { if !locked { object.rmapLock.unlock() } }
+                mm.counters.rmapWalks.wrappingAdd(1, ordering: .relaxed)
                 if members[k].generation != mm.vmaGeneration {
                     members[k].generation = mm.vmaGeneration
                     members[k].byOffset = Self.index(of: object, in: mm)

@@ -120,7 +120,8 @@ public final class AddressSpace: @unchecked Sendable {
         return i < vmaList.count && vmaList[i].start < end
     }
 
-    /// Makes `address` a VMA boundary, splitting the VMA that spans it (`split_vma`).
+    /// Makes `address` a VMA boundary, splitting the VMA that spans it (`split_vma`), under the object's
+    /// reverse-map lock for writing (`vma_prepare` → `anon_vma_lock_write`).
     func splitVMA(at address: UInt64) {
         let i = firstVMAIndex(endingAbove: address)
         guard i < vmaList.count, vmaList[i].start < address else { return }
@@ -129,12 +130,15 @@ public final class AddressSpace: @unchecked Sendable {
         head.end = address
         tail.start = address
         tail.pgoff = head.pgoff + (address - head.start) >> 12
-        vmaList[i] = head
-        vmaList.insert(tail, at: i + 1)
+        head.object.rmapLock.withWriteLock {
+            vmaList[i] = head
+            vmaList.insert(tail, at: i + 1)
+        }
     }
 
     /// Merges neighbours that are continuous in address, object and page offset with equal attributes
-    /// (`vma_merge`), so mprotect back and forth does not fragment the list.
+    /// (`vma_merge`), so mprotect back and forth does not fragment the list; each merge under the
+    /// object's reverse-map lock for writing (`vma_prepare`).
     func mergeVMAs() {
         var i = 0
         while i + 1 < vmaList.count {
@@ -143,8 +147,10 @@ public final class AddressSpace: @unchecked Sendable {
             if a.end == b.start, a.object === b.object, a.protection == b.protection, a.flags == b.flags,
                 a.pgoff + UInt64(a.pageCount) == b.pgoff
             {
-                vmaList[i].end = b.end
-                vmaList.remove(at: i + 1)
+                a.object.rmapLock.withWriteLock {
+                    vmaList[i].end = b.end
+                    vmaList.remove(at: i + 1)
+                }
             } else {
                 i += 1
             }
@@ -219,7 +225,8 @@ public final class AddressSpace: @unchecked Sendable {
             let i = firstVMAIndex(endingAbove: address)
             var removedObjects: [MappingObject] = []
             while i < vmaList.count, vmaList[i].start < end {
-                let vma = vmaList.remove(at: i)
+                // unlink_anon_vmas: the VMA leaves the object's index under its write lock.
+                let vma = vmaList[i].object.rmapLock.withWriteLock { vmaList.remove(at: i) }
                 zap(vma, vma.start, vma.end)
                 removedObjects.append(vma.object)
             }
@@ -426,7 +433,7 @@ public final class AddressSpace: @unchecked Sendable {
                 vma.object.kind == .anon
             {
                 let i = firstVMAIndex(endingAbove: address)
-                vmaList[i].end = address + newSize
+                vma.object.rmapLock.withWriteLock { vmaList[i].end = address + newSize }  // vma_expand → vma_prepare
                 return address
             }
             // Move.
@@ -448,7 +455,10 @@ public final class AddressSpace: @unchecked Sendable {
             splitVMA(at: address)
             splitVMA(at: oldEnd)
             let i = firstVMAIndex(endingAbove: address)
-            var moved = vmaList.remove(at: i)
+            // move_vma: the old VMA's unlink and the copy's link (copy_vma) change the object's index
+            // under its write lock.
+            let object = vmaList[i].object
+            var moved = object.rmapLock.withWriteLock { vmaList.remove(at: i) }
             let moveSize = min(oldSize, newSize)
             moveEntries(from: address, to: destination, length: moveSize)
             if oldSize > newSize {
@@ -460,7 +470,7 @@ public final class AddressSpace: @unchecked Sendable {
             }
             moved.start = destination
             moved.end = destination + newSize
-            vmaList.insert(moved, at: firstVMAIndex(endingAbove: destination))
+            object.rmapLock.withWriteLock { vmaList.insert(moved, at: firstVMAIndex(endingAbove: destination)) }
             pageTable.freeTables(start: address, end: oldEnd) { lo, hi in overlaps(lo, hi) }
             counters.tlbFlushes.wrappingAdd(1, ordering: .relaxed)
             return destination

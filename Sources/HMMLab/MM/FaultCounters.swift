@@ -78,6 +78,9 @@ public final class MMCounters: @unchecked Sendable {
     public let pmdSplits = Atomic<Int>(0)
     /// 2 MiB folios split into 512 order-0 folios (`__folio_split`).
     public let folioSplits = Atomic<Int>(0)
+    /// Reverse-map walks that visited this address space: one per folio (`rmap_walk` /
+    /// `rmap_walk_locked`) and address space that maps the folio's object.
+    public let rmapWalks = Atomic<Int>(0)
 
     public init() {
         faultCounts = .allocate(capacity: FaultKind.allCases.count)

@@ -66,6 +66,14 @@ public final class MappingObject: @unchecked Sendable {
 
     public let id: UInt64
     public let kind: Kind
+    /// `anon_vma->rwsem` (`i_mmap_rwsem` for shmem): every reverse-map walk of a folio of this object
+    /// takes it for reading (`anon_vma_lock_read` in `rmap_walk_anon`, unless the caller already holds
+    /// it: `rmap_walk_locked`); changes of the object's membership and of its VMAs take it for writing
+    /// (`anon_vma_lock_write` in `anon_vma_clone`, `unlink_anon_vmas`, `vma_prepare`), as does
+    /// `__folio_split` for the whole split.
+    ///
+    /// Lock order as in the kernel: the mmap lock first, then this one.
+    public let rmapLock = ReadWriteLock()
     /// Address spaces that map this object (`anon_vma_chain`, `i_mmap`).
     private let members = LabMutex<[ObjectIdentifier: WeakAddressSpace]>([:])
     /// shmem page cache: page index → pfn + 1 (0 = not cached). Nil for anon.
@@ -118,13 +126,21 @@ public final class MappingObject: @unchecked Sendable {
     /// Splits a `mapping` word into object id and page index.
     @inlinable public static func decode(_ mapping: UInt64) -> (id: UInt64, index: UInt64) { (mapping >> 40, mapping & ((1 << 40) - 1)) }
 
+    /// `anon_vma_clone()` / `anon_vma_fork()`: `mm` starts mapping this object (under the object's
+    /// write lock; the caller holds `mm`'s mmap lock for writing).
     func addMember(_ mm: AddressSpace) {
+        rmapLock.writeLock()
+        defer { rmapLock.unlock() }
         members.withLock {
             $0[ObjectIdentifier(mm)] = WeakAddressSpace(mm)
             memberCount.store($0.count, ordering: .releasing)
         }
     }
+    /// `unlink_anon_vmas()`: `mm` no longer maps this object (under the object's write lock; the caller
+    /// holds `mm`'s mmap lock for writing).
     func removeMember(_ mm: AddressSpace) {
+        rmapLock.writeLock()
+        defer { rmapLock.unlock() }
         members.withLock {
             _ = $0.removeValue(forKey: ObjectIdentifier(mm))
             memberCount.store($0.count, ordering: .releasing)

@@ -1,0 +1,127 @@
+import Glibc
+import Synchronization
+import Testing
+
+@testable import HMMLab
+
+/// `remove_migration_ptes()` through the reverse-map walk.
+@Suite("Reverse map: remove_migration_ptes walks it")
+struct ReverseMapTests {
+    let base = HMMTests()
+
+    /// The counters of `mm` that these tests follow.
+    struct Counts: Equatable, CustomStringConvertible {
+        var rmapWalks = 0
+        var tlbFlushes = 0
+        var pmdSplits = 0
+        var folioSplits = 0
+
+        init(_ mm: AddressSpace) {
+            rmapWalks = mm.counters.rmapWalks.load(ordering: .relaxed)
+            tlbFlushes = mm.counters.tlbFlushes.load(ordering: .relaxed)
+            pmdSplits = mm.counters.pmdSplits.load(ordering: .relaxed)
+            folioSplits = mm.counters.folioSplits.load(ordering: .relaxed)
+        }
+
+        init(rmapWalks: Int, tlbFlushes: Int, pmdSplits: Int, folioSplits: Int) {
+            self.rmapWalks = rmapWalks
+            self.tlbFlushes = tlbFlushes
+            self.pmdSplits = pmdSplits
+            self.folioSplits = folioSplits
+        }
+
+        static func - (a: Counts, b: Counts) -> Counts {
+            Counts(rmapWalks: a.rmapWalks - b.rmapWalks, tlbFlushes: a.tlbFlushes - b.tlbFlushes, pmdSplits: a.pmdSplits - b.pmdSplits, folioSplits: a.folioSplits - b.folioSplits)
+        }
+
+        var description: String { "rmap walks \(rmapWalks), TLB flushes \(tlbFlushes), PMD splits \(pmdSplits), folio splits \(folioSplits)" }
+    }
+
+    @Test("migrate_vma_finalize: remove_migration_ptes walks the reverse map once per folio, even when only the caller maps the range")
+    func finalizeWalksReverseMap() throws {
+        let f = try MMFixture()
+        let d = Device(memory: f.memory, mm: f.mm, verify: true)
+        let n = 256
+        let a = try f.mm.mmap(length: n * 4096, protection: .readWrite)
+        try f.fill(a, pages: n, seed: 21)
+        let before = Counts(f.mm)
+        let r = d.migrateToDevice(a, pages: n)
+        #expect(r.errno == 0 && r.migrated == n)
+        // Collect unmapped every page itself, so try_to_migrate had nothing left to walk for; finalize
+        // walked once per source folio.
+        #expect((Counts(f.mm) - before).rmapWalks == n)
+        base.check(f, [d])
+        #expect(try f.mismatches(a, pages: n, seed: 21) == [])
+        base.finish(f, [d])
+    }
+
+    @Test("remove_migration_ptes takes the object's reverse-map lock for reading: finalize waits while a writer holds it")
+    func finalizeTakesObjectLock() throws {
+        let f = try MMFixture()
+        let d = Device(memory: f.memory, mm: f.mm, verify: true)
+        let n = 64
+        let a = try f.mm.mmap(length: n * 4096, protection: .readWrite)
+        try f.fill(a, pages: n, seed: 22)
+        let object = try #require(f.mm.vmas.first { $0.contains(a) }).object
+        object.rmapLock.writeLock()  // anon_vma_lock_write, as a VMA change would hold it
+        final class Job: @unchecked Sendable {
+            let run: () -> Int
+            let done = Atomic<Bool>(false)
+            let migrated = Atomic<Int>(0)
+            init(_ run: @escaping () -> Int) { self.run = run }
+        }
+        let job = Job { d.migrateToDevice(a, pages: n).migrated }
+        var thread = pthread_t()
+        let started = pthread_create(&thread, nil, { p in
+            let job = Unmanaged<Job>.fromOpaque(p!).takeUnretainedValue()
+            job.migrated.store(job.run(), ordering: .relaxed)
+            job.done.store(true, ordering: .releasing)
+            return nil
+        }, Unmanaged.passUnretained(job).toOpaque())
+        #expect(started == 0)
+        usleep(200_000)
+        let doneWhileLocked = job.done.load(ordering: .acquiring)
+        #expect(!doneWhileLocked, "finalize went on while the object's lock was held for writing")
+        object.rmapLock.unlock()
+        pthread_join(thread, nil)
+        let done = job.done.load(ordering: .acquiring)
+        let migrated = job.migrated.load(ordering: .relaxed)
+        #expect(done && migrated == n)
+        base.check(f, [d])
+        #expect(try f.mismatches(a, pages: n, seed: 22) == [])
+        base.finish(f, [d])
+    }
+
+    @Test("migrate_vma_unmap's restore of a pinned page goes through the reverse map and leaves no migration entry")
+    func restoreWalksReverseMap() throws {
+        let f = try MMFixture()
+        let d = Device(memory: f.memory, mm: f.mm, verify: true)
+        let n = 16
+        let a = try f.mm.mmap(length: n * 4096, protection: .readWrite)
+        try f.fill(a, pages: n, seed: 23)
+        // A pin on page 3: migrate_vma_check_page refuses it, so unmap restores it.
+        let pinned = try #require(f.mm.pageTable.pteSlot(a + 3 * 4096)).load().pfn
+        let folio = f.memory.folio(containing: pinned)
+        f.memory.page(folio.pfn).pointee.get()
+        let before = Counts(f.mm)
+        let args = MigrateVMA(mm: f.mm)
+        f.mm.mmapLock.readLock()
+        args.vma = f.mm.vma(containing: a)
+        args.start = a
+        args.end = a + UInt64(n) << 12
+        args.pgmapOwner = d.owner
+        args.flags = [.system]
+        #expect(f.mm.migrateVMASetup(args) == 0)
+        // No destinations: finalize restores the other sources too.
+        f.mm.migrateVMAFinalize(args)
+        f.mm.mmapLock.unlock()
+        #expect(args.restored == 1)
+        // One walk for the restored page in unmap (its check failed after collect unmapped it), one per
+        // other source in finalize.
+        #expect((Counts(f.mm) - before).rmapWalks == n)
+        f.memory.put(folio)
+        base.check(f, [d])
+        #expect(try f.mismatches(a, pages: n, seed: 23) == [])
+        base.finish(f, [d])
+    }
+}
