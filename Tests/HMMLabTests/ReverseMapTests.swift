@@ -4,8 +4,9 @@ import Testing
 
 @testable import HMMLab
 
-/// `remove_migration_ptes()` through the reverse-map walk.
-@Suite("Reverse map: remove_migration_ptes walks it")
+/// `remove_migration_ptes()` through the reverse-map walk, and `split_folio()` in collect as
+/// `__folio_split()` does it (unmap to migration entries, freeze, split, remap).
+@Suite("Reverse map: remove_migration_ptes walks it; split_folio unmaps, freezes, splits and remaps")
 struct ReverseMapTests {
     let base = HMMTests()
 
@@ -122,6 +123,59 @@ struct ReverseMapTests {
         f.memory.put(folio)
         base.check(f, [d])
         #expect(try f.mismatches(a, pages: n, seed: 23) == [])
+        base.finish(f, [d])
+    }
+
+    @Test("before-collect: a PMD-mapped THP goes through split_folio: one frozen PMD split, one folio split, 512 remaps, data intact")
+    func beforeCollectSplitsThroughMigrationEntries() throws {
+        let f = try MMFixture()
+        let d = Device(memory: f.memory, mm: f.mm, verify: true, splitPolicy: .beforeCollect)
+        let a = try f.mm.mmap(length: 2 << 20, protection: .readWrite, flags: .hugepage)
+        try f.fill(a, pages: 512, seed: 24)
+        #expect(try #require(f.mm.pageTable.pmdSlot(a, allocate: false)).load().isHuge)
+        d.setAllocationFailure(FailureInjection(order9: 1))
+        let before = Counts(f.mm)
+        let r = d.migrateToDevice(a, pages: 512)
+        #expect(r.errno == 0 && r.migrated == 512)
+        #expect(r.splitsBeforeCollect == 1 && r.splitsAfterIsolation == 0)
+        // unmap_folio froze the PMD into 512 PTE migration entries; collect then installed 512 more.
+        #expect(r.migrationEntries == 2 * 512)
+        let delta = Counts(f.mm) - before
+        // unmap_folio: one walk of the folio; remap_page: one per new folio; finalize: one per source.
+        // Flushes: pmdp_invalidate of the split, then collect's ptep_clear_flush per anon-exclusive page
+        // and its flush_tlb_range.
+        #expect(delta == Counts(rmapWalks: 1 + 512 + 512, tlbFlushes: 1 + 512 + 1, pmdSplits: 1, folioSplits: 1), "\(delta)")
+        #expect(r.tlbFlushes == 512 + 1)
+        #expect(try d.snapshot(a, pages: 512).allSatisfy { $0 == MirrorProt.devicePrivateLocal | MirrorProt.write })
+        base.check(f, [d])
+        #expect(try f.mismatches(a, pages: 512, seed: 24) == [])
+        base.finish(f, [d])
+    }
+
+    @Test("migrate_vma_split_folio: a PTE-mapped THP is split with one batched flush and migrates page by page")
+    func pteMappedSplitBatchesFlush() throws {
+        let f = try MMFixture()
+        let d = Device(memory: f.memory, mm: f.mm, verify: true)
+        let a = try f.mm.mmap(length: 2 << 20, protection: .readWrite, flags: .hugepage)
+        try f.fill(a, pages: 512, seed: 25)
+        // mprotect of half the THP splits its PMD (not the folio): 512 PTEs map the 2 MiB folio.
+        try f.mm.mprotect(a + (1 << 20), length: 1 << 20, protection: .read)
+        let pmd = try #require(f.mm.pageTable.pmdSlot(a, allocate: false)).load()
+        #expect(!pmd.isHuge)
+        let headPfn = try #require(f.mm.pageTable.pteSlot(a)).load().pfn
+        #expect(f.memory.folio(containing: headPfn).order == PageSize.pmdOrder)
+        let before = Counts(f.mm)
+        let r = d.migrateToDevice(a, pages: 512)
+        #expect(r.errno == 0 && r.migrated == 512)
+        #expect(r.splitsBeforeCollect == 1)
+        let delta = Counts(f.mm) - before
+        #expect(delta.folioSplits == 1 && delta.pmdSplits == 0)
+        // try_to_unmap_flush once for the split's 512 PTEs, then collect's flushes (one per anon-exclusive
+        // page and one flush_tlb_range per PMD of the two VMAs' walks).
+        #expect(delta.tlbFlushes == 1 + r.tlbFlushes, "\(delta), collect \(r.tlbFlushes)")
+        #expect(r.migrationEntries == 512 + 512)
+        base.check(f, [d])
+        #expect(try f.mismatches(a, pages: 512, seed: 25) == [])
         base.finish(f, [d])
     }
 }

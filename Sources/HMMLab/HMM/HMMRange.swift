@@ -496,7 +496,7 @@ struct HMMWalk: PageWalkOps {
     }
 
     /// A PMD-mapped THP met by a migrating walk: collected whole (lab option) or split
-    /// (`hmm_vma_walk_split`: PMD and folio) and the walk restarted with `-EBUSY`.
+    /// (`hmm_vma_walk_split`: `split_folio`, which splits the PMD too) and the walk restarted with `-EBUSY`.
     mutating func migrateHugePMD(_ pmd: EntrySlot, _ entry: PTE, _ start: UInt64, _ end: UInt64, _ walk: inout PageWalk) -> Int32 {
         unowned(unsafe) let mm = walk.mm
         unowned(unsafe) let memory = mm.memory
@@ -552,7 +552,10 @@ struct HMMWalk: PageWalkOps {
             last = start
             return HMMErrno.EBUSY
         }
-        let split = mm.splitHugePMD(pmd, address: start) && mm.splitFolio(folio, keep: folio.pfn)
+        // split_folio: its unmap splits the PMD into PTE migration entries, its remap maps the 512 new
+        // folios again (``AddressSpace/folioSplit(_:keep:extraPins:)``).
+        let (split, frozen) = mm.folioSplit(folio, keep: folio.pfn)
+        migrationEntries += frozen
         head.pointee.unlock()
         memory.put(split ? Folio(pfn: folio.pfn, order: 0) : folio)
         if !split { return fill(start, end, HMMPfn.error) }

@@ -200,17 +200,31 @@ extension AddressSpace {
 
     /// `try_to_migrate()`: replaces every remaining mapping of a locked folio, in any address space,
     /// with a migration entry, through the reverse map: a PMD mapping of a 2 MiB folio (present or
-    /// device-private) with a PMD migration entry (`set_pmd_migration_entry`), PTE mappings page by page.
-    /// Returns the migration entries installed.
+    /// device-private) with a PMD migration entry (`set_pmd_migration_entry`), or with `splitHugePMD`
+    /// by 512 PTE migration entries (`split_huge_pmd_locked(..., freeze = true)`); PTE mappings page by
+    /// page (`try_to_migrate_one`). Returns the migration entries installed.
+    ///
+    /// Flushes: each PTE of a present page cleared is one `ptep_clear_flush`, unless `batchFlush`
+    /// defers them (`set_tlb_ubc_flush_pending`), and then one `try_to_unmap_flush()` is counted when the
+    /// walk ends, as `unmap_folio` calls it right after. A frozen PMD split flushes in `pmdp_invalidate`.
+    ///
+    /// Departure from the kernel: the PTE mappings of a large folio are walked page by page, so the
+    /// object's reverse-map lock is taken per page there (the kernel walks the folio once).
     /// `cache` as for ``rmapWalk(_:in:locked:cache:_:)``.
     @discardableResult
-    func tryToMigrate(_ folio: Folio, cache: inout RmapCache) -> Int {
+    func tryToMigrate(_ folio: Folio, flags: TTUFlags = [], cache: inout RmapCache) -> Int {
         let memory = self.memory
         let head = memory.page(folio.pfn)
+        let locked = flags.contains(.rmapLocked)
         var installed = 0
+        var flushPending = false
         if folio.order > 0 {
-            AddressSpace.rmapWalk(folio.pfn, in: memory, cache: &cache) { mm, _, address in
+            AddressSpace.rmapWalk(folio.pfn, in: memory, locked: locked, cache: &cache) { mm, _, address in
                 guard address & UInt64(PageSize.pmdBytes - 1) == 0, let pmd = mm.pageTable.pmdSlot(address, allocate: false) else { return }
+                if flags.contains(.splitHugePMD) {
+                    installed += mm.splitHugePMDFreezing(pmd, address: address, folio: folio)
+                    return
+                }
                 let range = MMUNotifierRange(start: address, end: address + UInt64(PageSize.pmdBytes), event: .migrate)
                 mm.notifiers.invalidateRangeStart(range)
                 let lock = mm.pageTable.lock(tableOf: pmd)
@@ -233,7 +247,7 @@ extension AddressSpace {
         }
         for i in 0..<folio.pageCount {
             let pfn = folio.pfn + i
-            AddressSpace.rmapWalk(pfn, in: memory, cache: &cache) { mm, _, address in
+            AddressSpace.rmapWalk(pfn, in: memory, locked: locked, cache: &cache) { mm, _, address in
                 guard let slot = mm.pageTable.pteSlot(address) else { return }
                 let range = MMUNotifierRange(start: address, end: address + 4096, event: .migrate)
                 mm.notifiers.invalidateRangeStart(range)
@@ -247,7 +261,11 @@ extension AddressSpace {
                     if e.isDirty { head.pointee.markDirty() }
                     mm.removeRmap(folio)
                     memory.put(folio)
-                    mm.counters.tlbFlushes.wrappingAdd(1, ordering: .relaxed)
+                    if flags.contains(.batchFlush) {
+                        flushPending = true  // set_tlb_ubc_flush_pending
+                    } else {
+                        mm.counters.tlbFlushes.wrappingAdd(1, ordering: .relaxed)  // ptep_clear_flush
+                    }
                 } else if e.isDevicePrivate, e.pfn == pfn {
                     let mode: PTE.MigrationMode = e.isWritableDevicePrivate ? .write : .read
                     slot.store(.migration(pfn, mode: mode, young: true, dirty: true, softDirty: e.swapSoftDirty))
@@ -259,8 +277,22 @@ extension AddressSpace {
                 mm.notifiers.invalidateRangeEnd(range)
             }
         }
+        if flushPending { counters.tlbFlushes.wrappingAdd(1, ordering: .relaxed) }  // try_to_unmap_flush
         return installed
     }
+}
+
+/// The `TTU_*` flags of `try_to_migrate()` (include/linux/rmap.h) the lab models.
+struct TTUFlags: OptionSet {
+    let rawValue: UInt8
+    /// `TTU_SPLIT_HUGE_PMD`: a PMD mapping of the folio is split, freezing its pages into PTE migration entries.
+    static let splitHugePMD = TTUFlags(rawValue: 1 << 0)
+    /// `TTU_RMAP_LOCKED`: the caller holds the object's reverse-map lock (`rmap_walk_locked`).
+    static let rmapLocked = TTUFlags(rawValue: 1 << 1)
+    /// `TTU_BATCH_FLUSH`: the PTE flushes are deferred to one `try_to_unmap_flush()`.
+    static let batchFlush = TTUFlags(rawValue: 1 << 2)
+    /// `TTU_SYNC`: page table locks are always taken (the lab always takes them).
+    static let sync = TTUFlags(rawValue: 1 << 3)
 }
 
 /// The collect walk: `migrate_vma_collect_pmd()` and `migrate_vma_collect_hole()` (mm/migrate_device.c).
@@ -483,7 +515,8 @@ struct MigrateCollectWalk: PageWalkOps {
     }
 
     /// `migrate_vma_split_folio()`: splits a PTE-mapped large folio (taking its lock unless it is the
-    /// fault folio) so collect can go on page by page.
+    /// fault folio) with `split_folio()` (``AddressSpace/folioSplit(_:keep:extraPins:)``) so collect can
+    /// go on page by page. The migration entries the split's unmap installs count in `migrationEntries`.
     mutating func splitForMigration(_ folio: Folio, mm: AddressSpace) -> Bool {
         let head = mm.memory.page(folio.pfn)
         let isFault = folio == faultFolio
@@ -495,7 +528,8 @@ struct MigrateCollectWalk: PageWalkOps {
             }
         }
         let keep = isFault ? faultPage! : folio.pfn
-        let ok = mm.splitFolio(folio, keep: keep, extraPins: 0)
+        let (ok, frozen) = mm.folioSplit(folio, keep: keep, extraPins: 0)
+        migrationEntries += frozen
         if !ok {
             if !isFault {
                 head.pointee.unlock()
@@ -513,7 +547,8 @@ struct MigrateCollectWalk: PageWalkOps {
 
     /// `migrate_vma_collect_huge_pmd()`: a huge or non-present PMD. Collects the 2 MiB folio whole with
     /// a PMD migration entry when `SELECT_COMPOUND` is set and the range covers the PMD; otherwise
-    /// splits it (`split_huge_pmd` + `split_folio`) and returns `-ENOENT` so the PTEs are collected.
+    /// splits it (`split_folio`, ``AddressSpace/folioSplit(_:keep:extraPins:)``) and returns `-ENOENT`
+    /// so the PTEs are collected.
     mutating func collectHugePMD(_ pmd: EntrySlot, _ start: UInt64, _ end: UInt64, mm: AddressSpace, vma: VMA, faultFolio: Folio?) -> Int32 {
         unowned(unsafe) let memory = mm.memory
         let lock = mm.pageTable.lock(tableOf: pmd)
@@ -574,9 +609,11 @@ struct MigrateCollectWalk: PageWalkOps {
             lock.unlock()
             return 0
         }
-        // fallback: split the PMD and the folio, then collect PTEs.
+        // fallback: split_folio (its unmap splits the PMD into PTE migration entries, its remap maps
+        // the 512 new folios again), then collect PTEs.
         lock.unlock()
-        let split = mm.splitHugePMD(pmd, address: start) && mm.splitFolio(folio, keep: folio.pfn, extraPins: folio == faultFolio ? 1 : 0)
+        let (split, frozen) = mm.folioSplit(folio, keep: folio.pfn, extraPins: folio == faultFolio ? 1 : 0)
+        migrationEntries += frozen
         if split { splitsBeforeCollect += 1 }
         if folio != faultFolio { head.pointee.unlock() }
         memory.put(split ? Folio(pfn: folio.pfn, order: 0) : folio)

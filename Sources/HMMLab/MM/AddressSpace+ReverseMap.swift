@@ -125,6 +125,53 @@ extension AddressSpace {
         if entry.isPresent || entry.isProtNone { counters.tlbFlushes.wrappingAdd(1, ordering: .relaxed) }
         return true
     }
+
+    /// `split_huge_pmd_locked(vma, address, pmd, freeze = true)` (`__split_huge_pmd_locked` with
+    /// `freeze`), as `try_to_migrate_one` calls it for `TTU_SPLIT_HUGE_PMD`: a PMD that maps `folio`
+    /// (present or device-private) becomes a PTE table of 512 migration entries. The PMD mapping and
+    /// its reference go (`folio_remove_rmap_pmd`, `put_page`); the pages' anon-exclusive state moves
+    /// into the entries (`folio_try_share_anon_rmap_pmd`: writable or read-exclusive entries).
+    /// A present PMD is flushed (`pmdp_invalidate`). Raises one `MMU_NOTIFY_CLEAR` invalidation of the
+    /// 2 MiB range, the one `try_to_migrate_one` raises around its walk, with the splitting thread as
+    /// its owner (the RFC's patch 1 tags that one too).
+    ///
+    /// - Returns: the migration entries installed (0 when the PMD no longer maps `folio`, or no frame
+    ///   was free for the table).
+    func splitHugePMDFreezing(_ pmd: EntrySlot, address: UInt64, folio: Folio) -> Int {
+        let pmdStart = address & ~UInt64(PageSize.pmdBytes - 1)
+        var range = MMUNotifierRange(start: pmdStart, end: pmdStart + UInt64(PageSize.pmdBytes), event: .clear)
+        range.task = UInt64(clinux_gettid())
+        notifiers.invalidateRangeStart(range)
+        defer { notifiers.invalidateRangeEnd(range) }
+        guard let table = pageTable.allocateTable() else { return 0 }
+        let lock = pageTable.lock(tableOf: pmd)
+        let entry = pmd.load()
+        guard entry.isHuge || entry.isDevicePrivate, entry.pfn == folio.pfn else {
+            lock.unlock()
+            pageTable.freeTable(table)
+            return 0
+        }
+        let head = memory.page(folio.pfn)
+        let writable = entry.isHuge ? entry.isWritable : entry.isWritableDevicePrivate
+        let exclusive = head.pointee.test(.anonExclusive)
+        let mode: PTE.MigrationMode = writable ? .write : exclusive ? .readExclusive : .read
+        let young = entry.isHuge ? entry.isYoung : true
+        let dirty = entry.isHuge ? entry.isDirty : true
+        let softDirty = entry.isHuge ? entry.isSoftDirty : entry.swapSoftDirty
+        let slots = pageTable.slots(of: table)
+        for i in 0..<PageSize.pmdPages {
+            if exclusive { (head + i).pointee.clear(.anonExclusive) }
+            slots.advanced(by: i).store(.migration(folio.pfn + i, mode: mode, young: young, dirty: dirty, softDirty: softDirty))
+        }
+        if entry.isHuge, entry.isDirty { head.pointee.markDirty() }
+        pmd.store(.table(table))
+        removeRmap(folio)
+        memory.put(folio)
+        lock.unlock()
+        counters.pmdSplits.wrappingAdd(1, ordering: .relaxed)
+        if entry.isPresent { counters.tlbFlushes.wrappingAdd(1, ordering: .relaxed) }  // pmdp_invalidate
+        return PageSize.pmdPages
+    }
 }
 
 /// What a reverse-map walk keeps between pages of one object: the object, the address spaces that

@@ -9,7 +9,10 @@ extension AddressSpace {
     /// gets the caller's references and keeps the lock; the others are unlocked, and pages no PTE maps
     /// any more (a partly unmapped THP) are freed, as the kernel frees them after a split.
     ///
-    /// Departure from the kernel: a folio mapped by another address space (after fork) is not split.
+    /// Departures from the kernel: a folio mapped by another address space (after fork) is not split;
+    /// the split is done in place, without `__folio_split`'s unmap to migration entries and remap (swap-out
+    /// uses it; migration's collect and the unified walk split through ``folioSplit(_:keep:extraPins:)``,
+    /// which does both).
     ///
     /// - Returns: false (nothing changed) when the references do not add up or another mapper exists.
     func splitFolio(_ folio: Folio, keep: Pfn, extraPins: Int32 = 0) -> Bool {
@@ -78,5 +81,88 @@ extension AddressSpace {
         }
         counters.folioSplits.wrappingAdd(1, ordering: .relaxed)
         return true
+    }
+}
+
+extension AddressSpace {
+    /// `split_folio()` → `split_huge_page_to_list_to_order()` → `__folio_split()` for a locked 2 MiB
+    /// anonymous folio, the way the kernel does it:
+    ///
+    /// 1. `anon_vma_lock_write()` of the folio's object, held to the end;
+    /// 2. the racy refcount check (`folio_expected_ref_count() != folio_ref_count() - 1`: `-EAGAIN`);
+    /// 3. `unmap_folio()`: `try_to_migrate(TTU_RMAP_LOCKED | TTU_SPLIT_HUGE_PMD | TTU_SYNC | TTU_BATCH_FLUSH)`,
+    ///    so a PMD mapping is split straight into PTE migration entries (one flush in `pmdp_invalidate`)
+    ///    and each PTE mapping becomes a migration entry (one `try_to_unmap_flush()` for the batch);
+    /// 4. `__folio_freeze_and_split_unmapped()`: `folio_ref_freeze()` to the caller's references (fails
+    ///    when something else holds one, or a mapping is left), then `__split_unmapped_folio()`: 512
+    ///    order-0 folios, each unfrozen with one reference, locked, on the LRU if the folio was;
+    /// 5. `remap_page()`: `remove_migration_ptes(folio, folio, TTU_RMAP_LOCKED)` for each new folio (for
+    ///    the whole folio if the split failed), through `rmap_walk_locked`;
+    /// 6. every new folio but the one holding `keep` is unlocked and put (`free_folio_and_swap_cache`),
+    ///    which frees the pages no PTE maps any more.
+    ///
+    /// The caller holds the folio lock, one reference and `extraPins` more (the fault page's reference,
+    /// which stays with `keep`), and the mmap lock for reading. Page `keep` stays locked with the
+    /// caller's references.
+    ///
+    /// Departures from the kernel: a folio whose object another address space also maps (after fork) is
+    /// not split (as ``splitFolio(_:keep:extraPins:)``); `extraPins` is accepted by the freeze where the
+    /// kernel would refuse (`-EAGAIN`); `remap_page`'s `TTU_USE_SHARED_ZEROPAGE` (zero-filled pages
+    /// mapped to the shared zero page) is not modelled.
+    ///
+    /// - Returns: whether the folio was split, and the migration entries `unmap_folio` installed.
+    func folioSplit(_ folio: Folio, keep: Pfn, extraPins: Int32 = 0) -> (split: Bool, migrationEntries: Int) {
+        precondition(folio.order == PageSize.pmdOrder, "split of \(folio), not a 2 MiB folio")
+        let head = memory.page(folio.pfn)
+        let (id, index) = MappingObject.decode(head.pointee.mapping.load(ordering: .acquiring))
+        // folio_get_anon_vma + anon_vma_lock_write.
+        guard id != 0, let object = MappingObject.lookup(id), object.kind == .anon else { return (false, 0) }
+        object.rmapLock.writeLock()
+        defer { object.rmapLock.unlock() }
+        // Membership changes under this lock, so the walks below visit this address space only, whose
+        // mmap lock the caller holds.
+        guard object.memberCount.load(ordering: .acquiring) == 1 else { return (false, 0) }
+        guard head.pointee.references == head.pointee.mappings + 1 + extraPins else { return (false, 0) }
+        guard let pool = memory.pool(of: folio.pfn) else { return (false, 0) }
+        var cache = RmapCache()
+        // unmap_folio
+        let installed = tryToMigrate(folio, flags: [.rmapLocked, .splitHugePMD, .sync, .batchFlush], cache: &cache)
+        // folio_ref_freeze(folio, 1): the caller's references only, no mapping left.
+        let frozen =
+            head.pointee.mappings == 0
+            && head.pointee.refcount.compareExchange(expected: 1 + extraPins, desired: 0, ordering: .acquiringAndReleasing).exchanged
+        guard frozen else {
+            // remap_page of the unsplit folio.
+            AddressSpace.removeMigrationPTEs(src: folio, dst: folio, memory: memory, locked: true, cache: &cache)
+            return (false, installed)
+        }
+        // __split_unmapped_folio: every new folio is locked (PG_locked of the head) and unfrozen with
+        // one reference (folio_ref_unfreeze); keep's folio gets the caller's references back.
+        let common = head.pointee.pageFlags.subtracting([.head, .tail, .anonExclusive])
+        let owner = head.pointee.private.load(ordering: .relaxed)
+        pool.allocator.splitAllocated(folio.pfn.index - pool.firstPfn.index)
+        for i in 0..<PageSize.pmdPages {
+            let pfn = folio.pfn + i
+            let page = head + i
+            var f = common
+            if page.pointee.test(.anonExclusive) { f.insert(.anonExclusive) }
+            page.pointee.flags.store(f.rawValue, ordering: .relaxed)
+            page.pointee.private.store(owner, ordering: .relaxed)
+            page.pointee.mapping.store(id << 40 | (index + UInt64(i)), ordering: .relaxed)
+            page.pointee.mapcount.store(0, ordering: .relaxed)
+            page.pointee.refcount.store(1 + (pfn == keep ? extraPins : 0), ordering: .releasing)
+        }
+        counters.folioSplits.wrappingAdd(1, ordering: .relaxed)
+        // remap_page: remove_migration_ptes(new folio, new folio, TTU_RMAP_LOCKED) per new folio.
+        for i in 0..<PageSize.pmdPages {
+            let page = Folio(pfn: folio.pfn + i, order: 0)
+            AddressSpace.removeMigrationPTEs(src: page, dst: page, memory: memory, locked: true, cache: &cache)
+        }
+        // Unlock and put every new folio but keep's; those no PTE maps are freed.
+        for i in 0..<PageSize.pmdPages where folio.pfn + i != keep {
+            (head + i).pointee.unlock()
+            memory.put(Folio(pfn: folio.pfn + i, order: 0))
+        }
+        return (true, installed)
     }
 }
