@@ -57,21 +57,8 @@ extension AddressSpace {
         }
         guard total == maps else { return false }
         guard let pool = memory.pool(of: folio.pfn) else { return false }
-        let common = head.pointee.pageFlags.subtracting([.head, .tail, .locked, .anonExclusive])
         pool.allocator.splitAllocated(folio.pfn.index - pool.firstPfn.index)
-        for i in 0..<PageSize.pmdPages {
-            let pfn = folio.pfn + i
-            let page = head + i
-            var f = common
-            if page.pointee.test(.anonExclusive) { f.insert(.anonExclusive) }
-            if pfn == keep { f.insert(.locked) }
-            let refs = counts[i] + (pfn == keep ? 1 + extraPins : 0)
-            page.pointee.flags.store(f.rawValue, ordering: .relaxed)
-            page.pointee.private.store(head.pointee.private.load(ordering: .relaxed), ordering: .relaxed)
-            page.pointee.mapping.store(id << 40 | (index + UInt64(i)), ordering: .relaxed)
-            page.pointee.mapcount.store(counts[i], ordering: .relaxed)
-            page.pointee.refcount.store(refs, ordering: .releasing)
-        }
+        splitDescriptors(folio, keep: keep, object: id, index: index, lockAll: false) { i, kept in (counts[i], counts[i] + (kept ? 1 + extraPins : 0)) }
         // Pages nobody maps any more are freed now.
         for i in 0..<PageSize.pmdPages where counts[i] == 0 && folio.pfn + i != keep {
             let page = head + i
@@ -138,20 +125,8 @@ extension AddressSpace {
         }
         // __split_unmapped_folio: every new folio is locked (PG_locked of the head) and unfrozen with
         // one reference (folio_ref_unfreeze); keep's folio gets the caller's references back.
-        let common = head.pointee.pageFlags.subtracting([.head, .tail, .anonExclusive])
-        let owner = head.pointee.private.load(ordering: .relaxed)
         pool.allocator.splitAllocated(folio.pfn.index - pool.firstPfn.index)
-        for i in 0..<PageSize.pmdPages {
-            let pfn = folio.pfn + i
-            let page = head + i
-            var f = common
-            if page.pointee.test(.anonExclusive) { f.insert(.anonExclusive) }
-            page.pointee.flags.store(f.rawValue, ordering: .relaxed)
-            page.pointee.private.store(owner, ordering: .relaxed)
-            page.pointee.mapping.store(id << 40 | (index + UInt64(i)), ordering: .relaxed)
-            page.pointee.mapcount.store(0, ordering: .relaxed)
-            page.pointee.refcount.store(1 + (pfn == keep ? extraPins : 0), ordering: .releasing)
-        }
+        splitDescriptors(folio, keep: keep, object: id, index: index, lockAll: true) { _, kept in (0, 1 + (kept ? extraPins : 0)) }
         counters.folioSplits.wrappingAdd(1, ordering: .relaxed)
         // remap_page: remove_migration_ptes(new folio, new folio, TTU_RMAP_LOCKED) per new folio.
         for i in 0..<PageSize.pmdPages {
@@ -164,5 +139,30 @@ extension AddressSpace {
             memory.put(Folio(pfn: folio.pfn + i, order: 0))
         }
         return (true, installed)
+    }
+
+    /// The descriptor rewrite of `__split_folio_to_order()`: each page of the 2 MiB `folio` becomes an
+    /// order-0 folio with the head's flags (less head, tail and, unless `lockAll`, the lock; page `keep`
+    /// is always locked), its own anon-exclusive bit, the head's owner, its object index, and the
+    /// mapcount and references `counts(i, isKeep)` gives. Once per split, off the per-page paths.
+    private func splitDescriptors(
+        _ folio: Folio, keep: Pfn, object id: UInt64, index: UInt64, lockAll: Bool, counts: (Int, Bool) -> (mapcount: Int32, references: Int32)
+    ) {
+        let head = memory.page(folio.pfn)
+        let common = head.pointee.pageFlags.subtracting(lockAll ? [.head, .tail, .anonExclusive] : [.head, .tail, .locked, .anonExclusive])
+        let owner = head.pointee.private.load(ordering: .relaxed)
+        for i in 0..<PageSize.pmdPages {
+            let pfn = folio.pfn + i
+            let page = head + i
+            var f = common
+            if page.pointee.test(.anonExclusive) { f.insert(.anonExclusive) }
+            if pfn == keep { f.insert(.locked) }
+            let (mapcount, references) = counts(i, pfn == keep)
+            page.pointee.flags.store(f.rawValue, ordering: .relaxed)
+            page.pointee.private.store(owner, ordering: .relaxed)
+            page.pointee.mapping.store(id << 40 | (index + UInt64(i)), ordering: .relaxed)
+            page.pointee.mapcount.store(mapcount, ordering: .relaxed)
+            page.pointee.refcount.store(references, ordering: .releasing)
+        }
     }
 }
