@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/wait.h>
 #include <linux/mman.h>
+#include <linux/membarrier.h>
 #include <sched.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
@@ -152,3 +153,11 @@ int clinux_fork_sharing_only(void *keep, size_t keep_len) {
     munmap(stack, stack_len);
     return pid >= 0 ? pid : -e;
 }
+
+int clinux_membarrier(int cmd, unsigned int flags) {
+    long r = syscall(SYS_membarrier, cmd, flags, 0);
+    return r < 0 ? -errno : (int)r;
+}
+int clinux_membarrier_cmd_query(void) { return MEMBARRIER_CMD_QUERY; }
+int clinux_membarrier_cmd_private_expedited(void) { return MEMBARRIER_CMD_PRIVATE_EXPEDITED; }
+int clinux_membarrier_cmd_register_private_expedited(void) { return MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED; }

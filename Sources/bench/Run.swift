@@ -48,6 +48,10 @@ struct RunOptions: ParsableArguments {
     var faultRequest: String?
     @Option(name: .customLong("fault-pages"), help: "Pages per hmm_range_fault call when a strategy faults (default: the window; test_hmm's READ uses 32).")
     var faultPages: String?
+    @Option(help: "Kernel per-page costs paid for real: all (default), none, or a list of flush, lru, driver.")
+    var costs: String?
+    @Option(name: .customLong("tlb-flush"), help: "real (default: each modelled TLB flush is a host shootdown) or count (counted only).")
+    var tlbFlush: String?
     @Flag(help: "Check every migrated byte, every page's content and every frame after each repetition.")
     var verify = false
 
@@ -58,6 +62,7 @@ struct RunOptions: ParsableArguments {
             ("split-policy", splitPolicy), ("self-invalidation", selfInvalidation), ("direction", direction), ("threads", threads),
             ("mutators", mutators), ("reps", reps), ("warmup", warmup), ("seed", seed), ("system-node", systemNode), ("device-node", deviceNode),
             ("backing", backing), ("counters", counters), ("inject", inject), ("fault-request", faultRequest), ("fault-pages", faultPages),
+            ("costs", costs), ("tlb-flush", tlbFlush),
         ]
         var d: [String: String] = [:]
         for (k, v) in pairs { if let v { d[k] = v } }

@@ -33,6 +33,14 @@ int clinux_madv_collapse(void);
 /// never merge, so /proc/self/smaps reports one Region per entry. Returns 0 or -errno.
 int clinux_name_anon_mapping(void *addr, size_t len, const char *name);
 
+// ---- TLB shootdowns ----
+/// membarrier(2): `cmd` and `flags` as the syscall takes them. Returns its result, or -errno.
+int clinux_membarrier(int cmd, unsigned int flags);
+/// MEMBARRIER_CMD_QUERY, MEMBARRIER_CMD_PRIVATE_EXPEDITED and its registration from <linux/membarrier.h>.
+int clinux_membarrier_cmd_query(void);
+int clinux_membarrier_cmd_private_expedited(void);
+int clinux_membarrier_cmd_register_private_expedited(void);
+
 // ---- caches ----
 /// The kernel's prefetchw(): asks for the cache line at `p` for writing, ahead of atomics on it.
 static inline void clinux_prefetchw(const void *p) { __builtin_prefetch(p, 1, 3); }

@@ -218,7 +218,6 @@ struct HMMWalk: PageWalkOps {
             migrate.migrationEntries += migrationEntries
             migrate.lockFailures += lockFailures
         }
-        if flushes > 0 { mm.counters.tlbFlushes.wrappingAdd(flushes, ordering: .relaxed) }
     }
 
     static let needFault: UInt32 = 1
@@ -490,8 +489,9 @@ struct HMMWalk: PageWalkOps {
         memory.put(folio)
         // The RFC's hmm_vma_handle_migrate_prepare (the August 2025 posting, the latest whose text
         // the lab has): ptep_clear_flush for an anon-exclusive page, then flush_tlb_range for every
-        // present one, so two flushes for an exclusive page. Counted, not paid.
+        // present one, so two flushes for an exclusive page.
         flushes += anonExclusive ? 2 : 1
+        mm.flushTLB(anonExclusive ? 2 : 1)
         pfns[i] |= HMMPfn.migrate
     }
 
@@ -538,6 +538,7 @@ struct HMMWalk: PageWalkOps {
             memory.put(folio)
             lock.unlock()
             flushes += 1
+            mm.flushTLB()
             var pfn = folio.pfn
             for i in index(start)..<index(end) {
                 pfns[i] = pfn.rawValue | cpuFlags | HMMPfn.migrate

@@ -221,7 +221,7 @@ extension AddressSpace {
         head.pointee.set(.uptodate)
         addNewAnonRmap(folio, vma: vma, address: address)
         head.pointee.get()
-        if zero { counters.tlbFlushes.wrappingAdd(1, ordering: .relaxed) }  // ptep_clear_flush
+        if zero { flushTLB() }  // ptep_clear_flush
         slot.store(device ? .devicePrivate(newPfn, writable: vma.isWritable) : .present(newPfn, writable: vma.isWritable, dirty: vma.isWritable))
         lock.unlock()
         args.src[index] = MigratePfn.migrate

@@ -238,7 +238,7 @@ extension AddressSpace {
                     if e.isHuge, e.isDirty { head.pointee.markDirty() }
                     mm.removeRmap(folio)
                     memory.put(folio)
-                    mm.counters.tlbFlushes.wrappingAdd(1, ordering: .relaxed)
+                    mm.flushTLB()
                 }
                 lock.unlock()
                 mm.notifiers.invalidateRangeEnd(range)
@@ -264,7 +264,7 @@ extension AddressSpace {
                     if flags.contains(.batchFlush) {
                         flushPending = true  // set_tlb_ubc_flush_pending
                     } else {
-                        mm.counters.tlbFlushes.wrappingAdd(1, ordering: .relaxed)  // ptep_clear_flush
+                        mm.flushTLB()  // ptep_clear_flush
                     }
                 } else if e.isDevicePrivate, e.pfn == pfn {
                     let mode: PTE.MigrationMode = e.isWritableDevicePrivate ? .write : .read
@@ -277,7 +277,7 @@ extension AddressSpace {
                 mm.notifiers.invalidateRangeEnd(range)
             }
         }
-        if flushPending { counters.tlbFlushes.wrappingAdd(1, ordering: .relaxed) }  // try_to_unmap_flush
+        if flushPending { flushTLB() }  // try_to_unmap_flush
         return installed
     }
 }
@@ -313,8 +313,6 @@ struct MigrateCollectWalk: PageWalkOps {
     var npages = 0
     var cpages = 0
     var tlbFlushes = 0
-    /// `ptep_clear_flush()` calls of the current PMD: one per anon-exclusive present page cleared.
-    var pageFlushes = 0
     var lockFailures = 0
     var migrationEntries = 0
     var splitsBeforeCollect = 0
@@ -415,7 +413,7 @@ struct MigrateCollectWalk: PageWalkOps {
                 case .split(let folio):
                     lock.unlock()
                     if !splitForMigration(folio, mm: mm) {
-                        countFlushes(mm, unmapped: unmapped)
+                        flushCollected(mm, unmapped: unmapped)
                         return skip(address, end)
                     }
                     resplit = true
@@ -423,21 +421,19 @@ struct MigrateCollectWalk: PageWalkOps {
                 }
             }
             if resplit { continue }  // goto again
-            countFlushes(mm, unmapped: unmapped)
             lock.unlock()
+            flushCollected(mm, unmapped: unmapped)
             return 0
         }
     }
 
-    /// The PMD's TLB flushes: each `ptep_clear_flush()` of an anon-exclusive present page (one
-    /// `flush_tlb_page` each, counted in ``collectPTE``) and, when anything was unmapped, the batch's
-    /// `flush_tlb_range()` at the end of `migrate_vma_collect_pmd()`. Lab departure: counted, not paid.
-    mutating func countFlushes(_ mm: AddressSpace, unmapped: Int) {
-        let n = pageFlushes + (unmapped > 0 ? 1 : 0)
-        pageFlushes = 0
-        guard n > 0 else { return }
-        tlbFlushes += n
-        mm.counters.tlbFlushes.wrappingAdd(n, ordering: .relaxed)
+    /// The PMD's batch flush: when anything was unmapped, the `flush_tlb_range()` at the end of
+    /// `migrate_vma_collect_pmd()`, after the PTE lock is dropped. (Each anon-exclusive present page's
+    /// `ptep_clear_flush()` is made in ``collectPTE``, under the lock.)
+    mutating func flushCollected(_ mm: AddressSpace, unmapped: Int) {
+        guard unmapped > 0 else { return }
+        tlbFlushes += 1
+        mm.flushTLB()
     }
 
     enum PTEResult {
@@ -498,7 +494,10 @@ struct MigrateCollectWalk: PageWalkOps {
         pte = slot.exchange(.none)
         if anonExclusive {
             memory.page(page).pointee.clear(.anonExclusive)
-            if pte.isPresent { pageFlushes += 1 }  // ptep_clear_flush: pte_accessible → flush_tlb_page
+            if pte.isPresent {  // ptep_clear_flush: pte_accessible → flush_tlb_page
+                tlbFlushes += 1
+                mm.flushTLB()
+            }
         }
         cpages += 1
         if pte.isPresent, pte.isDirty { head.pointee.markDirty() }
@@ -604,7 +603,7 @@ struct MigrateCollectWalk: PageWalkOps {
             mm.removeRmap(folio)
             memory.put(folio)
             tlbFlushes += 1
-            mm.counters.tlbFlushes.wrappingAdd(1, ordering: .relaxed)
+            mm.flushTLB()
             _ = skip(start + 4096, end)
             lock.unlock()
             return 0

@@ -52,7 +52,7 @@ public final class KernelRunner {
     /// Columns a kernel row never fills.
     public static let unmeasuredColumns: Set<String> = [
         "ptes_visited", "migration_entries", "notifier_retries", "folio_lock_fails", "thp_migrated", "device_alloc_fails", "bytes_copied",
-        "mutator_stores", "lost_stores", "memcpy_gbps", "kernel_walk_ns",
+        "mutator_stores", "lost_stores", "memcpy_gbps", "kernel_walk_ns", "costs", "tlb_shootdown", "flush_ns",
     ]
 
     /// Refuses what the kernel engine cannot do, naming the option (before anything is opened).

@@ -63,11 +63,11 @@ public struct Compare: Sendable {
     /// `engine` is absent from files written before `--engine` existed: such rows are `model` rows.
     public static let configurationColumns = [
         "engine", "strategy", "direction", "pages", "window_pages", "mix", "thp", "device_large_fail", "split_policy", "self_invalidation", "threads",
-        "mutators", "fault_request", "fault_pages",
+        "mutators", "fault_request", "fault_pages", "costs",
     ]
 
     /// Columns added after the first recorded runs: a file without them has their defaults.
-    static let optionalColumns = ["engine": "model", "fault_request": "write", "fault_pages": "window"]
+    static let optionalColumns = ["engine": "model", "fault_request": "write", "fault_pages": "window", "costs": "none"]
     public static var requiredConfigurationColumns: [String] { configurationColumns.filter { optionalColumns[$0] == nil } }
 
     /// The metrics compared: column, label, how to print it.

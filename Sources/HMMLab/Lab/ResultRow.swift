@@ -47,6 +47,8 @@ public struct ResultRow: Sendable {
     public var allocNs: Double?
     public var copyNs: Double?
     public var finalizeNs: Double?
+    /// Host shootdowns for the modelled TLB flushes, mean per op, ns: part of the phase they fall in.
+    public var flushNs: Double?
     public var copyGBps: Double?
     public var throughputGBps = 0.0
     /// One per requested counter, nil when it could not be read here.
@@ -61,11 +63,11 @@ public struct ResultRow: Sendable {
     public static let columns = [
         "run_id", "timestamp", "tool_version", "host", "kernel", "cpu_model", "cpus", "numa_nodes", "system_node", "device_node", "backing",
         "thp_mode", "engine", "strategy", "direction", "pages", "window_pages", "mix", "thp", "device_large_fail", "split_policy", "self_invalidation",
-        "fault_request", "fault_pages", "threads", "mutators", "seed", "rep", "ops", "pages_requested", "pages_migrated", "pages_skipped", "walks", "walk_restarts",
+        "fault_request", "fault_pages", "costs", "tlb_shootdown", "threads", "mutators", "seed", "rep", "ops", "pages_requested", "pages_migrated", "pages_skipped", "walks", "walk_restarts",
         "ptes_visited", "faults", "cow_breaks", "swapins", "migration_entries", "tlb_flushes", "invalidations", "notifier_retries",
         "folio_lock_fails", "thp_migrated", "thp_splits", "device_alloc_fails", "bytes_copied", "verify_failures", "mutator_stores",
         "lost_stores", "wall_ns", "op_mean_ns", "op_p50_ns", "op_p90_ns", "op_p99_ns", "op_max_ns", "walk_ns", "fault_ns", "collect_ns",
-        "alloc_ns", "copy_ns", "finalize_ns", "copy_gbps", "throughput_gbps", "memcpy_gbps", "kernel_walk_ns",
+        "alloc_ns", "copy_ns", "finalize_ns", "flush_ns", "copy_gbps", "throughput_gbps", "memcpy_gbps", "kernel_walk_ns",
     ]
 
     /// The header for a run with these counters (and, with `--engine kernel`, these traced kernel functions).
@@ -81,7 +83,7 @@ public struct ResultRow: Sendable {
             m.runId, timestamp, m.toolVersion, m.host, m.kernel, m.cpuModel, String(m.cpus), String(m.numaNodes), String(m.systemNode),
             String(m.deviceNode), m.backing, m.thpMode, engine, strategy, direction, String(c.pages), String(c.windowPages), c.mix.description,
             Self.number(c.thp), Self.number(c.deviceLargeFail), c.splitPolicy.rawValue, c.selfInvalidation.rawValue, c.faultRequest.rawValue,
-            c.faultPages.map(String.init) ?? "window", String(c.threads),
+            c.faultPages.map(String.init) ?? "window", c.costs.description, m.tlbShootdown, String(c.threads),
             String(c.mutators), String(c.seed), String(rep), String(ops), String(pagesRequested), String(pagesMigrated), String(pagesSkipped),
             String(walks), String(walkRestarts), String(ptesVisited), String(faults), String(cowBreaks), String(swapins),
             String(migrationEntries), String(tlbFlushes), String(invalidations), String(notifierRetries), String(folioLockFails),
@@ -89,7 +91,7 @@ public struct ResultRow: Sendable {
             String(mutatorStores), String(lostStores), String(wallNs), Self.number(opMeanNs), String(opP50Ns), String(opP90Ns),
             String(opP99Ns), String(opMaxNs),
         ]
-        f += [walkNs, faultNs, collectNs, allocNs, copyNs, finalizeNs, copyGBps].map { $0.map(Self.number) ?? "" }
+        f += [walkNs, faultNs, collectNs, allocNs, copyNs, finalizeNs, flushNs, copyGBps].map { $0.map(Self.number) ?? "" }
         f += [Self.number(throughputGBps), Self.number(m.memcpyGBps), Self.number(m.kernelWalkNs)]
         f += counters.map { $0.map(String.init) ?? "" }
         f += kernelCalls.map { $0.map(String.init) ?? "" }

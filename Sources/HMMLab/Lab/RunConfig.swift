@@ -55,6 +55,8 @@ public struct RunConfig: Sendable, Equatable {
     /// The strategies' fault request and pages per `hmm_range_fault` call (nil: the whole window).
     public var faultRequest = FaultRequest.write
     public var faultPages: Int?
+    /// The kernel per-page costs paid for real (`--costs`, `--tlb-flush`).
+    public var costs = Costs.all
 
     public static let defaultCounters = ["cycles", "instructions", "cache-misses", "dTLB-load-misses", "page-faults", "context-switches"]
 
@@ -62,7 +64,7 @@ public struct RunConfig: Sendable, Equatable {
     public static let optionNames = [
         "strategy", "pages", "window-pages", "mix", "thp", "device-large-fail", "split-policy", "self-invalidation", "direction",
         "threads", "mutators", "reps", "warmup", "seed", "system-node", "device-node", "backing", "counters", "inject",
-        "fault-request", "fault-pages",
+        "fault-request", "fault-pages", "costs", "tlb-flush",
     ]
 
     /// Largest range a run accepts: 64 GiB.
@@ -123,6 +125,7 @@ public struct RunConfig: Sendable, Equatable {
         if let v = options["fault-pages"] {
             c.faultPages = try integer("fault-pages", v, 1...c.windowPages, "pages per hmm_range_fault call, at most --window-pages")
         }
+        try parseCosts(options, into: &c)
         if let v = options["threads"] { c.threads = try integer("threads", v, 1...256, "copy worker threads") }
         if let v = options["mutators"] { c.mutators = try integer("mutators", v, 0...64, "CPU threads storing into the range") }
         if let v = options["reps"] { c.reps = try integer("reps", v, 1...100_000, "timed repetitions") }
@@ -179,6 +182,22 @@ public struct RunConfig: Sendable, Equatable {
             }
         }
         return c
+    }
+
+    /// `--costs LIST` and `--tlb-flush real|count` (the flush cost alone); the two must agree.
+    static func parseCosts(_ options: [String: String], into c: inout RunConfig) throws(ConfigError) {
+        if let v = options["costs"] {
+            guard let costs = Costs(parsing: v) else {
+                throw ConfigError("--costs '\(v)' is not allowed; use all, none, or a comma-separated list of \(Costs.names.map(\.0).joined(separator: ", "))")
+            }
+            c.costs = costs
+        }
+        guard let v = options["tlb-flush"] else { return }
+        guard v == "real" || v == "count" else { throw ConfigError("--tlb-flush '\(v)' is not allowed; use real or count") }
+        if options["costs"] != nil, c.costs.contains(.flush) != (v == "real") {
+            throw ConfigError("--tlb-flush \(v) contradicts --costs \(c.costs); give one of them")
+        }
+        if v == "real" { c.costs.insert(.flush) } else { c.costs.remove(.flush) }
     }
 
     /// `trylock=0.05,pin=0.01,device4k=0.01`, or empty.
@@ -247,7 +266,7 @@ public struct RunConfig: Sendable, Equatable {
     public var settingsLine: String {
         "pages \(pages), window \(windowPages), mix \(mix), thp \(Mix.format(thp)), device-large-fail \(Mix.format(deviceLargeFail)), split-policy \(splitPolicy.rawValue), "
             + "self-invalidation \(selfInvalidation.rawValue), direction \(direction.rawValue), threads \(threads), mutators \(mutators), "
-            + "reps \(reps) (+\(warmup) warm-up), seed \(seed)" + (injectDescription.isEmpty ? "" : ", inject \(injectDescription)")
+            + "reps \(reps) (+\(warmup) warm-up), seed \(seed), costs \(costs)" + (injectDescription.isEmpty ? "" : ", inject \(injectDescription)")
             + (faultRequest == .write && faultPages == nil ? "" : ", fault-request \(faultRequest.rawValue), fault-pages \(faultPages.map(String.init) ?? "window")")
     }
 }

@@ -22,6 +22,9 @@ public struct RunMetadata: Sendable {
     public var memcpyGBps: Double
     /// The kernel's `mincore()` cost per present 4 KiB page, ns (measured at start).
     public var kernelWalkNs: Double
+    /// How modelled TLB flushes were paid: `membarrier` or `mprotect` (``TLBShootdown/Mechanism``), or
+    /// `none` when they were counted only.
+    public var tlbShootdown = "none"
 
     /// Reads the machine; the two floors are filled in by the runner's start-up calibration.
     public static func read(systemNode: Int, deviceNode: Int, backing: String) -> RunMetadata {

@@ -74,7 +74,7 @@ public final class Runner {
             memory = try PhysicalMemory(
                 .init(
                     systemBytes: need.system, deviceBytes: need.device, systemNode: config.systemNode, deviceNode: config.resolvedDeviceNode,
-                    backing: config.backing))
+                    backing: config.backing, costs: config.costs))
             swap = try SwapArea(bytes: need.swap, node: config.systemNode, backing: config.backing == .hugetlb ? .auto : config.backing)
         } catch {
             throw RunError("memory for the run: \(error)")
@@ -91,6 +91,7 @@ public final class Runner {
         systemFreeAtStart = memory.system.allocator.freeFrames
         deviceFreeAtStart = memory.device.allocator.freeFrames
         metadata = RunMetadata.read(systemNode: config.systemNode, deviceNode: config.resolvedDeviceNode, backing: memory.system.region.backing.rawValue)
+        if config.costs.contains(.flush) { metadata.tlbShootdown = TLBShootdown.host.mechanism.rawValue }
         metadata.memcpyGBps = Calibration.memcpyGBps(memory: memory, bytes: 64 << 20)
         metadata.kernelWalkNs = (try? Calibration.kernelMincoreNs(pages: 8192, node: config.systemNode)) ?? .nan
     }
@@ -166,6 +167,7 @@ public final class Runner {
         var ptes = 0, cow = 0, swapins = 0, tlb = 0, invalidations = 0, folioSplits = 0
         var allocFails = 0, hugeToDevice = 0, hugeToSystem = 0, bytesCopied = 0, copyNs = 0, verifyFailures = 0, cpuFaults = 0
         var pagesToSystem = 0, stores = 0
+        var flushNs: UInt64 = 0
         var perf: [UInt64?] = []
 
         static func - (a: Tally, b: Tally) -> Tally {
@@ -174,6 +176,7 @@ public final class Runner {
             d.cow = a.cow - b.cow
             d.swapins = a.swapins - b.swapins
             d.tlb = a.tlb - b.tlb
+            d.flushNs = a.flushNs - b.flushNs
             d.invalidations = a.invalidations - b.invalidations
             d.folioSplits = a.folioSplits - b.folioSplits
             d.allocFails = a.allocFails - b.allocFails
@@ -197,6 +200,7 @@ public final class Runner {
             t.cow += mm.counters.faults(.copyOnWrite)
             t.swapins += mm.counters.faults(.swapIn)
             t.tlb += mm.counters.tlbFlushes.load(ordering: .relaxed)
+            t.flushNs += mm.counters.flushNanoseconds.load(ordering: .relaxed)
             t.invalidations += mm.notifiers.invalidations.load(ordering: .relaxed)
             t.folioSplits += mm.counters.folioSplits.load(ordering: .relaxed)
         }
@@ -395,6 +399,7 @@ public final class Runner {
         row.cowBreaks = d.cow
         row.swapins = d.swapins
         row.tlbFlushes = d.tlb
+        row.flushNs = Double(d.flushNs) / Double(max(ops, 1))
         row.invalidations = d.invalidations
         row.deviceAllocFails = d.allocFails
         row.bytesCopied = d.bytesCopied

@@ -164,7 +164,7 @@ extension AddressSpace {
         addNewAnonRmap(folio, vma: vma, address: address)
         slot.store(.present(folio.pfn, writable: true, dirty: true))
         lock.unlock()
-        if replacing { counters.tlbFlushes.wrappingAdd(1, ordering: .relaxed) }
+        if replacing { flushTLB() }
         if copying {
             let old = memory.folio(containing: expected.pfn)
             removeRmap(old)

@@ -24,7 +24,7 @@ extension AddressSpace {
                 defer { notifiers.invalidateRangeEnd(range) }
                 guard copyPageRange(vma, to: child) else { throw .noMemory("no frame for the child's page tables") }
             }
-            counters.tlbFlushes.wrappingAdd(1, ordering: .relaxed)
+            flushTLB()
         }
         return child
     }

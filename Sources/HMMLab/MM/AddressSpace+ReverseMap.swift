@@ -122,7 +122,7 @@ extension AddressSpace {
         lock.unlock()
         counters.pmdSplits.wrappingAdd(1, ordering: .relaxed)
         // pmdp_invalidate flushes a present PMD; a migration or device-private entry is not in any TLB.
-        if entry.isPresent || entry.isProtNone { counters.tlbFlushes.wrappingAdd(1, ordering: .relaxed) }
+        if entry.isPresent || entry.isProtNone { flushTLB() }
         return true
     }
 
@@ -169,7 +169,7 @@ extension AddressSpace {
         memory.put(folio)
         lock.unlock()
         counters.pmdSplits.wrappingAdd(1, ordering: .relaxed)
-        if entry.isPresent { counters.tlbFlushes.wrappingAdd(1, ordering: .relaxed) }  // pmdp_invalidate
+        if entry.isPresent { flushTLB() }  // pmdp_invalidate
         return PageSize.pmdPages
     }
 }

@@ -66,7 +66,7 @@ extension AddressSpace {
                     memory.put(folio)
                 }
                 lock.unlock()
-                mm.counters.tlbFlushes.wrappingAdd(1, ordering: .relaxed)
+                mm.flushTLB()
                 mm.notifiers.invalidateRangeEnd(range)
             }
             precondition(head.pointee.mappings == 0, "try_to_unmap left \(folio) mapped \(head.pointee.mappings) times")

@@ -65,6 +65,8 @@ public final class AddressSpace: @unchecked Sendable {
         if ownedObjects.removeValue(forKey: ObjectIdentifier(object)) != nil { object.removeMember(self) }
     }
     var nextAddress: UInt64 = 0x10_0000_0000
+    /// The host shootdown each modelled TLB flush makes; nil when flushes are counted only.
+    let shootdown: TLBShootdown?
     private var tornDown = false
 
     /// The lowest and highest user addresses the lab hands out (47-bit user space).
@@ -73,6 +75,7 @@ public final class AddressSpace: @unchecked Sendable {
     public init(memory: PhysicalMemory, swap: SwapArea? = nil) throws(PageTableError) {
         self.memory = memory
         self.swap = swap
+        shootdown = memory.costs.contains(.flush) ? TLBShootdown.host : nil
         pageTable = try PageTable(memory: memory)
     }
 
@@ -270,7 +273,7 @@ public final class AddressSpace: @unchecked Sendable {
             }
             lock.unlock()
         }
-        counters.tlbFlushes.wrappingAdd(1, ordering: .relaxed)
+        flushTLB()
     }
 
     /// Drops what a cleared entry held (`zap_present_ptes`, `zap_nonpresent_ptes`, `zap_huge_pmd`).
@@ -312,7 +315,7 @@ public final class AddressSpace: @unchecked Sendable {
                 i += 1
             }
             mergeVMAs()
-            counters.tlbFlushes.wrappingAdd(1, ordering: .relaxed)
+            flushTLB()
             notifiers.invalidateRangeEnd(range)
         }
     }
@@ -472,7 +475,7 @@ public final class AddressSpace: @unchecked Sendable {
             moved.end = destination + newSize
             object.rmapLock.withWriteLock { vmaList.insert(moved, at: firstVMAIndex(endingAbove: destination)) }
             pageTable.freeTables(start: address, end: oldEnd) { lo, hi in overlaps(lo, hi) }
-            counters.tlbFlushes.wrappingAdd(1, ordering: .relaxed)
+            flushTLB()
             return destination
         }
     }

@@ -74,6 +74,8 @@ public final class MMCounters: @unchecked Sendable {
     public let entriesVisited = Atomic<Int>(0)
     /// TLB flushes (one per flushed range, as `flush_tlb_range`).
     public let tlbFlushes = Atomic<Int>(0)
+    /// Nanoseconds spent in real host shootdowns for those flushes (``AddressSpace/flushTLB(_:)``).
+    public let flushNanoseconds = Atomic<UInt64>(0)
     /// Huge PMDs split into PTE tables (`__split_huge_pmd`).
     public let pmdSplits = Atomic<Int>(0)
     /// 2 MiB folios split into 512 order-0 folios (`__folio_split`).

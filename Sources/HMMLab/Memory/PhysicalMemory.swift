@@ -23,9 +23,14 @@ public final class PhysicalMemory: @unchecked Sendable {
         public var systemNode: Int
         public var deviceNode: Int
         public var backing: BackingRequest
+        /// The per-page costs every address space and device on this memory pays for real.
+        public var costs: Costs
 
         /// - Parameters: sizes are rounded up to 2 MiB; nodes must have memory.
-        public init(systemBytes: Int, deviceBytes: Int, systemNode: Int = 0, deviceNode: Int? = nil, backing: BackingRequest = .auto) {
+        public init(
+            systemBytes: Int, deviceBytes: Int, systemNode: Int = 0, deviceNode: Int? = nil, backing: BackingRequest = .auto, costs: Costs = .all
+        ) {
+            self.costs = costs
             self.systemBytes = systemBytes
             self.deviceBytes = deviceBytes
             self.systemNode = systemNode
@@ -50,6 +55,8 @@ public final class PhysicalMemory: @unchecked Sendable {
     public let notes: [String]
     /// The configuration it was built from.
     public let configuration: Configuration
+    /// The per-page costs paid for real (``Configuration/costs``).
+    public let costs: Costs
 
     /// Registered device pagemaps, by owner token.
     private let pagemaps = LabMutex<[UInt64: any DevicePagemap]>([:])
@@ -82,6 +89,7 @@ public final class PhysicalMemory: @unchecked Sendable {
     /// Maps, binds and pre-faults both pools and the descriptor array.
     public init(_ configuration: Configuration) throws(RegionError) {
         self.configuration = configuration
+        costs = configuration.costs
         let systemRegion = try Region(name: "system", length: configuration.systemBytes, backing: configuration.backing, node: configuration.systemNode)
         let deviceRegion = try Region(name: "device", length: configuration.deviceBytes, backing: configuration.backing, node: configuration.deviceNode)
         let block = FrameAllocator.blockFrames
