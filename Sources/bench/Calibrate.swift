@@ -39,7 +39,7 @@ struct Calibrate: ParsableCommand {
             groups = []
             for name in only.split(separator: ",") {
                 guard let g = Calibration.Group(rawValue: String(name)) else {
-                    throw badInput("--only '\(name)' is not a group; use allocation, copy, walk or unified")
+                    throw badInput("--only '\(name)' is not a group; use \(Calibration.Group.allCases.map(\.rawValue).joined(separator: ", "))")
                 }
                 groups.insert(g)
             }

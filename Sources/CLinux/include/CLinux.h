@@ -19,6 +19,8 @@ int clinux_perf_id(int fd, uint64_t *id);          // PERF_EVENT_IOC_ID
 pid_t clinux_gettid(void);
 /// Pins the calling thread to one CPU. Returns 0 or -errno.
 int clinux_pin_thread_to_cpu(int cpu);
+/// The CPU the calling thread runs on (sched_getcpu), or -errno.
+int clinux_current_cpu(void);
 /// Number of CPUs the calling thread may run on (sched_getaffinity). -errno on failure.
 int clinux_allowed_cpu_count(void);
 

@@ -21,7 +21,7 @@ public struct Calibration: Sendable {
 
     /// Groups of figures `bench calibrate --only` can choose.
     public enum Group: String, CaseIterable, Sendable {
-        case allocation, copy, walk, unified
+        case allocation, copy, walk, unified, tlb
     }
 
     /// Measures on fresh pools of `frames` 4 KiB frames each.
@@ -40,6 +40,7 @@ public struct Calibration: Sendable {
             figures += measureCopyEngine(memory: memory, pages: half, timer)
         }
         if groups.contains(.walk) { figures += measureWalk(memory: memory, pages: half, timer) }
+        if groups.contains(.tlb) { figures += measureTLB(n: 2000, timer) }
         if groups.contains(.unified) {
             do {
                 figures += try measureUnified(pages: half, repetitions: repetitions, backing: backing)

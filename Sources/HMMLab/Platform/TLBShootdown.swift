@@ -29,10 +29,11 @@ public final class TLBShootdown: @unchecked Sendable {
     /// The process's shootdown, chosen on first use.
     public static let host = TLBShootdown()
 
-    private init() {
+    /// `forcing` `.mprotect` skips membarrier (for tests of the fallback).
+    init(forcing: Mechanism? = nil) {
         let query = clinux_membarrier(clinux_membarrier_cmd_query(), 0)
         let expedited = clinux_membarrier_cmd_private_expedited()
-        if query >= 0, query & expedited != 0, clinux_membarrier(clinux_membarrier_cmd_register_private_expedited(), 0) == 0 {
+        if forcing != .mprotect, query >= 0, query & expedited != 0, clinux_membarrier(clinux_membarrier_cmd_register_private_expedited(), 0) == 0 {
             mechanism = .membarrier
             shadow = nil
             return
@@ -45,6 +46,10 @@ public final class TLBShootdown: @unchecked Sendable {
         } else {
             shadow = nil
         }
+    }
+
+    deinit {
+        if let shadow { munmap(shadow, PageSize.bytes) }
     }
 
     /// One shootdown.
