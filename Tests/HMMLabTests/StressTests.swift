@@ -44,6 +44,34 @@ struct StressTests {
         #expect(report.mutatorStores > 0, "\(replay)")
     }
 
+    @Test("a pin on every migration back (pin=1) cannot hold the run: CPU accesses that keep faulting give up when the budget ends", arguments: [1.0, 0.999999])
+    func pinAlwaysTerminates(_ p: Double) throws {
+        var c = Stress.Configuration()
+        c.seed = Self.seed
+        c.seconds = 1
+        c.pages = 512
+        c.mutators = 2
+        c.backing = .small
+        c.inject = [.pin: p]
+        let stress = try Stress(c)
+        let started = monotonicNanoseconds()
+        let report = stress.run()
+        let seconds = Double(monotonicNanoseconds() - started) / 1e9
+        #expect(seconds < 6, "seed \(c.seed): a 1 s budget took \(seconds) s")
+        #expect(report.violationCount == 0, "seed \(c.seed): \(report.violations.prefix(5).joined(separator: "\n"))")
+    }
+
+    @Test("a store whose fault returns with a fatal signal pending is not made (fault_signal_pending); without one it is")
+    func interruptedStore() throws {
+        let f = try MMFixture()
+        let a = try f.mm.mmap(length: 4096, protection: .readWrite)
+        #expect(throws: FaultError.interrupted(a)) { try f.mm.store(UInt64(7), at: a) { true } }
+        #expect(try f.mm.load(UInt64.self, from: a) == 0, "the fault was served, the store not made")
+        try f.mm.store(UInt64(8), at: a) { false }
+        #expect(try f.mm.load(UInt64.self, from: a) == 8)
+        f.finish()
+    }
+
     @Test("a bad configuration is refused with a message")
     func badPages() {
         var c = Stress.Configuration()

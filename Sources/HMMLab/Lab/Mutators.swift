@@ -75,13 +75,15 @@ public final class Mutators: @unchecked Sendable {
             sequence += 1
             let stamp = UInt64(m + 1) << 48 | sequence
             do {
-                try workload.mm.store(stamp, at: workload.address(k) + Workload.stampOffset)
+                try workload.mm.store(stamp, at: workload.address(k) + Workload.stampOffset) { self.stop.load(ordering: .relaxed) }
                 lastStamp[k] = stamp
                 done += 1
                 if done & 63 == 0 {
                     stores.wrappingAdd(64, ordering: .relaxed)
                     sched_yield()
                 }
+            } catch .interrupted {
+                break
             } catch {
                 failures.wrappingAdd(1, ordering: .relaxed)
             }

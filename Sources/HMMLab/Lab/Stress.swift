@@ -195,6 +195,12 @@ public final class Stress {
     let swap: SwapArea
     /// Polled between ops: true ends the run after the current round's checks.
     public var shouldStop: () -> Bool = { false }
+    /// When the time budget ends (monotonic ns), set by ``run()``.
+    private var deadline: UInt64 = .max
+
+    /// The stress thread's "fatal signal pending": the budget is spent or ``shouldStop`` says so. A CPU
+    /// access whose fault keeps failing (an injected pin on every migration back) gives up on it.
+    func signalPending() -> Bool { monotonicNanoseconds() >= deadline || shouldStop() }
     /// Called after each op.
     public var onProgress: ((Progress) -> Void)?
 
@@ -223,6 +229,7 @@ public final class Stress {
         var report = Report(seed: configuration.seed)
         let started = monotonicNanoseconds()
         let budget = UInt64(max(0, configuration.seconds) * 1e9)
+        deadline = started &+ budget
         var round = 0
         while report.violationCount == 0 {
             if monotonicNanoseconds() - started >= budget { break }
@@ -418,7 +425,7 @@ public final class Stress {
             var failed = 0
             for _ in 0..<16 {
                 let k = r.below(w.pages)
-                do { _ = try w.mm.load(UInt64.self, from: w.address(k) + Workload.stampOffset) } catch { failed += 1 }
+                do { _ = try w.mm.load(UInt64.self, from: w.address(k) + Workload.stampOffset, signalPending: signalPending) } catch { failed += 1 }
             }
             r.mutators.finish()
             if failed > 0 { report.opsWithErrors += 1 }
@@ -448,7 +455,7 @@ public final class Stress {
                 // parent's pages must not change.
                 for _ in 0..<8 {
                     let k = r.below(w.pages)
-                    do { try child.store(r.rng.next() | 1, at: w.address(k) + 512) } catch { report.opsWithErrors += 1 }
+                    do { try child.store(r.rng.next() | 1, at: w.address(k) + 512, signalPending: signalPending) } catch { report.opsWithErrors += 1 }
                 }
             } catch {
                 return "fork: \(error)"
@@ -487,7 +494,7 @@ public final class Stress {
                 var problem: String?
                 for j in 0..<min(n, 8) {
                     let k = first + j
-                    guard let h = try? w.mm.load(UInt64.self, from: moved + UInt64(j) << 12) else { continue }
+                    guard let h = try? w.mm.load(UInt64.self, from: moved + UInt64(j) << 12, signalPending: signalPending) else { continue }
                     if h != (w.kinds[k].isWritten ? w.header(k).0 : 0) { problem = "page \(k) moved by mremap reads header \(h)" }
                 }
                 collectInjectedStores(r, base: moved &- UInt64(first) << 12, &report)

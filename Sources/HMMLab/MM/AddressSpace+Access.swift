@@ -23,22 +23,36 @@ extension AddressSpace {
         }
     }
 
-    /// Stores one integer (little-endian, as the CPU does).
-    public func store<T: FixedWidthInteger>(_ value: T, at address: UInt64) throws(FaultError) {
+    /// Stores one integer (little-endian, as the CPU does). `signalPending` is asked before each retry
+    /// after a fault, as the return to user space checks for a fatal signal: when it says yes the store
+    /// throws ``FaultError/interrupted(_:)`` without being made.
+    public func store<T: FixedWidthInteger>(_ value: T, at address: UInt64, signalPending: (() -> Bool)? = nil) throws(FaultError) {
         var v = value
-        try withUnsafeBytes(of: &v) { (b) throws(FaultError) in try store(b, at: address) }
+        try withUnsafeBytes(of: &v) { (b) throws(FaultError) in
+            try access(address: address, count: b.count, write: true, signalPending: signalPending) { host, offset, n in
+                RawBytes.copy(to: host, from: b.baseAddress! + offset, count: n)
+            }
+        }
     }
 
-    /// Loads one integer.
-    public func load<T: FixedWidthInteger>(_: T.Type = T.self, from address: UInt64) throws(FaultError) -> T {
+    /// Loads one integer (`signalPending` as for ``store(_:at:signalPending:)``).
+    public func load<T: FixedWidthInteger>(_: T.Type = T.self, from address: UInt64, signalPending: (() -> Bool)? = nil) throws(FaultError) -> T {
         var v: T = 0
-        try withUnsafeMutableBytes(of: &v) { (b) throws(FaultError) in try load(into: b, from: address) }
+        try withUnsafeMutableBytes(of: &v) { (b) throws(FaultError) in
+            try access(address: address, count: b.count, write: false, signalPending: signalPending) { host, offset, n in
+                RawBytes.copy(to: b.baseAddress! + offset, from: host, count: n)
+            }
+        }
         return v
     }
 
     /// Splits an access into page pieces and runs `copy(hostAddress, offsetInAccess, length)` for each
-    /// with the translation held, faulting as needed.
-    func access(address: UInt64, count: Int, write: Bool, _ copy: (UnsafeMutableRawPointer, Int, Int) -> Void) throws(FaultError) {
+    /// with the translation held, faulting as needed. The CPU retries a faulting access for as long as
+    /// the fault handler returns without mapping the page (a migration that keeps failing, for one);
+    /// only a fatal signal ends that, which `signalPending` models.
+    func access(
+        address: UInt64, count: Int, write: Bool, signalPending: (() -> Bool)? = nil, _ copy: (UnsafeMutableRawPointer, Int, Int) -> Void
+    ) throws(FaultError) {
         guard count > 0 else { return }
         mmapLock.readLock()
         defer { mmapLock.unlock() }
@@ -48,6 +62,7 @@ extension AddressSpace {
             let n = min(count - done, PageSize.bytes - Int(at & 4095))
             while !translateAndCopy(at, write: write, { host, _ in copy(host, done, n) }) {
                 _ = try handleFault(at: at, write: write)
+                if signalPending?() == true { throw .interrupted(at) }
             }
             done += n
         }

@@ -52,6 +52,9 @@ public enum FaultError: Error, Equatable, Sendable, CustomStringConvertible {
     case outOfMemory(UInt64)
     /// The fault cannot be served (no device owner, swap-in failed): `VM_FAULT_SIGBUS`.
     case sigbus(UInt64, String)
+    /// A fatal signal was pending when the access was about to be retried after a fault
+    /// (`fault_signal_pending`): the thread is being stopped and the access was not made.
+    case interrupted(UInt64)
 
     public var description: String {
         switch self {
@@ -59,6 +62,7 @@ public enum FaultError: Error, Equatable, Sendable, CustomStringConvertible {
         case .accessError(let a, let w): "\(w ? "write" : "read") not allowed at 0x\(String(a, radix: 16)) (SIGSEGV, SEGV_ACCERR)"
         case .outOfMemory(let a): "out of memory faulting 0x\(String(a, radix: 16)) (VM_FAULT_OOM)"
         case .sigbus(let a, let why): "fault at 0x\(String(a, radix: 16)) cannot be served: \(why) (VM_FAULT_SIGBUS)"
+        case .interrupted(let a): "access at 0x\(String(a, radix: 16)) not made: a fatal signal was pending on retry"
         }
     }
 }
