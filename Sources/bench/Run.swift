@@ -134,9 +134,11 @@ final class ProgressBar {
     }
 }
 
-/// Runs one configuration into an open result file; returns the rows, or nil when interrupted.
+/// Runs one configuration into a result file, which `file` opens (or returns open) only once the
+/// run's memory is allocated, so a run that cannot start leaves an existing file as it was; returns
+/// the rows and whether the run was interrupted.
 func runConfiguration(
-    _ config: RunConfig, file: ResultFile, output: OutputOptions, label: String = "", notes: inout Set<String>
+    _ config: RunConfig, file openFile: () throws -> ResultFile, output: OutputOptions, label: String = "", notes: inout Set<String>
 ) throws -> (rows: [ResultRow], runner: Runner, interrupted: Bool) {
     let runner: Runner
     do {
@@ -144,6 +146,7 @@ func runConfiguration(
     } catch {
         throw failure(error.description)
     }
+    let file = try openFile()
     if let counters = runner.counters {
         for (name, reason) in counters.unavailable where !notes.contains(name) {
             notes.insert(name)
@@ -249,11 +252,14 @@ struct Run: ParsableCommand {
             return try runKernel(config, output: output)
         }
         try checkMemory(config)
-        let file = try openResultFile(output, strategy: config.strategyName, header: ResultRow.header(counters: config.counters))
-        let path = file.path
         installInterruptHandler()
         var notes = Set<String>()
-        let (rows, runner, interrupted) = try runConfiguration(config, file: file, output: output, notes: &notes)
+        var path = ""
+        let (rows, runner, interrupted) = try runConfiguration(config, file: {
+            let file = try openResultFile(output, strategy: config.strategyName, header: ResultRow.header(counters: config.counters))
+            path = file.path
+            return file
+        }, output: output, notes: &notes)
         if !rows.isEmpty { printSummary(rows, runner: runner, format: output.format, path: path) }
         if interrupted {
             printError("bench: interrupted: \(rows.count) finished row\(rows.count == 1 ? "" : "s") kept in \(path)")

@@ -71,13 +71,19 @@ struct Sweep: ParsableCommand {
             configs.append((combo.map { "\($0.0)=\($0.1)" }.joined(separator: " "), config))
         }
         for c in configs { try checkMemory(c.config) }
-        let file = try openResultFile(output, strategy: "sweep", header: ResultRow.header(counters: configs[0].config.counters))
-        let path = file.path
+        var opened: ResultFile?
+        let open = { () throws -> ResultFile in
+            if let opened { return opened }
+            let file = try openResultFile(output, strategy: "sweep", header: ResultRow.header(counters: configs[0].config.counters))
+            opened = file
+            return file
+        }
         installInterruptHandler()
         var notes = Set<String>()
         var written = 0
         for (i, c) in configs.enumerated() {
-            let (rows, runner, interrupted) = try runConfiguration(c.config, file: file, output: output, label: "[\(i + 1)/\(configs.count)] \(c.label) ", notes: &notes)
+            let (rows, runner, interrupted) = try runConfiguration(c.config, file: open, output: output, label: "[\(i + 1)/\(configs.count)] \(c.label) ", notes: &notes)
+            let path = opened?.path ?? ""
             written += rows.count
             if !rows.isEmpty {
                 if output.format == .text { print("\n## \(c.label)") }

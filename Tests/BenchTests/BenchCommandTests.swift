@@ -20,6 +20,7 @@ struct BenchCommandTests {
         ("--system-node", "99", "--system-node"), ("--device-node", "99", "--device-node"), ("--device-node", "x", "--device-node"),
         ("--backing", "huge", "huge"), ("--counters", "no-such-event", "no-such-event"), ("--counters", "page-faults,page-faults", "twice"),
         ("--format", "xml", "xml"), ("--out", "/proc/no-such-dir/x.csv", "--out"), ("--inject", "lock=0.1", "lock"), ("--inject", "pin=2", "pin"),
+        ("--costs", "tlb", "tlb"), ("--costs", "flush,flush", "flush,flush"), ("--tlb-flush", "sometimes", "sometimes"),
         ("--fault-request", "maybe", "maybe"), ("--fault-pages", "0", "--fault-pages"), ("--fault-pages", "1024", "--fault-pages"),
     ]
 
@@ -186,5 +187,20 @@ struct BenchCommandTests {
         let records = try CSV.parse(String(contentsOfFile: out, encoding: .utf8))
         #expect(records.first == ResultRow.header(counters: []))
         #expect(records.dropFirst().allSatisfy { $0.count == records[0].count }, "every row whole")
+    }
+
+    @Test("--backing hugetlb with too few free hugetlb pages is refused (exit 64) before an existing --out is touched; sweep checks every combination first")
+    func hugetlbShortageKeepsFile() throws {
+        let pages = 262144  // 1 GiB: its pools need over 1500 pages of 2 MiB
+        if (HugetlbPool.freePages(node: 0) ?? 0) > 1600 { return }  // a machine with that many free cannot show the refusal
+        let out = BenchProcess.temporaryPath("keep.csv")
+        defer { unlink(out) }
+        try "earlier,rows\n1,2\n".write(toFile: out, atomically: false, encoding: .utf8)
+        for args in [["--pages", "\(pages)"], ["sweep", "--vary", "pages=512,\(pages)"]] {
+            let r = try BenchProcess.run(args + ["--backing", "hugetlb", "--reps", "1", "--quiet", "--out", out])
+            #expect(r.status == 64, "\(args): status \(r.status), \(r.stderr)")
+            #expect(r.stderr.contains("hugetlb") && r.stderr.contains("node 0") && r.stderr.split(separator: "\n").count == 1, "\(r.stderr)")
+            #expect(try String(contentsOfFile: out, encoding: .utf8) == "earlier,rows\n1,2\n", "\(args): the file is untouched")
+        }
     }
 }

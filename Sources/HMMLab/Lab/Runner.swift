@@ -109,6 +109,22 @@ public final class Runner {
                     + "device pool \(Region.formatBytes(need.device)), swap \(Region.formatBytes(need.swap)), and descriptors) but only "
                     + "\(Region.formatBytes(available)) is available (MemAvailable plus free hugetlb pages); use fewer pages")
         }
+        if config.backing == .hugetlb { try checkHugetlb(config) }
+    }
+
+    /// With `--backing hugetlb`, both pools need their 2 MiB pages free on their own nodes.
+    static func checkHugetlb(_ config: RunConfig) throws(RunError) {
+        let need = config.memoryNeeded
+        var pages: [Int: Int] = [:]
+        pages[config.systemNode, default: 0] += need.system / HugetlbPool.pageSize
+        pages[config.resolvedDeviceNode, default: 0] += need.device / HugetlbPool.pageSize
+        for (node, wanted) in pages.sorted(by: { $0.key < $1.key }) {
+            let free = HugetlbPool.freePages(node: node) ?? 0
+            guard wanted > free else { continue }
+            throw RunError(
+                "--backing hugetlb: --pages \(config.pages) needs \(wanted) free 2 MiB hugetlb pages on node \(node) but it has \(free); "
+                    + "reserve more (echo N > /sys/devices/system/node/node\(node)/hugepages/hugepages-2048kB/nr_hugepages), use fewer pages, or --backing auto")
+        }
     }
 
     /// MemAvailable plus the free hugetlb pages (reserved memory MemAvailable does not count).
