@@ -448,8 +448,11 @@ class Plotter:
         if after_layout is not None:
             after_layout()
         base = os.path.join(self.outdir, f"{self.prefix}-{chart}")
-        fig.savefig(base + ".png", dpi=PNG_DPI, metadata={"Software": None})
-        fig.savefig(base + ".svg", metadata={"Date": None})
+        try:
+            fig.savefig(base + ".png", dpi=PNG_DPI, metadata={"Software": None})
+            fig.savefig(base + ".svg", metadata={"Date": None})
+        except OSError as err:
+            raise PlotError(f"{base}: cannot write the plot: {err.strerror}") from None
         self.plt.close(fig)
         self.written += [base + ".png", base + ".svg"]
 
@@ -814,6 +817,16 @@ class Plotter:
 # --------------------------------------------------------------------------- main
 
 
+def check_writable(outdir):
+    """Refuses an output directory where a file cannot be created (read-only, /proc), before plotting."""
+    import tempfile
+    try:
+        with tempfile.NamedTemporaryFile(dir=outdir, prefix=".plot-check-"):
+            pass
+    except OSError as err:
+        raise PlotError(f"{outdir}: cannot write plots there: {err.strerror}") from None
+
+
 def main(argv):
     parser = argparse.ArgumentParser(
         prog=PROG, description="Plot hmm-lab result CSVs (see the module docstring).")
@@ -838,6 +851,7 @@ def main(argv):
         os.makedirs(outdir, exist_ok=True)
     except OSError as err:
         raise PlotError(f"{outdir}: cannot create the output directory: {err.strerror}") from None
+    check_writable(outdir)
 
     try:
         import matplotlib
