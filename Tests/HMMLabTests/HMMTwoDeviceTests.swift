@@ -85,15 +85,15 @@ struct HMMTwoDeviceTests {
         base.finish(f, [d], others: [child])
     }
 
-    @Test("migrate_anon_huge_empty: an untouched 2 MiB range migrates as one device THP")
+    @Test("migrate_anon_huge_empty: an untouched PROT_READ 2 MiB range migrates as one device THP, mapped read-only")
     func migrate_anon_huge_empty() throws {
         let f = try MMFixture()
         let d = Device(memory: f.memory, mm: f.mm, verify: true)
-        let a = try f.mm.mmap(length: 2 << 20, protection: .readWrite, flags: .hugepage)
+        let a = try f.mm.mmap(length: 2 << 20, protection: .read, flags: .hugepage)
         let r = d.migrateToDevice(a, pages: 512)
         #expect(r.errno == 0 && r.collected == 1 && r.migrated == 512)
         #expect(try #require(f.mm.pageTable.pmdSlot(a, allocate: false)).load().isDevicePrivate, "a device-private PMD entry")
-        #expect(try d.snapshot(a, pages: 512).allSatisfy { $0 == MirrorProt.devicePrivateLocal | MirrorProt.write | MirrorProt.pmd })
+        #expect(try d.snapshot(a, pages: 512).allSatisfy { $0 == MirrorProt.devicePrivateLocal | MirrorProt.read | MirrorProt.pmd })
         #expect(try d.read(a, pages: 512).bytes.allSatisfy { $0 == 0 })
         base.check(f, [d])
         #expect(try f.mm.load(UInt64.self, from: a + 4096 * 100) == 0)
