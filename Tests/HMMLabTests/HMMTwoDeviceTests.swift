@@ -197,16 +197,27 @@ struct HMMTwoDeviceTests {
         base.finish(f, [d])
     }
 
-    @Test("migrate_anon_huge_zero_err: an empty THP range with 2 MiB device allocations failing moves as 512 pages")
+    @Test("migrate_anon_huge_zero_err: an empty PROT_READ THP range, then one read-faulted to zero, each with the 2 MiB device allocation failing, moves as 512 pages and faults back zero")
     func migrate_anon_huge_zero_err() throws {
         let f = try MMFixture()
         let d = Device(memory: f.memory, mm: f.mm, verify: true)
-        let a = try f.mm.mmap(length: 2 << 20, protection: .readWrite, flags: .hugepage)
-        d.setAllocationFailure(FailureInjection(order9: 1))
-        let r = d.migrateToDevice(a, pages: 512)
-        #expect(r.errno == 0 && r.migrated == 512)
-        #expect(f.mm.snapshot(a, pages: 512).allSatisfy { $0 == .devicePrivate })
-        #expect(try d.read(a, pages: 512).bytes.allSatisfy { $0 == 0 })
+        for readFirst in [false, true] {
+            let a = try f.mm.mmap(length: 2 << 20, protection: .read, flags: .hugepage)
+            if readFirst { #expect(try f.mm.load(Int32.self, from: a) == 0) }  // the zero page (no huge zero page here)
+            d.setAllocationFailure(FailureInjection(order9: 1))  // HMM_DMIRROR_FLAG_FAIL_ALLOC
+            let r = d.migrateToDevice(a, pages: 512)
+            d.setAllocationFailure(FailureInjection())
+            #expect(r.errno == 0 && r.migrated == 512, "\(r)")
+            #expect(f.mm.snapshot(a, pages: 512).allSatisfy { $0 == .devicePrivate })
+            #expect(try d.read(a, pages: 512).bytes.allSatisfy { $0 == 0 })
+            if readFirst {
+                for k in 0..<512 { #expect(try f.mm.load(Int32.self, from: a + UInt64(k) << 12) == 0) }  // every page faulted back
+            } else {
+                #expect(try f.mm.load(Int32.self, from: a + 2048 * 4) == 0)  // a single page faulted back
+            }
+            base.check(f, [d])
+            try f.mm.munmap(a, length: 2 << 20)
+        }
         base.finish(f, [d])
     }
 }
