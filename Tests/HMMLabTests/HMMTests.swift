@@ -201,10 +201,15 @@ struct HMMTests {
         let n = Self.npages
         let a = try f.mm.mmap(length: n * 4096, protection: .readWrite)
         try f.fill(a, pages: n, seed: 10)
+        // cmd.cpages after HMM_DMIRROR_MIGRATE_TO_DEV: the range's pages in the device page table
+        // (dmirror_do_read over it), whether this call moved them or an earlier one did.
+        func cpages() -> Int { d.deviceMappings().filter { $0.address >= a && $0.address < a + UInt64(n) << 12 }.count }
         #expect(d.migrateToDevice(a, pages: n).collected == n)
-        #expect(try f.mismatches(a, pages: n / 2, seed: 10) == [])
+        #expect(cpages() == n)
+        #expect(try f.mismatches(a, pages: n / 2, seed: 10) == [])  // the CPU faults the first half back
         let r = d.migrateToDevice(a, pages: n)
         #expect(r.errno == 0 && r.collected == n / 2, "only the half in system memory is collected")
+        #expect(cpages() == n, "as the kernel asserts: cpages == npages")
         #expect(f.mm.snapshot(a, pages: n).allSatisfy { $0 == .devicePrivate })
         check(f, [d])
         #expect(try f.mismatches(a, pages: n, seed: 10) == [])
