@@ -110,16 +110,24 @@ struct HMMTests {
     func anon_write_child(migrate: Bool, thp: Bool) throws {
         let f = try MMFixture()
         let parentDevice = Device(memory: f.memory, mm: f.mm, verify: true)
-        let n = thp ? 1024 : Self.npages
-        let a = try f.mm.mmap(length: n * 4096, protection: .readWrite, flags: thp ? .hugepage : [])
+        // As the kernel's test: with THP, one PMD's worth of pages, MADV_HUGEPAGE at the aligned start
+        // of a buffer twice that size.
+        let n = thp ? PageSize.pmdPages : Self.npages
+        let buffer = try f.mm.mmap(length: 2 * n * 4096, protection: .readWrite)
+        let a = thp ? (buffer + UInt64(PageSize.pmdBytes - 1)) & ~UInt64(PageSize.pmdBytes - 1) : buffer
+        if thp { try f.mm.madvise(a, length: n * 4096, hugepage: true) }
         try f.fill(a, pages: n, seed: 5)
-        if migrate { #expect(parentDevice.migrateToDevice(a, pages: n).errno == 0) }
+        if migrate {
+            #expect(parentDevice.migrateToDevice(a, pages: n).errno == 0)
+            #expect(parentDevice.deviceMappings().count == n, "cpages == npages")
+        }
         let child = try f.mm.fork()
         let childDevice = Device(memory: f.memory, mm: child, verify: true)
         #expect(try f.mismatches(a, pages: n, seed: 5, in: child) == [], "the child sees the parent's values")
         var data: [UInt8] = []
         for k in 0..<n { data += MMFixture.pattern(seed: 6, page: k) }
-        try childDevice.write(a, bytes: data)
+        #expect(try childDevice.write(a, bytes: data) == 1, "faults == 1")
+        #expect(childDevice.deviceMappings().count == n, "cpages == npages")
         #expect(try f.mismatches(a, pages: n, seed: 6, in: child) == [])
         #expect(try f.mismatches(a, pages: n, seed: 5) == [], "the parent's data is unchanged (COW)")
         check(f, [parentDevice, childDevice], others: [child])
@@ -168,7 +176,9 @@ struct HMMTests {
         let childDevice = Device(memory: f.memory, mm: child)
         var data: [UInt8] = []
         for k in 0..<16 { data += MMFixture.pattern(seed: 8, page: k) }
-        try childDevice.write(a, bytes: data)
+        #expect(try f.mismatches(a, pages: 16, seed: 7, in: child) == [], "the child sees the parent's values")
+        #expect(try childDevice.write(a, bytes: data) == 1, "faults == 1")
+        #expect(childDevice.deviceMappings().count == 16, "cpages == npages")
         #expect(try f.mismatches(a, pages: 16, seed: 8) == [])
         finish(f, [childDevice], others: [child])
     }
