@@ -136,18 +136,22 @@ struct HMMTwoDeviceTests {
         base.finish(f, [d])
     }
 
-    @Test("migrate_partial_unmap_fault: migrate 2 MiB, unmap a part, fault the rest back", arguments: [0, 1, 2])
-    func migrate_partial_unmap_fault(offsetQuarter: Int) throws {
+    @Test("migrate_partial_unmap_fault: migrate 2 MiB (THP or MADV_NOHUGEPAGE), unmap half of it at offset 0, 1/4 or 1/2, fault the rest back", arguments: [false, true], [0, 1, 2])
+    func migrate_partial_unmap_fault(thp: Bool, offsetQuarter: Int) throws {
         let f = try MMFixture()
         let d = Device(memory: f.memory, mm: f.mm, verify: true)
-        let a = try f.mm.mmap(length: 2 << 20, protection: .readWrite, flags: .hugepage)
+        let size = UInt64(PageSize.pmdBytes)
+        let buffer = try f.mm.mmap(length: 2 * PageSize.pmdBytes, protection: .readWrite)
+        let a = (buffer + size - 1) & ~(size - 1)
+        try f.mm.madvise(a, length: PageSize.pmdBytes, hugepage: thp)
         try f.fill(a, pages: 512, seed: 7)
         #expect(d.migrateToDevice(a, pages: 512).migrated == 512)
-        let hole = UInt64(offsetQuarter) * (512 << 10)
-        try f.mm.munmap(a + hole, length: 1 << 20)
+        #expect(d.deviceMappings().count == 512, "cpages == npages")
+        let hole = UInt64(offsetQuarter) * size / 4
+        try f.mm.munmap(a + hole, length: PageSize.pmdBytes / 2)
         for k in 0..<512 {
             let at = UInt64(k) << 12
-            if at >= hole && at < hole + (1 << 20) { continue }
+            if at >= hole && at < hole + size / 2 { continue }
             #expect(try f.mm.loadBytes(4096, from: a + at) == MMFixture.pattern(seed: 7, page: k))
         }
         base.finish(f, [d])
