@@ -73,7 +73,7 @@ public final class PhysicalMemory: @unchecked Sendable {
 
     /// The pagemap of a device-private frame (`page_pgmap(page)`), through the owner in its descriptor.
     public func pagemap(of pfn: Pfn) -> (any DevicePagemap)? {
-        let owner = page(pfn.aligned(toOrder: descriptors[pfn.index].test(.tail) ? PageSize.pmdOrder : 0)).pointee.private.load(ordering: .acquiring)
+        let owner = page(pfn.aligned(toOrder: descriptors[pfn.index].test(.tail) ? PageSize.pmdOrder : 0)).pointee.deviceOwner
         return pagemaps.withLock { $0[owner] }
     }
 
@@ -273,8 +273,46 @@ public final class PhysicalMemory: @unchecked Sendable {
         let mapped = head.pointee.mappings
         precondition(mapped == 0, "freeing \(folio) that is still mapped \(mapped) times")
         precondition(!head.pointee.isLocked, "freeing \(folio) while it is locked")
+        if head.pointee.test(.zoneDevice) { freeBacking(of: folio) }
         for i in 0..<folio.pageCount {
             (head + i).pointee.flags.store(0, ordering: .relaxed)
+        }
+    }
+
+    /// `free_zone_device_folio()` → `pgmap->ops->page_free` for a device folio with a backing folio:
+    /// its pagemap is told (``DevicePagemap/pageFree(_:backing:)``), the backing folio is freed
+    /// (`dmirror_devmem_free`'s `__free_pages(rpage)`), and the device frame goes back to the device
+    /// pool after. The lab finds the pagemap through its registry (one lock), where the kernel follows
+    /// `page->pgmap`; the backing folio is freed even when its device was closed first.
+    /// Nothing to do for a device folio without a backing folio.
+    @inline(__always)
+    func freeBacking(of folio: Folio) {
+        if let backing = page(folio.pfn).pointee.zoneDeviceData { pageFree(folio, backing: backing) }
+    }
+
+    @inline(never)
+    private func pageFree(_ folio: Folio, backing: Pfn) {
+        let head = page(folio.pfn)
+        let owner = head.pointee.deviceOwner
+        head.pointee.private.store(owner, ordering: .relaxed)
+        pagemaps.withLock { $0[owner] }?.pageFree(folio, backing: backing)
+        put(Folio(pfn: backing, order: folio.order))
+    }
+
+    /// The backing folio of a 2 MiB device folio being split becomes 512 single pages with one reference
+    /// each, as `dmirror_devmem_folio_split` splits it (`folio_reset_order`, `folio_set_count`); each new
+    /// device page takes its own (``PageDescriptor/splitPrivateStep``). Nothing to do for a system folio
+    /// or a device folio without one.
+    public func splitBacking(of folio: Folio) {
+        let head = page(folio.pfn)
+        guard head.pointee.test(.zoneDevice), let backing = head.pointee.zoneDeviceData else { return }
+        let b = page(backing)
+        precondition(b.pointee.order == folio.order, "backing folio of \(folio) has order \(b.pointee.order)")
+        system.allocator.splitAllocated(backing.index - system.firstPfn.index)
+        for i in 0..<folio.pageCount {
+            (b + i).pointee.flags.store(0, ordering: .relaxed)
+            (b + i).pointee.mapcount.store(0, ordering: .relaxed)
+            (b + i).pointee.refcount.store(1, ordering: .releasing)
         }
     }
 
