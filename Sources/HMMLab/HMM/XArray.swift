@@ -85,7 +85,9 @@ final class XArray: @unchecked Sendable {
             let offset = Int((index >> UInt64(shifts[node])) & Self.chunkMask)
             let slot = node &* Self.chunkSize &+ offset
             if slots[slot] == 0 {
-                slots[slot] = UInt64(allocateNode(shift: shifts[node] &- UInt8(Self.chunkShift), parent: node, offset: offset)) &+ 1
+                // The pool may move while allocating: index the slots after.
+                let child = allocateNode(shift: shifts[node] &- UInt8(Self.chunkShift), parent: node, offset: offset)
+                slots[slot] = UInt64(child) &+ 1
                 counts[node] &+= 1
             }
             node = Int(slots[slot] &- 1)
@@ -158,7 +160,7 @@ final class XArray: @unchecked Sendable {
         }
         while UInt64(shifts[Int(root)]) &+ Self.chunkShift < 64, index >> (UInt64(shifts[Int(root)]) &+ Self.chunkShift) != 0 {
             let old = Int(root)
-            let top = allocateNode(shift: shifts[old] &+ UInt8(Self.chunkShift), parent: -1, offset: 0)
+            let top = allocateNode(shift: shifts[old] &+ UInt8(Self.chunkShift), parent: -1, offset: 0)  // may move the pool
             slots[Int(top) &* Self.chunkSize] = UInt64(old) &+ 1
             counts[Int(top)] = 1
             parents[old] = top
