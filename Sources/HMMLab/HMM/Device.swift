@@ -112,6 +112,14 @@ public final class Device: DevicePagemap, MMUIntervalNotifierOps, @unchecked Sen
     /// pool's allocator, whose lock stands for `mdevice->lock` (the kernel pops the driver's free list,
     /// `free_pages` or `free_folios`, under that spinlock).
     func allocateDevicePage(order: Int) -> Folio? {
+        guard let folio = takeDevicePage(order: order) else { return nil }
+        countAllocated(folio.pageCount)
+        return folio
+    }
+
+    /// ``allocateDevicePage(order:)`` but for the counters of the pages it got.
+    @inline(__always)
+    private func takeDevicePage(order: Int) -> Folio? {
         let injected = injecting.load(ordering: .acquiring) && injection.withLock { s -> Bool in
             let p = s.settings.probability(order: order)
             return p > 0 && s.rng.nextUnit() < p
@@ -129,9 +137,12 @@ public final class Device: DevicePagemap, MMUIntervalNotifierOps, @unchecked Sen
         head.pointee.private.store(PageDescriptor.devicePrivate(owner: owner, backing: backing?.pfn), ordering: .releasing)
         for i in 1..<folio.pageCount { (head + i).pointee.private.store(owner, ordering: .releasing) }
         _ = head.pointee.tryLock()
-        stats.devicePagesAllocated.wrappingAdd(folio.pageCount, ordering: .relaxed)
-        if backing != nil { stats.backingPagesAllocated.wrappingAdd(folio.pageCount, ordering: .relaxed) }
         return folio
+    }
+
+    private func countAllocated(_ pages: Int) {
+        stats.devicePagesAllocated.wrappingAdd(pages, ordering: .relaxed)
+        if driverCost { stats.backingPagesAllocated.wrappingAdd(pages, ordering: .relaxed) }
     }
 
     private func allocationFailed() -> Folio? {
@@ -149,11 +160,12 @@ public final class Device: DevicePagemap, MMUIntervalNotifierOps, @unchecked Sen
         if driverCost || injecting.load(ordering: .acquiring) {
             var got = 0
             for _ in 0..<count {
-                if let folio = allocateDevicePage(order: 0) {
+                if let folio = takeDevicePage(order: 0) {
                     out[got] = folio.pfn
                     got += 1
                 }
             }
+            countAllocated(got)
             return got
         }
         let got = memory.allocateBulk(.device, count: count, into: out)
@@ -182,7 +194,8 @@ public final class Device: DevicePagemap, MMUIntervalNotifierOps, @unchecked Sen
 
     // MARK: Notifier
 
-    /// `dmirror_interval_invalidate()`, with the RFC's patch 1 (August 2025 posting): a
+    /// `dmirror_interval_invalidate()` → `dmirror_do_update()` (with the driver cost, `xa_erase` of each
+    /// entry `xa_for_each_range` finds), with the RFC's patch 1 (August 2025 posting): a
     /// `MMU_NOTIFY_CLEAR` raised by the calling thread itself (a THP split inside its own walk) is
     /// skipped too. Mainline 7.2's dmirror does not skip it; the counts do not change (the
     /// invalidation is counted when raised), only whether the driver's walk must start again.

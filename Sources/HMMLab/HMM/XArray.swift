@@ -218,21 +218,23 @@ final class XArray: @unchecked Sendable {
         nodesInUse &-= 1
     }
 
-    /// Doubles the pool (off the per-page path: the pool keeps what it grew to).
+    /// Grows the pool to `newCapacity` nodes, the new ones on the free list (off the per-page path: the
+    /// pool doubles when empty and keeps what it grew to).
     private func grow(to newCapacity: Int) {
-        func moved<T>(_ old: UnsafeMutablePointer<T>, _ count: Int, _ fill: T) -> UnsafeMutablePointer<T> {
-            let new = UnsafeMutablePointer<T>.allocate(capacity: count)
-            new.moveInitialize(from: old, count: capacity * (count / newCapacity))
-            (new + capacity * (count / newCapacity)).initialize(repeating: fill, count: count - capacity * (count / newCapacity))
-            old.deallocate()
+        let old = capacity
+        func moved<T>(_ buffer: UnsafeMutablePointer<T>, per node: Int, _ fill: T) -> UnsafeMutablePointer<T> {
+            let new = UnsafeMutablePointer<T>.allocate(capacity: newCapacity * node)
+            new.moveInitialize(from: buffer, count: old * node)
+            (new + old * node).initialize(repeating: fill, count: (newCapacity - old) * node)
+            buffer.deallocate()
             return new
         }
-        slots = moved(slots, newCapacity * Self.chunkSize, 0)
-        counts = moved(counts, newCapacity, 0)
-        shifts = moved(shifts, newCapacity, 0)
-        offsets = moved(offsets, newCapacity, 0)
-        parents = moved(parents, newCapacity, -1)
-        for node in (capacity..<newCapacity).reversed() {
+        slots = moved(slots, per: Self.chunkSize, 0)
+        counts = moved(counts, per: 1, 0)
+        shifts = moved(shifts, per: 1, 0)
+        offsets = moved(offsets, per: 1, 0)
+        parents = moved(parents, per: 1, -1)
+        for node in (old..<newCapacity).reversed() {
             parents[node] = freeNodes
             freeNodes = Int32(node)
         }

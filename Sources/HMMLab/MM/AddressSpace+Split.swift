@@ -62,7 +62,7 @@ extension AddressSpace {
         // Pages nobody maps any more are freed now.
         for i in 0..<PageSize.pmdPages where counts[i] == 0 && folio.pfn + i != keep {
             let page = head + i
-            if page.pointee.test(.zoneDevice) { memory.freeBacking(of: Folio(pfn: folio.pfn + i, order: 0)) }
+            if page.pointee.test(.zoneDevice), let backing = memory.takeBacking(of: Folio(pfn: folio.pfn + i, order: 0)) { memory.put(backing) }
             page.pointee.flags.store(0, ordering: .relaxed)
             page.pointee.mapping.store(0, ordering: .relaxed)
             pool.allocator.free(folio.pfn.index + i - pool.firstPfn.index, order: 0)

@@ -260,34 +260,39 @@ public final class PhysicalMemory: @unchecked Sendable {
             release(folio)
             return true
         }
-        freePrepare(folio)
+        let backing = freePrepare(folio)
         if batch.count == FreeBatch.capacity { batch.flush(self) }
         batch.add(folio.pfn)
+        if let backing { put(backing, freeingInto: &batch) }
         return true
     }
 
     /// `free_pages_prepare()`: checks and clears the descriptors of a folio whose refcount reached zero.
+    /// For a device folio with a backing folio, `page_free` (``takeBacking(of:)``): returns the backing
+    /// folio, for the caller to put once the device frame is freed.
     @inline(__always)
-    private func freePrepare(_ folio: Folio) {
+    private func freePrepare(_ folio: Folio) -> Folio? {
         let head = page(folio.pfn)
         let mapped = head.pointee.mappings
         precondition(mapped == 0, "freeing \(folio) that is still mapped \(mapped) times")
         precondition(!head.pointee.isLocked, "freeing \(folio) while it is locked")
-        if head.pointee.test(.zoneDevice) { freeBacking(of: folio) }
+        let backing = head.pointee.test(.zoneDevice) ? takeBacking(of: folio) : nil
         for i in 0..<folio.pageCount {
             (head + i).pointee.flags.store(0, ordering: .relaxed)
         }
+        return backing
     }
 
     /// `free_zone_device_folio()` → `pgmap->ops->page_free` for a device folio with a backing folio:
-    /// its pagemap is told (``DevicePagemap/pageFree(_:backing:)``), the backing folio is freed
-    /// (`dmirror_devmem_free`'s `__free_pages(rpage)`), and the device frame goes back to the device
-    /// pool after. The lab finds the pagemap through its registry (one lock), where the kernel follows
-    /// `page->pgmap`; the backing folio is freed even when its device was closed first.
-    /// Nothing to do for a device folio without a backing folio.
+    /// its pagemap is told (``DevicePagemap/pageFree(_:backing:)``), the field is cleared, and the
+    /// backing folio is returned for the caller to free (`dmirror_devmem_free`'s `__free_pages(rpage)`),
+    /// even when its device was closed first. The lab finds the pagemap through its registry (one lock),
+    /// where the kernel follows `page->pgmap`. Nil for a device folio without one.
     @inline(__always)
-    func freeBacking(of folio: Folio) {
-        if let backing = page(folio.pfn).pointee.zoneDeviceData { pageFree(folio, backing: backing) }
+    func takeBacking(of folio: Folio) -> Folio? {
+        guard let backing = page(folio.pfn).pointee.zoneDeviceData else { return nil }
+        pageFree(folio, backing: backing)
+        return Folio(pfn: backing, order: folio.order)
     }
 
     @inline(never)
@@ -296,7 +301,6 @@ public final class PhysicalMemory: @unchecked Sendable {
         let owner = head.pointee.deviceOwner
         head.pointee.private.store(owner, ordering: .relaxed)
         pagemaps.withLock { $0[owner] }?.pageFree(folio, backing: backing)
-        put(Folio(pfn: backing, order: folio.order))
     }
 
     /// The backing folio of a 2 MiB device folio being split becomes 512 single pages with one reference
@@ -334,7 +338,8 @@ public final class PhysicalMemory: @unchecked Sendable {
 
     /// `free_pages_prepare()` and the return to the allocator, for a folio whose refcount reached zero.
     private func release(_ folio: Folio) {
-        freePrepare(folio)
+        let backing = freePrepare(folio)
+        defer { if let backing { put(backing) } }
         if system.contains(folio.pfn) {
             system.allocator.free(folio.pfn.index - system.firstPfn.index, order: folio.order)
         } else {
