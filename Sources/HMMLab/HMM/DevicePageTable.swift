@@ -19,9 +19,6 @@ struct DevicePageTable: ~Copyable {
 
     init(xarray: XArray? = nil) { self.xarray = xarray }
 
-    /// Whether stores go through the xarray (``leaf(for:)`` is then unavailable).
-    var isXArray: Bool { xarray != nil }
-
     deinit {
         for leaf in leaves.values { leaf.deallocate() }
     }
