@@ -224,7 +224,7 @@ extension Device {
         let page = memory.page(pfn)
         if page.pointee.test(.zoneDevice) {
             let head = memory.page(memory.folio(containing: pfn).pfn)
-            perm = head.pointee.private.load(ordering: .acquiring) == owner ? MirrorProt.devicePrivateLocal : MirrorProt.devicePrivateRemote
+            perm = head.pointee.deviceOwner == owner ? MirrorProt.devicePrivateLocal : MirrorProt.devicePrivateRemote
         } else if pfn == memory.zeroPage {
             perm = MirrorProt.zero
         } else {

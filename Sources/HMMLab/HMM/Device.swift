@@ -45,7 +45,10 @@ public final class Device: DevicePagemap, MMUIntervalNotifierOps, @unchecked Sen
     let copyWorkerHook: (@Sendable () -> Void)?
     public let verify: Bool
     private(set) var notifier: MMUIntervalNotifier!
-    let pageTable = LabMutex(DevicePageTable())
+    let pageTable: LabMutex<DevicePageTable>
+    /// Whether the device pays test_hmm's own per-page costs (``Costs/driver``): a backing system page per
+    /// device page, and an xarray page table.
+    let driverCost: Bool
     private let injection: LabMutex<(settings: FailureInjection, rng: SplitMix64)>
     /// Whether any allocation failure is injected: an allocation reads this flag, not the mutex, when none is.
     private let injecting = Atomic<Bool>(false)
@@ -53,7 +56,7 @@ public final class Device: DevicePagemap, MMUIntervalNotifierOps, @unchecked Sen
     let rangeScratch = LabMutex<[HMMRange]>([])
 
     /// Counters.
-    public let stats = DeviceStatistics()
+    public let stats: DeviceStatistics
 
     private static let nextOwner = Atomic<UInt64>(0xD000)
 
@@ -63,7 +66,12 @@ public final class Device: DevicePagemap, MMUIntervalNotifierOps, @unchecked Sen
                 selfInvalidation: SelfInvalidation = .skip, splitPolicy: SplitPolicy = .afterIsolation,
                 copyWorkerHook: (@Sendable () -> Void)? = nil) {
         owner = Self.nextOwner.wrappingAdd(1, ordering: .relaxed).oldValue
+        precondition(owner <= PageDescriptor.deviceOwnerMask, "owner token \(owner) does not fit a device page's private word")
         self.memory = memory
+        driverCost = memory.costs.contains(.driver)
+        let stats = DeviceStatistics()
+        self.stats = stats
+        pageTable = LabMutex(DevicePageTable(xarray: driverCost ? XArray(stats: stats) : nil))
         self.mm = mm
         self.selfInvalidation = selfInvalidation
         self.splitPolicy = splitPolicy
@@ -97,39 +105,67 @@ public final class Device: DevicePagemap, MMUIntervalNotifierOps, @unchecked Sen
 
     /// A locked device folio of `order` with one reference, marked as this device's, or nil
     /// (exhausted or injected failure). Models `dmirror_devmem_alloc_page` / `zone_device_folio_init`.
+    ///
+    /// With the driver cost, first the backing folio of the same order in system memory
+    /// (`folio_alloc(GFP_HIGHUSER, order)`: not zeroed), recorded in the device page's
+    /// `zone_device_data`; no backing folio, no device page. The device frame comes from the device
+    /// pool's allocator, whose lock stands for `mdevice->lock` (the kernel pops the driver's free list,
+    /// `free_pages` or `free_folios`, under that spinlock).
     func allocateDevicePage(order: Int) -> Folio? {
+        guard let folio = takeDevicePage(order: order) else { return nil }
+        countAllocated(folio.pageCount)
+        return folio
+    }
+
+    /// ``allocateDevicePage(order:)`` but for the counters of the pages it got.
+    @inline(__always)
+    private func takeDevicePage(order: Int) -> Folio? {
         let injected = injecting.load(ordering: .acquiring) && injection.withLock { s -> Bool in
             let p = s.settings.probability(order: order)
             return p > 0 && s.rng.nextUnit() < p
         }
-        if injected {
-            stats.allocationFailures.wrappingAdd(1, ordering: .relaxed)
-            return nil
+        var backing: Folio?
+        if !injected, driverCost {
+            guard case .success(let b) = memory.allocate(.system, order: order) else { return allocationFailed() }
+            backing = b
         }
-        guard case .success(let folio) = memory.allocate(.device, order: order) else {
-            stats.allocationFailures.wrappingAdd(1, ordering: .relaxed)
-            return nil
+        guard !injected, case .success(let folio) = memory.allocate(.device, order: order) else {
+            if let backing { memory.put(backing) }
+            return allocationFailed()
         }
-        for i in 0..<folio.pageCount { memory.page(folio.pfn + i).pointee.private.store(owner, ordering: .releasing) }
-        _ = memory.page(folio.pfn).pointee.tryLock()
-        stats.devicePagesAllocated.wrappingAdd(folio.pageCount, ordering: .relaxed)
+        let head = memory.page(folio.pfn)
+        head.pointee.private.store(PageDescriptor.devicePrivate(owner: owner, backing: backing?.pfn), ordering: .releasing)
+        for i in 1..<folio.pageCount { (head + i).pointee.private.store(owner, ordering: .releasing) }
+        _ = head.pointee.tryLock()
         return folio
     }
 
+    private func countAllocated(_ pages: Int) {
+        stats.devicePagesAllocated.wrappingAdd(pages, ordering: .relaxed)
+        if driverCost { stats.backingPagesAllocated.wrappingAdd(pages, ordering: .relaxed) }
+    }
+
+    private func allocationFailed() -> Folio? {
+        stats.allocationFailures.wrappingAdd(1, ordering: .relaxed)
+        return nil
+    }
+
     /// Up to `count` locked single device pages with one reference each, written to `out`; returns how
-    /// many. Taken from the pool under one allocator lock (`alloc_pages_bulk`, and as drivers allocate
-    /// device memory by the chunk); with allocation failures injected, page by page so each draws its
-    /// own failure, as ``allocateDevicePage(order:)`` does.
+    /// many. Without the driver cost, taken from the pool under one allocator lock (`alloc_pages_bulk`,
+    /// as drivers that allocate device memory by the chunk do). With it, or with allocation failures
+    /// injected, page by page through ``allocateDevicePage(order:)``, as dmirror's
+    /// `dmirror_migrate_alloc_and_copy` calls `dmirror_devmem_alloc_page` per page.
     func allocateDevicePages(_ count: Int, into out: UnsafeMutablePointer<Pfn>) -> Int {
         guard count > 0 else { return 0 }
-        if injecting.load(ordering: .acquiring) {
+        if driverCost || injecting.load(ordering: .acquiring) {
             var got = 0
             for _ in 0..<count {
-                if let folio = allocateDevicePage(order: 0) {
+                if let folio = takeDevicePage(order: 0) {
                     out[got] = folio.pfn
                     got += 1
                 }
             }
+            countAllocated(got)
             return got
         }
         let got = memory.allocateBulk(.device, count: count, into: out)
@@ -143,6 +179,12 @@ public final class Device: DevicePagemap, MMUIntervalNotifierOps, @unchecked Sen
         return got
     }
 
+    /// `dmirror_devmem_free()` (the pagemap's `page_free`): counts the backing pages the memory frees for
+    /// the folio.
+    public func pageFree(_ folio: Folio, backing: Pfn) {
+        stats.backingPagesFreed.wrappingAdd(folio.pageCount, ordering: .relaxed)
+    }
+
     /// A locked system folio with one reference (`vma_alloc_folio` + `folio_lock` in the fault path).
     func allocateSystemPage(order: Int) -> Folio? {
         guard case .success(let folio) = memory.allocate(.system, order: order) else { return nil }
@@ -152,7 +194,8 @@ public final class Device: DevicePagemap, MMUIntervalNotifierOps, @unchecked Sen
 
     // MARK: Notifier
 
-    /// `dmirror_interval_invalidate()`, with the RFC's patch 1 (August 2025 posting): a
+    /// `dmirror_interval_invalidate()` → `dmirror_do_update()` (with the driver cost, `xa_erase` of each
+    /// entry `xa_for_each_range` finds), with the RFC's patch 1 (August 2025 posting): a
     /// `MMU_NOTIFY_CLEAR` raised by the calling thread itself (a THP split inside its own walk) is
     /// skipped too. Mainline 7.2's dmirror does not skip it; the counts do not change (the
     /// invalidation is counted when raised), only whether the driver's walk must start again.
@@ -226,6 +269,12 @@ public final class Device: DevicePagemap, MMUIntervalNotifierOps, @unchecked Sen
 /// A device's counters.
 public final class DeviceStatistics: Sendable {
     public let devicePagesAllocated = Atomic<Int>(0)
+    /// Backing system pages (4 KiB each) allocated and freed with device pages (``Costs/driver``).
+    public let backingPagesAllocated = Atomic<Int>(0)
+    public let backingPagesFreed = Atomic<Int>(0)
+    /// `xa_store` and `xa_erase` calls on the device page table (``Costs/driver``).
+    public let xarrayStores = Atomic<Int>(0)
+    public let xarrayErases = Atomic<Int>(0)
     public let allocationFailures = Atomic<Int>(0)
     public let pagesToDevice = Atomic<Int>(0)
     public let pagesToSystem = Atomic<Int>(0)

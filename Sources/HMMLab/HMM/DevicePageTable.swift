@@ -1,17 +1,23 @@
 /// The device's own page table (dmirror's `xarray pt`): virtual page → the frame the device uses
 /// (a system frame it mirrors, or a device frame after migration), with a write tag
-/// (`DPT_XA_TAG_WRITE`). Stored as 4 KiB leaves of 512 entries per 2 MiB of address space, allocated
-/// on first use and kept; lookups and updates allocate nothing. Guarded by the device's lock.
+/// (`DPT_XA_TAG_WRITE`). Guarded by the device's lock (`dmirror->mutex`).
+///
+/// With the driver cost (``Costs/driver``) it is an ``XArray`` that every store and erase walks from
+/// the root under `xa_lock`, as dmirror's `xa_store`/`xa_erase` calls do. Without it, the lab's own
+/// cheap table: 4 KiB leaves of 512 entries per 2 MiB of address space, allocated on first use and
+/// kept, and reached through a last-leaf cache. Either way lookups and updates allocate nothing per page.
 struct DevicePageTable: ~Copyable {
     static let present: UInt64 = 1 << 62
     static let write: UInt64 = 1 << 63
+    /// The xarray, when the driver cost is paid.
+    private let xarray: XArray?
     private var leaves: [UInt64: UnsafeMutablePointer<UInt64>] = [:]
     /// The leaf used last and its key (`address >> 21`): a window's pages share one leaf, so most
     /// lookups and updates cost one compare instead of a hash lookup.
     private var lastKey: UInt64 = .max
     private var lastLeaf: UnsafeMutablePointer<UInt64>?
 
-    init() {}
+    init(xarray: XArray? = nil) { self.xarray = xarray }
 
     deinit {
         for leaf in leaves.values { leaf.deallocate() }
@@ -19,12 +25,15 @@ struct DevicePageTable: ~Copyable {
 
     /// The entry for `address`: 0 when unmapped, else `pfn | present [| write]`.
     func lookup(_ address: UInt64) -> UInt64 {
+        if let xarray { return xarray.load(address >> 12) }
         if address >> 21 == lastKey, let lastLeaf { return lastLeaf[Int((address >> 12) & 511)] }
         guard let leaf = leaves[address >> 21] else { return 0 }
         return leaf[Int((address >> 12) & 511)]
     }
 
+    /// `xa_store(&dmirror->pt, pfn, entry, GFP_ATOMIC)` with the driver cost.
     mutating func set(_ address: UInt64, pfn: Pfn, writable: Bool) {
+        if let xarray { return xarray.store(address >> 12, Self.entry(pfn, writable: writable)) }
         leaf(for: address)[Int((address >> 12) & 511)] = Self.entry(pfn, writable: writable)
     }
 
@@ -36,6 +45,7 @@ struct DevicePageTable: ~Copyable {
     /// The leaf of 512 entries that holds `address` (index `(address >> 12) & 511`), allocated on first
     /// use: for a caller that sets a window's entries in one loop.
     mutating func leaf(for address: UInt64) -> UnsafeMutablePointer<UInt64> {
+        precondition(xarray == nil, "the xarray has no leaves to hand out")
         let key = address >> 21
         if key == lastKey, let lastLeaf { return lastLeaf }
         let leaf: UnsafeMutablePointer<UInt64>
@@ -51,7 +61,19 @@ struct DevicePageTable: ~Copyable {
         return leaf
     }
 
+    /// `dmirror_do_update()`: every entry in `[start, end)` removed; with the driver cost
+    /// `xa_for_each_range` + `xa_erase`, one find and one erase walk per entry present.
     mutating func erase(_ start: UInt64, _ end: UInt64) {
+        if let xarray {
+            guard end > start else { return }
+            var index = start >> 12
+            let last = (end - 1) >> 12
+            while let found = xarray.find(from: index, last: last) {
+                xarray.erase(found)
+                index = found + 1
+            }
+            return
+        }
         if (end - start) >> 21 > UInt64(leaves.count) {
             // A range wider than what is mapped (munmap of everything, exit): visit the leaves instead.
             for (key, leaf) in leaves where key << 21 < end && (key + 1) << 21 > start {
@@ -72,13 +94,29 @@ struct DevicePageTable: ~Copyable {
         }
     }
 
+    /// `xa_erase` of `count` pages from `start`, present or not (`dmirror_devmem_fault_alloc_and_copy`);
+    /// without the driver cost, ``erase(_:_:)``.
+    mutating func erasePages(_ start: UInt64, count: Int) {
+        guard let xarray else { return erase(start, start + UInt64(count) << 12) }
+        for k in 0..<UInt64(count) { xarray.erase(start >> 12 + k) }
+    }
+
     mutating func eraseAll() {
+        if xarray != nil { return erase(0, 1 << 63) }
         for leaf in leaves.values { leaf.update(repeating: 0, count: 512) }
     }
 
     /// Mapped entries (for tests and the invariant check).
     func entries() -> [(address: UInt64, entry: UInt64)] {
         var out: [(UInt64, UInt64)] = []
+        if let xarray {
+            var index: UInt64 = 0
+            while let found = xarray.find(from: index, last: .max >> 12) {
+                out.append((found << 12, xarray.load(found)))
+                index = found + 1
+            }
+            return out.map { (address: $0.0, entry: $0.1) }
+        }
         for (key, leaf) in leaves {
             for i in 0..<512 where leaf[i] != 0 { out.append(((key << 21) | UInt64(i) << 12, leaf[i])) }
         }

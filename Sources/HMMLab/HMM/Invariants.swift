@@ -2,8 +2,11 @@
 /// the entries that map it across the given address spaces, and its refcount equals its mappings plus
 /// the references that are known to exist (page cache); each device's page table agrees with the CPU
 /// page table of the address space it mirrors: what the device maps, the CPU maps the same way (the
-/// device may map less: an invalidation drops its entries until it faults again); and no mapped frame
-/// is on its pool's free lists.
+/// device may map less: an invalidation drops its entries until it faults again); no mapped frame
+/// is on its pool's free lists; and with the driver cost each live device folio has its backing system
+/// folio (test_hmm's `zone_device_data`), allocated, of the same order, held once, and the device's
+/// counters account for every backing page (allocated − freed = held): a system frame held this way is
+/// not a leak.
 public enum Invariants {
     /// Violations found, one line each (empty when all hold). `knownReferences`: references held
     /// outside the page tables (pins), per folio head.
@@ -37,6 +40,7 @@ public enum Invariants {
             if refs != expected { problems.append("\(memory.folio(containing: head)): refcount \(refs), expected \(expected)") }
             if page.pointee.isLocked { problems.append("\(memory.folio(containing: head)): still locked") }
         }
+        for device in devices { problems += checkBacking(device) }
         for device in devices {
             let mm = device.mm
             for m in device.deviceMappings() {
@@ -60,6 +64,36 @@ public enum Invariants {
                 }
             }
         }
+        return problems
+    }
+
+    /// The backing-folio part of ``check(_:devices:knownReferences:)`` for one device.
+    static func checkBacking(_ device: Device) -> [String] {
+        let memory = device.memory
+        let pool = memory.device
+        var problems: [String] = []
+        var held = 0
+        var pfn = pool.firstPfn
+        while pfn < pool.endPfn {
+            let page = memory.page(pfn)
+            let order = page.pointee.test(.tail) ? 0 : page.pointee.order
+            defer { pfn = pfn + (1 << order) }
+            guard page.pointee.test(.zoneDevice), !page.pointee.test(.tail), page.pointee.references > 0, page.pointee.deviceOwner == device.owner else { continue }
+            guard let backing = page.pointee.zoneDeviceData else {
+                if device.driverCost { problems.append("\(Folio(pfn: pfn, order: order)): no backing page") }
+                continue
+            }
+            let b = memory.page(backing)
+            if !device.driverCost { problems.append("\(Folio(pfn: pfn, order: order)): a backing page without the driver cost") }
+            if !memory.system.contains(backing) || memory.system.allocator.isFree(backing.index - memory.system.firstPfn.index) {
+                problems.append("\(Folio(pfn: pfn, order: order)): backing \(backing) is not an allocated system frame")
+            } else if b.pointee.order != order || b.pointee.references != 1 || b.pointee.test(.tail) {
+                problems.append("\(Folio(pfn: pfn, order: order)): backing \(backing) has order \(b.pointee.order), refcount \(b.pointee.references)")
+            }
+            held += 1 << order
+        }
+        let counted = device.stats.backingPagesAllocated.load(ordering: .relaxed) - device.stats.backingPagesFreed.load(ordering: .relaxed)
+        if counted != held { problems.append("device \(device.owner): \(held) backing pages held, counters say \(counted)") }
         return problems
     }
 }

@@ -154,11 +154,13 @@ extension AddressSpace {
         let (id, idx) = MappingObject.decode(head.pointee.mapping.load(ordering: .acquiring))
         let common = head.pointee.pageFlags.subtracting([.head, .tail])
         let owner = head.pointee.private.load(ordering: .relaxed)
+        let step = head.pointee.splitPrivateStep
         pool.allocator.splitAllocated(folio.pfn.index - pool.firstPfn.index)
+        memory.splitBacking(of: folio)
         for i in 0..<PageSize.pmdPages {
             let page = head + i
             page.pointee.flags.store(common.rawValue, ordering: .relaxed)
-            page.pointee.private.store(owner, ordering: .relaxed)
+            page.pointee.private.store(owner &+ UInt64(i) &* step, ordering: .relaxed)
             page.pointee.mapping.store(id << 40 | (idx + UInt64(i)), ordering: .relaxed)
             page.pointee.mapcount.store(0, ordering: .relaxed)
             page.pointee.refcount.store(1 + (folio.pfn + i == faultPage ? extraPins : 0), ordering: .releasing)

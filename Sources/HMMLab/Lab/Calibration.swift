@@ -294,7 +294,7 @@ public struct Calibration: Sendable {
     /// what the model itself costs.
     static func measureUnified(pages: Int, repetitions: Int, backing: BackingRequest) throws -> [Figure] {
         let bytes = pages * PageSize.bytes
-        let memory = try PhysicalMemory(.init(systemBytes: bytes + 8 * PageSize.pmdBytes, deviceBytes: bytes + 2 * PageSize.pmdBytes, backing: backing))
+        let memory = try PhysicalMemory(.init(systemBytes: 2 * bytes + 10 * PageSize.pmdBytes, deviceBytes: bytes + 2 * PageSize.pmdBytes, backing: backing))
         let mm = try AddressSpace(memory: memory)
         let device = Device(memory: memory, mm: mm, copyWorkers: 1)
         var perPage: [Double] = []

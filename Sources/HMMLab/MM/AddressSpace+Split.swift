@@ -62,6 +62,7 @@ extension AddressSpace {
         // Pages nobody maps any more are freed now.
         for i in 0..<PageSize.pmdPages where counts[i] == 0 && folio.pfn + i != keep {
             let page = head + i
+            if page.pointee.test(.zoneDevice), let backing = memory.takeBacking(of: Folio(pfn: folio.pfn + i, order: 0)) { memory.put(backing) }
             page.pointee.flags.store(0, ordering: .relaxed)
             page.pointee.mapping.store(0, ordering: .relaxed)
             pool.allocator.free(folio.pfn.index + i - pool.firstPfn.index, order: 0)
@@ -151,6 +152,8 @@ extension AddressSpace {
         let head = memory.page(folio.pfn)
         let common = head.pointee.pageFlags.subtracting(lockAll ? [.head, .tail, .anonExclusive] : [.head, .tail, .locked, .anonExclusive])
         let owner = head.pointee.private.load(ordering: .relaxed)
+        let step = head.pointee.splitPrivateStep
+        memory.splitBacking(of: folio)
         for i in 0..<PageSize.pmdPages {
             let pfn = folio.pfn + i
             let page = head + i
@@ -159,7 +162,7 @@ extension AddressSpace {
             if pfn == keep { f.insert(.locked) }
             let (mapcount, references) = counts(i, pfn == keep)
             page.pointee.flags.store(f.rawValue, ordering: .relaxed)
-            page.pointee.private.store(owner, ordering: .relaxed)
+            page.pointee.private.store(owner &+ UInt64(i) &* step, ordering: .relaxed)
             page.pointee.mapping.store(id << 40 | (index + UInt64(i)), ordering: .relaxed)
             page.pointee.mapcount.store(mapcount, ordering: .relaxed)
             page.pointee.refcount.store(references, ordering: .releasing)

@@ -12,4 +12,14 @@ public protocol DevicePagemap: AnyObject, Sendable {
     /// Called with the mmap lock held for reading; returns once the page is back in system memory (or
     /// the fault should simply be retried), or throws to fail the fault.
     func migrateToRAM(_ mm: AddressSpace, address: UInt64, faultPage: Pfn) throws(FaultError)
+
+    /// `dev_pagemap_ops.page_free` for a device folio whose `zone_device_data` names a backing folio of
+    /// the same order in system memory (test_hmm's `dmirror_devmem_free`): the last reference to `folio`
+    /// went. ``PhysicalMemory`` frees `backing` when this returns, and the device frame after it.
+    func pageFree(_ folio: Folio, backing: Pfn)
+}
+
+extension DevicePagemap {
+    /// A pagemap whose pages have no backing folio has nothing to do.
+    public func pageFree(_ folio: Folio, backing: Pfn) {}
 }

@@ -123,3 +123,35 @@ public struct PageDescriptor: ~Copyable {
     /// `folio_mapcount()`.
     @inlinable public var mappings: Int32 { mapcount.load(ordering: .acquiring) }
 }
+
+// MARK: - Device pages
+
+extension PageDescriptor {
+    /// Bits of a device page's `private` word that hold the owner token; the rest hold the backing pfn.
+    public static let deviceOwnerBits: UInt64 = 24
+    public static let deviceOwnerMask: UInt64 = (1 << deviceOwnerBits) - 1
+
+    /// The `private` word of a device page: `page->pgmap` (the owner token, low 24 bits) and
+    /// `page->zone_device_data` (the pfn of the system page that backs it in test_hmm, 0 for none)
+    /// packed in one word, so the descriptor stays 32 bytes.
+    @inlinable public static func devicePrivate(owner: UInt64, backing: Pfn?) -> UInt64 {
+        owner | (backing?.rawValue ?? 0) << deviceOwnerBits
+    }
+
+    /// The owner token of a device page (`page->pgmap->owner`).
+    @inlinable public var deviceOwner: UInt64 { `private`.load(ordering: .acquiring) & Self.deviceOwnerMask }
+
+    /// `page->zone_device_data` of a device page: the backing system page, if it has one.
+    @inlinable public var zoneDeviceData: Pfn? {
+        let backing = `private`.load(ordering: .acquiring) >> Self.deviceOwnerBits
+        return backing == 0 ? nil : Pfn(rawValue: backing)
+    }
+
+    /// What page `i`'s `private` word adds, `i` times over, to the head's when a folio is split: for a
+    /// device folio with a backing folio, one backing page (page `i` gets the same owner and page `i` of
+    /// the backing folio, as `dmirror_devmem_folio_split` sets `zone_device_data`); else 0 (the word is
+    /// copied).
+    @inlinable public var splitPrivateStep: UInt64 {
+        test(.zoneDevice) && `private`.load(ordering: .relaxed) >> Self.deviceOwnerBits != 0 ? 1 << Self.deviceOwnerBits : 0
+    }
+}

@@ -73,7 +73,7 @@ public final class PhysicalMemory: @unchecked Sendable {
 
     /// The pagemap of a device-private frame (`page_pgmap(page)`), through the owner in its descriptor.
     public func pagemap(of pfn: Pfn) -> (any DevicePagemap)? {
-        let owner = page(pfn.aligned(toOrder: descriptors[pfn.index].test(.tail) ? PageSize.pmdOrder : 0)).pointee.private.load(ordering: .acquiring)
+        let owner = page(pfn.aligned(toOrder: descriptors[pfn.index].test(.tail) ? PageSize.pmdOrder : 0)).pointee.deviceOwner
         return pagemaps.withLock { $0[owner] }
     }
 
@@ -260,21 +260,63 @@ public final class PhysicalMemory: @unchecked Sendable {
             release(folio)
             return true
         }
-        freePrepare(folio)
+        let backing = freePrepare(folio)
         if batch.count == FreeBatch.capacity { batch.flush(self) }
         batch.add(folio.pfn)
+        if let backing { put(backing, freeingInto: &batch) }
         return true
     }
 
     /// `free_pages_prepare()`: checks and clears the descriptors of a folio whose refcount reached zero.
+    /// For a device folio with a backing folio, `page_free` (``takeBacking(of:)``): returns the backing
+    /// folio, for the caller to put once the device frame is freed.
     @inline(__always)
-    private func freePrepare(_ folio: Folio) {
+    private func freePrepare(_ folio: Folio) -> Folio? {
         let head = page(folio.pfn)
         let mapped = head.pointee.mappings
         precondition(mapped == 0, "freeing \(folio) that is still mapped \(mapped) times")
         precondition(!head.pointee.isLocked, "freeing \(folio) while it is locked")
+        let backing = head.pointee.test(.zoneDevice) ? takeBacking(of: folio) : nil
         for i in 0..<folio.pageCount {
             (head + i).pointee.flags.store(0, ordering: .relaxed)
+        }
+        return backing
+    }
+
+    /// `free_zone_device_folio()` → `pgmap->ops->page_free` for a device folio with a backing folio:
+    /// its pagemap is told (``DevicePagemap/pageFree(_:backing:)``), the field is cleared, and the
+    /// backing folio is returned for the caller to free (`dmirror_devmem_free`'s `__free_pages(rpage)`),
+    /// even when its device was closed first. The lab finds the pagemap through its registry (one lock),
+    /// where the kernel follows `page->pgmap`. Nil for a device folio without one.
+    @inline(__always)
+    func takeBacking(of folio: Folio) -> Folio? {
+        guard let backing = page(folio.pfn).pointee.zoneDeviceData else { return nil }
+        pageFree(folio, backing: backing)
+        return Folio(pfn: backing, order: folio.order)
+    }
+
+    @inline(never)
+    private func pageFree(_ folio: Folio, backing: Pfn) {
+        let head = page(folio.pfn)
+        let owner = head.pointee.deviceOwner
+        head.pointee.private.store(owner, ordering: .relaxed)
+        pagemaps.withLock { $0[owner] }?.pageFree(folio, backing: backing)
+    }
+
+    /// The backing folio of a 2 MiB device folio being split becomes 512 single pages with one reference
+    /// each, as `dmirror_devmem_folio_split` splits it (`folio_reset_order`, `folio_set_count`); each new
+    /// device page takes its own (``PageDescriptor/splitPrivateStep``). Nothing to do for a system folio
+    /// or a device folio without one.
+    public func splitBacking(of folio: Folio) {
+        let head = page(folio.pfn)
+        guard head.pointee.test(.zoneDevice), let backing = head.pointee.zoneDeviceData else { return }
+        let b = page(backing)
+        precondition(b.pointee.order == folio.order, "backing folio of \(folio) has order \(b.pointee.order)")
+        system.allocator.splitAllocated(backing.index - system.firstPfn.index)
+        for i in 0..<folio.pageCount {
+            (b + i).pointee.flags.store(0, ordering: .relaxed)
+            (b + i).pointee.mapcount.store(0, ordering: .relaxed)
+            (b + i).pointee.refcount.store(1, ordering: .releasing)
         }
     }
 
@@ -296,7 +338,8 @@ public final class PhysicalMemory: @unchecked Sendable {
 
     /// `free_pages_prepare()` and the return to the allocator, for a folio whose refcount reached zero.
     private func release(_ folio: Folio) {
-        freePrepare(folio)
+        let backing = freePrepare(folio)
+        defer { if let backing { put(backing) } }
         if system.contains(folio.pfn) {
             system.allocator.free(folio.pfn.index - system.firstPfn.index, order: folio.order)
         } else {
