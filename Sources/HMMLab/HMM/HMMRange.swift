@@ -422,7 +422,7 @@ struct HMMWalk: PageWalkOps {
                 // Reported, never faulted; collected when the migration selects device-private pages.
                 out = pte.pfn.rawValue | HMMPfn.valid | (pte.isWritableDevicePrivate ? HMMPfn.write : 0)
                 pfns[i] = (request & HMMPfn.inOutFlags) | out
-                if collect, selectDevicePrivate { migratePrepare(slot, i, mm: mm, memory: memory, injector: injector) }
+                if collect, selectDevicePrivate { migratePrepare(slot, i, seen: pte, mm: mm, memory: memory, injector: injector) }
                 return 0
             }
             let required = pteNeedFault(request, 0)
@@ -444,7 +444,7 @@ struct HMMWalk: PageWalkOps {
             out = pte.pfn.rawValue | cpuFlags
         }
         pfns[i] = (request & HMMPfn.inOutFlags) | out
-        if collect { migratePrepare(slot, i, mm: mm, memory: memory, injector: injector) }
+        if collect { migratePrepare(slot, i, seen: pte, mm: mm, memory: memory, injector: injector) }
         return 0
     }
 
@@ -468,14 +468,20 @@ struct HMMWalk: PageWalkOps {
     ///   the other mm's mapping is unmapped later by `migrate_device_unmap` (`try_to_migrate`), so the
     ///   page moves and both mms end up mapping the device page, read-only.
     ///
-    /// Departure: the RFC's `hmm_want_migrate` adds `SELECT_SYSTEM` to every `REQ_MIGRATE` call, so its
+    /// Departures: the RFC's `hmm_want_migrate` adds `SELECT_SYSTEM` to every `REQ_MIGRATE` call, so its
     /// `migrate_vma_setup` for device-private pages collects system pages too; the lab selects with
-    /// `migrate.flags` alone, as `migrate_vma_collect_pmd` does.
-    mutating func migratePrepare(_ slot: EntrySlot, _ i: Int, mm: AddressSpace, memory: PhysicalMemory, injector: FaultInjector?) {
+    /// `migrate.flags` alone, as `migrate_vma_collect_pmd` does. And the RFC collects whatever the PTE
+    /// holds once locked again, while the word keeps the pfn `hmm_vma_handle_pte` read without the
+    /// lock: a CPU fault in between (a copy-on-write break the read walk did not make) would leave a
+    /// source pfn that was never locked. The lab collects only a PTE that still maps what `seen` (the
+    /// unlocked read) mapped, with the same permission (``PTE/mapsSame(as:)``); otherwise the page is
+    /// reported and not collected.
+    mutating func migratePrepare(_ slot: EntrySlot, _ i: Int, seen: PTE, mm: AddressSpace, memory: PhysicalMemory, injector: FaultInjector?) {
         prepareLocks += 1
         let lock = mm.pageTable.lock(tableOf: slot)
         defer { lock.unlock() }
         let pte = slot.load()
+        guard pte.mapsSame(as: seen) else { return }
         if pte.isNone {
             pfns[i] = HMMPfn.valid | HMMPfn.migrate
             return
