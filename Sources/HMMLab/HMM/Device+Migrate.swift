@@ -301,7 +301,7 @@ extension Device {
     /// With `.read` access (the RFC's driver) an untouched page read-faults to the zero page and is
     /// collected as a source-less hole (the device page is cleared, `migrate_vma_insert_page` maps it),
     /// and a copy-on-write page is not broken: it is collected still shared (see
-    /// ``HMMWalk/migratePrepare(_:_:mm:memory:injector:)``). `.write` adds `REQ_WRITE`, a lab option.
+    /// ``HMMWalk/migratePrepare(_:_:seen:mm:memory:injector:)``). `.write` adds `REQ_WRITE`, a lab option.
     ///
     /// - Parameters:
     ///   - window: pages per `hmm_range_fault` call (the RFC's test uses 64; dmirror's migrations 512).
