@@ -44,8 +44,10 @@ struct RunOptions: ParsableArguments {
     var counters: String?
     @Option(help: "Injected failures: POINT=PROBABILITY,... over trylock, pin, invalidate, swapin, cpufault, device4k (seeded by --seed).")
     var inject: String?
-    @Option(name: .customLong("fault-request"), help: "What the strategies' hmm_range_fault asks for: write (default, REQ_FAULT|REQ_WRITE) or read (REQ_FAULT, as test_hmm's READ).")
-    var faultRequest: String?
+    @Option(
+        name: .customLong("device-access"),
+        help: "The access the strategies' hmm_range_fault asks for: read (default: REQ_FAULT, and REQ_FAULT|REQ_MIGRATE for unified, as the RFC's driver and test_hmm's READ) or write (REQ_WRITE added).")
+    var deviceAccess: String?
     @Option(name: .customLong("fault-pages"), help: "Pages per hmm_range_fault call when a strategy faults (default: the window; test_hmm's READ uses 32).")
     var faultPages: String?
     @Option(help: "Kernel per-page costs paid for real: all (default), none, or a list of flush, lru, driver.")
@@ -61,7 +63,7 @@ struct RunOptions: ParsableArguments {
             ("strategy", strategy), ("pages", pages), ("window-pages", windowPages), ("mix", mix), ("thp", thp), ("device-large-fail", deviceLargeFail),
             ("split-policy", splitPolicy), ("self-invalidation", selfInvalidation), ("direction", direction), ("threads", threads),
             ("mutators", mutators), ("reps", reps), ("warmup", warmup), ("seed", seed), ("system-node", systemNode), ("device-node", deviceNode),
-            ("backing", backing), ("counters", counters), ("inject", inject), ("fault-request", faultRequest), ("fault-pages", faultPages),
+            ("backing", backing), ("counters", counters), ("inject", inject), ("device-access", deviceAccess), ("fault-pages", faultPages),
             ("costs", costs), ("tlb-flush", tlbFlush),
         ]
         var d: [String: String] = [:]
@@ -245,7 +247,7 @@ struct Run: ParsableCommand {
         let config = try options.config()
         if try Engine.parse(engine) == .kernel {
             // test_hmm's READ is the kernel engine's fault: REQ_FAULT in calls of 32 pages.
-            if options.faultRequest == "write" { throw badInput("--engine kernel: --fault-request write: test_hmm's READ faults for read only; use read") }
+            if config.deviceAccess == .write { throw badInput("--engine kernel: --device-access write: test_hmm's READ faults for read only; use read") }
             if let p = options.faultPages, p != String(Device.faultWindow) {
                 throw badInput("--engine kernel: --fault-pages \(p): test_hmm's READ faults \(Device.faultWindow) pages a call; use \(Device.faultWindow)")
             }

@@ -21,7 +21,7 @@ struct BenchCommandTests {
         ("--backing", "huge", "huge"), ("--counters", "no-such-event", "no-such-event"), ("--counters", "page-faults,page-faults", "twice"),
         ("--format", "xml", "xml"), ("--out", "/proc/no-such-dir/x.csv", "--out"), ("--inject", "lock=0.1", "lock"), ("--inject", "pin=2", "pin"),
         ("--costs", "tlb", "tlb"), ("--costs", "flush,flush", "flush,flush"), ("--tlb-flush", "sometimes", "sometimes"),
-        ("--fault-request", "maybe", "maybe"), ("--fault-pages", "0", "--fault-pages"), ("--fault-pages", "1024", "--fault-pages"),
+        ("--device-access", "maybe", "'maybe' is not allowed; use read or write"), ("--fault-pages", "0", "--fault-pages"), ("--fault-pages", "1024", "--fault-pages"),
     ]
 
     @Test("every option's bad values: one line naming the value, exit status 64, nothing written", arguments: badValues)

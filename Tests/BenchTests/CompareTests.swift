@@ -35,6 +35,25 @@ struct CompareTests {
         #expect(c.markdown.contains("| walks |"))
     }
 
+    @Test("device_access: a file without it ran write; the old column name fault_request reads as device_access")
+    func deviceAccessColumn() throws {
+        let text = try String(contentsOfFile: Self.fixture("present-b.csv"), encoding: .utf8)
+        func withColumn(_ name: String, _ value: String) throws -> ResultTable {
+            let lines = text.split(separator: "\n").enumerated().map { $0.offset == 0 ? "\($0.element),\(name)" : "\($0.element),\(value)" }
+            let path = BenchProcess.temporaryPath("\(name)-\(value).csv")
+            try lines.joined(separator: "\n").write(toFile: path, atomically: true, encoding: .utf8)
+            defer { unlink(path) }
+            return try ResultTable.load(path)
+        }
+        let base = try ResultTable.load(Self.fixture("present-a.csv"))
+        let old = try withColumn("fault_request", "write")
+        #expect(old.header.contains("device_access") && !old.header.contains("fault_request"))
+        let same = Compare(base: base, new: old)
+        #expect(same.blocks.count == 3 && same.onlyInBase.isEmpty && same.onlyInNew.isEmpty)
+        let read = Compare(base: base, new: try withColumn("device_access", "read"))
+        #expect(read.blocks.isEmpty && read.onlyInBase.count == 3 && read.onlyInNew.count == 3, "read runs are another configuration")
+    }
+
     @Test("bad CSVs: one line naming the file, the line and the column; exit 64")
     func badFiles() throws {
         let good = try String(contentsOfFile: Self.fixture("present-a.csv"), encoding: .utf8)

@@ -30,7 +30,7 @@ struct KernelEngineTests {
 
     @Test("thp-table --engine kernel without the test driver, or with a model-only option: one line, exit 64", arguments: [
         ["thp-table", "--engine", "kernel", "--threads", "2"], ["thp-table", "--engine", "kernel", "--backing", "hugetlb"],
-        ["--engine", "kernel", "--strategy", "migrate-then-fault", "--fault-request", "write"],
+        ["--engine", "kernel", "--strategy", "migrate-then-fault", "--device-access", "write"],
         ["--engine", "kernel", "--strategy", "migrate-then-fault", "--fault-pages", "64"],
     ])
     func thpTableAndFaultOptions(_ args: [String]) throws {
@@ -65,7 +65,7 @@ struct KernelEngineTests {
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let bench = BenchProcess.executable.path
-        let options = "--strategy fault-then-migrate --mix present=0.75,swap=0.25 --fault-request read --fault-pages 32 --pages 1024 --reps 2 "
+        let options = "--strategy fault-then-migrate --mix present=0.75,swap=0.25 --device-access read --fault-pages 32 --pages 1024 --reps 2 "
             + "--warmup 1 --seed 3 --counters none --verify --quiet"
         let command = "\(bench) --engine model \(options) --out \(dir)/model.csv && \(bench) --engine kernel \(options) --out \(dir)/kernel.csv"
         let vm = Process()

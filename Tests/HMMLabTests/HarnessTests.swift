@@ -105,11 +105,12 @@ struct HarnessTests {
         return (rows, runner)
     }
 
-    @Test("all strategies over every page state, both ways, with mutators and two copy workers: data intact, no store lost, nothing leaked")
-    func everyStateWithMutators() throws {
+    @Test("all strategies over every page state, both ways, with mutators and two copy workers, read and write access: data intact, no store lost, nothing leaked",
+          arguments: DeviceAccess.allCases)
+    func everyStateWithMutators(access: DeviceAccess) throws {
         let (rows, _) = try run([
             "strategy": "all", "pages": "2048", "reps": "2", "direction": "round-trip", "mutators": "2", "threads": "2",
-            "mix": "none=0.1,zero=0.1,present=0.3,cow=0.1,swap=0.2,device=0.1,pinned=0.1",
+            "mix": "none=0.1,zero=0.1,present=0.3,cow=0.1,swap=0.2,device=0.1,pinned=0.1", "device-access": access.rawValue,
         ])
         #expect(rows.count == 12)
         for row in rows {

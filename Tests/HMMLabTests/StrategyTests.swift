@@ -51,7 +51,7 @@ struct StrategyTests {
         let n = 512
         let a = try f.mm.mmap(length: n * 4096, protection: .readWrite)
         let flushes = f.mm.counters.tlbFlushes.load(ordering: .relaxed)
-        let r = d.makeResident(a, pages: n, strategy: .faultThenMigrate, faultWrite: false, faultPages: Device.faultWindow)
+        let r = d.makeResident(a, pages: n, strategy: .faultThenMigrate, access: .read, faultPages: Device.faultWindow)
         #expect(r.errno == 0 && r.migrated == n)
         #expect(r.walks == 17 && r.restarts == 16 && r.faults == n, "\(r)")
         #expect(f.mm.counters.tlbFlushes.load(ordering: .relaxed) - flushes == n, "one ptep_clear_flush per zero page replaced")

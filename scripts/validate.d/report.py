@@ -150,7 +150,7 @@ def main():
           "`scripts/kernel-vm.d/patches`), "
           f"{args.pages} pages per range, windows of 512, {args.reps} repetitions, seed 7, `--verify`. "
           "Each scenario runs in both engines with the same options: `bench --engine model` (the lab) and "
-          "`bench --engine kernel` (lib/test_hmm.c's `/dev/hmm_dmirror0`), both with `--fault-request read --fault-pages 32` "
+          "`bench --engine kernel` (lib/test_hmm.c's `/dev/hmm_dmirror0`), both with `--device-access read --fault-pages 32` "
           "(what the driver's READ asks: `REQ_FAULT` in 32-page calls). Values are medians over the repetitions; "
           "the kernel's counts are calls of the twin function (README, \"The kernel beside the model\"), counted by ftrace's "
           "function profiler. All rows: `validation.csv`.",

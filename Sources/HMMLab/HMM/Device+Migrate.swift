@@ -222,7 +222,8 @@ extension Device {
     }
 
     /// `dmirror_migrate_finalize_and_map()`: maps every migrated page in the device page table (write
-    /// tag when the source was writable). Returns the pages migrated.
+    /// tag when the source was writable, or was a hole in a writable VMA: a copy-on-write page the walk
+    /// left shared is mapped read-only). Returns the pages migrated.
     ///
     /// With the driver cost, one `xa_store` per page, a 2 MiB destination's 512 included (7.2 loops
     /// over the folio's pages; it does not use `xa_store_range`). Without it, entries are written into
@@ -249,7 +250,8 @@ extension Device {
                     i &+= 1
                     continue
                 }
-                let writable = s & MigratePfn.write != 0 || vmaWritable
+                // dmirror_migrate_alloc_and_copy: MIGRATE_PFN_WRITE from the source, or, for a hole, from the VMA.
+                let writable = s & MigratePfn.write != 0 || (vmaWritable && MigratePfn.pfn(s) == nil)
                 var address = start &+ UInt64(truncatingIfNeeded: i) &<< 12
                 if d & MigratePfn.compound == 0 {
                     if address >> 21 != leafKey {
@@ -316,15 +318,23 @@ extension Device {
 
     // MARK: - To the device (unified)
 
-    /// The RFC's `HMM_DMIRROR_MIGRATE_ON_FAULT_TO_DEV`: per window, one `hmm_range_fault` with
-    /// `REQ_FAULT | REQ_MIGRATE` that faults pages in and collects them in the same walk, then
-    /// `migrate_hmm_range_setup`, allocate and copy, `migrate_vma_pages`, map, finalize; the device lock
-    /// and `mmu_interval_read_retry` close the window, and a failed check walks the window again.
+    /// The RFC's `HMM_DMIRROR_MIGRATE_ON_FAULT_TO_DEV` (`dmirror_fault_and_migrate_to_device`, Aug 2025
+    /// v1): per window, one `hmm_range_fault` with `REQ_FAULT | REQ_MIGRATE` that faults pages in and
+    /// collects them in the same walk, then `migrate_hmm_range_setup`, allocate and copy,
+    /// `migrate_vma_pages`, map, finalize; the device lock and `mmu_interval_read_retry` close the
+    /// window, and a failed check walks the window again.
+    ///
+    /// With `.read` access (the RFC's driver) an untouched page read-faults to the zero page and is
+    /// collected as a source-less hole (the device page is cleared, `migrate_vma_insert_page` maps it),
+    /// and a copy-on-write page is not broken: it is collected still shared (see
+    /// ``HMMWalk/migratePrepare(_:_:seen:mm:memory:injector:)``). `.write` adds `REQ_WRITE`, a lab option.
     ///
     /// - Parameters:
     ///   - window: pages per `hmm_range_fault` call (the RFC's test uses 64; dmirror's migrations 512).
     ///   - compound: collect PMD-mapped 2 MiB folios whole (lab option, not in the RFC).
-    public func migrateOnFault(_ start: UInt64, pages: Int, window: Int = migrationWindow, compound: Bool = false) -> MigrationResult {
+    public func migrateOnFault(
+        _ start: UInt64, pages: Int, window: Int = migrationWindow, compound: Bool = false, access: DeviceAccess = .read
+    ) -> MigrationResult {
         // The migrate arguments hold one window of `migrationWindow` pages; a larger window would
         // overrun them (makeResident passes its whole range as the window).
         let window = min(window, Self.migrationWindow)
@@ -347,7 +357,7 @@ extension Device {
                         range.notifierSeq = notifier.readBegin()
                         range.start = address
                         range.end = next
-                        range.defaultFlags = HMMPfn.requestFault | HMMPfn.requestWrite | HMMPfn.requestMigrate
+                        range.defaultFlags = access.requestFlags | HMMPfn.requestMigrate
                         range.pfnFlagsMask = 0
                         range.devPrivateOwner = owner
                         range.migrate = args
@@ -435,6 +445,11 @@ extension Device {
     /// `dev_pagemap_ops.migrate_to_ram` (`dmirror_devmem_fault`): migrates the whole folio around the
     /// fault back to system memory (`SELECT_DEVICE_PRIVATE`, plus `SELECT_COMPOUND` for a 2 MiB folio),
     /// with `faultPage` locked by the fault path.
+    ///
+    /// With ``setupThroughUnifiedWalk`` a 4 KiB device page is collected by the unified walk, as the
+    /// RFC's `migrate_vma_setup` does (Aug 2025 v1: `hmm_range_fault` with `REQ_MIGRATE`, no
+    /// `REQ_FAULT`, then `migrate_hmm_range_setup`); a 2 MiB device folio still goes through the
+    /// classic collect, since the RFC's walk does not collect large folios ("FIXME support THP").
     public func migrateToRAM(_ mm: AddressSpace, address: UInt64, faultPage: Pfn) throws(FaultError) {
         stats.cpuFaults.wrappingAdd(1, ordering: .relaxed)
         let folio = memory.folio(containing: faultPage)
@@ -453,7 +468,9 @@ extension Device {
             args.flags = folio.order > 0 ? [.devicePrivate, .compound] : [.devicePrivate]
             args.faultPage = faultPage
             defer { args.faultPage = nil }
-            guard mm.migrateVMASetup(args) == 0 else {
+            let unified = setupThroughUnifiedWalk && folio.order == 0
+            let setup = unified ? withRange(capacity: args.npages) { mm.migrateVMASetupUnified(args, range: $0, fault: false) } : mm.migrateVMASetup(args)
+            guard setup == 0 else {
                 failed = true
                 return
             }

@@ -39,6 +39,11 @@ public final class Device: DevicePagemap, MMUIntervalNotifierOps, @unchecked Sen
     public unowned(unsafe) let mm: AddressSpace
     public var selfInvalidation: SelfInvalidation
     public var splitPolicy: SplitPolicy
+    /// Whether `migrate_to_ram` collects through the unified walk, as `migrate_vma_setup` does once the
+    /// RFC (Aug 2025 v1) has removed `migrate_vma_collect_*()` (patch 3/4): `hmm_range_fault` with
+    /// `REQ_MIGRATE` and `migrate_hmm_range_setup`. The runner sets it for the unified strategy; off,
+    /// the classic collect (`migrate_vma_collect_pmd`) runs, as in a kernel without the RFC.
+    public var setupThroughUnifiedWalk = false
     /// Copy threads per migration and whether every copied page is verified.
     public let copyWorkers: Int
     /// Given to the device's copy engines (``CopyEngine/workerThreadHook``).

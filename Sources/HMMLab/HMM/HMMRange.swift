@@ -56,8 +56,8 @@ extension AddressSpace {
     /// walk restarts from `last`; before each walk the notifier sequence is checked (`-EBUSY` to the
     /// caller if it moved). The caller holds the mmap lock for reading.
     ///
-    /// With `HMM_PFN_REQ_MIGRATE` and `range.migrate` set (the unified-path RFC), the same walk also
-    /// collects pages for migration: after a page is resolved, its PTE is locked again and replaced by a
+    /// With `HMM_PFN_REQ_MIGRATE` and `range.migrate` set (the unified-path RFC, as its Aug 2025 v1
+    /// patch 2/4 has it), the same walk also collects pages for migration: after a page is resolved, its PTE is locked again and replaced by a
     /// migration entry (`hmm_vma_handle_migrate_prepare`), the range must lie in one VMA (`-ERANGE`), a
     /// PMD-mapped THP is split first (or collected whole with ``HMMRange/compoundMigration``), and one
     /// `MMU_NOTIFY_MIGRATE` invalidation tagged with `dev_private_owner` covers the call. The lab raises
@@ -94,9 +94,11 @@ extension AddressSpace {
         }
     }
 
-    /// The RFC's `migrate_hmm_range_setup()`: turns the `VALID|MIGRATE` words a unified walk left into
-    /// `migrate_vma` source entries (a bare `VALID|MIGRATE` word is a hole or the zero page; a 2 MiB
-    /// folio is its head with `COMPOUND` and 511 zeros), then unmaps (`migrate_vma_unmap`).
+    /// The RFC's `migrate_hmm_range_setup()` (mm/migrate_device.c, Aug 2025 v1): turns the
+    /// `VALID|MIGRATE` words a unified walk left into `migrate_vma` source entries (a bare
+    /// `VALID|MIGRATE` word is a hole or the zero page and becomes `MIGRATE_PFN_MIGRATE` without a pfn,
+    /// as `migrate_vma_collect_pmd` records them; a 2 MiB folio is its head with `COMPOUND` and 511
+    /// zeros), then unmaps (`migrate_vma_unmap`).
     public func migrateHMMRangeSetup(_ range: HMMRange) {
         guard let args = range.migrate else { return }
         let n = range.npages
@@ -138,7 +140,8 @@ extension AddressSpace {
         if cpages > 0 { migrateVMAUnmap(args) }
     }
 
-    /// `migrate_vma_setup()` expressed through the unified walk, as the RFC re-implements it:
+    /// `migrate_vma_setup()` expressed through the unified walk, as the RFC re-implements it (Aug 2025
+    /// v1, patch 2/4; patch 3/4 removes `migrate_vma_collect_*()`):
     /// `hmm_range_fault` with `HMM_PFN_REQ_MIGRATE` (and `REQ_FAULT` when `fault`, the RFC's
     /// `MIGRATE_VMA_FAULT`), no notifier, then `migrate_hmm_range_setup`.
     public func migrateVMASetupUnified(_ args: MigrateVMA, range: HMMRange, fault: Bool) -> Int32 {
@@ -186,8 +189,11 @@ struct HMMWalk: PageWalkOps {
     let devPrivateOwner: UInt64
     /// `HMM_PFN_REQ_MIGRATE` with a `migrate` to collect into.
     let wantsMigrate: Bool
-    /// `MIGRATE_VMA_SELECT_SYSTEM` in `migrate.flags`.
+    /// `MIGRATE_VMA_SELECT_SYSTEM` and `MIGRATE_VMA_SELECT_DEVICE_PRIVATE` in `migrate.flags`.
     let selectSystem: Bool
+    let selectDevicePrivate: Bool
+    /// `migrate->fault_page`'s folio: locked by the CPU fault that migrates it back, so not trylocked.
+    let faultFolio: Folio?
     // Counts of the call, kept in the walk and handed to the range, the `migrate_vma` and the address
     // space's counters once when the call ends (``publishCounts(_:)``).
     var prepareLocks = 0
@@ -208,6 +214,8 @@ struct HMMWalk: PageWalkOps {
         devPrivateOwner = range.devPrivateOwner
         wantsMigrate = range.migrate != nil && range.defaultFlags & HMMPfn.requestMigrate != 0
         selectSystem = range.migrate?.flags.contains(.system) ?? false
+        selectDevicePrivate = range.migrate?.flags.contains(.devicePrivate) ?? false
+        faultFolio = range.migrate?.faultFolio
     }
 
     /// Hands the call's counts to the range, the `migrate_vma` and the address space.
@@ -410,8 +418,10 @@ struct HMMWalk: PageWalkOps {
             out = 0
         } else if !pte.isPresent {
             if pte.isDevicePrivate, memory.pagemap(of: pte.pfn)?.owner == devPrivateOwner {
+                // Reported, never faulted; collected when the migration selects device-private pages.
                 out = pte.pfn.rawValue | HMMPfn.valid | (pte.isWritableDevicePrivate ? HMMPfn.write : 0)
                 pfns[i] = (request & HMMPfn.inOutFlags) | out
+                if collect, selectDevicePrivate { migratePrepare(slot, i, seen: pte, mm: mm, memory: memory, injector: injector) }
                 return 0
             }
             let required = pteNeedFault(request, 0)
@@ -433,33 +443,71 @@ struct HMMWalk: PageWalkOps {
             out = pte.pfn.rawValue | cpuFlags
         }
         pfns[i] = (request & HMMPfn.inOutFlags) | out
-        if collect { migratePrepare(slot, i, mm: mm, memory: memory, injector: injector) }
+        if collect { migratePrepare(slot, i, seen: pte, mm: mm, memory: memory, injector: injector) }
         return 0
     }
 
-    /// The RFC's `hmm_vma_handle_migrate_prepare()`: re-takes the PTE lock and, for a page that can
-    /// migrate, installs the migration entry as collect does (folio reference, trylock, anon-exclusive
-    /// handling, entry bits, rmap removal), with one TLB flush per page. Holes and the zero page become
-    /// source-less `VALID|MIGRATE` words.
+    /// The RFC's `hmm_vma_handle_migrate_prepare()` (mm/hmm.c, Aug 2025 v1, patch 2/4): re-takes the
+    /// PTE lock and, for a page that can migrate, installs the migration entry as
+    /// `migrate_vma_collect_pmd()` (mm/migrate_device.c) does: folio reference, trylock (not for the
+    /// fault folio), anon-exclusive handling, entry bits, rmap removal, with one TLB flush per present
+    /// page. Called only for a private VMA when the call migrates (`collect` in ``handlePTE``).
     ///
-    /// Called only for a private VMA when the call migrates (`collect` in ``handlePTE``).
-    mutating func migratePrepare(_ slot: EntrySlot, _ i: Int, mm: AddressSpace, memory: PhysicalMemory, injector: FaultInjector?) {
+    /// - A none PTE becomes a source-less `VALID|MIGRATE` word, as collect's `pte_none` case
+    ///   (`mpfn = MIGRATE_PFN_MIGRATE`); so does the zero page with `SELECT_SYSTEM` (`is_zero_pfn`).
+    ///   `migrate_hmm_range_setup` turns both into `MIGRATE_PFN_MIGRATE` without a pfn: the device
+    ///   allocates a cleared page and `migrate_vma_insert_page` maps it (replacing the zero page). With
+    ///   read access this is what an untouched page becomes: `hmm_vma_fault` without `FAULT_FLAG_WRITE`
+    ///   maps the zero page (`do_anonymous_page`) and the walk restarts over it.
+    /// - A device-private entry of this owner (the walk reported it, not faulted) with
+    ///   `SELECT_DEVICE_PRIVATE`: collected with a migration entry, writable if the entry was, no flush.
+    ///   A large device folio is not (the RFC's "FIXME support THP").
+    /// - A present page that is not exclusive (copy-on-write shared after fork, which a read request does
+    ///   not break) is collected as collect does: `ptep_get_and_clear` and a readable migration entry;
+    ///   the other mm's mapping is unmapped later by `migrate_device_unmap` (`try_to_migrate`), so the
+    ///   page moves and both mms end up mapping the device page, read-only.
+    ///
+    /// Departures: the RFC's `hmm_want_migrate` adds `SELECT_SYSTEM` to every `REQ_MIGRATE` call, so its
+    /// `migrate_vma_setup` for device-private pages collects system pages too; the lab selects with
+    /// `migrate.flags` alone, as `migrate_vma_collect_pmd` does. And the RFC collects whatever the PTE
+    /// holds once locked again, while the word keeps the pfn `hmm_vma_handle_pte` read without the
+    /// lock: a CPU fault in between (a copy-on-write break the read walk did not make) would leave a
+    /// source pfn that was never locked. The lab collects only a PTE that still maps what `seen` (the
+    /// unlocked read) mapped, with the same permission (``PTE/mapsSame(as:)``); otherwise the page is
+    /// reported and not collected.
+    mutating func migratePrepare(_ slot: EntrySlot, _ i: Int, seen: PTE, mm: AddressSpace, memory: PhysicalMemory, injector: FaultInjector?) {
         prepareLocks += 1
         let lock = mm.pageTable.lock(tableOf: slot)
         defer { lock.unlock() }
         let pte = slot.load()
-        if pte.isNone || (pte.isPresent && pte.pfn == memory.zeroPage) {
-            if selectSystem { pfns[i] = HMMPfn.valid | HMMPfn.migrate }
+        guard pte.mapsSame(as: seen) else { return }
+        if pte.isNone {
+            pfns[i] = HMMPfn.valid | HMMPfn.migrate
             return
         }
-        guard pte.isPresent, !pte.isProtNone, selectSystem else { return }
-        let page = pte.pfn
+        guard pfns[i] & HMMPfn.valid != 0 else { return }
+        let page: Pfn
+        let writable: Bool
+        if pte.isPresent {
+            if pte.pfn == memory.zeroPage {
+                if selectSystem { pfns[i] = HMMPfn.valid | HMMPfn.migrate }
+                return
+            }
+            guard !pte.isProtNone, selectSystem, !memory.page(pte.pfn).pointee.test(.zoneDevice) else { return }
+            page = pte.pfn
+            writable = pte.isWritable
+        } else {
+            guard pte.isDevicePrivate, selectDevicePrivate else { return }
+            page = pte.pfn
+            writable = pte.isWritableDevicePrivate
+        }
         let folio = memory.folio(containing: page)
-        guard folio.order == 0 else { return }  // large folios were split before (hmm_vma_walk_split)
+        guard folio.order == 0 else { return }  // large folios were split before (hmm_vma_walk_split), or are device THP
         let head = memory.page(folio.pfn)
-        guard !head.pointee.test(.zoneDevice), head.pointee.mapping.load(ordering: .relaxed) != 0 else { return }
+        guard head.pointee.mapping.load(ordering: .relaxed) != 0 else { return }
+        let isFault = folio == faultFolio
         head.pointee.get()
-        guard !(injector?.fire(.trylock) ?? false), head.pointee.tryLock() else {
+        guard isFault || (!(injector?.fire(.trylock) ?? false) && head.pointee.tryLock()) else {
             memory.put(folio)
             lockFailures += 1
             return
@@ -473,7 +521,7 @@ struct HMMWalk: PageWalkOps {
             mm.notifiers.invalidateRangeStart(r)
             lock.lock()
             guard slot.load() == pte else {
-                head.pointee.unlock()
+                if !isFault { head.pointee.unlock() }
                 memory.put(folio)
                 return
             }
@@ -481,17 +529,21 @@ struct HMMWalk: PageWalkOps {
         let anonExclusive = head.pointee.test(.anon) && memory.page(page).pointee.test(.anonExclusive)
         _ = slot.exchange(.none)
         if anonExclusive { memory.page(page).pointee.clear(.anonExclusive) }
-        if pte.isDirty { head.pointee.markDirty() }
-        let mode: PTE.MigrationMode = pte.isWritable ? .write : anonExclusive ? .readExclusive : .read
-        slot.store(.migration(page, mode: mode, young: pte.isYoung, dirty: pte.isDirty, softDirty: pte.isSoftDirty))
+        let mode: PTE.MigrationMode = writable ? .write : anonExclusive ? .readExclusive : .read
+        if pte.isPresent {
+            if pte.isDirty { head.pointee.markDirty() }
+            slot.store(.migration(page, mode: mode, young: pte.isYoung, dirty: pte.isDirty, softDirty: pte.isSoftDirty))
+            // The RFC's hmm_vma_handle_migrate_prepare (the August 2025 posting, the latest whose text
+            // the lab has): ptep_clear_flush for an anon-exclusive page, then flush_tlb_range for every
+            // present one, so two flushes for an exclusive page.
+            flushes += anonExclusive ? 2 : 1
+            mm.flushTLB(anonExclusive ? 2 : 1)
+        } else {
+            slot.store(.migration(page, mode: mode, young: false, dirty: false, softDirty: pte.swapSoftDirty, uffdWP: pte.swapUffdWP))
+        }
         migrationEntries += 1
         mm.removeRmap(folio)
         memory.put(folio)
-        // The RFC's hmm_vma_handle_migrate_prepare (the August 2025 posting, the latest whose text
-        // the lab has): ptep_clear_flush for an anon-exclusive page, then flush_tlb_range for every
-        // present one, so two flushes for an exclusive page.
-        flushes += anonExclusive ? 2 : 1
-        mm.flushTLB(anonExclusive ? 2 : 1)
         pfns[i] |= HMMPfn.migrate
     }
 

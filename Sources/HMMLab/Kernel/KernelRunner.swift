@@ -13,8 +13,8 @@ import Histogram
 ///   (`hmm_range_fault` with `REQ_FAULT`, 32 pages a call) and `MIGRATE_TO_DEV` again.
 /// - `fault-then-migrate`: `READ` of the window, then `MIGRATE_TO_DEV`. dmirror's READ faults for read
 ///   only (no `REQ_WRITE`): untouched pages get the zero page and copy-on-write pages stay shared. The
-///   model's strategies ask for the same with `--fault-request read --fault-pages 32` (the rows of
-///   this engine say `read` and `32`); by default they ask `REQ_FAULT|REQ_WRITE` over the window.
+///   model's strategies ask for the same with `--device-access read --fault-pages 32` (the rows of
+///   this engine say `read` and `32`); by default they ask `REQ_FAULT` (read) over the whole window.
 /// - `unified`: needs the RFC's driver support, which no merged kernel has: refused with one line when
 ///   asked for alone, left out (with a note) from `--strategy all`.
 ///
@@ -83,7 +83,7 @@ public final class KernelRunner {
         var config = config
         skippedUnified = config.strategies.contains(.unified)
         config.strategies.removeAll { $0 == .unified }
-        config.faultRequest = .read  // what HMM_DMIRROR_READ asks (the rows say so)
+        config.deviceAccess = .read  // what HMM_DMIRROR_READ asks (the rows say so)
         config.faultPages = Device.faultWindow
         self.config = config
         do {

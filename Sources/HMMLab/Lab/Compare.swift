@@ -12,7 +12,7 @@ public struct ResultTable: Sendable {
         public var description: String
     }
 
-    /// Reads and checks `path`: a header with every column `required` names, every row as long as the
+    /// Reads and checks `path`: a header (old column names read as their new ones) with every column `required` names, every row as long as the
     /// header (a shorter one means a truncated file), and a number in every field of `numeric` that is
     /// not empty.
     public static func load(_ path: String, required: [String] = Compare.requiredConfigurationColumns + Compare.requiredMetricColumns) throws(LoadError) -> ResultTable {
@@ -25,7 +25,9 @@ public struct ResultTable: Sendable {
         } catch {
             throw LoadError(description: "\(path) \(error) (is the file truncated?)")
         }
-        guard let header = records.first, !header.isEmpty, header != [""] else { throw LoadError(description: "\(path): empty, no header line") }
+        guard let header = records.first.map({ $0.map { Compare.renamedColumns[$0] ?? $0 } }), !header.isEmpty, header != [""] else {
+            throw LoadError(description: "\(path): empty, no header line")
+        }
         for column in required where !header.contains(column) {
             throw LoadError(description: "\(path) line 1: column '\(column)' is missing (is this a bench result CSV?)")
         }
@@ -63,11 +65,16 @@ public struct Compare: Sendable {
     /// `engine` is absent from files written before `--engine` existed: such rows are `model` rows.
     public static let configurationColumns = [
         "engine", "strategy", "direction", "pages", "window_pages", "mix", "thp", "device_large_fail", "split_policy", "self_invalidation", "threads",
-        "mutators", "fault_request", "fault_pages", "costs",
+        "mutators", "device_access", "fault_pages", "costs",
     ]
 
-    /// Columns added after the first recorded runs: a file without them has their defaults.
-    static let optionalColumns = ["engine": "model", "fault_request": "write", "fault_pages": "window", "costs": "none"]
+    /// Columns added after the first recorded runs: a file without them has their defaults. A file
+    /// without `device_access` comes from runs whose faulting strategies asked for write; one without
+    /// `costs` from a model that paid none of them.
+    static let optionalColumns = ["engine": "model", "device_access": "write", "fault_pages": "window", "costs": "none"]
+
+    /// Columns renamed since: a file with the old name is read as having the new one.
+    static let renamedColumns = ["fault_request": "device_access"]
     public static var requiredConfigurationColumns: [String] { configurationColumns.filter { optionalColumns[$0] == nil } }
 
     /// The metrics compared: column, label, how to print it.

@@ -8,13 +8,21 @@ public enum Direction: String, Sendable, CaseIterable {
     case roundTrip = "round-trip"
 }
 
-/// What the driver's `hmm_range_fault` asks for when a strategy faults pages in (`--fault-request`).
-public enum FaultRequest: String, Sendable, CaseIterable {
-    /// `HMM_PFN_REQ_FAULT | HMM_PFN_REQ_WRITE`: writable pages (copy-on-write broken, untouched pages
-    /// allocated), as a driver about to migrate them asks.
-    case write
-    /// `HMM_PFN_REQ_FAULT` alone, as test_hmm's `HMM_DMIRROR_READ`: untouched pages get the zero page.
+/// The access the driver asks for when a strategy faults pages in (`--device-access`), the same for
+/// all three strategies: it sets whether `HMM_PFN_REQ_WRITE` joins the strategy's `hmm_range_fault`
+/// requests (`REQ_FAULT` for fault-then-migrate and migrate-then-fault, `REQ_FAULT | REQ_MIGRATE` for
+/// unified).
+public enum DeviceAccess: String, Sendable, CaseIterable {
+    /// No `REQ_WRITE`, as the RFC's driver (Aug 2025 v1, `dmirror_fault_and_migrate_to_device`:
+    /// `REQ_FAULT | REQ_MIGRATE`) and test_hmm's `HMM_DMIRROR_READ` ask: untouched pages read-fault to
+    /// the zero page and migrate as source-less holes; copy-on-write stays shared.
     case read
+    /// `REQ_WRITE` added: writable pages (copy-on-write broken, untouched pages allocated) before they
+    /// migrate.
+    case write
+
+    /// The `hmm_range_fault` request bits this access adds to `REQ_FAULT`.
+    public var requestFlags: UInt64 { self == .write ? HMMPfn.requestFault | HMMPfn.requestWrite : HMMPfn.requestFault }
 }
 
 /// Everything that defines a harness run, validated (`bench --strategy …`).
@@ -52,8 +60,8 @@ public struct RunConfig: Sendable, Equatable {
     /// per point of the address space's ``FaultInjector``, and of a 4 KiB device allocation failing.
     public var inject: [FaultInjector.Point: Double] = [:]
     public var deviceSmallFail = 0.0
-    /// The strategies' fault request and pages per `hmm_range_fault` call (nil: the whole window).
-    public var faultRequest = FaultRequest.write
+    /// The strategies' device access and pages per `hmm_range_fault` call (nil: the whole window).
+    public var deviceAccess = DeviceAccess.read
     public var faultPages: Int?
     /// The kernel per-page costs paid for real (`--costs`, `--tlb-flush`).
     public var costs = Costs.all
@@ -64,7 +72,7 @@ public struct RunConfig: Sendable, Equatable {
     public static let optionNames = [
         "strategy", "pages", "window-pages", "mix", "thp", "device-large-fail", "split-policy", "self-invalidation", "direction",
         "threads", "mutators", "reps", "warmup", "seed", "system-node", "device-node", "backing", "counters", "inject",
-        "fault-request", "fault-pages", "costs", "tlb-flush",
+        "device-access", "fault-pages", "costs", "tlb-flush",
     ]
 
     /// Largest range a run accepts: 64 GiB.
@@ -118,9 +126,9 @@ public struct RunConfig: Sendable, Equatable {
             guard let d = Direction(rawValue: v) else { throw ConfigError("--direction '\(v)' is not a direction; use to-device or round-trip") }
             c.direction = d
         }
-        if let v = options["fault-request"] {
-            guard let r = FaultRequest(rawValue: v) else { throw ConfigError("--fault-request '\(v)' is not allowed; use write or read") }
-            c.faultRequest = r
+        if let v = options["device-access"] {
+            guard let r = DeviceAccess(rawValue: v) else { throw ConfigError("--device-access '\(v)' is not allowed; use read or write") }
+            c.deviceAccess = r
         }
         if let v = options["fault-pages"] {
             c.faultPages = try integer("fault-pages", v, 1...c.windowPages, "pages per hmm_range_fault call, at most --window-pages")
@@ -269,6 +277,6 @@ public struct RunConfig: Sendable, Equatable {
         "pages \(pages), window \(windowPages), mix \(mix), thp \(Mix.format(thp)), device-large-fail \(Mix.format(deviceLargeFail)), split-policy \(splitPolicy.rawValue), "
             + "self-invalidation \(selfInvalidation.rawValue), direction \(direction.rawValue), threads \(threads), mutators \(mutators), "
             + "reps \(reps) (+\(warmup) warm-up), seed \(seed), costs \(costs)" + (injectDescription.isEmpty ? "" : ", inject \(injectDescription)")
-            + (faultRequest == .write && faultPages == nil ? "" : ", fault-request \(faultRequest.rawValue), fault-pages \(faultPages.map(String.init) ?? "window")")
+            + ", device-access \(deviceAccess.rawValue)" + (faultPages.map { ", fault-pages \($0)" } ?? "")
     }
 }

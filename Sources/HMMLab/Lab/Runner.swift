@@ -242,6 +242,8 @@ public final class Runner {
         } catch {
             throw RunError("\(error)")
         }
+        // With the RFC, migrate_vma_setup is the unified walk: the CPU faults that bring pages back use it too.
+        w.device.setupThroughUnifiedWalk = strategy == .unified
         // Injected failures start once the range is built.
         let injector = config.inject.isEmpty ? nil : FaultInjector(config.inject, seed: seed)
         w.mm.injector = injector
@@ -278,7 +280,7 @@ public final class Runner {
             let address = w.address(op * config.windowPages)
             let t0 = monotonicNanoseconds()
             let r = w.device.makeResident(
-                address, pages: config.windowPages, strategy: strategy, compound: config.thp > 0, faultWrite: config.faultRequest == .write,
+                address, pages: config.windowPages, strategy: strategy, compound: config.thp > 0, access: config.deviceAccess,
                 faultPages: config.faultPages)
             let t1 = monotonicNanoseconds()
             _ = histogram.record(t1 - t0)

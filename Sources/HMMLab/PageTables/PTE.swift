@@ -215,3 +215,13 @@ public struct PTE: RawRepresentable, Hashable, Sendable, CustomStringConvertible
         return "swap-format(type \(swapType), offset \(swapOffset))"
     }
 }
+
+extension PTE {
+    /// Whether this entry maps what `other` mapped, the same way: `pte_same` less the accessed and
+    /// dirty bits a present entry gains from the CPU's own accesses.
+    @inlinable public func mapsSame(as other: PTE) -> Bool {
+        guard isPresent, other.isPresent else { return self == other }
+        let ignored = PTE.accessedBit | PTE.dirtyBit
+        return rawValue & ~ignored == other.rawValue & ~ignored
+    }
+}
