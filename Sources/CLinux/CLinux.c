@@ -46,6 +46,11 @@ int clinux_allowed_cpu_count(void) {
     return CPU_COUNT(&set);
 }
 
+int clinux_current_cpu(void) {
+    int cpu = sched_getcpu();
+    return cpu < 0 ? 0 : cpu;
+}
+
 int clinux_map_huge_2mb(void) {
 #ifdef MAP_HUGE_2MB
     return MAP_HUGE_2MB;

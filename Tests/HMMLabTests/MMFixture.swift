@@ -11,8 +11,8 @@ final class MMFixture {
     let systemFreeAtStart: Int
     let deviceFreeAtStart: Int
 
-    init(systemMiB: Int = 64, deviceMiB: Int = 8, swapMiB: Int = 16) throws {
-        memory = try PhysicalMemory(.init(systemBytes: systemMiB << 20, deviceBytes: deviceMiB << 20, backing: .small))
+    init(systemMiB: Int = 64, deviceMiB: Int = 8, swapMiB: Int = 16, costs: Costs = .all) throws {
+        memory = try PhysicalMemory(.init(systemBytes: systemMiB << 20, deviceBytes: deviceMiB << 20, backing: .small, costs: costs))
         swap = try SwapArea(bytes: swapMiB << 20, backing: .small)
         systemFreeAtStart = memory.system.allocator.freeFrames
         deviceFreeAtStart = memory.device.allocator.freeFrames
