@@ -1,5 +1,6 @@
 import CLinux
 import Glibc
+import Synchronization
 import Testing
 
 @testable import HMMLab
@@ -9,29 +10,42 @@ import Testing
 struct LRUTests {
     static let twoCPUs = clinux_allowed_cpu_count() >= 2
 
+    /// A thread pinned to one CPU running a body (``start(_:_:)``, ``join()``).
+    final class PinnedThread: @unchecked Sendable {
+        let cpu: Int
+        let body: () -> Void
+        var pinned = false
+        var thread = pthread_t()
+
+        private init(_ cpu: Int, _ body: @escaping () -> Void) {
+            self.cpu = cpu
+            self.body = body
+        }
+
+        /// Starts `body` on a new thread pinned to `cpu` (not run if the thread cannot be pinned).
+        static func start(_ cpu: Int, _ body: @escaping () -> Void) -> PinnedThread {
+            let job = PinnedThread(cpu, body)
+            let rc = pthread_create(&job.thread, nil, { raw in
+                let job = Unmanaged<PinnedThread>.fromOpaque(raw!).takeUnretainedValue()
+                job.pinned = clinux_pin_thread_to_cpu(Int32(job.cpu)) == 0 && Int(clinux_current_cpu()) == job.cpu
+                if job.pinned { job.body() }
+                return nil
+            }, Unmanaged.passUnretained(job).toOpaque())
+            precondition(rc == 0, "pthread_create: \(rc)")
+            return job
+        }
+
+        /// Waits for the thread; false if it could not be pinned.
+        func join() -> Bool {
+            pthread_join(thread, nil)
+            return pinned
+        }
+    }
+
     /// Runs `body` on a new thread pinned to `cpu` and waits for it; false if the thread could not be pinned.
     @discardableResult
     static func onCPU(_ cpu: Int, _ body: @escaping () -> Void) -> Bool {
-        final class Job: @unchecked Sendable {
-            let cpu: Int
-            let body: () -> Void
-            var pinned = false
-            init(_ cpu: Int, _ body: @escaping () -> Void) {
-                self.cpu = cpu
-                self.body = body
-            }
-        }
-        let job = Job(cpu, body)
-        var thread = pthread_t()
-        let rc = pthread_create(&thread, nil, { raw in
-            let job = Unmanaged<Job>.fromOpaque(raw!).takeUnretainedValue()
-            job.pinned = clinux_pin_thread_to_cpu(Int32(job.cpu)) == 0 && Int(clinux_current_cpu()) == job.cpu
-            if job.pinned { job.body() }
-            return nil
-        }, Unmanaged.passUnretained(job).toOpaque())
-        precondition(rc == 0, "pthread_create: \(rc)")
-        pthread_join(thread, nil)
-        return job.pinned
+        PinnedThread.start(cpu, body).join()
     }
 
     func fixture(costs: Costs = .all) throws -> MMFixture { try MMFixture(costs: costs) }
@@ -189,5 +203,25 @@ struct LRUTests {
         #expect(seen.drains == 1)
         #expect(try f.mm.load(UInt64.self, from: a) == 8)
         f.finish([forked])
+    }
+
+    @Test("faults on two CPUs while a third thread drains every batch: no reference lost or leaked", .enabled(if: twoCPUs))
+    func concurrentAddAndDrainAll() throws {
+        let f = try fixture()
+        let n = 500
+        let a = try f.mm.mmap(length: 2 * n * 4096, protection: .readWrite)
+        let done = Atomic<Int>(0)
+        let workers = (0..<2).map { cpu in
+            PinnedThread.start(cpu) {
+                for k in 0..<n { try? f.mm.store(UInt64(k), at: a + UInt64(cpu * n + k) << 12) }
+                done.wrappingAdd(1, ordering: .releasing)
+            }
+        }
+        while done.load(ordering: .acquiring) < 2 { f.memory.lruAddDrainAll() }
+        #expect(workers.allSatisfy { $0.join() })
+        #expect(Invariants.check([f.mm]).isEmpty)
+        #expect(onLRU(f, a, pages: 2 * n) == 2 * n)
+        for cpu in 0..<2 { #expect(try f.mm.load(UInt64.self, from: a + UInt64(cpu * n + 7) << 12) == 7) }
+        f.finish()
     }
 }

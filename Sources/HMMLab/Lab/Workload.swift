@@ -233,8 +233,6 @@ public final class Workload {
         }
         device.close()
         device = nil
-        mm.teardown()
-        // Folios whose last reference is an LRU add batch's are freed, so the leak check finds every frame.
-        mm.memory.drainLRUBatches()
+        mm.teardown()  // drains every LRU add batch, so the leak check finds every frame
     }
 }

@@ -69,7 +69,7 @@ public final class LRUBatches: @unchecked Sendable {
     let drains = Atomic<Int>(0)
     /// `lru_add_drain_all()` calls.
     let drainAlls = Atomic<Int>(0)
-    /// `folio_batch_move_lru()` calls.
+    /// `folio_batch_move_lru()` calls, counted under the system lruvec's lock.
     let moves = Atomic<Int>(0)
     /// `lru_drain_gen`.
     let generation = Atomic<UInt64>(0)
@@ -116,10 +116,17 @@ public final class LRUBatches: @unchecked Sendable {
     }
 
     /// `spin_lock_irq(&lruvec->lru_lock)` of lruvec `i`, counting the acquisition and any contention.
+    /// The counts are written under the lock, so a plain load and store do (no second atomic
+    /// read-modify-write the kernel would not make).
     @inline(__always) func lockVec(_ i: Int) {
         let v = vec(i)
-        if v.pointee.lock.lock() { v.pointee.contended.wrappingAdd(1, ordering: .relaxed) }
-        v.pointee.acquisitions.wrappingAdd(1, ordering: .relaxed)
+        if v.pointee.lock.lock() { Self.bump(v.pointee.contended) }
+        Self.bump(v.pointee.acquisitions)
+    }
+
+    /// Adds one to a counter only the holder of a lock writes.
+    @inline(__always) static func bump(_ counter: borrowing Atomic<Int>) {
+        counter.store(counter.load(ordering: .relaxed) &+ 1, ordering: .relaxed)
     }
 
     @inline(__always) func unlockVec(_ i: Int) { vec(i).pointee.lock.unlock() }

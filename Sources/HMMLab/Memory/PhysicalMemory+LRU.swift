@@ -105,8 +105,8 @@ extension PhysicalMemory {
         let h = lru.header(cpu)
         let pfns = lru.pfns(cpu)
         let n = h.pointee.count.load(ordering: .relaxed)
-        lru.moves.wrappingAdd(1, ordering: .relaxed)
         lru.lockVec(0)  // batches hold system folios only
+        LRUBatches.bump(lru.moves)
         for i in 0..<n { page(Pfn(rawValue: pfns[i])).pointee.set(.lru) }
         lru.unlockVec(0)
         var freed = 0
