@@ -39,16 +39,16 @@ int clinux_pin_thread_to_cpu(int cpu) {
     return sched_setaffinity(0, sizeof(set), &set) == 0 ? 0 : -errno;
 }
 
-int clinux_current_cpu(void) {
-    int cpu = sched_getcpu();
-    return cpu < 0 ? -errno : cpu;
-}
-
 int clinux_allowed_cpu_count(void) {
     cpu_set_t set;
     CPU_ZERO(&set);
     if (sched_getaffinity(0, sizeof(set), &set) != 0) return -errno;
     return CPU_COUNT(&set);
+}
+
+int clinux_current_cpu(void) {
+    int cpu = sched_getcpu();
+    return cpu < 0 ? 0 : cpu;
 }
 
 int clinux_map_huge_2mb(void) {

@@ -17,6 +17,7 @@ struct AddressSpaceTests {
         let childEntry = try #require(child.pageTable.pteSlot(a)).load()
         #expect(!parentEntry.isWritable && !childEntry.isWritable && parentEntry.pfn == childEntry.pfn)
         #expect(holds(f.memory.page(parentEntry.pfn).pointee.mappings == 2))
+        f.memory.drainLRUBatches()  // the LRU add batch's reference
         #expect(holds(f.memory.page(parentEntry.pfn).pointee.references == 2))
         #expect(try f.mismatches(a, pages: 4, seed: 5, in: child) == [], "the child sees the parent's data")
 
@@ -71,6 +72,7 @@ struct AddressSpaceTests {
         let f = try MMFixture()
         let a = try f.mm.mmap(length: 64 * 4096, protection: .readWrite)
         try f.fill(a, pages: 64, seed: 11)
+        f.memory.drainLRUBatches()  // so no add batch holds a folio the swap-out frees
         let free = f.memory.system.allocator.freeFrames
         let result = try f.mm.swapOut(a, pages: 64)
         #expect(result.swapped == 64 && result.skipped.isEmpty)

@@ -24,6 +24,8 @@ struct FaultTests {
         let page = try #require(f.mm.pageTable.pteSlot(a)).load()
         let head = f.memory.page(page.pfn)
         #expect(holds(head.pointee.test([.anon, .anonExclusive])))
+        #expect(holds(head.pointee.mappings == 1 && head.pointee.references == 2), "the mapping's and the LRU add batch's")
+        f.memory.drainLRUBatches()
         #expect(holds(head.pointee.mappings == 1 && head.pointee.references == 1))
         f.finish()
     }

@@ -19,10 +19,11 @@ int clinux_perf_id(int fd, uint64_t *id);          // PERF_EVENT_IOC_ID
 pid_t clinux_gettid(void);
 /// Pins the calling thread to one CPU. Returns 0 or -errno.
 int clinux_pin_thread_to_cpu(int cpu);
-/// The CPU the calling thread runs on (sched_getcpu), or -errno.
-int clinux_current_cpu(void);
 /// Number of CPUs the calling thread may run on (sched_getaffinity). -errno on failure.
 int clinux_allowed_cpu_count(void);
+/// The CPU the calling thread runs on now (sched_getcpu; glibc reads it from rseq or the vDSO), or 0
+/// when it cannot be told.
+int clinux_current_cpu(void);
 
 // ---- memory ----
 /// MAP_HUGE_2MB from <linux/mman.h> (21 << MAP_HUGE_SHIFT).

@@ -9,9 +9,12 @@
 /// not a leak.
 public enum Invariants {
     /// Violations found, one line each (empty when all hold). `knownReferences`: references held
-    /// outside the page tables (pins), per folio head.
+    /// outside the page tables (pins), per folio head. Every CPU's LRU add batch is drained first
+    /// (``PhysicalMemory/drainLRUBatches()``), so no folio holds a batch's reference; call it at a
+    /// quiescent point.
     public static func check(_ spaces: [AddressSpace], devices: [Device] = [], knownReferences: [Pfn: Int32] = [:]) -> [String] {
         guard let memory = spaces.first?.memory else { return [] }
+        memory.drainLRUBatches()
         var problems: [String] = []
         var mappings: [Pfn: Int32] = [:]
         for mm in spaces {

@@ -283,7 +283,7 @@ extension AddressSpace {
                 target = newFolio!
             }
             let targetHead = memory.page(target.pfn)
-            if !targetHead.pointee.test(.zoneDevice) { targetHead.pointee.set(.lru) }  // folio_add_lru
+            if !targetHead.pointee.test(.zoneDevice) { memory.folioAddLRU(target) }
             removeMigrationPTEs(src: srcFolio, dst: target, memory: memory, cache: &rmap)
             if srcFolio != faultFolio { memory.page(srcFolio.pfn).pointee.unlock() }
             memory.put(srcFolio, freeingInto: &frees)

@@ -31,7 +31,7 @@ public final class MigrateVMA: @unchecked Sendable {
     // Lab counters, accumulated over calls until reset.
     /// TLB flushes (`flush_tlb_range` calls): one per PMD batch in collect.
     public var tlbFlushes = 0
-    /// `lru_add_drain_all` calls.
+    /// `lru_add_drain_all` calls made by `migrate_device_unmap` (at most one per call).
     public var lruDrains = 0
     /// Pages restored by unmap (pinned, not isolated, still mapped).
     public var restored = 0
@@ -120,15 +120,18 @@ extension AddressSpace {
         args.cpages = migrateDeviceUnmap(args.src, npages: args.npages, faultPage: args.faultPage, args: args)
     }
 
-    /// `migrate_device_unmap()`: isolates each collected system folio from the LRU, unmaps what is still
-    /// mapped (`try_to_migrate` through the reverse map), applies the pin check, and restores every
-    /// source that cannot migrate. Returns how many sources still migrate.
+    /// `migrate_device_unmap()`: drains this CPU's LRU add batch (`lru_add_drain`), isolates each
+    /// collected system folio from the LRU (`folio_isolate_lru`; the first one found off the LRU drains
+    /// every CPU's batch first, `lru_add_drain_all`, once per call), unmaps what is still mapped
+    /// (`try_to_migrate` through the reverse map), applies the pin check, and restores every source
+    /// that cannot migrate (`folio_putback_lru`). Returns how many sources still migrate.
     func migrateDeviceUnmap(_ src: UnsafeMutablePointer<UInt64>, npages: Int, faultPage: Pfn?, args: MigrateVMA?) -> Int {
         let faultFolio = faultPage.map { memory.folio(containing: $0) }
         var restore = 0
         var allowDrain = true
         var unmapped = 0
         var rmap = RmapCache()
+        memory.lruAddDrain()
         var i = 0
         while i < npages {
             guard let pfn = MigratePfn.pfn(src[i]) else {
@@ -144,16 +147,16 @@ extension AddressSpace {
             let zoneDevice = head.pointee.test(.zoneDevice)
             if !zoneDevice {
                 if !head.pointee.test(.lru), allowDrain {
-                    args?.lruDrains += 1  // lru_add_drain_all()
+                    // In a CPU's add batch (whose reference would fail the check below), or isolated.
+                    memory.lruAddDrainAll()
+                    args?.lruDrains += 1
                     allowDrain = false
                 }
-                // folio_isolate_lru: takes a reference; fails when the folio is not on an LRU.
-                guard head.pointee.testAndClear(.lru) else {
+                guard memory.folioIsolateLRU(folio) else {  // takes a reference
                     src[i] &= ~MigratePfn.migrate
                     restore += 1
                     continue
                 }
-                head.pointee.get()
                 // The reference collect took: never the last (isolation holds one).
                 if head.pointee.putTestZero() { preconditionFailure("\(folio) freed while isolated") }
             }
@@ -164,8 +167,7 @@ extension AddressSpace {
             if head.pointee.mappings > 0 || !migrateVMACheckPage(pfn, head: head, faultPage: faultPage) {
                 if !zoneDevice {
                     head.pointee.get()
-                    head.pointee.set(.lru)  // folio_putback_lru
-                    memory.put(folio)
+                    memory.folioPutbackLRU(folio)
                 }
                 src[i] &= ~MigratePfn.migrate
                 restore += 1

@@ -11,7 +11,7 @@ extension KernelRunner {
     /// `walks` = `hmm_range_fault` + `migrate_vma_setup`, `walk_restarts` = `walk_page_range` − `walks`,
     /// `faults` = `handle_mm_fault` (coming back, `do_swap_page`: each CPU fault on a device page),
     /// `cow_breaks` = `do_wp_page`, `swapins` = `swap_read_folio`, `tlb_flushes` =
-    /// `flush_tlb_mm_range`, `invalidations` = `__mmu_notifier_invalidate_range_start`, `thp_splits` =
+    /// `flush_tlb_mm_range`, `lru_drains` = `lru_add_drain_all`, `invalidations` = `__mmu_notifier_invalidate_range_start`, `thp_splits` =
     /// `__folio_split` + `folio_split_unmapped`. A column whose twin cannot be traced is left empty.
     func makeRow(_ strategy: Strategy, _ direction: Direction, rep: Int, pagesMigrated: Int, pagesSkipped: Int,
                  _ t: (histogram: Histogram<UInt64>, wall: UInt64, delta: Reading, ops: Int)) -> ResultRow {
@@ -42,6 +42,7 @@ extension KernelRunner {
         set("cow_breaks", c("do_wp_page")) { $0.cowBreaks = $1 }
         set("swapins", c("swap_read_folio")) { $0.swapins = $1 }
         set("tlb_flushes", c("flush_tlb_mm_range")) { $0.tlbFlushes = $1 }
+        set("lru_drains", c("lru_add_drain_all")) { $0.lruDrains = $1 }
         set("invalidations", c("__mmu_notifier_invalidate_range_start")) { $0.invalidations = $1 }
         set("thp_splits", c("__folio_split").flatMap { a in c("folio_split_unmapped").map { a + $0 } }) { $0.thpSplits = $1 }
         return row

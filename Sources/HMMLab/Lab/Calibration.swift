@@ -323,12 +323,12 @@ public struct Calibration: Sendable {
         return [
             Figure(name: "unified_total_per_page", value: totals[totals.count / 2], unit: "ns/page", detail: "whole unified migration of \(pages) present pages, copy included"),
             Figure(name: "lab_unified_overhead_ns_per_page", value: overhead, unit: "ns/page", detail: "the same without the copy (target at most 100)"),
-            Figure(name: "unified_atomics_floor_ns_per_page", value: floor, unit: "ns/page", detail: "its 21 atomic read-modify-writes per page alone (the kernel's too)"),
+            Figure(name: "unified_atomics_floor_ns_per_page", value: floor, unit: "ns/page", detail: "its 22 atomic read-modify-writes per page alone (the kernel's too)"),
             Figure(name: "lab_unified_above_atomics_ns_per_page", value: overhead - floor, unit: "ns/page", detail: "the model's cost per page beyond those atomics"),
         ]
     }
 
-    /// The floor under `lab_unified_overhead_ns_per_page`: the 21 atomic read-modify-writes a present
+    /// The floor under `lab_unified_overhead_ns_per_page`: the 22 atomic read-modify-writes a present
     /// page costs on the unified path, in the kernel as in the lab (counted in the lab's binary: one
     /// lock-prefixed instruction each), and nothing else, on descriptors of their own laid out as the
     /// model's (a source and a destination per page, a table lock per 512 pages, the entry in a field),
@@ -336,7 +336,7 @@ public struct Calibration: Sendable {
     /// - the walk (`hmm_vma_handle_migrate_prepare`): PTE lock, `folio_get`, `folio_trylock`,
     ///   `ptep_get_and_clear`, `ClearPageAnonExclusive`, `folio_mark_dirty`, `folio_remove_rmap_pte`,
     ///   `folio_put` (8);
-    /// - unmap: `folio_isolate_lru`'s test-and-clear and get, the collect reference's put (3);
+    /// - unmap: `folio_isolate_lru`'s test-and-clear, get and lruvec lock, the collect reference's put (4);
     /// - allocation: the device page's lock (1); `migrate_vma_pages`: `folio_migrate_flags` (1);
     /// - finalize (`remove_migration_pte` and the unlocks): PTE lock, `SetPageAnonExclusive`,
     ///   `folio_get`, `folio_add_anon_rmap_pte`, source unlock and put, destination unlock and put (8).
@@ -346,16 +346,17 @@ public struct Calibration: Sendable {
         let tables = (pages + window - 1) / window
         let src = UnsafeMutablePointer<PageDescriptor>.allocate(capacity: pages)
         let dst = UnsafeMutablePointer<PageDescriptor>.allocate(capacity: pages)
-        let ptl = UnsafeMutablePointer<PageDescriptor>.allocate(capacity: tables)
+        let ptl = UnsafeMutablePointer<PageDescriptor>.allocate(capacity: tables + 1)  // and the lruvec lock
         for i in 0..<pages {
             (src + i).initialize(to: PageDescriptor())
             (dst + i).initialize(to: PageDescriptor())
         }
-        for t in 0..<tables { (ptl + t).initialize(to: PageDescriptor()) }
+        for t in 0...tables { (ptl + t).initialize(to: PageDescriptor()) }
+        let lruLock = TableLock(ptl + tables)
         defer {
             src.deinitialize(count: pages)
             dst.deinitialize(count: pages)
-            ptl.deinitialize(count: tables)
+            ptl.deinitialize(count: tables + 1)
             src.deallocate()
             dst.deallocate()
             ptl.deallocate()
@@ -394,6 +395,8 @@ public struct Calibration: Sendable {
                     for i in w..<end {  // unmap
                         _ = src[i].testAndClear(.lru)
                         src[i].get()
+                        lruLock.lock()
+                        lruLock.unlock()
                         _ = src[i].putTestZero()
                     }
                     for i in w..<end { _ = dst[i].tryLock() }  // allocation

@@ -24,6 +24,8 @@ public struct ResultRow: Sendable {
     public var swapins = 0
     public var migrationEntries = 0
     public var tlbFlushes = 0
+    /// `lru_add_drain_all` calls.
+    public var lruDrains = 0
     public var invalidations = 0
     public var notifierRetries = 0
     public var folioLockFails = 0
@@ -64,7 +66,7 @@ public struct ResultRow: Sendable {
         "run_id", "timestamp", "tool_version", "host", "kernel", "cpu_model", "cpus", "numa_nodes", "system_node", "device_node", "backing",
         "thp_mode", "engine", "strategy", "direction", "pages", "window_pages", "mix", "thp", "device_large_fail", "split_policy", "self_invalidation",
         "device_access", "fault_pages", "costs", "tlb_shootdown", "threads", "mutators", "seed", "rep", "ops", "pages_requested", "pages_migrated", "pages_skipped", "walks", "walk_restarts",
-        "ptes_visited", "faults", "cow_breaks", "swapins", "migration_entries", "tlb_flushes", "invalidations", "notifier_retries",
+        "ptes_visited", "faults", "cow_breaks", "swapins", "migration_entries", "tlb_flushes", "lru_drains", "invalidations", "notifier_retries",
         "folio_lock_fails", "thp_migrated", "thp_splits", "device_alloc_fails", "bytes_copied", "verify_failures", "mutator_stores",
         "lost_stores", "wall_ns", "op_mean_ns", "op_p50_ns", "op_p90_ns", "op_p99_ns", "op_max_ns", "walk_ns", "fault_ns", "collect_ns",
         "alloc_ns", "copy_ns", "finalize_ns", "flush_ns", "copy_gbps", "throughput_gbps", "memcpy_gbps", "kernel_walk_ns",
@@ -86,7 +88,7 @@ public struct ResultRow: Sendable {
             c.faultPages.map(String.init) ?? "window", c.costs.description, m.tlbShootdown, String(c.threads),
             String(c.mutators), String(c.seed), String(rep), String(ops), String(pagesRequested), String(pagesMigrated), String(pagesSkipped),
             String(walks), String(walkRestarts), String(ptesVisited), String(faults), String(cowBreaks), String(swapins),
-            String(migrationEntries), String(tlbFlushes), String(invalidations), String(notifierRetries), String(folioLockFails),
+            String(migrationEntries), String(tlbFlushes), String(lruDrains), String(invalidations), String(notifierRetries), String(folioLockFails),
             String(thpMigrated), String(thpSplits), String(deviceAllocFails), String(bytesCopied), verifyFailures.map(String.init) ?? "",
             String(mutatorStores), String(lostStores), String(wallNs), Self.number(opMeanNs), String(opP50Ns), String(opP90Ns),
             String(opP99Ns), String(opMaxNs),

@@ -180,7 +180,7 @@ public final class Runner {
 
     /// Counters read around a timed part.
     struct Tally {
-        var ptes = 0, cow = 0, swapins = 0, tlb = 0, invalidations = 0, folioSplits = 0
+        var ptes = 0, cow = 0, swapins = 0, tlb = 0, lruDrains = 0, invalidations = 0, folioSplits = 0
         var allocFails = 0, hugeToDevice = 0, hugeToSystem = 0, bytesCopied = 0, copyNs = 0, verifyFailures = 0, cpuFaults = 0
         var pagesToSystem = 0, stores = 0
         var flushNs: UInt64 = 0
@@ -192,6 +192,7 @@ public final class Runner {
             d.cow = a.cow - b.cow
             d.swapins = a.swapins - b.swapins
             d.tlb = a.tlb - b.tlb
+            d.lruDrains = a.lruDrains - b.lruDrains
             d.flushNs = a.flushNs - b.flushNs
             d.invalidations = a.invalidations - b.invalidations
             d.folioSplits = a.folioSplits - b.folioSplits
@@ -220,6 +221,7 @@ public final class Runner {
             t.invalidations += mm.notifiers.invalidations.load(ordering: .relaxed)
             t.folioSplits += mm.counters.folioSplits.load(ordering: .relaxed)
         }
+        t.lruDrains = memory.lruDrainAlls
         let s = w.device.stats
         t.allocFails = s.allocationFailures.load(ordering: .relaxed)
         t.hugeToDevice = s.hugeToDevice.load(ordering: .relaxed)
@@ -417,6 +419,7 @@ public final class Runner {
         row.cowBreaks = d.cow
         row.swapins = d.swapins
         row.tlbFlushes = d.tlb
+        row.lruDrains = d.lruDrains
         row.flushNs = Double(d.flushNs) / Double(max(ops, 1))
         row.invalidations = d.invalidations
         row.deviceAllocFails = d.allocFails

@@ -233,6 +233,6 @@ public final class Workload {
         }
         device.close()
         device = nil
-        mm.teardown()
+        mm.teardown()  // drains every LRU add batch, so the leak check finds every frame
     }
 }

@@ -93,9 +93,7 @@ extension AddressSpace {
             let page = memory.page(entry.pfn)
             let folio = memory.folio(containing: entry.pfn)
             let head = memory.page(folio.pfn)
-            if page.pointee.test(.anonExclusive)
-                || (folio.order == 0 && head.pointee.mappings == 1 && head.pointee.references == 1)
-            {
+            if page.pointee.test(.anonExclusive) || (folio.order == 0 && canReuseAnonFolio(head)) {
                 // wp_can_reuse_anon_folio → wp_page_reuse.
                 page.pointee.set(.anonExclusive)
                 slot.store(entry.madeWritable())
@@ -137,6 +135,16 @@ extension AddressSpace {
         }
         lock.unlock()
         throw .sigbus(address, "unexpected entry \(entry)")
+    }
+
+    /// `wp_can_reuse_anon_folio()` for a small folio, under the PTE lock: no reuse with more than three
+    /// references; a folio off the LRU may be in this CPU's add batch, whose reference would refuse the
+    /// reuse, so this CPU's batch is drained first (`lru_add_drain`); then reuse when this mapping holds
+    /// the only reference. The folio lock the kernel then tries is not modelled.
+    private func canReuseAnonFolio(_ head: UnsafeMutablePointer<PageDescriptor>) -> Bool {
+        if head.pointee.references > 3 { return false }
+        if !head.pointee.test(.lru) { memory.lruAddDrain() }
+        return head.pointee.mappings == 1 && head.pointee.references == 1
     }
 
     /// A new 4 KiB folio installed, writable, where `expected` still is: zeroed for `do_anonymous_page`

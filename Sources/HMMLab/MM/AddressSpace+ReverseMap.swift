@@ -8,16 +8,18 @@ import Glibc
 /// and large-folio counts); it counts PTE and PMD mappings of any page of the folio, as `folio_mapcount`
 /// does.
 extension AddressSpace {
-    /// `folio_add_new_anon_rmap()`: a folio just faulted in for `vma` at `address` (its first page's address).
+    /// `folio_add_new_anon_rmap()`, then `folio_add_lru_vma()` for a system folio: a folio just faulted
+    /// in for `vma` at `address` (its first page's address). With the `lru` cost the folio goes into
+    /// the current CPU's LRU add batch (``PhysicalMemory/folioAddLRU(_:)``).
     func addNewAnonRmap(_ folio: Folio, vma: VMA, address: UInt64) {
         let head = memory.page(folio.pfn)
         head.pointee.set([.anon, .anonExclusive, .swapBacked, .uptodate])
-        if !head.pointee.test(.zoneDevice) { head.pointee.set(.lru) }  // folio_add_lru_vma
         if folio.order > 0 {
             for i in 1..<folio.pageCount { (head + i).pointee.set(.anonExclusive) }
         }
         head.pointee.mapping.store(vma.object.encode(index: vma.pageIndex(address)), ordering: .releasing)
         head.pointee.mapcount.store(1, ordering: .releasing)
+        if !head.pointee.test(.zoneDevice) { memory.folioAddLRU(folio) }
     }
 
     /// `folio_add_anon_rmap_pte()` / `folio_dup_anon_rmap_pte()`: one more mapping.

@@ -58,7 +58,10 @@ extension AddressSpace {
         guard total == maps else { return false }
         guard let pool = memory.pool(of: folio.pfn) else { return false }
         pool.allocator.splitAllocated(folio.pfn.index - pool.firstPfn.index)
-        splitDescriptors(folio, keep: keep, object: id, index: index, lockAll: false) { i, kept in (counts[i], counts[i] + (kept ? 1 + extraPins : 0)) }
+        // Under the lruvec lock, as __folio_split: each new folio goes on the LRU if the folio was (lru_add_split_folio).
+        memory.withLRUVecLock(of: folio.pfn) {
+            splitDescriptors(folio, keep: keep, object: id, index: index, lockAll: false) { i, kept in (counts[i], counts[i] + (kept ? 1 + extraPins : 0)) }
+        }
         // Pages nobody maps any more are freed now.
         for i in 0..<PageSize.pmdPages where counts[i] == 0 && folio.pfn + i != keep {
             let page = head + i
@@ -83,7 +86,8 @@ extension AddressSpace {
     ///    and each PTE mapping becomes a migration entry (one `try_to_unmap_flush()` for the batch);
     /// 4. `__folio_freeze_and_split_unmapped()`: `folio_ref_freeze()` to the caller's references (fails
     ///    when something else holds one, or a mapping is left), then `__split_unmapped_folio()`: 512
-    ///    order-0 folios, each unfrozen with one reference, locked, on the LRU if the folio was;
+    ///    order-0 folios, each unfrozen with one reference, locked, on the LRU if the folio was, under
+    ///    the lruvec lock (with the `lru` cost);
     /// 5. `remap_page()`: `remove_migration_ptes(folio, folio, TTU_RMAP_LOCKED)` for each new folio (for
     ///    the whole folio if the split failed), through `rmap_walk_locked`;
     /// 6. every new folio but the one holding `keep` is unlocked and put (`free_folio_and_swap_cache`),
@@ -127,7 +131,11 @@ extension AddressSpace {
         // __split_unmapped_folio: every new folio is locked (PG_locked of the head) and unfrozen with
         // one reference (folio_ref_unfreeze); keep's folio gets the caller's references back.
         pool.allocator.splitAllocated(folio.pfn.index - pool.firstPfn.index)
-        splitDescriptors(folio, keep: keep, object: id, index: index, lockAll: true) { _, kept in (0, 1 + (kept ? extraPins : 0)) }
+        // Under the lruvec lock (folio_lruvec_lock): each new folio goes on the LRU if the folio was,
+        // PG_lru being among the flags copied (lru_add_split_folio).
+        memory.withLRUVecLock(of: folio.pfn) {
+            splitDescriptors(folio, keep: keep, object: id, index: index, lockAll: true) { _, kept in (0, 1 + (kept ? extraPins : 0)) }
+        }
         counters.folioSplits.wrappingAdd(1, ordering: .relaxed)
         // remap_page: remove_migration_ptes(new folio, new folio, TTU_RMAP_LOCKED) per new folio.
         for i in 0..<PageSize.pmdPages {

@@ -23,6 +23,10 @@ public struct SwapOutResult: Sendable, Equatable {
 extension AddressSpace {
     /// Swaps out the private anonymous pages of `[address, address + pages*4096)`.
     ///
+    /// This CPU's LRU add batch is drained first (`lru_add_drain`, as `madvise_pageout` does).
+    /// Departure: the kernel reclaims only folios it can isolate from the LRU; the lab does not isolate,
+    /// so a folio still in another CPU's add batch is swapped out too and freed when that batch drains.
+    ///
     /// A 2 MiB folio is first split: its PMD into PTEs, then the folio into 512 order-0 folios, which
     /// the kernel does too when it cannot swap a THP whole (`split_folio_to_list`); that needs this
     /// address space to be its only mapper. Pages of shared mappings are not swapped (shmem swap is not
@@ -30,6 +34,7 @@ extension AddressSpace {
     public func swapOut(_ address: UInt64, pages: Int) throws(MMError) -> SwapOutResult {
         guard let swap else { throw .invalidArgument("swap-out needs a swap area") }
         guard address & 4095 == 0, pages > 0 else { throw .invalidArgument("swap-out range must be page-aligned and non-empty") }
+        memory.lruAddDrain()  // as madvise_pageout does before it isolates
         var result = SwapOutResult()
         for k in 0..<pages {
             let at = address + UInt64(k) << 12

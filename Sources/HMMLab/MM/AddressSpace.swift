@@ -82,7 +82,12 @@ public final class AddressSpace: @unchecked Sendable {
     deinit { teardown() }
 
     /// `exit_mmap()`: releases every mapping (idempotent).
+    ///
+    /// Departure from the kernel: `exit_mmap` drains only this CPU's LRU add batch (`lru_add_drain`)
+    /// and folios in other CPUs' batches are freed when those drain; the lab drains every batch
+    /// (``PhysicalMemory/drainLRUBatches()``) so that a torn-down address space has given back every frame.
     public func teardown() {
+        defer { memory.drainLRUBatches() }
         mmapLock.withWriteLock {
             guard !tornDown else { return }
             tornDown = true
@@ -227,6 +232,7 @@ public final class AddressSpace: @unchecked Sendable {
             splitVMA(at: end)
             let i = firstVMAIndex(endingAbove: address)
             var removedObjects: [MappingObject] = []
+            memory.lruAddDrain()  // vms_clear_ptes, before unmap_vmas
             while i < vmaList.count, vmaList[i].start < end {
                 // unlink_anon_vmas: the VMA leaves the object's index under its write lock.
                 let vma = vmaList[i].object.rmapLock.withWriteLock { vmaList.remove(at: i) }

@@ -57,6 +57,8 @@ public final class PhysicalMemory: @unchecked Sendable {
     public let configuration: Configuration
     /// The per-page costs paid for real (``Configuration/costs``).
     public let costs: Costs
+    /// The per-CPU LRU add batches and the lruvec locks (``LRUBatches``), used with the `lru` cost.
+    public let lru = LRUBatches()
 
     /// Registered device pagemaps, by owner token.
     private let pagemaps = LabMutex<[UInt64: any DevicePagemap]>([:])
@@ -272,6 +274,7 @@ public final class PhysicalMemory: @unchecked Sendable {
     /// folio, for the caller to put once the device frame is freed.
     @inline(__always)
     private func freePrepare(_ folio: Folio) -> Folio? {
+        pageCacheRelease(folio)
         let head = page(folio.pfn)
         let mapped = head.pointee.mappings
         precondition(mapped == 0, "freeing \(folio) that is still mapped \(mapped) times")
@@ -337,7 +340,7 @@ public final class PhysicalMemory: @unchecked Sendable {
     }
 
     /// `free_pages_prepare()` and the return to the allocator, for a folio whose refcount reached zero.
-    private func release(_ folio: Folio) {
+    func release(_ folio: Folio) {
         let backing = freePrepare(folio)
         defer { if let backing { put(backing) } }
         if system.contains(folio.pfn) {
