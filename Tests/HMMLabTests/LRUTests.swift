@@ -171,7 +171,7 @@ struct LRUTests {
         let afterFault = f.memory.system.allocator.freeFrames
         #expect(afterFault < free)
         #expect(Self.onCPU(1) { try? f.mm.munmap(a, length: 8 * 4096) })
-        #expect(f.memory.lruPending == 8, "munmap drained CPU 1's batch only")
+        #expect(f.memory.lruPending == 8, "CPU 0's batch still holds all 8")
         let held = f.memory.system.allocator.freeFrames
         f.memory.lruAddDrainAll()
         #expect(f.memory.lruPending == 0)
@@ -190,7 +190,7 @@ struct LRUTests {
             child = try? f.mm.fork()
         })
         let forked = try #require(child)
-        // The child unmaps on CPU 1 (draining CPU 1's empty batch): the parent is the only mapper.
+        // The child unmaps on CPU 1: the parent is the only mapper.
         #expect(Self.onCPU(1) { try? forked.munmap(a, length: 4096) })
         #expect(references(f, a, page: 0) == 2, "the mapping's and CPU 0's batch's")
         var seen: (reuse: Int, cow: Int, drains: Int) = (0, 0, 0)

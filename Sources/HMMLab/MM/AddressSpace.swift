@@ -232,7 +232,6 @@ public final class AddressSpace: @unchecked Sendable {
             splitVMA(at: end)
             let i = firstVMAIndex(endingAbove: address)
             var removedObjects: [MappingObject] = []
-            memory.lruAddDrain()  // vms_clear_ptes, before unmap_vmas
             while i < vmaList.count, vmaList[i].start < end {
                 // unlink_anon_vmas: the VMA leaves the object's index under its write lock.
                 let vma = vmaList[i].object.rmapLock.withWriteLock { vmaList.remove(at: i) }
