@@ -5,12 +5,18 @@ import Synchronization
 extension Calibration {
     /// What one modelled TLB flush costs here (``TLBShootdown``): alone in the process
     /// (`tlb_flush_local_ns`), and with one other thread of the process spinning on another CPU, which
-    /// the shootdown must reach (`tlb_flush_remote_ns`), as a mutator or copy worker would be.
+    /// the shootdown must reach (`tlb_flush_remote_ns`), as a mutator or copy worker would be; and the
+    /// cheapest system call (`syscall_ns`, `getppid`), the part of a local flush the kernel, already
+    /// in kernel mode, does not pay.
     static func measureTLB(n: Int, _ timer: Timer) -> [Figure] {
         let shootdown = TLBShootdown.host
         let mechanism = "\(shootdown.mechanism.rawValue), \(n) per sample"
         let flushes = { timer.median { timer.time { for _ in 0..<n { shootdown.shootdown() } } } / Double(n) }
-        var figures = [Figure(name: "tlb_flush_local_ns", value: flushes(), unit: "ns/flush", detail: mechanism + ", no other thread")]
+        let syscall = timer.median { timer.time { for _ in 0..<n { _ = getppid() } } } / Double(n)
+        var figures = [
+            Figure(name: "syscall_ns", value: syscall, unit: "ns/call", detail: "getppid: the entry and exit a host shootdown adds"),
+            Figure(name: "tlb_flush_local_ns", value: flushes(), unit: "ns/flush", detail: mechanism + ", no other thread"),
+        ]
         guard let remote = withSpinnerOnAnotherCPU(flushes) else {
             figures.append(Figure(name: "tlb_flush_remote_ns", value: .nan, unit: "ns/flush", detail: "no second CPU to run a thread on"))
             return figures
