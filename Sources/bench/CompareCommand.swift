@@ -24,6 +24,9 @@ struct CompareCommand: ParsableCommand {
     @Option(help: "text (fits 80 columns), markdown or csv.")
     var format: CompareFormat = .text
 
+    @Flag(name: .customLong("allow-mismatch"), help: "Compare rows whose backing, tool version, host, CPU, kernel or shootdown mechanism differ.")
+    var allowMismatch = false
+
     func run() throws {
         let comparison: Compare
         if let by {
@@ -38,6 +41,13 @@ struct CompareCommand: ParsableCommand {
         } else {
             guard files.count == 2 else { throw badInput("compare takes two CSV files (BASE NEW), got \(files.count); or one with --by strategy") }
             comparison = Compare(base: try load(files[0]), new: try load(files[1]))
+            if !comparison.mismatches.isEmpty {
+                let what = comparison.mismatches.joined(separator: "; ")
+                guard allowMismatch else {
+                    throw badInput("\(files[0]) and \(files[1]) were not produced alike (\(what)); use --allow-mismatch to compare them anyway")
+                }
+                printError("bench compare: note: the inputs differ in \(what)")
+            }
         }
         switch format {
         case .text: print(comparison.text, terminator: "")

@@ -54,6 +54,39 @@ struct CompareTests {
         #expect(read.blocks.isEmpty && read.onlyInBase.count == 3 && read.onlyInNew.count == 3, "read runs are another configuration")
     }
 
+    /// `present-b.csv` with `column` set to `value` in every row, written to a temporary file.
+    static func altered(_ column: String, _ value: String, keepRows: Int? = nil) throws -> String {
+        let records = try CSV.parse(String(contentsOfFile: fixture("present-b.csv"), encoding: .utf8))
+        let i = try #require(records[0].firstIndex(of: column))
+        var rows = Array(records.dropFirst())
+        if let keepRows { rows = Array(rows.prefix(keepRows)) }
+        let text = ([records[0]] + rows.map { r in var r = r; r[i] = value; return r }).map(CSV.line).joined()
+        let path = BenchProcess.temporaryPath("\(column)-\(value).csv")
+        try text.write(toFile: path, atomically: true, encoding: .utf8)
+        return path
+    }
+
+    @Test("rows made with another backing, build or machine are refused (exit 64, the differing columns named) unless --allow-mismatch", arguments: [("backing", "thp"), ("tool_version", "9.9.9"), ("host", "elsewhere"), ("kernel", "7.2.13")])
+    func mismatchRefused(_ change: (String, String)) throws {
+        let other = try Self.altered(change.0, change.1)
+        defer { unlink(other) }
+        let refused = try BenchProcess.run(["compare", Self.fixture("present-a.csv"), other])
+        #expect(refused.status == 64 && refused.stderr.split(separator: "\n").count == 1, "\(refused.stderr)")
+        #expect(refused.stderr.contains(change.0) && refused.stderr.contains(change.1) && refused.stderr.contains("--allow-mismatch"), "\(refused.stderr)")
+        #expect(refused.stdout.isEmpty)
+        let allowed = try BenchProcess.run(["compare", "--allow-mismatch", Self.fixture("present-a.csv"), other])
+        #expect(allowed.status == 0 && allowed.stderr.contains(change.0) && allowed.stdout.contains("op p50"), "\(allowed.stderr)")
+    }
+
+    @Test("one repetition a side prints no spread: (1 rep), not ±0.0%")
+    func oneRepetition() throws {
+        let one = try Self.altered("rep", "1", keepRows: 3)  // one row per strategy
+        defer { unlink(one) }
+        let c = Compare(base: try ResultTable.load(one), new: try ResultTable.load(one))
+        #expect(c.blocks.count == 3 && c.mismatches.isEmpty)
+        #expect(!c.text.contains("±0.0%") && c.text.contains("(1 rep)"), "\(c.text)")
+    }
+
     @Test("bad CSVs: one line naming the file, the line and the column; exit 64")
     func badFiles() throws {
         let good = try String(contentsOfFile: Self.fixture("present-a.csv"), encoding: .utf8)

@@ -75,6 +75,10 @@ public struct Compare: Sendable {
 
     /// Columns renamed since: a file with the old name is read as having the new one.
     static let renamedColumns = ["fault_request": "device_access"]
+
+    /// What produced a row rather than what it ran: rows that differ here are not comparable (a hugetlb
+    /// run beside one that fell back to THP, another build, another machine or kernel).
+    public static let identityColumns = ["backing", "tool_version", "host", "cpu_model", "kernel", "tlb_shootdown"]
     public static var requiredConfigurationColumns: [String] { configurationColumns.filter { optionalColumns[$0] == nil } }
 
     /// The metrics compared: column, label, how to print it.
@@ -122,6 +126,9 @@ public struct Compare: Sendable {
     }
 
     public var blocks: [Block]
+    /// Columns that say what produced the rows (``identityColumns``) and differ between the two sides
+    /// of a matched configuration: `column: base values vs new values`.
+    public var mismatches: [String] = []
     /// Configurations found on one side only, described.
     public var onlyInBase: [String]
     public var onlyInNew: [String]
@@ -161,6 +168,18 @@ public struct Compare: Sendable {
         }
         onlyInBase = order.filter { newGroups[$0] == nil }.map { Self.describe(columns, $0) }
         onlyInNew = newOrder.filter { baseGroups[$0] == nil }.map { Self.describe(columns, $0) }
+        let matched = order.filter { newGroups[$0] != nil }
+        mismatches = Self.identityMismatches(base: matched.flatMap { baseGroups[$0]! }, new: matched.flatMap { newGroups[$0]! })
+    }
+
+    /// The identity columns whose values differ between `base` and `new` rows, described.
+    static func identityMismatches(base: [[String: String]], new: [[String: String]]) -> [String] {
+        identityColumns.compactMap { column in
+            let b = Set(base.compactMap { $0[column] })
+            let n = Set(new.compactMap { $0[column] })
+            guard !b.isEmpty, !n.isEmpty, b != n else { return nil }
+            return "\(column): \(b.sorted().joined(separator: ", ")) vs \(n.sorted().joined(separator: ", "))"
+        }
     }
 
     /// Compares strategies within one table: every strategy against `baseStrategy`, per configuration
@@ -224,6 +243,7 @@ public struct Compare: Sendable {
     /// `median ±x%` with x the larger distance from the median to its interval's ends.
     static func withInterval(_ values: [Double], _ unit: Unit) -> String {
         let m = Statistics.median(values)
+        guard values.count > 1 else { return value(m, unit) + " (1 rep)" }
         let ci = Statistics.medianInterval(values)
         guard m != 0, m.isFinite else { return value(m, unit) }
         let spread = max(abs(ci.high - m), abs(m - ci.low)) / abs(m) * 100
