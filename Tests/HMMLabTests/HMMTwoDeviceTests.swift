@@ -157,18 +157,33 @@ struct HMMTwoDeviceTests {
         base.finish(f, [d])
     }
 
-    @Test("migrate_remap_fault: mremap before or after migrating a THP, then fault back", arguments: [false, true], [false, true])
-    func migrate_remap_fault(remapFirst: Bool, thp: Bool) throws {
-        let f = try MMFixture()
-        let d = Device(memory: f.memory, mm: f.mm, verify: true)
-        let a = try f.mm.mmap(length: 2 << 20, protection: .readWrite, flags: thp ? .hugepage : [])
-        try f.fill(a, pages: 512, seed: 8)
-        var at = a
-        if remapFirst { at = try f.mm.mremap(a, oldLength: 2 << 20, newLength: 2 << 20, to: 0x70_0000_0000) }
-        #expect(d.migrateToDevice(at, pages: 512).migrated == 512)
-        if !remapFirst { at = try f.mm.mremap(a, oldLength: 2 << 20, newLength: 2 << 20, to: 0x70_0010_0000) }
-        #expect(try f.mismatches(at, pages: 512, seed: 8) == [])
-        base.finish(f, [d])
+    @Test("migrate_remap_fault: mremap (MREMAP_FIXED, with and without MREMAP_DONTUNMAP) to offset 0, 1/4 or 1/2 past the buffer, before or after migrating 2 MiB (THP or MADV_NOHUGEPAGE), then fault back", arguments: [false, true], [false, true])
+    func migrate_remap_fault(before: Bool, dontUnmap: Bool) throws {
+        for thp in [false, true] { for offset in [0, PageSize.pmdBytes / 4, PageSize.pmdBytes / 2] {
+            let f = try MMFixture()
+            let d = Device(memory: f.memory, mm: f.mm, verify: true)
+            let size = UInt64(PageSize.pmdBytes)
+            let buffer = try f.mm.mmap(length: 8 * PageSize.pmdBytes, protection: .readWrite)
+            let map = (buffer + size - 1) & ~(size - 1)
+            try f.mm.madvise(map, length: PageSize.pmdBytes, hugepage: thp)
+            try f.mm.munmap(map + size, length: 2 * PageSize.pmdBytes)
+            try f.fill(map, pages: 512, seed: 8)
+            let target = map + size + UInt64(offset)
+            func remap() throws -> UInt64 { try f.mm.mremap(map, oldLength: PageSize.pmdBytes, newLength: PageSize.pmdBytes, to: target, dontUnmap: dontUnmap) }
+            var at = map
+            if before { at = try remap() }
+            let r = d.migrateToDevice(at, pages: 512)
+            #expect(r.errno == 0 && r.migrated == 512, "thp \(thp) offset \(offset): \(r)")
+            if !before { at = try remap() }
+            #expect(at == target)
+            #expect(try f.mismatches(at, pages: 512, seed: 8) == [], "thp \(thp) offset \(offset)")
+            if dontUnmap {
+                // The old range is mapped still, by an empty VMA: it reads zero.
+                #expect(try f.mm.load(UInt64.self, from: map + 4096 * 3) == 0)
+            }
+            try f.mm.munmap(at, length: PageSize.pmdBytes)
+            base.finish(f, [d])
+        } }
     }
 
     @Test("migrate_anon_huge_err: the device fails 2 MiB allocations, so the THP is split and moves as 4 KiB pages", arguments: Device.SplitPolicy.allCases)

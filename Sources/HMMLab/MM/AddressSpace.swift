@@ -417,14 +417,19 @@ public final class AddressSpace: @unchecked Sendable {
     /// extends in place when the space after the VMA is free and no target was given; otherwise the range
     /// moves (`MREMAP_MAYMOVE`, or `MREMAP_FIXED` to `target`): page-table entries are moved, not the
     /// folios (`move_page_tables`, `move_ptes`, `move_huge_pmd`), the VMA keeps its page offset so the
-    /// reverse map still finds each page, and the old range is left unmapped.
+    /// reverse map still finds each page, and the old range is left unmapped — or, with `dontUnmap`
+    /// (`MREMAP_DONTUNMAP`, which needs a move of the same size), mapped still by an empty VMA of the
+    /// same kind, whose next access faults in a fresh page (`move_vma` keeps the old VMA).
     ///
     /// - Returns: the new start address.
-    public func mremap(_ address: UInt64, oldLength: Int, newLength: Int, to target: UInt64? = nil) throws(MMError) -> UInt64 {
+    public func mremap(_ address: UInt64, oldLength: Int, newLength: Int, to target: UInt64? = nil, dontUnmap: Bool = false) throws(MMError) -> UInt64 {
         let oldEnd = try checkedRange(address, oldLength, "mremap")
         guard newLength > 0 else { throw .invalidArgument("mremap new length \(newLength) must be positive") }
         let newSize = roundUpToPage(newLength)
         let oldSize = oldEnd - address
+        if dontUnmap, newSize != oldSize {
+            throw .invalidArgument("mremap MREMAP_DONTUNMAP needs the old and new lengths equal (\(oldSize) and \(newSize))")
+        }
         if let target, target & 4095 != 0 {
             throw .invalidArgument("mremap target 0x\(String(target, radix: 16)) is not page-aligned")
         }
@@ -435,7 +440,7 @@ public final class AddressSpace: @unchecked Sendable {
         return try mmapLock.withWriteLock { () throws(MMError) -> UInt64 in
             guard let vma = vma(containing: address) else { throw .fault("mremap of unmapped address 0x\(String(address, radix: 16))") }
             guard oldEnd <= vma.end else { throw .fault("mremap range 0x\(String(address, radix: 16))+\(oldSize) crosses VMAs") }
-            if target == nil, newSize == oldSize { return address }
+            if target == nil, newSize == oldSize, !dontUnmap { return address }
             // Grow in place.
             if target == nil, oldEnd == vma.end, !overlaps(oldEnd, address + newSize), address + newSize <= Self.userRange.upperBound,
                 vma.object.kind == .anon
@@ -476,9 +481,13 @@ public final class AddressSpace: @unchecked Sendable {
                 rest.pgoff = moved.pgoff + moveSize >> 12
                 zap(rest, rest.start, rest.end)
             }
+            let old = moved
             moved.start = destination
             moved.end = destination + newSize
-            object.rmapLock.withWriteLock { vmaList.insert(moved, at: firstVMAIndex(endingAbove: destination)) }
+            object.rmapLock.withWriteLock {
+                vmaList.insert(moved, at: firstVMAIndex(endingAbove: destination))
+                if dontUnmap { vmaList.insert(old, at: firstVMAIndex(endingAbove: old.start)) }
+            }
             pageTable.freeTables(start: address, end: oldEnd) { lo, hi in overlaps(lo, hi) }
             flushTLB()
             return destination
