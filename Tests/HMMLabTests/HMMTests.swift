@@ -267,7 +267,24 @@ struct HMMTests {
         finish(f, [d])
     }
 
-    @Test("migrate_on_fault (RFC): one walk faults untouched pages in and migrates them")
+    @Test("migrate_on_fault (the RFC's test): a filled buffer, 64-page hmm_range_fault(REQ_FAULT|REQ_MIGRATE) windows; cpages == npages and the device reads the data")
+    func migrate_on_fault_rfc() throws {
+        let f = try MMFixture()
+        let d = Device(memory: f.memory, mm: f.mm, verify: true)
+        let n = 1024  // HMM_BUFFER_SIZE
+        let a = try f.mm.mmap(length: n * 4096, protection: .readWrite)
+        try f.fill(a, pages: n, seed: 64)
+        let r = d.migrateOnFault(a, pages: n, window: 64)  // PFNS_ARRAY_SIZE
+        #expect(r.errno == 0 && r.migrated == n)
+        #expect(r.walks == n / 64, "one hmm_range_fault per 64-page window")
+        #expect(d.deviceMappings().filter { $0.address >= a && $0.address < a + UInt64(n) << 12 }.count == n, "cpages == npages")
+        let (bytes, _) = try d.read(a, pages: n)
+        for k in 0..<n { #expect(Array(bytes[k * 4096..<(k + 1) * 4096]) == MMFixture.pattern(seed: 64, page: k), "page \(k)") }
+        check(f, [d])
+        finish(f, [d])
+    }
+
+    @Test("lab: migrate_on_fault on untouched pages: one walk per window faults them in and migrates them")
     func migrate_on_fault() throws {
         let f = try MMFixture()
         let d = Device(memory: f.memory, mm: f.mm, verify: true)
