@@ -16,7 +16,7 @@ def table(paths):
     print("|---|---|---|---:|" + "---:|" * len(costs) + "---:|")
     for path in paths:
         with open(path, newline="") as f:
-            rows = list(csv.DictReader(f))
+            rows = list(csv.DictReader(line for line in f if not line.startswith("#")))
         if not rows:
             print(f"{path}: no rows", file=sys.stderr)
             sys.exit(1)

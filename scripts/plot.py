@@ -120,6 +120,22 @@ def parse_number(path, line, col, text, required=False):
     return value
 
 
+def warn_unfinished(path, header, records, completion):
+    """One line on stderr when a result file of a tool that writes completion records has none, or
+    says the run was interrupted: its rows are what was written before it stopped."""
+    if completion == "complete" or "tool_version" not in header:
+        return
+    column = header.index("tool_version")
+    try:
+        version = tuple(int(x) for x in records[0][1][column].split("."))
+    except (ValueError, IndexError):
+        return
+    if version < (0, 6, 0):
+        return
+    why = "the run was interrupted" if completion == "interrupted" else "no completion record: the run did not finish"
+    print(f"{PROG}: warning: {path}: {why}; plotting the rows written before it stopped", file=sys.stderr)
+
+
 def read_csv(path):
     """(kind, rows) with kind "results" or "thp-table"; each row a dict with _file, _line."""
     try:
@@ -129,10 +145,14 @@ def read_csv(path):
     with handle:
         reader = csv.reader(handle)
         records = []
+        completion = None
         try:
             header = next(reader, None)
             for record in reader:
                 if not record or all(not field.strip() for field in record):
+                    continue
+                if record[0].startswith("#"):  # the completion record, "# end: complete, N rows"
+                    completion = record[0][len("# end: "):] if record[0].startswith("# end: ") else None
                     continue
                 records.append((reader.line_num, record))
         except csv.Error as err:
@@ -154,6 +174,7 @@ def read_csv(path):
             raise PlotError(f"{path} line 1 column {col}: missing from the header")
     if not records:
         raise PlotError(f"{path} line 2: no data rows")
+    warn_unfinished(path, header, records, completion)
     rows = []
     for line, record in records:
         if len(record) != len(header):

@@ -24,6 +24,9 @@ struct CompareCommand: ParsableCommand {
     @Option(help: "text (fits 80 columns), markdown or csv.")
     var format: CompareFormat = .text
 
+    @Flag(name: .customLong("accept-unfinished"), help: "Compare a file whose run did not finish without a warning.")
+    var acceptUnfinished = false
+
     @Flag(name: .customLong("allow-mismatch"), help: "Compare rows whose backing, tool version, host, CPU, kernel or shootdown mechanism differ.")
     var allowMismatch = false
 
@@ -38,9 +41,11 @@ struct CompareCommand: ParsableCommand {
                 throw badInput("--base '\(baseStrategy)' has no rows in \(files[0]); it has \(present)")
             }
             comparison = Compare(byStrategy: table, baseStrategy: baseStrategy)
+            warnUnfinished([table])
         } else {
             guard files.count == 2 else { throw badInput("compare takes two CSV files (BASE NEW), got \(files.count); or one with --by strategy") }
-            comparison = Compare(base: try load(files[0]), new: try load(files[1]))
+            let (base, new) = (try load(files[0]), try load(files[1]))
+            comparison = Compare(base: base, new: new)
             if !comparison.mismatches.isEmpty {
                 let what = comparison.mismatches.joined(separator: "; ")
                 guard allowMismatch else {
@@ -48,6 +53,7 @@ struct CompareCommand: ParsableCommand {
                 }
                 printError("bench compare: note: the inputs differ in \(what)")
             }
+            warnUnfinished([base, new])
         }
         switch format {
         case .text: print(comparison.text, terminator: "")
@@ -58,10 +64,21 @@ struct CompareCommand: ParsableCommand {
     }
 
     func load(_ path: String) throws -> ResultTable {
+        let table: ResultTable
         do {
-            return try ResultTable.load(path)
+            table = try ResultTable.load(path)
         } catch {
             throw badInput(error.description)
+        }
+        return table
+    }
+
+    /// One line for each input whose run did not finish (unless `--accept-unfinished`).
+    func warnUnfinished(_ tables: [ResultTable]) {
+        guard !acceptUnfinished else { return }
+        for table in tables {
+            guard let why = table.unfinished else { continue }
+            printError("bench compare: warning: \(table.path): \(why); its rows are those written before it stopped (--accept-unfinished to compare it without this warning)")
         }
     }
 }

@@ -41,6 +41,7 @@ func runKernel(_ config: RunConfig, output: OutputOptions) throws {
     }
     installInterruptHandler()
     let rows = try drive(runner, file: file, quiet: output.quiet, label: "kernel ")
+    try finish(file, runner.interrupted ? .interrupted : .complete)
     if !rows.isEmpty { printKernelSummary(rows, runner: runner, format: output.format, path: path) }
     if runner.interrupted {
         printError("bench: interrupted: \(rows.count) finished row\(rows.count == 1 ? "" : "s") kept in \(path)")

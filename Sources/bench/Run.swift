@@ -256,17 +256,29 @@ struct Run: ParsableCommand {
         try checkMemory(config)
         installInterruptHandler()
         var notes = Set<String>()
-        var path = ""
+        var opened: ResultFile?
         let (rows, runner, interrupted) = try runConfiguration(config, file: {
             let file = try openResultFile(output, strategy: config.strategyName, header: ResultRow.header(counters: config.counters))
-            path = file.path
+            opened = file
             return file
         }, output: output, notes: &notes)
+        let path = opened?.path ?? ""
+        try finish(opened, interrupted ? .interrupted : .complete)
         if !rows.isEmpty { printSummary(rows, runner: runner, format: output.format, path: path) }
         if interrupted {
             printError("bench: interrupted: \(rows.count) finished row\(rows.count == 1 ? "" : "s") kept in \(path)")
             throw ExitCode(130)
         }
+    }
+}
+
+/// Writes the result file's completion record; a failure to write it is one line and exit 1.
+func finish(_ file: ResultFile?, _ completion: ResultFile.Completion) throws {
+    guard let file else { return }
+    do {
+        try file.finish(completion)
+    } catch {
+        throw failure("\(file.path): the completion record cannot be written: \(error)")
     }
 }
 

@@ -90,10 +90,12 @@ struct Sweep: ParsableCommand {
                 printSummary(rows, runner: runner, format: output.format, path: path)
             }
             if interrupted {
+                try finish(opened, .interrupted)
                 printError("bench: interrupted: \(written) finished row\(written == 1 ? "" : "s") kept in \(path)")
                 throw ExitCode(130)
             }
         }
+        try finish(opened, .complete)
     }
 }
 

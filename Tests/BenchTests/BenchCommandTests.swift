@@ -55,7 +55,8 @@ struct BenchCommandTests {
         ])
         #expect(r.status == 0, "\(r.stderr)")
         let text = try String(contentsOfFile: out, encoding: .utf8)
-        let records = try CSV.parse(text)
+        let (records, completion) = try CSV.parse(resultFile: text)
+        #expect(completion == .complete && text.hasSuffix("# end: complete, \(records.count - 1) rows\n"), "the completion record ends the file")
         let header = ResultRow.header(counters: ["page-faults", "cycles", "context-switches"])
         #expect(records.first == header)
         #expect(header.suffix(3) == ["cnt_page_faults", "cnt_cycles", "cnt_context_switches"])
@@ -149,7 +150,8 @@ struct BenchCommandTests {
         process.waitUntilExit()
         #expect(process.terminationStatus == 130, "\(err)")
         #expect(err.contains("interrupted"))
-        let records = try CSV.parse(try String(contentsOfFile: out, encoding: .utf8))
+        let (records, completion) = try CSV.parse(resultFile: try String(contentsOfFile: out, encoding: .utf8))
+        #expect(completion == .interrupted, "an interrupted run says so in its last line")
         #expect(records.count >= 3)
         #expect(records.allSatisfy { $0.count == ResultRow.columns.count }, "no half-written row")
         let reps = records.dropFirst().compactMap { Int($0[ResultRow.columns.firstIndex(of: "rep")!]) }
@@ -167,7 +169,7 @@ struct BenchCommandTests {
         #expect(started.allSatisfy { $0.0.terminationStatus == 0 })
         let files = try FileManager.default.contentsOfDirectory(atPath: dir + "/results").filter { $0.hasSuffix(".csv") }
         #expect(files.count == 3, "\(files)")
-        for f in files { #expect(try CSV.parse(String(contentsOfFile: dir + "/results/" + f, encoding: .utf8)).count == 2, "\(f): header and one row") }
+        for f in files { #expect(try CSV.parse(resultFile: String(contentsOfFile: dir + "/results/" + f, encoding: .utf8)).records.count == 2, "\(f): header and one row") }
     }
 
     @Test("a second bench writing the same --out is refused with one line (exit 64) and the first run's rows stay whole (issue 16, case 5)")
@@ -185,7 +187,7 @@ struct BenchCommandTests {
         kill(first.processIdentifier, SIGINT)
         first.waitUntilExit()
         #expect(first.terminationStatus == 130 || first.terminationStatus == 0)
-        let records = try CSV.parse(String(contentsOfFile: out, encoding: .utf8))
+        let records = try CSV.parse(resultFile: String(contentsOfFile: out, encoding: .utf8)).records
         #expect(records.first == ResultRow.header(counters: []))
         #expect(records.dropFirst().allSatisfy { $0.count == records[0].count }, "every row whole")
     }

@@ -78,6 +78,25 @@ struct CompareTests {
         #expect(allowed.status == 0 && allowed.stderr.contains(change.0) && allowed.stdout.contains("op p50"), "\(allowed.stderr)")
     }
 
+    @Test("a file without its completion record (a run that did not finish) is compared with a one-line warning, none with --accept-unfinished; older files have none to check")
+    func unfinishedFileWarned() throws {
+        let cut = try Self.altered("tool_version", "0.6.0")
+        defer { unlink(cut) }
+        let warned = try BenchProcess.run(["compare", "--allow-mismatch", Self.fixture("present-a.csv"), cut])
+        #expect(warned.status == 0 && warned.stderr.contains("\(cut): no completion record"), "\(warned.stderr)")
+        #expect(!warned.stderr.contains("present-a.csv:"), "a file from before completion records is not warned about")
+        let accepted = try BenchProcess.run(["compare", "--allow-mismatch", "--accept-unfinished", Self.fixture("present-a.csv"), cut])
+        #expect(accepted.status == 0 && !accepted.stderr.contains("completion"), "\(accepted.stderr)")
+        let rows = try ResultTable.load(cut).rows.count
+        let handle = try #require(FileHandle(forWritingAtPath: cut))
+        handle.seekToEndOfFile()
+        handle.write(Data("# end: complete, \(rows) rows\n".utf8))
+        handle.closeFile()
+        #expect(try ResultTable.load(cut).completion == .complete)
+        let finished = try BenchProcess.run(["compare", "--allow-mismatch", Self.fixture("present-a.csv"), cut])
+        #expect(finished.status == 0 && !finished.stderr.contains("completion"), "\(finished.stderr)")
+    }
+
     @Test("one repetition a side prints no spread: (1 rep), not ±0.0%")
     func oneRepetition() throws {
         let one = try Self.altered("rep", "1", keepRows: 3)  // one row per strategy

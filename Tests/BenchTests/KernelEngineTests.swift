@@ -85,7 +85,7 @@ struct KernelEngineTests {
     }
 
     static func rows(_ path: String) throws -> [[String: String]] {
-        let records = try CSV.parse(try String(contentsOfFile: path, encoding: .utf8))
+        let records = try CSV.parse(resultFile: try String(contentsOfFile: path, encoding: .utf8)).records
         guard let header = records.first else { return [] }
         return records.dropFirst().map { Dictionary(zip(header, $0), uniquingKeysWith: { a, _ in a }) }
     }

@@ -17,7 +17,7 @@ def read_rows(path):
     if not os.path.exists(path):
         return None, []
     with open(path, newline="") as f:
-        r = list(csv.reader(f))
+        r = [row for row in csv.reader(f) if row and not row[0].startswith("#")]
     return (r[0], [dict(zip(r[0], row)) for row in r[1:]]) if r else (None, [])
 
 

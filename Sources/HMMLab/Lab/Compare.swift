@@ -6,6 +6,21 @@ public struct ResultTable: Sendable {
     public var header: [String]
     /// Rows as column → field, with the file line each came from.
     public var rows: [(line: Int, fields: [String: String])]
+    /// What the file's completion record says; nil when it has none (the run did not finish).
+    public var completion: ResultFile.Completion?
+
+    /// Files from before completion records: their rows' `tool_version` is below this.
+    public static let firstVersionWithCompletion = [0, 6, 0]
+
+    /// Why the rows may be incomplete, in a few words; nil for a finished run or a file older than
+    /// completion records.
+    public var unfinished: String? {
+        if completion == .complete { return nil }
+        if completion == .interrupted { return "the run was interrupted" }
+        let versions = rows.compactMap { $0.fields["tool_version"]?.split(separator: ".").compactMap { Int($0) } }
+        guard versions.contains(where: { $0.lexicographicallyPrecedes(Self.firstVersionWithCompletion) == false }) else { return nil }
+        return "no completion record: the run did not finish"
+    }
 
     /// Why a result CSV cannot be used: names the file, and the line and column where it can.
     public struct LoadError: Error, CustomStringConvertible, Equatable {
@@ -16,9 +31,10 @@ public struct ResultTable: Sendable {
     /// header (a shorter one means a truncated file), and a number in every field of `numeric` that is
     /// not empty.
     public static func load(_ path: String, required: [String] = Compare.requiredConfigurationColumns + Compare.requiredMetricColumns) throws(LoadError) -> ResultTable {
-        guard let text = Sysfs.read(path) else {
+        guard var text = Sysfs.read(path) else {
             throw LoadError(description: "\(path): cannot be read (\(SystemError.name(of: errno)))")
         }
+        let completion = Self.takeCompletionRecord(&text)
         let records: [[String]]
         do {
             records = try CSV.parse(text)
@@ -53,7 +69,20 @@ public struct ResultTable: Sendable {
             rows.append((i + 1, fields))
         }
         guard !rows.isEmpty else { throw LoadError(description: "\(path): no rows after the header") }
-        return ResultTable(path: path, header: header, rows: rows)
+        return ResultTable(path: path, header: header, rows: rows, completion: completion)
+    }
+
+    /// Removes the completion record (``ResultFile/Completion``), the last line, from `text` and
+    /// returns what it says.
+    static func takeCompletionRecord(_ text: inout String) -> ResultFile.Completion? {
+        var body = text[...]
+        while body.last == "\n" { body = body.dropLast() }
+        let start = body.lastIndex(of: "\n").map { body.index(after: $0) } ?? body.startIndex
+        let last = body[start...]
+        guard last.hasPrefix("#") else { return nil }
+        let completion = ResultFile.Completion.parse(lastLine: last)
+        text = String(body[..<start])
+        return completion
     }
 }
 

@@ -6,6 +6,24 @@ import Glibc
 public final class ResultFile {
     public let path: String
     private let file: UnsafeMutablePointer<FILE>
+    /// Rows appended so far.
+    public private(set) var rows = 0
+
+    /// How a run ended, written as the file's last line (``finish(_:)``): `# end: complete, N rows` or
+    /// `# end: interrupted, N rows`. A file without that line did not finish (killed, or failed).
+    public enum Completion: String, Sendable {
+        case complete, interrupted
+
+        /// The line's prefix; the line is a comment, which CSV readers told to skip `#` lines skip.
+        public static let marker = "# end: "
+
+        /// The completion a file's last line records, nil when it records none.
+        public static func parse(lastLine line: Substring) -> Completion? {
+            guard line.hasPrefix(marker) else { return nil }
+            let word = line.dropFirst(marker.count).prefix { $0 != "," }
+            return Completion(rawValue: String(word))
+        }
+    }
 
     /// Creates (or truncates) `path`, creating its directory when it is `results/` or another single
     /// missing level, and writes the header. The file is locked (`flock`) before it is truncated, so a
@@ -53,6 +71,12 @@ public final class ResultFile {
     /// Appends one row and flushes it to the file.
     public func append(_ row: ResultRow) throws(SystemError) {
         try write(CSV.line(row.fields))
+        rows += 1
+    }
+
+    /// Writes the completion record, the file's last line.
+    public func finish(_ completion: Completion) throws(SystemError) {
+        try write("\(Completion.marker)\(completion.rawValue), \(rows) row\(rows == 1 ? "" : "s")\n")
     }
 
     private func write(_ text: String) throws(SystemError) {

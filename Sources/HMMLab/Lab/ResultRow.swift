@@ -129,6 +129,14 @@ public enum CSV {
         public var description: String { "line \(line): \(message)" }
     }
 
+    /// Parses a result file's text: its records, and what its completion record (the last line, not
+    /// a record) says.
+    public static func parse(resultFile text: String) throws(ParseError) -> (records: [[String]], completion: ResultFile.Completion?) {
+        var body = text
+        let completion = ResultTable.takeCompletionRecord(&body)
+        return (try parse(body), completion)
+    }
+
     /// Parses CSV text into records (fields per line); quoted fields may hold commas, quotes and newlines.
     public static func parse(_ text: String) throws(ParseError) -> [[String]] {
         var records: [[String]] = []

@@ -3,7 +3,7 @@ import Glibc
 /// What machine and build produced a run: the self-describing part of every CSV row.
 public struct RunMetadata: Sendable {
     /// The lab's version, written into every row.
-    public static let toolVersion = "0.5.0"
+    public static let toolVersion = "0.6.0"
 
     public var runId: String
     public var toolVersion = RunMetadata.toolVersion
