@@ -254,6 +254,7 @@ struct Run: ParsableCommand {
             return try runKernel(config, output: output)
         }
         try checkMemory(config)
+        noteFewReps(config, output)
         installInterruptHandler()
         var notes = Set<String>()
         var opened: ResultFile?
@@ -270,6 +271,13 @@ struct Run: ParsableCommand {
             throw ExitCode(130)
         }
     }
+}
+
+/// With fewer repetitions than `compare` needs to call any change significant, says so once.
+func noteFewReps(_ config: RunConfig, _ output: OutputOptions) {
+    let needed = Compare.minimumRepsForSignificance
+    guard config.reps < needed, !output.quiet else { return }
+    printError("bench: note: --reps \(config.reps): compare cannot call a change significant at p < 0.05 with fewer than \(needed) repetitions a side")
 }
 
 /// Writes the result file's completion record; a failure to write it is one line and exit 1.

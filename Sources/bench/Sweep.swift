@@ -71,6 +71,7 @@ struct Sweep: ParsableCommand {
             configs.append((combo.map { "\($0.0)=\($0.1)" }.joined(separator: " "), config))
         }
         for c in configs { try checkMemory(c.config) }
+        if let first = configs.first { noteFewReps(first.config, output) }
         var opened: ResultFile?
         let open = { () throws -> ResultFile in
             if let opened { return opened }

@@ -97,6 +97,22 @@ struct CompareTests {
         #expect(finished.status == 0 && !finished.stderr.contains("completion"), "\(finished.stderr)")
     }
 
+    @Test("the change is always shown, with ~ beside it when not significant; with 3+3 samples compare says no change can be significant and names --reps 4")
+    func significanceShown() throws {
+        #expect(Compare.minimumRepsForSignificance == 4)
+        #expect(abs(Compare.smallestP(3, 3) - 0.1) < 1e-12 && abs(Compare.smallestP(4, 4) - 2.0 / 70) < 1e-12)
+        let three = try Self.altered("tool_version", "0.5.0", keepRows: 9)  // 3 repetitions of each strategy
+        defer { unlink(three) }
+        let c = Compare(base: try ResultTable.load(three), new: try ResultTable.load(three))
+        #expect(c.text.contains("0.00% ~"), "an unchanged metric shows its 0% change, not significant: \(c.text)")
+        #expect(c.text.contains("with 3+3 samples no change can be significant") && c.text.contains("--reps 4"), "\(c.text)")
+        #expect(c.text.split(separator: "\n").allSatisfy { $0.count <= 80 })
+        let six = Compare(base: try ResultTable.load(Self.fixture("present-a.csv")), new: try ResultTable.load(Self.fixture("present-b.csv")))
+        #expect(!six.text.contains("no change can be significant"))
+        let run = try BenchProcess.run(["--pages", "512", "--reps", "3", "--warmup", "0", "--counters", "none", "--out", BenchProcess.temporaryPath("reps3.csv")])
+        #expect(run.status == 0 && run.stderr.contains("--reps 3: compare cannot call a change significant"), "\(run.stderr)")
+    }
+
     @Test("one repetition a side prints no spread: (1 rep), not ±0.0%")
     func oneRepetition() throws {
         let one = try Self.altered("rep", "1", keepRows: 3)  // one row per strategy

@@ -279,12 +279,32 @@ public struct Compare: Sendable {
         return value(m, unit) + " ±" + (spread < 10 ? Summary.fixed(spread, 1) : String(Int(spread.rounded()))) + "%"
     }
 
+    /// The change in %, with `~` beside it when it is not significant.
     static func delta(_ line: Line) -> String {
-        guard line.significant else { return "~" }
         let d = line.deltaPercent
-        guard d.isFinite else { return "new" }
+        let mark = line.significant ? "" : " ~"
+        guard d.isFinite else { return "new" + mark }
         let digits = abs(d) >= 100 ? 0 : abs(d) >= 10 ? 1 : 2
-        return (d > 0 ? "+" : "") + Summary.fixed(d, digits) + "%"
+        return (d > 0 ? "+" : "") + Summary.fixed(d, digits) + "%" + mark
+    }
+
+    /// The smallest two-sided p the exact Mann–Whitney test can give with `n1` and `n2` samples and no
+    /// ties: 2 / C(n1+n2, n1).
+    public static func smallestP(_ n1: Int, _ n2: Int) -> Double {
+        var c = 1.0
+        for i in 0..<min(n1, n2) { c = c * Double(n1 + n2 - i) / Double(i + 1) }
+        return min(1, 2 / c)
+    }
+
+    /// Repetitions a side below which no change can be significant at p < 0.05: 4 (3+3 give 0.1).
+    public static let minimumRepsForSignificance = (1...100).first { smallestP($0, $0) <= 0.05 }!
+
+    /// One sentence when none of the compared sample sizes can reach p < 0.05, else nil.
+    var significanceNote: String? {
+        let sizes = blocks.flatMap { $0.lines.map { ($0.base.count, $0.new.count) } }
+        guard let (n1, n2) = sizes.first, sizes.allSatisfy({ Self.smallestP($0.0, $0.1) > 0.05 }) else { return nil }
+        return "with \(n1)+\(n2) samples no change can be significant at p < 0.05 (the smallest two-sided p is "
+            + "\(Summary.fixed(Self.smallestP(n1, n2), 3))); --reps \(Self.minimumRepsForSignificance) or more a side allows it"
     }
 
     static func pValue(_ p: Double) -> String { p.isFinite ? (p < 0.001 ? "<0.001" : Summary.fixed(p, 3)) : "-" }
@@ -326,9 +346,10 @@ public struct Compare: Sendable {
         }
         for c in onlyInBase { out += Self.wrap("only in base: \(c)", width: 80) + "\n" }
         for c in onlyInNew { out += Self.wrap("only in new: \(c)", width: 80) + "\n" }
+        if let note = significanceNote { out += Self.wrap("note: " + note, width: 80) + "\n" }
         out += "medians ± their 95% confidence interval (order statistics; below 6 samples the\n"
-        out += "range, which covers less); p: two-sided Mann-Whitney U test; ~: p > 0.05, no\n"
-        out += "significant change\n"
+        out += "range, which covers less); p: two-sided Mann-Whitney U test; ~: p > 0.05, the\n"
+        out += "change is not significant\n"
         return out
     }
 
@@ -345,6 +366,7 @@ public struct Compare: Sendable {
         }
         for c in onlyInBase { out += "- only in base: \(c)\n" }
         for c in onlyInNew { out += "- only in new: \(c)\n" }
+        if let note = significanceNote { out += "\n*Note: \(note).*\n" }
         return out
     }
 
