@@ -223,10 +223,14 @@ public final class Device: DevicePagemap, MMUIntervalNotifierOps, @unchecked Sen
         return true
     }
 
-    /// The device page-table entries, sorted by address.
-    public func deviceMappings() -> [(address: UInt64, pfn: Pfn, writable: Bool)] {
+    /// The device page-table entries, sorted by address; `atomic` for a page mapped for atomic access
+    /// (`DPT_XA_TAG_ATOMIC`).
+    public func deviceMappings() -> [(address: UInt64, pfn: Pfn, writable: Bool, atomic: Bool)] {
         pageTable.withLock { pt in
-            pt.entries().map { (address: $0.address, pfn: Pfn(rawValue: $0.entry & ~(DevicePageTable.present | DevicePageTable.write)), writable: $0.entry & DevicePageTable.write != 0) }
+            pt.entries().map {
+                (address: $0.address, pfn: DevicePageTable.pfn(of: $0.entry), writable: $0.entry & DevicePageTable.write != 0,
+                 atomic: $0.entry & DevicePageTable.atomic != 0)
+            }
         }
     }
 
