@@ -209,4 +209,37 @@ extension HMMTests {
         try f.mm.munmap(s, length: 4 * 4096)
         finish(f, [d])
     }
+
+    @Test("device-exclusive: migrate_vma collect skips the entries; a THP split on the way to the device unmaps them to migration entries and remaps them")
+    func exclusiveMigrate() throws {
+        let f = try MMFixture()
+        let d = Device(memory: f.memory, mm: f.mm, verify: true)
+        let small = try f.mm.mmap(length: 16 * 4096, protection: .readWrite)
+        try f.fill(small, pages: 16, seed: 35)
+        _ = try d.makeExclusive(small, pages: 16)
+        let r = d.migrateToDevice(small, pages: 16)
+        #expect(r.collected == 0 && r.migrated == 0, "not migratable: mpfn 0")
+        #expect(f.mm.snapshot(small, pages: 16).allSatisfy { $0 == .deviceExclusive })
+        check(f, [d])
+        // A PTE-mapped THP whose first 64 pages are device-exclusive: collect skips them, then splits
+        // the folio at page 64; the split's unmap (try_to_migrate) replaces their entries with migration
+        // entries like the others and its remap makes them present again, behind the collect walk, so
+        // they stay in system memory (the device reports -ENOENT for them) and the rest migrates.
+        let n = PageSize.pmdPages
+        let buffer = try f.mm.mmap(length: 2 * n * 4096, protection: .readWrite)
+        let a = (buffer + UInt64(PageSize.pmdBytes - 1)) & ~UInt64(PageSize.pmdBytes - 1)
+        try f.mm.madvise(a, length: n * 4096, hugepage: true)
+        try f.fill(a, pages: n, seed: 36)
+        _ = try d.makeExclusive(a, pages: 64)
+        d.splitPolicy = .beforeCollect
+        let m = d.migrateToDevice(a, pages: n)
+        #expect(m.splitsBeforeCollect == 1 && m.collected == n - 64 && m.migrated == n - 64 && m.errno == HMMErrno.ENOENT, "\(m)")
+        let states = f.mm.snapshot(a, pages: n)
+        #expect(states[0..<64].allSatisfy { $0 == .read || $0 == .write } && states[64...].allSatisfy { $0 == .devicePrivate })
+        check(f, [d])
+        #expect(try f.mismatches(a, pages: n, seed: 36) == [])
+        #expect(try f.mismatches(small, pages: 16, seed: 35) == [])
+        check(f, [d])
+        finish(f, [d])
+    }
 }

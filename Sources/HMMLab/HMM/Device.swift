@@ -204,6 +204,8 @@ public final class Device: DevicePagemap, MMUIntervalNotifierOps, @unchecked Sen
     /// `MMU_NOTIFY_CLEAR` raised by the calling thread itself (a THP split inside its own walk) is
     /// skipped too. Mainline 7.2's dmirror does not skip it; the counts do not change (the
     /// invalidation is counted when raised), only whether the driver's walk must start again.
+    /// `MMU_NOTIFY_EXCLUSIVE` is not skipped, as in dmirror: its `make_device_exclusive` passes no
+    /// owner, so the event drops the page's old mapping before `dmirror_atomic_map` maps it again.
     public func invalidate(_ notifier: MMUIntervalNotifier, range: MMUNotifierRange, currentSeq: UInt64) -> Bool {
         if range.event == .clear, range.task != 0, range.task == UInt64(clinux_gettid()), selfInvalidation == .skip {
             stats.selfInvalidationsSkipped.wrappingAdd(1, ordering: .relaxed)
