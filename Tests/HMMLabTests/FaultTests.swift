@@ -132,11 +132,14 @@ struct FaultTests {
         try f.fill(a, pages: 1, seed: 4)
         let slot = try #require(f.mm.pageTable.pteSlot(a))
         let pfn = slot.load().pfn
-        slot.store(.deviceExclusive(pfn, writable: true))
+        let made = try f.mm.mmapLock.withReadLock { () throws(MMError) in try f.mm.makeDeviceExclusive(a, owner: 0) }
+        f.mm.endDeviceExclusive(made.folio)
+        #expect(made.page == pfn && slot.load() == .deviceExclusive(pfn))
         #expect(f.mm.snapshot(a, pages: 1) == [.deviceExclusive])
         try f.mm.store(UInt8(0xAB), at: a + 1)
         #expect(f.mm.counters.faults(.deviceExclusive) == 1)
-        #expect(slot.load() == .present(pfn, writable: true, dirty: true), "same page, given back to the CPU (dirty after the store)")
+        #expect(slot.load().mapsSame(as: .present(pfn, writable: true, dirty: true)), "same page, given back to the CPU")
+        #expect(slot.load().isDirty, "dirty: the folio was, and the store made it so")
         var expected = MMFixture.pattern(seed: 4, page: 0)
         expected[1] = 0xAB
         #expect(try f.mm.loadBytes(4096, from: a) == expected)

@@ -41,8 +41,9 @@ struct PTETests {
         let d = PTE.devicePrivate(pfn, writable: true)
         #expect(d.isDevicePrivate && d.isWritableDevicePrivate && d.pfn == pfn && d.swapType == 29 && !d.isMigration)
         #expect(!PTE.devicePrivate(pfn, writable: false).isWritableDevicePrivate)
-        let x = PTE.deviceExclusive(pfn, writable: true)
-        #expect(x.isDeviceExclusive && x.pfn == pfn && x.swapType == 31 && !x.isPresent)
+        let x = PTE.deviceExclusive(pfn)
+        #expect(x.isDeviceExclusive && x.pfn == pfn && x.swapType == 31 && !x.isPresent && !x.swapSoftDirty && !x.isWritable)
+        #expect(PTE.deviceExclusive(pfn, softDirty: true).swapSoftDirty)
         #expect(d.isPfnSwapEntry && x.isPfnSwapEntry && !s.isPfnSwapEntry)
     }
 

@@ -131,21 +131,25 @@ extension Device {
         var faults = 0
         let end = start + UInt64(pages) << 12
         while true {
-            let missing = bytes.withUnsafeMutableBytes { b in
-                pageTable.withLock { pt -> Bool in
-                    for k in 0..<pages {
-                        let e = pt.lookup(start + UInt64(k) << 12)
-                        guard e != 0 else { return true }
-                        let pfn = Pfn(rawValue: e & ~(DevicePageTable.present | DevicePageTable.write))
-                        RawBytes.copy(to: b.baseAddress! + k * PageSize.bytes, from: memory.address(of: pfn), count: PageSize.bytes)
-                    }
-                    return false
-                }
-            }
-            if !missing { return (bytes, faults) }
+            if copyMirrored(start, pages: pages, into: &bytes) { return (bytes, faults) }
             let r = fault(start, end, write: false)
             if r != 0 { throw .errno(r) }
             faults += 1
+        }
+    }
+
+    /// `dmirror_do_read()` under the device lock: copies `pages` pages at `start` from the frames the
+    /// device page table maps into `bytes`; false (`-ENOENT`) at the first page it does not map.
+    func copyMirrored(_ start: UInt64, pages: Int, into bytes: inout [UInt8]) -> Bool {
+        bytes.withUnsafeMutableBytes { b in
+            pageTable.withLock { pt -> Bool in
+                for k in 0..<pages {
+                    let e = pt.lookup(start + UInt64(k) << 12)
+                    guard e != 0 else { return false }
+                    RawBytes.copy(to: b.baseAddress! + k * PageSize.bytes, from: memory.address(of: DevicePageTable.pfn(of: e)), count: PageSize.bytes)
+                }
+                return true
+            }
         }
     }
 
@@ -165,7 +169,7 @@ extension Device {
                     }
                     for k in 0..<pages {
                         let e = pt.lookup(start + UInt64(k) << 12)
-                        let pfn = Pfn(rawValue: e & ~(DevicePageTable.present | DevicePageTable.write))
+                        let pfn = DevicePageTable.pfn(of: e)
                         RawBytes.copy(to: memory.address(of: pfn), from: b.baseAddress! + k * PageSize.bytes, count: min(PageSize.bytes, b.count - k * PageSize.bytes))
                     }
                     return false

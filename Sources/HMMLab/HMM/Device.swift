@@ -204,6 +204,8 @@ public final class Device: DevicePagemap, MMUIntervalNotifierOps, @unchecked Sen
     /// `MMU_NOTIFY_CLEAR` raised by the calling thread itself (a THP split inside its own walk) is
     /// skipped too. Mainline 7.2's dmirror does not skip it; the counts do not change (the
     /// invalidation is counted when raised), only whether the driver's walk must start again.
+    /// `MMU_NOTIFY_EXCLUSIVE` is not skipped, as in dmirror: its `make_device_exclusive` passes no
+    /// owner, so the event drops the page's old mapping before `dmirror_atomic_map` maps it again.
     public func invalidate(_ notifier: MMUIntervalNotifier, range: MMUNotifierRange, currentSeq: UInt64) -> Bool {
         if range.event == .clear, range.task != 0, range.task == UInt64(clinux_gettid()), selfInvalidation == .skip {
             stats.selfInvalidationsSkipped.wrappingAdd(1, ordering: .relaxed)
@@ -223,10 +225,14 @@ public final class Device: DevicePagemap, MMUIntervalNotifierOps, @unchecked Sen
         return true
     }
 
-    /// The device page-table entries, sorted by address.
-    public func deviceMappings() -> [(address: UInt64, pfn: Pfn, writable: Bool)] {
+    /// The device page-table entries, sorted by address; `atomic` for a page mapped for atomic access
+    /// (`DPT_XA_TAG_ATOMIC`).
+    public func deviceMappings() -> [(address: UInt64, pfn: Pfn, writable: Bool, atomic: Bool)] {
         pageTable.withLock { pt in
-            pt.entries().map { (address: $0.address, pfn: Pfn(rawValue: $0.entry & ~(DevicePageTable.present | DevicePageTable.write)), writable: $0.entry & DevicePageTable.write != 0) }
+            pt.entries().map {
+                (address: $0.address, pfn: DevicePageTable.pfn(of: $0.entry), writable: $0.entry & DevicePageTable.write != 0,
+                 atomic: $0.entry & DevicePageTable.atomic != 0)
+            }
         }
     }
 

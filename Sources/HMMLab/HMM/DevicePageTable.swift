@@ -1,6 +1,8 @@
 /// The device's own page table (dmirror's `xarray pt`): virtual page → the frame the device uses
 /// (a system frame it mirrors, or a device frame after migration), with a write tag
-/// (`DPT_XA_TAG_WRITE`). Guarded by the device's lock (`dmirror->mutex`).
+/// (`DPT_XA_TAG_WRITE`) or an atomic tag (`DPT_XA_TAG_ATOMIC`: a page made device-exclusive for the
+/// device, which the device may read but, as in dmirror, not write without faulting it again).
+/// Guarded by the device's lock (`dmirror->mutex`).
 ///
 /// With the driver cost (``Costs/driver``) it is an ``XArray`` that every store and erase walks from
 /// the root under `xa_lock`, as dmirror's `xa_store`/`xa_erase` calls do. Without it, the lab's own
@@ -9,6 +11,11 @@
 struct DevicePageTable: ~Copyable {
     static let present: UInt64 = 1 << 62
     static let write: UInt64 = 1 << 63
+    static let atomic: UInt64 = 1 << 61
+    static let tags: UInt64 = present | write | atomic
+
+    /// The frame an entry maps (`xa_untag_pointer`).
+    @inline(__always) static func pfn(of entry: UInt64) -> Pfn { Pfn(rawValue: entry & ~tags) }
     /// The xarray, when the driver cost is paid.
     private let xarray: XArray?
     private var leaves: [UInt64: UnsafeMutablePointer<UInt64>] = [:]
@@ -35,6 +42,13 @@ struct DevicePageTable: ~Copyable {
     mutating func set(_ address: UInt64, pfn: Pfn, writable: Bool) {
         if let xarray { return xarray.store(address >> 12, Self.entry(pfn, writable: writable)) }
         leaf(for: address)[Int((address >> 12) & 511)] = Self.entry(pfn, writable: writable)
+    }
+
+    /// `dmirror_atomic_map()`'s `xa_store` of the page tagged `DPT_XA_TAG_ATOMIC`.
+    mutating func setAtomic(_ address: UInt64, pfn: Pfn) {
+        let entry = pfn.rawValue | Self.present | Self.atomic
+        if let xarray { return xarray.store(address >> 12, entry) }
+        leaf(for: address)[Int((address >> 12) & 511)] = entry
     }
 
     /// The entry ``set(_:pfn:writable:)`` stores.

@@ -81,6 +81,7 @@ public enum HMMErrno {
     public static let EBUSY: Int32 = EBUSY_  // the walker's own constant
     public static let EINVAL: Int32 = -22
     public static let ERANGE: Int32 = -34
+    public static let EOPNOTSUPP: Int32 = -95
 
     public static func name(_ e: Int32) -> String {
         switch e {
@@ -93,6 +94,7 @@ public enum HMMErrno {
         case EBUSY: "-EBUSY"
         case EINVAL: "-EINVAL"
         case ERANGE: "-ERANGE"
+        case EOPNOTSUPP: "-EOPNOTSUPP"
         default: "\(e)"
         }
     }

@@ -1,12 +1,14 @@
 /// The checks every migration test ends with: no migration entry left; each folio's mapcount equals
-/// the entries that map it across the given address spaces, and its refcount equals its mappings plus
-/// the references that are known to exist (page cache); each device's page table agrees with the CPU
-/// page table of the address space it mirrors: what the device maps, the CPU maps the same way (the
-/// device may map less: an invalidation drops its entries until it faults again); no mapped frame
-/// is on its pool's free lists; and with the driver cost each live device folio has its backing system
-/// folio (test_hmm's `zone_device_data`), allocated, of the same order, held once, and the device's
-/// counters account for every backing page (allocated − freed = held): a system frame held this way is
-/// not a leak.
+/// the entries that map it across the given address spaces (present, device-private and
+/// device-exclusive: in 7.2 a device-exclusive entry keeps the page's mapping), and its refcount
+/// equals its mappings plus the references that are known to exist (page cache); each device's page
+/// table agrees with the CPU page table of the address space it mirrors: what the device maps, the CPU
+/// maps the same way (the device may map less: an invalidation drops its entries until it faults
+/// again), and a page the device maps for atomic access the CPU holds as a device-exclusive entry of
+/// that page; no mapped frame is on its pool's free lists; and with the driver cost each live device
+/// folio has its backing system folio (test_hmm's `zone_device_data`), allocated, of the same order,
+/// held once, and the device's counters account for every backing page (allocated − freed = held): a
+/// system frame held this way is not a leak.
 public enum Invariants {
     /// Violations found, one line each (empty when all hold). `knownReferences`: references held
     /// outside the page tables (pins), per folio head. Every CPU's LRU add batch is drained first
@@ -60,10 +62,10 @@ public enum Invariants {
                     problems.append("device \(device.owner) maps \(hex) but the CPU table has nothing there")
                     continue
                 }
-                if cpu.isDevicePrivate || cpu.isPresent {
+                if m.atomic ? cpu.isDeviceExclusive : (cpu.isDevicePrivate || cpu.isPresent) {
                     if cpuPfn != m.pfn { problems.append("device \(device.owner) maps \(hex) to \(m.pfn), the CPU to \(cpuPfn)") }
                 } else {
-                    problems.append("device \(device.owner) maps \(hex) but the CPU entry is \(cpu)")
+                    problems.append("device \(device.owner) maps \(hex)\(m.atomic ? " for atomic access" : "") but the CPU entry is \(cpu)")
                 }
             }
         }

@@ -204,7 +204,8 @@ extension AddressSpace {
     /// with a migration entry, through the reverse map: a PMD mapping of a 2 MiB folio (present or
     /// device-private) with a PMD migration entry (`set_pmd_migration_entry`), or with `splitHugePMD`
     /// by 512 PTE migration entries (`split_huge_pmd_locked(..., freeze = true)`); PTE mappings page by
-    /// page (`try_to_migrate_one`). Returns the migration entries installed.
+    /// page (`try_to_migrate_one`; a device-exclusive PTE, a PFN swap PTE that maps the page, becomes a
+    /// readable or read-exclusive migration entry). Returns the migration entries installed.
     ///
     /// Flushes: each PTE of a present page cleared is one `ptep_clear_flush`, unless `batchFlush`
     /// defers them (`set_tlb_ubc_flush_pending`), and then one `try_to_unmap_flush()` is counted when the
@@ -271,6 +272,13 @@ extension AddressSpace {
                 } else if e.isDevicePrivate, e.pfn == pfn {
                     let mode: PTE.MigrationMode = e.isWritableDevicePrivate ? .write : .read
                     slot.store(.migration(pfn, mode: mode, young: true, dirty: true, softDirty: e.swapSoftDirty))
+                    installed += 1
+                    mm.removeRmap(folio)
+                    memory.put(folio)
+                } else if e.isDeviceExclusive, e.pfn == pfn {
+                    // A PFN swap PTE that maps the page: not writable, neither young nor dirty.
+                    let mode: PTE.MigrationMode = memory.page(pfn).pointee.test(.anonExclusive) ? .readExclusive : .read
+                    slot.store(.migration(pfn, mode: mode, young: false, dirty: false, softDirty: e.swapSoftDirty))
                     installed += 1
                     mm.removeRmap(folio)
                     memory.put(folio)
@@ -457,7 +465,8 @@ struct MigrateCollectWalk: PageWalkOps {
             return .record(MigratePfn.migrate, wasPresent: false)
         }
         if !pte.isPresent {
-            // Only this owner's device-private pages are migratable; swap and others are skipped.
+            // Only this owner's device-private pages are migratable; swap, device-exclusive and other
+            // entries are skipped (mpfn 0).
             guard pte.isDevicePrivate, flags.contains(.devicePrivate), memory.pagemap(of: pte.pfn)?.owner == pgmapOwner else {
                 return .record(0, wasPresent: false)
             }

@@ -127,11 +127,8 @@ extension AddressSpace {
             return try devicePrivateFault(address, slot: slot, expected: entry)
         }
         if entry.isDeviceExclusive {
-            // remove_device_exclusive_entry: give the page back to the CPU.
-            let writable = entry.rawValue & PTE.writeBit != 0
-            slot.store(.present(entry.pfn, writable: writable && vma.isWritable))
             lock.unlock()
-            return .deviceExclusive
+            return removeDeviceExclusiveEntry(vma, slot: slot, expected: entry, address: address)
         }
         lock.unlock()
         throw .sigbus(address, "unexpected entry \(entry)")

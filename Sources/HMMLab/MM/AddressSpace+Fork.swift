@@ -4,8 +4,9 @@ extension AddressSpace {
     /// sides' entries become read-only, each folio gains a reference and a mapping and loses its
     /// anon-exclusive mark (`folio_try_dup_anon_rmap_pte`); swap entries gain a slot reference
     /// (`swap_duplicate`); writable migration and device-private entries become readable in both
-    /// (`copy_nonpresent_pte`); a device-exclusive entry is first given back to the CPU. Shared memory
-    /// is not copied: the child faults it in from the shared object, as the kernel does for shmem.
+    /// (`copy_nonpresent_pte`); a device-exclusive entry is first restored to its present PTE, then
+    /// copied as one (`try_restore_exclusive_pte`). Shared memory is not copied: the child faults it in
+    /// from the shared object, as the kernel does for shmem.
     public func fork() throws(MMError) -> AddressSpace {
         let child: AddressSpace
         do {
@@ -22,14 +23,25 @@ extension AddressSpace {
                 let range = MMUNotifierRange(start: vma.start, end: vma.end, event: .protectionPage)
                 notifiers.invalidateRangeStart(range)
                 defer { notifiers.invalidateRangeEnd(range) }
-                guard copyPageRange(vma, to: child) else { throw .noMemory("no frame for the child's page tables") }
+                switch copyPageRange(vma, to: child) {
+                case .copied: break
+                case .noMemory: throw .noMemory("no frame for the child's page tables")
+                case .busy: throw .noMemory("a device-exclusive page's folio was locked (try_restore_exclusive_pte: -EBUSY)")
+                }
             }
             flushTLB()
         }
         return child
     }
 
-    private func copyPageRange(_ vma: VMA, to child: AddressSpace) -> Bool {
+    /// How `copy_page_range` ended.
+    private enum CopyOutcome { case copied, noMemory, busy }
+
+    /// `copy_page_range()` → `copy_pte_range()` for one VMA. A device-exclusive entry is made present
+    /// first and then copied as a present PTE (`copy_nonpresent_pte` → `try_restore_exclusive_pte`,
+    /// `-ENOENT`); when its folio is locked the copy stops (`-EBUSY`), which fails the fork as in the
+    /// kernel, where `copy_pmd_range` turns any error into `-ENOMEM`.
+    private func copyPageRange(_ vma: VMA, to child: AddressSpace) -> CopyOutcome {
         var address = vma.start
         while address < vma.end {
             let next = PageTableLevel.pmd.addressEnd(address, vma.end)
@@ -40,31 +52,38 @@ extension AddressSpace {
             if entry.isHuge || entry.isSwapFormat {
                 if next - address == UInt64(PageSize.pmdBytes) {
                     // copy_huge_pmd
-                    guard let childPMD = child.pageTable.pmdSlot(address, allocate: true) else { return false }
+                    guard let childPMD = child.pageTable.pmdSlot(address, allocate: true) else { return .noMemory }
                     let lock = pageTable.lock(tableOf: pmd)
                     let copied = duplicate(pmd, entry: pmd.load(), huge: true)
                     lock.unlock()
                     childPMD.store(copied)
                     continue
                 }
-                guard splitHugePMD(pmd, address: address) else { return false }
+                guard splitHugePMD(pmd, address: address) else { return .noMemory }
             }
             guard let table = pageTable.pteTable(under: pmd, allocate: false) else { continue }
             guard let childPMD = child.pageTable.pmdSlot(address, allocate: true),
                 let childTable = child.pageTable.pteTable(under: childPMD, allocate: true)
-            else { return false }
+            else { return .noMemory }
             let first = pageTable.slot(in: table, level: .pte, address: address)
             let childFirst = child.pageTable.slot(in: childTable, level: .pte, address: address)
             let lock = pageTable.lock(tableOf: first)
             for i in 0..<Int((next - address) >> 12) {
                 let slot = first.advanced(by: i)
-                let old = slot.load()
+                var old = slot.load()
                 if old.isNone { continue }
+                if old.isDeviceExclusive {
+                    guard let restored = tryRestoreExclusivePTE(vma, slot: slot, entry: old) else {
+                        lock.unlock()
+                        return .busy
+                    }
+                    old = restored
+                }
                 childFirst.advanced(by: i).store(duplicate(slot, entry: old, huge: false))
             }
             lock.unlock()
         }
-        return true
+        return .copied
     }
 
     /// Write-protects (or downgrades) the parent's entry in `slot` and returns the child's copy
@@ -104,12 +123,6 @@ extension AddressSpace {
             let readable = PTE.devicePrivate(entry.pfn, writable: false, softDirty: entry.swapSoftDirty)
             slot.store(readable)
             return readable
-        }
-        if entry.isDeviceExclusive {
-            // Give the page back to the CPU first, then share it like a present page.
-            let restored = PTE.present(entry.pfn, writable: false)
-            slot.store(restored)
-            return duplicate(slot, entry: restored, huge: false)
         }
         return entry
     }

@@ -9,8 +9,10 @@ public enum MMError: Error, Equatable, Sendable, CustomStringConvertible {
     case noMemory(String)
     /// `-EEXIST`: a fixed address that overlaps a mapping (`MAP_FIXED_NOREPLACE`).
     case exists(String)
-    /// `-EFAULT`: mremap of a range that crosses VMAs.
+    /// `-EFAULT`: mremap of a range that crosses VMAs; GUP at an address without a VMA or permission.
     case fault(String)
+    /// `-EOPNOTSUPP`: make_device_exclusive of a folio that is not anonymous.
+    case notSupported(String)
 
     public var description: String {
         switch self {
@@ -18,6 +20,7 @@ public enum MMError: Error, Equatable, Sendable, CustomStringConvertible {
         case .noMemory(let s): "ENOMEM: \(s)"
         case .exists(let s): "EEXIST: \(s)"
         case .fault(let s): "EFAULT: \(s)"
+        case .notSupported(let s): "EOPNOTSUPP: \(s)"
         }
     }
 }
@@ -392,7 +395,9 @@ public final class AddressSpace: @unchecked Sendable {
         }
     }
 
-    /// One entry under a VMA's protection.
+    /// One entry under a VMA's protection (`change_pte_range`, `change_softleaf_pte` for non-present
+    /// entries). A device-exclusive entry is left as it is, as in 7.2: it has no write variant, and the
+    /// PTE it is restored to takes the VMA's permission then (`restore_exclusive_pte`).
     func protect(_ old: PTE, vma: VMA, huge: Bool) -> PTE {
         if old.isPresent {
             if !vma.isReadable && !vma.isWritable { return .protNone(old.pfn, huge: huge) }

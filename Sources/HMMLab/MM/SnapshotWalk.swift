@@ -135,7 +135,9 @@ extension AddressSpace {
     }
 
     /// Migration and device-private entries left in the tables: a correct run leaves none of the first,
-    /// and none of the second once its device released its memory.
+    /// and none of the second once its device released its memory. Device-exclusive entries are not
+    /// among them: they map a system page, outlive the device that made them (the next CPU access
+    /// restores the PTE), and zap releases them like present PTEs.
     public func transientEntries() -> [(address: UInt64, entry: PTE)] {
         entries { $0.isMigration || $0.isDevicePrivate }
     }

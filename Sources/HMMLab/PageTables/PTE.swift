@@ -126,12 +126,14 @@ public struct PTE: RawRepresentable, Hashable, Sendable, CustomStringConvertible
         swapFormat(type: writable ? typeDeviceWrite : typeDeviceRead, offset: pfn.rawValue, softDirty: softDirty, uffdWP: uffdWP)
     }
 
-    /// A device-exclusive entry (`make_device_exclusive_entry`): the page stays in system memory but only
-    /// the device may access it until a CPU fault restores the PTE. `writable` records the PTE's permission.
-    @inlinable public static func deviceExclusive(_ pfn: Pfn, writable: Bool) -> PTE {
-        var e = swapFormat(type: typeDeviceExclusive, offset: pfn.rawValue)
-        if writable { e.rawValue |= writeBit }
-        return e
+    /// A device-exclusive entry (`make_device_exclusive_entry` + `swp_entry_to_pte`, with
+    /// `pte_swp_mksoft_dirty` when the PTE it replaced was soft-dirty): the page stays in system memory
+    /// and mapped, but only the device may access it until a CPU fault restores the PTE. As in 7.2 there
+    /// is one type, with no read or write variant: only a writable PTE is made device-exclusive, and the
+    /// permission of the restored PTE comes from the VMA (`restore_exclusive_pte`). No uffd-wp bit: a
+    /// writable PTE has none.
+    @inlinable public static func deviceExclusive(_ pfn: Pfn, softDirty: Bool = false) -> PTE {
+        swapFormat(type: typeDeviceExclusive, offset: pfn.rawValue, softDirty: softDirty)
     }
 
     // MARK: Decoding
