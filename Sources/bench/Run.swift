@@ -128,7 +128,7 @@ final class ProgressBar {
         let filled = Int(fraction * Double(width))
         let bar = String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled)
         let rep = p.warmup ? "warm-up \(p.rep)/\(p.reps)" : "rep \(p.rep)/\(p.reps)"
-        printError("\r\u{1B}[K\(label)\(p.strategy) \(p.direction.rawValue) \(rep) [\(bar)] \(Int(fraction * 100))%", newline: false)
+        printError("\r\u{1B}[K\(label)\(p.strategy) \(p.direction.rowLabel) \(rep) [\(bar)] \(Int(fraction * 100))%", newline: false)
     }
 
     func clear() {

@@ -79,6 +79,7 @@ struct BenchCommandTests {
                 let walks = Int(row["walks"] ?? "")
                 #expect(walks == (row["strategy"] == "fault-then-migrate" ? 4 : 2), "DESIGN.md walk counts on present pages: \(row)")
             } else {
+                #expect(row["direction"] == "to-system", "the way back is named for where the pages go")
                 #expect(row["pages_migrated"] == "1024" && row["walk_ns"] == "")
             }
         }

@@ -113,6 +113,13 @@ struct CompareTests {
         #expect(run.status == 0 && run.stderr.contains("--reps 3: compare cannot call a change significant"), "\(run.stderr)")
     }
 
+    @Test("a file from before the way back was named to-system reads its round-trip rows as to-system")
+    func roundTripRenamed() throws {
+        let old = try Self.altered("direction", "round-trip")
+        defer { unlink(old) }
+        #expect(try ResultTable.load(old).rows.allSatisfy { $0.fields["direction"] == "to-system" })
+    }
+
     @Test("one repetition a side prints no spread: (1 rep), not ±0.0%")
     func oneRepetition() throws {
         let one = try Self.altered("rep", "1", keepRows: 3)  // one row per strategy

@@ -15,7 +15,7 @@ extension KernelRunner {
     /// `__folio_split` + `folio_split_unmapped`. A column whose twin cannot be traced is left empty.
     func makeRow(_ strategy: Strategy, _ direction: Direction, rep: Int, pagesMigrated: Int, pagesSkipped: Int,
                  _ t: (histogram: Histogram<UInt64>, wall: UInt64, delta: Reading, ops: Int)) -> ResultRow {
-        var row = ResultRow(metadata: metadata, timestamp: "", strategy: strategy.rawValue, direction: direction.rawValue, config: config, rep: rep)
+        var row = ResultRow(metadata: metadata, timestamp: "", strategy: strategy.rawValue, direction: direction.rowLabel, config: config, rep: rep)
         row.engine = "kernel"
         row.ops = t.ops
         row.pagesRequested = config.pages

@@ -59,7 +59,8 @@ public struct ResultTable: Sendable {
                 throw LoadError(
                     description: "\(path) line \(i + 1): \(record.count) fields where the header has \(header.count) (is the file truncated?)")
             }
-            let fields = Dictionary(uniqueKeysWithValues: zip(header, record))
+            var fields = Dictionary(uniqueKeysWithValues: zip(header, record))
+            for (column, renames) in Compare.renamedValues { if let v = fields[column], let new = renames[v] { fields[column] = new } }
             for column in Compare.numericColumns(header) {
                 guard let v = fields[column], !v.isEmpty else { continue }
                 guard let d = Double(v), d.isFinite, d >= 0 else {
@@ -104,6 +105,9 @@ public struct Compare: Sendable {
 
     /// Columns renamed since: a file with the old name is read as having the new one.
     static let renamedColumns = ["fault_request": "device_access"]
+
+    /// Values renamed since, per column: a file with the old value is read as having the new one.
+    static let renamedValues = ["direction": ["round-trip": "to-system"]]
 
     /// What produced a row rather than what it ran: rows that differ here are not comparable (a hugetlb
     /// run beside one that fell back to THP, another build, another machine or kernel).

@@ -6,6 +6,10 @@ public enum Direction: String, Sendable, CaseIterable {
     case toDevice = "to-device"
     /// To the device, then back through CPU faults on every page (`migrate_to_ram`): two rows.
     case roundTrip = "round-trip"
+
+    /// The `direction` a row of this leg records: the way its pages moved (`to-device`, or `to-system`
+    /// for the way back of a round trip; files from before read `round-trip` as `to-system`).
+    public var rowLabel: String { self == .toDevice ? "to-device" : "to-system" }
 }
 
 /// The access the driver asks for when a strategy faults pages in (`--device-access`), the same for

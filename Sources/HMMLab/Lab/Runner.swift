@@ -412,7 +412,7 @@ public final class Runner {
     }
 
     func makeRow(strategy: Strategy, direction: Direction, rep: Int, ops: Int, histogram: Histogram<UInt64>, wall: UInt64, delta d: Tally) -> ResultRow {
-        var row = ResultRow(metadata: metadata, timestamp: "", strategy: strategy.rawValue, direction: direction.rawValue, config: config, rep: rep)
+        var row = ResultRow(metadata: metadata, timestamp: "", strategy: strategy.rawValue, direction: direction.rowLabel, config: config, rep: rep)
         row.ops = ops
         row.pagesRequested = config.pages
         row.ptesVisited = d.ptes
