@@ -7,6 +7,7 @@ struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "hmm-lab: measure the kernel's HMM device-memory paths on real memory.",
+        version: BuildInfo.versionLine,
         subcommands: [Run.self, Sweep.self, ThpTableCommand.self, CompareCommand.self, Topology.self, Calibrate.self, StressCommand.self],
         defaultSubcommand: Run.self)
 

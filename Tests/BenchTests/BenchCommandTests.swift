@@ -207,4 +207,10 @@ struct BenchCommandTests {
             #expect(try String(contentsOfFile: out, encoding: .utf8) == "earlier,rows\n1,2\n", "\(args): the file is untouched")
         }
     }
+
+    @Test("--version prints the tool version and the commit of the checkout the binary was built in")
+    func version() throws {
+        let r = try BenchProcess.run(["--version"])
+        #expect(r.status == 0 && r.stdout.hasPrefix("hmm-lab \(RunMetadata.toolVersion) (commit "), "\(r.stdout) \(r.stderr)")
+    }
 }

@@ -74,7 +74,15 @@ extension AddressSpace {
                 mm.flushTLB()
                 mm.notifiers.invalidateRangeEnd(range)
             }
-            precondition(head.pointee.mappings == 0, "try_to_unmap left \(folio) mapped \(head.pointee.mappings) times")
+            if head.pointee.mappings != 0 {
+                var cache = RmapCache()
+                var seen: [String] = []
+                AddressSpace.rmapWalk(folio.pfn, in: memory, cache: &cache) { mm, vma, va in
+                    seen.append("mm \(ObjectIdentifier(mm).hashValue & 0xffff) va 0x\(String(va, radix: 16)) \(mm.pageTable.pteSlot(va)?.load() as Any)")
+                }
+                let all = entries { $0.isPresent && $0.pfn == folio.pfn }
+                preconditionFailure("try_to_unmap left \(folio) mapped \(head.pointee.mappings) times, installed \(installed), walk \(seen), here \(all), flags \(head.pointee.flags.load(ordering: .relaxed))")
+            }
             // No mapping was left to replace (a racing munmap): the slot was never written, and only
             // the write ends its "writing" state, so write it and let the free below return it.
             if installed == 0 { swap.writeData(folio, to: entry, from: memory) }
