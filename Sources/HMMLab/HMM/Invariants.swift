@@ -1,5 +1,6 @@
 /// The checks every migration test ends with: no migration entry left; each folio's mapcount equals
-/// the entries that map it across the given address spaces, and its refcount equals its mappings plus
+/// the entries that map it across the given address spaces (the zero page and the huge zero folio, which
+/// mappings do not count, excepted), and its refcount equals its mappings plus
 /// the references that are known to exist (page cache); each device's page table agrees with the CPU
 /// page table of the address space it mirrors: what the device maps, the CPU maps the same way (the
 /// device may map less: an invalidation drops its entries until it faults again); no mapped frame
@@ -25,7 +26,8 @@ public enum Invariants {
                     continue
                 }
                 guard entry.isPresent || entry.isDevicePrivate || entry.isDeviceExclusive else { continue }
-                if entry.isPresent, entry.pfn == memory.zeroPage { continue }
+                // The zero page and the huge zero folio are reserved: no mapcount, no reference per mapping.
+                if entry.isPresent, memory.isZero(entry.pfn) { continue }
                 mappings[memory.folio(containing: entry.pfn).pfn, default: 0] += 1
             }
         }

@@ -230,7 +230,7 @@ public struct Calibration: Sendable {
             defer { states.deallocate() }
             let walkNs = median {
                 time {
-                    var ops = SnapshotWalk(into: states, start: start, zeroPage: memory.zeroPage)
+                    var ops = SnapshotWalk(into: states, start: start, zeroPage: memory.zeroPage, hugeZeroPage: memory.hugeZeroPfn)
                     mm.mmapLock.withReadLock { _ = mm.walkPageRange(start, start + UInt64(pages) << 12, &ops) }
                 }
             }
