@@ -94,7 +94,7 @@ struct HugeZeroPageTests {
         f.finish()
     }
 
-    @Test("fork shares the huge zero PMD without a reference; mprotect(PROT_NONE) and back keeps it; a partial mprotect or munmap splits it to zero PTEs; swap-out skips it; nothing leaks")
+    @Test("fork shares the huge zero PMD without a reference; mprotect(PROT_NONE) and back keeps it; a partial mprotect or munmap splits it to zero PTEs; swap-out skips it; mremap moves it whole; nothing leaks")
     func mmOperations() throws {
         let f = try MMFixture()
         let a = try f.mm.mmap(length: 4 << 20, protection: .readWrite, flags: .hugepage)
@@ -117,6 +117,11 @@ struct HugeZeroPageTests {
         #expect(f.mm.snapshot(a + (2 << 20), pages: 512).allSatisfy { $0 == .zero })
         try f.mm.munmap(a + 4096, length: 4096)  // partial: split, one PTE gone
         #expect(f.mm.snapshot(a, pages: 3) == [.zero, .error, .zero], "the unmapped page has no VMA")
+        let b = try f.mm.mmap(length: 2 << 20, protection: .read, flags: .hugepage)
+        _ = try f.mm.load(UInt8.self, from: b + 99)
+        let moved = try f.mm.mremap(b, oldLength: 2 << 20, newLength: 2 << 20, to: 0x70_0000_0000)  // move_huge_pmd
+        #expect(f.memory.isHugeZeroPMD(pmd(f, moved)) && f.mm.counters.faults(.hugeZeroPage) == 3)
+        #expect(try f.mm.loadBytes(4096, from: moved + 4096 * 511).allSatisfy { $0 == 0 })
         #expect(Invariants.check([f.mm, child]).isEmpty, "\(Invariants.check([f.mm, child]))")
         try expectHugeZeroIntact(f)
         f.finish([child])
