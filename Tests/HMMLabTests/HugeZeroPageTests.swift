@@ -1,3 +1,5 @@
+import Dispatch
+import Synchronization
 import Testing
 
 @testable import HMMLab
@@ -180,6 +182,48 @@ struct HugeZeroPageTests {
         #expect(try d.read(a, pages: 512).bytes.allSatisfy { $0 == 0 })
         base.check(f, [d])
         #expect(try f.mm.loadBytes(4096, from: a + 4096 * 3).allSatisfy { $0 == 0 })
+        try expectHugeZeroIntact(f)
+        base.finish(f, [d])
+    }
+
+    @Test("races on the huge zero PMD: CPU stores (do_huge_zero_wp_pmd, or migrate_to_ram) against migrations to the device and back; every byte as stored, invariants hold, nothing leaks", arguments: [false, true])
+    func races(thpFails: Bool) throws {
+        let f = try MMFixture()
+        let d = Device(memory: f.memory, mm: f.mm, verify: true)
+        if thpFails {  // half the 2 MiB allocations fail, the device's and the CPU's
+            d.setAllocationFailure(FailureInjection(order9: 0.5, seed: 3))
+            f.memory.system.allocator.setFailureInjection(FailureInjection(order9: 0.5, seed: 5))
+        }
+        var rng = SplitMix64(seed: 17)
+        for round in 0..<12 {
+            let a = try f.mm.mmap(length: 2 << 20, protection: .readWrite, flags: .hugepage)
+            _ = try f.mm.load(UInt8.self, from: a)
+            #expect(f.memory.isHugeZeroPMD(pmd(f, a)))
+            let pages = (0..<6).map { _ in Int(rng.next() % 512) }
+            let errors = Mutex<[String]>([])
+            let mm = f.mm
+            DispatchQueue.concurrentPerform(iterations: 2) { worker in
+                do {
+                    if worker == 0 {
+                        _ = d.migrateToDevice(a, pages: 512)
+                        if round % 2 == 0 { _ = d.migrateToSystem(a, pages: 512) }
+                    } else {
+                        for k in pages { try mm.store(UInt64(k + 1), at: a + UInt64(k) << 12) }
+                    }
+                } catch {
+                    errors.withLock { $0.append("\(error)") }
+                }
+            }
+            #expect(errors.withLock { $0 }.isEmpty, "\(errors.withLock { $0 })")
+            for k in 0..<512 {
+                let value = try f.mm.load(UInt64.self, from: a + UInt64(k) << 12)
+                #expect(value == (pages.contains(k) ? UInt64(k + 1) : 0), "round \(round), page \(k)")
+            }
+            base.check(f, [d])
+            try f.mm.munmap(a, length: 2 << 20)
+        }
+        d.setAllocationFailure(FailureInjection())
+        f.memory.system.allocator.setFailureInjection(.none)
         try expectHugeZeroIntact(f)
         base.finish(f, [d])
     }
