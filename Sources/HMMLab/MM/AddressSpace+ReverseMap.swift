@@ -95,13 +95,13 @@ extension AddressSpace {
             pageTable.freeTable(table)
             return true  // someone else split or cleared it
         }
-        let slots = pageTable.slots(of: table)
         if memory.isHugeZeroPMD(entry) {
             splitHugeZeroPMD(pmd, entry: entry, into: table)
             lock.unlock()
             flushTLB()
             return true
         }
+        let slots = pageTable.slots(of: table)
         let base = entry.pfn
         for i in 0..<PageSize.pmdPages {
             let pfn = base + i
@@ -139,7 +139,7 @@ extension AddressSpace {
     /// PMD (the kernel builds them from `vm_page_prot`, PROT_NONE's protection then). The huge zero
     /// folio holds no reference or mapcount to move; the caller flushes (`pmdp_huge_clear_flush`).
     private func splitHugeZeroPMD(_ pmd: EntrySlot, entry: PTE, into table: Pfn) {
-        let pte: PTE = entry.isProtNone ? .protNone(memory.zeroPage) : .present(memory.zeroPage, writable: false, special: true, softDirty: entry.isSoftDirty)
+        let pte: PTE = entry.isProtNone ? .protNone(memory.zeroPage) : .present(memory.zeroPage, writable: false, special: true)
         let slots = pageTable.slots(of: table)
         for i in 0..<PageSize.pmdPages { slots.advanced(by: i).store(pte) }
         pmd.store(.table(table))
