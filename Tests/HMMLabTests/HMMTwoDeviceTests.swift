@@ -104,17 +104,42 @@ struct HMMTwoDeviceTests {
         base.finish(f, [d])
     }
 
-    @Test("migrate_anon_huge_zero (lab variant): a range read-faulted to zero pages migrates and reads zero; the CPU faults it back")
+    /// The aligned 2 MiB inside a fresh `PROT_READ` mapping of two PMDs, with `MADV_HUGEPAGE` on it, as
+    /// hmm-tests' huge-zero tests build their buffer.
+    func hugeZeroBuffer(_ f: MMFixture) throws -> (buffer: UInt64, map: UInt64) {
+        let size = UInt64(PageSize.pmdBytes)
+        let buffer = try f.mm.mmap(length: 2 * PageSize.pmdBytes, protection: .read)
+        let map = (buffer + size - 1) & ~(size - 1)
+        try f.mm.madvise(map, length: PageSize.pmdBytes, hugepage: true)
+        return (buffer, map)
+    }
+
+    /// Whether the PMD at `address` is the huge zero PMD, read-only.
+    func isHugeZeroPMD(_ f: MMFixture, _ address: UInt64) -> Bool {
+        guard let e = f.mm.pageTable.pmdSlot(address, allocate: false)?.load() else { return false }
+        return f.memory.isHugeZeroPMD(e) && !e.isWritable
+    }
+
+    @Test("migrate_anon_huge_zero: a read of a PROT_READ MADV_HUGEPAGE range maps the huge zero PMD; it migrates as one compound hole (cpages == npages), the device reads zeros, every page faults back zero")
     func migrate_anon_huge_zero() throws {
         let f = try MMFixture()
         let d = Device(memory: f.memory, mm: f.mm, verify: true)
-        let a = try f.mm.mmap(length: 2 << 20, protection: .readWrite, flags: .hugepage)
-        for k in stride(from: 0, to: 512, by: 1) { _ = try f.mm.load(UInt8.self, from: a + UInt64(k) << 12) }
-        let r = d.migrateToDevice(a, pages: 512)
-        #expect(r.errno == 0 && r.migrated == 512)
-        #expect(try d.read(a, pages: 512).bytes.allSatisfy { $0 == 0 })
+        let (buffer, map) = try hugeZeroBuffer(f)
+        #expect(try f.mm.load(Int32.self, from: map) == 0)  // initialize a read-only zero huge page
+        #expect(isHugeZeroPMD(f, map) && f.mm.counters.faults(.hugeZeroPage) == 1, "the huge zero PMD")
+        // dmirror_mkentry: is_zero_pfn is the 4 KiB zero page only, so the huge zero folio is NONE|READ|PMD.
+        #expect(try d.snapshot(map, pages: 512).allSatisfy { $0 == MirrorProt.read | MirrorProt.pmd })
+        let r = d.migrateToDevice(map, pages: 512)
+        #expect(r.errno == 0 && r.collected == 1 && r.migrated == 512, "\(r)")
+        #expect(d.deviceMappings().count == 512, "cpages == npages")
+        #expect(try #require(f.mm.pageTable.pmdSlot(map, allocate: false)).load().isDevicePrivate, "a device-private PMD entry")
+        #expect(try d.read(map, pages: 512).bytes.allSatisfy { $0 == 0 }, "what the device read")
         base.check(f, [d])
-        #expect(try f.mm.load(UInt64.self, from: a + 4096 * 7) == 0)
+        let zeros = [UInt8](repeating: 0, count: 4096)
+        for k in 0..<512 { #expect(try f.mm.loadBytes(4096, from: map + UInt64(k) << 12) == zeros) }  // faulted back
+        #expect(f.mm.snapshot(map, pages: 512).allSatisfy { $0 == .read })
+        base.check(f, [d])
+        try f.mm.munmap(buffer, length: 2 * PageSize.pmdBytes)
         base.finish(f, [d])
     }
 
@@ -216,26 +241,32 @@ struct HMMTwoDeviceTests {
         base.finish(f, [d])
     }
 
-    @Test("migrate_anon_huge_zero_err: an empty PROT_READ THP range, then one read-faulted to zero, each with the 2 MiB device allocation failing, moves as 512 pages and faults back zero")
+    @Test("migrate_anon_huge_zero_err: an empty PROT_READ THP range, then one read-faulted to the huge zero PMD, each with the 2 MiB device allocation failing, moves as 512 pages and faults back zero")
     func migrate_anon_huge_zero_err() throws {
         let f = try MMFixture()
         let d = Device(memory: f.memory, mm: f.mm, verify: true)
+        let zeros = [UInt8](repeating: 0, count: 4096)
         for readFirst in [false, true] {
-            let a = try f.mm.mmap(length: 2 << 20, protection: .read, flags: .hugepage)
-            if readFirst { #expect(try f.mm.load(Int32.self, from: a) == 0) }  // the zero page (no huge zero page here)
-            d.setAllocationFailure(FailureInjection(order9: 1))  // HMM_DMIRROR_FLAG_FAIL_ALLOC
-            let r = d.migrateToDevice(a, pages: 512)
-            d.setAllocationFailure(FailureInjection())
-            #expect(r.errno == 0 && r.migrated == 512, "\(r)")
-            #expect(f.mm.snapshot(a, pages: 512).allSatisfy { $0 == .devicePrivate })
-            #expect(try d.read(a, pages: 512).bytes.allSatisfy { $0 == 0 })
+            let (buffer, map) = try hugeZeroBuffer(f)  // munmap and mmap again between the halves
             if readFirst {
-                for k in 0..<512 { #expect(try f.mm.load(Int32.self, from: a + UInt64(k) << 12) == 0) }  // every page faulted back
+                #expect(try f.mm.load(Int32.self, from: map) == 0)  // the zero THP page
+                #expect(isHugeZeroPMD(f, map), "the huge zero PMD")
+            }
+            d.setAllocationFailure(FailureInjection(order9: 1))  // HMM_DMIRROR_FLAG_FAIL_ALLOC
+            let r = d.migrateToDevice(map, pages: 512)
+            d.setAllocationFailure(FailureInjection())
+            #expect(r.errno == 0 && r.collected == 1 && r.migrated == 512, "\(r)")
+            #expect(d.deviceMappings().count == 512, "cpages == npages")
+            #expect(f.mm.snapshot(map, pages: 512).allSatisfy { $0 == .devicePrivate })
+            #expect(try d.read(map, pages: 512).bytes.allSatisfy { $0 == 0 })
+            base.check(f, [d])
+            if readFirst {
+                for k in 0..<512 { #expect(try f.mm.loadBytes(4096, from: map + UInt64(k) << 12) == zeros) }  // every page faulted back
             } else {
-                #expect(try f.mm.load(Int32.self, from: a + 2048 * 4) == 0)  // a single page faulted back
+                #expect(try f.mm.load(Int32.self, from: map + 2048 * 4) == 0)  // a single page faulted back
             }
             base.check(f, [d])
-            try f.mm.munmap(a, length: 2 << 20)
+            try f.mm.munmap(buffer, length: 2 * PageSize.pmdBytes)
         }
         base.finish(f, [d])
     }

@@ -49,7 +49,8 @@ final class MMFixture {
     }
 
     /// No migration or device-private entry is left in any of `spaces`; after tearing them down every
-    /// system and device frame is free again but the spaces' root tables.
+    /// system and device frame is free again but the spaces' root tables, and the huge zero folio (never
+    /// freed) is allocated still with its one reference.
     func finish(_ others: [AddressSpace] = [], sourceLocation: SourceLocation = #_sourceLocation) {
         for space in [mm] + others {
             let left = space.transientEntries()
@@ -59,5 +60,11 @@ final class MMFixture {
         #expect(memory.system.allocator.freeFrames == systemFreeAtStart - 1 - others.count, "system frames leaked", sourceLocation: sourceLocation)
         #expect(memory.device.allocator.freeFrames == deviceFreeAtStart, "device frames leaked", sourceLocation: sourceLocation)
         #expect(swap.usedSlots == 0, "swap slots leaked", sourceLocation: sourceLocation)
+        if let zero = memory.hugeZeroFolio {
+            // Never freed: still allocated, one reference, no mapping (its mappings take none).
+            let head = memory.page(zero.pfn)
+            #expect(!memory.system.allocator.isFree(zero.pfn.index - memory.system.firstPfn.index), "the huge zero folio was freed", sourceLocation: sourceLocation)
+            #expect(holds(head.pointee.references == 1 && head.pointee.mappings == 0), "the huge zero folio's counts moved", sourceLocation: sourceLocation)
+        }
     }
 }

@@ -12,7 +12,8 @@ struct PageDescriptorTests {
 
     @Test("flag operations keep the order byte and report what they changed")
     func flags() throws {
-        let memory = try PhysicalMemory(.init(systemBytes: 4 << 20, deviceBytes: 2 << 20, backing: .small))
+        // A 2 MiB folio, beside the zero page's block and the huge zero folio's.
+        let memory = try PhysicalMemory(.init(systemBytes: 6 << 20, deviceBytes: 2 << 20, backing: .small))
         guard case .success(let folio) = memory.allocate(.system, order: 9) else { Issue.record("no folio"); return }
         let head = memory.page(folio.pfn)
         #expect(head.pointee.order == 9)

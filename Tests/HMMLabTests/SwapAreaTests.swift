@@ -14,7 +14,8 @@ struct SwapAreaTests {
 
     @Test("round trip of 4 KiB and 2 MiB folios", arguments: [0, 9])
     func roundTrip(order: Int) throws {
-        let memory = try PhysicalMemory(.init(systemBytes: 8 << 20, deviceBytes: 2 << 20, backing: .small))
+        // Three 2 MiB folios, beside the zero page's block and the huge zero folio's.
+        let memory = try PhysicalMemory(.init(systemBytes: 10 << 20, deviceBytes: 2 << 20, backing: .small))
         let swap = try SwapArea(bytes: 8 << 20, backing: .small)
         var folios: [Folio] = []
         for _ in 0..<3 {

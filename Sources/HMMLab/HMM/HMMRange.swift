@@ -381,6 +381,21 @@ struct HMMWalk: PageWalkOps {
         return 0
     }
 
+    /// The huge zero PMD met by a migrating walk, as `migrate_vma_collect_huge_pmd()` treats it
+    /// (`is_huge_zero_folio` → `migrate_vma_collect_hole`): with `SELECT_SYSTEM`, source-less
+    /// `VALID|MIGRATE` words, one compound hole (map order 9) when the PMD is whole and compound
+    /// migration is on, else 512 single ones; the PMD stays as it is (no lock, no migration entry)
+    /// until `migrate_vma_pages` replaces or splits it. Without `SELECT_SYSTEM` the pages are reported
+    /// and not collected, as for any system page. The RFC's text has no case of its own for it.
+    mutating func migrateHugeZeroPMD(_ entry: PTE, _ start: UInt64, _ end: UInt64, _ walk: inout PageWalk) -> Int32 {
+        guard selectSystem else { return handlePMD(entry, start, end, &walk) }
+        let whole = start & UInt64(PageSize.pmdBytes - 1) == 0 && end - start == UInt64(PageSize.pmdBytes)
+        if range.compoundMigration, migrate!.flags.contains(.compound), whole {
+            return fill(start, end, HMMPfn.valid | HMMPfn.migrate | HMMPfn.order(PageSize.pmdOrder))
+        }
+        return fill(start, end, HMMPfn.valid | HMMPfn.migrate)
+    }
+
     /// `hmm_vma_handle_absent_pmd()`: a device-private PMD of this owner reports 512 pfns; other
     /// device-private PMDs are faulted back; anything else is an error.
     mutating func handleAbsentPMD(_ entry: PTE, _ start: UInt64, _ end: UInt64, _ walk: inout PageWalk) -> Int32 {
@@ -549,12 +564,14 @@ struct HMMWalk: PageWalkOps {
 
     /// A PMD-mapped THP met by a migrating walk: collected whole (lab option) or split
     /// (`hmm_vma_walk_split`: `split_folio`, which splits the PMD too) and the walk restarted with `-EBUSY`.
+    /// The huge zero PMD is collected as a hole (``migrateHugeZeroPMD(_:_:_:)``).
     mutating func migrateHugePMD(_ pmd: EntrySlot, _ entry: PTE, _ start: UInt64, _ end: UInt64, _ walk: inout PageWalk) -> Int32 {
         unowned(unsafe) let mm = walk.mm
         unowned(unsafe) let memory = mm.memory
         let cpuFlags: UInt64 = (entry.isWritable ? HMMPfn.valid | HMMPfn.write : HMMPfn.valid) | HMMPfn.order(PageSize.pmdOrder)
         let required = rangeNeedFault(start, end, cpuFlags)
         if required != 0 { return fault(start, end, required, &walk) }
+        if memory.isHugeZeroPMD(entry) { return migrateHugeZeroPMD(entry, start, end, &walk) }
         let folio = memory.folio(containing: entry.pfn)
         let head = memory.page(folio.pfn)
         let whole = start & UInt64(PageSize.pmdBytes - 1) == 0 && end - start == UInt64(PageSize.pmdBytes)

@@ -1,14 +1,15 @@
 /// The checks every migration test ends with: no migration entry left; each folio's mapcount equals
 /// the entries that map it across the given address spaces (present, device-private and
-/// device-exclusive: in 7.2 a device-exclusive entry keeps the page's mapping), and its refcount
-/// equals its mappings plus the references that are known to exist (page cache); each device's page
-/// table agrees with the CPU page table of the address space it mirrors: what the device maps, the CPU
-/// maps the same way (the device may map less: an invalidation drops its entries until it faults
-/// again), and a page the device maps for atomic access the CPU holds as a device-exclusive entry of
-/// that page; no mapped frame is on its pool's free lists; and with the driver cost each live device
-/// folio has its backing system folio (test_hmm's `zone_device_data`), allocated, of the same order,
-/// held once, and the device's counters account for every backing page (allocated − freed = held): a
-/// system frame held this way is not a leak.
+/// device-exclusive: in 7.2 a device-exclusive entry keeps the page's mapping; the zero page and the
+/// huge zero folio, which mappings do not count, excepted), and its refcount equals its mappings plus
+/// the references that are known to exist (page cache); each device's page table agrees with the CPU
+/// page table of the address space it mirrors: what the device maps, the CPU maps the same way (the
+/// device may map less: an invalidation drops its entries until it faults again), and a page the
+/// device maps for atomic access the CPU holds as a device-exclusive entry of that page; no mapped
+/// frame is on its pool's free lists; and with the driver cost each live device folio has its backing
+/// system folio (test_hmm's `zone_device_data`), allocated, of the same order, held once, and the
+/// device's counters account for every backing page (allocated − freed = held): a system frame held
+/// this way is not a leak.
 public enum Invariants {
     /// Violations found, one line each (empty when all hold). `knownReferences`: references held
     /// outside the page tables (pins), per folio head. Every CPU's LRU add batch is drained first
@@ -27,7 +28,8 @@ public enum Invariants {
                     continue
                 }
                 guard entry.isPresent || entry.isDevicePrivate || entry.isDeviceExclusive else { continue }
-                if entry.isPresent, entry.pfn == memory.zeroPage { continue }
+                // The zero page and the huge zero folio are reserved: no mapcount, no reference per mapping.
+                if entry.isPresent, memory.isZero(entry.pfn) { continue }
                 mappings[memory.folio(containing: entry.pfn).pfn, default: 0] += 1
             }
         }

@@ -177,7 +177,9 @@ extension AddressSpace {
 
     /// `migrate_vma_insert_page()` (and `migrate_vma_insert_huge_pmd_page()` for a compound destination):
     /// maps the destination where there was a hole or the zero page, as `do_anonymous_page` would; backs
-    /// off (clearing `MIGRATE`) on anything else.
+    /// off (clearing `MIGRATE`) on anything else. A compound destination replaces a none PMD or the
+    /// huge zero PMD (flushed, `pmdp_invalidate`); a single page under the huge zero PMD splits it into
+    /// zero-page PTEs first (`split_huge_pmd`) and replaces its zero PTE.
     func migrateVMAInsertPage(_ args: MigrateVMA, at address: UInt64, index: Int) {
         guard let vma = args.vma, !vma.isShared, let newPfn = MigratePfn.pfn(args.dst[index]) else {
             args.src[index] &= ~MigratePfn.migrate
@@ -192,15 +194,22 @@ extension AddressSpace {
         }
         if args.dst[index] & MigratePfn.compound != 0 {
             let lock = pageTable.lock(tableOf: pmd)
-            guard pmd.load().isNone, address & UInt64(PageSize.pmdBytes - 1) == 0, address + UInt64(PageSize.pmdBytes) <= vma.end else {
+            let old = pmd.load()
+            let zero = memory.isHugeZeroPMD(old)
+            guard old.isNone || zero, address & UInt64(PageSize.pmdBytes - 1) == 0, address + UInt64(PageSize.pmdBytes) <= vma.end else {
                 lock.unlock()
                 for k in 0..<PageSize.pmdPages where index + k < args.npages { args.src[index + k] &= ~MigratePfn.migrate }
                 return
             }
             addNewAnonRmap(folio, vma: vma, address: address)
             head.pointee.get()
+            if zero { flushTLB() }  // pmdp_invalidate
             pmd.store(device ? .devicePrivate(folio.pfn, writable: vma.isWritable) : .present(folio.pfn, writable: vma.isWritable, dirty: vma.isWritable, huge: true))
             lock.unlock()
+            return
+        }
+        if memory.isHugeZeroPMD(pmd.load()), !splitHugePMD(pmd, address: address) {
+            args.src[index] &= ~MigratePfn.migrate
             return
         }
         if pmd.load().isHuge || pmd.load().isSwapFormat {

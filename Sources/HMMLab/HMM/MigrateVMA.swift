@@ -476,7 +476,7 @@ struct MigrateCollectWalk: PageWalkOps {
             mpfn = MigratePfn.make(page) | MigratePfn.migrate | (pte.isWritableDevicePrivate ? MigratePfn.write : 0)
         } else {
             let pfn = pte.pfn
-            if pfn == memory.zeroPage {
+            if pfn == memory.zeroPage {  // is_zero_pfn: the 4 KiB zero page
                 guard flags.contains(.system) else { return .record(0, wasPresent: false) }
                 cpages += 1
                 return .record(MigratePfn.migrate, wasPresent: false)
@@ -558,7 +558,9 @@ struct MigrateCollectWalk: PageWalkOps {
     /// `migrate_vma_collect_huge_pmd()`: a huge or non-present PMD. Collects the 2 MiB folio whole with
     /// a PMD migration entry when `SELECT_COMPOUND` is set and the range covers the PMD; otherwise
     /// splits it (`split_folio`, ``AddressSpace/folioSplit(_:keep:extraPins:)``) and returns `-ENOENT`
-    /// so the PTEs are collected.
+    /// so the PTEs are collected. The huge zero PMD is collected as a hole (`is_huge_zero_folio` →
+    /// `migrate_vma_collect_hole`: one compound source-less entry with `SELECT_COMPOUND` on an aligned
+    /// range, else 512 single ones) and left mapped until `migrate_vma_pages` replaces or splits it.
     mutating func collectHugePMD(_ pmd: EntrySlot, _ start: UInt64, _ end: UInt64, mm: AddressSpace, vma: VMA, faultFolio: Folio?) -> Int32 {
         unowned(unsafe) let memory = mm.memory
         let lock = mm.pageTable.lock(tableOf: pmd)
@@ -572,6 +574,10 @@ struct MigrateCollectWalk: PageWalkOps {
             guard flags.contains(.system) else {
                 lock.unlock()
                 return skip(start, end)
+            }
+            if memory.isHugeZero(entry.pfn) {
+                lock.unlock()
+                return hole(start, end, vma: vma)
             }
             if entry.isWritable { write = MigratePfn.write }
         } else if !entry.isPresent {

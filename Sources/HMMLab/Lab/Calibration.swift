@@ -28,7 +28,8 @@ public struct Calibration: Sendable {
     public static func measure(
         frames: Int = 16384, repetitions: Int = 5, backing: BackingRequest = .auto, groups: Set<Group> = Set(Group.allCases)
     ) throws(RegionError) -> Calibration {
-        let memory = try PhysicalMemory(.init(systemBytes: frames * PageSize.bytes, deviceBytes: frames * PageSize.bytes, backing: backing))
+        // The system pool has one more block, for the huge zero folio.
+        let memory = try PhysicalMemory(.init(systemBytes: frames * PageSize.bytes + PageSize.pmdBytes, deviceBytes: frames * PageSize.bytes, backing: backing))
         // Leave room for the zero page.
         let n = (frames - FrameAllocator.blockFrames) / FrameAllocator.blockFrames * FrameAllocator.blockFrames
         let half = n / 2
@@ -230,7 +231,7 @@ public struct Calibration: Sendable {
             defer { states.deallocate() }
             let walkNs = median {
                 time {
-                    var ops = SnapshotWalk(into: states, start: start, zeroPage: memory.zeroPage)
+                    var ops = SnapshotWalk(into: states, start: start, zeroPage: memory.zeroPage, hugeZeroPage: memory.hugeZeroPfn)
                     mm.mmapLock.withReadLock { _ = mm.walkPageRange(start, start + UInt64(pages) << 12, &ops) }
                 }
             }
@@ -315,7 +316,7 @@ public struct Calibration: Sendable {
     static func timeUnified(pages: Int, repetitions: Int, backing: BackingRequest, costs: Costs) throws -> (totals: [Double], withoutCopy: [Double]) {
         let bytes = pages * PageSize.bytes
         let memory = try PhysicalMemory(
-            .init(systemBytes: 3 * bytes + 10 * PageSize.pmdBytes, deviceBytes: bytes + 2 * PageSize.pmdBytes, backing: backing, costs: costs))
+            .init(systemBytes: 3 * bytes + 11 * PageSize.pmdBytes, deviceBytes: bytes + 2 * PageSize.pmdBytes, backing: backing, costs: costs))
         let mm = try AddressSpace(memory: memory)
         let device = Device(memory: memory, mm: mm, copyWorkers: 1)
         var perPage: [Double] = []

@@ -262,15 +262,16 @@ public struct RunConfig: Sendable, Equatable {
     public var swapPages: Int { mix.counts(pages: pages)[Int(PageKind.swap.rawValue)] }
 
     /// The memory a run needs: system pool (the range twice over, for copy-on-write copies and the way
-    /// back, plus page tables, plus one backing page per device page with the driver cost), device pool,
-    /// swap area and page descriptors.
+    /// back, plus page tables, plus one backing page per device page with the driver cost, plus the
+    /// huge zero folio's block), device pool, swap area and page descriptors.
     public var memoryNeeded: (system: Int, device: Int, swap: Int, total: Int) {
         let block = PageSize.pmdBytes
         func round(_ n: Int) -> Int { (n + block - 1) / block * block }
         let range = pages * PageSize.bytes
         let device = round(range + 4 * block)
         let backing = costs.contains(.driver) ? device : 0
-        let system = round(2 * range + (pages / PageSize.pmdPages + 64) * PageSize.bytes + 8 * block) + backing
+        // One more block holds the huge zero folio, which read faults in the range's THP blocks map.
+        let system = round(2 * range + (pages / PageSize.pmdPages + 64) * PageSize.bytes + 9 * block) + backing
         let swap = round(swapPages * PageSize.bytes + block)
         let descriptors = (system + device) / PageSize.bytes * PhysicalMemory.descriptorSize
         return (system, device, swap, system + device + swap + descriptors)

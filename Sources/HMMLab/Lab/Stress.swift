@@ -206,7 +206,7 @@ public final class Stress {
 
     /// Allocates the pools: room for the range four times over in system memory (copy-on-write
     /// copies, the way back, a forked child's copies) plus a backing page for every device page
-    /// (``Costs/driver``), twice in device memory, once in swap.
+    /// (``Costs/driver``) and a block for the huge zero folio, twice in device memory, once in swap.
     public init(_ configuration: Configuration) throws(StressError) {
         guard configuration.pages > 0, configuration.pages % PageSize.pmdPages == 0 else {
             throw StressError(description: "stress pages \(configuration.pages) must be a positive multiple of \(PageSize.pmdPages)")
@@ -217,7 +217,7 @@ public final class Stress {
         do {
             memory = try PhysicalMemory(
                 .init(
-                    systemBytes: 6 * range + 12 * block, deviceBytes: 2 * range + 4 * block, systemNode: configuration.systemNode,
+                    systemBytes: 6 * range + 13 * block, deviceBytes: 2 * range + 4 * block, systemNode: configuration.systemNode,
                     deviceNode: configuration.deviceNode, backing: configuration.backing))
             swap = try SwapArea(bytes: range + block, node: configuration.systemNode, backing: configuration.backing == .hugetlb ? .auto : configuration.backing)
         } catch {

@@ -44,7 +44,7 @@ public struct ThpTable: Sendable {
         let largest = sizes.max() ?? 0
         let memory: PhysicalMemory
         do {
-            memory = try PhysicalMemory(.init(systemBytes: 3 * largest + 20 * PageSize.pmdBytes, deviceBytes: largest + 4 * PageSize.pmdBytes, backing: backing))
+            memory = try PhysicalMemory(.init(systemBytes: 3 * largest + 21 * PageSize.pmdBytes, deviceBytes: largest + 4 * PageSize.pmdBytes, backing: backing))
         } catch {
             throw MeasureError(description: "memory for the table: \(error)")
         }

@@ -21,14 +21,14 @@ extension AddressSpace {
         guard let pmd = pageTable.pmdSlot(address, allocate: true) else { throw .outOfMemory(address) }
         let pmdEntry = pmd.load()
 
-        if pmdEntry.isNone, vma.isHugepage, !vma.isShared, write {
+        if pmdEntry.isNone, vma.isHugepage, !vma.isShared {
             let aligned = address & ~UInt64(PageSize.pmdBytes - 1)
             if aligned >= vma.start, aligned + UInt64(PageSize.pmdBytes) <= vma.end,
-                let kind = hugeAnonymousFault(vma, pmd: pmd, address: aligned)
+                let kind = write ? hugeAnonymousFault(vma, pmd: pmd, address: aligned) : hugeZeroFault(pmd)
             {
                 return kind
             }
-            // No 2 MiB folio: fall back to a 4 KiB page (THP_FAULT_FALLBACK).
+            // No 2 MiB folio (or no huge zero folio): fall back to 4 KiB (THP_FAULT_FALLBACK).
         }
         if pmdEntry.isHuge {
             return try hugePMDFault(vma, pmd: pmd, entry: pmdEntry, address: address, write: write)
@@ -81,7 +81,7 @@ extension AddressSpace {
                 return .spurious
             }
             // do_wp_page
-            if entry.pfn == memory.zeroPage {
+            if memory.isZero(entry.pfn) {
                 lock.unlock()
                 return try newAnonymousPage(vma, slot: slot, expected: entry, address: address, kind: .anonymous)
             }
@@ -150,7 +150,7 @@ extension AddressSpace {
     /// raises a `MMU_NOTIFY_CLEAR` invalidation, flushes, and drops the old folio's mapping and reference.
     private func newAnonymousPage(_ vma: VMA, slot: EntrySlot, expected: PTE, address: UInt64, kind: FaultKind) throws(FaultError) -> FaultKind {
         guard case .success(let folio) = memory.allocate(.system, order: 0) else { throw .outOfMemory(address) }
-        let copying = expected.isPresent && expected.pfn != memory.zeroPage
+        let copying = expected.isPresent && !memory.isZero(expected.pfn)
         if copying {
             RawBytes.copy(to: memory.address(of: folio.pfn), from: memory.address(of: expected.pfn), count: PageSize.bytes)
         } else {
@@ -250,8 +250,52 @@ extension AddressSpace {
         return .anonymousHuge
     }
 
-    /// Faults on a huge PMD (`do_huge_pmd_wp_page`): a write to a read-only PMD reuses an exclusive folio,
-    /// otherwise splits the PMD and lets the PTE path copy (the kernel does the same).
+    /// The read-fault branch of `do_huge_pmd_anonymous_page()` (`!FAULT_FLAG_WRITE`, the zero page not
+    /// forbidden, `transparent_hugepage_use_zero_page()` at its default, true): under the PMD lock, a
+    /// none PMD gets the huge zero folio, read-only and special (`set_huge_zero_folio`); a PMD filled
+    /// meanwhile makes the fault spurious. Nil without a huge zero folio (`VM_FAULT_FALLBACK`). The
+    /// kernel deposits a preallocated page table with the PMD (`pgtable_trans_huge_deposit`); the lab
+    /// allocates the table when the PMD is split, as it does for every huge PMD.
+    private func hugeZeroFault(_ pmd: EntrySlot) -> FaultKind? {
+        guard memory.hugeZeroFolio != nil else { return nil }
+        let lock = pageTable.lock(tableOf: pmd)
+        defer { lock.unlock() }
+        guard pmd.load().isNone else { return .spurious }
+        pmd.store(.present(memory.hugeZeroPfn, writable: false, huge: true, special: true))
+        return .hugeZeroPage
+    }
+
+    /// `do_huge_zero_wp_pmd()`: a write to the huge zero PMD allocates a zeroed 2 MiB folio
+    /// (`vma_alloc_anon_folio_pmd`) and, under a `MMU_NOTIFY_CLEAR` invalidation of the 2 MiB range and
+    /// the PMD lock, replaces the zero PMD with it, writable (`pmdp_huge_clear_flush`,
+    /// `map_anon_folio_pmd_pf`). Nil when no 2 MiB folio could be had (`VM_FAULT_FALLBACK`: the caller
+    /// splits the PMD into zero-page PTEs and the 4 KiB write fault allocates), or `.spurious` when the
+    /// PMD changed meanwhile.
+    private func hugeZeroWriteFault(_ vma: VMA, pmd: EntrySlot, entry: PTE, address: UInt64) -> FaultKind? {
+        guard case .success(let folio) = memory.allocate(.system, order: PageSize.pmdOrder) else { return nil }
+        RawBytes.zero(memory.address(of: folio.pfn), count: folio.byteCount)
+        let haddr = address & ~UInt64(PageSize.pmdBytes - 1)
+        let range = MMUNotifierRange(start: haddr, end: haddr + UInt64(PageSize.pmdBytes), event: .clear)
+        notifiers.invalidateRangeStart(range)
+        defer { notifiers.invalidateRangeEnd(range) }
+        let lock = pageTable.lock(tableOf: pmd)
+        guard pmd.load() == entry else {
+            lock.unlock()
+            memory.put(folio)
+            return .spurious
+        }
+        addNewAnonRmap(folio, vma: vma, address: haddr)
+        pmd.store(.present(folio.pfn, writable: true, dirty: true, huge: true))
+        lock.unlock()
+        flushTLB()
+        return .anonymousHuge
+    }
+
+    /// Faults on a huge PMD (`do_huge_pmd_wp_page`): a write to the huge zero PMD goes to
+    /// ``hugeZeroWriteFault(_:pmd:entry:address:)`` and, when that falls back, splits the PMD
+    /// (`__split_huge_pmd` → `__split_huge_zero_page_pmd`) for the PTE path; a write to another
+    /// read-only PMD reuses an exclusive folio, otherwise splits the PMD and lets the PTE path copy
+    /// (the kernel does the same).
     private func hugePMDFault(_ vma: VMA, pmd: EntrySlot, entry: PTE, address: UInt64, write: Bool) throws(FaultError) -> FaultKind {
         if entry.isProtNone {
             let lock = pageTable.lock(tableOf: pmd)
@@ -260,6 +304,11 @@ extension AddressSpace {
             return .spurious
         }
         if !write || entry.isWritable { return .spurious }
+        if memory.isHugeZero(entry.pfn) {
+            if let kind = hugeZeroWriteFault(vma, pmd: pmd, entry: entry, address: address) { return kind }
+            guard splitHugePMD(pmd, address: address) else { throw .outOfMemory(address) }
+            return try faultOnce(vma, address: address, write: write)
+        }
         let head = memory.page(entry.pfn)
         let lock = pageTable.lock(tableOf: pmd)
         if pmd.load() == entry, head.pointee.test(.anonExclusive) || (head.pointee.mappings == 1 && head.pointee.references == 1) {

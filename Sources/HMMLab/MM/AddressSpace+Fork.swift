@@ -90,7 +90,9 @@ extension AddressSpace {
     /// (`copy_present_ptes`, `copy_nonpresent_pte`, `copy_huge_pmd`). Caller holds the table lock.
     private func duplicate(_ slot: EntrySlot, entry: PTE, huge: Bool) -> PTE {
         if entry.isPresent {
-            if entry.pfn == memory.zeroPage { return entry }
+            // The zero page, and the huge zero folio (`copy_huge_pmd`: `mm_get_huge_zero_folio` for the
+            // child, no reference with a persistent huge zero folio): the same read-only entry.
+            if memory.isZero(entry.pfn) { return entry }
             let folio = memory.folio(containing: entry.pfn)
             memory.page(folio.pfn).pointee.get()
             addRmap(folio)

@@ -95,6 +95,12 @@ extension AddressSpace {
             pageTable.freeTable(table)
             return true  // someone else split or cleared it
         }
+        if memory.isHugeZeroPMD(entry) {
+            splitHugeZeroPMD(pmd, entry: entry, into: table)
+            lock.unlock()
+            flushTLB()
+            return true
+        }
         let slots = pageTable.slots(of: table)
         let base = entry.pfn
         for i in 0..<PageSize.pmdPages {
@@ -126,6 +132,18 @@ extension AddressSpace {
         // pmdp_invalidate flushes a present PMD; a migration or device-private entry is not in any TLB.
         if entry.isPresent || entry.isProtNone { flushTLB() }
         return true
+    }
+
+    /// `__split_huge_zero_page_pmd()`, under the PMD lock: the huge zero PMD becomes a table of 512
+    /// special, read-only PTEs of the 4 KiB zero page (`zero_pfn(addr)`), protnone ones for a protnone
+    /// PMD (the kernel builds them from `vm_page_prot`, PROT_NONE's protection then). The huge zero
+    /// folio holds no reference or mapcount to move; the caller flushes (`pmdp_huge_clear_flush`).
+    private func splitHugeZeroPMD(_ pmd: EntrySlot, entry: PTE, into table: Pfn) {
+        let pte: PTE = entry.isProtNone ? .protNone(memory.zeroPage) : .present(memory.zeroPage, writable: false, special: true)
+        let slots = pageTable.slots(of: table)
+        for i in 0..<PageSize.pmdPages { slots.advanced(by: i).store(pte) }
+        pmd.store(.table(table))
+        counters.pmdSplits.wrappingAdd(1, ordering: .relaxed)
     }
 
     /// `split_huge_pmd_locked(vma, address, pmd, freeze = true)` (`__split_huge_pmd_locked` with

@@ -112,6 +112,10 @@ extension AddressSpace {
                 result.skip("not present")
                 return nil
             }
+            if memory.isHugeZeroPMD(pmd.load()) {
+                result.skip("zero page")  // the huge zero folio is never on the LRU, so reclaim never sees it
+                return nil
+            }
             if pmd.load().isHuge, !splitHugePMD(pmd, address: address) {
                 result.skip("no memory to split")
                 return nil
@@ -122,9 +126,9 @@ extension AddressSpace {
             }
             let lock = pageTable.lock(tableOf: slot)
             let entry = slot.load()
-            guard entry.isPresent, !entry.isProtNone, entry.pfn != memory.zeroPage else {
+            guard entry.isPresent, !entry.isProtNone, !memory.isZero(entry.pfn) else {
                 lock.unlock()
-                result.skip(entry.isSwap ? "already swapped" : entry.pfn == memory.zeroPage && entry.isPresent ? "zero page" : "not present")
+                result.skip(entry.isSwap ? "already swapped" : memory.isZero(entry.pfn) && entry.isPresent ? "zero page" : "not present")
                 return nil
             }
             var folio = memory.folio(containing: entry.pfn)

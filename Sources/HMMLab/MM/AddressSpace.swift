@@ -284,10 +284,12 @@ public final class AddressSpace: @unchecked Sendable {
         flushTLB()
     }
 
-    /// Drops what a cleared entry held (`zap_present_ptes`, `zap_nonpresent_ptes`, `zap_huge_pmd`).
+    /// Drops what a cleared entry held (`zap_present_ptes`, `zap_nonpresent_ptes`, `zap_huge_pmd`). The
+    /// zero page and the huge zero folio hold nothing (`zap_huge_pmd` only frees the deposited table
+    /// of a huge zero PMD, which the lab does not deposit).
     func release(_ old: PTE, huge: Bool) {
         if old.isPresent {
-            if old.pfn == memory.zeroPage { return }
+            if memory.isZero(old.pfn) { return }
             let folio = memory.folio(containing: old.pfn)
             removeRmap(folio)
             memory.put(folio)
@@ -401,7 +403,7 @@ public final class AddressSpace: @unchecked Sendable {
     func protect(_ old: PTE, vma: VMA, huge: Bool) -> PTE {
         if old.isPresent {
             if !vma.isReadable && !vma.isWritable { return .protNone(old.pfn, huge: huge) }
-            let zero = old.pfn == memory.zeroPage
+            let zero = memory.isZero(old.pfn)
             let canWrite = vma.isWritable && !zero && (vma.isShared || memory.page(old.pfn).pointee.test(.anonExclusive))
             var new = PTE.present(old.pfn, writable: canWrite, dirty: old.isDirty, huge: huge, special: zero, softDirty: old.isSoftDirty)
             if !canWrite { new = new.writeProtected() }

@@ -6,8 +6,12 @@ public enum FaultKind: Int, CaseIterable, Sendable, CustomStringConvertible {
     case zeroPage
     /// Write fault on none or on the zero page: a new zeroed 4 KiB folio.
     case anonymous
-    /// Write fault on an aligned none PMD in a THP VMA: a new zeroed 2 MiB folio (`do_huge_pmd_anonymous_page`).
+    /// Write fault on an aligned none PMD in a THP VMA, or on the huge zero PMD: a new zeroed 2 MiB folio
+    /// (`do_huge_pmd_anonymous_page`, `do_huge_zero_wp_pmd`).
     case anonymousHuge
+    /// Read fault on an aligned none PMD in a THP VMA: the huge zero folio mapped read-only by the PMD
+    /// (`do_huge_pmd_anonymous_page` without `FAULT_FLAG_WRITE`, `set_huge_zero_folio`).
+    case hugeZeroPage
     /// Write fault on a read-only page mapped elsewhere too: copy (`wp_page_copy`).
     case copyOnWrite
     /// Write fault on a read-only page this mm alone maps: made writable (`wp_page_reuse`).
@@ -30,6 +34,7 @@ public enum FaultKind: Int, CaseIterable, Sendable, CustomStringConvertible {
         case .zeroPage: "zero-page"
         case .anonymous: "anonymous"
         case .anonymousHuge: "anonymous-thp"
+        case .hugeZeroPage: "huge-zero-page"
         case .copyOnWrite: "cow"
         case .reuse: "reuse"
         case .swapIn: "swap-in"

@@ -28,13 +28,16 @@ public enum PageState: UInt8, Sendable, CustomStringConvertible {
     }
 
     /// The state an entry stands for.
-    @inlinable public init(_ entry: PTE, zeroPage: Pfn) {
+    /// `zeroPage` is the 4 KiB zero page, `hugeZeroPage` the huge zero folio's first pfn (pfn 0 when
+    /// there is none); a page of either is `.zero`.
+    @inlinable public init(_ entry: PTE, zeroPage: Pfn, hugeZeroPage: Pfn) {
         if entry.isNone {
             self = .none
         } else if entry.isProtNone {
             self = .protNone
         } else if entry.isPresent {
-            self = entry.pfn == zeroPage ? .zero : entry.isWritable ? .write : .read
+            let zero = entry.pfn == zeroPage || entry.pfn.aligned(toOrder: PageSize.pmdOrder) == hugeZeroPage
+            self = zero ? .zero : entry.isWritable ? .write : .read
         } else if entry.isSwap {
             self = .swap
         } else if entry.isMigration {
@@ -59,11 +62,13 @@ public struct SnapshotWalk: PageWalkOps {
     let out: UnsafeMutablePointer<UInt8>
     let start: UInt64
     let zeroPage: Pfn
+    let hugeZeroPage: Pfn
 
-    public init(into out: UnsafeMutablePointer<UInt8>, start: UInt64, zeroPage: Pfn) {
+    public init(into out: UnsafeMutablePointer<UInt8>, start: UInt64, zeroPage: Pfn, hugeZeroPage: Pfn) {
         self.out = out
         self.start = start
         self.zeroPage = zeroPage
+        self.hugeZeroPage = hugeZeroPage
     }
 
     @inline(__always) func index(_ address: UInt64) -> Int { Int((address - start) >> 12) }
@@ -77,7 +82,7 @@ public struct SnapshotWalk: PageWalkOps {
     public mutating func pmdEntry(_ pmd: EntrySlot, _ address: UInt64, _ next: UInt64, _ walk: inout PageWalk) -> Int32 {
         let entry = pmd.load()
         guard entry.isHuge || entry.isSwapFormat else { return 0 }
-        let state = PageState(entry, zeroPage: zeroPage)
+        let state = PageState(entry, zeroPage: zeroPage, hugeZeroPage: hugeZeroPage)
         for i in index(address)..<index(next) { out[i] = state.rawValue }
         walk.action = .continue
         return 0
@@ -85,7 +90,7 @@ public struct SnapshotWalk: PageWalkOps {
 
     @inline(__always)
     public mutating func pteEntry(_ pte: EntrySlot, _ address: UInt64, _ next: UInt64, _ walk: inout PageWalk) -> Int32 {
-        out[index(address)] = PageState(pte.load(), zeroPage: zeroPage).rawValue
+        out[index(address)] = PageState(pte.load(), zeroPage: zeroPage, hugeZeroPage: hugeZeroPage).rawValue
         return 0
     }
 }
@@ -121,7 +126,7 @@ extension AddressSpace {
     public func snapshot(_ start: UInt64, pages: Int) -> [PageState] {
         var bytes = [UInt8](repeating: 0, count: pages)
         bytes.withUnsafeMutableBufferPointer { buffer in
-            var ops = SnapshotWalk(into: buffer.baseAddress!, start: start, zeroPage: memory.zeroPage)
+            var ops = SnapshotWalk(into: buffer.baseAddress!, start: start, zeroPage: memory.zeroPage, hugeZeroPage: memory.hugeZeroPfn)
             mmapLock.withReadLock { _ = walkPageRange(start, start + UInt64(pages) << 12, &ops) }
         }
         return bytes.map { PageState(rawValue: $0) ?? .error }

@@ -2,7 +2,7 @@ import Glibc
 import Synchronization
 
 /// The lab's physical memory: a system pool and a device pool of real frames numbered by pfn, a
-/// page-descriptor array (`vmemmap`), and the shared zero page.
+/// page-descriptor array (`vmemmap`), the shared zero page and the huge zero folio.
 ///
 /// pfn layout: the first 2 MiB block (pfns 0–511) is never backed, so a zero pfn is always a bug;
 /// the system pool follows; a one-block gap; then the device pool. Descriptors cover every pfn below
@@ -49,6 +49,19 @@ public final class PhysicalMemory: @unchecked Sendable {
     public let descriptors: UnsafeMutablePointer<PageDescriptor>
     /// The shared zero page (`ZERO_PAGE(0)`): reserved, never freed, always zero.
     public let zeroPage: Pfn
+    /// The huge zero folio (`huge_zero_folio`, mm/huge_memory.c): a 2 MiB, 2 MiB-aligned block of the
+    /// system pool, reserved, never freed, always zero; nil when the pool had no free 2 MiB block at
+    /// startup (`THP_ZERO_PAGE_ALLOC_FAILED`: read faults in THP ranges then fall back to 4 KiB).
+    ///
+    /// Modelled as 7.2's `CONFIG_PERSISTENT_HUGE_ZERO_FOLIO`: allocated once when the memory is made
+    /// (`huge_zero_init`), and `mm_get_huge_zero_folio` takes no reference. Without that option the
+    /// kernel counts one reference per mm that used it (`MMF_HUGE_ZERO_FOLIO`) and a shrinker frees it
+    /// when the count drops to one; neither is modelled. Its mappings take no reference and no mapcount
+    /// (the PMD is `pmd_mkspecial`, the folio not rmappable), as in the kernel.
+    public let hugeZeroFolio: Folio?
+    /// `huge_zero_pfn`: the huge zero folio's first pfn, or pfn 0 (never backed, so never a mapped
+    /// pfn: `HUGE_ZERO_UNSET_PFN`'s part) when there is none.
+    public let hugeZeroPfn: Pfn
     /// One past the highest pfn.
     public let endPfn: Pfn
     /// Facts the run should state once (e.g. that the device pool shares the system node).
@@ -122,6 +135,8 @@ public final class PhysicalMemory: @unchecked Sendable {
         RawBytes.zero(system.address(of: zeroPage), count: PageSize.bytes)
         descriptors[zeroPage.index].flags.store((PageFlags.reserved.union(.zeroPage)).rawValue, ordering: .releasing)
         descriptors[zeroPage.index].refcount.store(1, ordering: .releasing)
+        hugeZeroFolio = Self.allocateHugeZeroFolio(system: system, descriptors: descriptors)
+        hugeZeroPfn = hugeZeroFolio?.pfn ?? Pfn(rawValue: 0)
 
         var notes: [String] = []
         if configuration.systemNode == configuration.deviceNode {
@@ -137,11 +152,42 @@ public final class PhysicalMemory: @unchecked Sendable {
         descriptors.deinitialize(count: endPfn.index)
     }
 
+    /// `alloc_huge_zero_folio()` at startup (`huge_zero_init` with a persistent huge zero folio): a zeroed
+    /// order-9 block of the system pool whose descriptors say reserved, zero page, head (tails marked),
+    /// refcount 1 that is never dropped. Nil when no 2 MiB block is free.
+    private static func allocateHugeZeroFolio(system: MemoryPool, descriptors: UnsafeMutablePointer<PageDescriptor>) -> Folio? {
+        guard case .success(let index) = system.allocator.allocate(order: PageSize.pmdOrder) else { return nil }
+        let folio = Folio(pfn: system.firstPfn + index, order: PageSize.pmdOrder)
+        RawBytes.zero(system.address(of: folio.pfn), count: folio.byteCount)
+        let head = descriptors + folio.pfn.index
+        for i in 1..<folio.pageCount { (head + i).pointee.flags.store(PageFlags.tail.rawValue, ordering: .relaxed) }
+        let flags = PageFlags.reserved.union([.zeroPage, .head]).rawValue | UInt64(folio.order) << PageFlags.orderShift
+        head.pointee.flags.store(flags, ordering: .relaxed)
+        head.pointee.refcount.store(1, ordering: .releasing)
+        return folio
+    }
+
     // MARK: - Lookup
 
     /// The pool that holds `pfn`, or nil for a pfn outside both.
     @inlinable public func pool(of pfn: Pfn) -> MemoryPool? {
         system.contains(pfn) ? system : device.contains(pfn) ? device : nil
+    }
+
+    /// `is_huge_zero_pfn()`: whether `pfn` is a page of the huge zero folio.
+    @inlinable @inline(__always) public func isHugeZero(_ pfn: Pfn) -> Bool {
+        pfn.aligned(toOrder: PageSize.pmdOrder) == hugeZeroPfn
+    }
+
+    /// `is_huge_zero_pmd()`: a present (or protnone) huge PMD that maps the huge zero folio.
+    @inlinable @inline(__always) public func isHugeZeroPMD(_ entry: PTE) -> Bool {
+        entry.isHuge && isHugeZero(entry.pfn)
+    }
+
+    /// Whether a present entry maps a zero page, the 4 KiB one or a page of the huge zero folio (these
+    /// hold no reference and no mapcount, and are never written through).
+    @inlinable @inline(__always) public func isZero(_ pfn: Pfn) -> Bool {
+        pfn == zeroPage || isHugeZero(pfn)
     }
 
     /// The pool of a kind.
