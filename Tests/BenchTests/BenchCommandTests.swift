@@ -71,6 +71,10 @@ struct BenchCommandTests {
             for column in ["op_mean_ns", "op_p50_ns", "op_p99_ns", "throughput_gbps", "memcpy_gbps", "kernel_walk_ns"] {
                 #expect(Double(row[column] ?? "") != nil, "\(column) is a number: \(row[column] ?? "missing")")
             }
+            if let gbps = Double(row["throughput_gbps"] ?? ""), let p50 = Double(row["op_p50_ns"] ?? ""), p50 > 0 {
+                #expect(abs(gbps - 512 * 4096 / p50) < 0.001, "throughput is a window's bytes over the median op")
+            }
+            #expect(Double(row["wall_gbps"] ?? "") != nil)
             #expect(UInt64(row["cnt_page_faults"] ?? "") != nil, "software counter read")
             #expect((row["cnt_cycles"] == "") == !cyclesOpen, "cycles empty exactly when it cannot open here")
             if row["direction"] == "to-device" {

@@ -27,7 +27,7 @@ extension KernelRunner {
         row.opP90Ns = t.histogram.valueAtPercentile(90)
         row.opP99Ns = t.histogram.valueAtPercentile(99)
         row.opMaxNs = t.histogram.max
-        row.throughputGBps = t.wall > 0 ? Double(pagesMigrated * PageSize.bytes) / Double(t.wall) : 0
+        row.setRates(bytesMigrated: pagesMigrated * PageSize.bytes, wall: t.wall)
         row.counters = counters.map { _ in t.delta.perf } ?? []
         row.kernelCalls = t.delta.calls.isEmpty ? KernelFunctions.traced.map { _ in nil } : t.delta.calls
         row.unmeasured = Self.unmeasuredColumns

@@ -52,7 +52,17 @@ public struct ResultRow: Sendable {
     /// Host shootdowns for the modelled TLB flushes, mean per op, ns: part of the phase they fall in.
     public var flushNs: Double?
     public var copyGBps: Double?
+    /// A window's bytes over the median op: the one throughput the summary, `compare` and the plots use.
     public var throughputGBps = 0.0
+    /// The bytes migrated over the timed part's wall time (a mean rate: pages moved twice count twice).
+    public var wallGBps = 0.0
+
+    /// Sets both rates once the op percentiles are in: `throughput_gbps` from the median op and the
+    /// window, `wall_gbps` from `bytesMigrated` and `wall` ns.
+    public mutating func setRates(bytesMigrated: Int, wall: UInt64) {
+        throughputGBps = opP50Ns > 0 ? Double(config.windowPages * PageSize.bytes) / Double(opP50Ns) : 0
+        wallGBps = wall > 0 ? Double(bytesMigrated) / Double(wall) : 0
+    }
     /// One per requested counter, nil when it could not be read here.
     public var counters: [UInt64?] = []
     /// With `--engine kernel`: calls of each of ``KernelFunctions/traced`` in the repetition's timed
@@ -69,7 +79,7 @@ public struct ResultRow: Sendable {
         "ptes_visited", "faults", "cow_breaks", "swapins", "migration_entries", "tlb_flushes", "lru_drains", "invalidations", "notifier_retries",
         "folio_lock_fails", "thp_migrated", "thp_splits", "device_alloc_fails", "bytes_copied", "verify_failures", "mutator_stores",
         "lost_stores", "wall_ns", "op_mean_ns", "op_p50_ns", "op_p90_ns", "op_p99_ns", "op_max_ns", "walk_ns", "fault_ns", "collect_ns",
-        "alloc_ns", "copy_ns", "finalize_ns", "flush_ns", "copy_gbps", "throughput_gbps", "memcpy_gbps", "kernel_walk_ns",
+        "alloc_ns", "copy_ns", "finalize_ns", "flush_ns", "copy_gbps", "throughput_gbps", "wall_gbps", "memcpy_gbps", "kernel_walk_ns",
     ]
 
     /// The header for a run with these counters (and, with `--engine kernel`, these traced kernel functions).
@@ -94,7 +104,7 @@ public struct ResultRow: Sendable {
             String(opP99Ns), String(opMaxNs),
         ]
         f += [walkNs, faultNs, collectNs, allocNs, copyNs, finalizeNs, flushNs, copyGBps].map { $0.map(Self.number) ?? "" }
-        f += [Self.number(throughputGBps), Self.number(m.memcpyGBps), Self.number(m.kernelWalkNs)]
+        f += [Self.number(throughputGBps), Self.number(wallGBps), Self.number(m.memcpyGBps), Self.number(m.kernelWalkNs)]
         f += counters.map { $0.map(String.init) ?? "" }
         f += kernelCalls.map { $0.map(String.init) ?? "" }
         if !unmeasured.isEmpty {

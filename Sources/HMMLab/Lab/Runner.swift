@@ -315,7 +315,7 @@ public final class Runner {
         row.allocNs = perOp(result.phases.alloc)
         row.copyNs = perOp(result.phases.copy)
         row.finalizeNs = perOp(result.phases.finalize)
-        row.throughputGBps = Double(result.migrated * PageSize.bytes) / Double(max(wall, 1))
+        row.setRates(bytesMigrated: result.migrated * PageSize.bytes, wall: wall)
         rows.append(row)
 
         // Back through CPU faults.
@@ -352,7 +352,7 @@ public final class Runner {
             row.thpMigrated = d.hugeToSystem
             row.thpSplits = d.folioSplits
             row.copyNs = Double(d.copyNs) / Double(ops)
-            row.throughputGBps = Double(d.pagesToSystem * PageSize.bytes) / Double(max(wall, 1))
+            row.setRates(bytesMigrated: d.pagesToSystem * PageSize.bytes, wall: wall)
             rows.append(row)
         }
 

@@ -147,7 +147,9 @@ extension AddressSpace {
     /// A new 4 KiB folio installed, writable, where `expected` still is: zeroed for `do_anonymous_page`
     /// (expected none) and for a write to the zero page, a copy of the old page otherwise. Models
     /// `wp_page_copy()`, which handles both the zero-page and the copy case; replacing a present entry
-    /// raises a `MMU_NOTIFY_CLEAR` invalidation, flushes, and drops the old folio's mapping and reference.
+    /// raises a `MMU_NOTIFY_CLEAR` invalidation and, under the PTE lock as the kernel does, flushes
+    /// (`ptep_clear_flush`) and drops the old folio's mapping (`folio_remove_rmap_pte`), so a reverse-map
+    /// walk that takes the same lock sees the entry and the mapcount agree; the reference goes after.
     private func newAnonymousPage(_ vma: VMA, slot: EntrySlot, expected: PTE, address: UInt64, kind: FaultKind) throws(FaultError) -> FaultKind {
         guard case .success(let folio) = memory.allocate(.system, order: 0) else { throw .outOfMemory(address) }
         let copying = expected.isPresent && !memory.isZero(expected.pfn)
@@ -166,15 +168,13 @@ extension AddressSpace {
             memory.put(folio)
             return .spurious
         }
+        if replacing { flushTLB() }  // ptep_clear_flush
         addNewAnonRmap(folio, vma: vma, address: address)
         slot.store(.present(folio.pfn, writable: true, dirty: true))
+        let old = copying ? memory.folio(containing: expected.pfn) : nil
+        if let old { removeRmap(old) }
         lock.unlock()
-        if replacing { flushTLB() }
-        if copying {
-            let old = memory.folio(containing: expected.pfn)
-            removeRmap(old)
-            memory.put(old)
-        }
+        if let old { memory.put(old) }
         return kind
     }
 

@@ -81,7 +81,9 @@ extension AddressSpace {
                     seen.append("mm \(ObjectIdentifier(mm).hashValue & 0xffff) va 0x\(String(va, radix: 16)) \(mm.pageTable.pteSlot(va)?.load() as Any)")
                 }
                 let all = entries { $0.isPresent && $0.pfn == folio.pfn }
-                preconditionFailure("try_to_unmap left \(folio) mapped \(head.pointee.mappings) times, installed \(installed), walk \(seen), here \(all), flags \(head.pointee.flags.load(ordering: .relaxed))")
+                let message = "try_to_unmap left \(folio) mapped \(head.pointee.mappings) times, installed \(installed), walk \(seen), here \(all), flags \(head.pointee.flags.load(ordering: .relaxed))"
+                _ = (message + "\n").withCString { Glibc.write(2, $0, strlen($0)) }  // optimized builds drop the message
+                preconditionFailure(message)
             }
             // No mapping was left to replace (a racing munmap): the slot was never written, and only
             // the write ends its "writing" state, so write it and let the free below return it.
