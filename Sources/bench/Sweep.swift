@@ -131,7 +131,10 @@ struct ThpTableCommand: ParsableCommand {
             }
         }
         guard (1...1000).contains(iterations) else { throw badInput("--iterations \(iterations) is not allowed; use 1 to 1000") }
-        guard (1...4096).contains(maxMib) else { throw badInput("--max-mib \(maxMib) is not allowed; use 1 to 4096") }
+        let mibSizes = ThpTable.sizes.filter { $0 >= 1 << 20 }.map { $0 >> 20 }
+        guard mibSizes.contains(maxMib) else {
+            throw badInput("--max-mib \(maxMib) is not one of the table's sizes; use \(mibSizes.map(String.init).joined(separator: ", ")) (the largest size measured)")
+        }
         guard (1...256).contains(threads) else { throw badInput("--threads \(threads) is not allowed; use 1 to 256") }
         let request = try parseBacking(backing)
         let sizes = ThpTable.sizes.filter { $0 <= maxMib << 20 }

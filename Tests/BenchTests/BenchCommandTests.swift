@@ -217,4 +217,10 @@ struct BenchCommandTests {
         let r = try BenchProcess.run(["--version"])
         #expect(r.status == 0 && r.stdout.hasPrefix("hmm-lab \(RunMetadata.toolVersion) (commit "), "\(r.stdout) \(r.stderr)")
     }
+
+    @Test("thp-table --max-mib must be one of the table's sizes: a value between them is refused with the allowed ones", arguments: ["32", "3", "0", "512"])
+    func thpTableMaxMib(_ value: String) throws {
+        let r = try BenchProcess.run(["thp-table", "--max-mib", value, "--iterations", "1", "--quiet"])
+        #expect(r.status == 64 && r.stderr.contains("--max-mib \(value)") && r.stderr.contains("1, 2, 4, 8, 16, 256"), "\(r.stderr)")
+    }
 }
