@@ -156,7 +156,11 @@ struct ThpTableCommand: ParsableCommand {
         if showProgress { printError("\r\u{1B}[K", newline: false) }
         switch format {
         case .text:
-            print("# hmm-lab thp-table (benchmark_thp_migration)\(kernel ? " --engine kernel (/dev/hmm_dmirror0, kernel \(Sysfs.kernelRelease))" : ""): \(iterations) iterations per size after a warm-up, \(threads) copy thread\(threads == 1 ? "" : "s"), backing \(kernel ? "anonymous mapping" : backing)")
+            let m = RunMetadata.read(systemNode: 0, deviceNode: 0, backing: "")
+            print("# hmm-lab \(m.toolVersion) thp-table (benchmark_thp_migration)\(kernel ? ", --engine kernel (/dev/hmm_dmirror0)" : "")")
+            print("# \(m.host): \(m.cpuModel), kernel \(m.kernel)")
+            print("# " + (kernel ? "anonymous mapping" : "backing \(table.backing) (asked \(backing))") + ", THP \(m.thpMode), \(threads) copy thread\(threads == 1 ? "" : "s")")
+            print("# \(iterations) iterations per size after a warm-up: their mean, ± half their range")
             print(table.text)
         case .csv: print(table.csv, terminator: "")
         }

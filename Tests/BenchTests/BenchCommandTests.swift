@@ -223,4 +223,16 @@ struct BenchCommandTests {
         let r = try BenchProcess.run(["thp-table", "--max-mib", value, "--iterations", "1", "--quiet"])
         #expect(r.status == 64 && r.stderr.contains("--max-mib \(value)") && r.stderr.contains("1, 2, 4, 8, 16, 256"), "\(r.stderr)")
     }
+
+    @Test("thp-table names the machine, the backing it got and the THP mode, gives each time's spread, fits 80 columns, and its CSV carries the same")
+    func thpTableHeader() throws {
+        let r = try BenchProcess.run(["thp-table", "--max-mib", "2", "--iterations", "2", "--quiet"])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout.contains("backing ") && r.stdout.contains("THP ") && r.stdout.contains("kernel ") && r.stdout.contains(" ±"), "\(r.stdout)")
+        #expect(r.stdout.split(separator: "\n").allSatisfy { $0.count <= 80 }, "\(r.stdout)")
+        let csv = try BenchProcess.run(["thp-table", "--max-mib", "1", "--iterations", "2", "--quiet", "--format", "csv"])
+        let records = try CSV.parse(csv.stdout)
+        #expect(records.first?.contains("to_device_spread_percent") == true && records.first?.contains("backing") == true)
+        #expect(records.count == 1 + 2 * 2 && records.dropFirst().allSatisfy { $0.count == records[0].count })
+    }
 }

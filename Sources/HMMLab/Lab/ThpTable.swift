@@ -14,6 +14,18 @@ public struct ThpTable: Sendable {
         public var smallToSystemMs: Double
         /// 2 MiB folios that went to the device whole per iteration with THP (0 when the size is below 2 MiB).
         public var thpFolios: Int
+        /// Half the range of the iterations' times, in % of their mean: with THP and without, each way.
+        public var thpSpread = Spread()
+        public var smallSpread = Spread()
+
+        public struct Spread: Sendable {
+            public var toDevice = 0.0
+            public var toSystem = 0.0
+            public init(toDevice: Double = 0, toSystem: Double = 0) {
+                self.toDevice = toDevice
+                self.toSystem = toSystem
+            }
+        }
 
         static func gibps(_ bytes: Int, _ ms: Double) -> Double { Double(bytes) / Double(1 << 30) / (ms / 1000) }
         public var thpToDeviceGiBps: Double { Self.gibps(bytes, thpToDeviceMs) }
@@ -31,6 +43,9 @@ public struct ThpTable: Sendable {
     public static let sizes = [512 << 10, 1 << 20, 2 << 20, 4 << 20, 8 << 20, 16 << 20, 256 << 20]
 
     public var rows: [Row]
+    /// The backing the pools got and the THP mode, when the model measured them.
+    public var backing = ""
+    public var thpMode = ""
 
     /// Why a size could not be measured.
     public struct MeasureError: Error, CustomStringConvertible {
@@ -56,12 +71,19 @@ public struct ThpTable: Sendable {
             let small = try time(memory: memory, bytes: size, hugepage: false, iterations: iterations, threads: threads)
             rows.append(
                 Row(bytes: size, thpToDeviceMs: thp.toDevice, thpToSystemMs: thp.toSystem, smallToDeviceMs: small.toDevice, smallToSystemMs: small.toSystem,
-                    thpFolios: thp.folios))
+                    thpFolios: thp.folios, thpSpread: thp.spread, smallSpread: small.spread))
         }
-        return ThpTable(rows: rows)
+        return ThpTable(rows: rows, backing: memory.system.region.backing.rawValue, thpMode: ThpSettings.enabled ?? "unsupported")
     }
 
-    static func time(memory: PhysicalMemory, bytes: Int, hugepage: Bool, iterations: Int, threads: Int) throws(MeasureError) -> (toDevice: Double, toSystem: Double, folios: Int) {
+    /// Half the range of `samples` (ns) in % of their mean.
+    static func spread(_ samples: [UInt64]) -> Double {
+        guard let lo = samples.min(), let hi = samples.max(), !samples.isEmpty else { return 0 }
+        let mean = Double(samples.reduce(0, +)) / Double(samples.count)
+        return mean > 0 ? Double(hi - lo) / 2 / mean * 100 : 0
+    }
+
+    static func time(memory: PhysicalMemory, bytes: Int, hugepage: Bool, iterations: Int, threads: Int) throws(MeasureError) -> (toDevice: Double, toSystem: Double, folios: Int, spread: Row.Spread) {
         do {
             let mm = try AddressSpace(memory: memory)
             defer { mm.teardown() }
@@ -72,8 +94,8 @@ public struct ThpTable: Sendable {
             for k in 0..<pages { try mm.store(UInt64(k), at: a + UInt64(k) << 12) }
             let device = Device(memory: memory, mm: mm, copyWorkers: threads)
             defer { device.close() }
-            var toDevice: UInt64 = 0
-            var toSystem: UInt64 = 0
+            var toDevice: [UInt64] = []
+            var toSystem: [UInt64] = []
             var folios = 0
             for i in 0...iterations {
                 let h0 = device.stats.hugeToDevice.load(ordering: .relaxed)
@@ -88,12 +110,13 @@ public struct ThpTable: Sendable {
                             + "(\(HMMErrno.name(r.errno))) and \(back.migrated) back (\(HMMErrno.name(back.errno)))")
                 }
                 if i == 0 { continue }  // the warm-up round trip
-                toDevice += t1 - t0
-                toSystem += t2 - t1
+                toDevice.append(t1 - t0)
+                toSystem.append(t2 - t1)
                 folios = device.stats.hugeToDevice.load(ordering: .relaxed) - h0
             }
             let n = Double(iterations) * 1e6
-            return (Double(toDevice) / n, Double(toSystem) / n, folios)
+            return (Double(toDevice.reduce(0, +)) / n, Double(toSystem.reduce(0, +)) / n, folios,
+                    Row.Spread(toDevice: spread(toDevice), toSystem: spread(toSystem)))
         } catch let error as MeasureError {
             throw error
         } catch {
@@ -106,25 +129,36 @@ public struct ThpTable: Sendable {
         var out = ""
         for r in rows {
             out += "\nBuffer size: \(Region.formatBytes(r.bytes))\(r.thpFolios > 0 ? " (\(r.thpFolios) THP folio\(r.thpFolios == 1 ? "" : "s"))" : " (below 2 MiB: no THP)")\n"
-            out += "                    With THP    Without THP    Improvement\n"
-            func line(_ name: String, _ a: Double, _ b: Double, _ unit: String, _ gain: Double) -> String {
-                func cell(_ v: Double) -> String { (Summary.fixed(v, 3) + " " + unit).leftPad(11) }
-                return name.padding(16) + cell(a) + "  " + cell(b) + "    " + (Summary.fixed(gain, 1) + "%").leftPad(10) + "\n"
+            out += "                         With THP        Without THP    Improvement\n"
+            func line(_ name: String, _ a: Double, _ b: Double, _ unit: String, _ gain: Double, _ spread: (Double, Double)?) -> String {
+                func cell(_ v: Double, _ s: Double?) -> String {
+                    (Summary.fixed(v, 3) + " " + unit + (s.map { " ±" + Summary.fixed($0, 0) + "%" } ?? "     ")).leftPad(17)
+                }
+                return name.padding(16) + cell(a, spread?.0) + "  " + cell(b, spread?.1) + (Summary.fixed(gain, 1) + "%").leftPad(13) + "\n"
             }
-            out += line("Sys->Dev time", r.thpToDeviceMs, r.smallToDeviceMs, "ms", r.toDeviceLatencyGain)
-            out += line("Dev->Sys time", r.thpToSystemMs, r.smallToSystemMs, "ms", r.toSystemLatencyGain)
-            out += line("S->D throughput", r.thpToDeviceGiBps, r.smallToDeviceGiBps, "GB/s", r.toDeviceThroughputGain)
-            out += line("D->S throughput", r.thpToSystemGiBps, r.smallToSystemGiBps, "GB/s", r.toSystemThroughputGain)
+            out += line("Sys->Dev time", r.thpToDeviceMs, r.smallToDeviceMs, "ms", r.toDeviceLatencyGain, (r.thpSpread.toDevice, r.smallSpread.toDevice))
+            out += line("Dev->Sys time", r.thpToSystemMs, r.smallToSystemMs, "ms", r.toSystemLatencyGain, (r.thpSpread.toSystem, r.smallSpread.toSystem))
+            out += line("S->D throughput", r.thpToDeviceGiBps, r.smallToDeviceGiBps, "GB/s", r.toDeviceThroughputGain, nil)
+            out += line("D->S throughput", r.thpToSystemGiBps, r.smallToSystemGiBps, "GB/s", r.toSystemThroughputGain, nil)
         }
         return out
     }
 
     /// One record per size and THP setting.
     public var csv: String {
-        var out = CSV.line(["size_bytes", "thp", "to_device_ms", "to_system_ms", "to_device_gibps", "to_system_gibps", "thp_folios"])
+        var out = CSV.line([
+            "size_bytes", "thp", "to_device_ms", "to_system_ms", "to_device_gibps", "to_system_gibps", "thp_folios", "to_device_spread_percent",
+            "to_system_spread_percent", "backing", "thp_mode",
+        ])
         for r in rows {
-            out += CSV.line([String(r.bytes), "1", ResultRow.number(r.thpToDeviceMs), ResultRow.number(r.thpToSystemMs), ResultRow.number(r.thpToDeviceGiBps), ResultRow.number(r.thpToSystemGiBps), String(r.thpFolios)])
-            out += CSV.line([String(r.bytes), "0", ResultRow.number(r.smallToDeviceMs), ResultRow.number(r.smallToSystemMs), ResultRow.number(r.smallToDeviceGiBps), ResultRow.number(r.smallToSystemGiBps), "0"])
+            out += CSV.line([
+                String(r.bytes), "1", ResultRow.number(r.thpToDeviceMs), ResultRow.number(r.thpToSystemMs), ResultRow.number(r.thpToDeviceGiBps),
+                ResultRow.number(r.thpToSystemGiBps), String(r.thpFolios), ResultRow.number(r.thpSpread.toDevice), ResultRow.number(r.thpSpread.toSystem), backing, thpMode,
+            ])
+            out += CSV.line([
+                String(r.bytes), "0", ResultRow.number(r.smallToDeviceMs), ResultRow.number(r.smallToSystemMs), ResultRow.number(r.smallToDeviceGiBps),
+                ResultRow.number(r.smallToSystemGiBps), "0", ResultRow.number(r.smallSpread.toDevice), ResultRow.number(r.smallSpread.toSystem), backing, thpMode,
+            ])
         }
         return out
     }
