@@ -70,7 +70,8 @@ public final class File: @unchecked Sendable {
         return out
     }
 
-    /// `close(fd)`: drops this handle's reference; mappings keep the page cache until they go.
+    /// `close(fd)`: drops this handle's reference; mappings keep the page cache until they go. Not to be
+    /// called while another thread uses this handle (the lab has no file table to serialise it).
     public func close() { object = nil }
 
     /// Calls `body(pfn, offsetInPage, bytesDone, bytesInPage)` for each page of `[offset, offset+count)`.
