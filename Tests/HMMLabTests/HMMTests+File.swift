@@ -114,4 +114,36 @@ extension HMMTests {
         file.close()
         finish(f, [d])
     }
+
+    @Test("lab: fork of file mappings: the child shares the page cache; private writes stay private, shared ones reach the file")
+    func file_fork() throws {
+        let f = try MMFixture()
+        let n = 8
+        let data = Self.intSequence(pages: n)
+        let file = File(pages: n, memory: f.memory)
+        try file.write(offset: 0, bytes: data)
+        let p = try f.mm.mmap(file: file, length: n * 4096, protection: .readWrite, shared: false)
+        let s = try f.mm.mmap(file: file, length: n * 4096, protection: .readWrite, shared: true)
+        #expect(try f.mm.loadBytes(n * 4096, from: p) == data)  // the page cache, read-only in both
+        let child = try f.mm.fork()
+        try child.store(UInt32(0xAAAA), at: p)  // the child's copy (wp_page_copy of a page-cache page)
+        try child.store(UInt32(0xBBBB), at: s + 4096)  // the shared mapping: the file
+        #expect(try f.mm.load(UInt32.self, from: p) == 0, "the parent's private page is the file's")
+        #expect(try f.mm.load(UInt32.self, from: s + 4096) == 0xBBBB)
+        #expect(try file.read(offset: 0, count: 4) == [0, 0, 0, 0], "private writes never reach the file")
+        #expect(Invariants.check([f.mm, child]).isEmpty, "\(Invariants.check([f.mm, child]))")
+        // The parent's read mapped the page clean: mprotect back to read-write keeps it read-only until a
+        // write dirties the PTE (can_change_pte_writable: pte_dirty for a shared file page).
+        try f.mm.mprotect(s, length: n * 4096, protection: .read)
+        try f.mm.mprotect(s, length: n * 4096, protection: .readWrite)
+        #expect(f.mm.snapshot(s + 4096, pages: 2) == [.read, .none])
+        try f.mm.store(UInt32(0xCCCC), at: s + 4096)
+        try f.mm.mprotect(s, length: n * 4096, protection: .read)
+        try f.mm.mprotect(s, length: n * 4096, protection: .readWrite)
+        #expect(f.mm.snapshot(s + 4096, pages: 2) == [.write, .none], "a dirty PTE is made writable again")
+        #expect(try child.load(UInt32.self, from: s + 4096) == 0xCCCC)
+        file.close()
+        try f.mm.munmap(s, length: n * 4096)
+        finish(f, [], others: [child])
+    }
 }
