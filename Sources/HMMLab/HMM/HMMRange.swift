@@ -307,8 +307,8 @@ struct HMMWalk: PageWalkOps {
             return fill(address, next, HMMPfn.error)
         }
         if required != 0 { return fault(address, next, required, &walk) }
-        if wantsMigrate, !vma.isShared {
-            // A hole is collected as a source-less VALID|MIGRATE entry (compound when it is a whole
+        if wantsMigrate, vma.isAnonymous {
+            // A hole (of anonymous memory only, `vma_is_anonymous`) is collected as a source-less VALID|MIGRATE entry (compound when it is a whole
             // aligned PMD and compound migration is on).
             if range.compoundMigration, migrate!.flags.contains(.compound),
                 address & UInt64(PageSize.pmdBytes - 1) == 0, next - address == UInt64(PageSize.pmdBytes)

@@ -2,7 +2,8 @@
 /// the entries that map it across the given address spaces (present, device-private and
 /// device-exclusive: in 7.2 a device-exclusive entry keeps the page's mapping; the zero page and the
 /// huge zero folio, which mappings do not count, excepted), and its refcount equals its mappings plus
-/// the references that are known to exist (page cache); each device's page table agrees with the CPU
+/// the references that are known to exist (the page cache's, one per folio a shmem object or a file
+/// caches); each device's page table agrees with the CPU
 /// page table of the address space it mirrors: what the device maps, the CPU maps the same way (the
 /// device may map less: an invalidation drops its entries until it faults again), and a page the
 /// device maps for atomic access the CPU holds as a device-exclusive entry of that page; no mapped
@@ -42,8 +43,9 @@ public enum Invariants {
                 problems.append("\(memory.folio(containing: head)): mapped but on the free lists")
             }
             var expected = maps + (knownReferences[head] ?? 0)
-            let (id, _) = MappingObject.decode(page.pointee.mapping.load(ordering: .acquiring))
-            if let object = MappingObject.lookup(id), object.kind == .shmem { expected += 1 }  // the page cache's
+            let (id, index) = MappingObject.decode(page.pointee.mapping.load(ordering: .acquiring))
+            // The page cache's reference, for a folio a shmem object or a file caches at its index.
+            if let object = MappingObject.lookup(id), object.kind != .anon, object.caches(head, at: index) { expected += 1 }
             if refs != expected { problems.append("\(memory.folio(containing: head)): refcount \(refs), expected \(expected)") }
             if page.pointee.isLocked { problems.append("\(memory.folio(containing: head)): still locked") }
         }

@@ -181,7 +181,7 @@ extension AddressSpace {
     /// huge zero PMD (flushed, `pmdp_invalidate`); a single page under the huge zero PMD splits it into
     /// zero-page PTEs first (`split_huge_pmd`) and replaces its zero PTE.
     func migrateVMAInsertPage(_ args: MigrateVMA, at address: UInt64, index: Int) {
-        guard let vma = args.vma, !vma.isShared, let newPfn = MigratePfn.pfn(args.dst[index]) else {
+        guard let vma = args.vma, vma.isAnonymous, let newPfn = MigratePfn.pfn(args.dst[index]) else {
             args.src[index] &= ~MigratePfn.migrate
             return
         }

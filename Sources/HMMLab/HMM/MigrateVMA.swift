@@ -191,12 +191,14 @@ extension AddressSpace {
     }
 
     /// `migrate_vma_check_page()`: a folio is migratable when its references, less the ones the
-    /// migration itself holds, do not exceed its mappings; an extra reference is a pin.
+    /// migration itself holds and the page cache's (`folio_mapping`: a shmem or file folio; no
+    /// `folio_has_private` in the lab), do not exceed its mappings; an extra reference is a pin.
     /// `head` is the descriptor of `pfn`'s folio head.
     @inline(__always)
     func migrateVMACheckPage(_ pfn: Pfn, head: UnsafeMutablePointer<PageDescriptor>, faultPage: Pfn?) -> Bool {
         var extra: Int32 = 1 + (pfn == faultPage ? 1 : 0)
         if head.pointee.test(.zoneDevice) { extra += 1 }
+        if !head.pointee.test(.anon), head.pointee.mapping.load(ordering: .relaxed) != 0 { extra += 1 }
         return head.pointee.references - extra <= head.pointee.mappings
     }
 
@@ -363,7 +365,7 @@ struct MigrateCollectWalk: PageWalkOps {
 
     /// `migrate_vma_collect_hole()`.
     mutating func hole(_ start: UInt64, _ end: UInt64, vma: VMA?) -> Int32 {
-        guard let vma, !vma.isShared else { return skip(start, end) }
+        guard let vma, vma.isAnonymous else { return skip(start, end) }  // only anonymous memory is populated
         if flags.contains(.compound), start & UInt64(PageSize.pmdBytes - 1) == 0, end & UInt64(PageSize.pmdBytes - 1) == 0 {
             src[npages] = MigratePfn.migrate | MigratePfn.compound
             dst[npages] = 0
@@ -460,7 +462,7 @@ struct MigrateCollectWalk: PageWalkOps {
         let mpfn: UInt64
         let page: Pfn
         if pte.isNone {
-            if vma.isShared { return .record(0, wasPresent: false) }
+            if !vma.isAnonymous { return .record(0, wasPresent: false) }
             cpages += 1
             return .record(MigratePfn.migrate, wasPresent: false)
         }

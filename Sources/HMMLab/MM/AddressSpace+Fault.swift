@@ -21,7 +21,7 @@ extension AddressSpace {
         guard let pmd = pageTable.pmdSlot(address, allocate: true) else { throw .outOfMemory(address) }
         let pmdEntry = pmd.load()
 
-        if pmdEntry.isNone, vma.isHugepage, !vma.isShared {
+        if pmdEntry.isNone, vma.isHugepage, vma.isAnonymous {
             let aligned = address & ~UInt64(PageSize.pmdBytes - 1)
             if aligned >= vma.start, aligned + UInt64(PageSize.pmdBytes) <= vma.end,
                 let kind = write ? hugeAnonymousFault(vma, pmd: pmd, address: aligned) : hugeZeroFault(pmd)
@@ -54,6 +54,10 @@ extension AddressSpace {
         let entry = slot.load()
 
         if entry.isNone {
+            if vma.file != nil {
+                lock.unlock()
+                return try fileFault(vma, slot: slot, address: address, write: write)
+            }
             if vma.isShared {
                 lock.unlock()
                 return try sharedFault(vma, slot: slot, address: address)
@@ -86,6 +90,8 @@ extension AddressSpace {
                 return try newAnonymousPage(vma, slot: slot, expected: entry, address: address, kind: .anonymous)
             }
             if vma.isShared {
+                // wp_page_shared: a file folio is dirtied (fault_dirty_shared_page).
+                if vma.file != nil { memory.page(entry.pfn).pointee.markDirty() }
                 slot.store(entry.madeWritable())
                 lock.unlock()
                 return .reuse
@@ -145,16 +151,17 @@ extension AddressSpace {
     }
 
     /// A new 4 KiB folio installed, writable, where `expected` still is: zeroed for `do_anonymous_page`
-    /// (expected none) and for a write to the zero page, a copy of the old page otherwise. Models
+    /// (expected none) and for a write to the zero page, a copy of `source` for `do_cow_fault` (a
+    /// page-cache page, expected none), a copy of the old page otherwise. Models
     /// `wp_page_copy()`, which handles both the zero-page and the copy case; replacing a present entry
     /// raises a `MMU_NOTIFY_CLEAR` invalidation and, under the PTE lock as the kernel does, flushes
     /// (`ptep_clear_flush`) and drops the old folio's mapping (`folio_remove_rmap_pte`), so a reverse-map
     /// walk that takes the same lock sees the entry and the mapcount agree; the reference goes after.
-    private func newAnonymousPage(_ vma: VMA, slot: EntrySlot, expected: PTE, address: UInt64, kind: FaultKind) throws(FaultError) -> FaultKind {
+    func newAnonymousPage(_ vma: VMA, slot: EntrySlot, expected: PTE, address: UInt64, kind: FaultKind, source: Pfn? = nil) throws(FaultError) -> FaultKind {
         guard case .success(let folio) = memory.allocate(.system, order: 0) else { throw .outOfMemory(address) }
         let copying = expected.isPresent && !memory.isZero(expected.pfn)
-        if copying {
-            RawBytes.copy(to: memory.address(of: folio.pfn), from: memory.address(of: expected.pfn), count: PageSize.bytes)
+        if let from = copying ? expected.pfn : source {
+            RawBytes.copy(to: memory.address(of: folio.pfn), from: memory.address(of: from), count: PageSize.bytes)
         } else {
             RawBytes.zero(memory.address(of: folio.pfn), count: PageSize.bytes)  // __GFP_ZERO
         }
@@ -204,22 +211,7 @@ extension AddressSpace {
     /// `shmem_fault()` + `finish_fault()`: the object's page-cache folio at this index, allocated
     /// (zeroed) on first touch; the mapping takes a reference and a mapcount.
     private func sharedFault(_ vma: VMA, slot: EntrySlot, address: UInt64) throws(FaultError) -> FaultKind {
-        let object = vma.object
-        let index = Int(vma.pageIndex(address))
-        guard let cache = object.pageCache, index < object.pageCacheCount else { throw .sigbus(address, "beyond the shared object") }
-        var cached = cache[index].load(ordering: .acquiring)
-        if cached == 0 {
-            guard case .success(let folio) = memory.allocate(.system, order: 0) else { throw .outOfMemory(address) }
-            RawBytes.zero(memory.address(of: folio.pfn), count: PageSize.bytes)
-            memory.page(folio.pfn).pointee.set([.swapBacked, .uptodate])
-            memory.page(folio.pfn).pointee.mapping.store(object.encode(index: UInt64(index)), ordering: .releasing)
-            let (won, current) = cache[index].compareExchange(expected: 0, desired: folio.pfn.rawValue + 1, ordering: .acquiringAndReleasing)
-            if won { cached = folio.pfn.rawValue + 1 } else {
-                memory.put(folio)
-                cached = current
-            }
-        }
-        let pfn = Pfn(rawValue: cached - 1)
+        let pfn = try pageCacheFolio(vma.object, vma: vma, address: address)
         let lock = pageTable.lock(tableOf: slot)
         guard slot.load().isNone else {
             lock.unlock()

@@ -19,6 +19,7 @@ extension AddressSpace {
             for vma in vmaList {
                 child.vmaList.append(vma)
                 child.adopt(vma.object)
+                if let file = vma.file { child.adopt(file) }
                 if vma.isShared { continue }
                 let range = MMUNotifierRange(start: vma.start, end: vma.end, event: .protectionPage)
                 notifiers.invalidateRangeStart(range)

@@ -237,7 +237,7 @@ struct RmapCache {
                     members[k].byOffset = Self.index(of: object, in: mm)
                 }
                 guard let byOffset = members[k].byOffset else {
-                    for vma in mm.vmaList where vma.object === object {
+                    for vma in mm.vmaList where vma.object === object || vma.file === object {
                         if let address = vma.address(ofIndex: index) { visit(mm, vma, address) }
                     }
                     return
@@ -256,7 +256,8 @@ struct RmapCache {
 
     /// The object's VMAs in `mm` sorted by page offset, or nil if two overlap in page offsets.
     private static func index(of object: MappingObject, in mm: AddressSpace) -> [VMA]? {
-        let vmas = mm.vmaList.filter { $0.object === object }.sorted { $0.pgoff < $1.pgoff }
+        // A file's VMAs (its i_mmap) include its private mappings, whose `object` is their anon_vma.
+        let vmas = mm.vmaList.filter { $0.object === object || $0.file === object }.sorted { $0.pgoff < $1.pgoff }
         for k in vmas.indices.dropFirst() where vmas[k].pgoff < vmas[k - 1].pgoff + UInt64(vmas[k - 1].pageCount) { return nil }
         return vmas
     }

@@ -135,6 +135,11 @@ extension AddressSpace {
             }
             var folio = memory.folio(containing: entry.pfn)
             let head = memory.page(folio.pfn)
+            guard vma.isAnonymous || head.pointee.test(.anon) else {
+                lock.unlock()
+                result.skip("file page")  // page cache: written back and dropped, not swapped (not modelled)
+                return nil
+            }
             guard head.pointee.tryGet() else {
                 lock.unlock()
                 result.skip("being freed")

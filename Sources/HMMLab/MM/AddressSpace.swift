@@ -64,7 +64,7 @@ public final class AddressSpace: @unchecked Sendable {
 
     /// Stops using `object` when no VMA refers to it any more.
     func releaseIfUnused(_ object: MappingObject) {
-        guard !vmaList.contains(where: { $0.object === object }) else { return }
+        guard !vmaList.contains(where: { $0.object === object || $0.file === object }) else { return }
         if ownedObjects.removeValue(forKey: ObjectIdentifier(object)) != nil { object.removeMember(self) }
     }
     var nextAddress: UInt64 = 0x10_0000_0000
@@ -240,6 +240,7 @@ public final class AddressSpace: @unchecked Sendable {
                 let vma = vmaList[i].object.rmapLock.withWriteLock { vmaList.remove(at: i) }
                 zap(vma, vma.start, vma.end)
                 removedObjects.append(vma.object)
+                if let file = vma.file { removedObjects.append(file) }
             }
             for object in removedObjects { releaseIfUnused(object) }
             pageTable.freeTables(start: address, end: end) { lo, hi in overlaps(lo, hi) }
@@ -404,7 +405,9 @@ public final class AddressSpace: @unchecked Sendable {
         if old.isPresent {
             if !vma.isReadable && !vma.isWritable { return .protNone(old.pfn, huge: huge) }
             let zero = memory.isZero(old.pfn)
-            let canWrite = vma.isWritable && !zero && (vma.isShared || memory.page(old.pfn).pointee.test(.anonExclusive))
+            // A shared file page stays read-only until dirty (`vma_wants_writenotify`: its write fault dirties the folio).
+            let sharedWritable = vma.isShared && (vma.file == nil || old.isDirty)
+            let canWrite = vma.isWritable && !zero && (sharedWritable || memory.page(old.pfn).pointee.test(.anonExclusive))
             var new = PTE.present(old.pfn, writable: canWrite, dirty: old.isDirty, huge: huge, special: zero, softDirty: old.isSoftDirty)
             if !canWrite { new = new.writeProtected() }
             return new

@@ -26,6 +26,10 @@ public enum FaultKind: Int, CaseIterable, Sendable, CustomStringConvertible {
     case deviceExclusive
     /// Shared mapping: page-cache folio mapped, new if absent (`shmem_fault`).
     case shared
+    /// File mapping: the page-cache folio mapped, read-only on a read (`do_read_fault`), writable and
+    /// dirtied on a write to a shared mapping (`do_shared_fault`). A write to a private one is counted
+    /// as ``copyOnWrite`` (`do_cow_fault`).
+    case file
     /// Already resolved by another thread.
     case spurious
 
@@ -42,6 +46,7 @@ public enum FaultKind: Int, CaseIterable, Sendable, CustomStringConvertible {
         case .migrationWait: "migration-wait"
         case .deviceExclusive: "device-exclusive"
         case .shared: "shared"
+        case .file: "file"
         case .spurious: "spurious"
         }
     }

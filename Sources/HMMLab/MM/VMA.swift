@@ -35,8 +35,14 @@ public struct VMA: Sendable {
     /// address space that holds the VMA owns its objects (``AddressSpace`` keeps them alive while any
     /// of its VMAs uses them).
     public unowned(unsafe) var object: MappingObject
+    /// `vm_file`'s page cache for a file mapping (nil for anonymous memory). For `MAP_SHARED` it is also
+    /// ``object``; for `MAP_PRIVATE` ``object`` is the anon_vma its copy-on-write pages go to. Owned
+    /// like ``object`` by the address space.
+    public unowned(unsafe) var file: MappingObject? = nil
 
     @inlinable public var isShared: Bool { flags.contains(.shared) }
+    /// `vma_is_anonymous()`: private memory with no file (shmem and file mappings have `vm_ops`).
+    @inlinable public var isAnonymous: Bool { !isShared && file == nil }
     @inlinable public var isWritable: Bool { protection.contains(.write) }
     @inlinable public var isReadable: Bool { protection.contains(.read) }
     @inlinable public var isHugepage: Bool { flags.contains(.hugepage) }
@@ -62,7 +68,7 @@ public struct VMA: Sendable {
 /// Departure from the kernel: one object per VMA family (a VMA and its fork copies) stands in for the
 /// anon_vma tree and its chains; a child's new pages are found through the same object.
 public final class MappingObject: @unchecked Sendable {
-    public enum Kind: Sendable { case anon, shmem }
+    public enum Kind: Sendable { case anon, shmem, file }
 
     public let id: UInt64
     public let kind: Kind
@@ -76,10 +82,10 @@ public final class MappingObject: @unchecked Sendable {
     public let rmapLock = ReadWriteLock()
     /// Address spaces that map this object (`anon_vma_chain`, `i_mmap`).
     private let members = LabMutex<[ObjectIdentifier: WeakAddressSpace]>([:])
-    /// shmem page cache: page index → pfn + 1 (0 = not cached). Nil for anon.
+    /// shmem or file page cache: page index → pfn + 1 (0 = not cached). Nil for anon.
     let pageCache: UnsafeMutablePointer<Atomic<UInt64>>?
     let pageCacheCount: Int
-    private let memory: PhysicalMemory?
+    let memory: PhysicalMemory?
 
     private static let nextID = Atomic<UInt64>(1)
     private static let registry = LabMutex<[UInt64: WeakObject]>([:])
@@ -95,9 +101,14 @@ public final class MappingObject: @unchecked Sendable {
     }
 
     /// A shmem object of `pages` pages.
-    public init(shmemPages pages: Int, memory: PhysicalMemory) {
+    public convenience init(shmemPages pages: Int, memory: PhysicalMemory) {
+        self.init(cachePages: pages, kind: .shmem, memory: memory)
+    }
+
+    /// An object with a page cache of `pages` pages (shmem, or a file's `address_space`).
+    init(cachePages pages: Int, kind: Kind, memory: PhysicalMemory) {
         id = Self.nextID.wrappingAdd(1, ordering: .relaxed).oldValue
-        kind = .shmem
+        self.kind = kind
         pageCache = .allocate(capacity: pages)
         for i in 0..<pages { (pageCache! + i).initialize(to: Atomic(0)) }
         pageCacheCount = pages
@@ -108,7 +119,7 @@ public final class MappingObject: @unchecked Sendable {
     deinit {
         Self.registry.withLock { _ = $0.removeValue(forKey: id) }
         if let pageCache, let memory {
-            // The page cache's references (shmem_evict_inode → truncate).
+            // The page cache's references (shmem_evict_inode / evict → truncate_inode_pages_final).
             for i in 0..<pageCacheCount {
                 let v = pageCache[i].load(ordering: .acquiring)
                 if v != 0 { memory.put(Folio(pfn: Pfn(rawValue: v - 1), order: 0)) }
