@@ -307,7 +307,7 @@ struct HMMWalk: PageWalkOps {
             return fill(address, next, HMMPfn.error)
         }
         if required != 0 { return fault(address, next, required, &walk) }
-        if wantsMigrate, !vma.isShared {
+        if wantsMigrate, !vma.isShared, vma.isMigratable {
             // A hole is collected as a source-less VALID|MIGRATE entry (compound when it is a whole
             // aligned PMD and compound migration is on).
             if range.compoundMigration, migrate!.flags.contains(.compound),
@@ -356,7 +356,7 @@ struct HMMWalk: PageWalkOps {
             let space: AddressSpace = mm
             let physical: PhysicalMemory = memory
             let injector = space.injector
-            let collect = wantsMigrate && walk.vma?.isShared == false
+            let collect = wantsMigrate && walk.vma?.isShared == false && walk.vma?.isMigratable == true
             let slots = space.pageTable.slots(of: table)
             while address < end {
                 let slot = slots.advanced(by: PageTableLevel.pte.index(address))

@@ -54,6 +54,8 @@ public struct VMA: Sendable {
     @inlinable public var isHugepage: Bool { flags.contains(.hugepage) }
     /// `is_vm_hugetlb_page()`.
     @inlinable public var isHugetlb: Bool { flags.contains(.hugetlb) }
+    /// Neither hugetlb nor `VM_SPECIAL`: what `migrate_vma_setup` accepts.
+    @inlinable public var isMigratable: Bool { flags.isDisjoint(with: [.hugetlb, .mixedMap, .pfnMap]) }
     @inlinable public var pageCount: Int { Int((end - start) >> 12) }
     @inlinable public func contains(_ address: UInt64) -> Bool { address >= start && address < end }
 
