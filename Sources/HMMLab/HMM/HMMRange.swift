@@ -294,7 +294,7 @@ struct HMMWalk: PageWalkOps {
                 migrate.vma = vma
             }
         }
-        if vma.isReadable { return 0 }
+        if vma.isReadable, !vma.flags.contains(.pfnMap) { return 0 }
         if rangeNeedFault(start, end, 0) != 0 { return HMMErrno.EFAULT }
         _ = fill(start, end, HMMPfn.error)
         return 1
@@ -307,7 +307,7 @@ struct HMMWalk: PageWalkOps {
             return fill(address, next, HMMPfn.error)
         }
         if required != 0 { return fault(address, next, required, &walk) }
-        if wantsMigrate, vma.isAnonymous {
+        if wantsMigrate, vma.isAnonymous, vma.isMigratable {
             // A hole (of anonymous memory only, `vma_is_anonymous`) is collected as a source-less VALID|MIGRATE entry (compound when it is a whole
             // aligned PMD and compound migration is on).
             if range.compoundMigration, migrate!.flags.contains(.compound),
@@ -333,6 +333,7 @@ struct HMMWalk: PageWalkOps {
         var address = start
         while true {  // again:
             let entry = pmd.load()
+            if walk.vma?.isHugetlb == true { return hugetlbEntry(entry, start, end, &walk) }
             if entry.isNone { return pteHole(start, end, depth: -1, &walk) }
             if entry.isMigration {
                 if rangeNeedFault(start, end, 0) != 0 {
@@ -355,7 +356,7 @@ struct HMMWalk: PageWalkOps {
             let space: AddressSpace = mm
             let physical: PhysicalMemory = memory
             let injector = space.injector
-            let collect = wantsMigrate && walk.vma?.isShared == false
+            let collect = wantsMigrate && walk.vma?.isShared == false && walk.vma?.isMigratable == true
             let slots = space.pageTable.slots(of: table)
             while address < end {
                 let slot = slots.advanced(by: PageTableLevel.pte.index(address))
@@ -366,6 +367,25 @@ struct HMMWalk: PageWalkOps {
             walk.ptesVisited += Int((end - start) >> 12)
             return 0
         }
+    }
+
+    /// `hmm_vma_walk_hugetlb_entry()`: the huge entry's flags with the hstate's order (9), from the
+    /// first page's request; a fault covers the whole `[start, end)`. A none entry without a fault
+    /// reports the order without `VALID`, as the kernel does.
+    ///
+    /// Departure from the kernel: the entry is read without the hugetlb PTE lock (the lab's hugetlb
+    /// entries only change under the mmap lock for writing, or by a fault, which restarts the walk).
+    mutating func hugetlbEntry(_ entry: PTE, _ start: UInt64, _ end: UInt64, _ walk: inout PageWalk) -> Int32 {
+        let present = entry.isPresent && entry.isHuge && !entry.isProtNone
+        let cpuFlags = (present ? HMMPfn.valid | (entry.isWritable ? HMMPfn.write : 0) : 0) | HMMPfn.order(PageSize.pmdOrder)
+        let required = pteNeedFault(pfns[index(start)], cpuFlags)
+        if required != 0 { return fault(start, end, required, &walk) }
+        var pfn = present ? entry.pfn + Int((start & UInt64(PageSize.pmdBytes - 1)) >> 12) : Pfn(rawValue: 0)
+        for i in index(start)..<index(end) {
+            pfns[i] = (pfns[i] & HMMPfn.inOutFlags) | (present ? pfn.rawValue : 0) | cpuFlags
+            if present { pfn = pfn + 1 }
+        }
+        return 0
     }
 
     /// `hmm_vma_handle_pmd()`: a PMD-mapped THP reports 512 pfns with map order 9, or faults.

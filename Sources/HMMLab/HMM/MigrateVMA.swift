@@ -88,7 +88,7 @@ extension AddressSpace {
         args.start &= ~4095
         args.end &= ~4095
         let pages = Int((args.end &- args.start) >> 12)
-        guard let vma = args.vma else { return HMMErrno.EINVAL }
+        guard let vma = args.vma, vma.isMigratable else { return HMMErrno.EINVAL }  // is_vm_hugetlb_page(), VM_SPECIAL
         guard args.end > args.start, pages > 0, pages <= args.capacity else { return HMMErrno.EINVAL }
         guard args.start >= vma.start, args.start < vma.end, args.end > vma.start, args.end <= vma.end else { return HMMErrno.EINVAL }
         if let fault = args.faultPage {

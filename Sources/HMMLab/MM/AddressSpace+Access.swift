@@ -100,20 +100,47 @@ extension AddressSpace {
     /// than mappings and leaves the page where it is (`migrate_vma_check_page`). Returns the pinned
     /// page; give it back with ``unpinUserPage(_:)``.
     ///
+    /// With `longterm` (`FOLL_LONGTERM`) the pinned page is checked as
+    /// `check_and_migrate_movable_pages` (mm/gup.c) does: a ZONE_DEVICE page is unpinned, moved back to
+    /// system memory through a write fault, and the pin taken again. A device-private entry never gets
+    /// that far in the lab or in the kernel (the GUP fault, `do_swap_page` → `migrate_to_ram`, moves it
+    /// first); the check stands for device-coherent pages, which the lab does not model.
+    ///
     /// Departure from the kernel: the pin is one plain reference, not `GUP_PIN_COUNTING_BIAS`; the
-    /// migration check only compares references with mappings, so the outcome is the same.
-    public func pinUserPage(_ address: UInt64) throws(FaultError) -> Pfn {
+    /// migration check only compares references with mappings, so the outcome is the same. The lab has
+    /// no movable zone or CMA, so no system page is migrated for a long-term pin.
+    public func pinUserPage(_ address: UInt64, longterm: Bool = false) throws(FaultError) -> Pfn {
+        while true {
+            let page = try getUserPage(address, write: true)
+            guard longterm, memory.page(page).pointee.test(.zoneDevice) else { return page }
+            unpinUserPage(page)
+            try faultIn(address, write: true)
+        }
+    }
+
+    /// `get_user_pages(FOLL_GET)` (and `get_user_pages_fast`, whose fast walk gives up on a
+    /// non-present entry and falls back to it) for one page: faults the page in (a device-private entry
+    /// through `migrate_to_ram`) and takes a reference on its folio. Give it back with
+    /// ``unpinUserPage(_:)`` (`put_page`).
+    public func getUserPage(_ address: UInt64, write: Bool) throws(FaultError) -> Pfn {
         mmapLock.readLock()
         defer { mmapLock.unlock() }
         var pinned: Pfn?
         let memory = self.memory
-        while !translateAndCopy(address, write: true, { _, pfn in
+        while !translateAndCopy(address, write: write, { _, pfn in
             memory.page(memory.folio(containing: pfn).pfn).pointee.get()
             pinned = pfn
         }) {
-            _ = try handleFault(at: address, write: true)
+            _ = try handleFault(at: address, write: write)
         }
         return pinned!
+    }
+
+    /// `faultin_page()`: one fault at `address` under the mmap lock.
+    func faultIn(_ address: UInt64, write: Bool) throws(FaultError) {
+        mmapLock.readLock()
+        defer { mmapLock.unlock() }
+        _ = try handleFault(at: address, write: write)
     }
 
     /// `unpin_user_page()`: drops the reference ``pinUserPage(_:)`` took.

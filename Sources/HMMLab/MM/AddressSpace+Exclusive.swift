@@ -9,7 +9,7 @@ import Glibc
 extension AddressSpace {
     /// Models `make_device_exclusive()` of 7.2 (the `folio_walk` version, no rmap walk): faults the page
     /// in writable with a reference (`get_user_page_vma_remote(FOLL_GET | FOLL_WRITE | FOLL_SPLIT_PMD)`),
-    /// refuses a folio that is not anonymous (`-EOPNOTSUPP`), locks it (`folio_lock_killable`), raises a
+    /// refuses a folio that is not anonymous or is hugetlb (`-EOPNOTSUPP`; the lab asks the VMA before the fault, with the same outcome), locks it (`folio_lock_killable`), raises a
     /// `MMU_NOTIFY_EXCLUSIVE` invalidation of the page carrying `owner`, walks again to find the same
     /// page mapped writable by a PTE (else starts over), clears the PTE with a flush
     /// (`ptep_clear_flush`), marks the folio dirty if the PTE was, and installs the device-exclusive
@@ -23,6 +23,9 @@ extension AddressSpace {
     /// signal ends the wait.
     public func makeDeviceExclusive(_ address: UInt64, owner: UInt64) throws(MMError) -> (page: Pfn, folio: Folio) {
         let address = address & ~4095
+        if vma(containing: address)?.isHugetlb == true {
+            throw .notSupported("make_device_exclusive of a hugetlb folio at 0x\(String(address, radix: 16))")
+        }
         while true {
             let page = try getUserPageForWrite(address)
             let folio = memory.folio(containing: page)

@@ -20,6 +20,7 @@ extension AddressSpace {
     private func faultOnce(_ vma: VMA, address: UInt64, write: Bool) throws(FaultError) -> FaultKind {
         guard let pmd = pageTable.pmdSlot(address, allocate: true) else { throw .outOfMemory(address) }
         let pmdEntry = pmd.load()
+        if vma.isHugetlb { return try hugetlbFault(vma, pmd: pmd, address: address, write: write) }
 
         if pmdEntry.isNone, vma.isHugepage, vma.isAnonymous {
             let aligned = address & ~UInt64(PageSize.pmdBytes - 1)

@@ -29,7 +29,7 @@ extension AddressSpace {
     ///
     /// A 2 MiB folio is first split: its PMD into PTEs, then the folio into 512 order-0 folios, which
     /// the kernel does too when it cannot swap a THP whole (`split_folio_to_list`); that needs this
-    /// address space to be its only mapper. Pages of shared mappings are not swapped (shmem swap is not
+    /// address space to be its only mapper. Pages of shared mappings and hugetlb pages are not swapped (shmem swap is not
     /// modelled), nor are the zero page, pages under migration, on the device, or locked.
     public func swapOut(_ address: UInt64, pages: Int) throws(MMError) -> SwapOutResult {
         guard let swap else { throw .invalidArgument("swap-out needs a swap area") }
@@ -108,6 +108,10 @@ extension AddressSpace {
             }
             if vma.isShared {
                 result.skip("shared mapping")
+                return nil
+            }
+            if vma.isHugetlb {
+                result.skip("hugetlb")  // hugetlb folios are never on the LRU
                 return nil
             }
             guard let pmd = pageTable.pmdSlot(address, allocate: false) else {

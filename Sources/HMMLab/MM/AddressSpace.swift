@@ -228,7 +228,8 @@ public final class AddressSpace: @unchecked Sendable {
     /// tables no VMA needs any more. Unmapped holes in the range are fine, as in the kernel.
     public func munmap(_ address: UInt64, length: Int) throws(MMError) {
         let end = try checkedRange(address, length, "munmap")
-        mmapLock.withWriteLock {
+        try mmapLock.withWriteLock { () throws(MMError) in
+            try requireHugetlbAligned(address, end, "munmap")
             let range = MMUNotifierRange(start: address, end: end, event: .unmap)
             notifiers.invalidateRangeStart(range)
             splitVMA(at: address)
@@ -315,6 +316,7 @@ public final class AddressSpace: @unchecked Sendable {
         let end = try checkedRange(address, length, "mprotect")
         try mmapLock.withWriteLock { () throws(MMError) in
             try requireMapped(address, end, "mprotect")
+            try requireHugetlbAligned(address, end, "mprotect")
             let range = MMUNotifierRange(start: address, end: end, event: .protectionVMA)
             notifiers.invalidateRangeStart(range)
             splitVMA(at: address)

@@ -19,6 +19,18 @@ public struct VMAFlags: OptionSet, Sendable, Hashable {
     public static let shared = VMAFlags(rawValue: 1)
     /// `VM_HUGEPAGE` (`MADV_HUGEPAGE`): anonymous write faults on an aligned 2 MiB range get a 2 MiB folio.
     public static let hugepage = VMAFlags(rawValue: 2)
+    /// `VM_MIXEDMAP`: pages a driver inserted with `vm_insert_page` (dmirror's `mmap`); they have
+    /// descriptors, so `hmm_range_fault` walks the VMA as any other.
+    public static let mixedMap = VMAFlags(rawValue: 4)
+    /// `VM_PFNMAP | VM_IO`: raw pfns with no descriptors behind them (`remap_pfn_range`);
+    /// `hmm_vma_walk_test` refuses the VMA. The lab creates the VMA (``AddressSpace/mmapSpecial(length:protection:flags:)``)
+    /// but maps nothing in it.
+    public static let pfnMap = VMAFlags(rawValue: 8)
+    /// `VM_HUGETLB` (`MAP_HUGETLB`): every fault maps a 2 MiB folio of the hugetlb pool with a huge
+    /// PMD; the folio is never split and never migrated to a device.
+    public static let hugetlb = VMAFlags(rawValue: 16)
+    /// `VM_SPECIAL` minus `VM_DONTEXPAND`: VMAs `migrate_vma_setup` refuses.
+    public static let special: VMAFlags = [.mixedMap, .pfnMap]
 }
 
 /// A virtual memory area (`struct vm_area_struct`): `[start, end)` with one protection and one backing object.
@@ -46,6 +58,10 @@ public struct VMA: Sendable {
     @inlinable public var isWritable: Bool { protection.contains(.write) }
     @inlinable public var isReadable: Bool { protection.contains(.read) }
     @inlinable public var isHugepage: Bool { flags.contains(.hugepage) }
+    /// `is_vm_hugetlb_page()`.
+    @inlinable public var isHugetlb: Bool { flags.contains(.hugetlb) }
+    /// Neither hugetlb nor `VM_SPECIAL`: what `migrate_vma_setup` accepts.
+    @inlinable public var isMigratable: Bool { flags.isDisjoint(with: [.hugetlb, .mixedMap, .pfnMap]) }
     @inlinable public var pageCount: Int { Int((end - start) >> 12) }
     @inlinable public func contains(_ address: UInt64) -> Bool { address >= start && address < end }
 

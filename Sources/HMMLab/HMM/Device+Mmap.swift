@@ -1,0 +1,10 @@
+extension Device {
+    /// `mmap()` of the dmirror device file (`dmirror_fops_mmap`, lib/test_hmm.c): a private `VM_MIXEDMAP`
+    /// VMA of `pages` pages, each a new zeroed system page inserted with `vm_insert_page`, read-only
+    /// (a private mapping's `vm_page_prot`).
+    public func mmapFile(pages: Int, protection: Protection = .readWrite) throws(MMError) -> UInt64 {
+        let start = try mm.mmapSpecial(length: pages << 12, protection: protection, flags: .mixedMap)
+        for k in 0..<pages { try mm.insertPage(start + UInt64(k) << 12) }
+        return start
+    }
+}
