@@ -57,7 +57,7 @@ struct StressTests {
         let started = monotonicNanoseconds()
         let report = stress.run()
         let seconds = Double(monotonicNanoseconds() - started) / 1e9
-        #expect(seconds < 6, "seed \(c.seed): a 1 s budget took \(seconds) s")
+        #expect(seconds < 30, "seed \(c.seed): a 1 s budget took \(seconds) s (a livelock never ends; 30 s leaves room for a loaded machine)")
         #expect(report.violationCount == 0, "seed \(c.seed): \(report.violations.prefix(5).joined(separator: "\n"))")
     }
 
