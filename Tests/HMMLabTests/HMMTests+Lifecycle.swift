@@ -74,3 +74,16 @@ extension HMMTests {
         finish(f, [d])
     }
 }
+
+extension HMMTests {
+    @Test("benchmark_thp_migration: every size migrates both ways with and without THP (the kernel asserts each run returns 0); THP sizes move whole folios. The 256 MiB size is left to bench thp-table")
+    func benchmark_thp_migration() throws {
+        let sizes = Array(ThpTable.sizes.dropLast())
+        let table = try ThpTable.measure(sizes: sizes, iterations: 5, backing: .small)
+        #expect(table.rows.map(\.bytes) == sizes)
+        for r in table.rows {
+            #expect(r.thpFolios == r.bytes / PageSize.pmdBytes, "\(r.bytes) bytes: \(r.thpFolios) whole THPs")
+            #expect([r.thpToDeviceMs, r.thpToSystemMs, r.smallToDeviceMs, r.smallToSystemMs].allSatisfy { $0 > 0 && $0.isFinite })
+        }
+    }
+}
