@@ -256,7 +256,7 @@ extension AddressSpace {
                 mm.notifiers.invalidateRangeStart(range)
                 let lock = mm.pageTable.lock(tableOf: slot)
                 let e = slot.load()
-                if e.isPresent, !e.isProtNone, e.pfn == pfn {
+                if e.isPresent, e.pfn == pfn {  // a PROT_NONE (NUMA-hinting) PTE is present too
                     let exclusive = memory.page(pfn).pointee.test(.anonExclusive)
                     let mode: PTE.MigrationMode = e.isWritable ? .write : exclusive ? .readExclusive : .read
                     slot.store(.migration(pfn, mode: mode, young: e.isYoung, dirty: e.isDirty, softDirty: e.isSoftDirty))
@@ -481,7 +481,6 @@ struct MigrateCollectWalk: PageWalkOps {
                 cpages += 1
                 return .record(MigratePfn.migrate, wasPresent: false)
             }
-            if pte.isProtNone { return .record(0, wasPresent: false) }
             if !memory.page(pfn).pointee.test(.zoneDevice), !flags.contains(.system) { return .record(0, wasPresent: false) }
             let folio = memory.folio(containing: pfn)
             if folio.order > 0 { return .split(folio) }
@@ -505,7 +504,7 @@ struct MigrateCollectWalk: PageWalkOps {
         pte = slot.exchange(.none)
         if anonExclusive {
             memory.page(page).pointee.clear(.anonExclusive)
-            if pte.isPresent {  // ptep_clear_flush: pte_accessible → flush_tlb_page
+            if pte.isPresent, !pte.isProtNone {  // ptep_clear_flush: pte_accessible (not PROT_NONE) → flush_tlb_page
                 tlbFlushes += 1
                 mm.flushTLB()
             }

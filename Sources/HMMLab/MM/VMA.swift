@@ -39,6 +39,8 @@ public struct VMA: Sendable {
     @inlinable public var isShared: Bool { flags.contains(.shared) }
     @inlinable public var isWritable: Bool { protection.contains(.write) }
     @inlinable public var isReadable: Bool { protection.contains(.read) }
+    /// PROT_NONE: a present entry here is a `pte_protnone` one (`vm_page_prot` is `PAGE_NONE`).
+    @inlinable public var isNoAccess: Bool { !isReadable && !isWritable }
     @inlinable public var isHugepage: Bool { flags.contains(.hugepage) }
     @inlinable public var pageCount: Int { Int((end - start) >> 12) }
     @inlinable public func contains(_ address: UInt64) -> Bool { address >= start && address < end }

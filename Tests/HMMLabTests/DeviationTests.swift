@@ -1,0 +1,74 @@
+import Glibc
+import Synchronization
+import Testing
+
+@testable import HMMLab
+
+/// Behaviours where the lab once departed from 7.2 (or the unified RFC) and now follows it.
+@Suite("Deviations: the lab follows 7.2 where a fidelity review found it did not")
+struct DeviationTests {
+    let base = HMMTests()
+
+    /// `migrate_vma_setup` on `pages` pages at `a` with `flags`, under the mmap lock (read). The caller
+    /// finalizes with ``finalize(_:_:)``.
+    func setup(_ f: MMFixture, _ d: Device, _ a: UInt64, pages: Int, flags: MigrateSelect = [.system]) -> MigrateVMA {
+        let args = MigrateVMA(mm: f.mm)
+        f.mm.mmapLock.readLock()
+        args.vma = f.mm.vma(containing: a)
+        args.start = a
+        args.end = a + UInt64(pages) << 12
+        args.pgmapOwner = d.owner
+        args.flags = flags
+        #expect(f.mm.migrateVMASetup(args) == 0)
+        return args
+    }
+
+    /// `migrate_vma_finalize` with no destinations: every collected source is restored.
+    func finalize(_ f: MMFixture, _ args: MigrateVMA) {
+        f.mm.migrateVMAFinalize(args)
+        f.mm.mmapLock.unlock()
+    }
+
+    @Test("collect takes a PROT_NONE PTE as a present one (read-only source), and the restore maps it PROT_NONE again")
+    func collectTakesProtNone() throws {
+        let f = try MMFixture()
+        let d = Device(memory: f.memory, mm: f.mm, verify: true)
+        let n = 8
+        let a = try f.mm.mmap(length: n * 4096, protection: .readWrite)
+        try f.fill(a, pages: n, seed: 41)
+        try f.mm.mprotect(a, length: n * 4096, protection: .none)
+        let args = setup(f, d, a, pages: n)
+        #expect(args.cpages == n)
+        for i in 0..<n {
+            #expect(args.src[i] & MigratePfn.migrate != 0 && args.src[i] & MigratePfn.write == 0 && MigratePfn.pfn(args.src[i]) != nil)
+        }
+        finalize(f, args)
+        for i in 0..<n { #expect(try #require(f.mm.pageTable.pteSlot(a + UInt64(i) << 12)).load().isProtNone) }
+        base.check(f, [d])
+        try f.mm.mprotect(a, length: n * 4096, protection: .readWrite)
+        #expect(try f.mismatches(a, pages: n, seed: 41) == [])
+        base.finish(f, [d])
+    }
+
+    @Test("try_to_migrate unmaps a PROT_NONE mapping in another address space, so the shared page still migrates")
+    func tryToMigrateTakesProtNone() throws {
+        let f = try MMFixture()
+        let d = Device(memory: f.memory, mm: f.mm, verify: true)
+        let n = 4
+        let a = try f.mm.mmap(length: n * 4096, protection: .readWrite)
+        try f.fill(a, pages: n, seed: 42)
+        let child = try f.mm.fork()
+        try child.mprotect(a, length: n * 4096, protection: .none)
+        let args = setup(f, d, a, pages: n)
+        // Still collected after unmap: the child's PROT_NONE mappings became migration entries.
+        #expect(args.cpages == n)
+        #expect(args.restored == 0)
+        finalize(f, args)
+        for i in 0..<n { #expect(try #require(child.pageTable.pteSlot(a + UInt64(i) << 12)).load().isProtNone) }
+        base.check(f, [d], others: [child])
+        try child.mprotect(a, length: n * 4096, protection: .readWrite)
+        #expect(try f.mismatches(a, pages: n, seed: 42) == [])
+        #expect(try f.mismatches(a, pages: n, seed: 42, in: child) == [])
+        base.finish(f, [d], others: [child])
+    }
+}
