@@ -72,3 +72,26 @@ struct DeviationTests {
         base.finish(f, [d], others: [child])
     }
 }
+
+extension DeviationTests {
+    @Test("collect skips a PMD migration entry (src 0) instead of waiting on it")
+    func collectSkipsPMDMigrationEntry() throws {
+        let f = try MMFixture()
+        let d = Device(memory: f.memory, mm: f.mm, verify: true)
+        let a = try f.mm.mmap(length: 2 << 20, protection: .readWrite, flags: .hugepage)
+        try f.fill(a, pages: 512, seed: 43)
+        let pmd = try #require(f.mm.pageTable.pmdSlot(a, allocate: false))
+        let mapped = pmd.load()
+        #expect(mapped.isHuge)
+        // Another migration of the folio holds it between its unmap and its remap.
+        pmd.store(.migration(mapped.pfn, mode: .write, young: true, dirty: true))
+        let args = setup(f, d, a, pages: 512, flags: [.system, .compound])
+        #expect(args.cpages == 0 && args.npages == 512)
+        #expect((0..<512).allSatisfy { args.src[$0] == 0 })
+        finalize(f, args)
+        #expect(pmd.load().isMigration)
+        pmd.store(mapped)
+        #expect(try f.mismatches(a, pages: 512, seed: 43) == [])
+        base.finish(f, [d])
+    }
+}

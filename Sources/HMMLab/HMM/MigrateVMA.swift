@@ -560,6 +560,7 @@ struct MigrateCollectWalk: PageWalkOps {
     /// so the PTEs are collected. The huge zero PMD is collected as a hole (`is_huge_zero_folio` →
     /// `migrate_vma_collect_hole`: one compound source-less entry with `SELECT_COMPOUND` on an aligned
     /// range, else 512 single ones) and left mapped until `migrate_vma_pages` replaces or splits it.
+    /// Any other non-present PMD (a PMD migration entry among them) is skipped, not waited on.
     mutating func collectHugePMD(_ pmd: EntrySlot, _ start: UInt64, _ end: UInt64, mm: AddressSpace, vma: VMA, faultFolio: Folio?) -> Int32 {
         unowned(unsafe) let memory = mm.memory
         let lock = mm.pageTable.lock(tableOf: pmd)
@@ -580,11 +581,6 @@ struct MigrateCollectWalk: PageWalkOps {
             }
             if entry.isWritable { write = MigratePfn.write }
         } else if !entry.isPresent {
-            if entry.isMigration {
-                lock.unlock()
-                mm.waitForMigration(entry.pfn)
-                return HMMErrno.EAGAIN
-            }
             guard entry.isDevicePrivate, flags.contains(.devicePrivate), memory.pagemap(of: entry.pfn)?.owner == pgmapOwner else {
                 lock.unlock()
                 return skip(start, end)
