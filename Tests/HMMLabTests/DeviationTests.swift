@@ -95,3 +95,33 @@ extension DeviationTests {
         base.finish(f, [d])
     }
 }
+
+extension DeviationTests {
+    @Test("do_swap_page: a read fault maps the exclusive swapped-in folio writable (not dirty) in a writable VMA; the write after it takes no fault")
+    func swapInReadFaultMapsWritable() throws {
+        let f = try MMFixture()
+        let d = Device(memory: f.memory, mm: f.mm, verify: true)
+        let n = 4
+        let a = try f.mm.mmap(length: n * 4096, protection: .readWrite)
+        try f.fill(a, pages: n, seed: 44)
+        #expect(try f.mm.swapOut(a, pages: n).swapped == n)
+        #expect(try f.mismatches(a, pages: n, seed: 44) == [])
+        for i in 0..<n {
+            let e = try #require(f.mm.pageTable.pteSlot(a + UInt64(i) << 12)).load()
+            #expect(e.isPresent && e.isWritable && !e.isDirty)
+            let exclusive = f.memory.page(e.pfn).pointee.test(.anonExclusive)
+            #expect(exclusive)
+        }
+        let faults = f.mm.counters.faults(.swapIn)
+        let total = FaultKind.allCases.reduce(0) { $0 + f.mm.counters.faults($1) }
+        try f.fill(a, pages: n, seed: 45)
+        #expect(FaultKind.allCases.reduce(0) { $0 + f.mm.counters.faults($1) } == total)
+        #expect(f.mm.counters.faults(.swapIn) == faults)
+        // A read-only VMA keeps the swapped-in page read-only.
+        #expect(try f.mm.swapOut(a, pages: 1).swapped == 1)
+        try f.mm.mprotect(a, length: 4096, protection: .read)
+        #expect(try f.mismatches(a, pages: n, seed: 45) == [])
+        #expect(try !#require(f.mm.pageTable.pteSlot(a)).load().isWritable)
+        base.finish(f, [d])
+    }
+}

@@ -181,6 +181,9 @@ extension AddressSpace {
     /// `do_swap_page()`: read the slot into a new folio and map it. Without a swap cache, every swap-in
     /// makes a private, exclusive copy; the entry's slot reference is dropped only by the thread that
     /// installs it. The caller pinned the slot with a reference under the PTE lock; it is dropped here.
+    /// The copy is exclusive (`RMAP_EXCLUSIVE`), so, as `do_swap_page` does for an exclusive folio, a
+    /// writable VMA maps it writable on a read fault too (no uffd-wp or soft-dirty write protection is
+    /// modelled that would keep it read-only).
     private func swapInFault(_ vma: VMA, slot: EntrySlot, entry: PTE, address: UInt64, write: Bool) throws(FaultError) -> FaultKind {
         guard let swap else { throw .sigbus(address, "swap entry but no swap area") }
         let swapEntry = SwapEntry(slot: UInt32(entry.swapOffset), order: 0)
@@ -195,7 +198,9 @@ extension AddressSpace {
             return .spurious
         }
         addNewAnonRmap(folio, vma: vma, address: address)
-        slot.store(.present(folio.pfn, writable: write && vma.isWritable, dirty: write, softDirty: entry.swapSoftDirty))
+        // An exclusive folio is mapped writable in a writable VMA even on a read fault (`pte_mkwrite`),
+        // dirty only on a write fault.
+        slot.store(.present(folio.pfn, writable: vma.isWritable, dirty: write, softDirty: entry.swapSoftDirty))
         lock.unlock()
         swap.free(swapEntry)
         return .swapIn
