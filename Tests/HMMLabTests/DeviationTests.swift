@@ -1,3 +1,4 @@
+import Dispatch
 import Glibc
 import Synchronization
 import Testing
@@ -122,6 +123,36 @@ extension DeviationTests {
         try f.mm.mprotect(a, length: 4096, protection: .read)
         #expect(try f.mismatches(a, pages: n, seed: 45) == [])
         #expect(try !#require(f.mm.pageTable.pteSlot(a)).load().isWritable)
+        base.finish(f, [d])
+    }
+}
+
+extension DeviationTests {
+    @Test("do_swap_page: a CPU fault on a device-private PTE whose page is locked waits for the unlock instead of retrying")
+    func devicePrivateLockedPageWaits() throws {
+        let f = try MMFixture()
+        let d = Device(memory: f.memory, mm: f.mm, verify: true)
+        let n = 2
+        let a = try f.mm.mmap(length: n * 4096, protection: .readWrite)
+        try f.fill(a, pages: n, seed: 46)
+        #expect(d.migrateToDevice(a, pages: n).migrated == n)
+        let entry = try #require(f.mm.pageTable.pteSlot(a)).load()
+        #expect(entry.isDevicePrivate)
+        let page = f.memory.page(entry.pfn)
+        #expect(holds(page.pointee.tryLock()))  // another migration holds the device page
+        let spurious = f.mm.counters.faults(.spurious)
+        let unlocker = SendableBox(page)
+        let done = Flag()
+        DispatchQueue.global().async {
+            usleep(200_000)
+            done.value.store(true, ordering: .releasing)
+            unlocker.value.pointee.unlock()
+        }
+        #expect(try f.mismatches(a, pages: n, seed: 46) == [])
+        #expect(holds(done.value.load(ordering: .acquiring)), "the fault waited for the unlock")
+        #expect(f.mm.counters.faults(.spurious) == spurious)
+        #expect(f.mm.counters.faults(.migrationWait) == 1)
+        #expect(f.mm.counters.faults(.devicePrivate) == n)
         base.finish(f, [d])
     }
 }

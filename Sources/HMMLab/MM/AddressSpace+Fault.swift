@@ -39,7 +39,7 @@ extension AddressSpace {
         }
         if pmdEntry.isDevicePrivate {
             // do_huge_pmd_device_private: the fault page is the folio's head (pmd_page).
-            return try devicePrivateFault(address, slot: pmd, expected: pmdEntry)
+            return try devicePrivateFault(address, slot: pmd, expected: pmdEntry, throughPTE: false)
         }
         guard let table = pageTable.pteTable(under: pmd, allocate: true) else {
             if pmd.load().isNone { throw .outOfMemory(address) }
@@ -124,7 +124,7 @@ extension AddressSpace {
         }
         if entry.isDevicePrivate {
             lock.unlock()
-            return try devicePrivateFault(address, slot: slot, expected: entry)
+            return try devicePrivateFault(address, slot: slot, expected: entry, throughPTE: true)
         }
         if entry.isDeviceExclusive {
             lock.unlock()
@@ -350,8 +350,10 @@ extension AddressSpace {
     /// `do_swap_page()` on a device-private entry (and `do_huge_pmd_device_private()` for a PMD): under
     /// the PTE (PMD) lock, check that the entry is still the one that faulted (`pte_same`), then trylock
     /// the device page and take a reference "while we know the page can't be freed", drop the table
-    /// lock and call the owner's `migrate_to_ram` with it as the fault page. If the entry changed or
-    /// the page lock is contended the fault is simply retried, as in the kernel.
+    /// lock and call the owner's `migrate_to_ram` with it as the fault page. If the entry changed the
+    /// fault is retried. If the page lock is contended, a PTE fault waits until the folio is unlocked
+    /// (`softleaf_entry_wait_on_locked`, ``waitForMigration(_:)``) and is then retried; a PMD fault
+    /// (`do_huge_pmd_device_private`, `throughPTE` false) returns at once and is retried, as in 7.2.
     ///
     /// The check under the table lock matters: without it the pfn read earlier may belong to a device
     /// page that was migrated back and freed meanwhile, and whose frame was reallocated (to another
@@ -361,7 +363,7 @@ extension AddressSpace {
     /// the trylock for the fault folio, so the page migrates unlocked, concurrently with another
     /// migration of it (eviction, an op's migration), and references and mappings end up on the wrong
     /// pages (a frame freed while mapped, another left mapped by no PTE).
-    private func devicePrivateFault(_ address: UInt64, slot: EntrySlot, expected: PTE) throws(FaultError) -> FaultKind {
+    private func devicePrivateFault(_ address: UInt64, slot: EntrySlot, expected: PTE, throughPTE: Bool) throws(FaultError) -> FaultKind {
         let pfn = expected.pfn
         let tableLock = pageTable.lock(tableOf: slot)
         guard slot.load() == expected else {
@@ -372,7 +374,9 @@ extension AddressSpace {
         let head = memory.page(folio.pfn)
         guard head.pointee.tryLock() else {
             tableLock.unlock()
-            return .spurious
+            guard throughPTE else { return .spurious }
+            waitForMigration(pfn)
+            return .migrationWait
         }
         // The entry holds a reference, so the folio cannot be freed while the table lock is held.
         head.pointee.get()
