@@ -156,3 +156,29 @@ extension DeviationTests {
         base.finish(f, [d])
     }
 }
+
+extension DeviationTests {
+    @Test("dmirror_devmem_fault: a fault through a PTE of a PTE-mapped 2 MiB device folio migrates order 0, the fault page alone")
+    func migrateToRAMThroughPTEIsOrderZero() throws {
+        let f = try MMFixture()
+        let d = Device(memory: f.memory, mm: f.mm, verify: true)
+        let size = UInt64(PageSize.pmdBytes)
+        let buffer = try f.mm.mmap(length: 2 * PageSize.pmdBytes, protection: .readWrite)
+        let a = (buffer + size - 1) & ~(size - 1)
+        try f.mm.madvise(a, length: PageSize.pmdBytes, hugepage: true)
+        try f.fill(a, pages: 512, seed: 47)
+        #expect(d.migrateToDevice(a, pages: 512).migrated == 512)
+        #expect(try #require(f.mm.pageTable.pmdSlot(a, allocate: false)).load().isDevicePrivate)
+        try f.mm.munmap(a, length: 4096)  // splits the device-private PMD into PTEs
+        let before = d.stats.pagesToSystem.load(ordering: .relaxed)
+        #expect(try f.mm.loadBytes(4096, from: a + 5 * 4096) == MMFixture.pattern(seed: 47, page: 5))
+        #expect(d.stats.pagesToSystem.load(ordering: .relaxed) - before == 1)
+        for k in 1..<512 {
+            let e = try #require(f.mm.pageTable.pteSlot(a + UInt64(k) << 12)).load()
+            #expect(e.isDevicePrivate == (k != 5), "page \(k): \(e)")
+        }
+        base.check(f, [d])
+        for k in 1..<512 { #expect(try f.mm.loadBytes(4096, from: a + UInt64(k) << 12) == MMFixture.pattern(seed: 47, page: k)) }
+        base.finish(f, [d])
+    }
+}

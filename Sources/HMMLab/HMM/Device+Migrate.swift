@@ -442,19 +442,21 @@ extension Device {
 
     // MARK: - Back to system memory
 
-    /// `dev_pagemap_ops.migrate_to_ram` (`dmirror_devmem_fault`): migrates the whole folio around the
-    /// fault back to system memory (`SELECT_DEVICE_PRIVATE`, plus `SELECT_COMPOUND` for a 2 MiB folio),
-    /// with `faultPage` locked by the fault path.
+    /// `dev_pagemap_ops.migrate_to_ram` (`dmirror_devmem_fault`): migrates the folio around the fault
+    /// back to system memory (`SELECT_DEVICE_PRIVATE`, plus `SELECT_COMPOUND` for a 2 MiB folio), with
+    /// `faultPage` locked by the fault path. A fault that came through a PTE migrates order 0, the
+    /// fault page alone, since a PTE-mapped folio may be partly mapped (collect splits it).
     ///
     /// With ``setupThroughUnifiedWalk`` a 4 KiB device page is collected by the unified walk, as the
     /// RFC's `migrate_vma_setup` does (Aug 2025 v1: `hmm_range_fault` with `REQ_MIGRATE`, no
     /// `REQ_FAULT`, then `migrate_hmm_range_setup`); a 2 MiB device folio still goes through the
     /// classic collect, since the RFC's walk does not collect large folios ("FIXME support THP").
-    public func migrateToRAM(_ mm: AddressSpace, address: UInt64, faultPage: Pfn) throws(FaultError) {
+    public func migrateToRAM(_ mm: AddressSpace, address: UInt64, faultPage: Pfn, throughPTE: Bool) throws(FaultError) {
         stats.cpuFaults.wrappingAdd(1, ordering: .relaxed)
-        let folio = memory.folio(containing: faultPage)
+        let folioOrder = memory.folio(containing: faultPage).order
+        let order = throughPTE ? 0 : folioOrder
         guard let vma = mm.vma(containing: address) else { throw .sigbus(address, "no VMA") }
-        let size = UInt64(folio.byteCount)
+        let size = UInt64(PageSize.bytes) << order
         let start = max(vma.start, address & ~(size - 1))
         let end = min(vma.end, start + size)
         var failed = false
@@ -465,10 +467,10 @@ extension Device {
             args.start = start
             args.end = end
             args.pgmapOwner = owner
-            args.flags = folio.order > 0 ? [.devicePrivate, .compound] : [.devicePrivate]
+            args.flags = order > 0 ? [.devicePrivate, .compound] : [.devicePrivate]
             args.faultPage = faultPage
             defer { args.faultPage = nil }
-            let unified = setupThroughUnifiedWalk && folio.order == 0
+            let unified = setupThroughUnifiedWalk && folioOrder == 0
             let setup = unified ? withRange(capacity: args.npages) { mm.migrateVMASetupUnified(args, range: $0, fault: false) } : mm.migrateVMASetup(args)
             guard setup == 0 else {
                 failed = true

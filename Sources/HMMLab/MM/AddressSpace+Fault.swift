@@ -354,6 +354,7 @@ extension AddressSpace {
     /// fault is retried. If the page lock is contended, a PTE fault waits until the folio is unlocked
     /// (`softleaf_entry_wait_on_locked`, ``waitForMigration(_:)``) and is then retried; a PMD fault
     /// (`do_huge_pmd_device_private`, `throughPTE` false) returns at once and is retried, as in 7.2.
+    /// `throughPTE` is passed on to `migrate_to_ram` (`vmf->pte` set or not).
     ///
     /// The check under the table lock matters: without it the pfn read earlier may belong to a device
     /// page that was migrated back and freed meanwhile, and whose frame was reallocated (to another
@@ -393,7 +394,7 @@ extension AddressSpace {
         guard let pagemap = memory.pagemap(of: pfn) else {
             throw .sigbus(address, "device-private \(pfn) has no registered device pagemap")
         }
-        try pagemap.migrateToRAM(self, address: address & ~4095, faultPage: pfn)
+        try pagemap.migrateToRAM(self, address: address & ~4095, faultPage: pfn, throughPTE: throughPTE)
         return .devicePrivate
     }
 }
