@@ -182,3 +182,20 @@ extension DeviationTests {
         base.finish(f, [d])
     }
 }
+
+extension DeviationTests {
+    @Test("dmirror_fault: 32 pages per hmm_range_fault call, windows not aligned: 70 pages from page 3 take 3 walks")
+    func faultWindowIs32() throws {
+        let f = try MMFixture()
+        let d = Device(memory: f.memory, mm: f.mm, verify: true)
+        #expect(Device.faultWindow == 32)
+        let a = try f.mm.mmap(length: 80 * 4096, protection: .readWrite)
+        try f.fill(a, pages: 80, seed: 48)
+        var r = MigrationResult()
+        #expect(d.fault(a + 3 * 4096, a + 73 * 4096, write: false, result: &r) == 0)
+        #expect(r.walks == 3)
+        let (bytes, _) = try d.read(a, pages: 80)
+        for k in 0..<80 { #expect(Array(bytes[k * 4096..<(k + 1) * 4096]) == MMFixture.pattern(seed: 48, page: k)) }
+        base.finish(f, [d])
+    }
+}
