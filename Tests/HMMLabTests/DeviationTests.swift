@@ -199,3 +199,20 @@ extension DeviationTests {
         base.finish(f, [d])
     }
 }
+
+extension DeviationTests {
+    @Test("dmirror_migrate_to_device: windows of 512 pages from the start, not PMD-aligned: 1024 pages from page 8 take 2 windows, not 3")
+    func migrationWindowsNotAligned() throws {
+        let f = try MMFixture()
+        let d = Device(memory: f.memory, mm: f.mm, verify: true)
+        let size = UInt64(PageSize.pmdBytes)
+        let buffer = try f.mm.mmap(length: 4 * PageSize.pmdBytes, protection: .readWrite)
+        let a = (buffer + size - 1) & ~(size - 1)
+        try f.fill(a, pages: 1040, seed: 49)
+        let r = d.migrateToDevice(a + 8 * 4096, pages: 1024)
+        #expect(r.errno == 0 && r.migrated == 1024)
+        #expect(r.walks == 2)
+        #expect(try f.mismatches(a, pages: 1040, seed: 49) == [])
+        base.finish(f, [d])
+    }
+}

@@ -105,7 +105,8 @@ extension Device {
     }
 
     /// The window loop of `dmirror_migrate_to_device` and `dmirror_migrate_to_system`: per window of
-    /// `PTRS_PER_PTE` pages clipped to the VMA, `migrate_vma_setup` with `flags`, then `move` (alloc,
+    /// `PTRS_PER_PTE` pages from `start` (not aligned, as dmirror's are not: a THP that a window only
+    /// partly covers is split by collect) clipped to the VMA, `migrate_vma_setup` with `flags`, then `move` (alloc,
     /// copy, `migrate_vma_pages`, device page table; returns the pages migrated), then
     /// `migrate_vma_finalize`. The caller holds the mmap lock for reading.
     func migrateWindows(
@@ -121,7 +122,7 @@ extension Device {
                     result.errno = HMMErrno.EINVAL
                     return
                 }
-                let next = min(end, vma.end, (address & ~UInt64(PageSize.pmdBytes - 1)) + UInt64(Self.migrationWindow) << 12)
+                let next = min(end, vma.end, address + UInt64(Self.migrationWindow) << 12)
                 args.vma = vma
                 args.start = address
                 args.end = next
