@@ -216,3 +216,27 @@ extension DeviationTests {
         base.finish(f, [d])
     }
 }
+
+extension DeviationTests {
+    @Test("A special PTE (vm_normal_page NULL): hmm_range_fault reports ERROR without a fault request and -EFAULT with one; collect skips it")
+    func specialPTE() throws {
+        let f = try MMFixture()
+        let d = Device(memory: f.memory, mm: f.mm, verify: true)
+        let n = 4
+        let a = try f.mm.mmap(length: n * 4096, protection: .readWrite)
+        try f.fill(a, pages: n, seed: 50)
+        let slot = try #require(f.mm.pageTable.pteSlot(a + 4096))
+        let normal = slot.load()
+        slot.store(PTE(rawValue: normal.rawValue | PTE.specialBit))  // as a VM_MIXEDMAP insert would map it
+        let snap = try d.snapshot(a, pages: n)
+        #expect(snap[1] == MirrorProt.error && snap[0] == MirrorProt.write)
+        #expect(throws: MirrorError.errno(HMMErrno.EFAULT)) { try d.read(a, pages: n) }
+        let args = setup(f, d, a, pages: n)
+        #expect(args.src[1] == 0 && args.cpages == n - 1)
+        finalize(f, args)
+        #expect(slot.load() == PTE(rawValue: normal.rawValue | PTE.specialBit))
+        slot.store(normal)
+        #expect(try f.mismatches(a, pages: n, seed: 50) == [])
+        base.finish(f, [d])
+    }
+}

@@ -417,7 +417,10 @@ struct HMMWalk: PageWalkOps {
         return fill(start, end, HMMPfn.error)
     }
 
-    /// `hmm_vma_handle_pte()`, then the RFC's `hmm_vma_handle_migrate_prepare()` for the page.
+    /// `hmm_vma_handle_pte()`, then the RFC's `hmm_vma_handle_migrate_prepare()` for the page. A
+    /// special PTE other than the zero page (`vm_normal_page` NULL) is `-EFAULT` when a fault is
+    /// requested, else `HMM_PFN_ERROR`, and is not collected. The model maps no such page itself
+    /// (only the zero pages are special); a test installs one.
     @inline(__always)
     mutating func handlePTE(
         _ slot: EntrySlot, _ address: UInt64, _ end: UInt64, _ walk: inout PageWalk, mm: AddressSpace, memory: PhysicalMemory, injector: FaultInjector?,
@@ -455,6 +458,12 @@ struct HMMWalk: PageWalkOps {
             let cpuFlags: UInt64 = pte.isProtNone ? 0 : (pte.isWritable ? HMMPfn.valid | HMMPfn.write : HMMPfn.valid)
             let required = pteNeedFault(request, cpuFlags)
             if required != 0 { return fault(address, end, required, &walk) }
+            if pte.isSpecial, pte.pfn != memory.zeroPage {
+                // vm_normal_page() NULL and not the zero page: -EFAULT if a fault is wanted, else ERROR.
+                if pteNeedFault(request, 0) != 0 { return HMMErrno.EFAULT }
+                pfns[i] = (request & HMMPfn.inOutFlags) | HMMPfn.error
+                return 0
+            }
             out = pte.pfn.rawValue | cpuFlags
         }
         pfns[i] = (request & HMMPfn.inOutFlags) | out

@@ -453,7 +453,8 @@ struct MigrateCollectWalk: PageWalkOps {
         case split(Folio)
     }
 
-    /// One PTE of `migrate_vma_collect_pmd()`, under the PTE lock.
+    /// One PTE of `migrate_vma_collect_pmd()`, under the PTE lock. A special PTE other than the zero
+    /// page (`vm_normal_page` NULL) is skipped (mpfn 0).
     mutating func collectPTE(_ slot: EntrySlot, address: UInt64, mm: AddressSpace, injector: FaultInjector?, vma: VMA, faultFolio: Folio?) -> PTEResult {
         let memory = mm.memory
         var pte = slot.load()
@@ -481,6 +482,8 @@ struct MigrateCollectWalk: PageWalkOps {
                 cpages += 1
                 return .record(MigratePfn.migrate, wasPresent: false)
             }
+            // vm_normal_page() NULL (a special PTE that is not the zero page): no page, mpfn 0.
+            if pte.isSpecial { return .record(0, wasPresent: false) }
             if !memory.page(pfn).pointee.test(.zoneDevice), !flags.contains(.system) { return .record(0, wasPresent: false) }
             let folio = memory.folio(containing: pfn)
             if folio.order > 0 { return .split(folio) }
