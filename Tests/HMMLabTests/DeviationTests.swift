@@ -240,3 +240,28 @@ extension DeviationTests {
         base.finish(f, [d])
     }
 }
+
+extension DeviationTests {
+    @Test("Unified walk: a THP whose lock another thread holds is not split; its pages are ERROR and the walk goes on, as the RFC's hmm_vma_walk_split failure does")
+    func unifiedLockedTHPFillsError() throws {
+        let f = try MMFixture()
+        let d = Device(memory: f.memory, mm: f.mm, verify: true)
+        let size = UInt64(PageSize.pmdBytes)
+        let buffer = try f.mm.mmap(length: 3 * PageSize.pmdBytes, protection: .readWrite)
+        let a = (buffer + size - 1) & ~(size - 1)
+        try f.mm.madvise(a, length: PageSize.pmdBytes, hugepage: true)
+        try f.fill(a, pages: 520, seed: 51)
+        let pmd = try #require(f.mm.pageTable.pmdSlot(a, allocate: false))
+        let huge = pmd.load()
+        #expect(huge.isHuge)
+        let head = f.memory.page(huge.pfn)
+        #expect(holds(head.pointee.tryLock()))
+        let r = d.migrateOnFault(a, pages: 520)
+        #expect(r.errno == HMMErrno.ENOENT && r.migrated == 8 && r.lockFailures == 1)
+        #expect(pmd.load() == huge)
+        head.pointee.unlock()
+        base.check(f, [d])
+        #expect(try f.mismatches(a, pages: 520, seed: 51) == [])
+        base.finish(f, [d])
+    }
+}

@@ -573,6 +573,8 @@ struct HMMWalk: PageWalkOps {
 
     /// A PMD-mapped THP met by a migrating walk: collected whole (lab option) or split
     /// (`hmm_vma_walk_split`: `split_folio`, which splits the PMD too) and the walk restarted with `-EBUSY`.
+    /// When the split cannot lock the folio, or fails, the PMD's pages are filled with `HMM_PFN_ERROR`
+    /// and the walk goes on, as the RFC does.
     /// The huge zero PMD is collected as a hole (``migrateHugeZeroPMD(_:_:_:)``).
     mutating func migrateHugePMD(_ pmd: EntrySlot, _ entry: PTE, _ start: UInt64, _ end: UInt64, _ walk: inout PageWalk) -> Int32 {
         unowned(unsafe) let mm = walk.mm
@@ -627,9 +629,10 @@ struct HMMWalk: PageWalkOps {
         // Split the PMD and the folio, then walk this PMD again.
         guard head.pointee.tryGet() else { return HMMErrno.EBUSY }
         guard head.pointee.tryLock() else {
+            // hmm_vma_walk_split fails: "Split not successful, skip" (the PMD's pages are ERROR).
             memory.put(folio)
-            last = start
-            return HMMErrno.EBUSY
+            lockFailures += 1
+            return fill(start, end, HMMPfn.error)
         }
         // split_folio: its unmap splits the PMD into PTE migration entries, its remap maps the 512 new
         // folios again (``AddressSpace/folioSplit(_:keep:extraPins:)``).
