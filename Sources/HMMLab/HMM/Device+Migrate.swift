@@ -378,6 +378,10 @@ extension Device {
                         result.tlbFlushes += range.migrateFlushes
                         if r == HMMErrno.EBUSY {
                             // Invalidated under the walk: give back what was collected and walk again.
+                            // Lab departure: the RFC's driver calls hmm_range_fault again (in
+                            // dmirror_range_fault) with the previous walk's migration entries still
+                            // installed and their folios locked; with REQ_FAULT the rewalk meets them
+                            // and waits on its own folio locks (migration_entry_wait), which never ends.
                             mm.migrateHMMRangeSetup(range)
                             for i in 0..<args.npages { args.src[i] &= ~MigratePfn.migrate }
                             mm.migrateVMAFinalize(args)
