@@ -128,8 +128,8 @@ extension DeviationTests {
 }
 
 extension DeviationTests {
-    @Test("do_swap_page: a CPU fault on a device-private PTE whose page is locked waits for the unlock instead of retrying")
-    func devicePrivateLockedPageWaits() throws {
+    @Test("A CPU fault on a device-private PTE whose page is locked retries until the unlock (a documented departure: do_swap_page sleeps on the lock)")
+    func devicePrivateLockedPageRetries() throws {
         let f = try MMFixture()
         let d = Device(memory: f.memory, mm: f.mm, verify: true)
         let n = 2
@@ -149,9 +149,9 @@ extension DeviationTests {
             unlocker.value.pointee.unlock()
         }
         #expect(try f.mismatches(a, pages: n, seed: 46) == [])
-        #expect(holds(done.value.load(ordering: .acquiring)), "the fault waited for the unlock")
-        #expect(f.mm.counters.faults(.spurious) == spurious)
-        #expect(f.mm.counters.faults(.migrationWait) == 1)
+        #expect(holds(done.value.load(ordering: .acquiring)), "the fault did not complete while the page was locked")
+        #expect(f.mm.counters.faults(.spurious) > spurious)
+        #expect(f.mm.counters.faults(.migrationWait) == 0)
         #expect(f.mm.counters.faults(.devicePrivate) == n)
         base.finish(f, [d])
     }

@@ -350,11 +350,16 @@ extension AddressSpace {
     /// `do_swap_page()` on a device-private entry (and `do_huge_pmd_device_private()` for a PMD): under
     /// the PTE (PMD) lock, check that the entry is still the one that faulted (`pte_same`), then trylock
     /// the device page and take a reference "while we know the page can't be freed", drop the table
-    /// lock and call the owner's `migrate_to_ram` with it as the fault page. If the entry changed the
-    /// fault is retried. If the page lock is contended, a PTE fault waits until the folio is unlocked
-    /// (`softleaf_entry_wait_on_locked`, ``waitForMigration(_:)``) and is then retried; a PMD fault
-    /// (`do_huge_pmd_device_private`, `throughPTE` false) returns at once and is retried, as in 7.2.
-    /// `throughPTE` is passed on to `migrate_to_ram` (`vmf->pte` set or not).
+    /// lock and call the owner's `migrate_to_ram` with it as the fault page (`throughPTE`: `vmf->pte`
+    /// set or not). If the entry changed the fault is retried.
+    ///
+    /// Lab departure: when the page lock is contended the fault returns and is retried, as
+    /// `do_huge_pmd_device_private` does; 7.2's `do_swap_page` instead sleeps until the folio is
+    /// unlocked (`softleaf_entry_wait_on_locked`). The lab's waits poll the lock bit and have no wait
+    /// queue, so a waiter cannot see an unlock that its holder follows at once with a new lock (a CPU
+    /// access that keeps faulting on the page, as when every migration back is pinned) and would wait
+    /// as long as that goes on; the kernel's waiter is woken by the unlock itself, and then retries the
+    /// fault just as the lab's does.
     ///
     /// The check under the table lock matters: without it the pfn read earlier may belong to a device
     /// page that was migrated back and freed meanwhile, and whose frame was reallocated (to another
@@ -375,9 +380,7 @@ extension AddressSpace {
         let head = memory.page(folio.pfn)
         guard head.pointee.tryLock() else {
             tableLock.unlock()
-            guard throughPTE else { return .spurious }
-            waitForMigration(pfn)
-            return .migrationWait
+            return .spurious  // see the departure above
         }
         // The entry holds a reference, so the folio cannot be freed while the table lock is held.
         head.pointee.get()

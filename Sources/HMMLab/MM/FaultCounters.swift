@@ -20,8 +20,7 @@ public enum FaultKind: Int, CaseIterable, Sendable, CustomStringConvertible {
     case swapIn
     /// Device-private entry: the owner's `migrate_to_ram`.
     case devicePrivate
-    /// Migration entry, or a device-private PTE whose page is locked: waited for the folio lock
-    /// (`migration_entry_wait`, `softleaf_entry_wait_on_locked`).
+    /// Migration entry: waited for the migration to finish (`migration_entry_wait`).
     case migrationWait
     /// Device-exclusive entry: restored (`remove_device_exclusive_entry`).
     case deviceExclusive
