@@ -194,7 +194,7 @@ final class TestPagemap: DevicePagemap, @unchecked Sendable {
         }
     }
 
-    func migrateToRAM(_ mm: AddressSpace, address: UInt64, faultPage pfn: Pfn) throws(FaultError) {
+    func migrateToRAM(_ mm: AddressSpace, address: UInt64, faultPage pfn: Pfn, throughPTE: Bool) throws(FaultError) {
         guard case .success(let folio) = memory.allocate(.system, order: 0) else { throw .outOfMemory(address) }
         guard let slot = mm.pageTable.pteSlot(address), let vma = mm.vma(containing: address) else { throw .sigbus(address, "gone") }
         let lock = mm.pageTable.lock(tableOf: slot)

@@ -105,7 +105,8 @@ extension Device {
     }
 
     /// The window loop of `dmirror_migrate_to_device` and `dmirror_migrate_to_system`: per window of
-    /// `PTRS_PER_PTE` pages clipped to the VMA, `migrate_vma_setup` with `flags`, then `move` (alloc,
+    /// `PTRS_PER_PTE` pages from `start` (not aligned, as dmirror's are not: a THP that a window only
+    /// partly covers is split by collect) clipped to the VMA, `migrate_vma_setup` with `flags`, then `move` (alloc,
     /// copy, `migrate_vma_pages`, device page table; returns the pages migrated), then
     /// `migrate_vma_finalize`. The caller holds the mmap lock for reading.
     func migrateWindows(
@@ -121,7 +122,7 @@ extension Device {
                     result.errno = HMMErrno.EINVAL
                     return
                 }
-                let next = min(end, vma.end, (address & ~UInt64(PageSize.pmdBytes - 1)) + UInt64(Self.migrationWindow) << 12)
+                let next = min(end, vma.end, address + UInt64(Self.migrationWindow) << 12)
                 args.vma = vma
                 args.start = address
                 args.end = next
@@ -377,6 +378,10 @@ extension Device {
                         result.tlbFlushes += range.migrateFlushes
                         if r == HMMErrno.EBUSY {
                             // Invalidated under the walk: give back what was collected and walk again.
+                            // Lab departure: the RFC's driver calls hmm_range_fault again (in
+                            // dmirror_range_fault) with the previous walk's migration entries still
+                            // installed and their folios locked; with REQ_FAULT the rewalk meets them
+                            // and waits on its own folio locks (migration_entry_wait), which never ends.
                             mm.migrateHMMRangeSetup(range)
                             for i in 0..<args.npages { args.src[i] &= ~MigratePfn.migrate }
                             mm.migrateVMAFinalize(args)
@@ -442,19 +447,21 @@ extension Device {
 
     // MARK: - Back to system memory
 
-    /// `dev_pagemap_ops.migrate_to_ram` (`dmirror_devmem_fault`): migrates the whole folio around the
-    /// fault back to system memory (`SELECT_DEVICE_PRIVATE`, plus `SELECT_COMPOUND` for a 2 MiB folio),
-    /// with `faultPage` locked by the fault path.
+    /// `dev_pagemap_ops.migrate_to_ram` (`dmirror_devmem_fault`): migrates the folio around the fault
+    /// back to system memory (`SELECT_DEVICE_PRIVATE`, plus `SELECT_COMPOUND` for a 2 MiB folio), with
+    /// `faultPage` locked by the fault path. A fault that came through a PTE migrates order 0, the
+    /// fault page alone, since a PTE-mapped folio may be partly mapped (collect splits it).
     ///
     /// With ``setupThroughUnifiedWalk`` a 4 KiB device page is collected by the unified walk, as the
     /// RFC's `migrate_vma_setup` does (Aug 2025 v1: `hmm_range_fault` with `REQ_MIGRATE`, no
     /// `REQ_FAULT`, then `migrate_hmm_range_setup`); a 2 MiB device folio still goes through the
     /// classic collect, since the RFC's walk does not collect large folios ("FIXME support THP").
-    public func migrateToRAM(_ mm: AddressSpace, address: UInt64, faultPage: Pfn) throws(FaultError) {
+    public func migrateToRAM(_ mm: AddressSpace, address: UInt64, faultPage: Pfn, throughPTE: Bool) throws(FaultError) {
         stats.cpuFaults.wrappingAdd(1, ordering: .relaxed)
-        let folio = memory.folio(containing: faultPage)
+        let folioOrder = memory.folio(containing: faultPage).order
+        let order = throughPTE ? 0 : folioOrder
         guard let vma = mm.vma(containing: address) else { throw .sigbus(address, "no VMA") }
-        let size = UInt64(folio.byteCount)
+        let size = UInt64(PageSize.bytes) << order
         let start = max(vma.start, address & ~(size - 1))
         let end = min(vma.end, start + size)
         var failed = false
@@ -465,10 +472,10 @@ extension Device {
             args.start = start
             args.end = end
             args.pgmapOwner = owner
-            args.flags = folio.order > 0 ? [.devicePrivate, .compound] : [.devicePrivate]
+            args.flags = order > 0 ? [.devicePrivate, .compound] : [.devicePrivate]
             args.faultPage = faultPage
             defer { args.faultPage = nil }
-            let unified = setupThroughUnifiedWalk && folio.order == 0
+            let unified = setupThroughUnifiedWalk && folioOrder == 0
             let setup = unified ? withRange(capacity: args.npages) { mm.migrateVMASetupUnified(args, range: $0, fault: false) } : mm.migrateVMASetup(args)
             guard setup == 0 else {
                 failed = true

@@ -96,8 +96,9 @@ extension Device {
         return pte.isDevicePrivate && pte.pfn == pfn
     }
 
-    /// `dmirror_fault()`: faults `[start, end)` in for the device in windows of `window` pages (64, as
-    /// dmirror, unless a caller asks otherwise), counting walks in `result`.
+    /// `dmirror_fault()`: faults `[start, end)` in for the device in windows of `window` pages
+    /// (``faultWindow``, 32, as dmirror, unless a caller asks otherwise), counting walks in `result`.
+    /// Windows start at `start` and are not aligned, as dmirror's are not.
     func fault(_ start: UInt64, _ end: UInt64, write: Bool, window: Int = faultWindow, result: inout MigrationResult) -> Int32 {
         withRange(capacity: window) { range in
             var address = start

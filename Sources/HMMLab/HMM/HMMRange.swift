@@ -437,7 +437,10 @@ struct HMMWalk: PageWalkOps {
         return fill(start, end, HMMPfn.error)
     }
 
-    /// `hmm_vma_handle_pte()`, then the RFC's `hmm_vma_handle_migrate_prepare()` for the page.
+    /// `hmm_vma_handle_pte()`, then the RFC's `hmm_vma_handle_migrate_prepare()` for the page. A
+    /// special PTE other than the zero page (`vm_normal_page` NULL) is `-EFAULT` when a fault is
+    /// requested, else `HMM_PFN_ERROR`, and is not collected. The model maps no such page itself
+    /// (only the zero pages are special); a test installs one.
     @inline(__always)
     mutating func handlePTE(
         _ slot: EntrySlot, _ address: UInt64, _ end: UInt64, _ walk: inout PageWalk, mm: AddressSpace, memory: PhysicalMemory, injector: FaultInjector?,
@@ -475,6 +478,12 @@ struct HMMWalk: PageWalkOps {
             let cpuFlags: UInt64 = pte.isProtNone ? 0 : (pte.isWritable ? HMMPfn.valid | HMMPfn.write : HMMPfn.valid)
             let required = pteNeedFault(request, cpuFlags)
             if required != 0 { return fault(address, end, required, &walk) }
+            if pte.isSpecial, pte.pfn != memory.zeroPage {
+                // vm_normal_page() NULL and not the zero page: -EFAULT if a fault is wanted, else ERROR.
+                if pteNeedFault(request, 0) != 0 { return HMMErrno.EFAULT }
+                pfns[i] = (request & HMMPfn.inOutFlags) | HMMPfn.error
+                return 0
+            }
             out = pte.pfn.rawValue | cpuFlags
         }
         pfns[i] = (request & HMMPfn.inOutFlags) | out
@@ -584,6 +593,8 @@ struct HMMWalk: PageWalkOps {
 
     /// A PMD-mapped THP met by a migrating walk: collected whole (lab option) or split
     /// (`hmm_vma_walk_split`: `split_folio`, which splits the PMD too) and the walk restarted with `-EBUSY`.
+    /// When the split cannot lock the folio, or fails, the PMD's pages are filled with `HMM_PFN_ERROR`
+    /// and the walk goes on, as the RFC does.
     /// The huge zero PMD is collected as a hole (``migrateHugeZeroPMD(_:_:_:)``).
     mutating func migrateHugePMD(_ pmd: EntrySlot, _ entry: PTE, _ start: UInt64, _ end: UInt64, _ walk: inout PageWalk) -> Int32 {
         unowned(unsafe) let mm = walk.mm
@@ -638,9 +649,10 @@ struct HMMWalk: PageWalkOps {
         // Split the PMD and the folio, then walk this PMD again.
         guard head.pointee.tryGet() else { return HMMErrno.EBUSY }
         guard head.pointee.tryLock() else {
+            // hmm_vma_walk_split fails: "Split not successful, skip" (the PMD's pages are ERROR).
             memory.put(folio)
-            last = start
-            return HMMErrno.EBUSY
+            lockFailures += 1
+            return fill(start, end, HMMPfn.error)
         }
         // split_folio: its unmap splits the PMD into PTE migration entries, its remap maps the 512 new
         // folios again (``AddressSpace/folioSplit(_:keep:extraPins:)``).

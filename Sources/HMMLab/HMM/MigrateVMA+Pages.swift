@@ -306,7 +306,8 @@ extension AddressSpace {
     /// `remove_migration_ptes(src, dst, flags)`: through the reverse map (``rmapWalk(_:in:locked:cache:_:)``),
     /// replaces every migration entry that refers to `src` with a mapping of `dst` (`remove_migration_pte`,
     /// `remove_migration_pmd`): a device-private entry if `dst` is device memory, else a present entry;
-    /// writable if the migration entry was, exclusive if it was writable or read-exclusive.
+    /// writable if the migration entry was, exclusive if it was writable or read-exclusive. In a
+    /// PROT_NONE VMA the present entry is PROT_NONE (`mk_pte(new, vma->vm_page_prot)`).
     ///
     /// `locked`: `TTU_RMAP_LOCKED`, the caller holds the object's reverse-map lock (`rmap_walk_locked`,
     /// as `remap_page` in `__folio_split`); otherwise the walk takes it for reading (`rmap_walk`).
@@ -347,7 +348,8 @@ extension AddressSpace {
         if e.isMigration, e.pfn == src.pfn, dst.order == src.order {
             let writable = e.isWritableMigration
             let exclusive = writable || e.isReadExclusiveMigration
-            pmd.store(device ? .devicePrivate(dst.pfn, writable: writable) : .present(dst.pfn, writable: writable, dirty: e.migrationDirty, huge: true))
+            let present: PTE = vma.isNoAccess ? .protNone(dst.pfn, huge: true) : .present(dst.pfn, writable: writable, dirty: e.migrationDirty, huge: true)
+            pmd.store(device ? .devicePrivate(dst.pfn, writable: writable) : present)
             if exclusive { for k in 0..<dst.pageCount { memory.page(dst.pfn + k).pointee.set(.anonExclusive) } }
             dstHead.pointee.get()
             mm.addRmap(dst)
@@ -381,7 +383,9 @@ extension AddressSpace {
             let newEntry: PTE =
                 device
                 ? .devicePrivate(dst, writable: writable, softDirty: e.swapSoftDirty)
-                : .present(dst, writable: writable && vma.isWritable, dirty: e.migrationDirty, softDirty: e.swapSoftDirty)
+                : vma.isNoAccess
+                    ? .protNone(dst)
+                    : .present(dst, writable: writable && vma.isWritable, dirty: e.migrationDirty, softDirty: e.swapSoftDirty)
             slot.store(newEntry)
             if exclusive { memory.page(dst).pointee.set(.anonExclusive) }
             dstHead.pointee.get()

@@ -258,7 +258,7 @@ extension AddressSpace {
                 mm.notifiers.invalidateRangeStart(range)
                 let lock = mm.pageTable.lock(tableOf: slot)
                 let e = slot.load()
-                if e.isPresent, !e.isProtNone, e.pfn == pfn {
+                if e.isPresent, e.pfn == pfn {  // a PROT_NONE (NUMA-hinting) PTE is present too
                     let exclusive = memory.page(pfn).pointee.test(.anonExclusive)
                     let mode: PTE.MigrationMode = e.isWritable ? .write : exclusive ? .readExclusive : .read
                     slot.store(.migration(pfn, mode: mode, young: e.isYoung, dirty: e.isDirty, softDirty: e.isSoftDirty))
@@ -455,7 +455,8 @@ struct MigrateCollectWalk: PageWalkOps {
         case split(Folio)
     }
 
-    /// One PTE of `migrate_vma_collect_pmd()`, under the PTE lock.
+    /// One PTE of `migrate_vma_collect_pmd()`, under the PTE lock. A special PTE other than the zero
+    /// page (`vm_normal_page` NULL) is skipped (mpfn 0).
     mutating func collectPTE(_ slot: EntrySlot, address: UInt64, mm: AddressSpace, injector: FaultInjector?, vma: VMA, faultFolio: Folio?) -> PTEResult {
         let memory = mm.memory
         var pte = slot.load()
@@ -483,7 +484,8 @@ struct MigrateCollectWalk: PageWalkOps {
                 cpages += 1
                 return .record(MigratePfn.migrate, wasPresent: false)
             }
-            if pte.isProtNone { return .record(0, wasPresent: false) }
+            // vm_normal_page() NULL (a special PTE that is not the zero page): no page, mpfn 0.
+            if pte.isSpecial { return .record(0, wasPresent: false) }
             if !memory.page(pfn).pointee.test(.zoneDevice), !flags.contains(.system) { return .record(0, wasPresent: false) }
             let folio = memory.folio(containing: pfn)
             if folio.order > 0 { return .split(folio) }
@@ -507,7 +509,7 @@ struct MigrateCollectWalk: PageWalkOps {
         pte = slot.exchange(.none)
         if anonExclusive {
             memory.page(page).pointee.clear(.anonExclusive)
-            if pte.isPresent {  // ptep_clear_flush: pte_accessible → flush_tlb_page
+            if pte.isPresent, !pte.isProtNone {  // ptep_clear_flush: pte_accessible (not PROT_NONE) → flush_tlb_page
                 tlbFlushes += 1
                 mm.flushTLB()
             }
@@ -563,6 +565,7 @@ struct MigrateCollectWalk: PageWalkOps {
     /// so the PTEs are collected. The huge zero PMD is collected as a hole (`is_huge_zero_folio` →
     /// `migrate_vma_collect_hole`: one compound source-less entry with `SELECT_COMPOUND` on an aligned
     /// range, else 512 single ones) and left mapped until `migrate_vma_pages` replaces or splits it.
+    /// Any other non-present PMD (a PMD migration entry among them) is skipped, not waited on.
     mutating func collectHugePMD(_ pmd: EntrySlot, _ start: UInt64, _ end: UInt64, mm: AddressSpace, vma: VMA, faultFolio: Folio?) -> Int32 {
         unowned(unsafe) let memory = mm.memory
         let lock = mm.pageTable.lock(tableOf: pmd)
@@ -583,11 +586,6 @@ struct MigrateCollectWalk: PageWalkOps {
             }
             if entry.isWritable { write = MigratePfn.write }
         } else if !entry.isPresent {
-            if entry.isMigration {
-                lock.unlock()
-                mm.waitForMigration(entry.pfn)
-                return HMMErrno.EAGAIN
-            }
             guard entry.isDevicePrivate, flags.contains(.devicePrivate), memory.pagemap(of: entry.pfn)?.owner == pgmapOwner else {
                 lock.unlock()
                 return skip(start, end)

@@ -40,7 +40,7 @@ extension AddressSpace {
         }
         if pmdEntry.isDevicePrivate {
             // do_huge_pmd_device_private: the fault page is the folio's head (pmd_page).
-            return try devicePrivateFault(address, slot: pmd, expected: pmdEntry)
+            return try devicePrivateFault(address, slot: pmd, expected: pmdEntry, throughPTE: false)
         }
         guard let table = pageTable.pteTable(under: pmd, allocate: true) else {
             if pmd.load().isNone { throw .outOfMemory(address) }
@@ -131,7 +131,7 @@ extension AddressSpace {
         }
         if entry.isDevicePrivate {
             lock.unlock()
-            return try devicePrivateFault(address, slot: slot, expected: entry)
+            return try devicePrivateFault(address, slot: slot, expected: entry, throughPTE: true)
         }
         if entry.isDeviceExclusive {
             lock.unlock()
@@ -189,6 +189,9 @@ extension AddressSpace {
     /// `do_swap_page()`: read the slot into a new folio and map it. Without a swap cache, every swap-in
     /// makes a private, exclusive copy; the entry's slot reference is dropped only by the thread that
     /// installs it. The caller pinned the slot with a reference under the PTE lock; it is dropped here.
+    /// The copy is exclusive (`RMAP_EXCLUSIVE`), so, as `do_swap_page` does for an exclusive folio, a
+    /// writable VMA maps it writable on a read fault too (no uffd-wp or soft-dirty write protection is
+    /// modelled that would keep it read-only).
     private func swapInFault(_ vma: VMA, slot: EntrySlot, entry: PTE, address: UInt64, write: Bool) throws(FaultError) -> FaultKind {
         guard let swap else { throw .sigbus(address, "swap entry but no swap area") }
         let swapEntry = SwapEntry(slot: UInt32(entry.swapOffset), order: 0)
@@ -203,7 +206,9 @@ extension AddressSpace {
             return .spurious
         }
         addNewAnonRmap(folio, vma: vma, address: address)
-        slot.store(.present(folio.pfn, writable: write && vma.isWritable, dirty: write, softDirty: entry.swapSoftDirty))
+        // An exclusive folio is mapped writable in a writable VMA even on a read fault (`pte_mkwrite`),
+        // dirty only on a write fault.
+        slot.store(.present(folio.pfn, writable: vma.isWritable, dirty: write, softDirty: entry.swapSoftDirty))
         lock.unlock()
         swap.free(swapEntry)
         return .swapIn
@@ -338,8 +343,16 @@ extension AddressSpace {
     /// `do_swap_page()` on a device-private entry (and `do_huge_pmd_device_private()` for a PMD): under
     /// the PTE (PMD) lock, check that the entry is still the one that faulted (`pte_same`), then trylock
     /// the device page and take a reference "while we know the page can't be freed", drop the table
-    /// lock and call the owner's `migrate_to_ram` with it as the fault page. If the entry changed or
-    /// the page lock is contended the fault is simply retried, as in the kernel.
+    /// lock and call the owner's `migrate_to_ram` with it as the fault page (`throughPTE`: `vmf->pte`
+    /// set or not). If the entry changed the fault is retried.
+    ///
+    /// Lab departure: when the page lock is contended the fault returns and is retried, as
+    /// `do_huge_pmd_device_private` does; 7.2's `do_swap_page` instead sleeps until the folio is
+    /// unlocked (`softleaf_entry_wait_on_locked`). The lab's waits poll the lock bit and have no wait
+    /// queue, so a waiter cannot see an unlock that its holder follows at once with a new lock (a CPU
+    /// access that keeps faulting on the page, as when every migration back is pinned) and would wait
+    /// as long as that goes on; the kernel's waiter is woken by the unlock itself, and then retries the
+    /// fault just as the lab's does.
     ///
     /// The check under the table lock matters: without it the pfn read earlier may belong to a device
     /// page that was migrated back and freed meanwhile, and whose frame was reallocated (to another
@@ -349,7 +362,7 @@ extension AddressSpace {
     /// the trylock for the fault folio, so the page migrates unlocked, concurrently with another
     /// migration of it (eviction, an op's migration), and references and mappings end up on the wrong
     /// pages (a frame freed while mapped, another left mapped by no PTE).
-    private func devicePrivateFault(_ address: UInt64, slot: EntrySlot, expected: PTE) throws(FaultError) -> FaultKind {
+    private func devicePrivateFault(_ address: UInt64, slot: EntrySlot, expected: PTE, throughPTE: Bool) throws(FaultError) -> FaultKind {
         let pfn = expected.pfn
         let tableLock = pageTable.lock(tableOf: slot)
         guard slot.load() == expected else {
@@ -360,7 +373,7 @@ extension AddressSpace {
         let head = memory.page(folio.pfn)
         guard head.pointee.tryLock() else {
             tableLock.unlock()
-            return .spurious
+            return .spurious  // see the departure above
         }
         // The entry holds a reference, so the folio cannot be freed while the table lock is held.
         head.pointee.get()
@@ -377,7 +390,7 @@ extension AddressSpace {
         guard let pagemap = memory.pagemap(of: pfn) else {
             throw .sigbus(address, "device-private \(pfn) has no registered device pagemap")
         }
-        try pagemap.migrateToRAM(self, address: address & ~4095, faultPage: pfn)
+        try pagemap.migrateToRAM(self, address: address & ~4095, faultPage: pfn, throughPTE: throughPTE)
         return .devicePrivate
     }
 }

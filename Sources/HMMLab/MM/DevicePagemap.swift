@@ -10,8 +10,9 @@ public protocol DevicePagemap: AnyObject, Sendable {
     /// `dev_pagemap_ops.migrate_to_ram`: the CPU faulted on a device-private entry of `mm` at `address`
     /// mapping `faultPage`, which the fault path has locked and holds a reference on (`vmf->page`).
     /// Called with the mmap lock held for reading; returns once the page is back in system memory (or
-    /// the fault should simply be retried), or throws to fail the fault.
-    func migrateToRAM(_ mm: AddressSpace, address: UInt64, faultPage: Pfn) throws(FaultError)
+    /// the fault should simply be retried), or throws to fail the fault. `throughPTE`: the fault came
+    /// through a PTE (`vmf->pte` set), not a device-private PMD.
+    func migrateToRAM(_ mm: AddressSpace, address: UInt64, faultPage: Pfn, throughPTE: Bool) throws(FaultError)
 
     /// `dev_pagemap_ops.page_free` for a device folio whose `zone_device_data` names a backing folio of
     /// the same order in system memory (test_hmm's `dmirror_devmem_free`): the last reference to `folio`

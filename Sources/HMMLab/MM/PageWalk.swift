@@ -120,6 +120,10 @@ extension AddressSpace {
     }
 
     /// `walk_pgd_range` / `walk_p4d_range` / `walk_pud_range`: holes for absent upper tables, then PMDs.
+    ///
+    /// Lab departure: there is no `pud_entry` callback, and a huge PUD would be reported as a hole.
+    /// Nothing in the model maps one (no 1 GiB THP, DAX or hugetlb mappings), so `hmm_vma_walk_pud`
+    /// (a PUD leaf reported with its pfns and map order, or faulted) has nothing to meet.
     func walkUpper<Ops: PageWalkOps>(_ start: UInt64, _ end: UInt64, _ ops: inout Ops, _ walk: inout PageWalk) -> Int32 {
         var address = start
         while address < end {

@@ -57,6 +57,8 @@ public struct VMA: Sendable {
     @inlinable public var isAnonymous: Bool { !isShared && file == nil }
     @inlinable public var isWritable: Bool { protection.contains(.write) }
     @inlinable public var isReadable: Bool { protection.contains(.read) }
+    /// PROT_NONE: a present entry here is a `pte_protnone` one (`vm_page_prot` is `PAGE_NONE`).
+    @inlinable public var isNoAccess: Bool { !isReadable && !isWritable }
     @inlinable public var isHugepage: Bool { flags.contains(.hugepage) }
     /// `is_vm_hugetlb_page()`.
     @inlinable public var isHugetlb: Bool { flags.contains(.hugetlb) }
