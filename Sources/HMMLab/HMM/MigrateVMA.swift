@@ -444,6 +444,11 @@ struct MigrateCollectWalk: PageWalkOps {
     /// `ptep_clear_flush()` is made in ``collectPTE``, under the lock.)
     mutating func flushCollected(_ mm: AddressSpace, unmapped: Int) {
         guard unmapped > 0 else { return }
+        flush(mm)
+    }
+
+    /// One TLB flush made by this collect: counted in the call's `tlbFlushes` and paid by the mm.
+    @inline(__always) mutating func flush(_ mm: AddressSpace) {
         tlbFlushes += 1
         mm.flushTLB()
     }
@@ -509,10 +514,7 @@ struct MigrateCollectWalk: PageWalkOps {
         pte = slot.exchange(.none)
         if anonExclusive {
             memory.page(page).pointee.clear(.anonExclusive)
-            if pte.isPresent, !pte.isProtNone {  // ptep_clear_flush: pte_accessible (not PROT_NONE) → flush_tlb_page
-                tlbFlushes += 1
-                mm.flushTLB()
-            }
+            if pte.isPresent, !pte.isProtNone { flush(mm) }  // ptep_clear_flush: pte_accessible (not PROT_NONE) → flush_tlb_page
         }
         cpages += 1
         if pte.isPresent, pte.isDirty { head.pointee.markDirty() }
@@ -619,8 +621,7 @@ struct MigrateCollectWalk: PageWalkOps {
             cpages += 1
             mm.removeRmap(folio)
             memory.put(folio)
-            tlbFlushes += 1
-            mm.flushTLB()
+            flush(mm)
             _ = skip(start + 4096, end)
             lock.unlock()
             return 0

@@ -18,7 +18,7 @@ public final class Mutators: @unchecked Sendable {
     private let stop = Atomic<Bool>(false)
     private let stores = Atomic<Int>(0)
     private let failures = Atomic<Int>(0)
-    private var threads: [pthread_t] = []
+    private var threads: [PosixThread] = []
 
     private let node: Int?
 
@@ -42,23 +42,7 @@ public final class Mutators: @unchecked Sendable {
         guard count > 0, threads.isEmpty else { return }
         stop.store(false, ordering: .relaxed)
         for m in 0..<count {
-            let box = Unmanaged.passRetained(Context(owner: self, index: m))
-            var thread = pthread_t()
-            let rc = pthread_create(&thread, nil, { raw in
-                let context = Unmanaged<Context>.fromOpaque(raw!).takeRetainedValue()
-                context.owner.loop(context.index)
-                return nil
-            }, box.toOpaque())
-            if rc == 0 { threads.append(thread) } else { box.release() }
-        }
-    }
-
-    private final class Context {
-        let owner: Mutators
-        let index: Int
-        init(owner: Mutators, index: Int) {
-            self.owner = owner
-            self.index = index
+            if let thread = PosixThread({ [self] in loop(m) }) { threads.append(thread) }
         }
     }
 
@@ -98,7 +82,7 @@ public final class Mutators: @unchecked Sendable {
     @discardableResult
     public func finish() -> (stores: Int, failed: Int) {
         stop.store(true, ordering: .relaxed)
-        for t in threads { pthread_join(t, nil) }
+        for t in threads { t.join() }
         threads = []
         return (stores.load(ordering: .relaxed), failures.load(ordering: .relaxed))
     }
