@@ -23,11 +23,12 @@ extension Device {
     /// The pages per `hmm_range_fault` call of `dmirror_fault` and `dmirror_snapshot` (`pfns[32]` in
     /// 7.2's lib/test_hmm.c).
     public static let faultWindow = 32
-    /// `HMM_RANGE_DEFAULT_TIMEOUT` (1 s). Lab departure: 10 s when built for the thread sanitizer
-    /// (`HMM_LAB_TSAN`, see ``LabMutex``), which runs the model several times slower, so that mutator
-    /// threads' invalidations do not make a window time out there that a normal build finishes.
+    /// `HMM_RANGE_DEFAULT_TIMEOUT` (1 s). Lab departure: 30 s when built for the thread sanitizer
+    /// (`HMM_LAB_TSAN`, see ``LabMutex``), which runs the model several times slower on a loaded
+    /// machine, so that mutator threads' invalidations do not make a window time out there that a
+    /// normal build finishes.
     #if HMM_LAB_TSAN
-    public static let rangeTimeoutNanoseconds: UInt64 = 10_000_000_000
+    public static let rangeTimeoutNanoseconds: UInt64 = 30_000_000_000
     #else
     public static let rangeTimeoutNanoseconds: UInt64 = 1_000_000_000
     #endif
