@@ -17,22 +17,20 @@ struct Calibrate: ParsableCommand {
     @Option(help: "Output format: text or csv.")
     var format: OutputFormat = .text
 
-    @Option(help: "Only these groups of figures, comma-separated: allocation, copy, walk, unified.")
+    @Option(help: "Only these groups of figures, comma-separated: allocation, copy, walk, unified, tlb.")
     var only: String?
+
+    @Option(help: "NUMA node of the system pool; threads run on its CPUs (default 0).")
+    var systemNode: Int = 0
+
+    @Option(help: "NUMA node of the device pool (default: the farthest node with memory).")
+    var deviceNode: Int?
 
     func run() throws {
         guard frames >= 1024, frames % 512 == 0, frames <= 1 << 26 else {
             throw badInput("--frames \(frames) is not allowed: use a multiple of 512 between 1024 and 67108864")
         }
         guard (1...1000).contains(reps) else { throw badInput("--reps \(reps) is not allowed: use 1 to 1000") }
-        // Two pools of --frames frames, their descriptors and the 64 MiB copy buffers: refused before
-        // anything is allocated when the machine has not got it (the kernel's OOM killer would end the
-        // run with nothing said).
-        let need = frames * 2 * (PageSize.bytes + PhysicalMemory.descriptorSize) + (128 << 20)
-        let available = Runner.availableBytes()
-        guard need <= available else {
-            throw badInput("--frames \(frames) needs \(Region.formatBytes(need)) but only \(Region.formatBytes(available)) is available (MemAvailable plus free hugetlb pages); use fewer frames")
-        }
         let request = try parseBacking(backing)
         var groups = Set(Calibration.Group.allCases)
         if let only {
@@ -44,9 +42,15 @@ struct Calibrate: ParsableCommand {
                 groups.insert(g)
             }
         }
+        let table = NodeTable.read()
+        try checkNodes(table)
+        try checkMemory(table, request: request, groups: groups)
+        let placement = ThreadPlacement(systemNode: systemNode, table: table)
+        let pinned = placement.describe(failure: placement.pinCallingThread())
         let calibration: Calibration
         do {
-            calibration = try Calibration.measure(frames: frames, repetitions: reps, backing: request, groups: groups)
+            calibration = try Calibration.measure(
+                frames: frames, repetitions: reps, backing: request, groups: groups, systemNode: systemNode, deviceNode: deviceNode)
         } catch {
             throw failure(error.description)
         }
@@ -57,10 +61,44 @@ struct Calibrate: ParsableCommand {
         case .text:
             print("# hmm-lab calibrate: \(frames) frames per pool, median of \(reps)")
             print(calibration.memorySummary.split(separator: "\n").map { "# " + $0 }.joined(separator: "\n"))
+            print("# \(pinned)")
             for f in calibration.figures {
                 let value = (f.value * 100).rounded() / 100
                 print("\(f.name.padding(toLength: 26)) \(String(value).leftPadding(toLength: 10)) \(f.unit.padding(toLength: 9)) \(f.detail)")
             }
+        }
+    }
+}
+
+extension Calibrate {
+    /// Refuses a node without memory, naming the nodes that have some.
+    func checkNodes(_ table: NodeTable) throws {
+        for (name, node) in [("--system-node", systemNode), ("--device-node", deviceNode)] {
+            guard let node, !table.nodesWithMemory.contains(node) else { continue }
+            throw badInput("\(name) \(node) is not a NUMA node with memory; nodes with memory: \(table.nodesWithMemory.map(String.init).joined(separator: ","))")
+        }
+    }
+
+    /// Refuses, before anything is allocated, a calibration whose pools do not fit their nodes (the
+    /// kernel's OOM killer would end it with nothing said): the two pools of --frames frames, their
+    /// descriptors and the 128 MiB of copy buffers, and with the unified figures the second pair of
+    /// pools they make while the first is still mapped.
+    func checkMemory(_ table: NodeTable, request: BackingRequest, groups: Set<Calibration.Group>) throws {
+        let device = deviceNode ?? table.farthestNodeWithMemory(from: systemNode)
+        let first = Calibration.configuration(frames: frames, backing: request)
+        var areas: [(name: String, node: Int, bytes: Int, candidates: [Backing])] = [
+            ("system pool", systemNode, first.systemBytes, request.candidates), ("device pool", device, first.deviceBytes, request.candidates),
+            ("descriptors", systemNode, 2 * frames * PhysicalMemory.descriptorSize, [.thp, .small]), ("copy buffers", systemNode, 128 << 20, [.small]),
+        ]
+        if groups.contains(.unified) {
+            let half = frames / 2 * PageSize.bytes
+            areas += [
+                ("unified system pool", systemNode, 3 * half + 11 * PageSize.pmdBytes, request.candidates),
+                ("unified device pool", device, half + 2 * PageSize.pmdBytes, request.candidates),
+            ]
+        }
+        if let problem = PoolPlan(areas, table: table).shortfall() {
+            throw badInput("--frames \(frames): \(problem); use fewer frames or nodes with more free memory")
         }
     }
 }

@@ -218,9 +218,13 @@ func printSummary(_ rows: [ResultRow], runner: Runner, format: SummaryFormat, pa
     let overhead = runner.overheadPerOpNs + runner.overheadPerRepNs / Double(max(c.pages / c.windowPages, 1))
     let header = [
         "# hmm-lab \(m.toolVersion) bench, run \(m.runId): \(c.settingsLine)",
-        "# \(m.host): \(m.cpuModel), \(m.cpus) cpus, \(m.numaNodes) NUMA node\(m.numaNodes == 1 ? "" : "s"), kernel \(m.kernel); "
-            + "system node \(m.systemNode), device node \(m.deviceNode)\(m.systemNode == m.deviceNode ? " (one node: device memory is local)" : ""); "
-            + "backing \(m.backing), THP \(m.thpMode)" + (runner.pinnedNode.map { "; threads run on node \($0)'s CPUs" } ?? ""),
+        "# \(m.host): \(m.cpuModel), \(m.cpus) cpus, \(m.numaNodes) NUMA node\(m.numaNodes == 1 ? "" : "s"), kernel \(m.kernel)",
+        "# nodes: system \(m.systemNode), device \(m.deviceNode) ("
+            + MachineTopology.deviceNodeReason(table: NodeTable.read(), systemNode: m.systemNode, deviceNode: m.deviceNode, asked: c.deviceNode != nil)
+            + "); " + runner.placement.describe(failure: runner.pinFailure),
+        "# backing: system pool \(m.systemBacking), device pool \(m.deviceBacking), THP \(m.thpMode)"
+            + (m.systemBacking == m.deviceBacking ? "" : " (the pools differ: compare matches on both)"),
+    ] + fallbackLine(runner.memory) + [
         "# floors: memcpy \(Summary.fixed(m.memcpyGBps, 2)) GB/s between the pools, kernel mincore \(Summary.fixed(m.kernelWalkNs, 2)) ns/page; "
             + "harness overhead \(Summary.fixed(overhead, 0)) ns/op (\(Summary.fixed(overhead / medianOp * 100, 3))% of the mean op)",
         "# pools read back with move_pages when made: " + placement(runner.memory),
@@ -297,6 +301,12 @@ func checkMemory(_ config: RunConfig) throws {
     } catch {
         throw badInput(error.description)
     }
+}
+
+/// Every pool that fell back from the backing it asked for first, in one line (none when none did).
+func fallbackLine(_ memory: PhysicalMemory) -> [String] {
+    let fallbacks = memory.notes.filter { $0.contains("fell back") }
+    return fallbacks.isEmpty ? [] : ["# " + fallbacks.joined(separator: "; ")]
 }
 
 /// Where the pools' host pages are, as `move_pages` reported each of them when the pool was made

@@ -33,6 +33,12 @@ struct StressCommand: ParsableCommand {
     @Option(name: .customLong("device-large-fail"), help: "Probability that a 2 MiB device allocation fails.")
     var deviceLargeFail: String?
 
+    @Option(help: "NUMA node of the system pool; threads run on its CPUs (default 0).")
+    var systemNode: String?
+
+    @Option(help: "NUMA node of the device pool (default: the farthest node with memory).")
+    var deviceNode: String?
+
     @Flag(help: "No progress on stderr.")
     var quiet = false
 
@@ -41,6 +47,8 @@ struct StressCommand: ParsableCommand {
         if let maxOps { options["max-ops"] = maxOps }
         if let inject { options["inject"] = inject }
         if let deviceLargeFail { options["device-large-fail"] = deviceLargeFail }
+        if let systemNode { options["system-node"] = systemNode }
+        if let deviceNode { options["device-node"] = deviceNode }
         let config: Stress.Configuration
         do {
             config = try Stress.parse(options)
@@ -70,6 +78,7 @@ struct StressCommand: ParsableCommand {
         let report = stress.run()
         if showProgress { printError("\r\u{1B}[K", newline: false) }
         print(Self.summary(report, config))
+        print("# nodes: system \(config.systemNode), device \(stress.memory.configuration.deviceNode); \(stress.placement.describe(failure: stress.pinFailure))")
         if report.violationCount > 0 { throw ExitCode(1) }
         if report.interrupted {
             printError("bench: interrupted after \(report.totalOps) ops")

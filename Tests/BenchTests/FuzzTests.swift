@@ -25,10 +25,10 @@ struct FuzzTests {
                 "--fault-pages", "--costs", "--tlb-flush", "--format", "--engine", "--bogus"],
         "sweep": ["--vary", "--pages", "--strategy", "--mix", "--costs", "--format"],
         "compare": ["--by", "--base", "--format", "--bogus"],
-        "calibrate": ["--only", "--reps", "--frames", "--format"],
-        "stress": ["--seed", "--mutators", "--max-ops", "--inject", "--device-large-fail", "--pages"],
+        "calibrate": ["--only", "--reps", "--frames", "--format", "--system-node", "--device-node"],
+        "stress": ["--seed", "--mutators", "--max-ops", "--inject", "--device-large-fail", "--pages", "--system-node", "--device-node"],
         "thp-table": ["--iterations", "--max-mib", "--format", "--threads"],
-        "topology": ["--format", "--node"],
+        "topology": ["--format", "--node", "--system-node", "--device-node"],
     ]
 
     static func arguments(_ command: String, _ rng: inout SplitMix64, out: String) -> [String] {

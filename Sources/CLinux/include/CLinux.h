@@ -19,6 +19,11 @@ int clinux_perf_id(int fd, uint64_t *id);          // PERF_EVENT_IOC_ID
 pid_t clinux_gettid(void);
 /// Pins the calling thread to one CPU. Returns 0 or -errno.
 int clinux_pin_thread_to_cpu(int cpu);
+/// Pins the calling thread to the `count` CPUs of `cpus` (sched_setaffinity). Returns 0 or -errno.
+int clinux_pin_thread_to_cpus(const int *cpus, int count);
+/// The CPUs the calling thread may run on (sched_getaffinity), at most `max` of them into `out`:
+/// their number, or -errno.
+int clinux_allowed_cpus(int *out, int max);
 /// Number of CPUs the calling thread may run on (sched_getaffinity). -errno on failure.
 int clinux_allowed_cpu_count(void);
 /// The CPU the calling thread runs on now (sched_getcpu; glibc reads it from rseq or the vDSO), or 0

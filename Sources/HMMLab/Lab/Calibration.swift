@@ -24,12 +24,21 @@ public struct Calibration: Sendable {
         case allocation, copy, walk, unified, tlb
     }
 
-    /// Measures on fresh pools of `frames` 4 KiB frames each.
+    /// The pools' sizes for `frames` frames each (the system pool has one more block, for the huge zero
+    /// folio) on these nodes.
+    public static func configuration(frames: Int, backing: BackingRequest, systemNode: Int = 0, deviceNode: Int? = nil) -> PhysicalMemory.Configuration {
+        .init(
+            systemBytes: frames * PageSize.bytes + PageSize.pmdBytes, deviceBytes: frames * PageSize.bytes, systemNode: systemNode,
+            deviceNode: deviceNode, backing: backing)
+    }
+
+    /// Measures on fresh pools of `frames` 4 KiB frames each, on `systemNode` and `deviceNode` (nil:
+    /// the default by distance).
     public static func measure(
-        frames: Int = 16384, repetitions: Int = 5, backing: BackingRequest = .auto, groups: Set<Group> = Set(Group.allCases)
+        frames: Int = 16384, repetitions: Int = 5, backing: BackingRequest = .auto, groups: Set<Group> = Set(Group.allCases),
+        systemNode: Int = 0, deviceNode: Int? = nil
     ) throws(RegionError) -> Calibration {
-        // The system pool has one more block, for the huge zero folio.
-        let memory = try PhysicalMemory(.init(systemBytes: frames * PageSize.bytes + PageSize.pmdBytes, deviceBytes: frames * PageSize.bytes, backing: backing))
+        let memory = try PhysicalMemory(configuration(frames: frames, backing: backing, systemNode: systemNode, deviceNode: deviceNode))
         // Leave room for the zero page.
         let n = (frames - FrameAllocator.blockFrames) / FrameAllocator.blockFrames * FrameAllocator.blockFrames
         let half = n / 2
@@ -44,7 +53,7 @@ public struct Calibration: Sendable {
         if groups.contains(.tlb) { figures += measureTLB(n: 2000, timer) }
         if groups.contains(.unified) {
             do {
-                figures += try measureUnified(pages: half, repetitions: repetitions, backing: backing)
+                figures += try measureUnified(pages: half, repetitions: repetitions, prototype: memory.configuration)
             } catch {
                 figures.append(Figure(name: "lab_unified_overhead_ns_per_page", value: .nan, unit: "ns/page", detail: "could not run: \(error)"))
             }
@@ -297,9 +306,9 @@ public struct Calibration: Sendable {
     /// The model's own cost is measured without the kernel costs of `--costs` (real shootdowns, LRU
     /// batches, the driver's work): those are the kernel's, not the lab's. `unified_total_with_costs`
     /// is the whole migration with them.
-    static func measureUnified(pages: Int, repetitions: Int, backing: BackingRequest) throws -> [Figure] {
-        let (totals, perPage) = try timeUnified(pages: pages, repetitions: repetitions, backing: backing, costs: [])
-        let (withCosts, _) = try timeUnified(pages: pages, repetitions: repetitions, backing: backing, costs: .all)
+    static func measureUnified(pages: Int, repetitions: Int, prototype: PhysicalMemory.Configuration) throws -> [Figure] {
+        let (totals, perPage) = try timeUnified(pages: pages, repetitions: repetitions, prototype: prototype, costs: [])
+        let (withCosts, _) = try timeUnified(pages: pages, repetitions: repetitions, prototype: prototype, costs: .all)
         let overhead = perPage[perPage.count / 2]
         let floor = measureUnifiedAtomics(pages: pages, repetitions: repetitions)
         return [
@@ -312,11 +321,13 @@ public struct Calibration: Sendable {
     }
 
     /// Sorted per-page times of `repetitions` unified migrations (after a warm-up): whole, and without
-    /// the copy.
-    static func timeUnified(pages: Int, repetitions: Int, backing: BackingRequest, costs: Costs) throws -> (totals: [Double], withoutCopy: [Double]) {
+    /// the copy; on pools of their own with the nodes and backing of `prototype`.
+    static func timeUnified(pages: Int, repetitions: Int, prototype: PhysicalMemory.Configuration, costs: Costs) throws -> (totals: [Double], withoutCopy: [Double]) {
         let bytes = pages * PageSize.bytes
         let memory = try PhysicalMemory(
-            .init(systemBytes: 3 * bytes + 11 * PageSize.pmdBytes, deviceBytes: bytes + 2 * PageSize.pmdBytes, backing: backing, costs: costs))
+            .init(
+                systemBytes: 3 * bytes + 11 * PageSize.pmdBytes, deviceBytes: bytes + 2 * PageSize.pmdBytes, systemNode: prototype.systemNode,
+                deviceNode: prototype.deviceNode, backing: prototype.backing, costs: costs))
         let mm = try AddressSpace(memory: memory)
         let device = Device(memory: memory, mm: mm, copyWorkers: 1)
         var perPage: [Double] = []

@@ -111,7 +111,7 @@ public struct Compare: Sendable {
 
     /// What produced a row rather than what it ran: rows that differ here are not comparable (a hugetlb
     /// run beside one that fell back to THP, another build, another machine or kernel).
-    public static let identityColumns = ["backing", "tool_version", "host", "cpu_model", "kernel", "tlb_shootdown"]
+    public static let identityColumns = ["backing", "system_backing", "device_backing", "tool_version", "host", "cpu_model", "kernel", "tlb_shootdown"]
     public static var requiredConfigurationColumns: [String] { configurationColumns.filter { optionalColumns[$0] == nil } }
 
     /// The metrics compared: column, label, how to print it.

@@ -1,18 +1,14 @@
 extension MachineTopology {
-    /// A report a person reads.
+    /// A report a person reads, at most 80 columns wide.
     public func text() -> String {
         var out: [String] = []
-        out.append("kernel \(kernel); NUMA API \(numaAvailable ? "available" : "unavailable (every node query answers node 0)")")
+        out.append("kernel \(kernel)")
+        out.append("NUMA API \(numaAvailable ? "available" : "unavailable (every node query answers node 0)")")
         out.append("")
-        out.append("NUMA nodes: \(nodes.count)")
-        for node in nodes {
-            out.append(
-                "  node \(node.id): cpus \(Self.formatList(node.cpus)); memory \(Region.formatBytes(node.memTotalBytes)) " +
-                    "(\(Region.formatBytes(node.memFreeBytes)) free); hugetlb 2 MiB pages: \(node.hugetlbFree) free of \(node.hugetlbTotal)")
-        }
-        if nodes.count == 1 {
-            out.append("  one node: device memory will share node \(nodes[0].id) with system memory")
-        }
+        out += nodeLines()
+        out.append("")
+        out += Self.wrap("device node \(deviceNode): \(deviceNodeReason)")
+        out += Self.wrap("threads: \(placement.describe(failure: nil))")
         out.append("")
         out.append("transparent huge pages: enabled [\(thpEnabled)], defrag [\(thpDefrag)]")
         let probeText: String
@@ -21,14 +17,51 @@ extension MachineTopology {
         } else {
             probeText = "failed: \(smallProbe.error ?? "unknown")"
         }
-        out.append("backing auto, 2 MiB probe region: \(probeText)")
-        let node0 = nodes.first
-        out.append(
-            "backing auto, default run (16384 pages): needs \(defaultRunHugePagesNeeded) hugetlb pages, " +
-                "\(node0?.hugetlbFree ?? 0) free on node \(node0?.id ?? 0) -> \(predictedDefaultBacking(node: node0?.id ?? 0))")
+        out += Self.wrap("backing auto, 2 MiB probe region on node \(systemNode): \(probeText)")
+        out += defaultRunLines()
         out.append("")
+        out += perfLines()
+        return out.joined(separator: "\n")
+    }
+
+    /// The node table and, with several nodes, the distance matrix.
+    func nodeLines() -> [String] {
+        var out = ["NUMA nodes: \(table.nodes.count)"]
+        let cpuWidth = max(4, table.nodes.map { Sysfs.formatList($0.cpus).count }.max() ?? 0)
+        out.append("  node  " + "cpus".padding(cpuWidth) + "   memory     free  available  hugetlb free/total")
+        for n in table.nodes {
+            let cpus = n.cpus.isEmpty ? "none" : Sysfs.formatList(n.cpus)
+            let memory = n.hasMemory ? [n.memTotalBytes, n.memFreeBytes, n.memAvailableBytes].map { Self.right(Region.formatBytes($0), 9) } : ["no memory", "", ""].map { Self.right($0, 9) }
+            out.append(
+                "  " + Self.right(String(n.id), 4) + "  " + cpus.padding(cpuWidth) + memory[0] + memory[1] + "  " + memory[2]
+                    + Self.right("\(n.hugetlbFree)/\(n.hugetlbTotal)", 20))
+        }
+        guard table.nodes.count > 1 else { return out }
+        out.append("distances (SLIT):")
+        out.append("  node" + table.nodes.map { Self.right(String($0.id), 5) }.joined())
+        for a in table.nodes {
+            out.append("  " + Self.right(String(a.id), 4) + table.nodes.map { Self.right(String(table.distance(a.id, $0.id)), 5) }.joined())
+        }
+        return out
+    }
+
+    /// The default run's areas, each with the backing its node gives it, and whether they fit.
+    func defaultRunLines() -> [String] {
+        var out = ["default run (\(Self.defaultRunPages) pages, backing auto), per memory area:"]
+        for area in defaultRun.areas {
+            let head = "  \(area.name.padding(12)) \(Self.right(Region.formatBytes(area.bytes), 9)) on node \(area.node): "
+            var what = area.predicted?.rawValue ?? "none"
+            if area.predicted == .hugetlb { what += " (\(area.hugePages) page\(area.hugePages == 1 ? "" : "s") of 2 MiB)" }
+            if !area.fallbacks.isEmpty { what += "; passed over \(area.fallbacks.joined(separator: "; "))" }
+            out += Self.wrap(head + what, indent: 4)
+        }
+        out += Self.wrap("  memory: " + (defaultRun.shortfall().map { "does not fit: \($0)" } ?? "fits every node"), indent: 4)
+        return out
+    }
+
+    func perfLines() -> [String] {
         let paranoid = perfEventParanoid.map { "perf_event_paranoid \($0)" } ?? "perf_event_paranoid unreadable"
-        out.append("perf events (user space only, \(paranoid)):")
+        var out = ["perf events (user space only, \(paranoid)):"]
         for kind in ["software", "hardware", "unknown"] {
             for probe in perfEvents where probe.kind == kind {
                 let state = probe.opens ? "opens" : "unavailable (\(probe.reason))"
@@ -37,10 +70,8 @@ extension MachineTopology {
         }
         let software = perfEvents.filter { $0.kind == "software" && $0.opens }.count
         let hardware = perfEvents.filter { $0.kind == "hardware" && $0.opens }.count
-        out.append(
-            "  summary: \(software) software events open; " +
-                (hardware == 0 ? "hardware counters unavailable (no PMU): runs record software counters only" : "\(hardware) hardware events open"))
-        return out.joined(separator: "\n")
+        out.append("  summary: \(software) software events open; " + (hardware == 0 ? "no hardware counters (no PMU)" : "\(hardware) hardware events open"))
+        return out
     }
 
     /// The same facts as CSV: `section,node,name,value,detail`.
@@ -48,34 +79,51 @@ extension MachineTopology {
         var rows = [["section", "node", "name", "value", "detail"]]
         rows.append(["kernel", "", "release", kernel, ""])
         rows.append(["numa", "", "api", numaAvailable ? "available" : "unavailable", ""])
-        for node in nodes {
-            let id = String(node.id)
-            rows.append(["node", id, "cpus", Self.formatList(node.cpus), ""])
-            rows.append(["node", id, "mem_total_bytes", String(node.memTotalBytes), ""])
-            rows.append(["node", id, "mem_free_bytes", String(node.memFreeBytes), ""])
-            rows.append(["node", id, "hugetlb_2m_free", String(node.hugetlbFree), ""])
-            rows.append(["node", id, "hugetlb_2m_total", String(node.hugetlbTotal), ""])
+        for n in table.nodes {
+            let id = String(n.id)
+            rows.append(["node", id, "cpus", Sysfs.formatList(n.cpus), ""])
+            rows.append(["node", id, "has_memory", n.hasMemory ? "1" : "0", ""])
+            rows.append(["node", id, "mem_total_bytes", String(n.memTotalBytes), ""])
+            rows.append(["node", id, "mem_free_bytes", String(n.memFreeBytes), ""])
+            rows.append(["node", id, "mem_available_bytes", String(n.memAvailableBytes), "si_mem_available() per node"])
+            rows.append(["node", id, "hugetlb_2m_free", String(n.hugetlbFree), ""])
+            rows.append(["node", id, "hugetlb_2m_total", String(n.hugetlbTotal), ""])
+            rows.append(["node", id, "distances", table.nodes.map { String(table.distance(n.id, $0.id)) }.joined(separator: " "), ""])
         }
+        rows.append(["run", "", "system_node", String(systemNode), ""])
+        rows.append(["run", "", "device_node", String(deviceNode), deviceNodeReason])
+        rows.append(["run", "", "pinned_cpus", placement.cpuList, placement.reason])
         rows.append(["thp", "", "enabled", thpEnabled, ""])
         rows.append(["thp", "", "defrag", thpDefrag, ""])
         rows.append(["backing", "", "auto_probe_2m", smallProbe.backing?.rawValue ?? "", smallProbe.error ?? smallProbe.fallbacks.joined(separator: "; ")])
-        rows.append(["backing", "", "auto_default_run", predictedDefaultBacking(node: nodes.first?.id ?? 0).rawValue, "needs \(defaultRunHugePagesNeeded) hugetlb pages"])
+        for area in defaultRun.areas {
+            let name = "auto_default_run_" + area.name.replacingAll(" ", with: "_")
+            rows.append(["backing", String(area.node), name, area.predicted?.rawValue ?? "", area.fallbacks.joined(separator: "; ")])
+        }
+        rows.append(["memory", "", "default_run_fits", defaultRun.shortfall() == nil ? "1" : "0", defaultRun.shortfall() ?? ""])
         for probe in perfEvents {
             rows.append(["perf", "", probe.name, probe.opens ? "opens" : "unavailable", probe.kind + (probe.reason.isEmpty ? "" : ": " + probe.reason)])
         }
         return rows.map { $0.map(Self.csvField).joined(separator: ",") }.joined(separator: "\n") + "\n"
     }
 
-    static func formatList(_ values: [Int]) -> String {
-        var parts: [String] = []
-        var i = 0
-        while i < values.count {
-            var j = i
-            while j + 1 < values.count, values[j + 1] == values[j] + 1 { j += 1 }
-            parts.append(i == j ? "\(values[i])" : "\(values[i])-\(values[j])")
-            i = j + 1
+    static func right(_ s: String, _ width: Int) -> String { s.count >= width ? " " + s : String(repeating: " ", count: width - s.count) + s }
+
+    /// Breaks `line` at spaces so that no piece is wider than `width` columns (a word longer than
+    /// that stays whole); pieces after the first are indented by `indent` spaces.
+    public static func wrap(_ line: String, width: Int = 80, indent: Int = 2) -> [String] {
+        var out: [String] = []
+        var rest = Array(line)
+        while true {
+            let prefix = out.isEmpty ? "" : String(repeating: " ", count: indent)
+            let limit = width - prefix.count
+            guard rest.count > limit, let cut = rest[..<(limit + 1)].lastIndex(of: " "), cut > 0 else {
+                out.append(prefix + String(rest))
+                return out
+            }
+            out.append(prefix + String(rest[..<cut]))
+            rest = Array(rest[(cut + 1)...].drop { $0 == " " })
         }
-        return parts.joined(separator: ",")
     }
 
     /// RFC 4180 quoting.

@@ -3,16 +3,6 @@ import Glibc
 /// What this machine offers the lab: NUMA nodes, huge pages, THP mode, the backing `auto` really gets,
 /// and which perf events open. Everything is read from /sys, /proc and real probes, never assumed.
 public struct MachineTopology: Sendable {
-    /// One NUMA node.
-    public struct Node: Sendable {
-        public var id: Int
-        public var cpus: [Int]
-        public var memTotalBytes: Int
-        public var memFreeBytes: Int
-        public var hugetlbFree: Int
-        public var hugetlbTotal: Int
-    }
-
     /// What `auto` got for a probe Region, and why it passed over the better backings.
     public struct BackingProbe: Sendable {
         public var bytes: Int
@@ -23,55 +13,60 @@ public struct MachineTopology: Sendable {
 
     public var kernel: String
     public var numaAvailable: Bool
-    public var nodes: [Node]
+    /// The nodes: CPUs, memory, hugetlb pages, distances.
+    public var table: NodeTable
     public var thpEnabled: String
     public var thpDefrag: String
-    /// A 2 MiB Region with `auto`.
+    /// The nodes a run with these options uses, and why the device node is that one.
+    public var systemNode: Int
+    public var deviceNode: Int
+    public var deviceNodeReason: String
+    /// Where the run's threads would run.
+    public var placement: ThreadPlacement
+    /// A 2 MiB Region with `auto` on the system node.
     public var smallProbe: BackingProbe
-    /// Whether the default run's pools fit in the free hugetlb pages.
-    public var defaultRunHugePagesNeeded: Int
+    /// The default run's memory areas (16384 pages, backing `auto`) on these nodes, each with the
+    /// backing its own node gives it.
+    public var defaultRun: PoolPlan
     public var perfEvents: [PerfEvents.Probe]
     public var perfEventParanoid: Int?
 
-    /// Reads the machine. Maps (and unmaps) one 2 MiB probe Region and opens each probed perf event once.
-    public static func read(probeNode: Int = 0) -> MachineTopology {
-        let kernel = Sysfs.kernelRelease
+    /// Pages of the default run.
+    public static let defaultRunPages = RunConfig().pages
 
-        var nodes: [Node] = []
-        for id in NUMA.onlineNodes() {
-            let dir = "/sys/devices/system/node/node\(id)"
-            let meminfo = Sysfs.read("\(dir)/meminfo") ?? (NUMA.onlineNodes().count == 1 ? Sysfs.read("/proc/meminfo") : nil) ?? ""
-            let cpus = Sysfs.read("\(dir)/cpulist").map(Sysfs.parseList) ?? Array(0..<Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
-            nodes.append(
-                Node(
-                    id: id, cpus: cpus, memTotalBytes: Sysfs.kilobyteField("MemTotal", in: meminfo[...]) ?? 0,
-                    memFreeBytes: Sysfs.kilobyteField("MemFree", in: meminfo[...]) ?? 0,
-                    hugetlbFree: HugetlbPool.freePages(node: id) ?? 0, hugetlbTotal: HugetlbPool.totalPages(node: id) ?? 0))
-        }
-
+    /// Reads the machine for a run on `systemNode` and `deviceNode` (nil: the default by distance).
+    /// Maps (and unmaps) one 2 MiB probe Region and opens each probed perf event once.
+    public static func read(systemNode: Int = 0, deviceNode: Int? = nil) -> MachineTopology {
+        let table = NodeTable.read()
+        let device = deviceNode ?? table.farthestNodeWithMemory(from: systemNode)
         var probe = BackingProbe(bytes: Region.extent, backing: nil, fallbacks: [], error: nil)
         do {
-            let region = try Region(name: "probe", length: Region.extent, backing: .auto, node: probeNode)
+            let region = try Region(name: "probe", length: Region.extent, backing: .auto, node: systemNode)
             probe.backing = region.backing
             probe.fallbacks = region.verification.fallbacks
         } catch {
             probe.error = error.description
         }
-
+        var config = RunConfig()
+        config.systemNode = systemNode
+        config.deviceNode = device
         return MachineTopology(
-            kernel: kernel, numaAvailable: NUMA.isAvailable, nodes: nodes, thpEnabled: ThpSettings.enabled ?? "unsupported",
-            thpDefrag: ThpSettings.defrag ?? "unsupported", smallProbe: probe,
-            defaultRunHugePagesNeeded: PhysicalMemory.Configuration.forRun(pages: 16384).hugePagesNeeded,
-            perfEvents: PerfEvents.probe(), perfEventParanoid: Sysfs.readInt("/proc/sys/kernel/perf_event_paranoid"))
+            kernel: Sysfs.kernelRelease, numaAvailable: NUMA.isAvailable, table: table, thpEnabled: ThpSettings.enabled ?? "unsupported",
+            thpDefrag: ThpSettings.defrag ?? "unsupported", systemNode: systemNode, deviceNode: device,
+            deviceNodeReason: Self.deviceNodeReason(table: table, systemNode: systemNode, deviceNode: device, asked: deviceNode != nil),
+            placement: ThreadPlacement(systemNode: systemNode, table: table), smallProbe: probe,
+            defaultRun: PoolPlan(config: config, table: table), perfEvents: PerfEvents.probe(),
+            perfEventParanoid: Sysfs.readInt("/proc/sys/kernel/perf_event_paranoid"))
     }
 
-    /// The backing `auto` would give the default run's pools on `node`: hugetlb when the node has the
-    /// free pages, else THP unless disabled, else 4 KiB. The 2 MiB probe shows the kernel agrees.
-    public func predictedDefaultBacking(node: Int = 0) -> Backing {
-        let free = nodes.first { $0.id == node }?.hugetlbFree ?? 0
-        if free >= defaultRunHugePagesNeeded { return .hugetlb }
-        if thpEnabled != "never", thpEnabled != "unsupported" { return .thp }
-        return .small
+    /// Why the device pool goes on `deviceNode`, in a few words.
+    public static func deviceNodeReason(table: NodeTable, systemNode: Int, deviceNode: Int, asked: Bool) -> String {
+        if deviceNode == systemNode {
+            return table.nodesWithMemory.count == 1 ? "one node with memory: device memory is local" : "the system node, as asked: device memory is local"
+        }
+        let distance = "distance \(table.distance(systemNode, deviceNode))"
+        if asked { return "as asked (\(distance) from node \(systemNode))" }
+        return "the farthest node with memory from node \(systemNode) (\(distance))"
     }
 }
 

@@ -20,11 +20,11 @@ public final class Mutators: @unchecked Sendable {
     private let failures = Atomic<Int>(0)
     private var threads: [PosixThread] = []
 
-    private let node: Int?
+    private let placement: ThreadPlacement?
 
-    /// `node`: the NUMA node whose CPUs the threads run on (nil: anywhere).
-    public init(workload: Workload, count: Int, seed: UInt64, node: Int? = nil) {
-        self.node = node
+    /// `placement`: where the threads run (nil: anywhere).
+    public init(workload: Workload, count: Int, seed: UInt64, placement: ThreadPlacement? = nil) {
+        self.placement = placement
         self.workload = workload
         self.count = count
         self.seed = seed
@@ -47,7 +47,7 @@ public final class Mutators: @unchecked Sendable {
     }
 
     private func loop(_ m: Int) {
-        if let node { NUMA.runCallingThread(onNode: node) }
+        placement?.pinCallingThread()
         let pages = workload.pages
         let owned = (pages - m + count - 1) / count
         guard owned > 0 else { return }

@@ -74,7 +74,7 @@ public struct ResultRow: Sendable {
     /// The fixed columns, in order.
     public static let columns = [
         "run_id", "timestamp", "tool_version", "host", "kernel", "cpu_model", "cpus", "numa_nodes", "system_node", "device_node", "backing",
-        "thp_mode", "engine", "strategy", "direction", "pages", "window_pages", "mix", "thp", "device_large_fail", "split_policy", "self_invalidation",
+        "system_backing", "device_backing", "pinned_cpus", "thp_mode", "engine", "strategy", "direction", "pages", "window_pages", "mix", "thp", "device_large_fail", "split_policy", "self_invalidation",
         "device_access", "fault_pages", "costs", "tlb_shootdown", "threads", "mutators", "seed", "rep", "ops", "pages_requested", "pages_migrated", "pages_skipped", "walks", "walk_restarts",
         "ptes_visited", "faults", "cow_breaks", "swapins", "migration_entries", "tlb_flushes", "lru_drains", "invalidations", "notifier_retries",
         "folio_lock_fails", "thp_migrated", "thp_splits", "device_alloc_fails", "bytes_copied", "verify_failures", "mutator_stores",
@@ -93,7 +93,7 @@ public struct ResultRow: Sendable {
         let c = config
         var f: [String] = [
             m.runId, timestamp, m.toolVersion, m.host, m.kernel, m.cpuModel, String(m.cpus), String(m.numaNodes), String(m.systemNode),
-            String(m.deviceNode), m.backing, m.thpMode, engine, strategy, direction, String(c.pages), String(c.windowPages), c.mix.description,
+            String(m.deviceNode), m.backing, m.systemBacking, m.deviceBacking, m.pinnedCPUs, m.thpMode, engine, strategy, direction, String(c.pages), String(c.windowPages), c.mix.description,
             Self.number(c.thp), Self.number(c.deviceLargeFail), c.splitPolicy.rawValue, c.selfInvalidation.rawValue, c.deviceAccess.rawValue,
             c.faultPages.map(String.init) ?? "window", c.costs.description, m.tlbShootdown, String(c.threads),
             String(c.mutators), String(c.seed), String(rep), String(ops), String(pagesRequested), String(pagesMigrated), String(pagesSkipped),

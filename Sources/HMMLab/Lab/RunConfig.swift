@@ -147,14 +147,14 @@ public struct RunConfig: Sendable, Equatable {
             guard let s = parsed else { throw ConfigError("--seed '\(v)' is not allowed; use an unsigned 64-bit integer (decimal or 0x hex)") }
             c.seed = s
         }
-        let known = nodes ?? NUMA.onlineNodes()
+        let known = nodes ?? NUMA.nodesWithMemory()
         let nodeList = known.map(String.init).joined(separator: ", ")
         if let v = options["system-node"] {
-            guard let n = Int(v), known.contains(n) else { throw ConfigError("--system-node '\(v)' is not a node of this machine; use one of \(nodeList)") }
+            guard let n = Int(v), known.contains(n) else { throw ConfigError("--system-node '\(v)' is not a node with memory on this machine; use one of \(nodeList)") }
             c.systemNode = n
         }
         if let v = options["device-node"] {
-            guard let n = Int(v), known.contains(n) else { throw ConfigError("--device-node '\(v)' is not a node of this machine; use one of \(nodeList)") }
+            guard let n = Int(v), known.contains(n) else { throw ConfigError("--device-node '\(v)' is not a node with memory on this machine; use one of \(nodeList)") }
             c.deviceNode = n
         }
         if let v = options["backing"] {

@@ -14,8 +14,15 @@ public struct RunMetadata: Sendable {
     public var numaNodes: Int
     public var systemNode: Int
     public var deviceNode: Int
-    /// The backing the pools really got (hugetlb, thp or 4k), after fallbacks.
+    /// The backing the system pool really got (hugetlb, thp or 4k), after fallbacks: the one backing
+    /// of the first result files, kept beside the per-pool columns.
     public var backing: String
+    /// The backing each pool really got; they differ when one pool's node could not give the other's
+    /// (`device-private` for the kernel engine's device pages).
+    public var systemBacking = ""
+    public var deviceBacking = ""
+    /// The CPUs every thread of the run was pinned to (`0-1`), empty when threads were not pinned.
+    public var pinnedCPUs = ""
     /// `/sys/kernel/mm/transparent_hugepage/enabled`, the selected mode.
     public var thpMode: String
     /// Plain memcpy bandwidth between the two pools, GB/s (measured at start).
@@ -37,7 +44,7 @@ public struct RunMetadata: Sendable {
         } ?? "unknown"
         return RunMetadata(
             runId: Self.newRunId(), host: host, kernel: Sysfs.kernelRelease, cpuModel: model, cpus: Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))),
-            numaNodes: NUMA.onlineNodes().count, systemNode: systemNode, deviceNode: deviceNode, backing: backing,
+            numaNodes: NUMA.onlineNodes().count, systemNode: systemNode, deviceNode: deviceNode, backing: backing, systemBacking: backing,
             thpMode: ThpSettings.enabled ?? "unsupported", memcpyGBps: .nan, kernelWalkNs: .nan)
     }
 

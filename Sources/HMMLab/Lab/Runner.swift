@@ -68,7 +68,12 @@ public final class Runner {
     /// and measures the floors (`memcpy_gbps`, `kernel_walk_ns`).
     public init(config: RunConfig) throws(RunError) {
         self.config = config
-        try Self.checkMemory(config)
+        let table = NodeTable.read()
+        try Self.checkMemory(config, table: table)
+        // The main thread works near the system memory from the start: it maps and pre-faults the
+        // pools and measures the floors.
+        placement = ThreadPlacement(systemNode: config.systemNode, table: table)
+        pinFailure = placement.pinCallingThread()
         let need = config.memoryNeeded
         do {
             memory = try PhysicalMemory(
@@ -91,48 +96,30 @@ public final class Runner {
         systemFreeAtStart = memory.system.allocator.freeFrames
         deviceFreeAtStart = memory.device.allocator.freeFrames
         metadata = RunMetadata.read(systemNode: config.systemNode, deviceNode: config.resolvedDeviceNode, backing: memory.system.region.backing.rawValue)
+        metadata.deviceBacking = memory.device.region.backing.rawValue
+        metadata.pinnedCPUs = pinFailure == nil ? placement.cpuList : ""
         if config.costs.contains(.flush) { metadata.tlbShootdown = TLBShootdown.host.mechanism.rawValue }
         metadata.memcpyGBps = Calibration.memcpyGBps(memory: memory, bytes: 64 << 20)
         metadata.kernelWalkNs = (try? Calibration.kernelMincoreNs(pages: 8192, node: config.systemNode)) ?? .nan
     }
 
-    /// The node every thread of the run is pinned to: the system node when the machine has several.
-    public var pinnedNode: Int? { NUMA.onlineNodes().count > 1 ? config.systemNode : nil }
+    /// Where every thread of the run runs (the system node's CPUs, or the nearest node's that has
+    /// some, on a machine with several nodes), and why pinning the main thread failed, if it did.
+    public let placement: ThreadPlacement
+    public let pinFailure: String?
 
-    /// Refuses a run that needs more memory than the machine has available, naming the sizes.
-    public static func checkMemory(_ config: RunConfig) throws(RunError) {
-        let need = config.memoryNeeded
-        let available = availableBytes()
-        guard need.total <= available else {
-            throw RunError(
-                "--pages \(config.pages) needs \(Region.formatBytes(need.total)) (system pool \(Region.formatBytes(need.system)), "
-                    + "device pool \(Region.formatBytes(need.device)), swap \(Region.formatBytes(need.swap)), and descriptors) but only "
-                    + "\(Region.formatBytes(available)) is available (MemAvailable plus free hugetlb pages); use fewer pages")
+    /// Refuses, before anything is allocated, a run whose pools do not fit their nodes: each pool is
+    /// checked against the node it is bound to, with the backing it will get (``PoolPlan``), naming
+    /// the node and the sizes.
+    public static func checkMemory(_ config: RunConfig, table: NodeTable = .read()) throws(RunError) {
+        let plan = PoolPlan(config: config, table: table)
+        guard let problem = plan.shortfall() else { return }
+        var hint = "use fewer pages, or nodes with more free memory (--system-node, --device-node)"
+        if let area = plan.areas.first(where: { $0.predicted == nil }), area.candidates == [.hugetlb] {
+            let knob = "/sys/devices/system/node/node\(area.node)/hugepages/hugepages-2048kB/nr_hugepages"
+            hint = "reserve more (echo N > \(knob)), use fewer pages, or --backing auto"
         }
-        if config.backing == .hugetlb { try checkHugetlb(config) }
-    }
-
-    /// With `--backing hugetlb`, both pools need their 2 MiB pages free on their own nodes.
-    static func checkHugetlb(_ config: RunConfig) throws(RunError) {
-        let need = config.memoryNeeded
-        var pages: [Int: Int] = [:]
-        pages[config.systemNode, default: 0] += need.system / HugetlbPool.pageSize
-        pages[config.resolvedDeviceNode, default: 0] += need.device / HugetlbPool.pageSize
-        for (node, wanted) in pages.sorted(by: { $0.key < $1.key }) {
-            let free = HugetlbPool.freePages(node: node) ?? 0
-            guard wanted > free else { continue }
-            throw RunError(
-                "--backing hugetlb: --pages \(config.pages) needs \(wanted) free 2 MiB hugetlb pages on node \(node) but it has \(free); "
-                    + "reserve more (echo N > /sys/devices/system/node/node\(node)/hugepages/hugepages-2048kB/nr_hugepages), use fewer pages, or --backing auto")
-        }
-    }
-
-    /// MemAvailable plus the free hugetlb pages (reserved memory MemAvailable does not count).
-    public static func availableBytes() -> Int {
-        let meminfo = Sysfs.read("/proc/meminfo") ?? ""
-        let available = Sysfs.kilobyteField("MemAvailable", in: meminfo[...]) ?? Int.max / 2
-        let huge = (HugetlbPool.freePagesSystemWide ?? 0) * HugetlbPool.pageSize
-        return available + huge
+        throw RunError("--pages \(config.pages): \(problem); \(hint)")
     }
 
     /// Runs every repetition; returns the rows written.
@@ -141,14 +128,14 @@ public final class Runner {
         interrupted = false
         // On a machine with several nodes, every thread of the run works on the CPUs of the system
         // node (the driver's CPU, as a GPU driver's fault handler runs near its memory).
-        let pinNode = pinnedNode
-        if let pinNode { NUMA.runCallingThread(onNode: pinNode) }
+        let placement = self.placement
+        if let failure = placement.pinCallingThread(), pinFailure == nil { onWarning("pinning the op thread: \(failure)") }
         counters?.enterWorkerThread()
         let counters = self.counters
-        if counters != nil || pinNode != nil {
+        if counters != nil || placement.node != nil {
             copyWorkerHook = {
                 if let counters { counters.enterWorkerThread() }
-                if let pinNode { NUMA.runCallingThread(onNode: pinNode) }
+                placement.pinCallingThread()
             }
         }
         defer { copyWorkerHook = nil }
@@ -255,7 +242,7 @@ public final class Runner {
         defer {
             if let injector, !warmup { for p in FaultInjector.Point.allCases { injected[p.rawValue] += injector.injected(p) } }
         }
-        let mutators = Mutators(workload: w, count: config.mutators, seed: seed, node: pinnedNode)
+        let mutators = Mutators(workload: w, count: config.mutators, seed: seed, placement: placement)
         defer {
             mutators.finish()
             w.tearDown()

@@ -62,7 +62,7 @@ public final class Stress {
     }
 
     /// Options of `bench stress` (names without dashes).
-    public static let optionNames = ["seconds", "seed", "pages", "mutators", "max-ops", "backing", "inject", "device-large-fail"]
+    public static let optionNames = ["seconds", "seed", "pages", "mutators", "max-ops", "backing", "inject", "device-large-fail", "system-node", "device-node"]
 
     /// Builds a configuration from option values as typed (`bench stress`).
     /// - Throws: ``ConfigError`` naming the first bad value and what is allowed.
@@ -93,6 +93,13 @@ public final class Stress {
         if let v = options["backing"] {
             guard let b = BackingRequest(rawValue: v) else { throw ConfigError("--backing '\(v)' is not a backing; use one of auto, hugetlb, thp, 4k") }
             c.backing = b
+        }
+        if options["system-node"] != nil || options["device-node"] != nil {
+            // The run's syntax and checks: a node with memory on this machine.
+            let nodes = options.filter { $0.key == "system-node" || $0.key == "device-node" }
+            let run = try RunConfig.parse(nodes)
+            c.systemNode = run.systemNode
+            c.deviceNode = run.deviceNode
         }
         if let v = options["device-large-fail"] {
             c.deviceLargeFail = try RunConfig.fraction("device-large-fail", v, "the probability that a 2 MiB device allocation fails")
@@ -191,7 +198,11 @@ public final class Stress {
     }
 
     public let configuration: Configuration
-    let memory: PhysicalMemory
+    /// Where the stress threads run (the main thread and the mutators), and why pinning the main
+    /// thread failed, if it did.
+    public let placement: ThreadPlacement
+    public let pinFailure: String?
+    public let memory: PhysicalMemory
     let swap: SwapArea
     /// Polled between ops: true ends the run after the current round's checks.
     public var shouldStop: () -> Bool = { false }
@@ -212,6 +223,8 @@ public final class Stress {
             throw StressError(description: "stress pages \(configuration.pages) must be a positive multiple of \(PageSize.pmdPages)")
         }
         self.configuration = configuration
+        placement = ThreadPlacement(systemNode: configuration.systemNode, table: NodeTable.read())
+        pinFailure = placement.pinCallingThread()
         let range = configuration.pages * PageSize.bytes
         let block = PageSize.pmdBytes
         do {
@@ -308,7 +321,7 @@ public final class Stress {
         let injector = FaultInjector(configuration.inject, seed: seed)
         w.mm.injector = injector
         w.device.setAllocationFailure(FailureInjection(order0: configuration.deviceSmallFail, order9: configuration.deviceLargeFail, seed: seed ^ 0x6465_7669_6365))
-        let r = Round(number: number, w: w, injector: injector, mutators: Mutators(workload: w, count: configuration.mutators, seed: seed), seed: seed)
+        let r = Round(number: number, w: w, injector: injector, mutators: Mutators(workload: w, count: configuration.mutators, seed: seed, placement: placement), seed: seed)
         var pins: [Pfn: Int32] = [:]
         for p in w.pins { pins[memory.folio(containing: p).pfn, default: 0] += 1 }
 

@@ -95,10 +95,10 @@ public final class PhysicalMemory: @unchecked Sendable {
     /// Bytes per descriptor.
     public static let descriptorSize = MemoryLayout<PageDescriptor>.stride
 
-    /// The device node a run uses by default: the first node with memory other than the system node,
-    /// else the system node itself.
+    /// The device node a run uses by default: the node with memory farthest from the system node by
+    /// the distance table (``NodeTable/farthestNodeWithMemory(from:)``), else the system node itself.
     public static func defaultDeviceNode(systemNode: Int) -> Int {
-        NUMA.nodesWithMemory().first { $0 != systemNode } ?? systemNode
+        NodeTable.read().farthestNodeWithMemory(from: systemNode)
     }
 
     /// Maps, binds and pre-faults both pools and the descriptor array.
@@ -140,7 +140,7 @@ public final class PhysicalMemory: @unchecked Sendable {
 
         var notes: [String] = []
         if configuration.systemNode == configuration.deviceNode {
-            notes.append("device memory shares NUMA node \(configuration.deviceNode) with system memory (\(NUMA.nodesWithMemory().count == 1 ? "this machine has one node" : "as asked"))")
+            notes.append("device memory shares NUMA node \(configuration.deviceNode) with system memory (\(NUMA.nodesWithMemory().count == 1 ? "this machine has one node with memory" : "as asked"))")
         }
         for region in [systemRegion, deviceRegion] where region.requested == .auto && region.backing != .hugetlb {
             notes.append("\(region.name) pool fell back to \(region.backing): \(region.verification.fallbacks.joined(separator: "; "))")

@@ -1,3 +1,4 @@
+import CLinux
 import CNuma
 import Glibc
 
@@ -28,12 +29,21 @@ public enum NUMA {
         return [0]
     }
 
-    /// Runs the calling thread on the CPUs of `node` only (`numa_run_on_node`). Returns false when NUMA
-    /// is unavailable or the call fails.
-    @discardableResult
-    public static func runCallingThread(onNode node: Int) -> Bool {
-        guard isAvailable else { return false }
-        return numa_run_on_node(Int32(node)) == 0
+    /// Pins the calling thread to `cpus` (`sched_setaffinity`) and reads the set back
+    /// (`sched_getaffinity`): nil when the thread may now run on exactly those CPUs, else why not.
+    public static func pinCallingThread(toCPUs cpus: [Int]) -> String? {
+        guard !cpus.isEmpty else { return "no CPUs to pin to" }
+        let rc = cpus.map(Int32.init).withUnsafeBufferPointer { clinux_pin_thread_to_cpus($0.baseAddress, Int32($0.count)) }
+        if rc < 0 { return "sched_setaffinity: \(SystemError.name(of: -rc))" }
+        let allowed = allowedCPUs()
+        return allowed == cpus.sorted() ? nil : "sched_getaffinity reads back CPUs \(allowed) after pinning to \(cpus)"
+    }
+
+    /// The CPUs the calling thread may run on (`sched_getaffinity`), ascending; empty when unreadable.
+    public static func allowedCPUs() -> [Int] {
+        var out = [Int32](repeating: 0, count: 4096)
+        let n = out.withUnsafeMutableBufferPointer { clinux_allowed_cpus($0.baseAddress, Int32($0.count)) }
+        return n > 0 ? out.prefix(Int(n)).map(Int.init) : []
     }
 
     /// Binds `[address, address+length)` to `node` with `MPOL_BIND` (and `MPOL_MF_STRICT|MPOL_MF_MOVE`,

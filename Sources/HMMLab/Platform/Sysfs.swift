@@ -63,6 +63,20 @@ public enum Sysfs {
         return result
     }
 
+    /// Writes a CPU or node list as the kernel does (`0-3,8,10-11`): the inverse of ``parseList(_:)``.
+    public static func formatList(_ values: [Int]) -> String {
+        let values = values.sorted()
+        var parts: [String] = []
+        var i = 0
+        while i < values.count {
+            var j = i
+            while j + 1 < values.count, values[j + 1] == values[j] + 1 { j += 1 }
+            parts.append(i == j ? "\(values[i])" : "\(values[i])-\(values[j])")
+            i = j + 1
+        }
+        return parts.joined(separator: ",")
+    }
+
     /// A `Key:   value kB` field of /proc/meminfo-style text, in bytes.
     public static func kilobyteField(_ key: String, in text: Substring) -> Int? {
         for line in text.split(separator: "\n") {
