@@ -28,13 +28,13 @@ extension MachineTopology {
     func nodeLines() -> [String] {
         var out = ["NUMA nodes: \(table.nodes.count)"]
         let cpuWidth = max(4, table.nodes.map { Sysfs.formatList($0.cpus).count }.max() ?? 0)
-        out.append("  node  " + "cpus".padding(cpuWidth) + "   memory     free  available  hugetlb free/total")
+        out.append("  node  " + "cpus".padding(cpuWidth) + Self.right("memory", 10) + Self.right("free", 10) + Self.right("available", 11) + Self.right("hugetlb free/total", 20))
         for n in table.nodes {
             let cpus = n.cpus.isEmpty ? "none" : Sysfs.formatList(n.cpus)
-            let memory = n.hasMemory ? [n.memTotalBytes, n.memFreeBytes, n.memAvailableBytes].map { Self.right(Region.formatBytes($0), 9) } : ["no memory", "", ""].map { Self.right($0, 9) }
+            let sizes = n.hasMemory ? [n.memTotalBytes, n.memFreeBytes, n.memAvailableBytes].map(Region.formatBytes) : ["no memory", "", ""]
             out.append(
-                "  " + Self.right(String(n.id), 4) + "  " + cpus.padding(cpuWidth) + memory[0] + memory[1] + "  " + memory[2]
-                    + Self.right("\(n.hugetlbFree)/\(n.hugetlbTotal)", 20))
+                "  " + Self.right(String(n.id), 4) + "  " + cpus.padding(cpuWidth) + Self.right(sizes[0], 10) + Self.right(sizes[1], 10)
+                    + Self.right(sizes[2], 11) + Self.right("\(n.hugetlbFree)/\(n.hugetlbTotal)", 20))
         }
         guard table.nodes.count > 1 else { return out }
         out.append("distances (SLIT):")

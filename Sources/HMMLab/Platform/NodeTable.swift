@@ -88,8 +88,8 @@ public struct NodeTable: Sendable, Equatable {
 }
 
 extension NodeTable {
-    /// Reads the online nodes from /sys (one node 0 from /proc/meminfo where /sys has no node
-    /// directories). With a single node its available memory is the kernel's own MemAvailable.
+    /// Reads the online nodes from /sys. With a single node (or no node directories) its memory is
+    /// /proc/meminfo's, and its available memory the kernel's own MemAvailable.
     public static func read() -> NodeTable {
         let online = NUMA.onlineNodes()
         let withMemory = Set(NUMA.nodesWithMemory())
@@ -99,7 +99,9 @@ extension NodeTable {
         for id in online {
             let dir = "/sys/devices/system/node/node\(id)"
             let nodeInfo = Sysfs.read("\(dir)/meminfo")
-            let meminfo = (nodeInfo ?? Sysfs.read("/proc/meminfo") ?? "")[...]
+            // With one node the machine's own counters are the node's (some guests' node meminfo
+            // leaves out hot-added memory).
+            let meminfo = ((online.count == 1 ? nil : nodeInfo) ?? Sysfs.read("/proc/meminfo") ?? "")[...]
             let field = { (name: String) in Sysfs.kilobyteField(name, in: meminfo) ?? 0 }
             let free = field("MemFree")
             let (low, high) = watermarks[id] ?? (0, 0)
