@@ -55,6 +55,9 @@ struct StressCommand: ParsableCommand {
         } catch {
             throw badInput(error.message)
         }
+        if let problem = config.plan(NodeTable.read()).shortfall() {
+            throw badInput("--pages \(config.pages): \(problem); use fewer pages or nodes with more free memory")
+        }
         let stress: Stress
         do {
             stress = try Stress(config)

@@ -25,7 +25,7 @@ struct HarnessTests {
             }
         }
         #expect(message(["pages": "-3"]) == "--pages '-3' is not allowed; use a number of 4 KiB pages: an integer from 1 to 16777216")
-        #expect(message(["device-node": "2"]) == "--device-node '2' is not a node of this machine; use one of 0, 1")
+        #expect(message(["device-node": "2"]) == "--device-node '2' is not a node with memory on this machine; use one of 0, 1")
         #expect(message(["mix": "present=0.7,swap=0.2"]).contains("sum to 0.9"))
         #expect(message(["strategy": "x"]).contains("fault-then-migrate, migrate-then-fault, unified, all"))
         #expect(message(["nosuch": "1"]).contains("--nosuch is not an option"))

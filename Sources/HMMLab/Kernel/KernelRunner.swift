@@ -105,6 +105,8 @@ public final class KernelRunner {
         }
         metadata = RunMetadata.read(
             systemNode: config.systemNode, deviceNode: config.resolvedDeviceNode, backing: config.thp > 0 ? "anon-thp" : "anon-4k")
+        // test_hmm's device memory: ZONE_DEVICE pages of a MEMORY_DEVICE_PRIVATE pagemap.
+        metadata.deviceBacking = "device-private"
     }
 
     /// The `kfn_` column names, in ``KernelFunctions/traced`` order.

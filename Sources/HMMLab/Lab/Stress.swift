@@ -51,6 +51,29 @@ public final class Stress {
 
         public init() {}
 
+        /// The pools' sizes: room for the range four times over in system memory (copy-on-write
+        /// copies, the way back, a forked child's copies) plus a backing page for every device page
+        /// and a block for the huge zero folio, twice in device memory, once in swap.
+        public var poolBytes: (system: Int, device: Int, swap: Int) {
+            let range = pages * PageSize.bytes
+            let block = PageSize.pmdBytes
+            return (6 * range + 13 * block, 2 * range + 4 * block, range + block)
+        }
+
+        /// Where its areas go and what backs them on `table` (``PoolPlan``), as ``Stress/init(_:)``
+        /// maps them.
+        public func plan(_ table: NodeTable) -> PoolPlan {
+            let bytes = poolBytes
+            let device = deviceNode ?? table.farthestNodeWithMemory(from: systemNode)
+            let descriptors = (bytes.system + bytes.device) / PageSize.bytes * PhysicalMemory.descriptorSize
+            return PoolPlan(
+                [
+                    ("system pool", systemNode, bytes.system, backing.candidates), ("device pool", device, bytes.device, backing.candidates),
+                    ("descriptors", systemNode, descriptors, backing == .small ? [.small] : [.thp, .small]),
+                    ("swap area", systemNode, bytes.swap, (backing == .hugetlb ? BackingRequest.auto : backing).candidates),
+                ], table: table)
+        }
+
         /// `trylock=0.01,…,device4k=0.02,device2m=0.3`.
         public var injectDescription: String {
             var run = RunConfig()
@@ -215,9 +238,8 @@ public final class Stress {
     /// Called after each op.
     public var onProgress: ((Progress) -> Void)?
 
-    /// Allocates the pools: room for the range four times over in system memory (copy-on-write
-    /// copies, the way back, a forked child's copies) plus a backing page for every device page
-    /// (``Costs/driver``) and a block for the huge zero folio, twice in device memory, once in swap.
+    /// Pins the calling thread (``placement``) and allocates the pools
+    /// (``Configuration/poolBytes``).
     public init(_ configuration: Configuration) throws(StressError) {
         guard configuration.pages > 0, configuration.pages % PageSize.pmdPages == 0 else {
             throw StressError(description: "stress pages \(configuration.pages) must be a positive multiple of \(PageSize.pmdPages)")
@@ -225,14 +247,13 @@ public final class Stress {
         self.configuration = configuration
         placement = ThreadPlacement(systemNode: configuration.systemNode, table: NodeTable.read())
         pinFailure = placement.pinCallingThread()
-        let range = configuration.pages * PageSize.bytes
-        let block = PageSize.pmdBytes
+        let bytes = configuration.poolBytes
         do {
             memory = try PhysicalMemory(
                 .init(
-                    systemBytes: 6 * range + 13 * block, deviceBytes: 2 * range + 4 * block, systemNode: configuration.systemNode,
+                    systemBytes: bytes.system, deviceBytes: bytes.device, systemNode: configuration.systemNode,
                     deviceNode: configuration.deviceNode, backing: configuration.backing))
-            swap = try SwapArea(bytes: range + block, node: configuration.systemNode, backing: configuration.backing == .hugetlb ? .auto : configuration.backing)
+            swap = try SwapArea(bytes: bytes.swap, node: configuration.systemNode, backing: configuration.backing == .hugetlb ? .auto : configuration.backing)
         } catch {
             throw StressError(description: "memory for the stress run: \(error)")
         }
