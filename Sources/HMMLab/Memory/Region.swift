@@ -268,19 +268,7 @@ public enum HugetlbPool {
 
     /// Free 2 MiB pages on a node (`/sys/devices/system/node/nodeN/hugepages/hugepages-2048kB/free_hugepages`),
     /// or system-wide when the node file does not exist; nil when hugetlb is not configured.
-    public static func freePages(node: Int) -> Int? {
-        Sysfs.readInt("/sys/devices/system/node/node\(node)/hugepages/hugepages-2048kB/free_hugepages")
-            ?? Sysfs.readInt("/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages")
-    }
-
-    /// Free 2 MiB pages on the whole machine (`/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages`).
-    public static var freePagesSystemWide: Int? { Sysfs.readInt("/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages") }
-
-    /// All 2 MiB pages reserved on a node (`nr_hugepages`).
-    public static func totalPages(node: Int) -> Int? {
-        Sysfs.readInt("/sys/devices/system/node/node\(node)/hugepages/hugepages-2048kB/nr_hugepages")
-            ?? Sysfs.readInt("/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages")
-    }
+    public static func freePages(node: Int) -> Int? { NodeTable.hugetlbPages(node: node, file: "free_hugepages") }
 }
 
 /// The kernel's transparent-huge-page settings.

@@ -115,17 +115,17 @@ extension NodeTable {
                 Node(
                     id: id, cpus: Sysfs.read("\(dir)/cpulist").map(Sysfs.parseList) ?? (nodeInfo == nil ? allCPUs : []),
                     hasMemory: withMemory.contains(id) || nodeInfo == nil, memTotalBytes: field("MemTotal"), memFreeBytes: free,
-                    memAvailableBytes: available, hugetlbFree: Self.hugetlb(id, "free_hugepages"),
-                    hugetlbTotal: Self.hugetlb(id, "nr_hugepages"), distances: Self.distances(id, online: online)))
+                    memAvailableBytes: available, hugetlbFree: Self.hugetlbPages(node: id, file: "free_hugepages") ?? 0,
+                    hugetlbTotal: Self.hugetlbPages(node: id, file: "nr_hugepages") ?? 0, distances: Self.distances(id, online: online)))
         }
         return NodeTable(nodes: nodes)
     }
 
-    /// 2 MiB hugetlb pages of one node (`nodeN/hugepages/hugepages-2048kB/FILE`), or of the machine
-    /// when there is no node directory.
-    private static func hugetlb(_ node: Int, _ file: String) -> Int {
+    /// 2 MiB hugetlb pages of one node (`nodeN/hugepages/hugepages-2048kB/FILE`: `free_hugepages`,
+    /// `nr_hugepages`), or of the machine when there is no node directory; nil without hugetlb.
+    public static func hugetlbPages(node: Int, file: String) -> Int? {
         Sysfs.readInt("/sys/devices/system/node/node\(node)/hugepages/hugepages-2048kB/\(file)")
-            ?? Sysfs.readInt("/sys/kernel/mm/hugepages/hugepages-2048kB/\(file)") ?? 0
+            ?? Sysfs.readInt("/sys/kernel/mm/hugepages/hugepages-2048kB/\(file)")
     }
 
     /// `nodeN/distance`: one distance per online node, in the order of `online`.
