@@ -17,8 +17,11 @@ struct Calibrate: ParsableCommand {
     @Option(help: "Output format: text or csv.")
     var format: OutputFormat = .text
 
-    @Option(help: "Only these groups of figures, comma-separated: allocation, copy, walk, unified.")
+    @Option(help: "Only these groups of figures, comma-separated: allocation, copy, walk, unified, tlb.")
     var only: String?
+
+    @Flag(help: "Text with each figure's detail beside it (wider than 80 columns).")
+    var wide = false
 
     func run() throws {
         guard frames >= 1024, frames % 512 == 0, frames <= 1 << 26 else {
@@ -54,13 +57,7 @@ struct Calibrate: ParsableCommand {
         case .csv:
             print("metric,value,unit")
             for f in calibration.figures { print(CSV.line([f.name, ResultRow.number(f.value), f.unit]), terminator: "") }
-        case .text:
-            print("# hmm-lab calibrate: \(frames) frames per pool, median of \(reps)")
-            print(calibration.memorySummary.split(separator: "\n").map { "# " + $0 }.joined(separator: "\n"))
-            for f in calibration.figures {
-                let value = (f.value * 100).rounded() / 100
-                print("\(f.name.padding(toLength: 26)) \(String(value).leftPadding(toLength: 10)) \(f.unit.padding(toLength: 9)) \(f.detail)")
-            }
+        case .text: print(calibration.text(frames: frames, repetitions: reps, wide: wide))
         }
     }
 }
