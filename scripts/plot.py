@@ -146,8 +146,13 @@ def read_csv(path):
         reader = csv.reader(handle)
         records = []
         completion = None
+        metadata = {}
         try:
             header = next(reader, None)
+            while header and header[0].startswith("#"):  # metadata lines, "# command: bench ..."
+                key, _, value = ",".join(header).lstrip("# ").partition(": ")
+                metadata[key] = value
+                header = next(reader, None)
             for record in reader:
                 if not record or all(not field.strip() for field in record):
                     continue
@@ -180,7 +185,7 @@ def read_csv(path):
         if len(record) != len(header):
             raise PlotError(f"{path} line {line}: {len(record)} fields, the header has {len(header)}")
         raw = dict(zip(header, record))
-        row = {"_file": path, "_line": line}
+        row = {"_file": path, "_line": line, "_command": metadata.get("command")}
         if kind == "results":
             for col in RESULT_REQUIRED:
                 row[col] = raw[col].strip()
@@ -418,23 +423,40 @@ def results_caption(rows, note=""):
         + (", --verify on" if verify and all(v != "" for v in verify) else "")
         + f"; {reps_text(rows)}.")
     lines.append(f"Run {runs}; source {files}.")
+    lines.append(commands_text(rows))
     return "\n".join(lines)
+
+
+def commands_text(rows):
+    """The command line of each file, from its metadata ("# command: ..."), for the caption."""
+    per_file = OrderedDict((r["_file"], r.get("_command")) for r in rows)
+    parts = [f"{c}" if len(per_file) == 1 else f"{os.path.relpath(f)}: {c}"
+             for f, c in per_file.items() if c]
+    missing = [os.path.relpath(f) for f, c in per_file.items() if not c]
+    text = "Command: " + "; ".join(parts) if parts else ""
+    if missing:
+        text += (" " if text else "") + f"(no command recorded in {', '.join(missing)})"
+    return text
 
 
 # --------------------------------------------------------------------------- figures
 
 
 def wrap_to_width(fig, text, width_pt):
-    """Lines of text (paragraphs split on newlines) no wider than width_pt at the caption size,
-    measured with the figure's renderer."""
+    """Lines of text (paragraphs split on newlines) no wider than width_pt at the caption size.
+    The width of a character is measured once (on a sample line of the caption's own text) and
+    lines are filled by count, with 3% to spare: measuring every candidate line with the renderer
+    cost most of a run's plotting time."""
     from matplotlib.font_manager import FontProperties
     renderer = fig.canvas.get_renderer()
     font = FontProperties(size=CAPTION_FONT)
-    scale = 72.0 / fig.dpi
+    sample = text.replace("\n", " ")[:400] or "x"
+    w, _, _ = renderer.get_text_width_height_descent(sample, font, ismath=False)
+    per_char = w * 72.0 / fig.dpi / len(sample)
+    max_chars = max(20, int(width_pt * 0.97 / per_char))
 
     def fits(line):
-        w, _, _ = renderer.get_text_width_height_descent(line, font, ismath=False)
-        return w * scale <= width_pt
+        return len(line) <= max_chars
 
     lines = []
     for para in text.split("\n"):
@@ -470,7 +492,9 @@ class Plotter:
             after_layout()
         base = os.path.join(self.outdir, f"{self.prefix}-{chart}")
         try:
-            fig.savefig(base + ".png", dpi=PNG_DPI, metadata={"Software": None})
+            # zlib level 1: a third of the PNG time at level 6, files about a fifth larger
+            fig.savefig(base + ".png", dpi=PNG_DPI, metadata={"Software": None},
+                        pil_kwargs={"compress_level": 1})
             fig.savefig(base + ".svg", metadata={"Date": None})
         except OSError as err:
             raise PlotError(f"{base}: cannot write the plot: {err.strerror}") from None
@@ -504,15 +528,15 @@ class Plotter:
         ps = [-0.5, 0.0, 0.5, 1.5, 2.5, 3.5, 103.5]
         fwd = lambda y: np.interp(y, qs, ps)  # noqa: E731
         inv = lambda p: np.interp(p, ps, qs)  # noqa: E731
-        all_x = [r[c] for r in rows for c, _ in LEVELS if r[c] is not None]
-        log_x = bool(all_x) and min(all_x) > 0 and max(all_x) / min(all_x) > 20
+        log_x = True  # the same kind of axis in every latency CDF, one run or a sweep
         drew_any = False
         for ax, facet in zip(axes, facets):
             frows = [r for r in rows if sweep.key(r) == facet]
             for d in directions:
                 for s in strategies:
                     grp = [r for r in frows if r["strategy"] == s and r["direction"] == d]
-                    reps = [[(r[c] / 1000.0, q) for c, q in LEVELS if r[c] is not None] for r in grp]
+                    reps = [[(r[c] / 1000.0, q) for c, q in LEVELS if r[c] is not None and r[c] > 0]
+                            for r in grp]
                     reps = [p for p in reps if p]
                     if not reps:
                         continue
@@ -566,7 +590,8 @@ class Plotter:
                 "each repetition contributes its p50 at 0.5, p90 at 0.9, p99 at 0.99 and max at 1.0 "
                 "(dots); the line is the step CDF of those points pooled over the repetitions "
                 "(mean of the repetitions' step functions, a lower bound between the levels). "
-                "The y axis is stretched so that the levels are evenly spaced."
+                "The y axis is stretched so that the levels are evenly spaced; the x axis is "
+                "logarithmic, in this chart for one run as for a sweep."
                 + (" Legend: medians over repetitions." if len(facets) == 1 else
                    " One panel per configuration, same axes."))
         self.finish(fig, f"{name}: op latency distribution {what} (µs)",
@@ -669,9 +694,15 @@ class Plotter:
                     ax.text(i, 0, "n/a", ha="center", va="bottom", fontsize=8)
                     continue
                 top = max(top, bottom)
-                ax.annotate(f"{bottom:.0f}", (i, max(bottom, (mean or 0) / 1000)), xytext=(0, 3),
-                            textcoords="offset points", ha="center", va="bottom", fontsize=8,
-                            fontweight="bold")
+                # the sum at the bar's top, inside it; the op mean above its own line
+                ax.annotate(f"Σ phases {bottom:.0f}", (i, bottom), xytext=(0, -2),
+                            textcoords="offset points", ha="center", va="top", fontsize=7,
+                            bbox=dict(boxstyle="square,pad=0.15", facecolor="white",
+                                      edgecolor="none", alpha=0.85))
+                if mean is not None:
+                    ax.annotate(f"op mean {mean / 1000:.0f}", (i, mean / 1000), xytext=(0, 3),
+                                textcoords="offset points", ha="center", va="bottom", fontsize=8,
+                                fontweight="bold")
             ax.set_xticks(range(len(strategies)))
             ax.set_xticklabels(strategies, fontsize=8)
             ax.set_xlim(-0.6, len(strategies) - 0.4)
@@ -697,8 +728,9 @@ class Plotter:
                 "of the per-op mean (walk = hmm_range_fault less its faults; fault = its faults; "
                 "collect = migrate_vma_setup / migrate_hmm_range_setup; alloc = device allocation and "
                 "copy bookkeeping, with the --verify check; copy = copy engine; finalize = "
-                "migrate_vma_pages + device page table + migrate_vma_finalize). Number above: sum of "
-                "the phases; black line: op mean. Empty phase fields are left out.")
+                "migrate_vma_pages + device page table + migrate_vma_finalize). \"Σ phases\" at a bar's top: "
+                "the sum of its phase medians, not the op mean; black line: the op mean (median over "
+                "repetitions), which also holds what no phase times. Empty phase fields are left out.")
         self.finish(fig, f"{name}: time per op by phase, to device (µs)",
                     results_caption(to_dev, note), "phases")
 
@@ -755,7 +787,7 @@ class Plotter:
             ax.set_xlim(-0.4, len(sweep.keys) - 0.6)
         ax.set_ylim(0, ax.get_ylim()[1] * 1.08)
         ax.set_xlabel(sweep.xlabel)
-        ax.set_ylabel("throughput (GB/s, pages migrated × 4 KiB / wall time)")
+        ax.set_ylabel("throughput (GB/s: a window's bytes / median op)")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8, loc="best", framealpha=0.9)
         swept = f"the {sweep.state} fraction" if sweep.state else ", ".join(sweep.varying)
@@ -829,8 +861,8 @@ class Plotter:
                 "test computes it (size / 2^30 / s, i.e. GiB/s). Green labels: THP over 4 KiB.")
         if folios:
             note += " 2 MiB folios in the THP buffer: " + ", ".join(folios) + "."
-        note += ("\nThe thp-table CSV records no host, kernel, run id or repetition count. Source: "
-                 + ", ".join(os.path.relpath(p) for p in files) + ".")
+        note += ("\nSource: " + ", ".join(os.path.relpath(p) for p in files) + ". "
+                 + commands_text(rows))
         self.finish(fig, f"{name}: migration throughput, THP vs 4 KiB pages (GiB/s)", note,
                     "thp-table")
 
@@ -882,6 +914,7 @@ def main(argv):
         raise PlotError("matplotlib is not installed (python3 -m pip install matplotlib)") from None
     matplotlib.rcParams["figure.dpi"] = PNG_DPI  # captions are measured at the PNG's resolution
     matplotlib.rcParams["svg.hashsalt"] = "hmm-lab"
+    matplotlib.rcParams["svg.fonttype"] = "none"  # text as text: glyph paths cost a second a chart
 
     plotter = Plotter(plt, outdir, prefix)
     if results:

@@ -26,6 +26,9 @@ struct Calibrate: ParsableCommand {
     @Option(help: "NUMA node of the device pool (default: the farthest node with memory).")
     var deviceNode: Int?
 
+    @Flag(help: "Text with each figure's detail beside it (wider than 80 columns).")
+    var wide = false
+
     func run() throws {
         guard frames >= 1024, frames % 512 == 0, frames <= 1 << 26 else {
             throw badInput("--frames \(frames) is not allowed: use a multiple of 512 between 1024 and 67108864")
@@ -58,14 +61,7 @@ struct Calibrate: ParsableCommand {
         case .csv:
             print("metric,value,unit")
             for f in calibration.figures { print(CSV.line([f.name, ResultRow.number(f.value), f.unit]), terminator: "") }
-        case .text:
-            print("# hmm-lab calibrate: \(frames) frames per pool, median of \(reps)")
-            print(calibration.memorySummary.split(separator: "\n").map { "# " + $0 }.joined(separator: "\n"))
-            print("# \(pinned)")
-            for f in calibration.figures {
-                let value = (f.value * 100).rounded() / 100
-                print("\(f.name.padding(toLength: 26)) \(String(value).leftPadding(toLength: 10)) \(f.unit.padding(toLength: 9)) \(f.detail)")
-            }
+        case .text: print(calibration.text(frames: frames, repetitions: reps, wide: wide, notes: [pinned]))
         }
     }
 }

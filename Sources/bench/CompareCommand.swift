@@ -63,23 +63,27 @@ struct CompareCommand: ParsableCommand {
         if comparison.blocks.isEmpty { throw failure("no configuration is in both inputs") }
     }
 
-    func load(_ path: String) throws -> ResultTable {
-        let table: ResultTable
-        do {
-            table = try ResultTable.load(path)
-        } catch {
-            throw badInput(error.description)
-        }
-        return table
-    }
+    func load(_ path: String) throws -> ResultTable { try loadResultTable(path) }
 
     /// One line for each input whose run did not finish (unless `--accept-unfinished`).
-    func warnUnfinished(_ tables: [ResultTable]) {
-        guard !acceptUnfinished else { return }
-        for table in tables {
-            guard let why = table.unfinished else { continue }
-            printError("bench compare: warning: \(table.path): \(why); its rows are those written before it stopped (--accept-unfinished to compare it without this warning)")
-        }
+    func warnUnfinished(_ tables: [ResultTable]) { warnIfUnfinished(tables, command: "compare", accept: acceptUnfinished) }
+}
+
+/// A result CSV, or bad input naming the file, line and column that is wrong.
+func loadResultTable(_ path: String) throws -> ResultTable {
+    do {
+        return try ResultTable.load(path)
+    } catch {
+        throw badInput(error.description)
+    }
+}
+
+/// One line for each input whose run did not finish, unless `accept`.
+func warnIfUnfinished(_ tables: [ResultTable], command: String, accept: Bool) {
+    guard !accept else { return }
+    for table in tables {
+        guard let why = table.unfinished else { continue }
+        printError("bench \(command): warning: \(table.path): \(why); its rows are those written before it stopped (--accept-unfinished to use it without this warning)")
     }
 }
 

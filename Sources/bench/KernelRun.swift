@@ -42,7 +42,7 @@ func runKernel(_ config: RunConfig, output: OutputOptions) throws {
     installInterruptHandler()
     let rows = try drive(runner, file: file, quiet: output.quiet, label: "kernel ")
     try finish(file, runner.interrupted ? .interrupted : .complete)
-    if !rows.isEmpty { printKernelSummary(rows, runner: runner, format: output.format, path: path) }
+    if !rows.isEmpty { printKernelSummary(rows, runner: runner, output: output, path: path) }
     if runner.interrupted {
         printError("bench: interrupted: \(rows.count) finished row\(rows.count == 1 ? "" : "s") kept in \(path)")
         throw ExitCode(130)
@@ -50,7 +50,7 @@ func runKernel(_ config: RunConfig, output: OutputOptions) throws {
 }
 
 /// The kernel run's summary: the machine and the driver as comments in text.
-func printKernelSummary(_ rows: [ResultRow], runner: KernelRunner, format: SummaryFormat, path: String) {
+func printKernelSummary(_ rows: [ResultRow], runner: KernelRunner, output: OutputOptions, path: String) {
     let m = runner.metadata
     let header = [
         "# hmm-lab \(m.toolVersion) bench --engine kernel, run \(m.runId): \(runner.config.settingsLine)",
@@ -58,5 +58,5 @@ func printKernelSummary(_ rows: [ResultRow], runner: KernelRunner, format: Summa
             + "system node \(m.systemNode), device node \(m.deviceNode); range \(m.backing), THP \(m.thpMode); driver /dev/hmm_dmirror0",
     ]
     let footer = runner.failedOps > 0 ? ["# ioctls that failed with an unexpected errno: \(runner.failedOps)"] : []
-    printSummary(rows, format: format, path: path, header: header, footer: footer)
+    printSummary(rows, format: output.format, path: path, header: header, footer: footer, wide: output.wide)
 }

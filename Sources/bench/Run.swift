@@ -90,6 +90,8 @@ struct OutputOptions: ParsableArguments {
     var format: SummaryFormat = .text
     @Flag(help: "No progress bar and no notes on stderr.")
     var quiet = false
+    @Flag(help: "Text summary with every column on one line and header lines unwrapped (wider than 80 columns).")
+    var wide = false
 }
 
 enum SummaryFormat: String, ExpressibleByArgument, CaseIterable {
@@ -196,22 +198,24 @@ func drive(_ runner: some DrivenRunner, file: ResultFile, quiet: Bool, label: St
     }
 }
 
-/// Prints the summary in the chosen format; in text, `header` and `footer` comment lines around it.
-func printSummary(_ rows: [ResultRow], format: SummaryFormat, path: String, header: [String], footer: [String] = []) {
+/// Prints the summary in the chosen format; in text, `header` and `footer` comment lines around it,
+/// each wrapped to 80 columns unless `wide`.
+func printSummary(_ rows: [ResultRow], format: SummaryFormat, path: String, header: [String], footer: [String] = [], wide: Bool = false) {
     let summary = Summary(rows: rows)
     switch format {
     case .csv: print(summary.csv, terminator: "")
     case .json: print(summary.json)
     case .text:
-        for line in header { print(line) }
-        print(summary.text)
-        for line in footer { print(line) }
-        print("# rows: \(path)")
+        let comment = { (line: String) in wide ? line : TextBlock.wrap(line, indent: "#   ") }
+        for line in header { print(comment(line)) }
+        print(summary.text(wide: wide))
+        for line in footer { print(comment(line)) }
+        print(comment("# rows: \(path)"))
     }
 }
 
 /// The model run's summary: the machine, the floors and the pools' placement as comments in text.
-func printSummary(_ rows: [ResultRow], runner: Runner, format: SummaryFormat, path: String) {
+func printSummary(_ rows: [ResultRow], runner: Runner, output: OutputOptions, path: String) {
     let m = runner.metadata
     let c = runner.config
     let medianOp = Summary.median(rows.map(\.opMeanNs))
@@ -234,7 +238,7 @@ func printSummary(_ rows: [ResultRow], runner: Runner, format: SummaryFormat, pa
         let counts = FaultInjector.Point.allCases.map { "\($0.name) \(runner.injected[$0.rawValue])" }.joined(separator: ", ")
         footer.append("# injected over the timed repetitions: \(counts); ops that failed because of them: \(runner.failedOps)")
     }
-    printSummary(rows, format: format, path: path, header: header, footer: footer)
+    printSummary(rows, format: output.format, path: path, header: header, footer: footer, wide: output.wide)
 }
 
 /// `bench` / `bench run`: the measurement harness.
@@ -269,7 +273,7 @@ struct Run: ParsableCommand {
         }, output: output, notes: &notes)
         let path = opened?.path ?? ""
         try finish(opened, interrupted ? .interrupted : .complete)
-        if !rows.isEmpty { printSummary(rows, runner: runner, format: output.format, path: path) }
+        if !rows.isEmpty { printSummary(rows, runner: runner, output: output, path: path) }
         if interrupted {
             printError("bench: interrupted: \(rows.count) finished row\(rows.count == 1 ? "" : "s") kept in \(path)")
             throw ExitCode(130)
@@ -323,11 +327,12 @@ func placement(_ memory: PhysicalMemory) -> String {
 
 /// Opens the rows file before the run starts: `--out` (locked, so a second bench writing it is
 /// refused), or a new `results/<UTC>-<strategy>[-N].csv` no other run has; bad input when it cannot
-/// be written.
+/// be written. The file starts with the command line and the build (``ResultFile/metadataLines(command:version:)``).
 func openResultFile(_ output: OutputOptions, strategy: String, header: [String]) throws -> ResultFile {
+    let metadata = ResultFile.metadataLines(command: CommandLine.arguments, version: BuildInfo.versionLine)
     do {
-        if let out = output.out { return try ResultFile(path: out, header: header) }
-        return try ResultFile.createDefault(strategy: strategy, header: header)
+        if let out = output.out { return try ResultFile(path: out, header: header, metadata: metadata) }
+        return try ResultFile.createDefault(strategy: strategy, header: header, metadata: metadata)
     } catch {
         throw badInput("--out '\(output.out ?? "results/")' cannot be written: \(error)")
     }

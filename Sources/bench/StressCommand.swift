@@ -42,6 +42,9 @@ struct StressCommand: ParsableCommand {
     @Flag(help: "No progress on stderr.")
     var quiet = false
 
+    @Flag(help: "Summary lines unwrapped (wider than 80 columns).")
+    var wide = false
+
     func run() throws {
         var options = ["seconds": seconds, "seed": seed, "pages": pages, "mutators": mutators, "backing": backing]
         if let maxOps { options["max-ops"] = maxOps }
@@ -80,8 +83,10 @@ struct StressCommand: ParsableCommand {
         }
         let report = stress.run()
         if showProgress { printError("\r\u{1B}[K", newline: false) }
-        print(Self.summary(report, config))
-        print("# nodes: system \(config.systemNode), device \(stress.memory.configuration.deviceNode); \(stress.placement.describe(failure: stress.pinFailure))")
+        let nodes = "# nodes: system \(config.systemNode), device \(stress.memory.configuration.deviceNode); "
+            + stress.placement.describe(failure: stress.pinFailure)
+        print(Self.summary(report, config, wide: wide))
+        print(wide ? nodes : TextBlock.wrap(nodes, indent: "#   "))
         if report.violationCount > 0 { throw ExitCode(1) }
         if report.interrupted {
             printError("bench: interrupted after \(report.totalOps) ops")
@@ -89,14 +94,15 @@ struct StressCommand: ParsableCommand {
         }
     }
 
-    static func summary(_ r: Stress.Report, _ c: Stress.Configuration) -> String {
+    /// What the run did and found, each line wrapped to 80 columns unless `wide`.
+    static func summary(_ r: Stress.Report, _ c: Stress.Configuration, wide: Bool = false) -> String {
         var lines: [String] = []
         lines.append("# hmm-lab bench stress: seed \(r.seed), budget \(Summary.fixed(c.seconds, 1)) s, pages \(c.pages), mutators \(c.mutators), inject \(c.injectDescription)")
         lines.append("operations: \(r.totalOps) in \(r.rounds) round\(r.rounds == 1 ? "" : "s")")
         for op in Stress.Op.allCases { lines.append("  \(op.rawValue.padding(toLength: 20)) \(String(r.count(op)).leftPadding(toLength: 8))") }
         lines.append("injected failures:")
         for p in FaultInjector.Point.allCases { lines.append("  \(p.name.padding(toLength: 20)) \(String(r.injected(p)).leftPadding(toLength: 8))") }
-        lines.append("  \("device-alloc".padding(toLength: 20)) \(String(r.deviceAllocFailures).leftPadding(toLength: 8))  (4 KiB and 2 MiB device allocations that failed)")
+        lines.append("  \("device-alloc".padding(toLength: 20)) \(String(r.deviceAllocFailures).leftPadding(toLength: 8))  (4 KiB and 2 MiB allocations that failed)")
         lines.append("cpufault stores landed: \(r.cpuFaultStores), of which waited on the migration entry: \(r.cpuFaultWaits)")
         lines.append("mutator stores: \(r.mutatorStores); ops that ended with an error: \(r.opsWithErrors)")
         lines.append("seconds: \(Summary.fixed(r.seconds, 2))")
@@ -104,6 +110,6 @@ struct StressCommand: ParsableCommand {
         for v in r.violations { lines.append("  \(v)") }
         if r.violationCount > r.violations.count { lines.append("  … \(r.violationCount - r.violations.count) more") }
         lines.append("seed: \(r.seed)")
-        return lines.joined(separator: "\n")
+        return (wide ? lines : lines.map { TextBlock.wrap($0, indent: $0.hasPrefix("#") ? "#   " : "    ") }).joined(separator: "\n")
     }
 }

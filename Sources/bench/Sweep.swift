@@ -87,8 +87,8 @@ struct Sweep: ParsableCommand {
             let path = opened?.path ?? ""
             written += rows.count
             if !rows.isEmpty {
-                if output.format == .text { print("\n## \(c.label)") }
-                printSummary(rows, runner: runner, format: output.format, path: path)
+                if output.format == .text { print("\n" + (output.wide ? "## \(c.label)" : TextBlock.wrap("## \(c.label)", indent: "##   "))) }
+                printSummary(rows, runner: runner, output: output, path: path)
             }
             if interrupted {
                 try finish(opened, .interrupted)
@@ -162,7 +162,9 @@ struct ThpTableCommand: ParsableCommand {
             print("# " + (kernel ? "anonymous mapping" : "backing \(table.backing) (asked \(backing))") + ", THP \(m.thpMode), \(threads) copy thread\(threads == 1 ? "" : "s")")
             print("# \(iterations) iterations per size after a warm-up: their mean, ± half their range")
             print(table.text)
-        case .csv: print(table.csv, terminator: "")
+        case .csv:
+            for line in ResultFile.metadataLines(command: CommandLine.arguments, version: BuildInfo.versionLine) { print(line) }
+            print(table.csv, terminator: "")
         }
     }
 }

@@ -144,7 +144,8 @@ struct BenchCommandTests {
         let deadline = Date().addingTimeInterval(60)
         var lines = 0
         while Date() < deadline {
-            lines = ((try? String(contentsOfFile: out, encoding: .utf8)) ?? "").split(separator: "\n").count
+            // The header and two rows; the leading # lines (command, version, hugetlb) do not count.
+            lines = ((try? String(contentsOfFile: out, encoding: .utf8)) ?? "").split(separator: "\n").filter { !$0.hasPrefix("#") }.count
             if lines >= 3 { break }
             usleep(20_000)
         }
@@ -231,7 +232,8 @@ struct BenchCommandTests {
         #expect(r.stdout.contains("backing ") && r.stdout.contains("THP ") && r.stdout.contains("kernel ") && r.stdout.contains(" ±"), "\(r.stdout)")
         #expect(r.stdout.split(separator: "\n").allSatisfy { $0.count <= 80 }, "\(r.stdout)")
         let csv = try BenchProcess.run(["thp-table", "--max-mib", "1", "--iterations", "2", "--quiet", "--format", "csv"])
-        let records = try CSV.parse(csv.stdout)
+        let records = try CSV.parse(resultFile: csv.stdout).records
+        #expect(csv.stdout.hasPrefix("# command: bench thp-table --max-mib 1"), "the CSV starts with the command: \(csv.stdout)")
         #expect(records.first?.contains("to_device_spread_percent") == true && records.first?.contains("backing") == true)
         #expect(records.count == 1 + 2 * 2 && records.dropFirst().allSatisfy { $0.count == records[0].count })
     }

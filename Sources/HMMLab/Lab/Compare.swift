@@ -8,6 +8,12 @@ public struct ResultTable: Sendable {
     public var rows: [(line: Int, fields: [String: String])]
     /// What the file's completion record says; nil when it has none (the run did not finish).
     public var completion: ResultFile.Completion?
+    /// The file's leading `#` lines as key → value (``ResultFile/MetadataKey``); empty for files
+    /// written before they existed.
+    public var metadata: [String: String] = [:]
+
+    /// The command that produced the file, as recorded in its metadata.
+    public var command: String? { metadata[ResultFile.MetadataKey.command.rawValue] }
 
     /// Files from before completion records: their rows' `tool_version` is below this.
     public static let firstVersionWithCompletion = [0, 6, 0]
@@ -35,25 +41,30 @@ public struct ResultTable: Sendable {
             throw LoadError(description: "\(path): cannot be read (\(SystemError.name(of: errno)))")
         }
         let completion = Self.takeCompletionRecord(&text)
+        let (metadata, skipped) = ResultFile.takeMetadata(&text)
         let records: [[String]]
         do {
             records = try CSV.parse(text)
         } catch {
-            throw LoadError(description: "\(path) \(error) (is the file truncated?)")
+            var shifted = error
+            shifted.line += skipped
+            throw LoadError(description: "\(path) \(shifted) (is the file truncated?)")
         }
         guard let header = records.first.map({ $0.map { Compare.renamedColumns[$0] ?? $0 } }), !header.isEmpty, header != [""] else {
             throw LoadError(description: "\(path): empty, no header line")
         }
         for column in required where !header.contains(column) {
-            throw LoadError(description: "\(path) line 1: column '\(column)' is missing (is this a bench result CSV?)")
+            throw LoadError(description: "\(path) line \(skipped + 1): column '\(column)' is missing (is this a bench result CSV?)")
         }
         var seen = Set<String>()
         for column in header where !seen.insert(column).inserted {
-            throw LoadError(description: "\(path) line 1: column '\(column)' appears twice (is this a bench result CSV?)")
+            throw LoadError(description: "\(path) line \(skipped + 1): column '\(column)' appears twice (is this a bench result CSV?)")
         }
         var rows: [(line: Int, fields: [String: String])] = []
-        // Physical line numbers: quoted newlines do not occur in bench output, so record i is line i+1.
-        for (i, record) in records.enumerated().dropFirst() {
+        // Physical line numbers: quoted newlines do not occur in bench output, so record i is line
+        // i+1 after the metadata lines.
+        for (j, record) in records.enumerated().dropFirst() {
+            let i = j + skipped
             if record == [""] { continue }
             guard record.count == header.count else {
                 throw LoadError(
@@ -70,7 +81,7 @@ public struct ResultTable: Sendable {
             rows.append((i + 1, fields))
         }
         guard !rows.isEmpty else { throw LoadError(description: "\(path): no rows after the header") }
-        return ResultTable(path: path, header: header, rows: rows, completion: completion)
+        return ResultTable(path: path, header: header, rows: rows, completion: completion, metadata: metadata)
     }
 
     /// Removes the completion record (``ResultFile/Completion``), the last line, from `text` and
@@ -166,17 +177,19 @@ public struct Compare: Sendable {
     public var onlyInBase: [String]
     public var onlyInNew: [String]
 
+    /// The values of `columns` in a row (an empty column name gives an empty value).
     static func key(_ fields: [String: String], _ columns: [String]) -> [String] {
         columns.map { fields[$0] ?? optionalColumns[$0] ?? "" }
     }
 
     static func describe(_ columns: [String], _ key: [String]) -> String {
-        zip(columns, key).map { "\($0)=\($1)" }.joined(separator: " ")
+        zip(columns, key).filter { !$0.0.isEmpty }.map { "\($0)=\($1)" }.joined(separator: " ")
     }
 
-    /// Compares every configuration of `base` with the same configuration in `new`.
-    public init(base: ResultTable, new: ResultTable) {
-        let columns = Self.configurationColumns
+    /// Compares every configuration of `base` with the same configuration in `new`; rows match
+    /// whatever their values in the `ignoring` columns (the option an A/B run changed).
+    public init(base: ResultTable, new: ResultTable, ignoring: Set<String> = []) {
+        let columns = Self.configurationColumns.map { ignoring.contains($0) ? "" : $0 }
         let counters = base.header.filter { $0.hasPrefix("cnt_") && new.header.contains($0) }
         let metrics = Self.metrics + counters.map { ($0, String($0.dropFirst(4)), Unit.count) }
         var order: [[String]] = []
@@ -273,13 +286,21 @@ public struct Compare: Sendable {
         }
     }
 
-    /// `median ±x%` with x the larger distance from the median to its interval's ends.
-    static func withInterval(_ values: [Double], _ unit: Unit) -> String {
+    /// The larger distance from the median of `values` to an end of its 95% interval
+    /// (``Statistics/medianInterval(_:confidence:)``), in % of the median; nil for one value, or a
+    /// median of 0 or not a number.
+    public static func intervalPercent(_ values: [Double]) -> Double? {
+        let m = Statistics.median(values)
+        guard values.count > 1, m != 0, m.isFinite else { return nil }
+        let ci = Statistics.medianInterval(values)
+        return max(abs(ci.high - m), abs(m - ci.low)) / abs(m) * 100
+    }
+
+    /// `median ±x%` with x from ``intervalPercent(_:)``; `median (1 rep)` for one value.
+    public static func withInterval(_ values: [Double], _ unit: Unit) -> String {
         let m = Statistics.median(values)
         guard values.count > 1 else { return value(m, unit) + " (1 rep)" }
-        let ci = Statistics.medianInterval(values)
-        guard m != 0, m.isFinite else { return value(m, unit) }
-        let spread = max(abs(ci.high - m), abs(m - ci.low)) / abs(m) * 100
+        guard let spread = intervalPercent(values) else { return value(m, unit) }
         return value(m, unit) + " ±" + (spread < 10 ? Summary.fixed(spread, 1) : String(Int(spread.rounded()))) + "%"
     }
 
@@ -313,21 +334,8 @@ public struct Compare: Sendable {
 
     static func pValue(_ p: Double) -> String { p.isFinite ? (p < 0.001 ? "<0.001" : Summary.fixed(p, 3)) : "-" }
 
-    /// Wraps `text` at spaces to `width` columns.
-    static func wrap(_ text: String, width: Int, indent: String = "  ") -> String {
-        var lines: [String] = []
-        var current = ""
-        for word in text.split(separator: " ") {
-            if !current.isEmpty, current.count + 1 + word.count > width {
-                lines.append(current)
-                current = indent + word
-            } else {
-                current += current.isEmpty ? String(word) : " " + word
-            }
-        }
-        if !current.isEmpty { lines.append(current) }
-        return lines.joined(separator: "\n")
-    }
+    /// Wraps `text` at spaces to `width` columns (``TextBlock/wrap(_:width:indent:)``).
+    static func wrap(_ text: String, width: Int, indent: String = "  ") -> String { TextBlock.wrap(text, width: width, indent: indent) }
 
     /// A plain-text table that fits 80 columns, for a mail.
     public var text: String {

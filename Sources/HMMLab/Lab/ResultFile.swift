@@ -26,10 +26,11 @@ public final class ResultFile {
     }
 
     /// Creates (or truncates) `path`, creating its directory when it is `results/` or another single
-    /// missing level, and writes the header. The file is locked (`flock`) before it is truncated, so a
+    /// missing level, and writes the `metadata` comment lines (``metadataLines(command:version:)``)
+    /// and the header. The file is locked (`flock`) before it is truncated, so a
     /// second bench writing the same path is refused (`EWOULDBLOCK`) instead of interleaving rows;
     /// `exclusive` refuses an existing file (`EEXIST`).
-    public init(path: String, header: [String], exclusive: Bool = false) throws(SystemError) {
+    public init(path: String, header: [String], metadata: [String] = [], exclusive: Bool = false) throws(SystemError) {
         self.path = path
         if let slash = path.lastIndex(of: "/") {
             let dir = String(path[..<slash])
@@ -49,17 +50,18 @@ public final class ResultFile {
             throw e
         }
         file = f
+        for line in metadata { try write(line + "\n") }
         try write(CSV.line(header))
     }
 
     /// A new file at `results/<UTC date-time>-<strategy>.csv`, or with `-2`, `-3`, … before `.csv`
     /// when a run started in the same second already has that name: never another run's file.
-    public static func createDefault(strategy: String, header: [String]) throws(SystemError) -> ResultFile {
+    public static func createDefault(strategy: String, header: [String], metadata: [String] = []) throws(SystemError) -> ResultFile {
         let stem = "results/\(UTCTime.now().compact)-\(strategy)"
         var n = 1
         while true {
             do {
-                return try ResultFile(path: n == 1 ? stem + ".csv" : "\(stem)-\(n).csv", header: header, exclusive: true)
+                return try ResultFile(path: n == 1 ? stem + ".csv" : "\(stem)-\(n).csv", header: header, metadata: metadata, exclusive: true)
             } catch where error.errno == EEXIST && n < 1000 {
                 n += 1
             }

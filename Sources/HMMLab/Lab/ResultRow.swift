@@ -140,10 +140,11 @@ public enum CSV {
     }
 
     /// Parses a result file's text: its records, and what its completion record (the last line, not
-    /// a record) says.
+    /// a record) says; the leading metadata lines (``ResultFile/takeMetadata(_:)``) are skipped.
     public static func parse(resultFile text: String) throws(ParseError) -> (records: [[String]], completion: ResultFile.Completion?) {
         var body = text
         let completion = ResultTable.takeCompletionRecord(&body)
+        _ = ResultFile.takeMetadata(&body)
         return (try parse(body), completion)
     }
 

@@ -1,12 +1,19 @@
 /// The summary a run prints, in the style of `perf bench`: per strategy and direction, op latency
-/// (median over repetitions of each repetition's median op) with its spread (half the range of those
-/// medians, in % of the median), walks and restarts per op, pages migrated and throughput (medians).
+/// (median over repetitions of each repetition's median op) with its spread (the 95% interval of that
+/// median, as `bench compare` gives it), walks and restarts per op, pages migrated and throughput
+/// (medians).
 public struct Summary: Sendable {
     public struct Line: Sendable {
         public var strategy: String
         public var direction: String
         public var reps: Int
         public var opMedianNs: Double
+        /// Each repetition's median op, ns: the sample the median and its interval come from.
+        public var opMediansNs: [Double]
+        /// The 95% interval of ``opMedianNs`` (``Statistics/medianInterval(_:confidence:)``).
+        public var opIntervalNs: (low: Double, high: Double)
+        /// The larger distance from the median to an end of its interval, in % of the median; nan
+        /// with one repetition.
         public var spreadPercent: Double
         public var walksPerOp: Double
         public var restartsPerOp: Double
@@ -16,24 +23,61 @@ public struct Summary: Sendable {
         public var lostStores: Int
     }
 
+    /// What the summary needs of one repetition's row: from a ``ResultRow`` or a row read back from a
+    /// result CSV.
+    public struct Sample: Sendable {
+        public var strategy: String
+        public var direction: String
+        public var opP50Ns: Double
+        public var ops: Int
+        public var walks: Int
+        public var walkRestarts: Int
+        public var pagesMigrated: Int
+        public var throughputGBps: Double
+        public var verifyFailures: Int?
+        public var lostStores: Int
+    }
+
     public var lines: [Line]
 
     public init(rows: [ResultRow]) {
+        self.init(samples: rows.map {
+            Sample(
+                strategy: $0.strategy, direction: $0.direction, opP50Ns: Double($0.opP50Ns), ops: $0.ops, walks: $0.walks, walkRestarts: $0.walkRestarts,
+                pagesMigrated: $0.pagesMigrated, throughputGBps: $0.throughputGBps, verifyFailures: $0.verifyFailures, lostStores: $0.lostStores)
+        })
+    }
+
+    /// The summary of the rows of a result CSV (columns as ``ResultRow/columns`` names them).
+    public init(table: ResultTable) {
+        self.init(samples: table.rows.map { r in
+            let f = r.fields
+            func int(_ c: String) -> Int { Int(Double(f[c] ?? "") ?? 0) }
+            return Sample(
+                strategy: f["strategy"] ?? "", direction: f["direction"] ?? "", opP50Ns: Double(f["op_p50_ns"] ?? "") ?? .nan, ops: int("ops"),
+                walks: int("walks"), walkRestarts: int("walk_restarts"), pagesMigrated: int("pages_migrated"),
+                throughputGBps: Double(f["throughput_gbps"] ?? "") ?? .nan, verifyFailures: f["verify_failures"].flatMap { Int($0) }, lostStores: int("lost_stores"))
+        })
+    }
+
+    public init(samples: [Sample]) {
         var keys: [(String, String)] = []
-        for r in rows where !keys.contains(where: { $0 == (r.strategy, r.direction) }) { keys.append((r.strategy, r.direction)) }
-        lines = keys.map { key in
-            let group = rows.filter { ($0.strategy, $0.direction) == key }
-            let medians = group.map { Double($0.opP50Ns) }
-            let median = Self.median(medians)
-            let spread = median > 0 ? ((medians.max() ?? 0) - (medians.min() ?? 0)) / 2 / median * 100 : 0
-            let ops = Double(group.reduce(0) { $0 + $1.ops })
-            let verify: Int? = group.contains { $0.verifyFailures == nil } ? nil : group.reduce(0) { $0 + ($1.verifyFailures ?? 0) }
-            return Line(
-                strategy: key.0, direction: key.1, reps: group.count, opMedianNs: median, spreadPercent: spread,
-                walksPerOp: Double(group.reduce(0) { $0 + $1.walks }) / ops, restartsPerOp: Double(group.reduce(0) { $0 + $1.walkRestarts }) / ops,
-                pagesMigrated: Self.median(group.map { Double($0.pagesMigrated) }), throughputGBps: Self.median(group.map(\.throughputGBps)),
-                verifyFailures: verify, lostStores: group.reduce(0) { $0 + $1.lostStores })
-        }
+        for r in samples where !keys.contains(where: { $0 == (r.strategy, r.direction) }) { keys.append((r.strategy, r.direction)) }
+        lines = keys.map { key in Self.line(samples.filter { ($0.strategy, $0.direction) == key }) }
+    }
+
+    /// One strategy and direction's repetitions summarised.
+    static func line(_ group: [Sample]) -> Line {
+        let medians = group.map(\.opP50Ns)
+        let ci = Statistics.medianInterval(medians)
+        let ops = Double(group.reduce(0) { $0 + $1.ops })
+        let verify: Int? = group.contains { $0.verifyFailures == nil } ? nil : group.reduce(0) { $0 + ($1.verifyFailures ?? 0) }
+        return Line(
+            strategy: group[0].strategy, direction: group[0].direction, reps: group.count, opMedianNs: median(medians), opMediansNs: medians,
+            opIntervalNs: (ci.low, ci.high), spreadPercent: Compare.intervalPercent(medians) ?? .nan,
+            walksPerOp: Double(group.reduce(0) { $0 + $1.walks }) / ops, restartsPerOp: Double(group.reduce(0) { $0 + $1.walkRestarts }) / ops,
+            pagesMigrated: median(group.map { Double($0.pagesMigrated) }), throughputGBps: median(group.map(\.throughputGBps)),
+            verifyFailures: verify, lostStores: group.reduce(0) { $0 + $1.lostStores })
     }
 
     public static func median(_ values: [Double]) -> Double {
@@ -65,36 +109,62 @@ public struct Summary: Sendable {
         return s
     }
 
-    /// The table, one line per strategy and direction.
-    public var text: String {
-        let header = ["strategy", "direction", "reps", "op median", "± spread", "walks/op", "restarts/op", "migrated", "GB/s", "verify", "lost"]
-        var table = [header]
+    /// The table, one line per strategy and direction, in 80 columns: op p50 with its 95% interval,
+    /// walks and restarts per op, pages migrated, GB/s; repetitions, `--verify` failures and lost
+    /// stores on the lines under it. `wide` gives every column on one line.
+    public func text(wide: Bool = false) -> String {
+        if wide { return wideText }
+        var table = [["strategy", "direction", "op p50 ±95%", "walks", "restarts", "pages", "GB/s"]]
         for l in lines {
             table.append([
-                l.strategy, l.direction, String(l.reps), Self.duration(l.opMedianNs), Self.fixed(l.spreadPercent, 1) + "%", Self.fixed(l.walksPerOp, 2),
-                Self.fixed(l.restartsPerOp, 2), String(Int(l.pagesMigrated.rounded())), Self.fixed(l.throughputGBps, 2),
+                l.strategy, l.direction, Compare.withInterval(l.opMediansNs, .nanoseconds), Self.fixed(l.walksPerOp, 2), Self.fixed(l.restartsPerOp, 2),
+                String(Int(l.pagesMigrated.rounded())), Self.fixed(l.throughputGBps, 2),
+            ])
+        }
+        let notes = [repsNote, checksNote].map { TextBlock.wrap($0) }
+        return TextBlock.table(table, leftAligned: 2) + "\n" + notes.joined(separator: "\n")
+    }
+
+    /// Every column on one line (`--wide`): wider than 80 columns.
+    var wideText: String {
+        var table = [["strategy", "direction", "reps", "op median", "± 95%", "walks/op", "restarts/op", "migrated", "GB/s", "verify", "lost"]]
+        for l in lines {
+            table.append([
+                l.strategy, l.direction, String(l.reps), Self.duration(l.opMedianNs), l.spreadPercent.isFinite ? Self.fixed(l.spreadPercent, 1) + "%" : "-",
+                Self.fixed(l.walksPerOp, 2), Self.fixed(l.restartsPerOp, 2), String(Int(l.pagesMigrated.rounded())), Self.fixed(l.throughputGBps, 2),
                 l.verifyFailures.map(String.init) ?? "-", String(l.lostStores),
             ])
         }
-        let widths = header.indices.map { i in table.map { $0[i].count }.max() ?? 0 }
-        return table.map { row in
-            row.indices.map { i in
-                let cell = row[i]
-                let pad = String(repeating: " ", count: widths[i] - cell.count)
-                return i < 2 ? cell + pad : pad + cell
-            }.joined(separator: "  ")
-        }.joined(separator: "\n")
+        return TextBlock.table(table, leftAligned: 2)
+    }
+
+    /// What the narrow table's columns are, and the repetitions behind them.
+    var repsNote: String {
+        let reps = Set(lines.map(\.reps)).sorted().map(String.init).joined(separator: ", ")
+        return "op p50: median of the repetitions' median ops, ± the larger distance to its 95% "
+            + "interval (below 6 repetitions the range); walks, restarts: per op; pages: migrated per "
+            + "repetition; GB/s: a window over the median op. Repetitions: \(reps)."
+    }
+
+    /// `--verify` failures and lost mutator stores: one line, naming the rows that have any.
+    var checksNote: String {
+        let bad = lines.filter { ($0.verifyFailures ?? 0) > 0 || $0.lostStores > 0 }
+        let verified = lines.allSatisfy { $0.verifyFailures != nil }
+        if bad.isEmpty { return (verified ? "verify failures: 0; " : "verify: not asked (--verify); ") + "lost stores: 0." }
+        return bad.map { "\($0.strategy) \($0.direction): \($0.verifyFailures.map(String.init) ?? "-") verify failures, \($0.lostStores) lost stores" }
+            .joined(separator: "; ") + "."
     }
 
     /// The same as CSV (header and one record per line).
     public var csv: String {
         var out = CSV.line([
-            "strategy", "direction", "reps", "op_median_ns", "spread_percent", "walks_per_op", "restarts_per_op", "pages_migrated", "throughput_gbps",
+            "strategy", "direction", "reps", "op_median_ns", "op_ci_low_ns", "op_ci_high_ns", "spread_percent", "walks_per_op", "restarts_per_op", "pages_migrated", "throughput_gbps",
             "verify_failures", "lost_stores",
         ])
         for l in lines {
             out += CSV.line([
-                l.strategy, l.direction, String(l.reps), ResultRow.number(l.opMedianNs), ResultRow.number(l.spreadPercent), ResultRow.number(l.walksPerOp),
+                l.strategy, l.direction, String(l.reps), ResultRow.number(l.opMedianNs), ResultRow.number(l.opIntervalNs.low),
+                ResultRow.number(l.opIntervalNs.high), ResultRow.number(l.spreadPercent), ResultRow.number(l.walksPerOp),
                 ResultRow.number(l.restartsPerOp), ResultRow.number(l.pagesMigrated), ResultRow.number(l.throughputGBps),
                 l.verifyFailures.map(String.init) ?? "", String(l.lostStores),
             ])
@@ -107,7 +177,7 @@ public struct Summary: Sendable {
         func num(_ v: Double) -> String { v.isFinite ? ResultRow.number(v) : "null" }
         let items = lines.map { l in
             "  {\"strategy\": \"\(l.strategy)\", \"direction\": \"\(l.direction)\", \"reps\": \(l.reps), \"op_median_ns\": \(num(l.opMedianNs)), "
-                + "\"spread_percent\": \(num(l.spreadPercent)), \"walks_per_op\": \(num(l.walksPerOp)), \"restarts_per_op\": \(num(l.restartsPerOp)), "
+                + "\"op_ci_low_ns\": \(num(l.opIntervalNs.low)), \"op_ci_high_ns\": \(num(l.opIntervalNs.high)), \"spread_percent\": \(num(l.spreadPercent)), \"walks_per_op\": \(num(l.walksPerOp)), \"restarts_per_op\": \(num(l.restartsPerOp)), "
                 + "\"pages_migrated\": \(num(l.pagesMigrated)), \"throughput_gbps\": \(num(l.throughputGBps)), "
                 + "\"verify_failures\": \(l.verifyFailures.map(String.init) ?? "null"), \"lost_stores\": \(l.lostStores)}"
         }
