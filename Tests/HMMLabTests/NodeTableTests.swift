@@ -48,7 +48,7 @@ struct NodeTableTests {
         for i in 0..<4 { table.nodes[i].distances[4] = [30, 30, 17, 25][i] }
         let memoryOnly = ThreadPlacement(systemNode: 4, table: table)
         #expect(memoryOnly.node == 2 && memoryOnly.cpus == [4, 5])
-        #expect(memoryOnly.reason == "node 4 has no CPUs; node 2 is the nearest that has (distance 17)")
+        #expect(memoryOnly.reason == "node 4 has no CPUs; node 2 is the nearest with CPUs, distance 17")
         #expect(memoryOnly.describe(failure: "sched_setaffinity: EINVAL").contains("failed (sched_setaffinity: EINVAL): threads run anywhere"))
         let one = ThreadPlacement(systemNode: 0, table: NodeTable(nodes: [Self.node(0, cpus: [0, 1])]))
         #expect(one.node == nil && one.cpuList == "" && one.pinCallingThread() == nil)

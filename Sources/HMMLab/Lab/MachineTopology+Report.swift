@@ -8,7 +8,7 @@ extension MachineTopology {
         out += nodeLines()
         out.append("")
         out += Self.wrap("device node \(deviceNode): \(deviceNodeReason)")
-        out += Self.wrap("threads: \(placement.describe(failure: nil))")
+        out += Self.wrap(placement.describe(failure: nil))
         out.append("")
         out.append("transparent huge pages: enabled [\(thpEnabled)], defrag [\(thpDefrag)]")
         let probeText: String
@@ -28,12 +28,12 @@ extension MachineTopology {
     func nodeLines() -> [String] {
         var out = ["NUMA nodes: \(table.nodes.count)"]
         let cpuWidth = max(4, table.nodes.map { Sysfs.formatList($0.cpus).count }.max() ?? 0)
-        out.append("  node  " + "cpus".padding(cpuWidth) + Self.right("memory", 10) + Self.right("free", 10) + Self.right("available", 11) + Self.right("hugetlb free/total", 20))
+        out.append("  node  " + "cpus".padding(cpuWidth) + Self.right("memory", 11) + Self.right("free", 11) + Self.right("available", 11) + Self.right("hugetlb free/total", 20))
         for n in table.nodes {
             let cpus = n.cpus.isEmpty ? "none" : Sysfs.formatList(n.cpus)
             let sizes = n.hasMemory ? [n.memTotalBytes, n.memFreeBytes, n.memAvailableBytes].map(Region.formatBytes) : ["no memory", "", ""]
             out.append(
-                "  " + Self.right(String(n.id), 4) + "  " + cpus.padding(cpuWidth) + Self.right(sizes[0], 10) + Self.right(sizes[1], 10)
+                "  " + Self.right(String(n.id), 4) + "  " + cpus.padding(cpuWidth) + Self.right(sizes[0], 11) + Self.right(sizes[1], 11)
                     + Self.right(sizes[2], 11) + Self.right("\(n.hugetlbFree)/\(n.hugetlbTotal)", 20))
         }
         guard table.nodes.count > 1 else { return out }

@@ -65,8 +65,8 @@ public struct MachineTopology: Sendable {
             return table.nodesWithMemory.count == 1 ? "one node with memory: device memory is local" : "the system node, as asked: device memory is local"
         }
         let distance = "distance \(table.distance(systemNode, deviceNode))"
-        if asked { return "as asked (\(distance) from node \(systemNode))" }
-        return "the farthest node with memory from node \(systemNode) (\(distance))"
+        if asked { return "as asked, \(distance) from node \(systemNode)" }
+        return "the farthest node with memory from node \(systemNode), \(distance)"
     }
 }
 

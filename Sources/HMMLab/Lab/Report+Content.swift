@@ -60,12 +60,19 @@ extension Report {
             return [
                 "host \(f["host"] ?? "?"): \(f["cpu_model"] ?? "?"), \(f["cpus"] ?? "?") CPUs, \(nodes) NUMA node\(nodes == "1" ? "" : "s") "
                     + "(system node \(Self.values(t, "system_node")), device node \(Self.values(t, "device_node"))), kernel \(f["kernel"] ?? "?")",
-                "backing \(Self.values(t, "backing")), THP \(Self.values(t, "thp_mode")), TLB shootdown \(Self.values(t, "tlb_shootdown"))",
+                Self.backing(t) + ", THP \(Self.values(t, "thp_mode")), TLB shootdown \(Self.values(t, "tlb_shootdown"))",
                 "hugetlb: \(t.metadata["hugetlb"] ?? "not recorded")",
                 "build: " + (t.metadata["version"] ?? "hmm-lab \(Self.values(t, "tool_version")) (commit not recorded)"),
             ]
         }
         return prefixed(lines)
+    }
+
+    /// Each pool's backing (`system_backing`, `device_backing`), or the one `backing` of files
+    /// written before the pools were recorded apart.
+    static func backing(_ t: ResultTable) -> String {
+        guard t.header.contains("system_backing") else { return "backing \(values(t, "backing"))" }
+        return "backing: system pool \(values(t, "system_backing")), device pool \(values(t, "device_backing"))"
     }
 
     /// The floors measured at each run's start: memcpy between the pools and the kernel's walk.

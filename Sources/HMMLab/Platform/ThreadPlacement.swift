@@ -37,7 +37,7 @@ public struct ThreadPlacement: Sendable, Equatable {
         reason =
             chosen == systemNode
             ? "the system node's CPUs"
-            : "node \(systemNode) has no CPUs; node \(chosen) is the nearest that has (distance \(table.distance(systemNode, chosen)))"
+            : "node \(systemNode) has no CPUs; node \(chosen) is the nearest with CPUs, distance \(table.distance(systemNode, chosen))"
     }
 
     /// Pins the calling thread to ``cpus`` and checks it took: nil when it did (or when there is
