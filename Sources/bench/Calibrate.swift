@@ -93,9 +93,7 @@ extension Calibrate {
                 ("unified device pool", device, half + 2 * PageSize.pmdBytes, request.candidates),
             ]
         }
-        if let problem = PoolPlan(areas, table: table).shortfall() {
-            throw badInput("--frames \(frames): \(problem); use fewer frames or nodes with more free memory")
-        }
+        if let refusal = PoolPlan(areas, table: table).refusal(sizedBy: "--frames \(frames)", unit: "frames") { throw badInput(refusal) }
     }
 }
 

@@ -58,9 +58,7 @@ struct StressCommand: ParsableCommand {
         } catch {
             throw badInput(error.message)
         }
-        if let problem = config.plan(NodeTable.read()).shortfall() {
-            throw badInput("--pages \(config.pages): \(problem); use fewer pages or nodes with more free memory")
-        }
+        if let refusal = config.plan(NodeTable.read()).refusal(sizedBy: "--pages \(config.pages)", unit: "pages") { throw badInput(refusal) }
         let stress: Stress
         do {
             stress = try Stress(config)

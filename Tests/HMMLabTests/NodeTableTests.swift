@@ -121,7 +121,7 @@ struct NodeTableTests {
     func hugetlbOnly() {
         let plan = Self.plan(hugetlb: [200, 0], backing: .hugetlb)
         #expect(plan.areas[1].predicted == nil)
-        #expect(plan.shortfall() == "the device pool (72 MiB on node 1) can have none of hugetlb: hugetlb: 0 free 2 MiB hugetlb pages on node 1, 36 needed")
+        #expect(plan.shortfall() == "the device pool (72 MiB on node 1) cannot have hugetlb pages: 0 free 2 MiB hugetlb pages on node 1, 36 needed")
         var config = RunConfig()
         config.backing = .hugetlb
         let table = NodeTable(nodes: [Self.node(0, cpus: [0], hugetlb: 200, distances: [10, 20]), Self.node(1, cpus: [1], distances: [20, 10])])

@@ -90,8 +90,11 @@ public struct PoolPlan: Sendable {
     /// area has a backing and every node has the memory.
     public func shortfall() -> String? {
         if let area = areas.first(where: { $0.predicted == nil }) {
-            return "the \(area.name) (\(Region.formatBytes(area.bytes)) on node \(area.node)) can have none of "
-                + area.candidates.map(\.rawValue).joined(separator: ", ") + ": " + area.fallbacks.joined(separator: "; ")
+            let what = "the \(area.name) (\(Region.formatBytes(area.bytes)) on node \(area.node))"
+            if area.candidates.count == 1, let reason = area.fallbacks.first {
+                return "\(what) cannot have \(area.candidates[0]) pages: " + reason.dropFirst("\(area.candidates[0]): ".count)
+            }
+            return "\(what) can have none of " + area.candidates.map(\.rawValue).joined(separator: ", ") + ": " + area.fallbacks.joined(separator: "; ")
         }
         for (node, bytes) in regularBytesPerNode.sorted(by: { $0.key < $1.key }) {
             let available = table.node(node)?.memAvailableBytes ?? 0
@@ -102,6 +105,19 @@ public struct PoolPlan: Sendable {
                 + "\(Region.formatBytes(available)) available"
         }
         return nil
+    }
+
+    /// The one line a command refuses the plan with, or nil when it fits: `sizedBy` is the option
+    /// that sized it (`--pages 16384`), `unit` what to ask fewer of; the hint names the hugetlb knob of
+    /// the node when a hugetlb-only area lacks pages.
+    public func refusal(sizedBy option: String, unit: String) -> String? {
+        guard let problem = shortfall() else { return nil }
+        var hint = "use fewer \(unit), or nodes with more free memory (--system-node, --device-node)"
+        if let area = areas.first(where: { $0.predicted == nil }), area.candidates == [.hugetlb] {
+            let knob = "/sys/devices/system/node/node\(area.node)/hugepages/hugepages-2048kB/nr_hugepages"
+            hint = "reserve more (echo N > \(knob)), use fewer \(unit), or --backing auto"
+        }
+        return "\(option): \(problem); \(hint)"
     }
 
     /// Each area's predicted backing and node, e.g. `system pool hugetlb on node 0`.

@@ -112,14 +112,9 @@ public final class Runner {
     /// checked against the node it is bound to, with the backing it will get (``PoolPlan``), naming
     /// the node and the sizes.
     public static func checkMemory(_ config: RunConfig, table: NodeTable = .read()) throws(RunError) {
-        let plan = PoolPlan(config: config, table: table)
-        guard let problem = plan.shortfall() else { return }
-        var hint = "use fewer pages, or nodes with more free memory (--system-node, --device-node)"
-        if let area = plan.areas.first(where: { $0.predicted == nil }), area.candidates == [.hugetlb] {
-            let knob = "/sys/devices/system/node/node\(area.node)/hugepages/hugepages-2048kB/nr_hugepages"
-            hint = "reserve more (echo N > \(knob)), use fewer pages, or --backing auto"
+        if let refusal = PoolPlan(config: config, table: table).refusal(sizedBy: "--pages \(config.pages)", unit: "pages") {
+            throw RunError(refusal)
         }
-        throw RunError("--pages \(config.pages): \(problem); \(hint)")
     }
 
     /// Runs every repetition; returns the rows written.
