@@ -411,7 +411,8 @@ def results_caption(rows, note=""):
     lines.append(
         f"Machine: host {values_text(rows, 'host')}, {values_text(rows, 'cpu_model')}, "
         f"kernel {values_text(rows, 'kernel')}, {numa} NUMA node{'s' if numa != '1' else ''}, "
-        f"backing {values_text(rows, 'backing')}.")
+        + (f"system pool {values_text(rows, 'system_backing')}, device pool {values_text(rows, 'device_backing')}."
+           if rows[0].get("system_backing") else f"backing {values_text(rows, 'backing')}."))
     lines.append(
         f"Settings: pages {values_text(rows, 'pages')}, window_pages {values_text(rows, 'window_pages')}, "
         f"mix {values_text(rows, 'mix')}, thp {values_text(rows, 'thp')}, "
@@ -917,19 +918,63 @@ def main(argv):
     matplotlib.rcParams["svg.fonttype"] = "none"  # text as text: glyph paths cost a second a chart
 
     plotter = Plotter(plt, outdir, prefix)
+    jobs = []
     if results:
         sweep = Sweep(results)
-        plotter.latency_cdf(results, sweep, prefix)
-        plotter.walks_per_op(results, sweep, prefix)
-        plotter.phases(results, sweep, prefix)
+        jobs += [lambda: plotter.latency_cdf(results, sweep, prefix),
+                 lambda: plotter.walks_per_op(results, sweep, prefix),
+                 lambda: plotter.phases(results, sweep, prefix)]
         if sweep.varying:
-            plotter.sweep_throughput(results, sweep, prefix)
+            jobs.append(lambda: plotter.sweep_throughput(results, sweep, prefix))
     if thp_rows:
-        plotter.thp_table(thp_rows, prefix)
-    for path in plotter.written:
+        jobs.append(lambda: plotter.thp_table(thp_rows, prefix))
+    for path in run_charts(plotter, jobs):
         rel = os.path.relpath(path)
         print(path if rel.startswith(os.pardir) else rel)
     return 0
+
+
+def run_charts(plotter, jobs):
+    """Draws each chart, in a forked child per chart when the machine has several CPUs (matplotlib
+    is imported once, before the fork; drawing and saving are most of a run's time); returns the
+    files written, in chart order. A chart's PlotError is raised here."""
+    if len(jobs) < 2 or not hasattr(os, "fork") or (os.cpu_count() or 1) < 2:
+        for job in jobs:
+            job()
+        return plotter.written
+    children = []
+    for job in jobs:
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(read_end)
+            status, message = 0, ""
+            try:
+                plotter.written = []
+                job()
+                message = "\n".join(plotter.written)
+            except PlotError as err:
+                status, message = 2, str(err)
+            except BaseException as err:  # an unexpected failure still reaches the parent
+                status, message = 1, f"{type(err).__name__}: {err}"
+            with os.fdopen(write_end, "w") as out:
+                out.write(message)
+            os._exit(status)
+        os.close(write_end)
+        children.append((pid, read_end))
+    written, errors = [], []
+    for pid, read_end in children:
+        with os.fdopen(read_end) as inp:
+            message = inp.read()
+        _, status = os.waitpid(pid, 0)
+        code = os.waitstatus_to_exitcode(status)
+        if code == 0:
+            written += [line for line in message.split("\n") if line]
+        else:
+            errors.append(message or f"a chart's process ended with status {code}")
+    if errors:
+        raise PlotError("; ".join(errors))
+    return written
 
 
 if __name__ == "__main__":
