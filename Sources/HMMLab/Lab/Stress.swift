@@ -334,7 +334,10 @@ public final class Stress {
         run.selfInvalidation = policy.next() & 1 == 0 ? .skip : .bump
         let w: Workload
         do {
-            w = try Workload(memory: memory, swap: swap, config: run, seed: seed)
+            let placement = self.placement
+            var pin: (@Sendable () -> Void)?
+            if placement.node != nil { pin = { @Sendable in _ = placement.pinCallingThread() } }
+            w = try Workload(memory: memory, swap: swap, config: run, seed: seed, copyWorkerHook: pin)
         } catch {
             violation(&report, number, 0, nil, "building the round's range: \(error)")
             return
