@@ -6,7 +6,6 @@ import Testing
 /// the counts and the data unchanged.
 @Suite("Costs: TLB shootdowns paid for real or counted only")
 struct CostsTests {
-    let base = HMMTests()
 
     /// Migrates 256 written pages with `strategy` on memory paying `costs`; returns the mm's flush
     /// count and the nanoseconds its shootdowns took.
@@ -18,10 +17,10 @@ struct CostsTests {
         try f.fill(a, pages: n, seed: 7)
         let r = d.makeResident(a, pages: n, strategy: strategy)
         #expect(r.errno == 0 && r.migrated == n)
-        base.check(f, [d])
+        f.check(devices: [d])
         #expect(try f.mismatches(a, pages: n, seed: 7) == [])
         let counts = (f.mm.counters.tlbFlushes.load(ordering: .relaxed), f.mm.counters.flushNanoseconds.load(ordering: .relaxed))
-        base.finish(f, [d])
+        f.finish(devices: [d])
         return counts
     }
 

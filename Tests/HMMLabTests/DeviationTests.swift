@@ -8,7 +8,6 @@ import Testing
 /// Behaviours where the lab once departed from 7.2 (or the unified RFC) and now follows it.
 @Suite("Deviations: the lab follows 7.2 where a fidelity review found it did not")
 struct DeviationTests {
-    let base = HMMTests()
 
     /// `migrate_vma_setup` on `pages` pages at `a` with `flags`, under the mmap lock (read). The caller
     /// finalizes with ``finalize(_:_:)``.
@@ -45,10 +44,10 @@ struct DeviationTests {
         }
         finalize(f, args)
         for i in 0..<n { #expect(try #require(f.mm.pageTable.pteSlot(a + UInt64(i) << 12)).load().isProtNone) }
-        base.check(f, [d])
+        f.check(devices: [d])
         try f.mm.mprotect(a, length: n * 4096, protection: .readWrite)
         #expect(try f.mismatches(a, pages: n, seed: 41) == [])
-        base.finish(f, [d])
+        f.finish(devices: [d])
     }
 
     @Test("try_to_migrate unmaps a PROT_NONE mapping in another address space, so the shared page still migrates")
@@ -66,11 +65,11 @@ struct DeviationTests {
         #expect(args.restored == 0)
         finalize(f, args)
         for i in 0..<n { #expect(try #require(child.pageTable.pteSlot(a + UInt64(i) << 12)).load().isProtNone) }
-        base.check(f, [d], others: [child])
+        f.check(devices: [d], others: [child])
         try child.mprotect(a, length: n * 4096, protection: .readWrite)
         #expect(try f.mismatches(a, pages: n, seed: 42) == [])
         #expect(try f.mismatches(a, pages: n, seed: 42, in: child) == [])
-        base.finish(f, [d], others: [child])
+        f.finish(devices: [d], others: [child])
     }
 }
 
@@ -93,7 +92,7 @@ extension DeviationTests {
         #expect(pmd.load().isMigration)
         pmd.store(mapped)
         #expect(try f.mismatches(a, pages: 512, seed: 43) == [])
-        base.finish(f, [d])
+        f.finish(devices: [d])
     }
 }
 
@@ -123,7 +122,7 @@ extension DeviationTests {
         try f.mm.mprotect(a, length: 4096, protection: .read)
         #expect(try f.mismatches(a, pages: n, seed: 45) == [])
         #expect(try !#require(f.mm.pageTable.pteSlot(a)).load().isWritable)
-        base.finish(f, [d])
+        f.finish(devices: [d])
     }
 }
 
@@ -153,7 +152,7 @@ extension DeviationTests {
         #expect(f.mm.counters.faults(.spurious) > spurious)
         #expect(f.mm.counters.faults(.migrationWait) == 0)
         #expect(f.mm.counters.faults(.devicePrivate) == n)
-        base.finish(f, [d])
+        f.finish(devices: [d])
     }
 }
 
@@ -177,9 +176,9 @@ extension DeviationTests {
             let e = try #require(f.mm.pageTable.pteSlot(a + UInt64(k) << 12)).load()
             #expect(e.isDevicePrivate == (k != 5), "page \(k): \(e)")
         }
-        base.check(f, [d])
+        f.check(devices: [d])
         for k in 1..<512 { #expect(try f.mm.loadBytes(4096, from: a + UInt64(k) << 12) == MMFixture.pattern(seed: 47, page: k)) }
-        base.finish(f, [d])
+        f.finish(devices: [d])
     }
 }
 
@@ -196,7 +195,7 @@ extension DeviationTests {
         #expect(r.walks == 3)
         let (bytes, _) = try d.read(a, pages: 80)
         for k in 0..<80 { #expect(Array(bytes[k * 4096..<(k + 1) * 4096]) == MMFixture.pattern(seed: 48, page: k)) }
-        base.finish(f, [d])
+        f.finish(devices: [d])
     }
 }
 
@@ -213,7 +212,7 @@ extension DeviationTests {
         #expect(r.errno == 0 && r.migrated == 1024)
         #expect(r.walks == 2)
         #expect(try f.mismatches(a, pages: 1040, seed: 49) == [])
-        base.finish(f, [d])
+        f.finish(devices: [d])
     }
 }
 
@@ -237,7 +236,7 @@ extension DeviationTests {
         #expect(slot.load() == PTE(rawValue: normal.rawValue | PTE.specialBit))
         slot.store(normal)
         #expect(try f.mismatches(a, pages: n, seed: 50) == [])
-        base.finish(f, [d])
+        f.finish(devices: [d])
     }
 }
 
@@ -260,8 +259,8 @@ extension DeviationTests {
         #expect(r.errno == HMMErrno.ENOENT && r.migrated == 8 && r.lockFailures == 1)
         #expect(pmd.load() == huge)
         head.pointee.unlock()
-        base.check(f, [d])
+        f.check(devices: [d])
         #expect(try f.mismatches(a, pages: 520, seed: 51) == [])
-        base.finish(f, [d])
+        f.finish(devices: [d])
     }
 }

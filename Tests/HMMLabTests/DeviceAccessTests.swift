@@ -4,7 +4,6 @@ import Testing
 
 @Suite("Device access: what the unified walk faults and collects with REQ_FAULT|REQ_MIGRATE, with and without REQ_WRITE")
 struct DeviceAccessTests {
-    let base = HMMTests()
     let n = 512
 
     /// Faults of each kind `mm` took while `body` ran.
@@ -30,9 +29,9 @@ struct DeviceAccessTests {
         #expect(d.stats.bytesCleared.load(ordering: .relaxed) == n * 4096, "every device page cleared")
         #expect(f.mm.snapshot(a, pages: n).allSatisfy { $0 == .devicePrivate })
         #expect(try d.read(a, pages: n).bytes.allSatisfy { $0 == 0 }, "the device reads zeros, byte for byte")
-        base.check(f, [d])
+        f.check(devices: [d])
         #expect(try f.mm.loadBytes(n * 4096, from: a).allSatisfy { $0 == 0 }, "the CPU reads zeros back")
-        base.finish(f, [d])
+        f.finish(devices: [d])
     }
 
     @Test("write access on untouched pages: write faults allocate and the pages are copied")
@@ -46,8 +45,8 @@ struct DeviceAccessTests {
         #expect(kinds == [.anonymous: n], "\(kinds)")
         #expect(d.stats.bytesCopied.load(ordering: .relaxed) == n * 4096)
         #expect(try d.read(a, pages: n).bytes.allSatisfy { $0 == 0 })
-        base.check(f, [d])
-        base.finish(f, [d])
+        f.check(devices: [d])
+        f.finish(devices: [d])
     }
 
     @Test("read access on copy-on-write pages: no fault, COW not broken; the page moves and both mms map it on the device")
@@ -73,8 +72,8 @@ struct DeviceAccessTests {
         #expect(d.deviceMappings().count == n && d.deviceMappings().allSatisfy { !$0.writable }, "the device maps the shared pages read-only")
         #expect(try f.mismatches(a, pages: n, seed: 6, in: child) == [], "the child reads its values back")
         #expect(try f.mismatches(a, pages: n, seed: 6) == [])
-        base.check(f, [d], others: [child])
-        base.finish(f, [d], others: [child])
+        f.check(devices: [d], others: [child])
+        f.finish(devices: [d], others: [child])
     }
 
     @Test("write access on copy-on-write pages: each is broken by a write fault and the child keeps its copy")
@@ -91,8 +90,8 @@ struct DeviceAccessTests {
         #expect(child.snapshot(a, pages: n).allSatisfy { $0 == .read }, "the child keeps its read-only copy")
         #expect(try f.mismatches(a, pages: n, seed: 7) == [])
         #expect(try f.mismatches(a, pages: n, seed: 7, in: child) == [])
-        base.check(f, [d], others: [child])
-        base.finish(f, [d], others: [child])
+        f.check(devices: [d], others: [child])
+        f.finish(devices: [d], others: [child])
     }
 
     @Test("the unified walk collects this device's private pages with SELECT_DEVICE_PRIVATE, as the RFC's migrate_vma_setup does")
@@ -122,7 +121,7 @@ struct DeviceAccessTests {
         d.setupThroughUnifiedWalk = true
         #expect(try f.mismatches(a, pages: m, seed: 8) == [], "migrate_to_ram through the unified walk brings every page back")
         #expect(f.mm.snapshot(a, pages: m).allSatisfy { $0 == .write })
-        base.check(f, [d])
-        base.finish(f, [d])
+        f.check(devices: [d])
+        f.finish(devices: [d])
     }
 }

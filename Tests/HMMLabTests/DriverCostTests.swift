@@ -6,7 +6,6 @@ import Testing
 /// (`dmirror_devmem_alloc_page`, `dmirror_devmem_free`) and its xarray page table (`xa_store`, `xa_erase`).
 @Suite("driver cost: dmirror's backing pages and xarray page table")
 struct DriverCostTests {
-    let base = HMMTests()
 
     /// The counters the driver cost moves.
     struct Counts: Equatable {
@@ -36,14 +35,14 @@ struct DriverCostTests {
             let backing = try #require(data)
             #expect(f.memory.system.contains(backing) && f.memory.page(backing).pointee.references == 1)
         }
-        base.check(f, [d])
+        f.check(devices: [d])
         #expect(try f.mismatches(a, pages: n / 2, seed: 21) == [], "CPU faults bring half back")
         #expect(Counts(d).backingFreed == n / 2, "each freed device page freed its backing page")
         #expect(f.memory.system.allocator.freeFrames == free, "new system pages for the data, the backing pages back")
-        base.check(f, [d])
+        f.check(devices: [d])
         #expect(try f.mismatches(a, pages: n, seed: 21) == [])
         #expect(Counts(d).backingFreed == n)
-        base.finish(f, [d])
+        f.finish(devices: [d])
     }
 
     @Test("xa_store per migrated page, xa_erase per page moved back, xa_erase per entry on invalidation")
@@ -62,7 +61,7 @@ struct DriverCostTests {
         #expect(Counts(d).backingFreed == n / 2 + n / 4)
         #expect(d.deviceMappings().count == n / 4)
         #expect(try f.mismatches(a, pages: n / 2, seed: 22) == [])
-        base.finish(f, [d])
+        f.finish(devices: [d])
     }
 
     @Test("a 2 MiB migration: one 2 MiB backing folio, 512 xa_store; back: 512 xa_erase, the folio freed")
@@ -78,11 +77,11 @@ struct DriverCostTests {
         let data = f.memory.page(head).pointee.zoneDeviceData
         let backing = try #require(data)
         #expect(f.memory.page(backing).pointee.order == PageSize.pmdOrder)
-        base.check(f, [d])
+        f.check(devices: [d])
         #expect(d.migrateToSystem(a, pages: 512).migrated == 512)
         #expect(Counts(d) == Counts(512, 512, 512, 512))
         #expect(try f.mismatches(a, pages: 512, seed: 23) == [])
-        base.finish(f, [d])
+        f.finish(devices: [d])
     }
 
     @Test("without the driver cost: no backing page, no xarray, same data and mappings")
@@ -97,11 +96,11 @@ struct DriverCostTests {
         #expect(f.memory.system.allocator.freeFrames == free + n)
         #expect(d.deviceMappings().count == n)
         #expect(d.deviceMappings().allSatisfy { f.memory.page($0.pfn).pointee.zoneDeviceData == nil })
-        base.check(f, [d])
+        f.check(devices: [d])
         #expect(d.migrateToSystem(a, pages: n / 2).migrated == n / 2)
         #expect(try f.mismatches(a, pages: n, seed: 24) == [])
         #expect(Counts(d) == Counts(0, 0, 0, 0))
-        base.finish(f, [d])
+        f.finish(devices: [d])
     }
 
     @Test("XArray: loads, stores, erases and finds agree with a dictionary; emptied, it frees every node")

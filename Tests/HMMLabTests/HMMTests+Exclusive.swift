@@ -60,14 +60,14 @@ extension HMMTests {
         #expect(f.mm.snapshot(a, pages: n).allSatisfy { $0 == .deviceExclusive })
         #expect(d.deviceMappings().count == n && d.deviceMappings().allSatisfy { $0.atomic && !$0.writable })
         try expectOneMappingEach(f, a, pages: n)
-        check(f, [d])
+        f.check(devices: [d])
         #expect(throws: MirrorError.errno(HMMErrno.EPERM)) { try d.checkExclusive(a, pages: n) }
         #expect(try incrementInts(f.mm, a, pages: n) == [], "fault pages back to system memory and check them")
         #expect(f.mm.counters.faults(.deviceExclusive) == n)
         #expect(f.mm.snapshot(a, pages: n).allSatisfy { $0 == .write })
         try d.checkExclusive(a, pages: n)  // atomic access revoked: 0
-        check(f, [d])
-        finish(f, [d])
+        f.check(devices: [d])
+        f.finish(devices: [d])
     }
 
     @Test("exclusive_mprotect: after mprotect(PROT_READ) the entries stay device-exclusive and a device write gets -EPERM")
@@ -83,7 +83,7 @@ extension HMMTests {
         try f.mm.mprotect(a, length: n * 4096, protection: .read)
         #expect(f.mm.snapshot(a, pages: n).allSatisfy { $0 == .deviceExclusive }, "change_pte_range leaves device-exclusive entries")
         #expect(d.deviceMappings().isEmpty, "the mprotect invalidation dropped the device's mappings")
-        check(f, [d])
+        f.check(devices: [d])
         var data: [UInt8] = []
         for k in 0..<n { data += Self.ints(page: k, add: 7) }
         #expect(throws: MirrorError.errno(HMMErrno.EPERM)) { try d.write(a, bytes: data) }
@@ -91,8 +91,8 @@ extension HMMTests {
         for k in 0..<n { #expect(try f.mm.loadBytes(4096, from: a + UInt64(k) << 12) == Self.ints(page: k)) }
         #expect(f.mm.snapshot(a, pages: n).allSatisfy { $0 == .read })
         #expect(throws: FaultError.accessError(a, write: true)) { try f.mm.store(UInt8(1), at: a) }
-        check(f, [d])
-        finish(f, [d])
+        f.check(devices: [d])
+        f.finish(devices: [d])
     }
 
     @Test("exclusive_cow: fork restores the device-exclusive entries; parent and child then each increment their own copy")
@@ -108,15 +108,15 @@ extension HMMTests {
         #expect(f.mm.snapshot(a, pages: n).allSatisfy { $0 == .read }, "restored, then write-protected for copy-on-write")
         #expect(child.snapshot(a, pages: n).allSatisfy { $0 == .read })
         #expect(d.deviceMappings().isEmpty, "fork's invalidation dropped the device's mappings")
-        check(f, [d], others: [child])
+        f.check(devices: [d], others: [child])
         #expect(try incrementInts(child, a, pages: n) == [], "the child verifies copy-on-write independently")
         #expect(try incrementInts(f.mm, a, pages: n) == [], "the parent increments its own copy")
         for k in 0..<n {
             let at = a + UInt64(k) << 12
             #expect(try #require(f.mm.pageTable.pteSlot(at)).load().pfn != (try #require(child.pageTable.pteSlot(at))).load().pfn)
         }
-        check(f, [d], others: [child])
-        finish(f, [d], others: [child])
+        f.check(devices: [d], others: [child])
+        f.finish(devices: [d], others: [child])
     }
 
     @Test("device-exclusive: a CPU read and a CPU write each restore one page's PTE, the bytes intact, the others stay exclusive")
@@ -127,13 +127,13 @@ extension HMMTests {
         let a = try f.mm.mmap(length: n * 4096, protection: .readWrite)
         try f.fill(a, pages: n, seed: 31)
         _ = try d.makeExclusive(a, pages: n)
-        check(f, [d])
+        f.check(devices: [d])
         // Read of page 3: restored writable (anon-exclusive, VM_WRITE), every byte as written.
         #expect(try f.mm.loadBytes(4096, from: a + 3 * 4096) == MMFixture.pattern(seed: 31, page: 3))
         var states = f.mm.snapshot(a, pages: n)
         #expect(states[3] == .write && states.enumerated().allSatisfy { $0.offset == 3 || $0.element == .deviceExclusive })
         #expect(!d.deviceMappings().contains { $0.address == a + 3 * 4096 }, "the restore's invalidation dropped the device's page")
-        check(f, [d])
+        f.check(devices: [d])
         // Write into page 9: restored, the store lands, the rest of the page intact.
         try f.mm.store(UInt64(0xDEAD_BEEF), at: a + 9 * 4096 + 128)
         var expected = MMFixture.pattern(seed: 31, page: 9)
@@ -144,9 +144,9 @@ extension HMMTests {
         #expect(f.mm.counters.faults(.deviceExclusive) == 2)
         #expect(d.deviceMappings().filter(\.atomic).count == n - 2)
         try expectOneMappingEach(f, a, pages: n)
-        check(f, [d])
+        f.check(devices: [d])
         for k in 0..<n where k != 9 { #expect(try f.mm.loadBytes(4096, from: a + UInt64(k) << 12) == MMFixture.pattern(seed: 31, page: k)) }
-        finish(f, [d])
+        f.finish(devices: [d])
     }
 
     @Test("device-exclusive: another device's snapshot reports nothing; its hmm_range_fault faults the entries back and revokes the atomic mappings")
@@ -164,8 +164,8 @@ extension HMMTests {
         for k in 0..<n { #expect(Array(bytes[k * 4096..<(k + 1) * 4096]) == MMFixture.pattern(seed: 32, page: k)) }
         #expect(f.mm.snapshot(a, pages: n).allSatisfy { $0 == .write })
         try d.checkExclusive(a, pages: n)
-        check(f, [d, other])
-        finish(f, [d, other])
+        f.check(devices: [d, other])
+        f.finish(devices: [d, other])
     }
 
     @Test("device-exclusive: a THP is split to PTEs first (FOLL_SPLIT_PMD); munmap of the exclusive range frees everything")
@@ -183,17 +183,17 @@ extension HMMTests {
         #expect(!(try #require(f.mm.pageTable.pmdSlot(a, allocate: false)).load().isHuge), "the PMD was split")
         #expect(f.memory.folio(containing: try #require(f.mm.pageTable.pteSlot(a)).load().pfn).order == PageSize.pmdOrder, "the folio was not")
         #expect(f.mm.snapshot(a, pages: n).filter { $0 == .deviceExclusive }.count == 64)
-        check(f, [d])
+        f.check(devices: [d])
         try f.mm.munmap(buffer, length: 2 * n * 4096)
         #expect(d.deviceMappings().isEmpty)
-        check(f, [d])
+        f.check(devices: [d])
         // A second range made exclusive and unmapped without any CPU access.
         let b = try f.mm.mmap(length: 16 * 4096, protection: .readWrite)
         try f.fill(b, pages: 16, seed: 34)
         _ = try d.makeExclusive(b, pages: 16)
         try f.mm.munmap(b, length: 16 * 4096)
-        check(f, [d])
-        finish(f, [d])
+        f.check(devices: [d])
+        f.finish(devices: [d])
     }
 
     @Test("device-exclusive: a read-only VMA gets -EFAULT from GUP FOLL_WRITE; a shared VMA -EOPNOTSUPP")
@@ -205,9 +205,9 @@ extension HMMTests {
         let s = try f.mm.mmap(length: 4 * 4096, protection: .readWrite, flags: .shared)
         #expect(throws: MirrorError.errno(HMMErrno.EOPNOTSUPP)) { _ = try d.makeExclusive(s, pages: 4) }
         #expect(f.mm.snapshot(s, pages: 4).allSatisfy { $0 != .deviceExclusive })
-        check(f, [d])
+        f.check(devices: [d])
         try f.mm.munmap(s, length: 4 * 4096)
-        finish(f, [d])
+        f.finish(devices: [d])
     }
 
     @Test("device-exclusive: migrate_vma collect skips the entries; a THP split on the way to the device unmaps them to migration entries and remaps them")
@@ -220,7 +220,7 @@ extension HMMTests {
         let r = d.migrateToDevice(small, pages: 16)
         #expect(r.collected == 0 && r.migrated == 0, "not migratable: mpfn 0")
         #expect(f.mm.snapshot(small, pages: 16).allSatisfy { $0 == .deviceExclusive })
-        check(f, [d])
+        f.check(devices: [d])
         // A PTE-mapped THP whose first 64 pages are device-exclusive: collect skips them, then splits
         // the folio at page 64; the split's unmap (try_to_migrate) replaces their entries with migration
         // entries like the others and its remap makes them present again, behind the collect walk, so
@@ -236,10 +236,10 @@ extension HMMTests {
         #expect(m.splitsBeforeCollect == 1 && m.collected == n - 64 && m.migrated == n - 64 && m.errno == HMMErrno.ENOENT, "\(m)")
         let states = f.mm.snapshot(a, pages: n)
         #expect(states[0..<64].allSatisfy { $0 == .read || $0 == .write } && states[64...].allSatisfy { $0 == .devicePrivate })
-        check(f, [d])
+        f.check(devices: [d])
         #expect(try f.mismatches(a, pages: n, seed: 36) == [])
         #expect(try f.mismatches(small, pages: 16, seed: 35) == [])
-        check(f, [d])
-        finish(f, [d])
+        f.check(devices: [d])
+        f.finish(devices: [d])
     }
 }

@@ -31,9 +31,9 @@ extension HMMTests {
         // Lab: each page is its page-cache folio, mapped read-only by a read fault (do_read_fault).
         #expect(f.mm.counters.faults(.file) == n)
         #expect(f.mm.snapshot(a, pages: n).allSatisfy { $0 == .read })
-        check(f, [d])
+        f.check(devices: [d])
         file.close()
-        finish(f, [d])
+        f.finish(devices: [d])
     }
 
     @Test("file_write: the device writes a MAP_SHARED file mapping; the CPU and pread see the data")
@@ -55,9 +55,9 @@ extension HMMTests {
             (0..<n).allSatisfy { k in f.mm.pageTable.pteSlot(a + UInt64(k) << 12).map { f.memory.page($0.load().pfn).pointee.test(.dirty) } ?? false }
         }
         #expect(dirty, "every page-cache folio is dirty")
-        check(f, [d])
+        f.check(devices: [d])
         file.close()
-        finish(f, [d])
+        f.finish(devices: [d])
     }
 
     @Test("migrate_file_private: a MAP_PRIVATE file mapping the CPU wrote (COW pages, anonymous) migrates to the device")
@@ -78,10 +78,10 @@ extension HMMTests {
         #expect(bytes == data, "the device read the data")
         // Lab: the private writes never reached the file; the CPU faults the pages back intact.
         #expect(try file.read(offset: 0, count: n * 4096).allSatisfy { $0 == 0 })
-        check(f, [d])
+        f.check(devices: [d])
         #expect(try f.mm.loadBytes(n * 4096, from: a) == data)
         file.close()
-        finish(f, [d])
+        f.finish(devices: [d])
     }
 
     @Test("lab: page-cache pages are collected but not migrated (not anonymous); holes of file mappings are not collected")
@@ -99,7 +99,7 @@ extension HMMTests {
             #expect(r.errno == HMMErrno.ENOENT, "nothing reached the device")
             #expect(r.collected == n / 2 && r.migrated == 0, "the mapped half is collected, refused by migrate_vma_pages, restored")
             #expect(f.mm.snapshot(a, pages: n) == Array(repeating: .read, count: n / 2) + Array(repeating: .none, count: n / 2))
-            check(f, [d])
+            f.check(devices: [d])
             // A private write copies the page-cache page (wp_page_copy); that anonymous page migrates.
             let kind: FaultKind = shared ? .reuse : .copyOnWrite
             let before = f.mm.counters.faults(kind)
@@ -107,12 +107,12 @@ extension HMMTests {
             #expect(f.mm.counters.faults(kind) == before + 1)
             _ = d.migrateToDevice(a, pages: n)
             #expect(f.mm.snapshot(a, pages: 1) == [shared ? .write : .devicePrivate])
-            check(f, [d])
+            f.check(devices: [d])
             try f.mm.munmap(a, length: n * 4096)
         }
         #expect(try file.read(offset: 0, count: 4) == [7, 0, 0, 0], "only the shared write reached the file")
         file.close()
-        finish(f, [d])
+        f.finish(devices: [d])
     }
 
     @Test("lab: fork of file mappings: the child shares the page cache; private writes stay private, shared ones reach the file")
@@ -144,6 +144,6 @@ extension HMMTests {
         #expect(try child.load(UInt32.self, from: s + 4096) == 0xCCCC)
         file.close()
         try f.mm.munmap(s, length: n * 4096)
-        finish(f, [], others: [child])
+        f.finish(devices: [], others: [child])
     }
 }

@@ -11,7 +11,7 @@ extension HMMTests {
     func open_close() throws {
         let f = try MMFixture()
         let d = Device(memory: f.memory, mm: f.mm)
-        finish(f, [d])
+        f.finish(devices: [d])
     }
 
     @Test("anon_read_multiple: ten fresh buffers, each read by the device in one fault batch")
@@ -27,7 +27,7 @@ extension HMMTests {
             for k in 0..<n { #expect(Array(bytes[k * 4096..<(k + 1) * 4096]) == MMFixture.pattern(seed: 100 + UInt64(c), page: k)) }
             try f.mm.munmap(a, length: n * 4096)
         }
-        finish(f, [d])
+        f.finish(devices: [d])
     }
 
     @Test("anon_write_huge: the device writes a MADV_HUGEPAGE 2 MiB block in one fault; it is a THP and the CPU sees the data")
@@ -43,7 +43,7 @@ extension HMMTests {
         #expect(try d.write(map, bytes: data) == 1)
         #expect(try f.mismatches(map, pages: n, seed: 4) == [])
         #expect(try d.snapshot(map, pages: n).allSatisfy { $0 == MirrorProt.write | MirrorProt.pmd }, "a PMD-mapped THP, writable")
-        finish(f, [d])
+        f.finish(devices: [d])
     }
 
     @Test("anon_teardown: the device reads while another thread unmaps half the buffer: the read fails or reads the data; nothing leaks")
@@ -71,7 +71,7 @@ extension HMMTests {
             unmapper.join()
             try f.mm.munmap(a, length: n / 2 * 4096)
         }
-        finish(f, [d])
+        f.finish(devices: [d])
     }
 }
 
@@ -94,11 +94,11 @@ extension HMMTests {
                     let back = d.migrateToSystem(a, pages: pages)
                     #expect(back.errno == 0 && back.migrated == pages, "\(size) bytes, THP \(thp): \(back)")
                 }
-                check(f, [d])
+                f.check(devices: [d])
                 #expect(try f.mismatches(a, pages: pages, seed: UInt64(size)) == [])
                 try f.mm.munmap(a, length: size)
             }
         }
-        finish(f, [d])
+        f.finish(devices: [d])
     }
 }

@@ -26,7 +26,7 @@ extension HMMTests {
         #expect(f.mm.counters.faults(.devicePrivate) == n)
         #expect(try d.snapshot(a, pages: n) == Array(repeating: MirrorProt.write, count: n))
         #expect(try f.mismatches(a, pages: n, seed: 31) == [])
-        finish(f, [d])
+        f.finish(devices: [d])
     }
 
     @Test("mixedmap: the dmirror file's VM_MIXEDMAP page is walked and reported read-only; a VM_PFNMAP range is HMM_PFN_ERROR; migrate_vma_setup refuses both")
@@ -41,7 +41,7 @@ extension HMMTests {
         #expect(try d.snapshot(p, pages: 1) == [MirrorProt.error])
         #expect(throws: MirrorError.errno(HMMErrno.EFAULT)) { _ = try d.read(p, pages: 1) }
         #expect(d.migrateToDevice(a, pages: 1).errno == HMMErrno.EINVAL)
-        finish(f, [d])
+        f.finish(devices: [d])
     }
 
     @Test("migrate_anon_huge_free: MADV_FREE on a THP migrated to the device succeeds and leaves the device-private PMD")
@@ -61,9 +61,9 @@ extension HMMTests {
         // Beyond the kernel's test: madvise_free_huge_pmd skips a device-private PMD.
         #expect(try #require(f.mm.pageTable.pmdSlot(map, allocate: false)).load().isDevicePrivate)
         #expect(try d.snapshot(map, pages: n).allSatisfy { $0 == MirrorProt.devicePrivateLocal | MirrorProt.write | MirrorProt.pmd })
-        check(f, [d])
+        f.check(devices: [d])
         try f.mm.munmap(buffer, length: 2 * PageSize.pmdBytes)
-        finish(f, [d])
+        f.finish(devices: [d])
     }
 
     @Test("anon_write_hugetlbfs: the device writes a MAP_HUGETLB page in one fault and the CPU reads it; migrate_vma_setup refuses hugetlb")
@@ -80,7 +80,7 @@ extension HMMTests {
         #expect(try #require(f.mm.pageTable.pmdSlot(a, allocate: false)).load().isHuge)
         #expect(d.migrateToDevice(a, pages: n).errno == HMMErrno.EINVAL)
         try f.mm.munmap(a, length: PageSize.pmdBytes)
-        finish(f, [d])
+        f.finish(devices: [d])
     }
 
     @Test("compound: a hugetlb page snapshots as WRITE|PMD on every page, READ|PMD after mprotect(PROT_READ)")
@@ -96,9 +96,9 @@ extension HMMTests {
         #expect(throws: MMError.self) { try f.mm.munmap(a, length: 4096) }
         try f.mm.mprotect(a, length: PageSize.pmdBytes, protection: .read)
         #expect(try d.snapshot(a, pages: n) == Array(repeating: MirrorProt.read | MirrorProt.pmd, count: n))
-        check(f, [d])
+        f.check(devices: [d])
         try f.mm.munmap(a, length: PageSize.pmdBytes)
-        finish(f, [d])
+        f.finish(devices: [d])
     }
 
     @Test("MADV_FREE on system memory: exclusive pages and a whole THP get clean entries and lose swapBacked; a swap entry is dropped with its slot")

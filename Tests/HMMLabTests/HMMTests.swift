@@ -11,23 +11,6 @@ import Testing
 struct HMMTests {
     static let npages = 256
 
-    func check(_ f: MMFixture, _ devices: [Device], others: [AddressSpace] = [], sourceLocation: SourceLocation = #_sourceLocation) {
-        let problems = Invariants.check([f.mm] + others, devices: devices)
-        #expect(problems.isEmpty, "\(problems)", sourceLocation: sourceLocation)
-        for d in devices {
-            #expect(d.stats.verifyFailures.load(ordering: .relaxed) == 0, "copy verification failed", sourceLocation: sourceLocation)
-        }
-    }
-
-    func finish(_ f: MMFixture, _ devices: [Device], others: [AddressSpace] = [], sourceLocation: SourceLocation = #_sourceLocation) {
-        check(f, devices, others: others, sourceLocation: sourceLocation)
-        for d in devices {
-            d.release()
-            d.close()  // the notifier and the pagemap registry hold the device until it is closed
-        }
-        f.finish(others, sourceLocation: sourceLocation)
-    }
-
     @Test("migrate_to_ram of a 2 MiB device folio with no 2 MiB system page: the unmapped split keeps the fault page's reference")
     func migrateToRAMSplitKeepsFaultReference() throws {
         let f = try MMFixture()
@@ -45,9 +28,9 @@ struct HMMTests {
         f.memory.system.allocator.setFailureInjection(.none)
         #expect(v == expected)
         #expect(d.stats.pagesToSystem.load(ordering: .relaxed) == 512, "every page of the split folio moved back")
-        check(f, [d])
+        f.check(devices: [d])
         #expect(try f.mismatches(a, pages: 512, seed: 11) == [])
-        finish(f, [d])
+        f.finish(devices: [d])
     }
 
     @Test("anon_read: the device reads through hmm_range_fault; a none page and the zero page read zero")
@@ -63,7 +46,7 @@ struct HMMTests {
         #expect(faults == 1)
         #expect(bytes[0..<8192].allSatisfy { $0 == 0 })
         for k in 2..<n { #expect(Array(bytes[k * 4096..<(k + 1) * 4096]) == MMFixture.pattern(seed: 1, page: k - 2)) }
-        finish(f, [d])
+        f.finish(devices: [d])
     }
 
     @Test("anon_read_prot: a PROT_NONE buffer cannot be read by the device (-EFAULT)")
@@ -75,7 +58,7 @@ struct HMMTests {
         try f.mm.mprotect(a, length: 16 * 4096, protection: .none)
         #expect(throws: MirrorError.errno(HMMErrno.EFAULT)) { _ = try d.read(a, pages: 16) }
         #expect(d.deviceMappings().isEmpty)
-        finish(f, [d])
+        f.finish(devices: [d])
     }
 
     @Test("anon_write: the device writes and the CPU sees it")
@@ -88,7 +71,7 @@ struct HMMTests {
         for k in 0..<n { data += MMFixture.pattern(seed: 3, page: k) }
         #expect(try d.write(a, bytes: data) == 1)
         #expect(try f.mismatches(a, pages: n, seed: 3) == [])
-        finish(f, [d])
+        f.finish(devices: [d])
     }
 
     @Test("anon_write_prot: read-only: device read of the zero page works, write is -EPERM until mprotect")
@@ -103,7 +86,7 @@ struct HMMTests {
         try f.mm.mprotect(a, length: 4 * 4096, protection: .readWrite)
         #expect(try d.write(a, bytes: data) == 1)
         #expect(try f.mismatches(a, pages: 4, seed: 4) == [])
-        finish(f, [d])
+        f.finish(devices: [d])
     }
 
     @Test("anon_write_child: after fork the child's device writes stay private", arguments: [false, true], [false, true])
@@ -130,10 +113,10 @@ struct HMMTests {
         #expect(childDevice.deviceMappings().count == n, "cpages == npages")
         #expect(try f.mismatches(a, pages: n, seed: 6, in: child) == [])
         #expect(try f.mismatches(a, pages: n, seed: 5) == [], "the parent's data is unchanged (COW)")
-        check(f, [parentDevice, childDevice], others: [child])
+        f.check(devices: [parentDevice, childDevice], others: [child])
         childDevice.release()
         childDevice.close()
-        finish(f, [parentDevice], others: [child])
+        f.finish(devices: [parentDevice], others: [child])
     }
 
     @Test("lab: migrating pages a fork child moved elsewhere (mremap) or unmapped: the reverse map finds each mapping once")
@@ -155,7 +138,7 @@ struct HMMTests {
         #expect(child.snapshot(moved, pages: 16).allSatisfy { $0 == .devicePrivate }, "the moved mappings follow the pages")
         #expect(child.snapshot(a + 4 * 4096, pages: 4).allSatisfy { $0 == .devicePrivate })
         #expect(child.snapshot(a + 24 * 4096, pages: 8).allSatisfy { $0 == .devicePrivate })
-        check(f, [d], others: [child])
+        f.check(devices: [d], others: [child])
         // The child reads its pages back at both addresses (device faults: migrate_to_ram for both spaces).
         for k in 8..<24 {
             #expect(try child.loadBytes(4096, from: moved + UInt64(k - 8) << 12) == MMFixture.pattern(seed: 21, page: k), "page \(k)")
@@ -164,7 +147,7 @@ struct HMMTests {
             #expect(try child.loadBytes(4096, from: a + UInt64(k) << 12) == MMFixture.pattern(seed: 21, page: k), "page \(k)")
         }
         #expect(try f.mismatches(a, pages: n, seed: 21) == [])
-        finish(f, [d], others: [child])
+        f.finish(devices: [d], others: [child])
     }
 
     @Test("anon_write_child_shared: in a shared mapping the child's device writes reach the parent")
@@ -180,7 +163,7 @@ struct HMMTests {
         #expect(try childDevice.write(a, bytes: data) == 1, "faults == 1")
         #expect(childDevice.deviceMappings().count == 16, "cpages == npages")
         #expect(try f.mismatches(a, pages: 16, seed: 8) == [])
-        finish(f, [childDevice], others: [child])
+        f.finish(devices: [childDevice], others: [child])
     }
 
     @Test("migrate: anonymous memory moves to the device; the device reads it; the CPU faults it back")
@@ -197,11 +180,11 @@ struct HMMTests {
         let (bytes, faults) = try d.read(a, pages: n)
         #expect(faults == 0)
         for k in 0..<n { #expect(Array(bytes[k * 4096..<(k + 1) * 4096]) == MMFixture.pattern(seed: 9, page: k)) }
-        check(f, [d])
+        f.check(devices: [d])
         #expect(try f.mismatches(a, pages: n, seed: 9) == [], "CPU faults bring every page back intact")
         #expect(f.mm.counters.faults(.devicePrivate) == n)
         #expect(d.stats.pagesVerified.load(ordering: .relaxed) >= 2 * n)
-        finish(f, [d])
+        f.finish(devices: [d])
     }
 
     @Test("migrate_fault: migrate, fault half back, migrate the mixed range again")
@@ -221,9 +204,9 @@ struct HMMTests {
         #expect(r.errno == 0 && r.collected == n / 2, "only the half in system memory is collected")
         #expect(cpages() == n, "as the kernel asserts: cpages == npages")
         #expect(f.mm.snapshot(a, pages: n).allSatisfy { $0 == .devicePrivate })
-        check(f, [d])
+        f.check(devices: [d])
         #expect(try f.mismatches(a, pages: n, seed: 10) == [])
-        finish(f, [d])
+        f.finish(devices: [d])
     }
 
     @Test("migrate_multiple: ten round trips, to the device and back by CPU faults")
@@ -235,10 +218,10 @@ struct HMMTests {
         for round in 0..<10 {
             try f.fill(a, pages: n, seed: UInt64(100 + round))
             #expect(d.migrateToDevice(a, pages: n).migrated == n)
-            check(f, [d])
+            f.check(devices: [d])
             #expect(try f.mismatches(a, pages: n, seed: UInt64(100 + round)) == [])
         }
-        finish(f, [d])
+        f.finish(devices: [d])
     }
 
     @Test("migrate_release: release evicts the device's pages back to system memory")
@@ -253,7 +236,7 @@ struct HMMTests {
         #expect(f.mm.snapshot(a, pages: n).allSatisfy { $0 == .write || $0 == .read })
         #expect(f.mm.counters.faults(.devicePrivate) == 0)
         #expect(try f.mismatches(a, pages: n, seed: 11) == [])
-        finish(f, [d])
+        f.finish(devices: [d])
     }
 
     @Test("migrate_shared: shared anonymous memory does not migrate (-ENOENT)")
@@ -264,7 +247,7 @@ struct HMMTests {
         try f.fill(a, pages: 16, seed: 12)
         #expect(d.migrateToDevice(a, pages: 16).errno == HMMErrno.ENOENT)
         #expect(f.mm.snapshot(a, pages: 16).allSatisfy { $0 == .write })
-        finish(f, [d])
+        f.finish(devices: [d])
     }
 
     @Test("migrate_on_fault (the RFC's test): a filled buffer, 64-page hmm_range_fault(REQ_FAULT|REQ_MIGRATE) windows; cpages == npages and the device reads the data")
@@ -280,8 +263,8 @@ struct HMMTests {
         #expect(d.deviceMappings().filter { $0.address >= a && $0.address < a + UInt64(n) << 12 }.count == n, "cpages == npages")
         let (bytes, _) = try d.read(a, pages: n)
         for k in 0..<n { #expect(Array(bytes[k * 4096..<(k + 1) * 4096]) == MMFixture.pattern(seed: 64, page: k), "page \(k)") }
-        check(f, [d])
-        finish(f, [d])
+        f.check(devices: [d])
+        f.finish(devices: [d])
     }
 
     @Test("lab: migrate_on_fault on untouched pages: one walk per window faults them in and migrates them")
@@ -294,8 +277,8 @@ struct HMMTests {
         #expect(r.errno == 0 && r.collected == n && r.migrated == n)
         #expect(r.walks == 2 && r.selfInvalidationRetries == 0, "one hmm_range_fault per 512-page window")
         #expect(f.mm.snapshot(a, pages: n).allSatisfy { $0 == .devicePrivate })
-        check(f, [d])
+        f.check(devices: [d])
         #expect(try d.read(a, pages: n).bytes.allSatisfy { $0 == 0 })
-        finish(f, [d])
+        f.finish(devices: [d])
     }
 }

@@ -5,7 +5,6 @@ import Testing
 /// The `hmm2` fixtures of hmm-tests.c (two devices on one address space) and the THP tests.
 @Suite("hmm-tests: two devices, copy-on-write in device memory, THP migration")
 struct HMMTwoDeviceTests {
-    let base = HMMTests()
 
     @Test("hmm2.migrate_mixed: PROT_NONE and a hole are -EINVAL; one 4-page call across three VMAs (read-only zero page, read-only page, two writable pages) migrates all four; another device's page is -ENOENT")
     func migrate_mixed() throws {
@@ -29,9 +28,9 @@ struct HMMTwoDeviceTests {
         let r = d1.migrateToDevice(page(2), pages: 4)
         #expect(r.errno == 0 && r.collected == 4 && r.migrated == 4, "\(r)")
         #expect(d0.migrateToDevice(page(5), pages: 1).errno == HMMErrno.ENOENT, "page 5 is on device 1")
-        base.check(f, [d0, d1])
+        f.check(devices: [d0, d1])
         #expect(try (2...5).map { try f.mm.load(Int32.self, from: page(UInt64($0))) } == [0, 3, 3, 3])
-        base.finish(f, [d0, d1])
+        f.finish(devices: [d0, d1])
     }
 
     @Test("hmm2.snapshot: one state per page without faulting")
@@ -52,7 +51,7 @@ struct HMMTwoDeviceTests {
             MirrorProt.error, MirrorProt.error, MirrorProt.zero | MirrorProt.read, MirrorProt.read, MirrorProt.write,
             MirrorProt.devicePrivateLocal | MirrorProt.write, MirrorProt.none,
         ])
-        base.finish(f, [d0, d1])
+        f.finish(devices: [d0, d1])
     }
 
     @Test("hmm2.double_map: two devices read the same pages; one migrates them, the other faults them back")
@@ -70,7 +69,7 @@ struct HMMTwoDeviceTests {
         let (bytes, faults) = try d0.read(a, pages: n)
         #expect(faults == 1, "device 0 faults device 1's pages back")
         for k in 0..<n { #expect(Array(bytes[k * 4096..<(k + 1) * 4096]) == MMFixture.pattern(seed: 3, page: k)) }
-        base.finish(f, [d0, d1])
+        f.finish(devices: [d0, d1])
     }
 
     @Test("hmm_cow_in_device: migrate, fork, parent writes: pages come back and are copied")
@@ -85,8 +84,8 @@ struct HMMTwoDeviceTests {
         try f.fill(a, pages: n, seed: 5)
         #expect(f.mm.snapshot(a, pages: n).allSatisfy { $0 == .write })
         #expect(try f.mismatches(a, pages: n, seed: 4, in: child) == [], "the child keeps the old values")
-        base.check(f, [d], others: [child])
-        base.finish(f, [d], others: [child])
+        f.check(devices: [d], others: [child])
+        f.finish(devices: [d], others: [child])
     }
 
     @Test("migrate_anon_huge_empty: an untouched PROT_READ 2 MiB range migrates as one device THP, mapped read-only")
@@ -99,9 +98,9 @@ struct HMMTwoDeviceTests {
         #expect(try #require(f.mm.pageTable.pmdSlot(a, allocate: false)).load().isDevicePrivate, "a device-private PMD entry")
         #expect(try d.snapshot(a, pages: 512).allSatisfy { $0 == MirrorProt.devicePrivateLocal | MirrorProt.read | MirrorProt.pmd })
         #expect(try d.read(a, pages: 512).bytes.allSatisfy { $0 == 0 })
-        base.check(f, [d])
+        f.check(devices: [d])
         #expect(try f.mm.load(UInt64.self, from: a + 4096 * 100) == 0)
-        base.finish(f, [d])
+        f.finish(devices: [d])
     }
 
     /// The aligned 2 MiB inside a fresh `PROT_READ` mapping of two PMDs, with `MADV_HUGEPAGE` on it, as
@@ -134,13 +133,13 @@ struct HMMTwoDeviceTests {
         #expect(d.deviceMappings().count == 512, "cpages == npages")
         #expect(try #require(f.mm.pageTable.pmdSlot(map, allocate: false)).load().isDevicePrivate, "a device-private PMD entry")
         #expect(try d.read(map, pages: 512).bytes.allSatisfy { $0 == 0 }, "what the device read")
-        base.check(f, [d])
+        f.check(devices: [d])
         let zeros = [UInt8](repeating: 0, count: 4096)
         for k in 0..<512 { #expect(try f.mm.loadBytes(4096, from: map + UInt64(k) << 12) == zeros) }  // faulted back
         #expect(f.mm.snapshot(map, pages: 512).allSatisfy { $0 == .read })
-        base.check(f, [d])
+        f.check(devices: [d])
         try f.mm.munmap(buffer, length: 2 * PageSize.pmdBytes)
-        base.finish(f, [d])
+        f.finish(devices: [d])
     }
 
     @Test("migrate_anon_huge_fault: a populated THP migrates whole; every page reports PMD; a CPU fault brings it back whole")
@@ -154,11 +153,11 @@ struct HMMTwoDeviceTests {
         #expect(r.errno == 0 && r.collected == 1 && r.migrated == 512 && r.splitsAfterIsolation == 0)
         #expect(try d.snapshot(a, pages: 512).allSatisfy { $0 == MirrorProt.devicePrivateLocal | MirrorProt.write | MirrorProt.pmd })
         #expect(f.mm.snapshot(a, pages: 2) == [.devicePrivate, .devicePrivate])
-        base.check(f, [d])
+        f.check(devices: [d])
         #expect(try f.mm.load(UInt64.self, from: a + 4096 * 9) == UInt64(littleEndianBytes: MMFixture.pattern(seed: 6, page: 9)))
         #expect(try #require(f.mm.pageTable.pmdSlot(a, allocate: false)).load().isHuge, "back as a THP")
         #expect(try f.mismatches(a, pages: 512, seed: 6) == [])
-        base.finish(f, [d])
+        f.finish(devices: [d])
     }
 
     @Test("migrate_partial_unmap_fault: migrate 2 MiB (THP or MADV_NOHUGEPAGE), unmap half of it at offset 0, 1/4 or 1/2, fault the rest back", arguments: [false, true], [0, 1, 2])
@@ -179,7 +178,7 @@ struct HMMTwoDeviceTests {
             if at >= hole && at < hole + size / 2 { continue }
             #expect(try f.mm.loadBytes(4096, from: a + at) == MMFixture.pattern(seed: 7, page: k))
         }
-        base.finish(f, [d])
+        f.finish(devices: [d])
     }
 
     @Test("migrate_remap_fault: mremap (MREMAP_FIXED, with and without MREMAP_DONTUNMAP) to offset 0, 1/4 or 1/2 past the buffer, before or after migrating 2 MiB (THP or MADV_NOHUGEPAGE), then fault back", arguments: [false, true], [false, true])
@@ -207,7 +206,7 @@ struct HMMTwoDeviceTests {
                 #expect(try f.mm.load(UInt64.self, from: map + 4096 * 3) == 0)
             }
             try f.mm.munmap(at, length: PageSize.pmdBytes)
-            base.finish(f, [d])
+            f.finish(devices: [d])
         } }
     }
 
@@ -226,7 +225,7 @@ struct HMMTwoDeviceTests {
             #expect(r.splitsBeforeCollect == 1 && r.splitsAfterIsolation == 0)
         }
         #expect(try d.snapshot(a, pages: 512).allSatisfy { $0 == MirrorProt.devicePrivateLocal | MirrorProt.write })
-        base.check(f, [d])
+        f.check(devices: [d])
         #expect(try f.mm.load(UInt64.self, from: a + 4096 * 3) == UInt64(littleEndianBytes: MMFixture.pattern(seed: 9, page: 3)))
         // Part 2: a THP on the device, then system memory fails 2 MiB allocations on the way back.
         d.setAllocationFailure(.none)
@@ -238,7 +237,7 @@ struct HMMTwoDeviceTests {
         f.memory.system.allocator.setFailureInjection(.none)
         #expect(back.migrated == 512 && back.splitsAfterIsolation == 1)
         #expect(try f.mismatches(b, pages: 512, seed: 10) == [])
-        base.finish(f, [d])
+        f.finish(devices: [d])
     }
 
     @Test("migrate_anon_huge_zero_err: an empty PROT_READ THP range, then one read-faulted to the huge zero PMD, each with the 2 MiB device allocation failing, moves as 512 pages and faults back zero")
@@ -259,15 +258,15 @@ struct HMMTwoDeviceTests {
             #expect(d.deviceMappings().count == 512, "cpages == npages")
             #expect(f.mm.snapshot(map, pages: 512).allSatisfy { $0 == .devicePrivate })
             #expect(try d.read(map, pages: 512).bytes.allSatisfy { $0 == 0 })
-            base.check(f, [d])
+            f.check(devices: [d])
             if readFirst {
                 for k in 0..<512 { #expect(try f.mm.loadBytes(4096, from: map + UInt64(k) << 12) == zeros) }  // every page faulted back
             } else {
                 #expect(try f.mm.load(Int32.self, from: map + 2048 * 4) == 0)  // a single page faulted back
             }
-            base.check(f, [d])
+            f.check(devices: [d])
             try f.mm.munmap(buffer, length: 2 * PageSize.pmdBytes)
         }
-        base.finish(f, [d])
+        f.finish(devices: [d])
     }
 }

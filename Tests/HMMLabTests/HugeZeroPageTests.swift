@@ -9,7 +9,6 @@ import Testing
 /// around it, each ending with the invariants and the leak check.
 @Suite("The huge zero page: read fault, write fault, split, fork, mprotect, munmap, hmm_range_fault")
 struct HugeZeroPageTests {
-    let base = HMMTests()
 
     /// The huge zero folio is untouched: reserved, zero-page, order 9, one reference, no mapping, all zero.
     func expectHugeZeroIntact(_ f: MMFixture, sourceLocation: SourceLocation = #_sourceLocation) throws {
@@ -139,16 +138,16 @@ struct HugeZeroPageTests {
         let zero = f.memory.hugeZeroPfn
         #expect(d.deviceMappings().map(\.pfn) == (0..<512).map { zero + $0 } && d.deviceMappings().allSatisfy { !$0.writable })
         #expect(try d.snapshot(a, pages: 512).allSatisfy { $0 == MirrorProt.read | MirrorProt.pmd })
-        base.check(f, [d])
+        f.check(devices: [d])
         let data = [UInt8](repeating: 0xA5, count: 4096)
         _ = try d.write(a + 4096 * 17, bytes: data)  // REQ_WRITE: do_huge_zero_wp_pmd
         let e = pmd(f, a)
         #expect(e.isHuge && e.isWritable && !f.memory.isHugeZeroPMD(e) && f.mm.counters.faults(.anonymousHuge) == 1)
         #expect(try f.mm.loadBytes(4096, from: a + 4096 * 17) == data)
         #expect(try f.mm.loadBytes(4096, from: a + 4096 * 18).allSatisfy { $0 == 0 })
-        base.check(f, [d])
+        f.check(devices: [d])
         try expectHugeZeroIntact(f)
-        base.finish(f, [d])
+        f.finish(devices: [d])
     }
 
     @Test("migrate_vma_setup on the huge zero PMD without SELECT_COMPOUND collects 512 source-less holes; migrate_vma_pages splits the PMD to zero PTEs and replaces them")
@@ -162,10 +161,10 @@ struct HugeZeroPageTests {
         var expected = [PageState](repeating: .zero, count: 512)
         for k in 1...100 { expected[k] = .devicePrivate }
         #expect(f.mm.snapshot(a, pages: 512) == expected)
-        base.check(f, [d])
+        f.check(devices: [d])
         #expect(try f.mm.loadBytes(8192, from: a + 4096 * 50).allSatisfy { $0 == 0 })
         try expectHugeZeroIntact(f)
-        base.finish(f, [d])
+        f.finish(devices: [d])
     }
 
     @Test("the unified walk (REQ_FAULT|REQ_MIGRATE) on the huge zero PMD collects it as a hole: one compound entry with compound collection, 512 single ones without; read access faults nothing, write access faults it to a THP that migrates", arguments: [false, true], [DeviceAccess.read, .write])
@@ -180,10 +179,10 @@ struct HugeZeroPageTests {
         let e = pmd(f, a)
         #expect(e.isDevicePrivate == compound, "a device-private PMD only when collected whole: \(e)")
         #expect(try d.read(a, pages: 512).bytes.allSatisfy { $0 == 0 })
-        base.check(f, [d])
+        f.check(devices: [d])
         #expect(try f.mm.loadBytes(4096, from: a + 4096 * 3).allSatisfy { $0 == 0 })
         try expectHugeZeroIntact(f)
-        base.finish(f, [d])
+        f.finish(devices: [d])
     }
 
     @Test("races on the huge zero PMD: CPU stores (do_huge_zero_wp_pmd, or migrate_to_ram) against migrations to the device and back; every byte as stored, invariants hold, nothing leaks", arguments: [false, true])
@@ -219,12 +218,12 @@ struct HugeZeroPageTests {
                 let value = try f.mm.load(UInt64.self, from: a + UInt64(k) << 12)
                 #expect(value == (pages.contains(k) ? UInt64(k + 1) : 0), "round \(round), page \(k)")
             }
-            base.check(f, [d])
+            f.check(devices: [d])
             try f.mm.munmap(a, length: 2 << 20)
         }
         d.setAllocationFailure(FailureInjection())
         f.memory.system.allocator.setFailureInjection(.none)
         try expectHugeZeroIntact(f)
-        base.finish(f, [d])
+        f.finish(devices: [d])
     }
 }

@@ -67,4 +67,27 @@ final class MMFixture {
             #expect(holds(head.pointee.references == 1 && head.pointee.mappings == 0), "the huge zero folio's counts moved", sourceLocation: sourceLocation)
         }
     }
+
+    /// The invariants of the fixture's space and `others` with `devices` (no migration entry left,
+    /// refcounts and mapcounts consistent, device and CPU page tables agreeing), and no copy that
+    /// failed its verification.
+    func check(devices: [Device], others: [AddressSpace] = [], sourceLocation: SourceLocation = #_sourceLocation) {
+        let problems = Invariants.check([mm] + others, devices: devices)
+        #expect(problems.isEmpty, "\(problems)", sourceLocation: sourceLocation)
+        for d in devices {
+            #expect(d.stats.verifyFailures.load(ordering: .relaxed) == 0, "copy verification failed", sourceLocation: sourceLocation)
+        }
+    }
+
+    /// ``check(devices:others:sourceLocation:)``, then every device page released and each device
+    /// closed (the notifier and the pagemap registry hold a device until it is closed), then
+    /// ``finish(_:sourceLocation:)``.
+    func finish(devices: [Device], others: [AddressSpace] = [], sourceLocation: SourceLocation = #_sourceLocation) {
+        check(devices: devices, others: others, sourceLocation: sourceLocation)
+        for d in devices {
+            d.release()
+            d.close()
+        }
+        finish(others, sourceLocation: sourceLocation)
+    }
 }

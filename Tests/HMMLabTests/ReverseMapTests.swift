@@ -8,7 +8,6 @@ import Testing
 /// `__folio_split()` does it (unmap to migration entries, freeze, split, remap).
 @Suite("Reverse map: remove_migration_ptes walks it; split_folio unmaps, freezes, splits and remaps")
 struct ReverseMapTests {
-    let base = HMMTests()
 
     /// The counters of `mm` that these tests follow.
     struct Counts: Equatable, CustomStringConvertible {
@@ -51,9 +50,9 @@ struct ReverseMapTests {
         // Collect unmapped every page itself, so try_to_migrate had nothing left to walk for; finalize
         // walked once per source folio.
         #expect((Counts(f.mm) - before).rmapWalks == n)
-        base.check(f, [d])
+        f.check(devices: [d])
         #expect(try f.mismatches(a, pages: n, seed: 21) == [])
-        base.finish(f, [d])
+        f.finish(devices: [d])
     }
 
     @Test("remove_migration_ptes takes the object's reverse-map lock for reading: finalize waits while a writer holds it")
@@ -88,9 +87,9 @@ struct ReverseMapTests {
         let done = job.done.load(ordering: .acquiring)
         let migrated = job.migrated.load(ordering: .relaxed)
         #expect(done && migrated == n)
-        base.check(f, [d])
+        f.check(devices: [d])
         #expect(try f.mismatches(a, pages: n, seed: 22) == [])
-        base.finish(f, [d])
+        f.finish(devices: [d])
     }
 
     @Test("migrate_vma_unmap's restore of a pinned page goes through the reverse map and leaves no migration entry")
@@ -121,9 +120,9 @@ struct ReverseMapTests {
         // other source in finalize.
         #expect((Counts(f.mm) - before).rmapWalks == n)
         f.memory.put(folio)
-        base.check(f, [d])
+        f.check(devices: [d])
         #expect(try f.mismatches(a, pages: n, seed: 23) == [])
-        base.finish(f, [d])
+        f.finish(devices: [d])
     }
 
     @Test("before-collect: a PMD-mapped THP goes through split_folio: one frozen PMD split, one folio split, 512 remaps, data intact")
@@ -147,9 +146,9 @@ struct ReverseMapTests {
         #expect(delta == Counts(rmapWalks: 1 + 512 + 512, tlbFlushes: 1 + 512 + 1, pmdSplits: 1, folioSplits: 1), "\(delta)")
         #expect(r.tlbFlushes == 512 + 1)
         #expect(try d.snapshot(a, pages: 512).allSatisfy { $0 == MirrorProt.devicePrivateLocal | MirrorProt.write })
-        base.check(f, [d])
+        f.check(devices: [d])
         #expect(try f.mismatches(a, pages: 512, seed: 24) == [])
-        base.finish(f, [d])
+        f.finish(devices: [d])
     }
 
     @Test("migrate_vma_split_folio: a PTE-mapped THP is split with one batched flush and migrates page by page")
@@ -174,8 +173,8 @@ struct ReverseMapTests {
         // page and one flush_tlb_range per PMD of the two VMAs' walks).
         #expect(delta.tlbFlushes == 1 + r.tlbFlushes, "\(delta), collect \(r.tlbFlushes)")
         #expect(r.migrationEntries == 512 + 512)
-        base.check(f, [d])
+        f.check(devices: [d])
         #expect(try f.mismatches(a, pages: 512, seed: 25) == [])
-        base.finish(f, [d])
+        f.finish(devices: [d])
     }
 }

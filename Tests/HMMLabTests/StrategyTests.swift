@@ -4,7 +4,6 @@ import Testing
 
 @Suite("Strategies: the walk counts of DESIGN.md")
 struct StrategyTests {
-    let base = HMMTests()
 
     func run(_ strategy: Strategy, swapped: Int) throws -> MigrationResult {
         let f = try MMFixture()
@@ -16,9 +15,9 @@ struct StrategyTests {
         let r = d.makeResident(a, pages: n, strategy: strategy)
         #expect(r.errno == 0, "\(strategy): \(HMMErrno.name(r.errno))")
         #expect(f.mm.snapshot(a, pages: n).allSatisfy { $0 == .devicePrivate }, "\(strategy): every page on the device")
-        base.check(f, [d])
+        f.check(devices: [d])
         #expect(try f.mismatches(a, pages: n, seed: 1) == [], "\(strategy): data intact")
-        base.finish(f, [d])
+        f.finish(devices: [d])
         return r
     }
 
@@ -56,7 +55,7 @@ struct StrategyTests {
         #expect(r.walks == 17 && r.restarts == 16 && r.faults == n, "\(r)")
         #expect(f.mm.counters.tlbFlushes.load(ordering: .relaxed) - flushes == n, "one ptep_clear_flush per zero page replaced")
         #expect(f.mm.snapshot(a, pages: n).allSatisfy { $0 == .devicePrivate })
-        base.check(f, [d])
-        base.finish(f, [d])
+        f.check(devices: [d])
+        f.finish(devices: [d])
     }
 }

@@ -4,7 +4,6 @@ import Testing
 
 @Suite("The unified path: self-invalidation, THP-aware collection, migrate_vma_setup through it, -ERANGE")
 struct UnifiedTests {
-    let base = HMMTests()
 
     @Test("self-invalidation: skipping costs nothing; bumping makes the driver walk the window again")
     func selfInvalidation() throws {
@@ -22,9 +21,9 @@ struct UnifiedTests {
                 #expect(r.walks == 2 && r.selfInvalidationRetries == 1, "the bump costs one more walk: \(r)")
                 #expect(d.stats.selfInvalidationsBumped.load(ordering: .relaxed) >= 1)
             }
-            base.check(f, [d])
+            f.check(devices: [d])
             #expect(try f.mismatches(a, pages: 512, seed: 2) == [])
-            base.finish(f, [d])
+            f.finish(devices: [d])
         }
     }
 
@@ -43,9 +42,9 @@ struct UnifiedTests {
             } else {
                 #expect(r.collected == 512 && r.splitsBeforeCollect == 1 && r.restarts == 1, "split, then walk again: \(r)")
             }
-            base.check(f, [d])
+            f.check(devices: [d])
             #expect(try f.mismatches(a, pages: 512, seed: 3) == [])
-            base.finish(f, [d])
+            f.finish(devices: [d])
         }
     }
 
@@ -72,7 +71,7 @@ struct UnifiedTests {
             f.mm.migrateVMAFinalize(args)
         }
         #expect(try f.mismatches(a, pages: 48, seed: 4) == [])
-        base.finish(f, [d])
+        f.finish(devices: [d])
         _ = range
     }
 
@@ -85,8 +84,8 @@ struct UnifiedTests {
         try f.fill(a, pages: 8, seed: 5)
         let r = d.migrateOnFault(a, pages: 16)
         #expect(r.errno == HMMErrno.ERANGE)
-        base.check(f, [d])
+        f.check(devices: [d])
         #expect(try f.mismatches(a, pages: 8, seed: 5) == [])
-        base.finish(f, [d])
+        f.finish(devices: [d])
     }
 }

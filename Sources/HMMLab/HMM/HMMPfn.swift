@@ -41,36 +41,6 @@ public enum HMMPfn {
     @inlinable public static func order(_ order: Int) -> UInt64 { UInt64(order) << orderShift }
 }
 
-/// The `MIGRATE_PFN_*` word of `migrate_vma`'s `src` and `dst` arrays (`include/linux/migrate.h`):
-/// `(pfn << MIGRATE_PFN_SHIFT) | flags`. A 2 MiB source is its head entry with `COMPOUND`, followed by
-/// 511 zero entries.
-public enum MigratePfn {
-    public static let valid: UInt64 = 1 << 0
-    public static let migrate: UInt64 = 1 << 1
-    public static let write: UInt64 = 1 << 3
-    public static let compound: UInt64 = 1 << 4
-    public static let shift: UInt64 = 6
-
-    /// `migrate_pfn(pfn)`: the pfn with `MIGRATE_PFN_VALID`.
-    @inlinable public static func make(_ pfn: Pfn) -> UInt64 { pfn.rawValue << shift | valid }
-    /// `migrate_pfn_to_page`: the pfn of a VALID entry, nil otherwise.
-    @inlinable public static func pfn(_ word: UInt64) -> Pfn? { word & valid != 0 ? Pfn(rawValue: word >> shift) : nil }
-}
-
-/// `MIGRATE_VMA_SELECT_*`.
-public struct MigrateSelect: OptionSet, Sendable, Hashable {
-    public var rawValue: UInt32
-    public init(rawValue: UInt32) { self.rawValue = rawValue }
-    /// `MIGRATE_VMA_SELECT_SYSTEM`: collect system pages.
-    public static let system = MigrateSelect(rawValue: 1 << 0)
-    /// `MIGRATE_VMA_SELECT_DEVICE_PRIVATE`: collect this owner's device-private pages.
-    public static let devicePrivate = MigrateSelect(rawValue: 1 << 1)
-    /// `MIGRATE_VMA_SELECT_DEVICE_COHERENT` (not modelled: no coherent pages here).
-    public static let deviceCoherent = MigrateSelect(rawValue: 1 << 2)
-    /// `MIGRATE_VMA_SELECT_COMPOUND`: collect 2 MiB folios whole.
-    public static let compound = MigrateSelect(rawValue: 1 << 3)
-}
-
 /// Errno values the HMM paths return, negative as in the kernel.
 public enum HMMErrno {
     public static let EPERM: Int32 = -1

@@ -118,7 +118,8 @@ public final class FaultInjector: @unchecked Sendable {
         /// Written once by the thread itself, under the injector's `cpuFaults` lock.
         var me = pthread_t()
         var registered = false
-        var thread = pthread_t()
+        /// Set by the spawner once started; only the spawner reads it (to join).
+        var thread: PosixThread?
         /// 0 starting, 1 waiting on the migration entry, 2 done.
         let progress = Atomic<Int>(0)
         let waited = Atomic<Bool>(false)
@@ -199,17 +200,12 @@ public final class FaultInjector: @unchecked Sendable {
             injector: self, mm: mm, address: args.start + UInt64(index) << 12 + cpuFaultStampOffset, stamp: stamp, spawner: pthread_self())
         cpuFaults.withLock { $0.pending.append(fault) }
         cpuFaultsPending.wrappingAdd(1, ordering: .releasing)
-        let box = Unmanaged.passRetained(fault)
-        let rc = pthread_create(&fault.thread, nil, { raw in
-            let f = Unmanaged<CPUFault>.fromOpaque(raw!).takeRetainedValue()
-            f.run()
-            return nil
-        }, box.toOpaque())
-        guard rc == 0 else {
-            box.release()
+        do {
+            fault.thread = try PosixThread.start { fault.run() }
+        } catch {
             cpuFaults.withLock { s in
                 s.pending.removeAll { $0 === fault }
-                s.failures.append("pthread_create: errno \(rc)")
+                s.failures.append("\(error)")
             }
             cpuFaultsPending.wrappingAdd(-1, ordering: .releasing)
             return
@@ -239,7 +235,7 @@ public final class FaultInjector: @unchecked Sendable {
         let me = pthread_self()
         let mine = cpuFaults.withLock { s in s.pending.filter { pthread_equal($0.spawner, me) != 0 } }
         guard !mine.isEmpty else { return }
-        for f in mine { pthread_join(f.thread, nil) }
+        for f in mine { f.thread?.join() }
         cpuFaults.withLock { s in s.pending.removeAll { f in mine.contains { $0 === f } } }
         cpuFaultsPending.wrappingAdd(-mine.count, ordering: .releasing)
     }

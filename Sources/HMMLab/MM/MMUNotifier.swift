@@ -144,11 +144,4 @@ public final class MMUNotifierSubscriptions: @unchecked Sendable {
             }
         }
     }
-
-    /// Start and end around `body`.
-    @inlinable public func invalidating<T>(_ range: MMUNotifierRange, _ body: () throws -> T) rethrows -> T {
-        invalidateRangeStart(range)
-        defer { invalidateRangeEnd(range) }
-        return try body()
-    }
 }

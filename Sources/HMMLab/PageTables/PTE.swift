@@ -202,8 +202,6 @@ public struct PTE: RawRepresentable, Hashable, Sendable, CustomStringConvertible
     @inlinable public func writeProtected() -> PTE { PTE(rawValue: rawValue & ~Self.writeBit) }
     /// `pte_mkwrite` + `pte_mkdirty`.
     @inlinable public func madeWritable() -> PTE { PTE(rawValue: rawValue | Self.writeBit | Self.dirtyBit) }
-    /// `pte_mkclean`.
-    @inlinable public func cleaned() -> PTE { PTE(rawValue: rawValue & ~Self.dirtyBit) }
 
     public var description: String {
         if isNone { return "none" }

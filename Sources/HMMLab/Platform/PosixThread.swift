@@ -10,8 +10,17 @@ public struct PosixThread {
         init(_ run: @escaping () -> Void) { self.run = run }
     }
 
-    /// Starts `body` on a new thread; nil (with the errno in `error`) when `pthread_create` fails.
+    /// Starts `body` on a new thread; nil when `pthread_create` fails.
     public init?(_ body: @escaping @Sendable () -> Void) {
+        guard let started = try? Self.start(body) else { return nil }
+        self = started
+    }
+
+    private init(thread: pthread_t) { self.thread = thread }
+
+    /// Starts `body` on a new thread.
+    /// - Throws: the `pthread_create` failure, with its errno.
+    public static func start(_ body: @escaping @Sendable () -> Void) throws(SystemError) -> PosixThread {
         let box = Unmanaged.passRetained(Body(body))
         var thread = pthread_t()
         let rc = pthread_create(&thread, nil, { raw in
@@ -20,9 +29,9 @@ public struct PosixThread {
         }, box.toOpaque())
         guard rc == 0 else {
             box.release()
-            return nil
+            throw SystemError("pthread_create", errno: rc)
         }
-        self.thread = thread
+        return PosixThread(thread: thread)
     }
 
     /// Waits for the thread to return.
