@@ -32,9 +32,8 @@ public final class CopyEngine: @unchecked Sendable {
 
     /// Called on a Dispatch worker thread before it copies its share, so the harness can open its
     /// per-thread perf counters there (``PerfCounterSet/enterWorkerThread()``) and pin the thread.
-    /// Each engine has its own, given when it is made: a process-wide hook was overwritten by
-    /// whichever run set it last, and read by another run's copies meanwhile (a data race the thread
-    /// sanitizer found between two harness tests running at once).
+    /// Each engine has its own, given when it is made, so that runs at once in one process (tests
+    /// in parallel) never run each other's hook.
     public let workerThreadHook: (@Sendable () -> Void)?
 
     private var jobs: UnsafeMutablePointer<Job>
