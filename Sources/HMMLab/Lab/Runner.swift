@@ -124,7 +124,7 @@ public final class Runner {
         // On a machine with several nodes, every thread of the run works on the CPUs of the system
         // node (the driver's CPU, as a GPU driver's fault handler runs near its memory).
         let placement = self.placement
-        if let failure = placement.pinCallingThread(), pinFailure == nil { onWarning("pinning the op thread: \(failure)") }
+        placement.pinCallingThread()
         counters?.enterWorkerThread()
         let counters = self.counters
         if counters != nil || placement.node != nil {
@@ -133,7 +133,11 @@ public final class Runner {
                 placement.pinCallingThread()
             }
         }
-        defer { copyWorkerHook = nil }
+        defer {
+            copyWorkerHook = nil
+            let failed = placement.failedPins - (pinFailure == nil ? 0 : 1)
+            if failed > 0 { onWarning("\(failed) thread\(failed == 1 ? "" : "s") of the run (op, copy workers, mutators) could not be pinned to CPUs \(placement.cpuList)") }
+        }
         measureOverhead()
         var rows: [ResultRow] = []
         let schedule = config.schedule
