@@ -19,57 +19,7 @@ struct Sweep: ParsableCommand {
     @OptionGroup var output: OutputOptions
 
     func run() throws {
-        guard !vary.isEmpty else { throw badInput("sweep needs at least one --vary OPTION=V1,V2,... (or STATE=F1,F2,...)") }
-        var dimensions: [(key: String, values: [String])] = []
-        let states = PageKind.allCases.map(\.name)
-        let varyable = RunConfig.optionNames.filter { $0 != "counters" }
-        for spec in vary {
-            guard let eq = spec.firstIndex(of: "="), eq != spec.startIndex else {
-                throw badInput("--vary '\(spec)' is not OPTION=V1,V2,...; use e.g. --vary swap=0,0.1 or --vary threads=1,2")
-            }
-            let key = String(spec[..<eq])
-            let values = spec[spec.index(after: eq)...].split(separator: ",").map(String.init)
-            guard varyable.contains(key) || states.contains(key) else {
-                throw badInput("--vary '\(key)' is neither a run option nor a page state; use one of \(varyable.joined(separator: ", ")) or \(states.joined(separator: ", "))")
-            }
-            guard !values.isEmpty else { throw badInput("--vary '\(spec)' gives no values") }
-            guard !dimensions.contains(where: { $0.key == key }) else { throw badInput("--vary '\(key)' is given twice") }
-            dimensions.append((key, values))
-        }
-        // Every combination, validated before anything runs.
-        var grid: [[(String, String)]] = [[]]
-        for d in dimensions { grid = grid.flatMap { combo in d.values.map { combo + [(d.key, $0)] } } }
-        var baseMix = Mix.allPresent
-        if let text = options.mix {
-            do throws(ConfigError) {
-                baseMix = try Mix.parse(text)
-            } catch {
-                throw badInput(error.message)
-            }
-        }
-        var configs: [(label: String, config: RunConfig)] = []
-        for combo in grid {
-            var overrides: [String: String] = [:]
-            var mix = baseMix
-            for (key, value) in combo {
-                if let kind = PageKind(name: key) {
-                    guard let f = Double(value), f >= 0, f <= 1 else {
-                        throw badInput("--vary \(key): '\(value)' is not a fraction from 0 to 1")
-                    }
-                    let present = mix[.present] - (f - mix[kind])
-                    guard present >= -1e-9 else {
-                        throw badInput("--vary \(key)=\(value) takes more than the \(mix[.present]) of present pages the mix has")
-                    }
-                    mix[.present] = max(0, present)
-                    mix[kind] = f
-                    overrides["mix"] = mix.description
-                } else {
-                    overrides[key] = value
-                }
-            }
-            let config = try options.config(overriding: overrides)
-            configs.append((combo.map { "\($0.0)=\($0.1)" }.joined(separator: " "), config))
-        }
+        let configs = try configurations(try dimensions())
         for c in configs { try checkMemory(c.config) }
         if let first = configs.first { noteFewReps(first.config, output) }
         var opened: ResultFile?
@@ -97,6 +47,69 @@ struct Sweep: ParsableCommand {
             }
         }
         try finish(opened, .complete)
+    }
+}
+
+extension Sweep {
+    /// The `--vary` dimensions, each a run option or a page state with its values, checked.
+    func dimensions() throws -> [(key: String, values: [String])] {
+        guard !vary.isEmpty else { throw badInput("sweep needs at least one --vary OPTION=V1,V2,... (or STATE=F1,F2,...)") }
+        var dimensions: [(key: String, values: [String])] = []
+        let states = PageKind.allCases.map(\.name)
+        let varyable = RunConfig.optionNames.filter { $0 != "counters" }
+        for spec in vary {
+            guard let eq = spec.firstIndex(of: "="), eq != spec.startIndex else {
+                throw badInput("--vary '\(spec)' is not OPTION=V1,V2,...; use e.g. --vary swap=0,0.1 or --vary threads=1,2")
+            }
+            let key = String(spec[..<eq])
+            let values = spec[spec.index(after: eq)...].split(separator: ",").map(String.init)
+            guard varyable.contains(key) || states.contains(key) else {
+                throw badInput("--vary '\(key)' is neither a run option nor a page state; use one of \(varyable.joined(separator: ", ")) or \(states.joined(separator: ", "))")
+            }
+            guard !values.isEmpty else { throw badInput("--vary '\(spec)' gives no values") }
+            guard !dimensions.contains(where: { $0.key == key }) else { throw badInput("--vary '\(key)' is given twice") }
+            dimensions.append((key, values))
+        }
+        return dimensions
+    }
+
+    /// Every combination of the dimensions as a run configuration and its label, validated before
+    /// anything runs.
+    func configurations(_ dimensions: [(key: String, values: [String])]) throws -> [(label: String, config: RunConfig)] {
+        var grid: [[(String, String)]] = [[]]
+        for d in dimensions { grid = grid.flatMap { combo in d.values.map { combo + [(d.key, $0)] } } }
+        var baseMix = Mix.allPresent
+        if let text = options.mix {
+            do throws(ConfigError) {
+                baseMix = try Mix.parse(text)
+            } catch {
+                throw badInput(error.message)
+            }
+        }
+        return try grid.map { combo in
+            let overrides = try Self.overrides(combo, baseMix: baseMix)
+            return (combo.map { "\($0.0)=\($0.1)" }.joined(separator: " "), try options.config(overriding: overrides))
+        }
+    }
+
+    /// One combination as run-option overrides: a page state's fraction is taken from the present
+    /// pages of `baseMix`.
+    static func overrides(_ combo: [(String, String)], baseMix: Mix) throws -> [String: String] {
+        var overrides: [String: String] = [:]
+        var mix = baseMix
+        for (key, value) in combo {
+            guard let kind = PageKind(name: key) else {
+                overrides[key] = value
+                continue
+            }
+            guard let f = Double(value), f >= 0, f <= 1 else { throw badInput("--vary \(key): '\(value)' is not a fraction from 0 to 1") }
+            let present = mix[.present] - (f - mix[kind])
+            guard present >= -1e-9 else { throw badInput("--vary \(key)=\(value) takes more than the \(mix[.present]) of present pages the mix has") }
+            mix[.present] = max(0, present)
+            mix[kind] = f
+            overrides["mix"] = mix.description
+        }
+        return overrides
     }
 }
 

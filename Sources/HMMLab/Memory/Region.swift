@@ -132,6 +132,8 @@ extension Region {
         case fatal(RegionError)
     }
 
+    /// Maps, names, binds and pre-faults one candidate backing, then reads back what the kernel gave:
+    /// the huge-page bytes (smaps) and the node of every host page (`move_pages`).
     fileprivate static func map(name: String, length: Int, backing: Backing, node: Int) -> Result<Mapped, Failure> {
         let start = monotonicNanoseconds()
         let base: UnsafeMutableRawPointer
@@ -146,75 +148,88 @@ extension Region {
 
         let label = "hmm-lab:\(name)"
         _ = label.withCString { clinux_name_anon_mapping(base, length, $0) }  // best effort (CONFIG_ANON_VMA_NAME)
-
         do {
             try NUMA.bind(base, length: length, toNode: node)
         } catch {
             return fail(.fatal(.system(error)))
         }
-
-        if madvise(base, length, clinux_madv_populate_write()) != 0 {
-            let err = errno
-            switch err {
-            case EINVAL:
-                // Kernel before 5.14: touch every host page instead.
-                let step = backing.hostPageSize
-                for offset in Swift.stride(from: 0, to: length, by: step) {
-                    (base + offset).storeBytes(of: 0, as: UInt8.self)
-                }
-            case ENOMEM, EFAULT, EHWPOISON:
-                return fail(.unavailable("pre-fault of \(formatBytes(length)) on node \(node) failed: \(SystemError.name(of: err))"))
-            default:
-                return fail(.fatal(.system(SystemError("madvise(MADV_POPULATE_WRITE)", errno: err, "\(formatBytes(length)) \(backing) on node \(node)"))))
-            }
-        }
+        if let failure = prefault(base, length: length, backing: backing, node: node) { return fail(failure) }
         let prefault = monotonicNanoseconds() - start
 
-        // Read back the backing.
+        let sizes: (huge: Int, resident: Int)
+        switch readBackBacking(base, length: length, backing: backing) {
+        case .success(let s): sizes = s
+        case .failure(let f): return fail(f)
+        }
+        let perNode: [Int: Int]
+        switch readBackNodes(base, length: length, backing: backing, node: node) {
+        case .success(let p): perNode = p
+        case .failure(let f): return fail(f)
+        }
+        let verification = RegionVerification(
+            hugeBytes: sizes.huge, residentBytes: sizes.resident, pagesPerNode: perNode, nodeChecked: NUMA.isAvailable,
+            prefaultNanoseconds: prefault, fallbacks: [])
+        return .success(Mapped(base: base, verification: verification))
+    }
+
+    /// Populates every page writable (`MADV_POPULATE_WRITE`, or a store per host page on kernels
+    /// before 5.14): nil, or why it failed.
+    private static func prefault(_ base: UnsafeMutableRawPointer, length: Int, backing: Backing, node: Int) -> Failure? {
+        guard madvise(base, length, clinux_madv_populate_write()) != 0 else { return nil }
+        let err = errno
+        switch err {
+        case EINVAL:
+            for offset in Swift.stride(from: 0, to: length, by: backing.hostPageSize) {
+                (base + offset).storeBytes(of: 0, as: UInt8.self)
+            }
+            return nil
+        case ENOMEM, EFAULT, EHWPOISON:
+            return .unavailable("pre-fault of \(formatBytes(length)) on node \(node) failed: \(SystemError.name(of: err))")
+        default:
+            return .fatal(.system(SystemError("madvise(MADV_POPULATE_WRITE)", errno: err, "\(formatBytes(length)) \(backing) on node \(node)")))
+        }
+    }
+
+    /// The huge-page and resident bytes smaps reports for the mapping; unavailable when hugetlb or THP
+    /// was asked and the kernel did not give it.
+    private static func readBackBacking(_ base: UnsafeMutableRawPointer, length: Int, backing: Backing) -> Result<(huge: Int, resident: Int), Failure> {
         let smaps = SmapsEntry.find(containing: base)
-        var hugeBytes = 0
-        var resident = length
         switch backing {
         case .hugetlb:
-            hugeBytes = min(length, smaps?.hugetlbBytes ?? length)
-            resident = hugeBytes
             if let smaps, smaps.hugetlbBytes < length {
-                return fail(.unavailable("only \(formatBytes(smaps.hugetlbBytes)) of \(formatBytes(length)) got hugetlb pages"))
+                return .failure(.unavailable("only \(formatBytes(smaps.hugetlbBytes)) of \(formatBytes(length)) got hugetlb pages"))
             }
+            let huge = min(length, smaps?.hugetlbBytes ?? length)
+            return .success((huge, huge))
         case .thp:
-            hugeBytes = min(length, smaps?.anonHugeBytes ?? 0)
-            resident = min(length, smaps?.rssBytes ?? length)
-            if hugeBytes == 0 {
-                return fail(.unavailable("the kernel gave no transparent huge page (AnonHugePages 0 kB for \(formatBytes(length)))"))
+            let huge = min(length, smaps?.anonHugeBytes ?? 0)
+            if huge == 0 {
+                return .failure(.unavailable("the kernel gave no transparent huge page (AnonHugePages 0 kB for \(formatBytes(length)))"))
             }
+            return .success((huge, min(length, smaps?.rssBytes ?? length)))
         case .small:
-            resident = min(length, smaps?.rssBytes ?? length)
-            hugeBytes = smaps?.anonHugeBytes ?? 0
+            return .success((smaps?.anonHugeBytes ?? 0, min(length, smaps?.rssBytes ?? length)))
         }
+    }
 
-        // Read back the node of every host page.
-        let step = backing == .hugetlb ? backing.hostPageSize : 4096
+    /// Host pages per node, read back with `move_pages`; unavailable when a page is absent, fatal
+    /// when one is off `node`.
+    private static func readBackNodes(_ base: UnsafeMutableRawPointer, length: Int, backing: Backing, node: Int) -> Result<[Int: Int], Failure> {
+        let step = backing == .hugetlb ? backing.hostPageSize : PageSize.bytes
         let status: [Int32]
         do {
             status = try NUMA.nodesOfPages(start: base, count: length / step, stride: step)
         } catch {
-            return fail(.fatal(.system(error)))
+            return .failure(.fatal(.system(error)))
         }
         var perNode: [Int: Int] = [:]
         var absent = 0
         for s in status {
             if s >= 0 { perNode[Int(s), default: 0] += 1 } else { absent += 1 }
         }
-        if absent > 0 {
-            return fail(.unavailable("\(absent) of \(status.count) pages were not present after pre-fault"))
-        }
-        if perNode.keys.contains(where: { $0 != node }) {
-            return fail(.fatal(.misplaced(expectedNode: node, found: perNode)))
-        }
-        let verification = RegionVerification(
-            hugeBytes: hugeBytes, residentBytes: resident, pagesPerNode: perNode, nodeChecked: NUMA.isAvailable,
-            prefaultNanoseconds: prefault, fallbacks: [])
-        return .success(Mapped(base: base, verification: verification))
+        if absent > 0 { return .failure(.unavailable("\(absent) of \(status.count) pages were not present after pre-fault")) }
+        if perNode.keys.contains(where: { $0 != node }) { return .failure(.fatal(.misplaced(expectedNode: node, found: perNode))) }
+        return .success(perNode)
     }
 
     /// `mmap` and `madvise` for one backing, 2 MiB-aligned.
