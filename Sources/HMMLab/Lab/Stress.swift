@@ -480,80 +480,101 @@ public final class Stress {
             } catch {
                 return "swap-out of \(n) pages at page \(first): \(error)"
             }
-        case .fork:
-            if let child = r.forked {
-                child.teardown()
-                r.forked = nil
-                return nil
+        case .fork: return forkOrTearDown(r, &report)
+        case .munmap: return unmapAndRestore(r)
+        case .mremap: return remapAndBack(r, &report)
+        case .mprotect: return migrateReadOnly(r, &report)
+        }
+        return nil
+    }
+
+    /// `fork`: a child that writes into some of its copy-on-write pages (beyond the checked bytes:
+    /// the parent's must not change), or, when the round has one, its teardown.
+    private func forkOrTearDown(_ r: Round, _ report: inout Report) -> String? {
+        let w = r.w
+        if let child = r.forked {
+            child.teardown()
+            r.forked = nil
+            return nil
+        }
+        do {
+            let child = try w.mm.fork()
+            r.forked = child
+            for _ in 0..<8 {
+                let k = r.below(w.pages)
+                do { try child.store(r.rng.next() | 1, at: w.address(k) + 512, signalPending: signalPending) } catch { report.opsWithErrors += 1 }
             }
+        } catch {
+            return "fork: \(error)"
+        }
+        return nil
+    }
+
+    /// `munmap` of a run of pages, a fresh `mmap` in its place, and the process storing the pages'
+    /// content back (see the type's doc).
+    private func unmapAndRestore(_ r: Round) -> String? {
+        let w = r.w
+        let (first, n) = run(r, most: 32)
+        do {
+            try w.mm.munmap(w.address(first), length: n * PageSize.bytes)
+            _ = try w.mm.mmap(length: n * PageSize.bytes, protection: .readWrite, at: w.address(first))
+        } catch {
+            return "munmap and mmap of \(n) pages at page \(first): \(error)"
+        }
+        for k in first..<(first + n) {
             do {
-                let child = try w.mm.fork()
-                r.forked = child
-                // The child writes into some of its copy-on-write pages (beyond the checked bytes): the
-                // parent's pages must not change.
-                for _ in 0..<8 {
-                    let k = r.below(w.pages)
-                    do { try child.store(r.rng.next() | 1, at: w.address(k) + 512, signalPending: signalPending) } catch { report.opsWithErrors += 1 }
+                if w.kinds[k].isWritten {
+                    let (a, b) = w.header(k)
+                    try w.mm.store(a, at: w.address(k))
+                    try w.mm.store(b, at: w.address(k) + 8)
                 }
+                if r.mutators.expectedStamp(k) != 0 { try w.mm.store(r.mutators.expectedStamp(k), at: w.address(k) + Workload.stampOffset) }
+                if r.injectedStamp[k] != 0 { try w.mm.store(r.injectedStamp[k], at: w.address(k) + Workload.injectedStampOffset) }
             } catch {
-                return "fork: \(error)"
+                return "storing page \(k) back after munmap: \(error)"
             }
-        case .munmap:
-            let (first, n) = run(r, most: 32)
-            do {
-                try w.mm.munmap(w.address(first), length: n * PageSize.bytes)
-                _ = try w.mm.mmap(length: n * PageSize.bytes, protection: .readWrite, at: w.address(first))
-            } catch {
-                return "munmap and mmap of \(n) pages at page \(first): \(error)"
+        }
+        return nil
+    }
+
+    /// `mremap` of a run of pages to a free target (2 MiB aligned, so whole huge PMDs can move), the
+    /// moved headers read there, and back.
+    private func remapAndBack(_ r: Round, _ report: inout Report) -> String? {
+        let w = r.w
+        let (first, n) = run(r, most: r.below(4) == 0 ? 512 : 64)
+        let length = n * PageSize.bytes
+        do {
+            let target = try w.mm.mmap(length: length, protection: .readWrite)
+            try w.mm.munmap(target, length: length)
+            let moved = try w.mm.mremap(w.address(first), oldLength: length, newLength: length, to: target)
+            var problem: String?
+            for j in 0..<min(n, 8) {
+                let k = first + j
+                guard let h = try? w.mm.load(UInt64.self, from: moved + UInt64(j) << 12, signalPending: signalPending) else { continue }
+                if h != (w.kinds[k].isWritten ? w.header(k).0 : 0) { problem = "page \(k) moved by mremap reads header \(h)" }
             }
-            // The process writes the pages' content back (see the type's doc).
-            for k in first..<(first + n) {
-                do {
-                    if w.kinds[k].isWritten {
-                        let (a, b) = w.header(k)
-                        try w.mm.store(a, at: w.address(k))
-                        try w.mm.store(b, at: w.address(k) + 8)
-                    }
-                    if r.mutators.expectedStamp(k) != 0 { try w.mm.store(r.mutators.expectedStamp(k), at: w.address(k) + Workload.stampOffset) }
-                    if r.injectedStamp[k] != 0 { try w.mm.store(r.injectedStamp[k], at: w.address(k) + Workload.injectedStampOffset) }
-                } catch {
-                    return "storing page \(k) back after munmap: \(error)"
-                }
-            }
-        case .mremap:
-            let (first, n) = run(r, most: r.below(4) == 0 ? 512 : 64)
-            let length = n * PageSize.bytes
-            do {
-                // A free target: map and unmap one (2 MiB aligned, so whole huge PMDs can move).
-                let target = try w.mm.mmap(length: length, protection: .readWrite)
-                try w.mm.munmap(target, length: length)
-                let moved = try w.mm.mremap(w.address(first), oldLength: length, newLength: length, to: target)
-                // Read the moved pages' headers through their new address.
-                var problem: String?
-                for j in 0..<min(n, 8) {
-                    let k = first + j
-                    guard let h = try? w.mm.load(UInt64.self, from: moved + UInt64(j) << 12, signalPending: signalPending) else { continue }
-                    if h != (w.kinds[k].isWritten ? w.header(k).0 : 0) { problem = "page \(k) moved by mremap reads header \(h)" }
-                }
-                collectInjectedStores(r, base: moved &- UInt64(first) << 12, &report)
-                _ = try w.mm.mremap(moved, oldLength: length, newLength: length, to: w.address(first))
-                if let problem { return problem }
-            } catch {
-                return "mremap of \(n) pages at page \(first) and back: \(error)"
-            }
-        case .mprotect:
-            var (first, n) = window(r)
-            if let vma = w.mm.vma(containing: w.address(first)) { n = max(1, min(n, Int((vma.end - w.address(first)) >> 12))) }
-            let length = n * PageSize.bytes
-            do {
-                try w.mm.mprotect(w.address(first), length: length, protection: .read)
-                let strategy = Strategy.allCases[r.below(Strategy.allCases.count)]
-                let result = w.device.makeResident(w.address(first), pages: n, strategy: strategy)
-                if result.errno != 0 { report.opsWithErrors += 1 }
-                try w.mm.mprotect(w.address(first), length: length, protection: .readWrite)
-            } catch {
-                return "mprotect of \(n) pages at page \(first): \(error)"
-            }
+            collectInjectedStores(r, base: moved &- UInt64(first) << 12, &report)
+            _ = try w.mm.mremap(moved, oldLength: length, newLength: length, to: w.address(first))
+            return problem
+        } catch {
+            return "mremap of \(n) pages at page \(first) and back: \(error)"
+        }
+    }
+
+    /// `mprotect` of a window read-only for one migration with a random strategy, then restored.
+    private func migrateReadOnly(_ r: Round, _ report: inout Report) -> String? {
+        let w = r.w
+        var (first, n) = window(r)
+        if let vma = w.mm.vma(containing: w.address(first)) { n = max(1, min(n, Int((vma.end - w.address(first)) >> 12))) }
+        let length = n * PageSize.bytes
+        do {
+            try w.mm.mprotect(w.address(first), length: length, protection: .read)
+            let strategy = Strategy.allCases[r.below(Strategy.allCases.count)]
+            let result = w.device.makeResident(w.address(first), pages: n, strategy: strategy)
+            if result.errno != 0 { report.opsWithErrors += 1 }
+            try w.mm.mprotect(w.address(first), length: length, protection: .readWrite)
+        } catch {
+            return "mprotect of \(n) pages at page \(first): \(error)"
         }
         return nil
     }
