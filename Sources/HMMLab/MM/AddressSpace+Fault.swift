@@ -49,30 +49,14 @@ extension AddressSpace {
         return try pteFault(vma, slot: pageTable.slot(in: table, level: .pte, address: address), address: address & ~4095, write: write)
     }
 
-    /// `handle_pte_fault()` and the functions it dispatches to.
+    /// `handle_pte_fault()`: under the PTE lock, dispatches on the entry; each branch drops the lock
+    /// before the work it hands to (`do_pte_missing`, `do_wp_page`, `do_swap_page`, a migration
+    /// entry's wait, a device-private or device-exclusive entry's fault).
     private func pteFault(_ vma: VMA, slot: EntrySlot, address: UInt64, write: Bool) throws(FaultError) -> FaultKind {
         let lock = pageTable.lock(tableOf: slot)
         let entry = slot.load()
 
-        if entry.isNone {
-            if vma.file != nil {
-                lock.unlock()
-                return try fileFault(vma, slot: slot, address: address, write: write)
-            }
-            if vma.isShared {
-                lock.unlock()
-                return try sharedFault(vma, slot: slot, address: address)
-            }
-            if !write {
-                // do_anonymous_page, read: map the zero page, special and read-only.
-                slot.store(.present(memory.zeroPage, writable: false, special: true))
-                lock.unlock()
-                return .zeroPage
-            }
-            lock.unlock()
-            return try newAnonymousPage(vma, slot: slot, expected: .none, address: address, kind: .anonymous)
-        }
-
+        if entry.isNone { return try pteMissing(vma, slot: slot, lock: lock, address: address, write: write) }
         if entry.isPresent {
             if entry.isProtNone {
                 // do_numa_page: the VMA allows access again; restore the entry.
@@ -85,37 +69,8 @@ extension AddressSpace {
                 lock.unlock()
                 return .spurious
             }
-            // do_wp_page
-            if memory.isZero(entry.pfn) {
-                lock.unlock()
-                return try newAnonymousPage(vma, slot: slot, expected: entry, address: address, kind: .anonymous)
-            }
-            if vma.isShared {
-                // wp_page_shared: a file folio is dirtied (fault_dirty_shared_page).
-                if vma.file != nil { memory.page(entry.pfn).pointee.markDirty() }
-                slot.store(entry.madeWritable())
-                lock.unlock()
-                return .reuse
-            }
-            let page = memory.page(entry.pfn)
-            let folio = memory.folio(containing: entry.pfn)
-            let head = memory.page(folio.pfn)
-            if page.pointee.test(.anonExclusive) || (folio.order == 0 && canReuseAnonFolio(head)) {
-                // wp_can_reuse_anon_folio → wp_page_reuse.
-                page.pointee.set(.anonExclusive)
-                slot.store(entry.madeWritable())
-                lock.unlock()
-                return .reuse
-            }
-            // wp_page_copy: do_wp_page takes a reference on the old folio under the PTE lock
-            // (`folio_get`), so the copy made without the lock reads a folio that cannot be freed
-            // meanwhile; it is dropped once the new page is in (or the fault found the entry changed).
-            head.pointee.get()
-            lock.unlock()
-            defer { memory.put(folio) }
-            return try newAnonymousPage(vma, slot: slot, expected: entry, address: address, kind: .copyOnWrite)
+            return try wpPage(vma, slot: slot, lock: lock, entry: entry, address: address)
         }
-
         if entry.isSwap {
             // Pin the slot while the entry, under the lock, guarantees it is in use (the swap cache's
             // role, `swapcache_prepare`): a concurrent fault's swap-in cannot free it, and a swap-out
@@ -124,21 +79,63 @@ extension AddressSpace {
             lock.unlock()
             return try swapInFault(vma, slot: slot, entry: entry, address: address, write: write)
         }
+        lock.unlock()
         if entry.isMigration {
-            lock.unlock()
             waitForMigration(entry.pfn)
             return .migrationWait
         }
-        if entry.isDevicePrivate {
+        if entry.isDevicePrivate { return try devicePrivateFault(address, slot: slot, expected: entry, throughPTE: true) }
+        if entry.isDeviceExclusive { return removeDeviceExclusiveEntry(vma, slot: slot, expected: entry, address: address) }
+        throw .sigbus(address, "unexpected entry \(entry)")
+    }
+
+    /// `do_pte_missing()` for an empty entry, entered with the PTE lock held: a file or shared VMA's
+    /// fault, the zero page for an anonymous read (`do_anonymous_page`), or a new anonymous page.
+    private func pteMissing(_ vma: VMA, slot: EntrySlot, lock: TableLock, address: UInt64, write: Bool) throws(FaultError) -> FaultKind {
+        if !write, vma.file == nil, !vma.isShared {
+            // do_anonymous_page, read: map the zero page, special and read-only.
+            slot.store(.present(memory.zeroPage, writable: false, special: true))
             lock.unlock()
-            return try devicePrivateFault(address, slot: slot, expected: entry, throughPTE: true)
-        }
-        if entry.isDeviceExclusive {
-            lock.unlock()
-            return removeDeviceExclusiveEntry(vma, slot: slot, expected: entry, address: address)
+            return .zeroPage
         }
         lock.unlock()
-        throw .sigbus(address, "unexpected entry \(entry)")
+        if vma.file != nil { return try fileFault(vma, slot: slot, address: address, write: write) }
+        if vma.isShared { return try sharedFault(vma, slot: slot, address: address) }
+        return try newAnonymousPage(vma, slot: slot, expected: .none, address: address, kind: .anonymous)
+    }
+
+    /// `do_wp_page()` for a present, read-only entry and a write, entered with the PTE lock held: the
+    /// zero page replaced, a shared mapping made writable (`wp_page_shared`), an exclusive anonymous
+    /// page reused (`wp_page_reuse`), or the page copied (`wp_page_copy`).
+    private func wpPage(_ vma: VMA, slot: EntrySlot, lock: TableLock, entry: PTE, address: UInt64) throws(FaultError) -> FaultKind {
+        if memory.isZero(entry.pfn) {
+            lock.unlock()
+            return try newAnonymousPage(vma, slot: slot, expected: entry, address: address, kind: .anonymous)
+        }
+        if vma.isShared {
+            // wp_page_shared: a file folio is dirtied (fault_dirty_shared_page).
+            if vma.file != nil { memory.page(entry.pfn).pointee.markDirty() }
+            slot.store(entry.madeWritable())
+            lock.unlock()
+            return .reuse
+        }
+        let page = memory.page(entry.pfn)
+        let folio = memory.folio(containing: entry.pfn)
+        let head = memory.page(folio.pfn)
+        if page.pointee.test(.anonExclusive) || (folio.order == 0 && canReuseAnonFolio(head)) {
+            // wp_can_reuse_anon_folio → wp_page_reuse.
+            page.pointee.set(.anonExclusive)
+            slot.store(entry.madeWritable())
+            lock.unlock()
+            return .reuse
+        }
+        // wp_page_copy: do_wp_page takes a reference on the old folio under the PTE lock
+        // (`folio_get`), so the copy made without the lock reads a folio that cannot be freed
+        // meanwhile; it is dropped once the new page is in (or the fault found the entry changed).
+        head.pointee.get()
+        lock.unlock()
+        defer { memory.put(folio) }
+        return try newAnonymousPage(vma, slot: slot, expected: entry, address: address, kind: .copyOnWrite)
     }
 
     /// `wp_can_reuse_anon_folio()` for a small folio, under the PTE lock: no reuse with more than three
