@@ -9,17 +9,7 @@ extension AddressSpace {
     /// `MMU_NOTIFY_MIGRATE` invalidation; splits a 2 MiB source whose destination is not compound
     /// (`migrate_vma_split_unmapped_folio`). Sources that cannot move lose `MIGRATE_PFN_MIGRATE`.
     public func migrateVMAPages(_ args: MigrateVMA) {
-        if let injector {
-            // A reference appears on a collected source (a concurrent pin) before the copy is installed.
-            for i in 0..<args.npages where args.src[i] & MigratePfn.migrate != 0 {
-                guard let pfn = MigratePfn.pfn(args.src[i]), injector.fire(.pin) else { continue }
-                let folio = memory.folio(containing: pfn)
-                memory.page(folio.pfn).pointee.get()
-                args.injectedPins.append(folio)
-            }
-            // A CPU on another thread faults on one of the pages under migration and waits.
-            injector.injectCPUFault(args, mm: self)
-        }
+        if let injector { injectBeforePages(args, injector) }
         var notified = false
         var range = MMUNotifierRange(start: 0, end: 0, event: .migrate, owner: args.pgmapOwner)
         // The object kind of the last source looked up (a window's pages almost always share one).
@@ -93,6 +83,18 @@ extension AddressSpace {
         if notified { notifiers.invalidateRangeEnd(range) }
     }
 
+    /// The injected races of `migrate_vma_pages`: a reference appearing on a collected source (a
+    /// concurrent pin) before the copy is installed, and a CPU on another thread faulting on one of
+    /// the pages under migration and waiting.
+    private func injectBeforePages(_ args: MigrateVMA, _ injector: FaultInjector) {
+        for i in 0..<args.npages where args.src[i] & MigratePfn.migrate != 0 {
+            guard let pfn = MigratePfn.pfn(args.src[i]), injector.fire(.pin) else { continue }
+            let folio = memory.folio(containing: pfn)
+            memory.page(folio.pfn).pointee.get()
+            args.injectedPins.append(folio)
+        }
+        injector.injectCPUFault(args, mm: self)
+    }
 
     /// One source of `migrate_vma_pages`: `folio_migrate_mapping` from `old` to `new`, or `MIGRATE`
     /// cleared and the page counted as refused. The fault path's reference is on the fault page's
