@@ -31,7 +31,7 @@ extension Device {
             }
             pageTable.withLock { $0.setAtomic(address, pfn: made.page) }
             mm.endDeviceExclusive(made.folio)
-            address += 4096
+            address += PageSize.size
         }
         return 0
     }

@@ -4,7 +4,7 @@ extension Device {
     /// (a private mapping's `vm_page_prot`).
     public func mmapFile(pages: Int, protection: Protection = .readWrite) throws(MMError) -> UInt64 {
         let start = try mm.mmapSpecial(length: pages << 12, protection: protection, flags: .mixedMap)
-        for k in 0..<pages { try mm.insertPage(start + UInt64(k) << 12) }
+        for k in 0..<pages { try mm.insertPage(pageAddress(start, k)) }
         return start
     }
 }

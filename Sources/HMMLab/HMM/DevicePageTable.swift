@@ -33,22 +33,22 @@ struct DevicePageTable: ~Copyable {
     /// The entry for `address`: 0 when unmapped, else `pfn | present [| write]`.
     func lookup(_ address: UInt64) -> UInt64 {
         if let xarray { return xarray.load(address >> 12) }
-        if address >> 21 == lastKey, let lastLeaf { return lastLeaf[Int((address >> 12) & 511)] }
+        if address >> 21 == lastKey, let lastLeaf { return lastLeaf[pteIndex(address)] }
         guard let leaf = leaves[address >> 21] else { return 0 }
-        return leaf[Int((address >> 12) & 511)]
+        return leaf[pteIndex(address)]
     }
 
     /// `xa_store(&dmirror->pt, pfn, entry, GFP_ATOMIC)` with the driver cost.
     mutating func set(_ address: UInt64, pfn: Pfn, writable: Bool) {
         if let xarray { return xarray.store(address >> 12, Self.entry(pfn, writable: writable)) }
-        leaf(for: address)[Int((address >> 12) & 511)] = Self.entry(pfn, writable: writable)
+        leaf(for: address)[pteIndex(address)] = Self.entry(pfn, writable: writable)
     }
 
     /// `dmirror_atomic_map()`'s `xa_store` of the page tagged `DPT_XA_TAG_ATOMIC`.
     mutating func setAtomic(_ address: UInt64, pfn: Pfn) {
         let entry = pfn.rawValue | Self.present | Self.atomic
         if let xarray { return xarray.store(address >> 12, entry) }
-        leaf(for: address)[Int((address >> 12) & 511)] = entry
+        leaf(for: address)[pteIndex(address)] = entry
     }
 
     /// The entry ``set(_:pfn:writable:)`` stores.
@@ -56,7 +56,7 @@ struct DevicePageTable: ~Copyable {
         pfn.rawValue | present | (writable ? write : 0)
     }
 
-    /// The leaf of 512 entries that holds `address` (index `(address >> 12) & 511`), allocated on first
+    /// The leaf of 512 entries that holds `address` (index `pteIndex(address)`), allocated on first
     /// use: for a caller that sets a window's entries in one loop.
     mutating func leaf(for address: UInt64) -> UnsafeMutablePointer<UInt64> {
         precondition(xarray == nil, "the xarray has no leaves to hand out")
@@ -98,11 +98,11 @@ struct DevicePageTable: ~Copyable {
             }
             return
         }
-        var a = start & ~4095
+        var a = start & PageSize.mask
         while a < end {
             let next = min(end, (a | ((1 << 21) - 1)) + 1)
             if let leaf = leaves[a >> 21] {
-                for i in Int((a >> 12) & 511)..<Int((a >> 12) & 511) + Int((next - a + 4095) >> 12) { leaf[i] = 0 }
+                for i in pteIndex(a)..<pteIndex(a) + Int((next - a + 4095) >> 12) { leaf[i] = 0 }
             }
             a = next
         }
@@ -111,7 +111,7 @@ struct DevicePageTable: ~Copyable {
     /// `xa_erase` of `count` pages from `start`, present or not (`dmirror_devmem_fault_alloc_and_copy`);
     /// without the driver cost, ``erase(_:_:)``.
     mutating func erasePages(_ start: UInt64, count: Int) {
-        guard let xarray else { return erase(start, start + UInt64(count) << 12) }
+        guard let xarray else { return erase(start, pageAddress(start, count)) }
         for k in 0..<UInt64(count) { xarray.erase(start >> 12 + k) }
     }
 

@@ -47,7 +47,7 @@ public final class HMMRange: @unchecked Sendable {
     deinit { hmmPfns.deallocate() }
 
     /// Pages in the range.
-    public var npages: Int { Int((end - start) >> 12) }
+    public var npages: Int { pageCount(start, end) }
 }
 
 extension AddressSpace {
@@ -120,7 +120,7 @@ extension AddressSpace {
                 continue
             }
             let pfn = HMMPfn.pfn(w)
-            let huge = HMMPfn.mapOrder(w) == PageSize.pmdOrder && i + PageSize.pmdPages <= n && (start + UInt64(i) << 12) & UInt64(PageSize.pmdBytes - 1) == 0
+            let huge = HMMPfn.mapOrder(w) == PageSize.pmdOrder && i + PageSize.pmdPages <= n && isPMDAligned(pageAddress(start, i))
             var word: UInt64 = pfn.rawValue == 0 ? MigratePfn.migrate : MigratePfn.make(pfn) | MigratePfn.migrate
             if w & HMMPfn.write != 0, pfn.rawValue != 0 { word |= MigratePfn.write }
             cpages += 1
@@ -231,7 +231,7 @@ struct HMMWalk: PageWalkOps {
     static let needFault: UInt32 = 1
     static let needWriteFault: UInt32 = 2
 
-    @inline(__always) func index(_ address: UInt64) -> Int { Int((address - rangeStart) >> 12) }
+    @inline(__always) func index(_ address: UInt64) -> Int { pageCount(rangeStart, address) }
 
     /// `hmm_pte_need_fault()`.
     @inline(__always) func pteNeedFault(_ request: UInt64, _ cpuFlags: UInt64) -> UInt32 {
@@ -279,7 +279,7 @@ struct HMMWalk: PageWalkOps {
                 return HMMErrno.EFAULT
             }
             range.faults += 1
-            a += 4096
+            a += PageSize.size
         }
         return HMMErrno.EBUSY
     }
@@ -311,7 +311,7 @@ struct HMMWalk: PageWalkOps {
             // A hole (of anonymous memory only, `vma_is_anonymous`) is collected as a source-less VALID|MIGRATE entry (compound when it is a whole
             // aligned PMD and compound migration is on).
             if range.compoundMigration, migrate!.flags.contains(.compound),
-                address & UInt64(PageSize.pmdBytes - 1) == 0, next - address == UInt64(PageSize.pmdBytes)
+                isPMDAligned(address), next - address == PageSize.pmdSize
             {
                 return fill(address, next, HMMPfn.valid | HMMPfn.migrate | HMMPfn.order(PageSize.pmdOrder))
             }
@@ -362,9 +362,9 @@ struct HMMWalk: PageWalkOps {
                 let slot = slots.advanced(by: PageTableLevel.pte.index(address))
                 let r = handlePTE(slot, address, end, &walk, mm: space, memory: physical, injector: injector, collect: collect)
                 if r != 0 { return r }
-                address += 4096
+                address += PageSize.size
             }
-            walk.ptesVisited += Int((end - start) >> 12)
+            walk.ptesVisited += pageCount(start, end)
             return 0
         }
     }
@@ -380,7 +380,7 @@ struct HMMWalk: PageWalkOps {
         let cpuFlags = (present ? HMMPfn.valid | (entry.isWritable ? HMMPfn.write : 0) : 0) | HMMPfn.order(PageSize.pmdOrder)
         let required = pteNeedFault(pfns[index(start)], cpuFlags)
         if required != 0 { return fault(start, end, required, &walk) }
-        var pfn = present ? entry.pfn + Int((start & UInt64(PageSize.pmdBytes - 1)) >> 12) : Pfn(rawValue: 0)
+        var pfn = present ? entry.pfn + Int(pmdOffset(start) >> 12) : Pfn(rawValue: 0)
         for i in index(start)..<index(end) {
             pfns[i] = (pfns[i] & HMMPfn.inOutFlags) | (present ? pfn.rawValue : 0) | cpuFlags
             if present { pfn = pfn + 1 }
@@ -393,7 +393,7 @@ struct HMMWalk: PageWalkOps {
         let cpuFlags: UInt64 = entry.isProtNone ? 0 : (entry.isWritable ? HMMPfn.valid | HMMPfn.write : HMMPfn.valid) | HMMPfn.order(PageSize.pmdOrder)
         let required = rangeNeedFault(start, end, cpuFlags)
         if required != 0 { return fault(start, end, required, &walk) }
-        var pfn = entry.pfn + Int((start & UInt64(PageSize.pmdBytes - 1)) >> 12)
+        var pfn = entry.pfn + Int(pmdOffset(start) >> 12)
         for i in index(start)..<index(end) {
             pfns[i] = (pfns[i] & HMMPfn.inOutFlags) | pfn.rawValue | cpuFlags
             pfn = pfn + 1
@@ -409,7 +409,7 @@ struct HMMWalk: PageWalkOps {
     /// and not collected, as for any system page. The RFC's text has no case of its own for it.
     mutating func migrateHugeZeroPMD(_ entry: PTE, _ start: UInt64, _ end: UInt64, _ walk: inout PageWalk) -> Int32 {
         guard selectSystem else { return handlePMD(entry, start, end, &walk) }
-        let whole = start & UInt64(PageSize.pmdBytes - 1) == 0 && end - start == UInt64(PageSize.pmdBytes)
+        let whole = isPMDAligned(start) && end - start == PageSize.pmdSize
         if range.compoundMigration, migrate!.flags.contains(.compound), whole {
             return fill(start, end, HMMPfn.valid | HMMPfn.migrate | HMMPfn.order(PageSize.pmdOrder))
         }
@@ -422,7 +422,7 @@ struct HMMWalk: PageWalkOps {
         unowned(unsafe) let memory = walk.mm.memory
         if entry.isDevicePrivate, memory.pagemap(of: entry.pfn)?.owner == devPrivateOwner {
             let cpuFlags = HMMPfn.valid | (entry.isWritableDevicePrivate ? HMMPfn.write : 0) | HMMPfn.order(PageSize.pmdOrder)
-            var pfn = entry.pfn + Int((start & UInt64(PageSize.pmdBytes - 1)) >> 12)
+            var pfn = entry.pfn + Int(pmdOffset(start) >> 12)
             for i in index(start)..<index(end) {
                 pfns[i] = (pfns[i] & HMMPfn.inOutFlags) | pfn.rawValue | cpuFlags
                 pfn = pfn + 1
@@ -605,7 +605,7 @@ struct HMMWalk: PageWalkOps {
         if memory.isHugeZeroPMD(entry) { return migrateHugeZeroPMD(entry, start, end, &walk) }
         let folio = memory.folio(containing: entry.pfn)
         let head = memory.page(folio.pfn)
-        let whole = start & UInt64(PageSize.pmdBytes - 1) == 0 && end - start == UInt64(PageSize.pmdBytes)
+        let whole = isPMDAligned(start) && end - start == PageSize.pmdSize
         if range.compoundMigration, migrate!.flags.contains(.compound), whole {
             head.pointee.get()
             guard head.pointee.tryLock() else {

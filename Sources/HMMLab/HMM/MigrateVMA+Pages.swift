@@ -29,7 +29,7 @@ extension AddressSpace {
             }
             guard let oldPfn = MigratePfn.pfn(src) else {
                 guard src & MigratePfn.migrate != 0 else { continue }
-                let address = args.start + UInt64(i) << 12
+                let address = pageAddress(args.start, i)
                 if !notified {
                     notified = true
                     range = MMUNotifierRange(start: address, end: args.end, event: .migrate, owner: args.pgmapOwner)
@@ -41,7 +41,7 @@ extension AddressSpace {
                 }
                 for j in 0..<nr where i + j < args.npages {
                     args.src[i + j] |= MigratePfn.migrate
-                    migrateVMAInsertPage(args, at: address + UInt64(j) << 12, index: i + j)
+                    migrateVMAInsertPage(args, at: pageAddress(address, j), index: i + j)
                 }
                 continue
             }
@@ -145,7 +145,7 @@ extension AddressSpace {
     /// (`bench stress --seed 7`, a mutator's `migrate_to_ram` of a 2 MiB device folio with no 2 MiB
     /// system page free), and a pin's later put underflowed.
     func splitUnmappedFolio(_ args: MigrateVMA, index: Int, folio: Folio) -> Bool {
-        let address = args.start + UInt64(index) << 12
+        let address = pageAddress(args.start, index)
         let head = memory.page(folio.pfn)
         let faultPage = args.faultPage.flatMap { memory.folio(containing: $0) == folio ? $0 : nil }
         let extraPins: Int32 = faultPage == nil ? 0 : 1
@@ -198,7 +198,7 @@ extension AddressSpace {
             let lock = pageTable.lock(tableOf: pmd)
             let old = pmd.load()
             let zero = memory.isHugeZeroPMD(old)
-            guard old.isNone || zero, address & UInt64(PageSize.pmdBytes - 1) == 0, address + UInt64(PageSize.pmdBytes) <= vma.end else {
+            guard old.isNone || zero, isPMDAligned(address), address + PageSize.pmdSize <= vma.end else {
                 lock.unlock()
                 for k in 0..<PageSize.pmdPages where index + k < args.npages { args.src[index + k] &= ~MigratePfn.migrate }
                 return
@@ -362,9 +362,9 @@ extension AddressSpace {
         // Mapped by PTEs here (a PMD split in another address space, after fork): try_to_migrate put
         // one migration entry per page; page_vma_mapped_walk finds them one by one.
         guard dst.order == src.order, !e.isHuge, !e.isSwapFormat, !e.isNone else { return }
-        for k in 0..<src.pageCount where address + UInt64(k) << 12 < vma.end {
+        for k in 0..<src.pageCount where pageAddress(address, k) < vma.end {
             removeMigrationPTE(
-                src: src.pfn + k, dst: dst.pfn + k, dstHead: dstHead, device: device, memory: memory, mm: mm, vma: vma, address: address + UInt64(k) << 12,
+                src: src.pfn + k, dst: dst.pfn + k, dstHead: dstHead, device: device, memory: memory, mm: mm, vma: vma, address: pageAddress(address, k),
                 cursor: &cursor)
         }
     }

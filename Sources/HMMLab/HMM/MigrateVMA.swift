@@ -85,9 +85,9 @@ extension AddressSpace {
     ///
     /// - Returns: 0, or `-EINVAL` for a bad range, VMA or fault page.
     public func migrateVMASetup(_ args: MigrateVMA) -> Int32 {
-        args.start &= ~4095
-        args.end &= ~4095
-        let pages = Int((args.end &- args.start) >> 12)
+        args.start &= PageSize.mask
+        args.end &= PageSize.mask
+        let pages = Int((args.end &- args.start) >> PageSize.shift)  // wrapping: the guard below refuses end <= start
         guard let vma = args.vma, vma.isMigratable else { return HMMErrno.EINVAL }  // is_vm_hugetlb_page(), VM_SPECIAL
         guard args.end > args.start, pages > 0, pages <= args.capacity else { return HMMErrno.EINVAL }
         guard args.start >= vma.start, args.start < vma.end, args.end > vma.start, args.end <= vma.end else { return HMMErrno.EINVAL }
@@ -112,7 +112,7 @@ extension AddressSpace {
         _ = walkPageRange(args.start, args.end, &ops)
         ops.publish(to: args)
         notifiers.invalidateRangeEnd(range)
-        args.end = args.start + UInt64(args.npages) << 12
+        args.end = pageAddress(args.start, args.npages)
     }
 
     /// `migrate_vma_unmap()` → `migrate_device_unmap()`.
@@ -225,12 +225,12 @@ extension AddressSpace {
         var flushPending = false
         if folio.order > 0 {
             AddressSpace.rmapWalk(folio.pfn, in: memory, locked: locked, cache: &cache) { mm, _, address in
-                guard address & UInt64(PageSize.pmdBytes - 1) == 0, let pmd = mm.pageTable.pmdSlot(address, allocate: false) else { return }
+                guard isPMDAligned(address), let pmd = mm.pageTable.pmdSlot(address, allocate: false) else { return }
                 if flags.contains(.splitHugePMD) {
                     installed += mm.splitHugePMDFreezing(pmd, address: address, folio: folio)
                     return
                 }
-                let range = MMUNotifierRange(start: address, end: address + UInt64(PageSize.pmdBytes), event: .migrate)
+                let range = MMUNotifierRange(start: address, end: address + PageSize.pmdSize, event: .migrate)
                 mm.notifiers.invalidateRangeStart(range)
                 let lock = mm.pageTable.lock(tableOf: pmd)
                 let e = pmd.load()
@@ -254,7 +254,7 @@ extension AddressSpace {
             let pfn = folio.pfn + i
             AddressSpace.rmapWalk(pfn, in: memory, locked: locked, cache: &cache) { mm, _, address in
                 guard let slot = mm.pageTable.pteSlot(address) else { return }
-                let range = MMUNotifierRange(start: address, end: address + 4096, event: .migrate)
+                let range = MMUNotifierRange(start: address, end: address + PageSize.size, event: .migrate)
                 mm.notifiers.invalidateRangeStart(range)
                 let lock = mm.pageTable.lock(tableOf: slot)
                 let e = slot.load()
@@ -358,7 +358,7 @@ struct MigrateCollectWalk: PageWalkOps {
             dst[npages] = 0
             src[npages] = 0
             npages += 1
-            a += 4096
+            a += PageSize.size
         }
         return 0
     }
@@ -366,12 +366,12 @@ struct MigrateCollectWalk: PageWalkOps {
     /// `migrate_vma_collect_hole()`.
     mutating func hole(_ start: UInt64, _ end: UInt64, vma: VMA?) -> Int32 {
         guard let vma, vma.isAnonymous else { return skip(start, end) }  // only anonymous memory is populated
-        if flags.contains(.compound), start & UInt64(PageSize.pmdBytes - 1) == 0, end & UInt64(PageSize.pmdBytes - 1) == 0 {
+        if flags.contains(.compound), isPMDAligned(start), isPMDAligned(end) {
             src[npages] = MigratePfn.migrate | MigratePfn.compound
             dst[npages] = 0
             npages += 1
             cpages += 1
-            return skip(start + 4096, end)
+            return skip(start + PageSize.size, end)
         }
         var a = start
         while a < end {
@@ -379,7 +379,7 @@ struct MigrateCollectWalk: PageWalkOps {
             dst[npages] = 0
             npages += 1
             cpages += 1
-            a += 4096
+            a += PageSize.size
         }
         return 0
     }
@@ -407,11 +407,11 @@ struct MigrateCollectWalk: PageWalkOps {
             guard let table = mm.pageTable.pteTable(under: pmd, allocate: false) else { continue }
             let first = mm.pageTable.slot(in: table, level: .pte, address: start)
             let lock = mm.pageTable.lock(tableOf: first)
-            var address = start + UInt64(npages - Int((start - rangeStart) >> 12)) << 12
+            var address = start + UInt64(npages - pageCount(rangeStart, start)) << 12
             // `address` resumes after entries already recorded for this PMD (a retry after a split).
             var resplit = false
             let scanFrom = address
-            defer { walk.ptesVisited += Int((address - scanFrom) >> 12) }
+            defer { walk.ptesVisited += pageCount(scanFrom, address) }
             scan: while address < end {
                 let slot = mm.pageTable.slot(in: table, level: .pte, address: address)
                 let result = collectPTE(slot, address: address, mm: mm, injector: injector, vma: vma, faultFolio: faultFolio)
@@ -421,7 +421,7 @@ struct MigrateCollectWalk: PageWalkOps {
                     dst[npages] = 0
                     src[npages] = mpfn
                     npages += 1
-                    address += 4096
+                    address += PageSize.size
                 case .split(let folio):
                     lock.unlock()
                     if !splitForMigration(folio, mm: mm) {
@@ -606,7 +606,7 @@ struct MigrateCollectWalk: PageWalkOps {
             lockFailures += 1
             return skip(start, end)
         }
-        let aligned = start & UInt64(PageSize.pmdBytes - 1) == 0 && end & UInt64(PageSize.pmdBytes - 1) == 0
+        let aligned = isPMDAligned(start) && isPMDAligned(end)
         if flags.contains(.compound), aligned {
             // set_pmd_migration_entry
             let exclusive = head.pointee.test(.anonExclusive)
@@ -622,7 +622,7 @@ struct MigrateCollectWalk: PageWalkOps {
             mm.removeRmap(folio)
             memory.put(folio)
             flush(mm)
-            _ = skip(start + 4096, end)
+            _ = skip(start + PageSize.size, end)
             lock.unlock()
             return 0
         }

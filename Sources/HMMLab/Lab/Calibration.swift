@@ -228,20 +228,20 @@ public struct Calibration: Sendable {
             for _ in 0...timer.repetitions {
                 let a = try mm.mmap(length: pages * PageSize.bytes, protection: .readWrite)
                 let t = monotonicNanoseconds()
-                for k in 0..<pages { _ = try mm.handleFault(at: a + UInt64(k) << 12, write: true) }
+                for k in 0..<pages { _ = try mm.handleFault(at: pageAddress(a, k), write: true) }
                 faultSamples.append(monotonicNanoseconds() - t)
                 try mm.munmap(a, length: pages * PageSize.bytes)
             }
             faultSamples.removeFirst()
             faultSamples.sort()
             let start = try mm.mmap(length: pages * PageSize.bytes, protection: .readWrite)
-            for k in 0..<pages { try mm.store(UInt8(1), at: start + UInt64(k) << 12) }
+            for k in 0..<pages { try mm.store(UInt8(1), at: pageAddress(start, k)) }
             let states = UnsafeMutablePointer<UInt8>.allocate(capacity: pages)
             defer { states.deallocate() }
             let walkNs = median {
                 time {
                     var ops = SnapshotWalk(into: states, start: start, zeroPage: memory.zeroPage, hugeZeroPage: memory.hugeZeroPfn)
-                    mm.mmapLock.withReadLock { _ = mm.walkPageRange(start, start + UInt64(pages) << 12, &ops) }
+                    mm.mmapLock.withReadLock { _ = mm.walkPageRange(start, pageAddress(start, pages), &ops) }
                 }
             }
             let mincoreNs = try kernelMincoreNs(pages: pages, node: memory.configuration.systemNode, repetitions: timer.repetitions) * Double(pages)
@@ -334,7 +334,7 @@ public struct Calibration: Sendable {
         var totals: [Double] = []
         for rep in 0...repetitions {
             let a = try mm.mmap(length: bytes, protection: .readWrite)
-            for k in 0..<pages { try mm.store(UInt8(k & 0xFF), at: a + UInt64(k) << 12) }
+            for k in 0..<pages { try mm.store(UInt8(k & 0xFF), at: pageAddress(a, k)) }
             let copyBefore = device.stats.copyNanoseconds.load(ordering: .relaxed)
             let t = monotonicNanoseconds()
             let r = device.migrateOnFault(a, pages: pages)

@@ -411,7 +411,7 @@ public final class Stress {
     func collectInjectedStores(_ r: Round, base: UInt64, _ report: inout Report) {
         let (stores, failures) = r.injector.takeCPUFaultStores()
         for s in stores {
-            let k = Int((s.address &- base) >> 12)
+            let k = Int((s.address &- base) >> PageSize.shift)
             guard s.address >= base, k < r.w.pages else {
                 violation(&report, r.number, nil, nil, "an injected CPU store at 0x\(String(s.address, radix: 16)) outside the range")
                 continue
@@ -550,7 +550,7 @@ public final class Stress {
             var problem: String?
             for j in 0..<min(n, 8) {
                 let k = first + j
-                guard let h = try? w.mm.load(UInt64.self, from: moved + UInt64(j) << 12, signalPending: signalPending) else { continue }
+                guard let h = try? w.mm.load(UInt64.self, from: pageAddress(moved, j), signalPending: signalPending) else { continue }
                 if h != (w.kinds[k].isWritten ? w.header(k).0 : 0) { problem = "page \(k) moved by mremap reads header \(h)" }
             }
             collectInjectedStores(r, base: moved &- UInt64(first) << 12, &report)

@@ -80,7 +80,7 @@ extension AddressSpace {
             let entry = pmd.load()
             guard entry.isHuge, !entry.isProtNone, !write || entry.isWritable else { return false }
             if write, !entry.isDirty { pmd.store(PTE(rawValue: entry.rawValue | PTE.dirtyBit)) }
-            let offset = Int(address & UInt64(PageSize.pmdBytes - 1))
+            let offset = Int(pmdOffset(address))
             body(memory.address(of: entry.pfn) + offset, entry.pfn + (offset >> 12))
             return true
         }

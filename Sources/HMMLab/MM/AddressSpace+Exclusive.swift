@@ -22,7 +22,7 @@ extension AddressSpace {
     /// Departure: the folio lock is waited for by spinning with `sched_yield`, not sleeping, and no fatal
     /// signal ends the wait.
     public func makeDeviceExclusive(_ address: UInt64, owner: UInt64) throws(MMError) -> (page: Pfn, folio: Folio) {
-        let address = address & ~4095
+        let address = address & PageSize.mask
         if vma(containing: address)?.isHugetlb == true {
             throw .notSupported("make_device_exclusive of a hugetlb folio at 0x\(String(address, radix: 16))")
         }
@@ -35,7 +35,7 @@ extension AddressSpace {
                 throw .notSupported("make_device_exclusive of a folio that is not anonymous at 0x\(String(address, radix: 16))")
             }
             lockFolioWaiting(head)
-            let range = MMUNotifierRange(start: address, end: address + 4096, event: .exclusive, owner: owner)
+            let range = MMUNotifierRange(start: address, end: address + PageSize.size, event: .exclusive, owner: owner)
             notifiers.invalidateRangeStart(range)
             let done = replaceWithDeviceExclusive(address, page: page, folio: folio)
             notifiers.invalidateRangeEnd(range)
@@ -130,7 +130,7 @@ extension AddressSpace {
         guard head.pointee.tryGet() else { return .spurious }
         defer { memory.put(folio) }
         guard head.pointee.tryLock() else { return .spurious }
-        let range = MMUNotifierRange(start: address, end: address + 4096, event: .clear)
+        let range = MMUNotifierRange(start: address, end: address + PageSize.size, event: .clear)
         notifiers.invalidateRangeStart(range)
         let lock = pageTable.lock(tableOf: slot)
         if slot.load() == expected { slot.store(restoreExclusivePTE(vma, expected)) }

@@ -24,7 +24,7 @@ extension AddressSpace {
 
         if pmdEntry.isNone, vma.isHugepage, vma.isAnonymous {
             let aligned = address & ~UInt64(PageSize.pmdBytes - 1)
-            if aligned >= vma.start, aligned + UInt64(PageSize.pmdBytes) <= vma.end,
+            if aligned >= vma.start, aligned + PageSize.pmdSize <= vma.end,
                 let kind = write ? hugeAnonymousFault(vma, pmd: pmd, address: aligned) : hugeZeroFault(pmd)
             {
                 return kind
@@ -46,7 +46,7 @@ extension AddressSpace {
             if pmd.load().isNone { throw .outOfMemory(address) }
             return .spurious  // became huge meanwhile: retry
         }
-        return try pteFault(vma, slot: pageTable.slot(in: table, level: .pte, address: address), address: address & ~4095, write: write)
+        return try pteFault(vma, slot: pageTable.slot(in: table, level: .pte, address: address), address: address & PageSize.mask, write: write)
     }
 
     /// `handle_pte_fault()`: under the PTE lock, dispatches on the entry; each branch drops the lock
@@ -164,7 +164,7 @@ extension AddressSpace {
             RawBytes.zero(memory.address(of: folio.pfn), count: PageSize.bytes)  // __GFP_ZERO
         }
         let replacing = !expected.isNone
-        let range = MMUNotifierRange(start: address, end: address + 4096, event: .clear)
+        let range = MMUNotifierRange(start: address, end: address + PageSize.size, event: .clear)
         if replacing { notifiers.invalidateRangeStart(range) }
         defer { if replacing { notifiers.invalidateRangeEnd(range) } }
         let lock = pageTable.lock(tableOf: slot)
@@ -270,7 +270,7 @@ extension AddressSpace {
         guard case .success(let folio) = memory.allocate(.system, order: PageSize.pmdOrder) else { return nil }
         RawBytes.zero(memory.address(of: folio.pfn), count: folio.byteCount)
         let haddr = address & ~UInt64(PageSize.pmdBytes - 1)
-        let range = MMUNotifierRange(start: haddr, end: haddr + UInt64(PageSize.pmdBytes), event: .clear)
+        let range = MMUNotifierRange(start: haddr, end: haddr + PageSize.pmdSize, event: .clear)
         notifiers.invalidateRangeStart(range)
         defer { notifiers.invalidateRangeEnd(range) }
         let lock = pageTable.lock(tableOf: pmd)
@@ -387,7 +387,7 @@ extension AddressSpace {
         guard let pagemap = memory.pagemap(of: pfn) else {
             throw .sigbus(address, "device-private \(pfn) has no registered device pagemap")
         }
-        try pagemap.migrateToRAM(self, address: address & ~4095, faultPage: pfn, throughPTE: throughPTE)
+        try pagemap.migrateToRAM(self, address: address & PageSize.mask, faultPage: pfn, throughPTE: throughPTE)
         return .devicePrivate
     }
 }

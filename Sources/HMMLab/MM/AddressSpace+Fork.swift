@@ -51,7 +51,7 @@ extension AddressSpace {
             let entry = pmd.load()
             if entry.isNone { continue }
             if entry.isHuge || entry.isSwapFormat {
-                if next - address == UInt64(PageSize.pmdBytes) {
+                if next - address == PageSize.pmdSize {
                     // copy_huge_pmd
                     guard let childPMD = child.pageTable.pmdSlot(address, allocate: true) else { return .noMemory }
                     let lock = pageTable.lock(tableOf: pmd)
@@ -69,7 +69,7 @@ extension AddressSpace {
             let first = pageTable.slot(in: table, level: .pte, address: address)
             let childFirst = child.pageTable.slot(in: childTable, level: .pte, address: address)
             let lock = pageTable.lock(tableOf: first)
-            for i in 0..<Int((next - address) >> 12) {
+            for i in 0..<pageCount(address, next) {
                 let slot = first.advanced(by: i)
                 var old = slot.load()
                 if old.isNone { continue }

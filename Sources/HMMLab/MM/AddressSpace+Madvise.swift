@@ -42,7 +42,7 @@ extension AddressSpace {
             guard let table = pageTable.pteTable(under: pmd, allocate: false) else { continue }  // none, migration, device-private
             let first = pageTable.slot(in: table, level: .pte, address: address)
             let lock = pageTable.lock(tableOf: first)
-            for k in 0..<Int((next - address) >> 12) { madviseFreePTE(first.advanced(by: k), address + UInt64(k) << 12) }
+            for k in 0..<pageCount(address, next) { madviseFreePTE(first.advanced(by: k), pageAddress(address, k)) }
             lock.unlock()
         }
     }
@@ -56,7 +56,7 @@ extension AddressSpace {
         let lock = pageTable.lock(tableOf: pmd)
         defer { lock.unlock() }
         let entry = pmd.load()
-        guard entry.isHuge, entry.isPresent, !memory.isZero(entry.pfn), end - start == UInt64(PageSize.pmdBytes) else { return }
+        guard entry.isHuge, entry.isPresent, !memory.isZero(entry.pfn), end - start == PageSize.pmdSize else { return }
         guard markLazyfree(memory.folio(containing: entry.pfn)) else { return }
         pmd.store(PTE(rawValue: entry.rawValue & ~(PTE.dirtyBit | PTE.accessedBit)))
     }

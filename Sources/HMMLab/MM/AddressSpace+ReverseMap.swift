@@ -84,7 +84,7 @@ extension AddressSpace {
         // raised before the PMD lock is taken (the kernel never calls notifiers under it), with the
         // splitting thread as its owner (the RFC's patch 1).
         let pmdStart = address & ~UInt64(PageSize.pmdBytes - 1)
-        var range = MMUNotifierRange(start: pmdStart, end: pmdStart + UInt64(PageSize.pmdBytes), event: .clear)
+        var range = MMUNotifierRange(start: pmdStart, end: pmdStart + PageSize.pmdSize, event: .clear)
         range.task = UInt64(clinux_gettid())
         notifiers.invalidateRangeStart(range)
         defer { notifiers.invalidateRangeEnd(range) }
@@ -159,7 +159,7 @@ extension AddressSpace {
     ///   was free for the table).
     func splitHugePMDFreezing(_ pmd: EntrySlot, address: UInt64, folio: Folio) -> Int {
         let pmdStart = address & ~UInt64(PageSize.pmdBytes - 1)
-        var range = MMUNotifierRange(start: pmdStart, end: pmdStart + UInt64(PageSize.pmdBytes), event: .clear)
+        var range = MMUNotifierRange(start: pmdStart, end: pmdStart + PageSize.pmdSize, event: .clear)
         range.task = UInt64(clinux_gettid())
         notifiers.invalidateRangeStart(range)
         defer { notifiers.invalidateRangeEnd(range) }

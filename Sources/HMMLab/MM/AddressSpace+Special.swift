@@ -26,7 +26,7 @@ extension AddressSpace {
                 memory.put(folio)
                 throw .noMemory("vm_insert_page: page table")
             }
-            let slot = pageTable.slot(in: table, level: .pte, address: address & ~4095)
+            let slot = pageTable.slot(in: table, level: .pte, address: address & PageSize.mask)
             let lock = pageTable.lock(tableOf: slot)
             defer { lock.unlock() }
             guard slot.load().isNone else {

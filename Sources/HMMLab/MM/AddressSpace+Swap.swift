@@ -37,7 +37,7 @@ extension AddressSpace {
         memory.lruAddDrain()  // as madvise_pageout does before it isolates
         var result = SwapOutResult()
         for k in 0..<pages {
-            let at = address + UInt64(k) << 12
+            let at = pageAddress(address, k)
             guard let folio = isolateForSwap(at, &result) else { continue }
             // The folio is locked and we hold a reference: unmap it everywhere.
             let entry: SwapEntry
@@ -54,7 +54,7 @@ extension AddressSpace {
             let exclusive = head.pointee.test(.anonExclusive)
             AddressSpace.rmapWalk(folio.pfn, in: memory) { mm, _, va in
                 guard let slot = mm.pageTable.pteSlot(va) else { return }
-                let range = MMUNotifierRange(start: va, end: va + 4096, event: .clear)
+                let range = MMUNotifierRange(start: va, end: va + PageSize.size, event: .clear)
                 mm.notifiers.invalidateRangeStart(range)
                 let lock = mm.pageTable.lock(tableOf: slot)
                 let old = slot.load()

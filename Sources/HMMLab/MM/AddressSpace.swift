@@ -168,11 +168,11 @@ public final class AddressSpace: @unchecked Sendable {
         }
     }
 
-    func roundUpToPage(_ n: Int) -> UInt64 { (UInt64(n) + 4095) & ~4095 }
+    func roundUpToPage(_ n: Int) -> UInt64 { (UInt64(n) + 4095) & PageSize.mask }
 
     /// Finds a free 2 MiB-aligned range of `length` bytes, leaving a 2 MiB gap after it.
     func allocateRange(_ length: UInt64) -> UInt64? {
-        let align = UInt64(PageSize.pmdBytes)
+        let align = PageSize.pmdSize
         var start = (nextAddress + align - 1) & ~(align - 1)
         while overlaps(start, start + length) { start += align }
         guard start + length <= Self.userRange.upperBound else { return nil }
@@ -264,7 +264,7 @@ public final class AddressSpace: @unchecked Sendable {
             let entry = pmd.load()
             if entry.isNone { continue }
             if entry.isHuge || entry.isSwapFormat {
-                let whole = address & UInt64(PageSize.pmdBytes - 1) == 0 && next - address == UInt64(PageSize.pmdBytes)
+                let whole = isPMDAligned(address) && next - address == PageSize.pmdSize
                 if whole {
                     let lock = pageTable.lock(tableOf: pmd)
                     let old = pmd.exchange(.none)
@@ -277,7 +277,7 @@ public final class AddressSpace: @unchecked Sendable {
             guard let table = pageTable.pteTable(under: pmd, allocate: false) else { continue }
             let first = pageTable.slot(in: table, level: .pte, address: address)
             let lock = pageTable.lock(tableOf: first)
-            for i in 0..<Int((next - address) >> 12) {
+            for i in 0..<pageCount(address, next) {
                 let old = first.advanced(by: i).exchange(.none)
                 if !old.isNone { release(old, huge: false) }
             }
@@ -374,7 +374,7 @@ public final class AddressSpace: @unchecked Sendable {
             guard let pmd = pageTable.pmdSlot(address, allocate: false) else { continue }
             let entry = pmd.load()
             if entry.isHuge {
-                if next - address < UInt64(PageSize.pmdBytes) {
+                if next - address < PageSize.pmdSize {
                     guard splitHugePMD(pmd, address: address) else { continue }
                 } else {
                     let lock = pageTable.lock(tableOf: pmd)
@@ -391,7 +391,7 @@ public final class AddressSpace: @unchecked Sendable {
             guard let table = pageTable.pteTable(under: pmd, allocate: false) else { continue }
             let first = pageTable.slot(in: table, level: .pte, address: address)
             let lock = pageTable.lock(tableOf: first)
-            for i in 0..<Int((next - address) >> 12) {
+            for i in 0..<pageCount(address, next) {
                 let slot = first.advanced(by: i)
                 let old = slot.load()
                 if !old.isNone { slot.store(protect(old, vma: vma, huge: false)) }
@@ -519,8 +519,8 @@ public final class AddressSpace: @unchecked Sendable {
             let entry = oldPMD.load()
             if entry.isNone { continue }
             if entry.isHuge || entry.isSwapFormat {
-                let pmdAligned = old & UInt64(PageSize.pmdBytes - 1) == 0 && (to + offset) & UInt64(PageSize.pmdBytes - 1) == 0
-                if pmdAligned, span == UInt64(PageSize.pmdBytes), let newPMD = pageTable.pmdSlot(to + offset, allocate: true), newPMD.load().isNone {
+                let pmdAligned = isPMDAligned(old) && isPMDAligned(to + offset)
+                if pmdAligned, span == PageSize.pmdSize, let newPMD = pageTable.pmdSlot(to + offset, allocate: true), newPMD.load().isNone {
                     let lock = pageTable.lock(tableOf: oldPMD)
                     let moving = oldPMD.exchange(.none)
                     lock.unlock()
@@ -533,17 +533,17 @@ public final class AddressSpace: @unchecked Sendable {
             }
             guard let table = pageTable.pteTable(under: oldPMD, allocate: false) else { continue }
             for k in 0..<Int(span >> 12) {
-                let source = pageTable.slot(in: table, level: .pte, address: old + UInt64(k) << 12)
+                let source = pageTable.slot(in: table, level: .pte, address: pageAddress(old, k))
                 let lock = pageTable.lock(tableOf: source)
                 let moving = source.exchange(.none)
                 lock.unlock()
                 if moving.isNone { continue }
-                guard let newPMD = pageTable.pmdSlot(to + offset + UInt64(k) << 12, allocate: true),
+                guard let newPMD = pageTable.pmdSlot(to + pageAddress(offset, k), allocate: true),
                     let newTable = pageTable.pteTable(under: newPMD, allocate: true)
                 else {
                     preconditionFailure("mremap: no memory for a page table while moving entries")
                 }
-                let destination = pageTable.slot(in: newTable, level: .pte, address: to + offset + UInt64(k) << 12)
+                let destination = pageTable.slot(in: newTable, level: .pte, address: to + pageAddress(offset, k))
                 let lock2 = pageTable.lock(tableOf: destination)
                 destination.store(moving)
                 lock2.unlock()

@@ -197,7 +197,7 @@ public final class FaultInjector: @unchecked Sendable {
             return 0xC0FA << 48 | s.sequence
         }
         let fault = CPUFault(
-            injector: self, mm: mm, address: args.start + UInt64(index) << 12 + cpuFaultStampOffset, stamp: stamp, spawner: pthread_self())
+            injector: self, mm: mm, address: pageAddress(args.start, index) + cpuFaultStampOffset, stamp: stamp, spawner: pthread_self())
         cpuFaults.withLock { $0.pending.append(fault) }
         cpuFaultsPending.wrappingAdd(1, ordering: .releasing)
         do {

@@ -197,15 +197,15 @@ extension AddressSpace {
         let first = pageTable.slot(in: table, level: .pte, address: start)
         let lock = pageTable.lock(tableOf: first)
         defer { lock.unlock() }
-        let count = Int((end - start) >> 12)
+        let count = pageCount(start, end)
         var address = start
         for i in 0..<count {
-            let r = ops.pteEntry(first.advanced(by: i), address, address + 4096, &walk)
+            let r = ops.pteEntry(first.advanced(by: i), address, address + PageSize.size, &walk)
             if r != 0 {
                 walk.ptesVisited += i + 1
                 return r
             }
-            address += 4096
+            address += PageSize.size
         }
         walk.ptesVisited += count
         return 0

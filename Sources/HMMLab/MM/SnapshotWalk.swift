@@ -71,7 +71,7 @@ public struct SnapshotWalk: PageWalkOps {
         self.hugeZeroPage = hugeZeroPage
     }
 
-    @inline(__always) func index(_ address: UInt64) -> Int { Int((address - start) >> 12) }
+    @inline(__always) func index(_ address: UInt64) -> Int { pageCount(start, address) }
 
     public mutating func pteHole(_ address: UInt64, _ next: UInt64, depth: Int, _ walk: inout PageWalk) -> Int32 {
         let state = depth < 0 ? PageState.error : .none
@@ -127,7 +127,7 @@ extension AddressSpace {
         var bytes = [UInt8](repeating: 0, count: pages)
         bytes.withUnsafeMutableBufferPointer { buffer in
             var ops = SnapshotWalk(into: buffer.baseAddress!, start: start, zeroPage: memory.zeroPage, hugeZeroPage: memory.hugeZeroPfn)
-            mmapLock.withReadLock { _ = walkPageRange(start, start + UInt64(pages) << 12, &ops) }
+            mmapLock.withReadLock { _ = walkPageRange(start, pageAddress(start, pages), &ops) }
         }
         return bytes.map { PageState(rawValue: $0) ?? .error }
     }

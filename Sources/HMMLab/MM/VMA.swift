@@ -64,7 +64,7 @@ public struct VMA: Sendable {
     @inlinable public var isHugetlb: Bool { flags.contains(.hugetlb) }
     /// Neither hugetlb nor `VM_SPECIAL`: what `migrate_vma_setup` accepts.
     @inlinable public var isMigratable: Bool { flags.isDisjoint(with: [.hugetlb, .mixedMap, .pfnMap]) }
-    @inlinable public var pageCount: Int { Int((end - start) >> 12) }
+    @inlinable public var pageCount: Int { Int((end - start) >> PageSize.shift) }
     @inlinable public func contains(_ address: UInt64) -> Bool { address >= start && address < end }
 
     /// `linear_page_index(vma, address)`.

@@ -55,4 +55,33 @@ public enum PageSize {
     public static let pmdPages = 512
     /// `HPAGE_PMD_SIZE`.
     public static let pmdBytes = 2 << 20
+    /// `PAGE_SIZE` as an address step.
+    public static let size: UInt64 = 4096
+    /// `HPAGE_PMD_SIZE` as an address step.
+    public static let pmdSize: UInt64 = 2 << 20
+    /// `PAGE_MASK`: an address rounded down to its page.
+    public static let mask: UInt64 = ~(size - 1)
+    /// `HPAGE_PMD_MASK`: an address rounded down to its 2 MiB block.
+    public static let pmdMask: UInt64 = ~(pmdSize - 1)
 }
+
+/// The address of page `index` of a range starting at `start`: `start + (index << PAGE_SHIFT)`.
+@inlinable @inline(__always) public func pageAddress(_ start: UInt64, _ index: Int) -> UInt64 {
+    start + UInt64(index) << PageSize.shift
+}
+
+/// Pages from `start` up to `end` (`(end - start) >> PAGE_SHIFT`).
+@inlinable @inline(__always) public func pageCount(_ start: UInt64, _ end: UInt64) -> Int {
+    Int((end - start) >> PageSize.shift)
+}
+
+/// `pte_index()`: the slot of `address` in its page table (bits 12–20).
+@inlinable @inline(__always) public func pteIndex(_ address: UInt64) -> Int {
+    Int(truncatingIfNeeded: (address >> PageSize.shift) & UInt64(PageSize.pmdPages - 1))
+}
+
+/// Whether `address` starts a 2 MiB block (`IS_ALIGNED(address, HPAGE_PMD_SIZE)`).
+@inlinable @inline(__always) public func isPMDAligned(_ address: UInt64) -> Bool { address & ~PageSize.pmdMask == 0 }
+
+/// The offset of `address` in its 2 MiB block (`address & ~HPAGE_PMD_MASK`).
+@inlinable @inline(__always) public func pmdOffset(_ address: UInt64) -> UInt64 { address & ~PageSize.pmdMask }
