@@ -140,6 +140,18 @@ extension AddressSpace {
         if cpages > 0 { migrateVMAUnmap(args) }
     }
 
+    /// What a unified walk collected, given back after the walk failed (`-EBUSY` from an
+    /// invalidation, or another error): `migrate_hmm_range_setup` (the sources are locked and
+    /// unmapped to migration entries as usual), no source kept `MIGRATE`, and `migrate_vma_finalize`
+    /// restores every entry and unlocks and releases every folio. The RFC's error paths write this
+    /// sequence out; the lab names it once.
+    public func migrateHMMRangeAbort(_ range: HMMRange) {
+        guard let args = range.migrate else { return }
+        migrateHMMRangeSetup(range)
+        for i in 0..<args.npages { args.src[i] &= ~MigratePfn.migrate }
+        migrateVMAFinalize(args)
+    }
+
     /// `migrate_vma_setup()` expressed through the unified walk, as the RFC re-implements it (Aug 2025
     /// v1, patch 2/4; patch 3/4 removes `migrate_vma_collect_*()`):
     /// `hmm_range_fault` with `HMM_PFN_REQ_MIGRATE` (and `REQ_FAULT` when `fault`, the RFC's
@@ -156,10 +168,7 @@ extension AddressSpace {
         range.hmmPfns.update(repeating: 0, count: range.npages)
         let r = hmmRangeFault(range)
         if r != 0 {
-            // Give back what was collected before the error.
-            migrateHMMRangeSetup(range)
-            for i in 0..<args.npages { args.src[i] &= ~MigratePfn.migrate }
-            migrateVMAFinalize(args)
+            migrateHMMRangeAbort(range)
             return r
         }
         migrateHMMRangeSetup(range)
