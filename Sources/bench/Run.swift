@@ -26,6 +26,8 @@ struct RunOptions: ParsableArguments {
     var direction: String?
     @Option(help: "Copy worker threads (default 1).")
     var threads: String?
+    @Option(help: "Op threads sharing the address space and its devices, taking windows from one queue (default 1).")
+    var jobs: String?
     @Option(help: "CPU threads storing into the range during the run (default 0).")
     var mutators: String?
     @Option(help: "Timed repetitions (default 5).")
@@ -62,7 +64,7 @@ struct RunOptions: ParsableArguments {
         let pairs: [(String, String?)] = [
             ("strategy", strategy), ("pages", pages), ("window-pages", windowPages), ("mix", mix), ("thp", thp), ("device-large-fail", deviceLargeFail),
             ("split-policy", splitPolicy), ("self-invalidation", selfInvalidation), ("direction", direction), ("threads", threads),
-            ("mutators", mutators), ("reps", reps), ("warmup", warmup), ("seed", seed), ("system-node", systemNode), ("device-node", deviceNode),
+            ("jobs", jobs), ("mutators", mutators), ("reps", reps), ("warmup", warmup), ("seed", seed), ("system-node", systemNode), ("device-node", deviceNode),
             ("backing", backing), ("counters", counters), ("inject", inject), ("device-access", deviceAccess), ("fault-pages", faultPages),
             ("costs", costs), ("tlb-flush", tlbFlush),
         ]

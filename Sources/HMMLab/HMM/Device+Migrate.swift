@@ -23,6 +23,8 @@ public struct MigrationResult: Sendable, Equatable {
     /// `hmm_range_fault` calls repeated because the notifier sequence moved (`-EBUSY` from the sequence
     /// check, or `mmu_interval_read_retry` under the device lock), whoever invalidated.
     public var notifierRetries = 0
+    /// Those of the notifier retries whose invalidation came from another op thread (`--jobs`).
+    public var crossJobRetries = 0
     /// Migration entries installed and folios skipped on a failed `folio_trylock`.
     public var migrationEntries = 0
     public var lockFailures = 0
@@ -389,6 +391,7 @@ extension Device {
                             mm.mmapLock.unlock()
                             result.selfInvalidationRetries += 1
                             result.notifierRetries += 1
+                            result.crossJobRetries += crossJobRetry()
                             stats.retriesFromSelfInvalidation.wrappingAdd(1, ordering: .relaxed)
                             continue
                         }
@@ -431,6 +434,7 @@ extension Device {
                         if retry {
                             result.selfInvalidationRetries += 1
                             result.notifierRetries += 1
+                            result.crossJobRetries += crossJobRetry()
                             stats.retriesFromSelfInvalidation.wrappingAdd(1, ordering: .relaxed)
                             continue
                         }

@@ -53,6 +53,7 @@ extension Device {
             result.faults += range.faults
             if r == HMMErrno.EBUSY {
                 result.notifierRetries += 1
+                result.crossJobRetries += crossJobRetry()
                 continue
             }
             if r != 0 { return r }
@@ -71,6 +72,7 @@ extension Device {
             }
             if !retry { return 0 }
             result.notifierRetries += 1
+            result.crossJobRetries += crossJobRetry()
         }
     }
 

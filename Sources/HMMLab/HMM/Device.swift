@@ -62,6 +62,9 @@ public final class Device: DevicePagemap, MMUIntervalNotifierOps, @unchecked Sen
 
     /// Counters.
     public let stats: DeviceStatistics
+    /// The op thread (`clinux_job()`, 0 for none) whose invalidation last moved this device's notifier
+    /// sequence, for ``crossJobRetry()``.
+    private let invalidatingJob = Atomic<Int32>(0)
 
     private static let nextOwner = Atomic<UInt64>(0xD000)
 
@@ -222,7 +225,16 @@ public final class Device: DevicePagemap, MMUIntervalNotifierOps, @unchecked Sen
             notifier.setSequence(currentSeq)
             pt.erase(range.start, range.end)
         }
+        invalidatingJob.store(clinux_job(), ordering: .relaxed)
         return true
+    }
+
+    /// For a walk about to start again because the notifier sequence moved: 1 when the invalidation
+    /// that moved it last came from another op thread of the run (`--jobs`), else 0
+    /// (`cross_job_retries`). Lab bookkeeping: the kernel does not tell who invalidated.
+    func crossJobRetry() -> Int {
+        let j = invalidatingJob.load(ordering: .relaxed)
+        return j != 0 && j != clinux_job() ? 1 : 0
     }
 
     /// The device page-table entries, sorted by address; `atomic` for a page mapped for atomic access

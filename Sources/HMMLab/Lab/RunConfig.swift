@@ -49,6 +49,9 @@ public struct RunConfig: Sendable, Equatable {
     public var direction = Direction.toDevice
     /// Copy workers per migration.
     public var threads = 1
+    /// Op threads sharing the address space and its devices, taking windows from one queue
+    /// (``WindowQueue``).
+    public var jobs = 1
     /// CPU threads storing into the range while it migrates.
     public var mutators = 0
     public var reps = 5
@@ -75,7 +78,7 @@ public struct RunConfig: Sendable, Equatable {
     /// The options `parse` knows (names without the leading dashes).
     public static let optionNames = [
         "strategy", "pages", "window-pages", "mix", "thp", "device-large-fail", "split-policy", "self-invalidation", "direction",
-        "threads", "mutators", "reps", "warmup", "seed", "system-node", "device-node", "backing", "counters", "inject",
+        "threads", "jobs", "mutators", "reps", "warmup", "seed", "system-node", "device-node", "backing", "counters", "inject",
         "device-access", "fault-pages", "costs", "tlb-flush",
     ]
 
@@ -139,6 +142,7 @@ public struct RunConfig: Sendable, Equatable {
         }
         try parseCosts(options, into: &c)
         if let v = options["threads"] { c.threads = try integer("threads", v, 1...256, "copy worker threads") }
+        if let v = options["jobs"] { c.jobs = try integer("jobs", v, 1...256, "op threads sharing the address space") }
         if let v = options["mutators"] { c.mutators = try integer("mutators", v, 0...64, "CPU threads storing into the range") }
         if let v = options["reps"] { c.reps = try integer("reps", v, 1...100_000, "timed repetitions") }
         if let v = options["warmup"] { c.warmup = try integer("warmup", v, 0...1000, "untimed repetitions first") }
@@ -283,5 +287,6 @@ public struct RunConfig: Sendable, Equatable {
             + "self-invalidation \(selfInvalidation.rawValue), direction \(direction.rawValue), threads \(threads), mutators \(mutators), "
             + "reps \(reps) (+\(warmup) warm-up), seed \(seed), costs \(costs)" + (injectDescription.isEmpty ? "" : ", inject \(injectDescription)")
             + ", device-access \(deviceAccess.rawValue)" + (faultPages.map { ", fault-pages \($0)" } ?? "")
+            + (jobs > 1 ? ", jobs \(jobs)" : "")
     }
 }

@@ -50,11 +50,13 @@ public final class Runner {
     /// What each copy worker thread of this run does first (open its counters, pin it), handed to the
     /// devices the run makes; set while ``run()`` runs.
     private var copyWorkerHook: (@Sendable () -> Void)?
+    /// The op threads beside the calling one with `--jobs N` above 1; set while ``run()`` runs.
+    private(set) var jobThreads: JobThreads?
     /// Failures injected per ``FaultInjector/Point`` over the timed repetitions, and what ended with an
     /// error because of them: ops to the device (`-EFAULT` from a failed swap-in) and, coming back,
     /// CPU loads.
     public private(set) var injected = [Int](repeating: 0, count: FaultInjector.Point.allCases.count)
-    public private(set) var failedOps = 0
+    public internal(set) var failedOps = 0
     public var injecting: Bool { !config.inject.isEmpty || config.deviceSmallFail > 0 }
     /// The harness's own cost per op (clock reads, histogram, progress and stop checks), ns, and per
     /// repetition (counter reads, snapshots), ns: measured at start.
@@ -139,6 +141,17 @@ public final class Runner {
             }
         }
         defer { copyWorkerHook = nil }
+        if config.jobs > 1 {
+            // Every op thread counts its own events and runs where the op thread runs.
+            jobThreads = JobThreads(count: config.jobs) {
+                counters?.enterWorkerThread()
+                placement.pinCallingThread()
+            }
+        }
+        defer {
+            jobThreads?.stop()
+            jobThreads = nil
+        }
         measureOverhead()
         var rows: [ResultRow] = []
         let schedule = config.schedule
@@ -170,6 +183,7 @@ public final class Runner {
         var ptes = 0, cow = 0, swapins = 0, tlb = 0, lruDrains = 0, invalidations = 0, folioSplits = 0
         var allocFails = 0, hugeToDevice = 0, hugeToSystem = 0, bytesCopied = 0, copyNs = 0, verifyFailures = 0, cpuFaults = 0
         var pagesToSystem = 0, stores = 0
+        var mmapWait = 0, ptlWait = 0, lruWait = 0, allocWait = 0
         var flushNs: UInt64 = 0
         var perf: [UInt64?] = []
 
@@ -192,6 +206,10 @@ public final class Runner {
             d.cpuFaults = a.cpuFaults - b.cpuFaults
             d.pagesToSystem = a.pagesToSystem - b.pagesToSystem
             d.stores = a.stores - b.stores
+            d.mmapWait = a.mmapWait - b.mmapWait
+            d.ptlWait = a.ptlWait - b.ptlWait
+            d.lruWait = a.lruWait - b.lruWait
+            d.allocWait = a.allocWait - b.allocWait
             d.perf = zip(a.perf, b.perf).map { x, y in x.flatMap { x in y.map { x &- $0 } } }
             return d
         }
@@ -207,7 +225,11 @@ public final class Runner {
             t.flushNs += mm.counters.flushNanoseconds.load(ordering: .relaxed)
             t.invalidations += mm.notifiers.invalidations.load(ordering: .relaxed)
             t.folioSplits += mm.counters.folioSplits.load(ordering: .relaxed)
+            t.mmapWait += mm.mmapLock.wait.nanoseconds
+            t.ptlWait += mm.pageTable.lockWait.nanoseconds
         }
+        t.lruWait = memory.lru.lockWait.nanoseconds
+        t.allocWait = memory.system.allocator.lockWait.nanoseconds + memory.device.allocator.lockWait.nanoseconds
         t.lruDrains = memory.lruDrainAlls
         let s = w.device.stats
         t.allocFails = s.allocationFailures.load(ordering: .relaxed)
@@ -248,99 +270,18 @@ public final class Runner {
             w.tearDown()
         }
         let ops = config.pages / config.windowPages
-        var progress = Progress(
+        let progress = Progress(
             strategy: strategy, direction: .toDevice, rep: rep, reps: warmup ? config.warmup : config.reps, warmup: warmup, op: 0, ops: ops,
             done: done, total: total)
-        let shouldStop = self.shouldStop
-        let onProgress = self.onProgress
         var rows: [ResultRow] = []
         mutators.start()
-
-        // To the device.
-        var histogram = Self.histogram()
-        var result = MigrationResult()
-        var unexpected: [Int32] = []
-        let before = tally(w, mutators)
-        let started = monotonicNanoseconds()
-        for op in 0..<ops {
-            progress.op = op
-            onProgress?(progress)
-            if shouldStop() { return nil }
-            let address = w.address(op * config.windowPages)
-            let t0 = monotonicNanoseconds()
-            let r = w.device.makeResident(
-                address, pages: config.windowPages, strategy: strategy, compound: config.thp > 0, access: config.deviceAccess,
-                faultPages: config.faultPages)
-            let t1 = monotonicNanoseconds()
-            _ = histogram.record(t1 - t0)
-            if r.errno != 0, r.errno != HMMErrno.ENOENT {
-                if injecting { failedOps += 1 } else { unexpected.append(r.errno) }
-            }
-            result.merge(r)
-        }
-        let wall = monotonicNanoseconds() - started
-        let after = tally(w, mutators)
-        let onDevice = Self.pagesOnDevice(w)
-        if !unexpected.isEmpty {
-            onWarning("\(strategy) rep \(rep): \(unexpected.count) ops ended with \(Set(unexpected.map(HMMErrno.name)).sorted().joined(separator: ", "))")
-        }
-        var row = makeRow(strategy: strategy, direction: .toDevice, rep: rep, ops: ops, histogram: histogram, wall: wall, delta: after - before)
-        row.pagesMigrated = result.migrated
-        row.pagesSkipped = w.pages - onDevice
-        row.walks = result.walks
-        row.walkRestarts = result.restarts
-        row.faults = result.faults
-        row.migrationEntries = result.migrationEntries
-        row.notifierRetries = result.notifierRetries
-        row.folioLockFails = result.lockFailures
-        row.thpMigrated = (after - before).hugeToDevice
-        row.thpSplits = result.splitsBeforeCollect + result.splitsAfterIsolation
-        let perOp = { (ns: UInt64) in Double(ns) / Double(ops) }
-        row.walkNs = perOp(result.phases.walk)
-        row.faultNs = perOp(result.phases.fault)
-        row.collectNs = perOp(result.phases.collect)
-        row.allocNs = perOp(result.phases.alloc)
-        row.copyNs = perOp(result.phases.copy)
-        row.finalizeNs = perOp(result.phases.finalize)
-        row.setRates(bytesMigrated: result.migrated * PageSize.bytes, wall: wall)
-        rows.append(row)
-
-        // Back through CPU faults.
+        guard let toDevice = toDeviceLeg(w, strategy, mutators, progress: progress, rep: rep) else { return nil }
+        rows.append(toDevice)
         if config.direction == .roundTrip {
-            progress.direction = .roundTrip
-            var back = Self.histogram()
-            let before = tally(w, mutators)
-            let started = monotonicNanoseconds()
-            var failures = 0
-            for op in 0..<ops {
-                progress.op = op
-                onProgress?(progress)
-                if shouldStop() { return nil }
-                let first = op * config.windowPages
-                let t0 = monotonicNanoseconds()
-                for k in first..<(first + config.windowPages) {
-                    do { _ = try w.mm.load(UInt8.self, from: w.address(k)) } catch { failures += 1 }
-                }
-                let t1 = monotonicNanoseconds()
-                _ = back.record(t1 - t0)
-            }
-            let wall = monotonicNanoseconds() - started
-            let after = tally(w, mutators)
-            let d = after - before
-            if failures > 0 {
-                if config.inject[.swapin] != nil { failedOps += failures } else { onWarning("\(strategy) rep \(rep): \(failures) CPU loads on the way back failed") }
-            }
-            let left = Self.pagesOnDevice(w)
-            var row = makeRow(strategy: strategy, direction: .roundTrip, rep: rep, ops: ops, histogram: back, wall: wall, delta: d)
-            row.pagesMigrated = d.pagesToSystem
-            row.pagesSkipped = left
-            row.walks = d.cpuFaults  // one migrate_vma_setup per migrate_to_ram
-            row.faults = d.cpuFaults
-            row.thpMigrated = d.hugeToSystem
-            row.thpSplits = d.folioSplits
-            row.copyNs = Double(d.copyNs) / Double(ops)
-            row.setRates(bytesMigrated: d.pagesToSystem * PageSize.bytes, wall: wall)
-            rows.append(row)
+            var back = progress
+            back.direction = .roundTrip
+            guard let toSystem = toSystemLeg(w, strategy, mutators, progress: back, rep: rep) else { return nil }
+            rows.append(toSystem)
         }
 
         // Checks: stores and content, then leaks.
@@ -420,6 +361,10 @@ public final class Runner {
         row.opP99Ns = histogram.valueAtPercentile(99)
         row.opMaxNs = histogram.max
         row.copyGBps = d.copyNs > 0 ? Double(d.bytesCopied) / Double(d.copyNs) : nil
+        row.mmapLockWaitNs = d.mmapWait
+        row.ptlWaitNs = d.ptlWait
+        row.lruLockWaitNs = d.lruWait
+        row.allocLockWaitNs = d.allocWait
         row.counters = counters.map { _ in d.perf } ?? []
         return row
     }

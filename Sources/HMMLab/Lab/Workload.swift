@@ -109,6 +109,9 @@ public final class Workload {
 
     public func address(_ k: Int) -> UInt64 { start + UInt64(k) << 12 }
 
+    /// The device that migrates window `op`.
+    @inline(__always) func device(forWindow op: Int) -> Device { device }
+
     private func writeHeader(_ k: Int) throws(FaultError) {
         let (a, b) = header(k)
         try mm.store(a, at: address(k))
