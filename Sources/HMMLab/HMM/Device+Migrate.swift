@@ -568,7 +568,7 @@ extension Device {
     @discardableResult
     public func release() -> Int {
         var evicted = 0
-        let pool = memory.device
+        let pool = self.pool
         let src = UnsafeMutablePointer<UInt64>.allocate(capacity: PageSize.pmdPages)
         let dst = UnsafeMutablePointer<UInt64>.allocate(capacity: PageSize.pmdPages)
         defer {

@@ -90,7 +90,7 @@ extension Device {
     /// needs it (a device read) finds it missing and faults it again.
     func cpuStillMapsDevicePage(_ address: UInt64, _ pfn: Pfn) -> Bool {
         // By pool, not by PG_zone_device: a device page freed meanwhile has its flags cleared.
-        guard memory.device.contains(pfn) else { return true }
+        guard pool.contains(pfn) else { return true }
         guard let pmd = mm.pageTable.pmdSlot(address, allocate: false) else { return false }
         let e = pmd.load()
         if e.isSwapFormat { return e.isDevicePrivate && e.pfn + Int((address >> 12) & 511) == pfn }

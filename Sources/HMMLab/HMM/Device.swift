@@ -35,6 +35,9 @@ public final class Device: DevicePagemap, MMUIntervalNotifierOps, @unchecked Sen
     /// `pgmap->owner`.
     public let owner: UInt64
     public let memory: PhysicalMemory
+    /// The device memory this device's `dev_pagemap` covers: one of ``PhysicalMemory/devicePools``
+    /// (the first unless given), on its own node.
+    public let pool: MemoryPool
     /// The address space the device mirrors (dmirror binds `current->mm` at open).
     public unowned(unsafe) let mm: AddressSpace
     public var selfInvalidation: SelfInvalidation
@@ -69,10 +72,12 @@ public final class Device: DevicePagemap, MMUIntervalNotifierOps, @unchecked Sen
     private static let nextOwner = Atomic<UInt64>(0xD000)
 
     /// A device mirroring `mm`.
-    /// `copyWorkerHook` runs on each copy worker thread before it copies (``CopyEngine/workerThreadHook``).
+    /// `copyWorkerHook` runs on each copy worker thread before it copies (``CopyEngine/workerThreadHook``);
+    /// `pool`: the device memory it owns (nil: the first device pool).
     public init(memory: PhysicalMemory, mm: AddressSpace, copyWorkers: Int = 1, verify: Bool = false,
                 selfInvalidation: SelfInvalidation = .skip, splitPolicy: SplitPolicy = .afterIsolation,
-                copyWorkerHook: (@Sendable () -> Void)? = nil) {
+                copyWorkerHook: (@Sendable () -> Void)? = nil, pool: MemoryPool? = nil) {
+        self.pool = pool ?? memory.device
         owner = Self.nextOwner.wrappingAdd(1, ordering: .relaxed).oldValue
         precondition(owner <= PageDescriptor.deviceOwnerMask, "owner token \(owner) does not fit a device page's private word")
         self.memory = memory
@@ -137,7 +142,7 @@ public final class Device: DevicePagemap, MMUIntervalNotifierOps, @unchecked Sen
             guard case .success(let b) = memory.allocate(.system, order: order) else { return allocationFailed() }
             backing = b
         }
-        guard !injected, case .success(let folio) = memory.allocate(.device, order: order) else {
+        guard !injected, case .success(let folio) = memory.allocate(from: pool, order: order) else {
             if let backing { memory.put(backing) }
             return allocationFailed()
         }
@@ -176,7 +181,7 @@ public final class Device: DevicePagemap, MMUIntervalNotifierOps, @unchecked Sen
             countAllocated(got)
             return got
         }
-        let got = memory.allocateBulk(.device, count: count, into: out)
+        let got = memory.allocateBulk(from: pool, count: count, into: out)
         for k in 0..<got {
             let page = memory.page(out[k])
             page.pointee.private.store(owner, ordering: .releasing)

@@ -62,6 +62,7 @@ public final class KernelRunner {
         if config.mutators > 0 { try refuse("--mutators \(config.mutators) is not supported (mutators run in the model only); use 0") }
         if !config.inject.isEmpty || config.deviceSmallFail > 0 { try refuse("--inject is not supported: the kernel has no such injection points") }
         if config.jobs != 1 { try refuse("--jobs \(config.jobs): the kernel engine drives one op thread; use 1") }
+        if config.devices != 1 { try refuse("--devices \(config.devices): the kernel engine opens /dev/hmm_dmirror0 only; use 1") }
         if config.threads != 1 { try refuse("--threads \(config.threads): test_hmm copies on the ioctl's thread; use 1") }
         if config.splitPolicy != .afterIsolation { try refuse("--split-policy \(config.splitPolicy.rawValue): the kernel splits after isolation only") }
         if config.selfInvalidation != .skip { try refuse("--self-invalidation bump: dmirror skips its own invalidations; use skip") }

@@ -95,13 +95,13 @@ public struct Compare: Sendable {
     /// `engine` is absent from files written before `--engine` existed: such rows are `model` rows.
     public static let configurationColumns = [
         "engine", "strategy", "direction", "pages", "window_pages", "mix", "thp", "device_large_fail", "split_policy", "self_invalidation", "threads",
-        "jobs", "mutators", "device_access", "fault_pages", "costs",
+        "jobs", "devices", "device_pages", "mutators", "device_access", "fault_pages", "costs",
     ]
 
     /// Columns added after the first recorded runs: a file without them has their defaults. A file
     /// without `device_access` comes from runs whose faulting strategies asked for write; one without
     /// `costs` from a model that paid none of them.
-    static let optionalColumns = ["engine": "model", "jobs": "1", "device_access": "write", "fault_pages": "window", "costs": "none"]
+    static let optionalColumns = ["engine": "model", "jobs": "1", "devices": "1", "device_pages": "own", "device_access": "write", "fault_pages": "window", "costs": "none"]
 
     /// Columns renamed since: a file with the old name is read as having the new one.
     static let renamedColumns = ["fault_request": "device_access"]
@@ -132,7 +132,7 @@ public struct Compare: Sendable {
     public static var requiredMetricColumns: [String] { metrics.map(\.column).filter { !optionalMetricColumns.contains($0) } }
 
     static func numericColumns(_ header: [String]) -> [String] {
-        let known = Set(metrics.map(\.column) + ["pages", "window_pages", "thp", "device_large_fail", "threads", "jobs", "mutators", "rep", "ops"])
+        let known = Set(metrics.map(\.column) + ["pages", "window_pages", "thp", "device_large_fail", "threads", "jobs", "devices", "mutators", "rep", "ops"])
         return header.filter { known.contains($0) || $0.hasPrefix("cnt_") }
     }
 

@@ -14,6 +14,8 @@ public struct RunMetadata: Sendable {
     public var numaNodes: Int
     public var systemNode: Int
     public var deviceNode: Int
+    /// Every device pool's node, as placed and read back, in device order (`1,2`); one node with one device.
+    public var deviceNodes = ""
     /// The backing the system pool really got (hugetlb, thp or 4k), after fallbacks: the one backing
     /// of the first result files, kept beside the per-pool columns.
     public var backing: String

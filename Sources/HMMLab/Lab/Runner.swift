@@ -77,11 +77,12 @@ public final class Runner {
         placement = ThreadPlacement(systemNode: config.systemNode, table: table)
         pinFailure = placement.pinCallingThread()
         let need = config.memoryNeeded
+        let deviceNodes = config.resolvedDeviceNodes(table: table)
         do {
             memory = try PhysicalMemory(
                 .init(
-                    systemBytes: need.system, deviceBytes: need.device, systemNode: config.systemNode, deviceNode: config.resolvedDeviceNode,
-                    backing: config.backing, costs: config.costs))
+                    systemBytes: need.system, deviceBytes: need.device, systemNode: config.systemNode, deviceNode: deviceNodes[0],
+                    backing: config.backing, costs: config.costs, moreDeviceNodes: Array(deviceNodes.dropFirst())))
             swap = try SwapArea(bytes: need.swap, node: config.systemNode, backing: config.backing == .hugetlb ? .auto : config.backing)
         } catch {
             throw RunError("memory for the run: \(error)")
@@ -96,9 +97,12 @@ public final class Runner {
             }
         }
         systemFreeAtStart = memory.system.allocator.freeFrames
-        deviceFreeAtStart = memory.device.allocator.freeFrames
-        metadata = RunMetadata.read(systemNode: config.systemNode, deviceNode: config.resolvedDeviceNode, backing: memory.system.region.backing.rawValue)
-        metadata.deviceBacking = memory.device.region.backing.rawValue
+        deviceFreeAtStart = memory.deviceFreeFrames
+        metadata = RunMetadata.read(systemNode: config.systemNode, deviceNode: deviceNodes[0], backing: memory.system.region.backing.rawValue)
+        // One backing when every device pool got the same, else each pool's in device order.
+        let deviceBackings = memory.devicePools.map(\.region.backing.rawValue)
+        metadata.deviceBacking = Set(deviceBackings).count == 1 ? deviceBackings[0] : deviceBackings.joined(separator: ",")
+        metadata.deviceNodes = memory.devicePools.map { String($0.node) }.joined(separator: ",")
         metadata.pinnedCPUs = pinFailure == nil ? placement.cpuList : ""
         if config.costs.contains(.flush) { metadata.tlbShootdown = TLBShootdown.host.mechanism.rawValue }
         metadata.memcpyGBps = Calibration.memcpyGBps(memory: memory, bytes: 64 << 20)
@@ -229,17 +233,19 @@ public final class Runner {
             t.ptlWait += mm.pageTable.lockWait.nanoseconds
         }
         t.lruWait = memory.lru.lockWait.nanoseconds
-        t.allocWait = memory.system.allocator.lockWait.nanoseconds + memory.device.allocator.lockWait.nanoseconds
+        t.allocWait = memory.system.allocator.lockWait.nanoseconds + memory.devicePools.reduce(0) { $0 + $1.allocator.lockWait.nanoseconds }
         t.lruDrains = memory.lruDrainAlls
-        let s = w.device.stats
-        t.allocFails = s.allocationFailures.load(ordering: .relaxed)
-        t.hugeToDevice = s.hugeToDevice.load(ordering: .relaxed)
-        t.hugeToSystem = s.hugeToSystem.load(ordering: .relaxed)
-        t.bytesCopied = s.bytesCopied.load(ordering: .relaxed)
-        t.copyNs = s.copyNanoseconds.load(ordering: .relaxed)
-        t.verifyFailures = s.verifyFailures.load(ordering: .relaxed)
-        t.cpuFaults = s.cpuFaults.load(ordering: .relaxed)
-        t.pagesToSystem = s.pagesToSystem.load(ordering: .relaxed)
+        for device in w.devices {
+            let s = device.stats
+            t.allocFails += s.allocationFailures.load(ordering: .relaxed)
+            t.hugeToDevice += s.hugeToDevice.load(ordering: .relaxed)
+            t.hugeToSystem += s.hugeToSystem.load(ordering: .relaxed)
+            t.bytesCopied += s.bytesCopied.load(ordering: .relaxed)
+            t.copyNs += s.copyNanoseconds.load(ordering: .relaxed)
+            t.verifyFailures += s.verifyFailures.load(ordering: .relaxed)
+            t.cpuFaults += s.cpuFaults.load(ordering: .relaxed)
+            t.pagesToSystem += s.pagesToSystem.load(ordering: .relaxed)
+        }
         t.stores = mutators.storesSoFar
         t.perf = counters?.read() ?? []
         return t
@@ -254,12 +260,14 @@ public final class Runner {
             throw RunError("\(error)")
         }
         // With the RFC, migrate_vma_setup is the unified walk: the CPU faults that bring pages back use it too.
-        w.device.setupThroughUnifiedWalk = strategy == .unified
+        for device in w.devices { device.setupThroughUnifiedWalk = strategy == .unified }
         // Injected failures start once the range is built.
         let injector = config.inject.isEmpty ? nil : FaultInjector(config.inject, seed: seed)
         w.mm.injector = injector
         if config.deviceSmallFail > 0 {
-            w.device.setAllocationFailure(FailureInjection(order0: config.deviceSmallFail, order9: config.deviceLargeFail, seed: seed ^ 0x6465_7669_6365))
+            for (i, device) in w.devices.enumerated() {
+                device.setAllocationFailure(FailureInjection(order0: config.deviceSmallFail, order9: config.deviceLargeFail, seed: seed ^ 0x6465_7669_6365 &+ UInt64(i)))
+            }
         }
         defer {
             if let injector, !warmup { for p in FaultInjector.Point.allCases { injected[p.rawValue] += injector.injected(p) } }
@@ -305,7 +313,7 @@ public final class Runner {
             // known), the device page table agreeing with the CPU's, no mapped frame on a free list.
             var pins: [Pfn: Int32] = [:]
             for p in w.pins { pins[memory.folio(containing: p).pfn, default: 0] += 1 }
-            let problems = Invariants.check([w.mm] + (w.child.map { [$0] } ?? []), devices: [w.device], knownReferences: pins)
+            let problems = Invariants.check([w.mm] + (w.child.map { [$0] } ?? []), devices: w.devices, knownReferences: pins)
             if !problems.isEmpty {
                 onWarning("\(strategy) rep \(rep): \(problems.count) invariant violations, first: \(problems.prefix(3).joined(separator: "; "))")
                 corrupt += problems.count
@@ -324,7 +332,7 @@ public final class Runner {
     /// Whether every frame and swap slot came back once a repetition's workload is gone; warns if not.
     func checkNothingLeaked(_ strategy: Strategy, rep: Int) -> Bool {
         let system = systemFreeAtStart - memory.system.allocator.freeFrames
-        let device = deviceFreeAtStart - memory.device.allocator.freeFrames
+        let device = deviceFreeAtStart - memory.deviceFreeFrames
         guard system != 0 || device != 0 || swap.usedSlots != 0 else { return true }
         onWarning("\(strategy) rep \(rep): frames not returned after teardown (system \(system), device \(device), swap slots \(swap.usedSlots))")
         return false
