@@ -26,6 +26,10 @@ For result CSVs (one row per strategy x repetition x direction; columns in READM
                              over repetitions) against the swept parameter, one line per
                              strategy; a swept mix is drawn against the fraction of the page
                              state that varies (e.g. swap)
+    PREFIX-copy-threads      only when threads alone varies (bench sweep --vary threads=1,2,4): the
+                             copy engine's rate (copy_gbps, median over repetitions) per strategy
+                             beside plain memcpy run with the same number of threads
+                             (memcpy_threads_gbps, measured when the run starts)
     PREFIX-scaling           only when jobs or devices alone vary (bench sweep --vary jobs=1,2,4):
                              left, the aggregate rate (wall_gbps: pages migrated x 4 KiB over the
                              direction's wall time, median over repetitions) against the count,
@@ -67,7 +71,9 @@ RESULT_REQUIRED = [
     "host", "cpu_model", "kernel", "backing", "numa_nodes", "run_id",
 ]
 # Columns added later: a file without them has the default.
-RESULT_OPTIONAL = {"jobs": "1", "devices": "1", "wall_gbps": "", "cpus": ""}
+RESULT_OPTIONAL = {"jobs": "1", "devices": "1", "wall_gbps": "", "cpus": "", "copy_gbps": "",
+                   "memcpy_gbps": "", "memcpy_threads_gbps": ""}
+OPTIONAL_NUMERIC = ["wall_gbps", "copy_gbps", "memcpy_gbps", "memcpy_threads_gbps"]
 # Measured values: a number, or empty for "not measured".
 RESULT_NUMERIC = [
     "ops", "walks", "walk_restarts", "op_mean_ns", "op_p50_ns", "op_p90_ns", "op_p99_ns",
@@ -196,7 +202,8 @@ def read_csv(path):
                 row[col] = raw[col].strip()
             for col, default in RESULT_OPTIONAL.items():
                 row[col] = raw.get(col, default).strip() or default
-            row["wall_gbps"] = parse_number(path, line, "wall_gbps", row["wall_gbps"])
+            for col in OPTIONAL_NUMERIC:
+                row[col] = parse_number(path, line, col, row[col])
             for col in ("strategy", "direction"):
                 if not row[col]:
                     raise PlotError(f"{path} line {line} column {col}: empty")
@@ -778,6 +785,47 @@ class Plotter:
                     results_caption(rows, note), "sweep-throughput",
                     after_layout=lambda: place_value_labels(ax, labels))
 
+    def copy_threads(self, rows, sweep, name):
+        """Copy engine rate against copy threads, beside memcpy with as many threads."""
+        rows = [r for r in rows if r["direction"] == "to-device"]
+        strategies = unique(r["strategy"] for r in rows)
+        colours = strategy_colours(strategies)
+        fig, axes = self.grid(1, 7.5, 4.6)
+        ax = axes[0]
+        xs_all = [sweep.x[k] for k in sweep.keys]
+        for s in strategies:
+            xs, ys = [], []
+            for k in sweep.keys:
+                vals = [r["copy_gbps"] for r in rows if r["strategy"] == s and sweep.key(r) == k
+                        and r["copy_gbps"] is not None]
+                if vals:
+                    xs.append(sweep.x[k])
+                    ys.append(statistics.median(vals))
+            if xs:
+                ax.plot(xs, ys, color=colours[s], marker="o", linewidth=1.8, label=f"copy engine, {s}")
+        xs, ys = [], []
+        for k in sweep.keys:
+            vals = [r["memcpy_threads_gbps"] for r in rows if sweep.key(r) == k and r["memcpy_threads_gbps"] is not None]
+            if vals:
+                xs.append(sweep.x[k])
+                ys.append(statistics.median(vals))
+        if not xs:
+            self.plt.close(fig)
+            print(f"{PROG}: {name}: no memcpy_threads_gbps values, copy-threads not drawn", file=sys.stderr)
+            return
+        ax.plot(xs, ys, color="black", linestyle="--", marker="s", linewidth=1.5, label="memcpy, same threads")
+        ax.set_xticks(xs_all)
+        ax.set_xticklabels([fmt_num(t) for t in xs_all])
+        ax.set_xlabel("copy threads (--threads)")
+        ax.set_ylabel("GB/s")
+        ax.set_ylim(0, ax.get_ylim()[1] * 1.1)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8, loc="best", framealpha=0.9)
+        note = ("copy_gbps: bytes the copy engine copied over the time it spent copying (to the device, "
+                "median over repetitions); memcpy: plain memcpy from the system pool to the device pool in 2 MiB "
+                f"pieces with as many threads, measured when each run starts. CPUs: {values_text(rows, 'cpus')}.")
+        self.finish(fig, f"{name}: copy threads against memcpy", results_caption(rows, note), "copy-threads")
+
     def scaling(self, rows, sweep, name):
         """Aggregate rate and op latency against jobs (or devices)."""
         col = sweep.varying[0]
@@ -959,6 +1007,8 @@ def main(argv):
             plotter.sweep_throughput(results, sweep, prefix)
         if sweep.varying in (["jobs"], ["devices"]) and sweep.numeric:
             plotter.scaling(results, sweep, prefix)
+        if sweep.varying == ["threads"] and sweep.numeric:
+            plotter.copy_threads(results, sweep, prefix)
     if thp_rows:
         plotter.thp_table(thp_rows, prefix)
     for path in plotter.written:

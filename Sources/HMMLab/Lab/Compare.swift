@@ -290,7 +290,7 @@ public struct Compare: Sendable {
         let ci = Statistics.medianInterval(values)
         guard m != 0, m.isFinite else { return value(m, unit) }
         let spread = max(abs(ci.high - m), abs(m - ci.low)) / abs(m) * 100
-        return value(m, unit) + " ±" + (spread < 10 ? Summary.fixed(spread, 1) : String(Int(spread.rounded()))) + "%"
+        return value(m, unit) + " ±" + (spread < 10 ? Summary.fixed(spread, 1) : Summary.fixed(spread, 0)) + "%"
     }
 
     /// The change in %, with `~` beside it when it is not significant.

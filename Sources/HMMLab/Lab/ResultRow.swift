@@ -89,7 +89,7 @@ public struct ResultRow: Sendable {
         "cross_job_retries", "folio_lock_fails", "thp_migrated", "thp_splits", "device_alloc_fails", "bytes_copied", "verify_failures", "mutator_stores",
         "lost_stores", "wall_ns", "op_mean_ns", "op_p50_ns", "op_p90_ns", "op_p99_ns", "op_max_ns", "walk_ns", "fault_ns", "collect_ns",
         "alloc_ns", "copy_ns", "finalize_ns", "flush_ns", "copy_gbps", "throughput_gbps", "wall_gbps", "memcpy_gbps", "kernel_walk_ns",
-        "mmap_lock_wait_ns", "ptl_wait_ns", "lru_lock_wait_ns", "alloc_lock_wait_ns", "devices", "device_nodes", "device_pages",
+        "mmap_lock_wait_ns", "ptl_wait_ns", "lru_lock_wait_ns", "alloc_lock_wait_ns", "devices", "device_nodes", "device_pages", "memcpy_threads_gbps",
     ]
 
     /// The header for a run with these counters (and, with `--engine kernel`, these traced kernel functions).
@@ -118,6 +118,7 @@ public struct ResultRow: Sendable {
         f += [mmapLockWaitNs, ptlWaitNs, lruLockWaitNs, allocLockWaitNs, c.devices].map(String.init)
         f.append(m.deviceNodes.isEmpty ? String(m.deviceNode) : m.deviceNodes)
         f.append(c.devicePages.rawValue)
+        f.append(Self.number(m.memcpyThreadsGBps))
         f += counters.map { $0.map(String.init) ?? "" }
         f += kernelCalls.map { $0.map(String.init) ?? "" }
         if !unmeasured.isEmpty {

@@ -29,6 +29,9 @@ public struct RunMetadata: Sendable {
     public var thpMode: String
     /// Plain memcpy bandwidth between the two pools, GB/s (measured at start).
     public var memcpyGBps: Double
+    /// The same with `--threads` threads copying at once, GB/s (measured at start; equal to
+    /// ``memcpyGBps`` with one thread).
+    public var memcpyThreadsGBps: Double = .nan
     /// The kernel's `mincore()` cost per present 4 KiB page, ns (measured at start).
     public var kernelWalkNs: Double
     /// How modelled TLB flushes were paid: `membarrier` or `mprotect` (``TLBShootdown/Mechanism``), or

@@ -106,6 +106,10 @@ public final class Runner {
         metadata.pinnedCPUs = pinFailure == nil ? placement.cpuList : ""
         if config.costs.contains(.flush) { metadata.tlbShootdown = TLBShootdown.host.mechanism.rawValue }
         metadata.memcpyGBps = Calibration.memcpyGBps(memory: memory, bytes: 64 << 20)
+        let pin = placement
+        metadata.memcpyThreadsGBps =
+            config.threads == 1
+            ? metadata.memcpyGBps : Calibration.memcpyGBps(memory: memory, bytes: 64 << 20, threads: config.threads) { pin.pinCallingThread() }
         metadata.kernelWalkNs = (try? Calibration.kernelMincoreNs(pages: 8192, node: config.systemNode)) ?? .nan
     }
 
