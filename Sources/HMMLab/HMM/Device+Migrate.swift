@@ -343,12 +343,14 @@ extension Device {
         let window = min(window, Self.migrationWindow)
         var result = MigrationResult()
         let end = start + UInt64(pages) << 12
+        defer { endWalk() }
         withMigrationContext { context in
             withRange(capacity: window) { range in
                 let args = context.args
                 var address = start
                 while address < end {
                     let next = min(end, address + UInt64(window) << 12)
+                    beginWalk(address, next)
                     var attempts = 0
                     while true {
                         attempts += 1

@@ -38,6 +38,8 @@ extension Device {
     /// range was invalidated, else program the device page table. Returns 0 or a negative errno.
     func rangeFault(_ range: HMMRange, _ result: inout MigrationResult) -> Int32 {
         let deadline = monotonicNanoseconds() + Self.rangeTimeoutNanoseconds
+        beginWalk(range.start, range.end)
+        defer { endWalk() }
         while true {
             if monotonicNanoseconds() > deadline { return HMMErrno.EBUSY }
             range.notifier = notifier

@@ -68,6 +68,13 @@ public final class Device: DevicePagemap, MMUIntervalNotifierOps, @unchecked Sen
     /// The op thread (`clinux_job()`, 0 for none) whose invalidation last moved this device's notifier
     /// sequence, for ``crossJobRetry()``.
     private let invalidatingJob = Atomic<Int32>(0)
+    /// Whether several op threads drive this device at once (`--jobs` above 1): then its own
+    /// `MMU_NOTIFY_MIGRATE` is skipped only when no other op thread walks an overlapping range
+    /// (``otherJobWalks(_:_:)``). Set before the jobs start.
+    public var concurrentJobs = false
+    /// With ``concurrentJobs``: the op threads between `mmu_interval_read_begin` and their last
+    /// `mmu_interval_read_retry`, and the range each walks.
+    let walksInFlight = LabMutex<[(job: Int32, start: UInt64, end: UInt64)]>([])
 
     private static let nextOwner = Atomic<UInt64>(0xD000)
 
@@ -220,11 +227,11 @@ public final class Device: DevicePagemap, MMUIntervalNotifierOps, @unchecked Sen
             return true
         }
         if range.event == .migrate, range.owner == owner {
-            if selfInvalidation == .skip {
+            if selfInvalidation == .skip, !otherJobWalks(range.start, range.end) {
                 stats.selfInvalidationsSkipped.wrappingAdd(1, ordering: .relaxed)
                 return true
             }
-            stats.selfInvalidationsBumped.wrappingAdd(1, ordering: .relaxed)
+            if selfInvalidation == .bump { stats.selfInvalidationsBumped.wrappingAdd(1, ordering: .relaxed) }
         }
         pageTable.withLock { pt in
             notifier.setSequence(currentSeq)

@@ -264,7 +264,10 @@ public final class Runner {
             throw RunError("\(error)")
         }
         // With the RFC, migrate_vma_setup is the unified walk: the CPU faults that bring pages back use it too.
-        for device in w.devices { device.setupThroughUnifiedWalk = strategy == .unified }
+        for device in w.devices {
+            device.setupThroughUnifiedWalk = strategy == .unified
+            device.concurrentJobs = config.jobs > 1
+        }
         // Injected failures start once the range is built.
         let injector = config.inject.isEmpty ? nil : FaultInjector(config.inject, seed: seed)
         w.mm.injector = injector
