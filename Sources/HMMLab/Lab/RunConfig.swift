@@ -160,7 +160,7 @@ public struct RunConfig: Sendable, Equatable {
         }
         try parseCosts(options, into: &c)
         if let v = options["threads"] { c.threads = try integer("threads", v, 1...256, "copy worker threads") }
-        if let v = options["jobs"] { c.jobs = try integer("jobs", v, 1...64, "op threads sharing the address space") }
+        if let v = options["jobs"] { c.jobs = try integer("jobs", v, 1...256, "op threads sharing the address space") }
         if let v = options["mutators"] { c.mutators = try integer("mutators", v, 0...64, "CPU threads storing into the range") }
         if let v = options["reps"] { c.reps = try integer("reps", v, 1...100_000, "timed repetitions") }
         if let v = options["warmup"] { c.warmup = try integer("warmup", v, 0...1000, "untimed repetitions first") }
