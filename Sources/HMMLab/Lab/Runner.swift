@@ -124,7 +124,7 @@ public final class Runner {
     public static func checkMemory(_ config: RunConfig, table: NodeTable = .read()) throws(RunError) {
         let plan = PoolPlan(config: config, table: table)
         guard let problem = plan.shortfall() else { return }
-        var hint = "use fewer pages, or nodes with more free memory (--system-node, --device-node)"
+        var hint = "use fewer pages\(config.devices > 1 ? " or devices" : ""), or nodes with more free memory (--system-node, --device-node\(config.devices > 1 ? ", --device-nodes" : ""))"
         if let area = plan.areas.first(where: { $0.predicted == nil }), area.candidates == [.hugetlb] {
             let knob = "/sys/devices/system/node/node\(area.node)/hugepages/hugepages-2048kB/nr_hugepages"
             hint = "reserve more (echo N > \(knob)), use fewer pages, or --backing auto"
