@@ -59,7 +59,7 @@ extension Runner {
 
     /// Runs `body(job, &outcome)` on every job of the run (``JobThreads``; the calling thread alone
     /// with one job) and returns the outcomes, merged. The outcomes (their histograms) are made before
-    /// `started` runs, so their first touch falls outside the timed part, as with one job before.
+    /// `started` runs, so their first touch falls outside the timed part, with one job as with several.
     func onJobs(started: () -> Void, _ body: @escaping (Int, inout JobOutcome) -> Void) -> JobOutcome {
         let n = jobThreads?.count ?? 1
         let slots = UnsafeMutablePointer<JobOutcome>.allocate(capacity: n)
