@@ -122,12 +122,12 @@ public struct Compare: Sendable {
         ("bytes_copied", "bytes copied", .count),
         ("cross_job_retries", "cross-job retries", .count), ("mmap_lock_wait_ns", "mmap lock wait", .nanoseconds),
         ("ptl_wait_ns", "PTE/PMD lock wait", .nanoseconds), ("lru_lock_wait_ns", "LRU lock wait", .nanoseconds),
-        ("alloc_lock_wait_ns", "allocator lock wait", .nanoseconds),
+        ("alloc_lock_wait_ns", "allocator lock wait", .nanoseconds), ("notifier_wait_ns", "notifier wait", .nanoseconds),
     ]
     /// Metrics added after the first recorded runs: a file without them is still read, and they are
     /// compared only when both sides have them.
     static let optionalMetricColumns: Set<String> = [
-        "cross_job_retries", "mmap_lock_wait_ns", "ptl_wait_ns", "lru_lock_wait_ns", "alloc_lock_wait_ns",
+        "cross_job_retries", "mmap_lock_wait_ns", "ptl_wait_ns", "lru_lock_wait_ns", "alloc_lock_wait_ns", "notifier_wait_ns",
     ]
     public static var requiredMetricColumns: [String] { metrics.map(\.column).filter { !optionalMetricColumns.contains($0) } }
 

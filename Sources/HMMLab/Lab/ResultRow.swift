@@ -61,6 +61,8 @@ public struct ResultRow: Sendable {
     public var ptlWaitNs = 0
     public var lruLockWaitNs = 0
     public var allocLockWaitNs = 0
+    /// Time `mmu_interval_read_begin` waited for a running invalidation of the device's interval, ns.
+    public var notifierWaitNs = 0
     /// A window's bytes over the median op: the one throughput the summary, `compare` and the plots use.
     public var throughputGBps = 0.0
     /// The bytes migrated over the timed part's wall time (a mean rate: pages moved twice count twice).
@@ -89,7 +91,7 @@ public struct ResultRow: Sendable {
         "cross_job_retries", "folio_lock_fails", "thp_migrated", "thp_splits", "device_alloc_fails", "bytes_copied", "verify_failures", "mutator_stores",
         "lost_stores", "wall_ns", "op_mean_ns", "op_p50_ns", "op_p90_ns", "op_p99_ns", "op_max_ns", "walk_ns", "fault_ns", "collect_ns",
         "alloc_ns", "copy_ns", "finalize_ns", "flush_ns", "copy_gbps", "throughput_gbps", "wall_gbps", "memcpy_gbps", "kernel_walk_ns",
-        "mmap_lock_wait_ns", "ptl_wait_ns", "lru_lock_wait_ns", "alloc_lock_wait_ns", "devices", "device_nodes", "device_pages", "memcpy_threads_gbps",
+        "mmap_lock_wait_ns", "ptl_wait_ns", "lru_lock_wait_ns", "alloc_lock_wait_ns", "devices", "device_nodes", "device_pages", "memcpy_threads_gbps", "notifier_wait_ns",
     ]
 
     /// The header for a run with these counters (and, with `--engine kernel`, these traced kernel functions).
@@ -119,6 +121,7 @@ public struct ResultRow: Sendable {
         f.append(m.deviceNodes.isEmpty ? String(m.deviceNode) : m.deviceNodes)
         f.append(c.devicePages.rawValue)
         f.append(Self.number(m.memcpyThreadsGBps))
+        f.append(String(notifierWaitNs))
         f += counters.map { $0.map(String.init) ?? "" }
         f += kernelCalls.map { $0.map(String.init) ?? "" }
         if !unmeasured.isEmpty {

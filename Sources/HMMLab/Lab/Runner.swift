@@ -191,7 +191,7 @@ public final class Runner {
         var ptes = 0, cow = 0, swapins = 0, tlb = 0, lruDrains = 0, invalidations = 0, folioSplits = 0
         var allocFails = 0, hugeToDevice = 0, hugeToSystem = 0, bytesCopied = 0, copyNs = 0, verifyFailures = 0, cpuFaults = 0
         var pagesToSystem = 0, stores = 0
-        var mmapWait = 0, ptlWait = 0, lruWait = 0, allocWait = 0
+        var mmapWait = 0, ptlWait = 0, lruWait = 0, allocWait = 0, notifierWait = 0
         var flushNs: UInt64 = 0
         var perf: [UInt64?] = []
 
@@ -218,6 +218,7 @@ public final class Runner {
             d.ptlWait = a.ptlWait - b.ptlWait
             d.lruWait = a.lruWait - b.lruWait
             d.allocWait = a.allocWait - b.allocWait
+            d.notifierWait = a.notifierWait - b.notifierWait
             d.perf = zip(a.perf, b.perf).map { x, y in x.flatMap { x in y.map { x &- $0 } } }
             return d
         }
@@ -235,6 +236,7 @@ public final class Runner {
             t.folioSplits += mm.counters.folioSplits.load(ordering: .relaxed)
             t.mmapWait += mm.mmapLock.wait.nanoseconds
             t.ptlWait += mm.pageTable.lockWait.nanoseconds
+            t.notifierWait += mm.notifiers.readWait.nanoseconds
         }
         t.lruWait = memory.lru.lockWait.nanoseconds
         t.allocWait = memory.system.allocator.lockWait.nanoseconds + memory.devicePools.reduce(0) { $0 + $1.allocator.lockWait.nanoseconds }
@@ -380,6 +382,7 @@ public final class Runner {
         row.ptlWaitNs = d.ptlWait
         row.lruLockWaitNs = d.lruWait
         row.allocLockWaitNs = d.allocWait
+        row.notifierWaitNs = d.notifierWait
         row.counters = counters.map { _ in d.perf } ?? []
         return row
     }
