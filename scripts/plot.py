@@ -21,11 +21,20 @@ For result CSVs (one row per strategy x repetition x direction; columns in READM
     PREFIX-phases            per-op phase times (walk, fault, collect, alloc, copy, finalize;
                              median over repetitions), to-device direction only, in µs
     PREFIX-sweep-throughput  only when a configuration column (mix, thp, device_large_fail,
-                             threads, mutators, window_pages, pages, split_policy,
+                             threads, jobs, devices, mutators, window_pages, pages, split_policy,
                              self_invalidation) takes more than one value: throughput (median
                              over repetitions) against the swept parameter, one line per
                              strategy; a swept mix is drawn against the fraction of the page
                              state that varies (e.g. swap)
+    PREFIX-copy-threads      only when threads alone varies (bench sweep --vary threads=1,2,4): the
+                             copy engine's rate (copy_gbps, median over repetitions) per strategy
+                             beside plain memcpy run with the same number of threads
+                             (memcpy_threads_gbps, measured when the run starts)
+    PREFIX-scaling           only when jobs or devices alone vary (bench sweep --vary jobs=1,2,4):
+                             left, the aggregate rate (wall_gbps: pages migrated x 4 KiB over the
+                             direction's wall time, median over repetitions) against the count,
+                             with the linear ideal from the smallest count dashed; right, op p50
+                             and p99 (medians over repetitions) against the count
 
 When the rows hold several configurations, the latency, walks and phases charts get one panel
 per configuration.
@@ -61,6 +70,10 @@ RESULT_REQUIRED = [
     "split_policy", "self_invalidation", "threads", "mutators",
     "host", "cpu_model", "kernel", "backing", "numa_nodes", "run_id",
 ]
+# Columns added later: a file without them has the default.
+RESULT_OPTIONAL = {"jobs": "1", "devices": "1", "wall_gbps": "", "cpus": "", "copy_gbps": "",
+                   "memcpy_gbps": "", "memcpy_threads_gbps": ""}
+OPTIONAL_NUMERIC = ["wall_gbps", "copy_gbps", "memcpy_gbps", "memcpy_threads_gbps"]
 # Measured values: a number, or empty for "not measured".
 RESULT_NUMERIC = [
     "ops", "walks", "walk_restarts", "op_mean_ns", "op_p50_ns", "op_p90_ns", "op_p99_ns",
@@ -68,13 +81,16 @@ RESULT_NUMERIC = [
     "throughput_gbps",
 ]
 # Configuration columns that make a sweep when they take more than one value.
-CONFIG_COLS = ["mix", "thp", "device_large_fail", "threads", "mutators", "window_pages",
-               "pages", "split_policy", "self_invalidation"]
-CONFIG_NUMERIC = ["thp", "device_large_fail", "threads", "mutators", "window_pages", "pages"]
+CONFIG_COLS = ["mix", "thp", "device_large_fail", "threads", "jobs", "devices", "mutators",
+               "window_pages", "pages", "split_policy", "self_invalidation"]
+CONFIG_NUMERIC = ["thp", "device_large_fail", "threads", "jobs", "devices", "mutators",
+                  "window_pages", "pages"]
 CONFIG_LABELS = {
     "thp": "THP (0 = 4 KiB pages, 1 = 2 MiB folios)",
     "device_large_fail": "injected 2 MiB device-allocation failure rate",
     "threads": "copy threads",
+    "jobs": "jobs (op threads on one address space)",
+    "devices": "devices",
     "mutators": "mutator threads",
     "window_pages": "window (pages per op)",
     "pages": "range (pages)",
@@ -189,6 +205,10 @@ def read_csv(path):
         if kind == "results":
             for col in RESULT_REQUIRED:
                 row[col] = raw[col].strip()
+            for col, default in RESULT_OPTIONAL.items():
+                row[col] = raw.get(col, default).strip() or default
+            for col in OPTIONAL_NUMERIC:
+                row[col] = parse_number(path, line, col, row[col])
             for col in ("strategy", "direction"):
                 if not row[col]:
                     raise PlotError(f"{path} line {line} column {col}: empty")
@@ -197,7 +217,7 @@ def read_csv(path):
             for col in RESULT_NUMERIC:
                 row[col] = parse_number(path, line, col, raw[col])
             for col in CONFIG_NUMERIC:
-                parse_number(path, line, col, raw[col])  # validated; kept as text for captions
+                parse_number(path, line, col, row[col])  # validated; kept as text for captions
             row["verify_failures"] = raw.get("verify_failures", "").strip()
         else:
             row["size_bytes"] = parse_number(path, line, "size_bytes", raw["size_bytes"], True)
@@ -798,6 +818,100 @@ class Plotter:
                     results_caption(rows, note), "sweep-throughput",
                     after_layout=lambda: place_value_labels(ax, labels))
 
+    def copy_threads(self, rows, sweep, name):
+        """Copy engine rate against copy threads, beside memcpy with as many threads."""
+        rows = [r for r in rows if r["direction"] == "to-device"]
+        strategies = unique(r["strategy"] for r in rows)
+        colours = strategy_colours(strategies)
+        fig, axes = self.grid(1, 7.5, 4.6)
+        ax = axes[0]
+        xs_all = [sweep.x[k] for k in sweep.keys]
+        for s in strategies:
+            xs, ys = [], []
+            for k in sweep.keys:
+                vals = [r["copy_gbps"] for r in rows if r["strategy"] == s and sweep.key(r) == k
+                        and r["copy_gbps"] is not None]
+                if vals:
+                    xs.append(sweep.x[k])
+                    ys.append(statistics.median(vals))
+            if xs:
+                ax.plot(xs, ys, color=colours[s], marker="o", linewidth=1.8, label=f"copy engine, {s}")
+        xs, ys = [], []
+        for k in sweep.keys:
+            vals = [r["memcpy_threads_gbps"] for r in rows if sweep.key(r) == k and r["memcpy_threads_gbps"] is not None]
+            if vals:
+                xs.append(sweep.x[k])
+                ys.append(statistics.median(vals))
+        if not xs:
+            self.plt.close(fig)
+            print(f"{PROG}: {name}: no memcpy_threads_gbps values, copy-threads not drawn", file=sys.stderr)
+            return
+        ax.plot(xs, ys, color="black", linestyle="--", marker="s", linewidth=1.5, label="memcpy, same threads")
+        ax.set_xticks(xs_all)
+        ax.set_xticklabels([fmt_num(t) for t in xs_all])
+        ax.set_xlabel("copy threads (--threads)")
+        ax.set_ylabel("GB/s")
+        ax.set_ylim(0, ax.get_ylim()[1] * 1.1)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8, loc="best", framealpha=0.9)
+        note = ("copy_gbps: bytes the copy engine copied over the time it spent copying (to the device, "
+                "median over repetitions); memcpy: plain memcpy from the system pool to the device pool in 2 MiB "
+                f"pieces with as many threads, measured when each run starts. CPUs: {values_text(rows, 'cpus')}.")
+        self.finish(fig, f"{name}: copy threads against memcpy", results_caption(rows, note), "copy-threads")
+
+    def scaling(self, rows, sweep, name):
+        """Aggregate rate and op latency against jobs (or devices)."""
+        col = sweep.varying[0]
+        rows = [r for r in rows if r["direction"] == "to-device"]
+        strategies = unique(r["strategy"] for r in rows)
+        colours = strategy_colours(strategies)
+        fig, axes = self.grid(2, 5.6, 4.4)
+        ticks = [sweep.x[k] for k in sweep.keys]
+        cpu_counts = {r["cpus"] for r in rows}
+        cpus = float(cpu_counts.pop()) if len(cpu_counts) == 1 and next(iter(cpu_counts), "") != "" else math.inf
+        growth = []
+        for s in strategies:
+            xs, rate, p50, p99 = [], [], [], []
+            for k in sweep.keys:
+                grp = [r for r in rows if r["strategy"] == s and sweep.key(r) == k]
+                rates = [r["wall_gbps"] for r in grp if r["wall_gbps"] is not None]
+                if not grp or not rates:
+                    continue
+                xs.append(sweep.x[k])
+                rate.append(statistics.median(rates))
+                p50.append(median(r["op_p50_ns"] for r in grp) / 1e6)
+                p99.append(median(r["op_p99_ns"] for r in grp) / 1e6)
+            if not xs:
+                continue
+            c = colours[s]
+            axes[0].plot(xs, rate, color=c, marker="o", linewidth=1.8, label=s)
+            axes[0].plot(xs, [rate[0] * min(x, cpus) / min(xs[0], cpus) for x in xs], color=c, linestyle=":",
+                         linewidth=1)
+            axes[1].plot(xs, p50, color=c, marker="o", linewidth=1.8, label=f"{s} p50")
+            axes[1].plot(xs, p99, color=c, marker="^", linestyle="--", linewidth=1.2, label=f"{s} p99")
+            growth.append(f"{s}: p50 x{p50[-1] / p50[0]:.2f}, rate x{rate[-1] / rate[0]:.2f} "
+                          f"from {fmt_num(xs[0])} to {fmt_num(xs[-1])}")
+        if not growth:
+            self.plt.close(fig)
+            print(f"{PROG}: {name}: no wall_gbps values, scaling not drawn", file=sys.stderr)
+            return
+        for ax in axes:
+            ax.set_xticks(ticks)
+            ax.set_xticklabels([fmt_num(t) for t in ticks])
+            ax.set_xlabel(CONFIG_LABELS[col])
+            ax.grid(True, alpha=0.3)
+        axes[0].set_ylim(0, axes[0].get_ylim()[1] * 1.08)
+        axes[0].set_ylabel("aggregate rate (GB/s, pages migrated × 4 KiB / wall time)")
+        ideal = "linear from the first" if cpus == math.inf else f"linear from the first up to {fmt_num(cpus)} CPUs"
+        axes[0].set_title(f"aggregate rate (dotted: {ideal})", fontsize=10)
+        axes[1].set_ylabel("op latency (ms)")
+        axes[1].set_yscale("log")
+        axes[1].set_title("op p50 (solid) and p99 (dashed)", fontsize=10)
+        axes[0].legend(fontsize=8, loc="best", framealpha=0.9)
+        note = (f"To the device only; medians over the repetitions of each {col} value. "
+                f"CPUs: {values_text(rows, 'cpus')}. " + "; ".join(growth) + ".")
+        self.finish(fig, f"{name}: scaling with {col}", results_caption(rows, note), "scaling")
+
     # ----------------------------------------------------------------- thp table
 
     def thp_table(self, rows, name):
@@ -926,6 +1040,10 @@ def main(argv):
                  lambda: plotter.phases(results, sweep, prefix)]
         if sweep.varying:
             jobs.append(lambda: plotter.sweep_throughput(results, sweep, prefix))
+        if sweep.varying in (["jobs"], ["devices"]) and sweep.numeric:
+            jobs.append(lambda: plotter.scaling(results, sweep, prefix))
+        if sweep.varying == ["threads"] and sweep.numeric:
+            jobs.append(lambda: plotter.copy_threads(results, sweep, prefix))
     if thp_rows:
         jobs.append(lambda: plotter.thp_table(thp_rows, prefix))
     for path in run_charts(plotter, jobs):

@@ -32,6 +32,10 @@ int clinux_perf_id(int fd, uint64_t *id) { return ioctl(fd, PERF_EVENT_IOC_ID, i
 
 pid_t clinux_gettid(void) { return (pid_t)syscall(SYS_gettid); }
 
+static _Thread_local int current_job;
+void clinux_set_job(int job) { current_job = job; }
+int clinux_job(void) { return current_job; }
+
 int clinux_pin_thread_to_cpu(int cpu) {
     cpu_set_t set;
     CPU_ZERO(&set);

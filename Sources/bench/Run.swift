@@ -26,6 +26,8 @@ struct RunOptions: ParsableArguments {
     var direction: String?
     @Option(help: "Copy worker threads (default 1).")
     var threads: String?
+    @Option(help: "Op threads sharing the address space and its devices, taking windows from one queue (default 1).")
+    var jobs: String?
     @Option(help: "CPU threads storing into the range during the run (default 0).")
     var mutators: String?
     @Option(help: "Timed repetitions (default 5).")
@@ -38,6 +40,12 @@ struct RunOptions: ParsableArguments {
     var systemNode: String?
     @Option(name: .customLong("device-node"), help: "NUMA node of device memory (default: the next node, or the system node on one node).")
     var deviceNode: String?
+    @Option(help: "dmirror devices mirroring the range, each with its own device pool; windows go to them round-robin (default 1).")
+    var devices: String?
+    @Option(name: .customLong("device-nodes"), help: "Each device's node, comma-separated (default: round-robin over the other nodes with memory, farthest first).")
+    var deviceNodes: String?
+    @Option(name: .customLong("device-pages"), help: "With several devices, where the mix's device pages start: own (default: on the device that migrates their window) or other (on the next device: device to system to device).")
+    var devicePages: String?
     @Option(help: "auto (default), hugetlb, thp or 4k.")
     var backing: String?
     @Option(help: "perf events by libpfm4 name, comma-separated, or none (default cycles,instructions,cache-misses,dTLB-load-misses,page-faults,context-switches).")
@@ -62,7 +70,8 @@ struct RunOptions: ParsableArguments {
         let pairs: [(String, String?)] = [
             ("strategy", strategy), ("pages", pages), ("window-pages", windowPages), ("mix", mix), ("thp", thp), ("device-large-fail", deviceLargeFail),
             ("split-policy", splitPolicy), ("self-invalidation", selfInvalidation), ("direction", direction), ("threads", threads),
-            ("mutators", mutators), ("reps", reps), ("warmup", warmup), ("seed", seed), ("system-node", systemNode), ("device-node", deviceNode),
+            ("jobs", jobs), ("mutators", mutators), ("reps", reps), ("warmup", warmup), ("seed", seed), ("system-node", systemNode), ("device-node", deviceNode),
+            ("devices", devices), ("device-nodes", deviceNodes), ("device-pages", devicePages),
             ("backing", backing), ("counters", counters), ("inject", inject), ("device-access", deviceAccess), ("fault-pages", faultPages),
             ("costs", costs), ("tlb-flush", tlbFlush),
         ]
@@ -322,7 +331,8 @@ func placement(_ memory: PhysicalMemory) -> String {
         let size = Region.formatBytes(r.backing == .hugetlb ? r.backing.hostPageSize : PageSize.bytes)
         return "\(name) (\(r.backing.rawValue)) " + v.pagesPerNode.sorted { $0.key < $1.key }.map { "\($0.value) pages of \(size) on node \($0.key)" }.joined(separator: ", ")
     }
-    return pool("system", memory.system.region) + "; " + pool("device", memory.device.region)
+    let devices = memory.devicePools.enumerated().map { i, p in pool(memory.devicePools.count == 1 ? "device" : "device \(i)", p.region) }
+    return ([pool("system", memory.system.region)] + devices).joined(separator: "; ")
 }
 
 /// Opens the rows file before the run starts: `--out` (locked, so a second bench writing it is

@@ -21,6 +21,12 @@ struct StressCommand: ParsableCommand {
     @Option(help: "CPU threads storing stamps during the ops that keep the VMAs.")
     var mutators: String = "2"
 
+    @Option(help: "Op threads: each strategy op makes this many random windows resident at once (default 1).")
+    var jobs: String = "1"
+
+    @Option(help: "Devices mirroring the range, each with its own pool; ops pick one at random (default 1).")
+    var devices: String = "1"
+
     @Option(name: .customLong("max-ops"), help: "Stop after this many ops as well.")
     var maxOps: String?
 
@@ -46,7 +52,7 @@ struct StressCommand: ParsableCommand {
     var wide = false
 
     func run() throws {
-        var options = ["seconds": seconds, "seed": seed, "pages": pages, "mutators": mutators, "backing": backing]
+        var options = ["seconds": seconds, "seed": seed, "pages": pages, "mutators": mutators, "jobs": jobs, "devices": devices, "backing": backing]
         if let maxOps { options["max-ops"] = maxOps }
         if let inject { options["inject"] = inject }
         if let deviceLargeFail { options["device-large-fail"] = deviceLargeFail }

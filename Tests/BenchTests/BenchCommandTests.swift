@@ -22,6 +22,9 @@ struct BenchCommandTests {
         ("--format", "xml", "xml"), ("--out", "/proc/no-such-dir/x.csv", "--out"), ("--inject", "lock=0.1", "lock"), ("--inject", "pin=2", "pin"),
         ("--costs", "tlb", "tlb"), ("--costs", "flush,flush", "flush,flush"), ("--tlb-flush", "sometimes", "sometimes"),
         ("--device-access", "maybe", "'maybe' is not allowed; use read or write"), ("--fault-pages", "0", "--fault-pages"), ("--fault-pages", "1024", "--fault-pages"),
+        ("--jobs", "0", "--jobs '0'"), ("--jobs", "257", "--jobs"), ("--jobs", "x", "--jobs"),
+        ("--devices", "0", "--devices '0'"), ("--devices", "17", "--devices"), ("--device-nodes", "7", "'7' is not a node with memory"),
+        ("--device-nodes", "0,x", "'x'"), ("--device-pages", "other", "needs --devices 2"), ("--device-pages", "sideways", "sideways"),
     ]
 
     @Test("every option's bad values: one line naming the value, exit status 64, nothing written", arguments: badValues)

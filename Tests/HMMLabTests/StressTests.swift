@@ -44,6 +44,30 @@ struct StressTests {
         #expect(report.mutatorStores > 0, "\(replay)")
     }
 
+    @Test("two jobs on two devices: strategy ops on overlapping random windows at once, with mutators and every injection; no violation, nothing leaks")
+    func jobsAndDevices() throws {
+        var c = Stress.Configuration()
+        c.seed = Self.seed
+        c.seconds = 8
+        c.maxOps = 2000
+        c.pages = 1024
+        c.opsPerRound = 100
+        c.mutators = 1
+        c.jobs = 2
+        c.devices = 2
+        c.backing = .small
+        let stress = try Stress(c)
+        #expect(stress.memory.devicePools.count == 2)
+        let report = stress.run()
+        let replay = "seed \(c.seed) (replay: HMM_LAB_STRESS_SEED=\(c.seed) swift test --filter StressTests/jobsAndDevices)"
+        #expect(report.violationCount == 0, "\(replay): \(report.violations.prefix(10).joined(separator: "\n"))")
+        #expect(report.seconds < c.seconds + 10, "\(replay): the time cap holds (\(report.seconds) s)")
+        for op in [Stress.Op.unified, .faultThenMigrate, .migrateThenFault, .release, .toSystem] {
+            #expect(report.count(op) > 0, "\(replay): no \(op.rawValue) op ran")
+        }
+        #expect(report.mutatorStores > 0, "\(replay)")
+    }
+
     @Test("a pin on every migration back (pin=1) cannot hold the run: CPU accesses that keep faulting give up when the budget ends", arguments: [1.0, 0.999999])
     func pinAlwaysTerminates(_ p: Double) throws {
         var c = Stress.Configuration()

@@ -17,6 +17,10 @@ int clinux_perf_id(int fd, uint64_t *id);          // PERF_EVENT_IOC_ID
 
 // ---- threads and CPUs ----
 pid_t clinux_gettid(void);
+/// The harness's op-thread number of the calling thread (thread-local): 1 … N for the jobs of a run
+/// with several, 0 for any other thread.
+void clinux_set_job(int job);
+int clinux_job(void);
 /// Pins the calling thread to one CPU. Returns 0 or -errno.
 int clinux_pin_thread_to_cpu(int cpu);
 /// Pins the calling thread to the `count` CPUs of `cpus` (sched_setaffinity). Returns 0 or -errno.

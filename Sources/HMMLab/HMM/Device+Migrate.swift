@@ -23,6 +23,8 @@ public struct MigrationResult: Sendable, Equatable {
     /// `hmm_range_fault` calls repeated because the notifier sequence moved (`-EBUSY` from the sequence
     /// check, or `mmu_interval_read_retry` under the device lock), whoever invalidated.
     public var notifierRetries = 0
+    /// Those of the notifier retries whose invalidation came from another op thread (`--jobs`).
+    public var crossJobRetries = 0
     /// Migration entries installed and folios skipped on a failed `folio_trylock`.
     public var migrationEntries = 0
     public var lockFailures = 0
@@ -341,12 +343,14 @@ extension Device {
         let window = min(window, Self.migrationWindow)
         var result = MigrationResult()
         let end = start + UInt64(pages) << 12
+        defer { endWalk() }
         withMigrationContext { context in
             withRange(capacity: window) { range in
                 let args = context.args
                 var address = start
                 while address < end {
                     let next = min(end, address + UInt64(window) << 12)
+                    beginWalk(address, next)
                     var attempts = 0
                     while true {
                         attempts += 1
@@ -389,6 +393,7 @@ extension Device {
                             mm.mmapLock.unlock()
                             result.selfInvalidationRetries += 1
                             result.notifierRetries += 1
+                            result.crossJobRetries += crossJobRetry()
                             stats.retriesFromSelfInvalidation.wrappingAdd(1, ordering: .relaxed)
                             continue
                         }
@@ -431,6 +436,7 @@ extension Device {
                         if retry {
                             result.selfInvalidationRetries += 1
                             result.notifierRetries += 1
+                            result.crossJobRetries += crossJobRetry()
                             stats.retriesFromSelfInvalidation.wrappingAdd(1, ordering: .relaxed)
                             continue
                         }
@@ -564,7 +570,7 @@ extension Device {
     @discardableResult
     public func release() -> Int {
         var evicted = 0
-        let pool = memory.device
+        let pool = self.pool
         let src = UnsafeMutablePointer<UInt64>.allocate(capacity: PageSize.pmdPages)
         let dst = UnsafeMutablePointer<UInt64>.allocate(capacity: PageSize.pmdPages)
         defer {

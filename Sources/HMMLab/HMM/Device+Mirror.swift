@@ -38,6 +38,8 @@ extension Device {
     /// range was invalidated, else program the device page table. Returns 0 or a negative errno.
     func rangeFault(_ range: HMMRange, _ result: inout MigrationResult) -> Int32 {
         let deadline = monotonicNanoseconds() + Self.rangeTimeoutNanoseconds
+        beginWalk(range.start, range.end)
+        defer { endWalk() }
         while true {
             if monotonicNanoseconds() > deadline { return HMMErrno.EBUSY }
             range.notifier = notifier
@@ -53,6 +55,7 @@ extension Device {
             result.faults += range.faults
             if r == HMMErrno.EBUSY {
                 result.notifierRetries += 1
+                result.crossJobRetries += crossJobRetry()
                 continue
             }
             if r != 0 { return r }
@@ -71,6 +74,7 @@ extension Device {
             }
             if !retry { return 0 }
             result.notifierRetries += 1
+            result.crossJobRetries += crossJobRetry()
         }
     }
 
@@ -88,7 +92,7 @@ extension Device {
     /// needs it (a device read) finds it missing and faults it again.
     func cpuStillMapsDevicePage(_ address: UInt64, _ pfn: Pfn) -> Bool {
         // By pool, not by PG_zone_device: a device page freed meanwhile has its flags cleared.
-        guard memory.device.contains(pfn) else { return true }
+        guard pool.contains(pfn) else { return true }
         guard let pmd = mm.pageTable.pmdSlot(address, allocate: false) else { return false }
         let e = pmd.load()
         if e.isSwapFormat { return e.isDevicePrivate && e.pfn + Int((address >> 12) & 511) == pfn }

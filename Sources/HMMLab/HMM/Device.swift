@@ -35,6 +35,9 @@ public final class Device: DevicePagemap, MMUIntervalNotifierOps, @unchecked Sen
     /// `pgmap->owner`.
     public let owner: UInt64
     public let memory: PhysicalMemory
+    /// The device memory this device's `dev_pagemap` covers: one of ``PhysicalMemory/devicePools``
+    /// (the first unless given), on its own node.
+    public let pool: MemoryPool
     /// The address space the device mirrors (dmirror binds `current->mm` at open).
     public unowned(unsafe) let mm: AddressSpace
     public var selfInvalidation: SelfInvalidation
@@ -62,14 +65,26 @@ public final class Device: DevicePagemap, MMUIntervalNotifierOps, @unchecked Sen
 
     /// Counters.
     public let stats: DeviceStatistics
+    /// The op thread (`clinux_job()`, 0 for none) whose invalidation last moved this device's notifier
+    /// sequence, for ``crossJobRetry()``.
+    private let invalidatingJob = Atomic<Int32>(0)
+    /// Whether several op threads drive this device at once (`--jobs` above 1): then its own
+    /// `MMU_NOTIFY_MIGRATE` is skipped only when no other op thread walks an overlapping range
+    /// (``otherJobWalks(_:_:)``). Set before the jobs start.
+    public var concurrentJobs = false
+    /// With ``concurrentJobs``: the op threads between `mmu_interval_read_begin` and their last
+    /// `mmu_interval_read_retry`, and the range each walks.
+    let walksInFlight = LabMutex<[(job: Int32, start: UInt64, end: UInt64)]>([])
 
     private static let nextOwner = Atomic<UInt64>(0xD000)
 
     /// A device mirroring `mm`.
-    /// `copyWorkerHook` runs on each copy worker thread before it copies (``CopyEngine/workerThreadHook``).
+    /// `copyWorkerHook` runs on each copy worker thread before it copies (``CopyEngine/workerThreadHook``);
+    /// `pool`: the device memory it owns (nil: the first device pool).
     public init(memory: PhysicalMemory, mm: AddressSpace, copyWorkers: Int = 1, verify: Bool = false,
                 selfInvalidation: SelfInvalidation = .skip, splitPolicy: SplitPolicy = .afterIsolation,
-                copyWorkerHook: (@Sendable () -> Void)? = nil) {
+                copyWorkerHook: (@Sendable () -> Void)? = nil, pool: MemoryPool? = nil) {
+        self.pool = pool ?? memory.device
         owner = Self.nextOwner.wrappingAdd(1, ordering: .relaxed).oldValue
         precondition(owner <= PageDescriptor.deviceOwnerMask, "owner token \(owner) does not fit a device page's private word")
         self.memory = memory
@@ -134,7 +149,7 @@ public final class Device: DevicePagemap, MMUIntervalNotifierOps, @unchecked Sen
             guard case .success(let b) = memory.allocate(.system, order: order) else { return allocationFailed() }
             backing = b
         }
-        guard !injected, case .success(let folio) = memory.allocate(.device, order: order) else {
+        guard !injected, case .success(let folio) = memory.allocate(from: pool, order: order) else {
             if let backing { memory.put(backing) }
             return allocationFailed()
         }
@@ -173,7 +188,7 @@ public final class Device: DevicePagemap, MMUIntervalNotifierOps, @unchecked Sen
             countAllocated(got)
             return got
         }
-        let got = memory.allocateBulk(.device, count: count, into: out)
+        let got = memory.allocateBulk(from: pool, count: count, into: out)
         for k in 0..<got {
             let page = memory.page(out[k])
             page.pointee.private.store(owner, ordering: .releasing)
@@ -212,17 +227,26 @@ public final class Device: DevicePagemap, MMUIntervalNotifierOps, @unchecked Sen
             return true
         }
         if range.event == .migrate, range.owner == owner {
-            if selfInvalidation == .skip {
+            if selfInvalidation == .skip, !otherJobWalks(range.start, range.end) {
                 stats.selfInvalidationsSkipped.wrappingAdd(1, ordering: .relaxed)
                 return true
             }
-            stats.selfInvalidationsBumped.wrappingAdd(1, ordering: .relaxed)
+            if selfInvalidation == .bump { stats.selfInvalidationsBumped.wrappingAdd(1, ordering: .relaxed) }
         }
         pageTable.withLock { pt in
             notifier.setSequence(currentSeq)
             pt.erase(range.start, range.end)
         }
+        invalidatingJob.store(clinux_job(), ordering: .relaxed)
         return true
+    }
+
+    /// For a walk about to start again because the notifier sequence moved: 1 when the invalidation
+    /// that moved it last came from another op thread of the run (`--jobs`), else 0
+    /// (`cross_job_retries`). Lab bookkeeping: the kernel does not tell who invalidated.
+    func crossJobRetry() -> Int {
+        let j = invalidatingJob.load(ordering: .relaxed)
+        return j != 0 && j != clinux_job() ? 1 : 0
     }
 
     /// The device page-table entries, sorted by address; `atomic` for a page mapped for atomic access

@@ -79,7 +79,7 @@ public enum Invariants {
     /// The backing-folio part of ``check(_:devices:knownReferences:)`` for one device.
     static func checkBacking(_ device: Device) -> [String] {
         let memory = device.memory
-        let pool = memory.device
+        let pool = device.pool
         var problems: [String] = []
         var held = 0
         var pfn = pool.firstPfn

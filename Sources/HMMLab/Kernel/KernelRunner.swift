@@ -53,6 +53,7 @@ public final class KernelRunner {
     public static let unmeasuredColumns: Set<String> = [
         "ptes_visited", "migration_entries", "notifier_retries", "folio_lock_fails", "thp_migrated", "device_alloc_fails", "bytes_copied",
         "mutator_stores", "lost_stores", "memcpy_gbps", "kernel_walk_ns", "costs", "tlb_shootdown", "flush_ns",
+        "cross_job_retries", "mmap_lock_wait_ns", "ptl_wait_ns", "lru_lock_wait_ns", "alloc_lock_wait_ns", "memcpy_threads_gbps", "notifier_wait_ns",
     ]
 
     /// Refuses what the kernel engine cannot do, naming the option (before anything is opened).
@@ -60,6 +61,8 @@ public final class KernelRunner {
         func refuse(_ what: String) throws(RunError) { throw RunError(description: "--engine kernel: \(what)", badInput: true) }
         if config.mutators > 0 { try refuse("--mutators \(config.mutators) is not supported (mutators run in the model only); use 0") }
         if !config.inject.isEmpty || config.deviceSmallFail > 0 { try refuse("--inject is not supported: the kernel has no such injection points") }
+        if config.jobs != 1 { try refuse("--jobs \(config.jobs): the kernel engine drives one op thread; use 1") }
+        if config.devices != 1 { try refuse("--devices \(config.devices): the kernel engine opens /dev/hmm_dmirror0 only; use 1") }
         if config.threads != 1 { try refuse("--threads \(config.threads): test_hmm copies on the ioctl's thread; use 1") }
         if config.splitPolicy != .afterIsolation { try refuse("--split-policy \(config.splitPolicy.rawValue): the kernel splits after isolation only") }
         if config.selfInvalidation != .skip { try refuse("--self-invalidation bump: dmirror skips its own invalidations; use skip") }

@@ -1,4 +1,5 @@
 import CLinux
+import Dispatch
 import Glibc
 
 /// The machine's floors: what the substrate's basic operations cost here, measured in one process run
@@ -88,6 +89,31 @@ public struct Calibration: Sendable {
         let ns = Timer(repetitions: repetitions).median {
             let t = monotonicNanoseconds()
             for i in 0..<n { memcpy(dst + i * chunk, src + i * chunk, chunk) }
+            return monotonicNanoseconds() - t
+        }
+        return Double(n * chunk) / ns
+    }
+
+    /// ``memcpyGBps(memory:bytes:repetitions:)`` with `threads` threads at once (each copying every
+    /// `threads`-th 2 MiB piece, `DispatchQueue.concurrentPerform` as the copy engine runs its
+    /// workers), GB/s over all of them: the floor the copy engine's `--threads` is measured against
+    /// (the multi-threaded `folio_mc_copy` comparison). `hook` runs first on each copying thread.
+    public static func memcpyGBps(memory: PhysicalMemory, bytes: Int, threads: Int, repetitions: Int = 3, hook: (@Sendable () -> Void)? = nil) -> Double {
+        guard threads > 1 else { return memcpyGBps(memory: memory, bytes: bytes, repetitions: repetitions) }
+        let chunk = PageSize.pmdBytes
+        let n = max(1, min(bytes, memory.system.region.length, memory.device.region.length) / chunk)
+        let src = UnsafeSendable(UnsafeRawPointer(memory.system.region.base))
+        let dst = UnsafeSendable(memory.device.region.base)
+        let ns = Timer(repetitions: repetitions).median {
+            let t = monotonicNanoseconds()
+            DispatchQueue.concurrentPerform(iterations: threads) { lane in
+                hook?()
+                var i = lane
+                while i < n {
+                    memcpy(dst.value + i * chunk, src.value + i * chunk, chunk)
+                    i += threads
+                }
+            }
             return monotonicNanoseconds() - t
         }
         return Double(n * chunk) / ns

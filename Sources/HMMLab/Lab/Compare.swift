@@ -106,13 +106,13 @@ public struct Compare: Sendable {
     /// `engine` is absent from files written before `--engine` existed: such rows are `model` rows.
     public static let configurationColumns = [
         "engine", "strategy", "direction", "pages", "window_pages", "mix", "thp", "device_large_fail", "split_policy", "self_invalidation", "threads",
-        "mutators", "device_access", "fault_pages", "costs",
+        "jobs", "devices", "device_pages", "mutators", "device_access", "fault_pages", "costs",
     ]
 
     /// Columns added after the first recorded runs: a file without them has their defaults. A file
     /// without `device_access` comes from runs whose faulting strategies asked for write; one without
     /// `costs` from a model that paid none of them.
-    static let optionalColumns = ["engine": "model", "device_access": "write", "fault_pages": "window", "costs": "none"]
+    static let optionalColumns = ["engine": "model", "jobs": "1", "devices": "1", "device_pages": "own", "device_access": "write", "fault_pages": "window", "costs": "none"]
 
     /// Columns renamed since: a file with the old name is read as having the new one.
     static let renamedColumns = ["fault_request": "device_access"]
@@ -131,11 +131,19 @@ public struct Compare: Sendable {
         ("op_p50_ns", "op p50", .nanoseconds), ("op_p99_ns", "op p99", .nanoseconds), ("throughput_gbps", "throughput", .gbps),
         ("walks", "walks", .count), ("walk_restarts", "walk restarts", .count), ("faults", "faults", .count), ("tlb_flushes", "TLB flushes", .count),
         ("bytes_copied", "bytes copied", .count),
+        ("cross_job_retries", "cross-job retries", .count), ("mmap_lock_wait_ns", "mmap lock wait", .nanoseconds),
+        ("ptl_wait_ns", "PTE/PMD lock wait", .nanoseconds), ("lru_lock_wait_ns", "LRU lock wait", .nanoseconds),
+        ("alloc_lock_wait_ns", "allocator lock wait", .nanoseconds), ("notifier_wait_ns", "notifier wait", .nanoseconds),
     ]
-    public static var requiredMetricColumns: [String] { metrics.map(\.column) }
+    /// Metrics added after the first recorded runs: a file without them is still read, and they are
+    /// compared only when both sides have them.
+    static let optionalMetricColumns: Set<String> = [
+        "cross_job_retries", "mmap_lock_wait_ns", "ptl_wait_ns", "lru_lock_wait_ns", "alloc_lock_wait_ns", "notifier_wait_ns",
+    ]
+    public static var requiredMetricColumns: [String] { metrics.map(\.column).filter { !optionalMetricColumns.contains($0) } }
 
     static func numericColumns(_ header: [String]) -> [String] {
-        let known = Set(requiredMetricColumns + ["pages", "window_pages", "thp", "device_large_fail", "threads", "mutators", "rep", "ops"])
+        let known = Set(metrics.map(\.column) + ["pages", "window_pages", "thp", "device_large_fail", "threads", "jobs", "devices", "mutators", "rep", "ops"])
         return header.filter { known.contains($0) || $0.hasPrefix("cnt_") }
     }
 
@@ -267,6 +275,8 @@ public struct Compare: Sendable {
             let b = base.compactMap { $0[m.column].flatMap(Double.init) }
             let n = new.compactMap { $0[m.column].flatMap(Double.init) }
             guard !b.isEmpty, !n.isEmpty else { return nil }  // an empty column (counter not available)
+            // A contention metric that is zero on both sides (one job, no contention) says nothing.
+            if optionalMetricColumns.contains(m.column), (b + n).allSatisfy({ $0 == 0 }) { return nil }
             return Line(metric: m.label, unit: m.unit, base: b, new: n)
         }
     }

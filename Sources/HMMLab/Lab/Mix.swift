@@ -116,6 +116,11 @@ public struct Mix: Sendable, Equatable, CustomStringConvertible {
 extension String {
     /// A decimal rendering with up to six fractional digits, trailing zeros removed.
     init(format6 value: Double) {
+        // Beyond what six decimals in an Int can hold (a corrupted input's huge value): Swift's form.
+        guard value.isFinite, abs(value) < 9e12 else {
+            self = "\(value)"
+            return
+        }
         let scaled = (value * 1_000_000).rounded()
         let whole = Int(scaled) / 1_000_000
         var frac = String(Int(abs(scaled)) % 1_000_000)

@@ -62,18 +62,19 @@ public struct PoolPlan: Sendable {
         }
     }
 
-    /// The plan of a run: its two pools on their nodes with `--backing`, the descriptor array (THP,
+    /// The plan of a run: its system pool and its device pools (one per device) on their nodes with `--backing`, the descriptor array (THP,
     /// or 4 KiB with `--backing 4k`) and the swap area (`auto` when the pools ask for hugetlb) on the
     /// system node, as ``Runner/init(config:)`` maps them.
     public init(config: RunConfig, table: NodeTable, thpEnabled: String? = ThpSettings.enabled) {
         let need = config.memoryNeeded
-        let descriptors = (need.system + need.device) / PageSize.bytes * PhysicalMemory.descriptorSize
+        let deviceNodes = config.resolvedDeviceNodes(table: table)
+        let descriptors = (need.system + need.device * deviceNodes.count) / PageSize.bytes * PhysicalMemory.descriptorSize
         let backing = config.backing
-        let deviceNode = config.deviceNode ?? table.farthestNodeWithMemory(from: config.systemNode)
+        let pools = deviceNodes.enumerated().map { i, node in
+            (name: deviceNodes.count == 1 ? "device pool" : "device pool \(i)", node: node, bytes: need.device, candidates: backing.candidates)
+        }
         self.init(
-            [
-                ("system pool", config.systemNode, need.system, backing.candidates),
-                ("device pool", deviceNode, need.device, backing.candidates),
+            [("system pool", config.systemNode, need.system, backing.candidates)] + pools + [
                 ("descriptors", config.systemNode, descriptors, backing == .small ? [.small] : [.thp, .small]),
                 ("swap area", config.systemNode, need.swap, (backing == .hugetlb ? BackingRequest.auto : backing).candidates),
             ], table: table, thpEnabled: thpEnabled)

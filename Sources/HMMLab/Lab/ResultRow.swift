@@ -28,6 +28,8 @@ public struct ResultRow: Sendable {
     public var lruDrains = 0
     public var invalidations = 0
     public var notifierRetries = 0
+    /// Notifier retries whose invalidation came from another job (`--jobs`).
+    public var crossJobRetries = 0
     public var folioLockFails = 0
     public var thpMigrated = 0
     public var thpSplits = 0
@@ -52,6 +54,15 @@ public struct ResultRow: Sendable {
     /// Host shootdowns for the modelled TLB flushes, mean per op, ns: part of the phase they fall in.
     public var flushNs: Double?
     public var copyGBps: Double?
+    /// Time threads of the run waited for a lock held by another, ns, totals over the timed part
+    /// (contended acquisitions only): the mmap lock (either mode), the split PTE and PMD locks, the
+    /// lruvec locks, the frame allocators' locks.
+    public var mmapLockWaitNs = 0
+    public var ptlWaitNs = 0
+    public var lruLockWaitNs = 0
+    public var allocLockWaitNs = 0
+    /// Time `mmu_interval_read_begin` waited for a running invalidation of the device's interval, ns.
+    public var notifierWaitNs = 0
     /// A window's bytes over the median op: the one throughput the summary, `compare` and the plots use.
     public var throughputGBps = 0.0
     /// The bytes migrated over the timed part's wall time (a mean rate: pages moved twice count twice).
@@ -75,11 +86,12 @@ public struct ResultRow: Sendable {
     public static let columns = [
         "run_id", "timestamp", "tool_version", "host", "kernel", "cpu_model", "cpus", "numa_nodes", "system_node", "device_node", "backing",
         "system_backing", "device_backing", "pinned_cpus", "thp_mode", "engine", "strategy", "direction", "pages", "window_pages", "mix", "thp", "device_large_fail", "split_policy", "self_invalidation",
-        "device_access", "fault_pages", "costs", "tlb_shootdown", "threads", "mutators", "seed", "rep", "ops", "pages_requested", "pages_migrated", "pages_skipped", "walks", "walk_restarts",
+        "device_access", "fault_pages", "costs", "tlb_shootdown", "threads", "jobs", "mutators", "seed", "rep", "ops", "pages_requested", "pages_migrated", "pages_skipped", "walks", "walk_restarts",
         "ptes_visited", "faults", "cow_breaks", "swapins", "migration_entries", "tlb_flushes", "lru_drains", "invalidations", "notifier_retries",
-        "folio_lock_fails", "thp_migrated", "thp_splits", "device_alloc_fails", "bytes_copied", "verify_failures", "mutator_stores",
+        "cross_job_retries", "folio_lock_fails", "thp_migrated", "thp_splits", "device_alloc_fails", "bytes_copied", "verify_failures", "mutator_stores",
         "lost_stores", "wall_ns", "op_mean_ns", "op_p50_ns", "op_p90_ns", "op_p99_ns", "op_max_ns", "walk_ns", "fault_ns", "collect_ns",
         "alloc_ns", "copy_ns", "finalize_ns", "flush_ns", "copy_gbps", "throughput_gbps", "wall_gbps", "memcpy_gbps", "kernel_walk_ns",
+        "mmap_lock_wait_ns", "ptl_wait_ns", "lru_lock_wait_ns", "alloc_lock_wait_ns", "devices", "device_nodes", "device_pages", "memcpy_threads_gbps", "notifier_wait_ns",
     ]
 
     /// The header for a run with these counters (and, with `--engine kernel`, these traced kernel functions).
@@ -96,15 +108,20 @@ public struct ResultRow: Sendable {
             String(m.deviceNode), m.backing, m.systemBacking, m.deviceBacking, m.pinnedCPUs, m.thpMode, engine, strategy, direction, String(c.pages), String(c.windowPages), c.mix.description,
             Self.number(c.thp), Self.number(c.deviceLargeFail), c.splitPolicy.rawValue, c.selfInvalidation.rawValue, c.deviceAccess.rawValue,
             c.faultPages.map(String.init) ?? "window", c.costs.description, m.tlbShootdown, String(c.threads),
-            String(c.mutators), String(c.seed), String(rep), String(ops), String(pagesRequested), String(pagesMigrated), String(pagesSkipped),
+            String(c.jobs), String(c.mutators), String(c.seed), String(rep), String(ops), String(pagesRequested), String(pagesMigrated), String(pagesSkipped),
             String(walks), String(walkRestarts), String(ptesVisited), String(faults), String(cowBreaks), String(swapins),
-            String(migrationEntries), String(tlbFlushes), String(lruDrains), String(invalidations), String(notifierRetries), String(folioLockFails),
+            String(migrationEntries), String(tlbFlushes), String(lruDrains), String(invalidations), String(notifierRetries), String(crossJobRetries), String(folioLockFails),
             String(thpMigrated), String(thpSplits), String(deviceAllocFails), String(bytesCopied), verifyFailures.map(String.init) ?? "",
             String(mutatorStores), String(lostStores), String(wallNs), Self.number(opMeanNs), String(opP50Ns), String(opP90Ns),
             String(opP99Ns), String(opMaxNs),
         ]
         f += [walkNs, faultNs, collectNs, allocNs, copyNs, finalizeNs, flushNs, copyGBps].map { $0.map(Self.number) ?? "" }
         f += [Self.number(throughputGBps), Self.number(wallGBps), Self.number(m.memcpyGBps), Self.number(m.kernelWalkNs)]
+        f += [mmapLockWaitNs, ptlWaitNs, lruLockWaitNs, allocLockWaitNs, c.devices].map(String.init)
+        f.append(m.deviceNodes.isEmpty ? String(m.deviceNode) : m.deviceNodes)
+        f.append(c.devicePages.rawValue)
+        f.append(Self.number(m.memcpyThreadsGBps))
+        f.append(String(notifierWaitNs))
         f += counters.map { $0.map(String.init) ?? "" }
         f += kernelCalls.map { $0.map(String.init) ?? "" }
         if !unmeasured.isEmpty {

@@ -29,6 +29,17 @@ public enum DeviceAccess: String, Sendable, CaseIterable {
     public var requestFlags: UInt64 { self == .write ? HMMPfn.requestFault | HMMPfn.requestWrite : HMMPfn.requestFault }
 }
 
+/// Where the range's `device` pages sit before the run (`--device-pages`), with several devices.
+public enum DevicePages: String, Sendable, CaseIterable {
+    /// On the device that migrates their window: nothing to move.
+    case own
+    /// On the next device (window `w`'s on device `w + 1` of N): each op takes them from that device
+    /// to system memory (`migrate_to_ram` of the other device's pagemap, through the fault
+    /// `hmm_range_fault` takes, or the walk the strategy starts again) and then to its own device,
+    /// as hmm-tests' `migrate_mixed` and `double_map` move pages between two dmirror devices.
+    case other
+}
+
 /// Everything that defines a harness run, validated (`bench --strategy …`).
 ///
 /// Built from the command line's option values by ``parse(_:)``, which checks every value and throws a
@@ -49,6 +60,9 @@ public struct RunConfig: Sendable, Equatable {
     public var direction = Direction.toDevice
     /// Copy workers per migration.
     public var threads = 1
+    /// Op threads sharing the address space and its devices, taking windows from one queue
+    /// (``WindowQueue``).
+    public var jobs = 1
     /// CPU threads storing into the range while it migrates.
     public var mutators = 0
     public var reps = 5
@@ -57,6 +71,13 @@ public struct RunConfig: Sendable, Equatable {
     public var systemNode = 0
     /// nil: the next node after the system node, or the system node on a one-node machine.
     public var deviceNode: Int?
+    /// dmirror devices mirroring the address space, each with its own device pool; windows are
+    /// assigned to them round-robin.
+    public var devices = 1
+    /// Each device's node (`--device-nodes`); nil: ``NodeTable/deviceNodes(count:systemNode:)``.
+    public var deviceNodes: [Int]?
+    /// Which device holds the range's `device` pages when the run starts.
+    public var devicePages = DevicePages.own
     public var backing = BackingRequest.auto
     public var counters = RunConfig.defaultCounters
     public var verify = false
@@ -75,7 +96,7 @@ public struct RunConfig: Sendable, Equatable {
     /// The options `parse` knows (names without the leading dashes).
     public static let optionNames = [
         "strategy", "pages", "window-pages", "mix", "thp", "device-large-fail", "split-policy", "self-invalidation", "direction",
-        "threads", "mutators", "reps", "warmup", "seed", "system-node", "device-node", "backing", "counters", "inject",
+        "threads", "jobs", "mutators", "reps", "warmup", "seed", "system-node", "device-node", "devices", "device-nodes", "device-pages", "backing", "counters", "inject",
         "device-access", "fault-pages", "costs", "tlb-flush",
     ]
 
@@ -139,6 +160,7 @@ public struct RunConfig: Sendable, Equatable {
         }
         try parseCosts(options, into: &c)
         if let v = options["threads"] { c.threads = try integer("threads", v, 1...256, "copy worker threads") }
+        if let v = options["jobs"] { c.jobs = try integer("jobs", v, 1...256, "op threads sharing the address space") }
         if let v = options["mutators"] { c.mutators = try integer("mutators", v, 0...64, "CPU threads storing into the range") }
         if let v = options["reps"] { c.reps = try integer("reps", v, 1...100_000, "timed repetitions") }
         if let v = options["warmup"] { c.warmup = try integer("warmup", v, 0...1000, "untimed repetitions first") }
@@ -157,6 +179,7 @@ public struct RunConfig: Sendable, Equatable {
             guard let n = Int(v), known.contains(n) else { throw ConfigError("--device-node '\(v)' is not a node with memory on this machine; use one of \(nodeList)") }
             c.deviceNode = n
         }
+        try parseDevices(options, known: known, into: &c)
         if let v = options["backing"] {
             guard let b = BackingRequest(rawValue: v) else { throw ConfigError("--backing '\(v)' is not a backing; use one of auto, hugetlb, thp, 4k") }
             c.backing = b
@@ -194,6 +217,38 @@ public struct RunConfig: Sendable, Equatable {
             }
         }
         return c
+    }
+
+    /// `--devices N` and `--device-nodes LIST`: a list names one node with memory per device; with
+    /// both, the counts must agree; `--device-node` and `--device-nodes` exclude each other.
+    static func parseDevices(_ options: [String: String], known: [Int], into c: inout RunConfig) throws(ConfigError) {
+        if let v = options["devices"] { c.devices = try integer("devices", v, 1...16, "dmirror devices, each with its own device pool") }
+        if let v = options["device-pages"] {
+            guard let p = DevicePages(rawValue: v) else { throw ConfigError("--device-pages '\(v)' is not allowed; use own or other") }
+            c.devicePages = p
+        }
+        if let v = options["device-nodes"] { try parseDeviceNodes(v, options, known: known, into: &c) }
+        if c.devicePages == .other, c.devices < 2 {
+            throw ConfigError("--device-pages other puts pages on another device; it needs --devices 2 or more (or --device-nodes with two nodes or more)")
+        }
+    }
+
+    /// `--device-nodes LIST`.
+    static func parseDeviceNodes(_ v: String, _ options: [String: String], known: [Int], into c: inout RunConfig) throws(ConfigError) {
+        if options["device-node"] != nil { throw ConfigError("--device-nodes '\(v)' and --device-node both name device nodes; give one of them") }
+        var nodes: [Int] = []
+        for part in v.split(separator: ",", omittingEmptySubsequences: false) {
+            guard let n = Int(part.trimmingWhitespace()), known.contains(n) else {
+                throw ConfigError("--device-nodes '\(v)': '\(part)' is not a node with memory on this machine; use a comma-separated list of \(known.map(String.init).joined(separator: ", "))")
+            }
+            nodes.append(n)
+        }
+        if options["devices"] != nil, nodes.count != c.devices {
+            throw ConfigError("--device-nodes '\(v)' names \(nodes.count) nodes for --devices \(c.devices); give one node per device")
+        }
+        guard nodes.count <= 16 else { throw ConfigError("--device-nodes '\(v)' names \(nodes.count) nodes; use at most 16 (one per device)") }
+        c.devices = nodes.count
+        c.deviceNodes = nodes
     }
 
     /// `--costs LIST` and `--tlb-flush real|count` (the flush cost alone); the two must agree.
@@ -255,15 +310,24 @@ public struct RunConfig: Sendable, Equatable {
         }
     }
 
-    /// The device node the run uses.
-    public var resolvedDeviceNode: Int { deviceNode ?? PhysicalMemory.defaultDeviceNode(systemNode: systemNode) }
+    /// The device node the run uses (the first device's).
+    public var resolvedDeviceNode: Int { resolvedDeviceNodes(table: .read())[0] }
+
+    /// Each device's node: `--device-nodes`, else `--device-node` (or the farthest node) for one
+    /// device, else round-robin over the other nodes with memory, farthest first.
+    public func resolvedDeviceNodes(table: NodeTable) -> [Int] {
+        if let deviceNodes { return deviceNodes }
+        if devices == 1 || deviceNode != nil { return Array(repeating: deviceNode ?? table.farthestNodeWithMemory(from: systemNode), count: devices) }
+        return table.deviceNodes(count: devices, systemNode: systemNode)
+    }
 
     /// Pages that must sit in swap at once.
     public var swapPages: Int { mix.counts(pages: pages)[Int(PageKind.swap.rawValue)] }
 
     /// The memory a run needs: system pool (the range twice over, for copy-on-write copies and the way
     /// back, plus page tables, plus one backing page per device page with the driver cost, plus the
-    /// huge zero folio's block), device pool, swap area and page descriptors.
+    /// huge zero folio's block), each device pool (one per device, each able to hold the whole range),
+    /// swap area and page descriptors.
     public var memoryNeeded: (system: Int, device: Int, swap: Int, total: Int) {
         let block = PageSize.pmdBytes
         func round(_ n: Int) -> Int { (n + block - 1) / block * block }
@@ -273,8 +337,8 @@ public struct RunConfig: Sendable, Equatable {
         // One more block holds the huge zero folio, which read faults in the range's THP blocks map.
         let system = round(2 * range + (pages / PageSize.pmdPages + 64) * PageSize.bytes + 9 * block) + backing
         let swap = round(swapPages * PageSize.bytes + block)
-        let descriptors = (system + device) / PageSize.bytes * PhysicalMemory.descriptorSize
-        return (system, device, swap, system + device + swap + descriptors)
+        let descriptors = (system + device * devices) / PageSize.bytes * PhysicalMemory.descriptorSize
+        return (system, device, swap, system + device * devices + swap + descriptors)
     }
 
     /// A one-line description of the settings (for logs and the summary).
@@ -283,5 +347,6 @@ public struct RunConfig: Sendable, Equatable {
             + "self-invalidation \(selfInvalidation.rawValue), direction \(direction.rawValue), threads \(threads), mutators \(mutators), "
             + "reps \(reps) (+\(warmup) warm-up), seed \(seed), costs \(costs)" + (injectDescription.isEmpty ? "" : ", inject \(injectDescription)")
             + ", device-access \(deviceAccess.rawValue)" + (faultPages.map { ", fault-pages \($0)" } ?? "")
+            + (jobs > 1 ? ", jobs \(jobs)" : "") + (devices > 1 ? ", devices \(devices)" + (devicePages == .other ? ", device-pages other" : "") : "")
     }
 }

@@ -14,6 +14,8 @@ public struct RunMetadata: Sendable {
     public var numaNodes: Int
     public var systemNode: Int
     public var deviceNode: Int
+    /// Every device pool's node, as placed and read back, in device order (`1,2`); one node with one device.
+    public var deviceNodes = ""
     /// The backing the system pool really got (hugetlb, thp or 4k), after fallbacks: the one backing
     /// of the first result files, kept beside the per-pool columns.
     public var backing: String
@@ -27,6 +29,9 @@ public struct RunMetadata: Sendable {
     public var thpMode: String
     /// Plain memcpy bandwidth between the two pools, GB/s (measured at start).
     public var memcpyGBps: Double
+    /// The same with `--threads` threads copying at once, GB/s (measured at start; equal to
+    /// ``memcpyGBps`` with one thread).
+    public var memcpyThreadsGBps: Double = .nan
     /// The kernel's `mincore()` cost per present 4 KiB page, ns (measured at start).
     public var kernelWalkNs: Double
     /// How modelled TLB flushes were paid: `membarrier` or `mprotect` (``TLBShootdown/Mechanism``), or

@@ -50,11 +50,13 @@ public final class Runner {
     /// What each copy worker thread of this run does first (open its counters, pin it), handed to the
     /// devices the run makes; set while ``run()`` runs.
     private var copyWorkerHook: (@Sendable () -> Void)?
+    /// The op threads beside the calling one with `--jobs N` above 1; set while ``run()`` runs.
+    private(set) var jobThreads: JobThreads?
     /// Failures injected per ``FaultInjector/Point`` over the timed repetitions, and what ended with an
     /// error because of them: ops to the device (`-EFAULT` from a failed swap-in) and, coming back,
     /// CPU loads.
     public private(set) var injected = [Int](repeating: 0, count: FaultInjector.Point.allCases.count)
-    public private(set) var failedOps = 0
+    public internal(set) var failedOps = 0
     public var injecting: Bool { !config.inject.isEmpty || config.deviceSmallFail > 0 }
     /// The harness's own cost per op (clock reads, histogram, progress and stop checks), ns, and per
     /// repetition (counter reads, snapshots), ns: measured at start.
@@ -75,11 +77,12 @@ public final class Runner {
         placement = ThreadPlacement(systemNode: config.systemNode, table: table)
         pinFailure = placement.pinCallingThread()
         let need = config.memoryNeeded
+        let deviceNodes = config.resolvedDeviceNodes(table: table)
         do {
             memory = try PhysicalMemory(
                 .init(
-                    systemBytes: need.system, deviceBytes: need.device, systemNode: config.systemNode, deviceNode: config.resolvedDeviceNode,
-                    backing: config.backing, costs: config.costs))
+                    systemBytes: need.system, deviceBytes: need.device, systemNode: config.systemNode, deviceNode: deviceNodes[0],
+                    backing: config.backing, costs: config.costs, moreDeviceNodes: Array(deviceNodes.dropFirst())))
             swap = try SwapArea(bytes: need.swap, node: config.systemNode, backing: config.backing == .hugetlb ? .auto : config.backing)
         } catch {
             throw RunError("memory for the run: \(error)")
@@ -94,12 +97,19 @@ public final class Runner {
             }
         }
         systemFreeAtStart = memory.system.allocator.freeFrames
-        deviceFreeAtStart = memory.device.allocator.freeFrames
-        metadata = RunMetadata.read(systemNode: config.systemNode, deviceNode: config.resolvedDeviceNode, backing: memory.system.region.backing.rawValue)
-        metadata.deviceBacking = memory.device.region.backing.rawValue
+        deviceFreeAtStart = memory.deviceFreeFrames
+        metadata = RunMetadata.read(systemNode: config.systemNode, deviceNode: deviceNodes[0], backing: memory.system.region.backing.rawValue)
+        // One backing when every device pool got the same, else each pool's in device order.
+        let deviceBackings = memory.devicePools.map(\.region.backing.rawValue)
+        metadata.deviceBacking = Set(deviceBackings).count == 1 ? deviceBackings[0] : deviceBackings.joined(separator: ",")
+        metadata.deviceNodes = memory.devicePools.map { String($0.node) }.joined(separator: ",")
         metadata.pinnedCPUs = pinFailure == nil ? placement.cpuList : ""
         if config.costs.contains(.flush) { metadata.tlbShootdown = TLBShootdown.host.mechanism.rawValue }
         metadata.memcpyGBps = Calibration.memcpyGBps(memory: memory, bytes: 64 << 20)
+        let pin = placement
+        metadata.memcpyThreadsGBps =
+            config.threads == 1
+            ? metadata.memcpyGBps : Calibration.memcpyGBps(memory: memory, bytes: 64 << 20, threads: config.threads) { pin.pinCallingThread() }
         metadata.kernelWalkNs = (try? Calibration.kernelMincoreNs(pages: 8192, node: config.systemNode)) ?? .nan
     }
 
@@ -112,7 +122,8 @@ public final class Runner {
     /// checked against the node it is bound to, with the backing it will get (``PoolPlan``), naming
     /// the node and the sizes.
     public static func checkMemory(_ config: RunConfig, table: NodeTable = .read()) throws(RunError) {
-        if let refusal = PoolPlan(config: config, table: table).refusal(sizedBy: "--pages \(config.pages)", unit: "pages") {
+        let unit = config.devices > 1 ? "pages or devices" : "pages"
+        if let refusal = PoolPlan(config: config, table: table).refusal(sizedBy: "--pages \(config.pages)", unit: unit) {
             throw RunError(refusal)
         }
     }
@@ -136,7 +147,18 @@ public final class Runner {
         defer {
             copyWorkerHook = nil
             let failed = placement.failedPins - (pinFailure == nil ? 0 : 1)
-            if failed > 0 { onWarning("\(failed) thread\(failed == 1 ? "" : "s") of the run (op, copy workers, mutators) could not be pinned to CPUs \(placement.cpuList)") }
+            if failed > 0 { onWarning("\(failed) thread\(failed == 1 ? "" : "s") of the run (op threads, copy workers, mutators) could not be pinned to CPUs \(placement.cpuList)") }
+        }
+        if config.jobs > 1 {
+            // Every op thread counts its own events and runs where the op thread runs.
+            jobThreads = JobThreads(count: config.jobs) {
+                counters?.enterWorkerThread()
+                placement.pinCallingThread()
+            }
+        }
+        defer {
+            jobThreads?.stop()
+            jobThreads = nil
         }
         measureOverhead()
         var rows: [ResultRow] = []
@@ -169,6 +191,7 @@ public final class Runner {
         var ptes = 0, cow = 0, swapins = 0, tlb = 0, lruDrains = 0, invalidations = 0, folioSplits = 0
         var allocFails = 0, hugeToDevice = 0, hugeToSystem = 0, bytesCopied = 0, copyNs = 0, verifyFailures = 0, cpuFaults = 0
         var pagesToSystem = 0, stores = 0
+        var mmapWait = 0, ptlWait = 0, lruWait = 0, allocWait = 0, notifierWait = 0
         var flushNs: UInt64 = 0
         var perf: [UInt64?] = []
 
@@ -191,6 +214,11 @@ public final class Runner {
             d.cpuFaults = a.cpuFaults - b.cpuFaults
             d.pagesToSystem = a.pagesToSystem - b.pagesToSystem
             d.stores = a.stores - b.stores
+            d.mmapWait = a.mmapWait - b.mmapWait
+            d.ptlWait = a.ptlWait - b.ptlWait
+            d.lruWait = a.lruWait - b.lruWait
+            d.allocWait = a.allocWait - b.allocWait
+            d.notifierWait = a.notifierWait - b.notifierWait
             d.perf = zip(a.perf, b.perf).map { x, y in x.flatMap { x in y.map { x &- $0 } } }
             return d
         }
@@ -206,17 +234,24 @@ public final class Runner {
             t.flushNs += mm.counters.flushNanoseconds.load(ordering: .relaxed)
             t.invalidations += mm.notifiers.invalidations.load(ordering: .relaxed)
             t.folioSplits += mm.counters.folioSplits.load(ordering: .relaxed)
+            t.mmapWait += mm.mmapLock.wait.nanoseconds
+            t.ptlWait += mm.pageTable.lockWait.nanoseconds
+            t.notifierWait += mm.notifiers.readWait.nanoseconds
         }
+        t.lruWait = memory.lru.lockWait.nanoseconds
+        t.allocWait = memory.system.allocator.lockWait.nanoseconds + memory.devicePools.reduce(0) { $0 + $1.allocator.lockWait.nanoseconds }
         t.lruDrains = memory.lruDrainAlls
-        let s = w.device.stats
-        t.allocFails = s.allocationFailures.load(ordering: .relaxed)
-        t.hugeToDevice = s.hugeToDevice.load(ordering: .relaxed)
-        t.hugeToSystem = s.hugeToSystem.load(ordering: .relaxed)
-        t.bytesCopied = s.bytesCopied.load(ordering: .relaxed)
-        t.copyNs = s.copyNanoseconds.load(ordering: .relaxed)
-        t.verifyFailures = s.verifyFailures.load(ordering: .relaxed)
-        t.cpuFaults = s.cpuFaults.load(ordering: .relaxed)
-        t.pagesToSystem = s.pagesToSystem.load(ordering: .relaxed)
+        for device in w.devices {
+            let s = device.stats
+            t.allocFails += s.allocationFailures.load(ordering: .relaxed)
+            t.hugeToDevice += s.hugeToDevice.load(ordering: .relaxed)
+            t.hugeToSystem += s.hugeToSystem.load(ordering: .relaxed)
+            t.bytesCopied += s.bytesCopied.load(ordering: .relaxed)
+            t.copyNs += s.copyNanoseconds.load(ordering: .relaxed)
+            t.verifyFailures += s.verifyFailures.load(ordering: .relaxed)
+            t.cpuFaults += s.cpuFaults.load(ordering: .relaxed)
+            t.pagesToSystem += s.pagesToSystem.load(ordering: .relaxed)
+        }
         t.stores = mutators.storesSoFar
         t.perf = counters?.read() ?? []
         return t
@@ -231,12 +266,17 @@ public final class Runner {
             throw RunError("\(error)")
         }
         // With the RFC, migrate_vma_setup is the unified walk: the CPU faults that bring pages back use it too.
-        w.device.setupThroughUnifiedWalk = strategy == .unified
+        for device in w.devices {
+            device.setupThroughUnifiedWalk = strategy == .unified
+            device.concurrentJobs = config.jobs > 1
+        }
         // Injected failures start once the range is built.
         let injector = config.inject.isEmpty ? nil : FaultInjector(config.inject, seed: seed)
         w.mm.injector = injector
         if config.deviceSmallFail > 0 {
-            w.device.setAllocationFailure(FailureInjection(order0: config.deviceSmallFail, order9: config.deviceLargeFail, seed: seed ^ 0x6465_7669_6365))
+            for (i, device) in w.devices.enumerated() {
+                device.setAllocationFailure(FailureInjection(order0: config.deviceSmallFail, order9: config.deviceLargeFail, seed: seed ^ 0x6465_7669_6365 &+ UInt64(i)))
+            }
         }
         defer {
             if let injector, !warmup { for p in FaultInjector.Point.allCases { injected[p.rawValue] += injector.injected(p) } }
@@ -247,99 +287,18 @@ public final class Runner {
             w.tearDown()
         }
         let ops = config.pages / config.windowPages
-        var progress = Progress(
+        let progress = Progress(
             strategy: strategy, direction: .toDevice, rep: rep, reps: warmup ? config.warmup : config.reps, warmup: warmup, op: 0, ops: ops,
             done: done, total: total)
-        let shouldStop = self.shouldStop
-        let onProgress = self.onProgress
         var rows: [ResultRow] = []
         mutators.start()
-
-        // To the device.
-        var histogram = Self.histogram()
-        var result = MigrationResult()
-        var unexpected: [Int32] = []
-        let before = tally(w, mutators)
-        let started = monotonicNanoseconds()
-        for op in 0..<ops {
-            progress.op = op
-            onProgress?(progress)
-            if shouldStop() { return nil }
-            let address = w.address(op * config.windowPages)
-            let t0 = monotonicNanoseconds()
-            let r = w.device.makeResident(
-                address, pages: config.windowPages, strategy: strategy, compound: config.thp > 0, access: config.deviceAccess,
-                faultPages: config.faultPages)
-            let t1 = monotonicNanoseconds()
-            _ = histogram.record(t1 - t0)
-            if r.errno != 0, r.errno != HMMErrno.ENOENT {
-                if injecting { failedOps += 1 } else { unexpected.append(r.errno) }
-            }
-            result.merge(r)
-        }
-        let wall = monotonicNanoseconds() - started
-        let after = tally(w, mutators)
-        let onDevice = Self.pagesOnDevice(w)
-        if !unexpected.isEmpty {
-            onWarning("\(strategy) rep \(rep): \(unexpected.count) ops ended with \(Set(unexpected.map(HMMErrno.name)).sorted().joined(separator: ", "))")
-        }
-        var row = makeRow(strategy: strategy, direction: .toDevice, rep: rep, ops: ops, histogram: histogram, wall: wall, delta: after - before)
-        row.pagesMigrated = result.migrated
-        row.pagesSkipped = w.pages - onDevice
-        row.walks = result.walks
-        row.walkRestarts = result.restarts
-        row.faults = result.faults
-        row.migrationEntries = result.migrationEntries
-        row.notifierRetries = result.notifierRetries
-        row.folioLockFails = result.lockFailures
-        row.thpMigrated = (after - before).hugeToDevice
-        row.thpSplits = result.splitsBeforeCollect + result.splitsAfterIsolation
-        let perOp = { (ns: UInt64) in Double(ns) / Double(ops) }
-        row.walkNs = perOp(result.phases.walk)
-        row.faultNs = perOp(result.phases.fault)
-        row.collectNs = perOp(result.phases.collect)
-        row.allocNs = perOp(result.phases.alloc)
-        row.copyNs = perOp(result.phases.copy)
-        row.finalizeNs = perOp(result.phases.finalize)
-        row.setRates(bytesMigrated: result.migrated * PageSize.bytes, wall: wall)
-        rows.append(row)
-
-        // Back through CPU faults.
+        guard let toDevice = toDeviceLeg(w, strategy, mutators, progress: progress, rep: rep) else { return nil }
+        rows.append(toDevice)
         if config.direction == .roundTrip {
-            progress.direction = .roundTrip
-            var back = Self.histogram()
-            let before = tally(w, mutators)
-            let started = monotonicNanoseconds()
-            var failures = 0
-            for op in 0..<ops {
-                progress.op = op
-                onProgress?(progress)
-                if shouldStop() { return nil }
-                let first = op * config.windowPages
-                let t0 = monotonicNanoseconds()
-                for k in first..<(first + config.windowPages) {
-                    do { _ = try w.mm.load(UInt8.self, from: w.address(k)) } catch { failures += 1 }
-                }
-                let t1 = monotonicNanoseconds()
-                _ = back.record(t1 - t0)
-            }
-            let wall = monotonicNanoseconds() - started
-            let after = tally(w, mutators)
-            let d = after - before
-            if failures > 0 {
-                if config.inject[.swapin] != nil { failedOps += failures } else { onWarning("\(strategy) rep \(rep): \(failures) CPU loads on the way back failed") }
-            }
-            let left = Self.pagesOnDevice(w)
-            var row = makeRow(strategy: strategy, direction: .roundTrip, rep: rep, ops: ops, histogram: back, wall: wall, delta: d)
-            row.pagesMigrated = d.pagesToSystem
-            row.pagesSkipped = left
-            row.walks = d.cpuFaults  // one migrate_vma_setup per migrate_to_ram
-            row.faults = d.cpuFaults
-            row.thpMigrated = d.hugeToSystem
-            row.thpSplits = d.folioSplits
-            row.copyNs = Double(d.copyNs) / Double(ops)
-            row.setRates(bytesMigrated: d.pagesToSystem * PageSize.bytes, wall: wall)
-            rows.append(row)
+            var back = progress
+            back.direction = .roundTrip
+            guard let toSystem = toSystemLeg(w, strategy, mutators, progress: back, rep: rep) else { return nil }
+            rows.append(toSystem)
         }
 
         // Checks: stores and content, then leaks.
@@ -363,7 +322,7 @@ public final class Runner {
             // known), the device page table agreeing with the CPU's, no mapped frame on a free list.
             var pins: [Pfn: Int32] = [:]
             for p in w.pins { pins[memory.folio(containing: p).pfn, default: 0] += 1 }
-            let problems = Invariants.check([w.mm] + (w.child.map { [$0] } ?? []), devices: [w.device], knownReferences: pins)
+            let problems = Invariants.check([w.mm] + (w.child.map { [$0] } ?? []), devices: w.devices, knownReferences: pins)
             if !problems.isEmpty {
                 onWarning("\(strategy) rep \(rep): \(problems.count) invariant violations, first: \(problems.prefix(3).joined(separator: "; "))")
                 corrupt += problems.count
@@ -382,7 +341,7 @@ public final class Runner {
     /// Whether every frame and swap slot came back once a repetition's workload is gone; warns if not.
     func checkNothingLeaked(_ strategy: Strategy, rep: Int) -> Bool {
         let system = systemFreeAtStart - memory.system.allocator.freeFrames
-        let device = deviceFreeAtStart - memory.device.allocator.freeFrames
+        let device = deviceFreeAtStart - memory.deviceFreeFrames
         guard system != 0 || device != 0 || swap.usedSlots != 0 else { return true }
         onWarning("\(strategy) rep \(rep): frames not returned after teardown (system \(system), device \(device), swap slots \(swap.usedSlots))")
         return false
@@ -419,6 +378,11 @@ public final class Runner {
         row.opP99Ns = histogram.valueAtPercentile(99)
         row.opMaxNs = histogram.max
         row.copyGBps = d.copyNs > 0 ? Double(d.bytesCopied) / Double(d.copyNs) : nil
+        row.mmapLockWaitNs = d.mmapWait
+        row.ptlWaitNs = d.ptlWait
+        row.lruLockWaitNs = d.lruWait
+        row.allocLockWaitNs = d.allocWait
+        row.notifierWaitNs = d.notifierWait
         row.counters = counters.map { _ in d.perf } ?? []
         return row
     }

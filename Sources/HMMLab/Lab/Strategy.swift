@@ -74,6 +74,7 @@ extension MigrationResult {
         splitsAfterIsolation += other.splitsAfterIsolation
         selfInvalidationRetries += other.selfInvalidationRetries
         notifierRetries += other.notifierRetries
+        crossJobRetries += other.crossJobRetries
         migrationEntries += other.migrationEntries
         lockFailures += other.lockFailures
         phases += other.phases

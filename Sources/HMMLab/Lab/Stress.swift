@@ -40,6 +40,12 @@ public final class Stress {
         public var opsPerRound = 150
         /// CPU threads storing stamps during the ops that keep the VMAs.
         public var mutators = 2
+        /// Op threads: a strategy op runs this many windows at once, one per thread (windows drawn at
+        /// random, so they may overlap), as `--jobs` does.
+        public var jobs = 1
+        /// Devices mirroring the range, each with its own pool; each window of a strategy op, each
+        /// migration to system and each eviction goes to one drawn at random.
+        public var devices = 1
         public var backing = BackingRequest.auto
         public var systemNode = 0
         public var deviceNode: Int?
@@ -53,7 +59,7 @@ public final class Stress {
 
         /// The pools' sizes: room for the range four times over in system memory (copy-on-write
         /// copies, the way back, a forked child's copies) plus a backing page for every device page
-        /// and a block for the huge zero folio, twice in device memory, once in swap.
+        /// and a block for the huge zero folio, twice in device memory (per device pool), once in swap.
         public var poolBytes: (system: Int, device: Int, swap: Int) {
             let range = pages * PageSize.bytes
             let block = PageSize.pmdBytes
@@ -64,14 +70,23 @@ public final class Stress {
         /// maps them.
         public func plan(_ table: NodeTable) -> PoolPlan {
             let bytes = poolBytes
-            let device = deviceNode ?? table.farthestNodeWithMemory(from: systemNode)
-            let descriptors = (bytes.system + bytes.device) / PageSize.bytes * PhysicalMemory.descriptorSize
+            let nodes = deviceNodes(table)
+            let descriptors = (bytes.system + bytes.device * nodes.count) / PageSize.bytes * PhysicalMemory.descriptorSize
+            let pools = nodes.enumerated().map { i, node in
+                (name: nodes.count == 1 ? "device pool" : "device pool \(i)", node: node, bytes: bytes.device, candidates: backing.candidates)
+            }
             return PoolPlan(
-                [
-                    ("system pool", systemNode, bytes.system, backing.candidates), ("device pool", device, bytes.device, backing.candidates),
+                [("system pool", systemNode, bytes.system, backing.candidates)] + pools + [
                     ("descriptors", systemNode, descriptors, backing == .small ? [.small] : [.thp, .small]),
                     ("swap area", systemNode, bytes.swap, (backing == .hugetlb ? BackingRequest.auto : backing).candidates),
                 ], table: table)
+        }
+
+        /// Each device pool's node: `deviceNode` for all when given, else as a run places them
+        /// (``NodeTable/deviceNodes(count:systemNode:)``; the farthest node for one device).
+        public func deviceNodes(_ table: NodeTable) -> [Int] {
+            if let deviceNode { return Array(repeating: deviceNode, count: devices) }
+            return devices == 1 ? [table.farthestNodeWithMemory(from: systemNode)] : table.deviceNodes(count: devices, systemNode: systemNode)
         }
 
         /// `trylock=0.01,…,device4k=0.02,device2m=0.3`.
@@ -85,7 +100,9 @@ public final class Stress {
     }
 
     /// Options of `bench stress` (names without dashes).
-    public static let optionNames = ["seconds", "seed", "pages", "mutators", "max-ops", "backing", "inject", "device-large-fail", "system-node", "device-node"]
+    public static let optionNames = [
+        "seconds", "seed", "pages", "mutators", "jobs", "devices", "max-ops", "backing", "inject", "device-large-fail", "system-node", "device-node",
+    ]
 
     /// Builds a configuration from option values as typed (`bench stress`).
     /// - Throws: ``ConfigError`` naming the first bad value and what is allowed.
@@ -112,6 +129,8 @@ public final class Stress {
             c.pages = n
         }
         if let v = options["mutators"] { c.mutators = try RunConfig.integer("mutators", v, 0...64, "CPU threads storing stamps") }
+        if let v = options["jobs"] { c.jobs = try RunConfig.integer("jobs", v, 1...64, "op threads running strategy ops at once") }
+        if let v = options["devices"] { c.devices = try RunConfig.integer("devices", v, 1...16, "devices, each with its own pool") }
         if let v = options["max-ops"] { c.maxOps = try RunConfig.integer("max-ops", v, 1...Int(Int32.max), "a number of ops") }
         if let v = options["backing"] {
             guard let b = BackingRequest(rawValue: v) else { throw ConfigError("--backing '\(v)' is not a backing; use one of auto, hugetlb, thp, 4k") }
@@ -248,20 +267,33 @@ public final class Stress {
         placement = ThreadPlacement(systemNode: configuration.systemNode, table: NodeTable.read())
         pinFailure = placement.pinCallingThread()
         let bytes = configuration.poolBytes
+        let deviceNodes = configuration.deviceNodes(NodeTable.read())
         do {
             memory = try PhysicalMemory(
                 .init(
                     systemBytes: bytes.system, deviceBytes: bytes.device, systemNode: configuration.systemNode,
-                    deviceNode: configuration.deviceNode, backing: configuration.backing))
+                    deviceNode: deviceNodes[0], backing: configuration.backing, moreDeviceNodes: Array(deviceNodes.dropFirst())))
             swap = try SwapArea(bytes: bytes.swap, node: configuration.systemNode, backing: configuration.backing == .hugetlb ? .auto : configuration.backing)
         } catch {
             throw StressError(description: "memory for the stress run: \(error)")
         }
     }
 
+    /// The op threads beside the stress thread with ``Configuration/jobs`` above 1, set while
+    /// ``run()`` runs.
+    var jobThreads: JobThreads?
+
     /// Runs rounds until the time or op budget is spent, a violation is found, or ``shouldStop``.
     public func run() -> Report {
         var report = Report(seed: configuration.seed)
+        if configuration.jobs > 1 {
+            let placement = self.placement
+            jobThreads = JobThreads(count: configuration.jobs) { placement.pinCallingThread() }
+        }
+        defer {
+            jobThreads?.stop()
+            jobThreads = nil
+        }
         let started = monotonicNanoseconds()
         let budget = UInt64(max(0, configuration.seconds) * 1e9)
         deadline = started &+ budget
@@ -311,10 +343,10 @@ public final class Stress {
     /// One round, then the leak check once its address spaces are gone.
     func runRound(_ number: Int, started: UInt64, budget: UInt64, _ report: inout Report) {
         let systemFree = memory.system.allocator.freeFrames
-        let deviceFree = memory.device.allocator.freeFrames
+        let deviceFree = memory.deviceFreeFrames
         roundBody(number, started: started, budget: budget, &report)
         let system = systemFree - memory.system.allocator.freeFrames
-        let device = deviceFree - memory.device.allocator.freeFrames
+        let device = deviceFree - memory.deviceFreeFrames
         if system != 0 || device != 0 || swap.usedSlots != 0 {
             violation(&report, number, nil, nil, "not returned after teardown: \(system) system frames, \(device) device frames, \(swap.usedSlots) swap slots")
         }
@@ -329,6 +361,7 @@ public final class Stress {
         run.thp = 0.5
         run.verify = true
         run.counters = []
+        run.devices = configuration.devices
         var policy = SplitMix64(seed: seed)
         run.splitPolicy = policy.next() & 1 == 0 ? .afterIsolation : .beforeCollect
         run.selfInvalidation = policy.next() & 1 == 0 ? .skip : .bump
@@ -344,7 +377,10 @@ public final class Stress {
         }
         let injector = FaultInjector(configuration.inject, seed: seed)
         w.mm.injector = injector
-        w.device.setAllocationFailure(FailureInjection(order0: configuration.deviceSmallFail, order9: configuration.deviceLargeFail, seed: seed ^ 0x6465_7669_6365))
+        for (i, d) in w.devices.enumerated() {
+            d.concurrentJobs = configuration.jobs > 1
+            d.setAllocationFailure(FailureInjection(order0: configuration.deviceSmallFail, order9: configuration.deviceLargeFail, seed: seed ^ 0x6465_7669_6365 &+ UInt64(i)))
+        }
         let r = Round(number: number, w: w, injector: injector, mutators: Mutators(workload: w, count: configuration.mutators, seed: seed, placement: placement), seed: seed)
         var pins: [Pfn: Int32] = [:]
         for p in w.pins { pins[memory.folio(containing: p).pfn, default: 0] += 1 }
@@ -361,7 +397,7 @@ public final class Stress {
             report.ops[Op.allCases.firstIndex(of: op)!] += 1
             collectInjectedStores(r, base: w.start, &report)
             if let problem { violation(&report, number, opIndex, op, problem) }
-            for line in Invariants.check(r.spaces, devices: [w.device], knownReferences: pins) {
+            for line in Invariants.check(r.spaces, devices: w.devices, knownReferences: pins) {
                 violation(&report, number, opIndex, op, "invariant: \(line)")
             }
             onProgress?(Progress(round: number, ops: report.totalOps, seconds: Double(monotonicNanoseconds() - started) / 1e9, violations: report.violationCount))
@@ -375,13 +411,13 @@ public final class Stress {
         }
         w.mm.injector = nil
         for p in FaultInjector.Point.allCases { report.injected[p.rawValue] += injector.injected(p) }
-        report.deviceAllocFailures += w.device.stats.allocationFailures.load(ordering: .relaxed)
+        report.deviceAllocFailures += w.devices.reduce(0) { $0 + $1.stats.allocationFailures.load(ordering: .relaxed) }
         report.mutatorStores += r.mutators.finish().stores
         let found = w.checkContent(expectedStamp: r.mutators.expectedStamp, acceptsInjected: { k, v in v == r.injectedStamp[k] })
         if !found.unreadable.isEmpty { violation(&report, number, nil, nil, "the device could not read \(found.unreadable.count) pages, first \(found.unreadable[0])") }
         if !found.corrupt.isEmpty { violation(&report, number, nil, nil, "\(found.corrupt.count) pages with wrong content, first \(found.corrupt.prefix(5)); \(found.firstCorruption ?? "")") }
         if !found.lost.isEmpty { violation(&report, number, nil, nil, "\(found.lost.count) pages lost their mutators' last stamp, first \(found.lost.prefix(5))") }
-        let verifyFailures = w.device.stats.verifyFailures.load(ordering: .relaxed)
+        let verifyFailures = w.devices.reduce(0) { $0 + $1.stats.verifyFailures.load(ordering: .relaxed) }
         if verifyFailures > 0 { violation(&report, number, nil, nil, "\(verifyFailures) copied pages differed from their source") }
         w.tearDown()
     }
@@ -446,16 +482,12 @@ public final class Stress {
         let w = r.w
         switch op {
         case .unified, .faultThenMigrate, .migrateThenFault:
-            let (first, n) = window(r)
-            let compound = r.below(2) == 0
-            r.mutators.start()
-            let result = w.device.makeResident(w.address(first), pages: n, strategy: op.strategy!, compound: compound)
-            r.mutators.finish()
-            if result.errno != 0 { report.opsWithErrors += 1 }
+            report.opsWithErrors += makeResident(op.strategy!, r)
         case .toSystem:
             let (first, n) = window(r)
+            let device = pickDevice(r)
             r.mutators.start()
-            let result = w.device.migrateToSystem(w.address(first), pages: n)
+            let result = device.migrateToSystem(w.address(first), pages: n)
             r.mutators.finish()
             if result.errno != 0 { report.opsWithErrors += 1 }
         case .cpuFault:
@@ -468,8 +500,9 @@ public final class Stress {
             r.mutators.finish()
             if failed > 0 { report.opsWithErrors += 1 }
         case .release:
+            let device = pickDevice(r)
             r.mutators.start()
-            w.device.release()
+            device.release()
             r.mutators.finish()
         case .swapOut:
             let (first, n) = run(r, most: 64)

@@ -17,6 +17,9 @@
 public final class Workload {
     public let mm: AddressSpace
     public private(set) var device: Device!
+    /// Every device mirroring the range (`--devices`), ``device`` first, each with its own device pool
+    /// and `dev_pagemap`; window `w` is migrated by device `w % count`.
+    public private(set) var devices: [Device] = []
     /// The forked child holding the `cow` pages' other mapping.
     public private(set) var child: AddressSpace?
     public let start: UInt64
@@ -24,6 +27,8 @@ public final class Workload {
     public let seed: UInt64
     /// State per page.
     public let kinds: [PageKind]
+    /// Pages per op window (`--window-pages`).
+    let windowPages: Int
     /// Pages per state, as built.
     public private(set) var built: [Int]
     /// The 2 MiB blocks backed by THPs.
@@ -57,10 +62,18 @@ public final class Workload {
         } catch {
             throw BuildError(description: "mmap of \(config.pages) pages: \(error)")
         }
-        device = Device(
-            memory: memory, mm: mm, copyWorkers: config.threads, verify: config.verify, selfInvalidation: config.selfInvalidation,
-            splitPolicy: config.splitPolicy, copyWorkerHook: copyWorkerHook)
-        if config.deviceLargeFail > 0 { device.setAllocationFailure(FailureInjection(order9: config.deviceLargeFail, seed: seed ^ 0x6465_7669_6365)) }
+        precondition(config.devices <= memory.devicePools.count, "\(config.devices) devices on \(memory.devicePools.count) device pools")
+        windowPages = config.windowPages
+        let mm = self.mm
+        devices = (0..<config.devices).map { i in
+            Device(
+                memory: memory, mm: mm, copyWorkers: config.threads, verify: config.verify, selfInvalidation: config.selfInvalidation,
+                splitPolicy: config.splitPolicy, copyWorkerHook: copyWorkerHook, pool: memory.devicePools[i])
+        }
+        device = devices[0]
+        if config.deviceLargeFail > 0 {
+            for (i, d) in devices.enumerated() { d.setAllocationFailure(FailureInjection(order9: config.deviceLargeFail, seed: seed ^ 0x6465_7669_6365 &+ UInt64(i))) }
+        }
         do {
             try populate(config: config)
         } catch {
@@ -109,6 +122,9 @@ public final class Workload {
 
     public func address(_ k: Int) -> UInt64 { start + UInt64(k) << 12 }
 
+    /// The device that migrates window `op` (round-robin over ``devices``).
+    @inline(__always) func device(forWindow op: Int) -> Device { devices.count == 1 ? device : devices[op % devices.count] }
+
     private func writeHeader(_ k: Int) throws(FaultError) {
         let (a, b) = header(k)
         try mm.store(a, at: address(k))
@@ -140,12 +156,22 @@ public final class Workload {
             let r = try mm.swapOut(address(k), pages: n)
             guard r.swapped == n else { throw BuildError(description: "swap-out of \(n) pages at page \(k) swapped \(r.swapped): \(r.skipped)") }
         }
-        try forEachRun(where: { $0 == .device }) { k, n in
-            let r = device.migrateToDevice(address(k), pages: n)
-            guard r.errno == 0 else { throw BuildError(description: "migrating \(n) pages at page \(k) to the device: \(HMMErrno.name(r.errno))") }
-        }
+        try forEachRun(where: { $0 == .device }) { k, n in try placeOnDevices(k, n, offset: config.devicePages == .other ? 1 : 0) }
         for k in 0..<pages where kinds[k] == .pinned { pins.append(try mm.pinUserPage(address(k))) }
         for k in 0..<pages { built[Int(kinds[k].rawValue)] += 1 }
+    }
+
+    /// Migrates `n` pages from page `k` to the device: with one device in one go; with several, each
+    /// window's part to the device that migrates that window (`offset` 0) or to the next one (1).
+    private func placeOnDevices(_ k: Int, _ n: Int, offset: Int) throws {
+        var a = k
+        while a < k + n {
+            let w = a / windowPages
+            let e = devices.count == 1 ? k + n : min(k + n, (w + 1) * windowPages)
+            let r = devices[(w + offset) % devices.count].migrateToDevice(address(a), pages: e - a)
+            guard r.errno == 0 else { throw BuildError(description: "migrating \(e - a) pages at page \(a) to the device: \(HMMErrno.name(r.errno))") }
+            a = e
+        }
     }
 
     /// Calls `body(firstPage, count)` for each maximal run of pages whose state matches.
@@ -231,7 +257,8 @@ public final class Workload {
             child.teardown()
             self.child = nil
         }
-        device.close()
+        for d in devices { d.close() }
+        devices = []
         device = nil
         mm.teardown()  // drains every LRU add batch, so the leak check finds every frame
     }

@@ -69,11 +69,21 @@ public final class MMUIntervalNotifier: @unchecked Sendable {
     public func readBegin() -> UInt64 {
         let seq = invalidateSeq.load(ordering: .acquiring)
         // The interval is being invalidated when its seq equals the mm's odd seq.
+        guard seq & 1 == 1, subscriptions.invalidateSeq.load(ordering: .acquiring) == seq else { return seq }
+        return readBeginWaiting(seq)
+    }
+
+    /// ``readBegin()`` while an invalidation runs (`wait_event(subscriptions->wq, ...)`): waits for it to
+    /// end and counts the time in ``MMUNotifierSubscriptions/readWait`` (`notifier_wait_ns`).
+    @inline(never)
+    private func readBeginWaiting(_ seq: UInt64) -> UInt64 {
+        let started = monotonicNanoseconds()
         var spins = 0
-        while seq & 1 == 1, subscriptions.invalidateSeq.load(ordering: .acquiring) == seq {
+        while subscriptions.invalidateSeq.load(ordering: .acquiring) == seq {
             spins += 1
             if spins > 64 { sched_yield() }
         }
+        subscriptions.readWait.add(since: started)
         return seq
     }
 
@@ -101,8 +111,12 @@ public final class MMUNotifierSubscriptions: @unchecked Sendable {
     public let invalidations = Atomic<Int>(0)
     /// `mm->notifier_subscriptions` exists: set by the first insertion, kept until teardown.
     private let subscribed = Atomic<Bool>(false)
+    /// Time drivers' `mmu_interval_read_begin` waited for an invalidation of their interval to end.
+    public let readWait = LockWait.make()
 
     public init() {}
+
+    deinit { readWait.free() }
 
     /// `mmu_interval_notifier_insert()`.
     public func insert(start: UInt64, length: UInt64, ops: any MMUIntervalNotifierOps) -> MMUIntervalNotifier {

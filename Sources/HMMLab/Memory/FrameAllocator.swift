@@ -133,8 +133,26 @@ public final class FrameAllocator: Sendable {
     }
 
     private let state: LabMutex<State>
+    /// Time spent waiting for the allocator's lock (`zone->lock`), contended acquisitions only
+    /// (`alloc_lock_wait_ns`).
+    public let lockWait = LockWait.make()
 
-    deinit { state.withLock { $0.deallocate() } }
+    deinit {
+        state.withLock { $0.deallocate() }
+        lockWait.free()
+    }
+
+    /// `spin_lock(&zone->lock)` … `spin_unlock`: `body` on the state under the lock. The lock is tried
+    /// first; only when that fails is the wait timed into ``lockWait``.
+    @inline(__always)
+    private func locked<R: Sendable>(_ body: (inout State) -> R) -> R {
+        if let r = state.withLockIfAvailable({ s in body(&s) }) { return r }
+        let started = monotonicNanoseconds()
+        return state.withLock { s in
+            lockWait.add(since: started)
+            return body(&s)
+        }
+    }
 
     /// A pool of `frames` frames, all free. `frames` must be a positive multiple of 512.
     public init(frames: Int, injection: FailureInjection = .none) {
@@ -169,7 +187,7 @@ public final class FrameAllocator: Sendable {
     /// - Parameter order: 0 or 9.
     public func allocate(order: Int) -> Result<Int, AllocationFailure> {
         precondition(order == 0 || order == 9, "the lab allocates orders 0 and 9 only, not \(order)")
-        return state.withLock { s in Self.take(&s, order: order) }
+        return locked { s in Self.take(&s, order: order) }
     }
 
     /// Allocates up to `count` blocks of one order under a single lock acquisition and writes their first
@@ -177,7 +195,7 @@ public final class FrameAllocator: Sendable {
     /// which ends the batch as `alloc_pages_bulk` does).
     public func allocateBulk(order: Int, count: Int, into out: UnsafeMutablePointer<Int>) -> Int {
         precondition(order == 0 || order == 9, "the lab allocates orders 0 and 9 only, not \(order)")
-        return state.withLock { s in
+        return locked { s in
             var i = 0
             while i < count {
                 // A request for a whole block's worth of frames, with no partly used block to finish
@@ -208,7 +226,7 @@ public final class FrameAllocator: Sendable {
     /// Returns a block to the pool (`__free_pages`), merging a split block whose 512 frames are all free.
     public func free(_ index: Int, order: Int) {
         precondition(index >= 0 && index < frameCount, "free of frame \(index) outside the pool of \(frameCount)")
-        state.withLock { s in Self.give(&s, index, order: order) }
+        locked { s in Self.give(&s, index, order: order) }
     }
 
     /// Frees many order-0 frames under one lock acquisition (`free_unref_folios`).
@@ -225,7 +243,7 @@ public final class FrameAllocator: Sendable {
             return
         }
         let n = indices.count
-        state.withLock { s in
+        locked { s in
             var i = 0
             while i < n {
                 let first = indices[i]

@@ -7,6 +7,11 @@ import Synchronization
 struct SpinLock: ~Copyable {
     let word = Atomic<UInt32>(0)
 
+    /// Takes the lock if it is free now.
+    @inline(__always) func tryLock() -> Bool {
+        word.compareExchange(expected: 0, desired: 1, ordering: .acquiring).exchanged
+    }
+
     /// Takes the lock; returns whether it was held by another thread when first tried.
     @inline(__always) func lock() -> Bool {
         if word.compareExchange(expected: 0, desired: 1, ordering: .acquiring).exchanged { return false }
@@ -75,6 +80,8 @@ public final class LRUBatches: @unchecked Sendable {
     let generation = Atomic<UInt64>(0)
     /// `__lru_add_drain_all`'s static mutex: one drain of every CPU at a time.
     let drainAllLock = LabMutex<Void>(())
+    /// Time spent waiting for the lruvec locks, contended acquisitions only (`lru_lock_wait_ns`).
+    public let lockWait = LockWait.make()
 
     init(cpus: Int = max(1, Int(sysconf(Int32(_SC_NPROCESSORS_CONF))))) {
         self.cpus = cpus
@@ -91,6 +98,7 @@ public final class LRUBatches: @unchecked Sendable {
         for i in 0..<2 { vec(i).deinitialize(count: 1) }
         batches.deallocate()
         vecs.deallocate()
+        lockWait.free()
     }
 
     @inline(__always) func header(_ cpu: Int) -> UnsafeMutablePointer<LRUBatchHeader> {
@@ -117,10 +125,15 @@ public final class LRUBatches: @unchecked Sendable {
 
     /// `spin_lock_irq(&lruvec->lru_lock)` of lruvec `i`, counting the acquisition and any contention.
     /// The counts are written under the lock, so a plain load and store do (no second atomic
-    /// read-modify-write the kernel would not make).
+    /// read-modify-write the kernel would not make). A contended acquisition is timed into ``lockWait``.
     @inline(__always) func lockVec(_ i: Int) {
         let v = vec(i)
-        if v.pointee.lock.lock() { Self.bump(v.pointee.contended) }
+        if !v.pointee.lock.tryLock() {
+            let started = monotonicNanoseconds()
+            _ = v.pointee.lock.lock()
+            lockWait.add(since: started)
+            Self.bump(v.pointee.contended)
+        }
         Self.bump(v.pointee.acquisitions)
     }
 

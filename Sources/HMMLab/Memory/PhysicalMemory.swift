@@ -5,8 +5,10 @@ import Synchronization
 /// page-descriptor array (`vmemmap`), the shared zero page and the huge zero folio.
 ///
 /// pfn layout: the first 2 MiB block (pfns 0–511) is never backed, so a zero pfn is always a bug;
-/// the system pool follows; a one-block gap; then the device pool. Descriptors cover every pfn below
-/// the device pool's end, 32 bytes each, in their own ``Region`` on the system node.
+/// the system pool follows; a one-block gap; then the device pool; with several devices, each
+/// further device pool after another one-block gap (each device's `dev_pagemap` covers its own pfn
+/// range, as `memremap_pages` gives each its own). Descriptors cover every pfn below the last
+/// pool's end, 32 bytes each, in their own ``Region`` on the system node.
 ///
 /// Allocation (``allocate(_:order:)``) models `alloc_pages()` plus `prep_new_page()`/`prep_compound_page()`:
 /// the frame allocator hands out a naturally aligned block and the descriptors of its frames are set up
@@ -22,14 +24,18 @@ public final class PhysicalMemory: @unchecked Sendable {
         public var deviceBytes: Int
         public var systemNode: Int
         public var deviceNode: Int
+        /// The nodes of the device pools after the first (one per further device), in device order.
+        public var moreDeviceNodes: [Int] = []
         public var backing: BackingRequest
         /// The per-page costs every address space and device on this memory pays for real.
         public var costs: Costs
 
-        /// - Parameters: sizes are rounded up to 2 MiB; nodes must have memory.
+        /// - Parameters: sizes are rounded up to 2 MiB (`deviceBytes` per device pool); nodes must have memory.
         public init(
-            systemBytes: Int, deviceBytes: Int, systemNode: Int = 0, deviceNode: Int? = nil, backing: BackingRequest = .auto, costs: Costs = .all
+            systemBytes: Int, deviceBytes: Int, systemNode: Int = 0, deviceNode: Int? = nil, backing: BackingRequest = .auto, costs: Costs = .all,
+            moreDeviceNodes: [Int] = []
         ) {
+            self.moreDeviceNodes = moreDeviceNodes
             self.costs = costs
             self.systemBytes = systemBytes
             self.deviceBytes = deviceBytes
@@ -41,8 +47,10 @@ public final class PhysicalMemory: @unchecked Sendable {
 
     /// The system pool.
     public let system: MemoryPool
-    /// The device pool.
+    /// The device pool (the first device's, with several).
     public let device: MemoryPool
+    /// Every device pool, ``device`` first: one per device (`--devices`), each its own pfn range.
+    public let devicePools: [MemoryPool]
     /// The descriptor array's memory.
     public let descriptorRegion: Region
     /// The descriptors, indexed by pfn.
@@ -106,15 +114,20 @@ public final class PhysicalMemory: @unchecked Sendable {
         self.configuration = configuration
         costs = configuration.costs
         let systemRegion = try Region(name: "system", length: configuration.systemBytes, backing: configuration.backing, node: configuration.systemNode)
-        let deviceRegion = try Region(name: "device", length: configuration.deviceBytes, backing: configuration.backing, node: configuration.deviceNode)
         let block = FrameAllocator.blockFrames
         let systemFirst = Pfn(block)
         let systemFrames = systemRegion.length / PageSize.bytes
-        let deviceFirst = Pfn(block + systemFrames + block)
-        let deviceFrames = deviceRegion.length / PageSize.bytes
-        endPfn = deviceFirst + deviceFrames
         system = MemoryPool(kind: .system, region: systemRegion, firstPfn: systemFirst)
-        device = MemoryPool(kind: .device, region: deviceRegion, firstPfn: deviceFirst)
+        var pools: [MemoryPool] = []
+        var next = systemFirst + systemFrames + block
+        for (i, node) in ([configuration.deviceNode] + configuration.moreDeviceNodes).enumerated() {
+            let region = try Region(name: i == 0 ? "device" : "device\(i)", length: configuration.deviceBytes, backing: configuration.backing, node: node)
+            pools.append(MemoryPool(kind: .device, region: region, firstPfn: next))
+            next = next + region.length / PageSize.bytes + block
+        }
+        devicePools = pools
+        device = pools[0]
+        endPfn = pools[pools.count - 1].endPfn
 
         // Descriptors: hugetlb pages go to the pools first; the array takes THP or 4 KiB pages.
         let descriptorBytes = endPfn.index * Self.descriptorSize
@@ -139,10 +152,12 @@ public final class PhysicalMemory: @unchecked Sendable {
         hugeZeroPfn = hugeZeroFolio?.pfn ?? Pfn(rawValue: 0)
 
         var notes: [String] = []
-        if configuration.systemNode == configuration.deviceNode {
-            notes.append("device memory shares NUMA node \(configuration.deviceNode) with system memory (\(NUMA.nodesWithMemory().count == 1 ? "this machine has one node with memory" : "as asked"))")
+        let deviceNodes = [configuration.deviceNode] + configuration.moreDeviceNodes
+        if deviceNodes.contains(configuration.systemNode) {
+            let which = deviceNodes.count == 1 ? "device memory shares" : "\(deviceNodes.filter { $0 == configuration.systemNode }.count) of the \(deviceNodes.count) device pools share"
+            notes.append("\(which) NUMA node \(configuration.systemNode) with system memory (\(NUMA.nodesWithMemory().count == 1 ? "this machine has one node with memory" : "as asked"))")
         }
-        for region in [systemRegion, deviceRegion] where region.requested == .auto && region.backing != .hugetlb {
+        for region in [systemRegion] + pools.map(\.region) where region.requested == .auto && region.backing != .hugetlb {
             notes.append("\(region.name) pool fell back to \(region.backing): \(region.verification.fallbacks.joined(separator: "; "))")
         }
         self.notes = notes
@@ -171,7 +186,12 @@ public final class PhysicalMemory: @unchecked Sendable {
 
     /// The pool that holds `pfn`, or nil for a pfn outside both.
     @inlinable public func pool(of pfn: Pfn) -> MemoryPool? {
-        system.contains(pfn) ? system : device.contains(pfn) ? device : nil
+        system.contains(pfn) ? system : device.contains(pfn) ? device : devicePools.first { $0.contains(pfn) }
+    }
+
+    /// Whether `pfn` is a frame of any device pool.
+    @inlinable public func isDeviceFrame(_ pfn: Pfn) -> Bool {
+        device.contains(pfn) || (devicePools.count > 1 && devicePools.contains { $0.contains(pfn) })
     }
 
     /// `is_huge_zero_pfn()`: whether `pfn` is a page of the huge zero folio.
@@ -201,14 +221,16 @@ public final class PhysicalMemory: @unchecked Sendable {
     /// The address of a frame's first byte (`page_address`).
     @inlinable @inline(__always) public func address(of pfn: Pfn) -> UnsafeMutableRawPointer {
         if system.contains(pfn) { return system.address(of: pfn) }
-        if !device.contains(pfn) { Self.outsideBothPools(pfn) }
+        if !device.contains(pfn) { return addressInFurtherPool(pfn) }
         return device.address(of: pfn)
     }
 
-    /// The failure of ``address(of:)``, kept out of line so the check costs the hot path one branch.
+    /// ``address(of:)`` for a frame of a device pool after the first, kept out of line so that with
+    /// one device the hot path pays one branch; a pfn outside every pool is a precondition failure.
     @usableFromInline @inline(never)
-    static func outsideBothPools(_ pfn: Pfn) -> Never {
-        preconditionFailure("\(pfn) is outside both pools")
+    func addressInFurtherPool(_ pfn: Pfn) -> UnsafeMutableRawPointer {
+        for pool in devicePools.dropFirst() where pool.contains(pfn) { return pool.address(of: pfn) }
+        preconditionFailure("\(pfn) is outside every pool")
     }
 
     /// The bytes of a folio.
@@ -230,7 +252,8 @@ public final class PhysicalMemory: @unchecked Sendable {
     // MARK: - Allocation
 
     /// Allocates a folio of order 0 or 9 from a pool, with its descriptors prepared and one reference held
-    /// by the caller. Models `folio_alloc()` (system) and a driver's device-page allocation (device).
+    /// by the caller. Models `folio_alloc()` (system) and a driver's device-page allocation (device:
+    /// the first device pool; ``allocate(from:order:)`` for another).
     ///
     /// The frame's bytes are whatever the last owner left; callers that need zeroes clear them
     /// (`__GFP_ZERO` / `clear_highpage`), so the cost is visible where the kernel pays it.
@@ -246,15 +269,30 @@ public final class PhysicalMemory: @unchecked Sendable {
         }
     }
 
+    /// ``allocate(_:order:)`` from a given pool (a device's own, with several devices).
+    public func allocate(from pool: MemoryPool, order: Int) -> Result<Folio, AllocationFailure> {
+        switch pool.allocator.allocate(order: order) {
+        case .failure(let f): return .failure(f)
+        case .success(let index):
+            let folio = Folio(pfn: pool.firstPfn + index, order: order)
+            prepare(folio, device: pool.kind == .device)
+            return .success(folio)
+        }
+    }
+
     /// Allocates up to `count` order-0 frames from a pool under one allocator lock (`alloc_pages_bulk`)
     /// and writes them to `out`; returns how many it got.
     public func allocateBulk(_ kind: PoolKind, count: Int, into out: UnsafeMutablePointer<Pfn>) -> Int {
-        let pool = pool(kind)
-        return withUnsafeTemporaryAllocation(of: Int.self, capacity: count) { indices in
+        allocateBulk(from: pool(kind), count: count, into: out)
+    }
+
+    /// ``allocateBulk(_:count:into:)`` from a given pool.
+    public func allocateBulk(from pool: MemoryPool, count: Int, into out: UnsafeMutablePointer<Pfn>) -> Int {
+        withUnsafeTemporaryAllocation(of: Int.self, capacity: count) { indices in
             let got = pool.allocator.allocateBulk(order: 0, count: count, into: indices.baseAddress!)
             for i in 0..<got {
                 let pfn = pool.firstPfn + indices[i]
-                prepare(Folio(pfn: pfn, order: 0), device: kind == .device)
+                prepare(Folio(pfn: pfn, order: 0), device: pool.kind == .device)
                 out[i] = pfn
             }
             return got
@@ -381,7 +419,7 @@ public final class PhysicalMemory: @unchecked Sendable {
                 if n > 0 { pool.allocator.freeBulk(UnsafeBufferPointer(rebasing: indices[0..<n]), order: 0) }
             }
             free(to: system)
-            free(to: device)
+            for pool in devicePools { free(to: pool) }
         }
     }
 
@@ -391,16 +429,21 @@ public final class PhysicalMemory: @unchecked Sendable {
         defer { if let backing { put(backing) } }
         if system.contains(folio.pfn) {
             system.allocator.free(folio.pfn.index - system.firstPfn.index, order: folio.order)
-        } else {
-            precondition(device.contains(folio.pfn), "\(folio) is outside both pools")
+        } else if device.contains(folio.pfn) {
             device.allocator.free(folio.pfn.index - device.firstPfn.index, order: folio.order)
+        } else {
+            guard let pool = devicePools.first(where: { $0.contains(folio.pfn) }) else { preconditionFailure("\(folio) is outside every pool") }
+            pool.allocator.free(folio.pfn.index - pool.firstPfn.index, order: folio.order)
         }
     }
 
     // MARK: - Accounting
 
-    /// Bytes of frames modelled (both pools).
-    public var modelledBytes: Int { system.region.length + device.region.length }
+    /// Free frames over every device pool.
+    public var deviceFreeFrames: Int { devicePools.reduce(0) { $0 + $1.allocator.freeFrames } }
+
+    /// Bytes of frames modelled (every pool).
+    public var modelledBytes: Int { system.region.length + devicePools.reduce(0) { $0 + $1.region.length } }
 
     /// Bytes the model spends to describe them: the descriptor array (page tables add theirs, counted
     /// by the page-table layer).
@@ -410,7 +453,7 @@ public final class PhysicalMemory: @unchecked Sendable {
     public var summary: String {
         var lines = [
             system.region.summary + ", pfns \(system.firstPfn.rawValue)..<\(system.endPfn.rawValue)",
-            device.region.summary + ", pfns \(device.firstPfn.rawValue)..<\(device.endPfn.rawValue)",
+        ] + devicePools.map { $0.region.summary + ", pfns \($0.firstPfn.rawValue)..<\($0.endPfn.rawValue)" } + [
             "descriptors: \(Region.formatBytes(descriptorBytes)) (\(Self.descriptorSize) B per 4 KiB frame, " +
                 "\(String(format2: Double(descriptorBytes) / Double(modelledBytes) * 100))% of the memory modelled)",
         ]

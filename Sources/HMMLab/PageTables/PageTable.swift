@@ -47,6 +47,8 @@ public final class PageTable: @unchecked Sendable {
     /// Tables currently allocated, the root included.
     public var tableCount: Int { tables.load(ordering: .relaxed) }
     private let tables = Atomic<Int>(0)
+    /// Time spent waiting for the split PTE and PMD locks of this table tree (contended acquisitions only).
+    public let lockWait = LockWait.make()
 
     public init(memory: PhysicalMemory) throws(PageTableError) {
         self.memory = memory
@@ -61,6 +63,7 @@ public final class PageTable: @unchecked Sendable {
 
     deinit {
         freeAll(root, level: .pgd)
+        lockWait.free()
     }
 
     // MARK: Tables
@@ -149,7 +152,7 @@ public final class PageTable: @unchecked Sendable {
 
     /// Takes the split lock of the table that holds `slot` (`pte_offset_map_lock`, `pmd_lock`).
     @inlinable @inline(__always) public func lock(tableOf slot: EntrySlot) -> TableLock {
-        let lock = TableLock(descriptors + tableFrame(of: slot).index)
+        let lock = TableLock(descriptors + tableFrame(of: slot).index, wait: lockWait)
         lock.lock()
         return lock
     }
@@ -228,13 +231,30 @@ public struct PTECursor {
 /// A split page-table lock held in a table page's descriptor (`spinlock_t ptl` of `struct ptdesc`).
 ///
 /// A test-and-test-and-set spinlock that yields the CPU after a few hundred spins, since the lab's
-/// threads can outnumber cores.
+/// threads can outnumber cores. When the first try fails, the wait is timed into `wait` (the page
+/// table's ``LockWait``; `ptl_wait_ns`).
 public struct TableLock: @unchecked Sendable {
     @usableFromInline let descriptor: UnsafeMutablePointer<PageDescriptor>
+    @usableFromInline let wait: LockWait?
 
-    @inlinable init(_ descriptor: UnsafeMutablePointer<PageDescriptor>) { self.descriptor = descriptor }
+    @inlinable init(_ descriptor: UnsafeMutablePointer<PageDescriptor>, wait: LockWait? = nil) {
+        self.descriptor = descriptor
+        self.wait = wait
+    }
 
     @inlinable public func lock() {
+        if descriptor.pointee.private.load(ordering: .relaxed) == 0,
+            descriptor.pointee.private.compareExchange(expected: 0, desired: 1, ordering: .acquiring).exchanged
+        {
+            return
+        }
+        lockContended()
+    }
+
+    /// The slow path of ``lock()``: spin, yield, and count the time waited.
+    @usableFromInline @inline(never) func lockContended() {
+        let started = monotonicNanoseconds()
+        defer { wait?.add(since: started) }
         var spins = 0
         while true {
             if descriptor.pointee.private.load(ordering: .relaxed) == 0,

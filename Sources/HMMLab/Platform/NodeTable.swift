@@ -65,6 +65,17 @@ public struct NodeTable: Sendable, Equatable {
         return others.reduce(first) { best, n in distance(systemNode, n) > distance(systemNode, best) ? n : best }
     }
 
+    /// The nodes of `count` devices for `systemNode`: round-robin over the other nodes with memory,
+    /// farthest first by the distance table (the lowest id among equals), so each device is as far
+    /// from the system node as the machine allows before two share a node; every device on
+    /// `systemNode` when no other node has memory.
+    public func deviceNodes(count: Int, systemNode: Int) -> [Int] {
+        let others = nodesWithMemory.filter { $0 != systemNode }
+            .sorted { (distance(systemNode, $0), -$0) > (distance(systemNode, $1), -$1) }
+        guard !others.isEmpty else { return Array(repeating: systemNode, count: count) }
+        return (0..<count).map { others[$0 % others.count] }
+    }
+
     /// The node whose CPUs threads working on `node`'s memory run on: `node` itself when it has CPUs,
     /// else the nearest node that has some (the lowest id among equals); nil when no node lists CPUs.
     public func nearestNodeWithCPUs(to node: Int) -> Int? {

@@ -49,3 +49,15 @@ public struct PosixMutex<Value: ~Copyable>: ~Copyable {
 }
 
 extension PosixMutex: @unchecked Sendable where Value: ~Copyable {}
+
+extension PosixMutex where Value: ~Copyable {
+    /// Runs `body` if the lock can be had at once (`pthread_mutex_trylock`); nil when it is held.
+    @inlinable
+    public borrowing func withLockIfAvailable<Result: ~Copyable, E: Error>(
+        _ body: (inout sending Value) throws(E) -> sending Result
+    ) throws(E) -> sending Result? {
+        guard pthread_mutex_trylock(mutex) == 0 else { return nil }
+        defer { pthread_mutex_unlock(mutex) }
+        return try body(&value.pointee)
+    }
+}
