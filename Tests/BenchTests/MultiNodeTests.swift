@@ -124,4 +124,29 @@ struct MultiNodeTests {
         let stress = Self.unwrapped(Self.read(dir, "stress.txt"))
         #expect(stress.contains(said) && stress.contains("violations: 0"), "\(stress)")
     }
+
+    @Test("two jobs and two devices on nodes 2 and 3 (memory only, as device memory shows up) of a 4-node guest: each pool on its node, verify clean, no lost store",
+          .enabled(if: KernelEngineTests.vmLane, reason), .timeLimit(.minutes(15)))
+    func jobsAndDevices() throws {
+        let script = """
+            $bench --jobs 2 --devices 2 --device-nodes 2,3 --verify --mutators 1 --strategy all --pages 2048 --reps 1 --warmup 0 \\
+                --counters none --quiet --out jd.csv > jd.txt 2> jd.err; echo $? > status
+            """
+        let (dir, status) = try Self.guest(["--nodes", "4", "--memory-only-nodes", "2", "--cpus", "2", "--mem", "4096", "--swap", "0"], script)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        #expect(status == 0)
+        #expect(Self.read(dir, "status").trimmingCharacters(in: .whitespacesAndNewlines) == "0", "\(Self.read(dir, "jd.err"))")
+        let rows = try KernelEngineTests.rows("\(dir)/jd.csv")
+        #expect(rows.count == 3, "one row per strategy")
+        for row in rows {
+            #expect(row["jobs"] == "2" && row["devices"] == "2" && row["device_nodes"] == "2,3", "\(row["device_nodes"] ?? "-")")
+            #expect(row["verify_failures"] == "0" && row["lost_stores"] == "0" && row["pages_migrated"] == "2048", "\(row["strategy"] ?? "")")
+        }
+        let header = Self.unwrapped(Self.read(dir, "jd.txt"))
+        let placement = header.split(separator: "\n").first { $0.contains("pools read back with move_pages") }.map(String.init) ?? ""
+        #expect(placement.contains("device 0 (") && placement.contains("device 1 ("), "\(placement)")
+        let devicePart = { (i: Int) in placement.components(separatedBy: "device \(i) (").last?.components(separatedBy: ";").first ?? "" }
+        #expect(devicePart(0).hasSuffix("on node 2") && !devicePart(0).contains("node 3"), "\(devicePart(0))")
+        #expect(devicePart(1).hasSuffix("on node 3") && !devicePart(1).contains("node 2"), "\(devicePart(1))")
+    }
 }

@@ -342,105 +342,18 @@ extension Device {
         // overrun them (makeResident passes its whole range as the window).
         let window = min(window, Self.migrationWindow)
         var result = MigrationResult()
-        let end = start + UInt64(pages) << 12
+        let end = pageAddress(start, pages)
         defer { endWalk() }
         withMigrationContext { context in
             withRange(capacity: window) { range in
-                let args = context.args
                 var address = start
                 while address < end {
-                    let next = min(end, address + UInt64(window) << 12)
+                    let next = min(end, pageAddress(address, window))
                     beginWalk(address, next)
-                    var attempts = 0
-                    while true {
-                        attempts += 1
-                        guard attempts <= 64 else {
-                            result.errno = HMMErrno.EBUSY
-                            return
-                        }
-                        range.notifier = notifier
-                        range.notifierSeq = notifier.readBegin()
-                        range.start = address
-                        range.end = next
-                        range.defaultFlags = access.requestFlags | HMMPfn.requestMigrate
-                        range.pfnFlagsMask = 0
-                        range.devPrivateOwner = owner
-                        range.migrate = args
-                        range.compoundMigration = compound
-                        args.pgmapOwner = owner
-                        args.flags = compound && useCompound(start: address, end: next) ? [.system, .compound] : [.system]
-                        range.hmmPfns.update(repeating: 0, count: range.npages)
-                        mm.mmapLock.readLock()
-                        let t0 = monotonicNanoseconds()
-                        let r = mm.hmmRangeFault(range)
-                        let t1 = monotonicNanoseconds()
-                        result.phases.walk += t1 - t0 - range.faultNanoseconds
-                        result.phases.fault += range.faultNanoseconds
-                        result.walks += 1
-                        result.restarts += range.restarts
-                        result.faults += range.faults
-                        result.tlbFlushes += range.migrateFlushes
-                        if r == HMMErrno.EBUSY {
-                            // Invalidated under the walk: give back what was collected and walk again.
-                            // Lab departure: the RFC's driver calls hmm_range_fault again (in
-                            // dmirror_range_fault) with the previous walk's migration entries still
-                            // installed and their folios locked; with REQ_FAULT the rewalk meets them
-                            // and waits on its own folio locks (migration_entry_wait), which never ends.
-                            mm.migrateHMMRangeSetup(range)
-                            for i in 0..<args.npages { args.src[i] &= ~MigratePfn.migrate }
-                            mm.migrateVMAFinalize(args)
-                            result.add(args)
-                            mm.mmapLock.unlock()
-                            result.selfInvalidationRetries += 1
-                            result.notifierRetries += 1
-                            result.crossJobRetries += crossJobRetry()
-                            stats.retriesFromSelfInvalidation.wrappingAdd(1, ordering: .relaxed)
-                            continue
-                        }
-                        if r != 0 {
-                            mm.migrateHMMRangeSetup(range)
-                            for i in 0..<args.npages { args.src[i] &= ~MigratePfn.migrate }
-                            mm.migrateVMAFinalize(args)
-                            mm.mmapLock.unlock()
-                            result.errno = r
-                            return
-                        }
-                        mm.migrateHMMRangeSetup(range)
-                        let t2 = monotonicNanoseconds()
-                        result.phases.collect += t2 - t1
-                        result.collected += args.cpages
-                        allocateAndCopyToDevice(args, copy: context.copy, phases: &result.phases)
-                        let t3 = monotonicNanoseconds()
-                        mm.migrateVMAPages(args)
-                        let migrated = finalizeAndMap(args)
-                        mm.migrateVMAFinalize(args)
-                        result.add(args)
-                        // Pages that were already on this device are mirrored as reported (dmirror_do_fault).
-                        let windowPages = range.npages
-                        let pfns = range.hmmPfns
-                        let retry = pageTable.withLock { pt -> Bool in
-                            if notifier.readRetry(range.notifierSeq) { return true }
-                            for i in 0..<windowPages {
-                                let w = pfns[i]
-                                if w & HMMPfn.valid != 0, w & HMMPfn.migrate == 0 {
-                                    // Moved back by a CPU fault meanwhile (see cpuStillMapsDevicePage): not mirrored.
-                                    if !cpuStillMapsDevicePage(address + UInt64(i) << 12, HMMPfn.pfn(w)) { continue }
-                                    pt.set(address + UInt64(i) << 12, pfn: HMMPfn.pfn(w), writable: w & HMMPfn.write != 0)
-                                }
-                            }
-                            return false
-                        }
-                        mm.mmapLock.unlock()
-                        result.phases.finalize += monotonicNanoseconds() - t3
-                        result.migrated += migrated
-                        if retry {
-                            result.selfInvalidationRetries += 1
-                            result.notifierRetries += 1
-                            result.crossJobRetries += crossJobRetry()
-                            stats.retriesFromSelfInvalidation.wrappingAdd(1, ordering: .relaxed)
-                            continue
-                        }
-                        break
+                    let attempt = WindowAttempt(range: range, context: context, compound: compound, access: access)
+                    if let errno = migrateWindowOnFault(address, next, attempt, &result) {
+                        result.errno = errno
+                        return
                     }
                     address = next
                 }
@@ -449,6 +362,123 @@ extension Device {
         stats.pagesToDevice.wrappingAdd(result.migrated, ordering: .relaxed)
         if result.errno == 0, !isMirrored(start, end) { result.errno = HMMErrno.ENOENT }
         return result
+    }
+
+    /// What one window's attempts share: the range and migrate arguments, the copy engine, the
+    /// request.
+    struct WindowAttempt {
+        let range: HMMRange
+        let context: MigrationContext
+        let compound: Bool
+        let access: DeviceAccess
+    }
+
+    /// What one attempt at a window came to.
+    enum WindowOutcome {
+        case done
+        /// The notifier sequence moved (an `-EBUSY` walk, or `mmu_interval_read_retry` under the
+        /// device lock): walk the window again.
+        case retry
+        case failed(Int32)
+    }
+
+    /// Attempts at `[address, next)` until one is not invalidated (at most 64, then `-EBUSY`): nil,
+    /// or the errno that ended the window.
+    private func migrateWindowOnFault(_ address: UInt64, _ next: UInt64, _ attempt: WindowAttempt, _ result: inout MigrationResult) -> Int32? {
+        for _ in 0..<64 {
+            switch migrateWindowOnFaultOnce(address, next, attempt, &result) {
+            case .done:
+                return nil
+            case .retry:
+                result.selfInvalidationRetries += 1
+                result.notifierRetries += 1
+                result.crossJobRetries += crossJobRetry()
+                stats.retriesFromSelfInvalidation.wrappingAdd(1, ordering: .relaxed)
+            case .failed(let errno):
+                return errno
+            }
+        }
+        return HMMErrno.EBUSY
+    }
+
+    /// One attempt under the mmap read lock: `hmm_range_fault` with `REQ_MIGRATE`, then
+    /// `migrate_hmm_range_setup`, allocate and copy, `migrate_vma_pages`, map, finalize, and the
+    /// mirror of pages already on this device under the device lock with `mmu_interval_read_retry`.
+    ///
+    /// Lab departure on `-EBUSY`: what was collected is given back (``AddressSpace/migrateHMMRangeAbort(_:)``)
+    /// and the window walked again. The RFC's driver calls hmm_range_fault again (in
+    /// dmirror_range_fault) with the previous walk's migration entries still installed and their folios
+    /// locked; with REQ_FAULT the rewalk meets them and waits on its own folio locks
+    /// (migration_entry_wait), which never ends.
+    private func migrateWindowOnFaultOnce(_ address: UInt64, _ next: UInt64, _ attempt: WindowAttempt, _ result: inout MigrationResult) -> WindowOutcome {
+        let range = attempt.range
+        let args = attempt.context.args
+        prepareUnifiedRange(range, args, address, next, compound: attempt.compound, access: attempt.access)
+        mm.mmapLock.readLock()
+        defer { mm.mmapLock.unlock() }
+        let t0 = monotonicNanoseconds()
+        let r = mm.hmmRangeFault(range)
+        let t1 = monotonicNanoseconds()
+        result.phases.walk += t1 - t0 - range.faultNanoseconds
+        result.phases.fault += range.faultNanoseconds
+        result.walks += 1
+        result.restarts += range.restarts
+        result.faults += range.faults
+        result.tlbFlushes += range.migrateFlushes
+        if r != 0 {
+            mm.migrateHMMRangeAbort(range)
+            if r != HMMErrno.EBUSY { return .failed(r) }
+            result.add(args)
+            return .retry
+        }
+        mm.migrateHMMRangeSetup(range)
+        let t2 = monotonicNanoseconds()
+        result.phases.collect += t2 - t1
+        result.collected += args.cpages
+        allocateAndCopyToDevice(args, copy: attempt.context.copy, phases: &result.phases)
+        let t3 = monotonicNanoseconds()
+        mm.migrateVMAPages(args)
+        let migrated = finalizeAndMap(args)
+        mm.migrateVMAFinalize(args)
+        result.add(args)
+        let retry = mirrorReported(range, address)
+        result.phases.finalize += monotonicNanoseconds() - t3
+        result.migrated += migrated
+        return retry ? .retry : .done
+    }
+
+    /// The range and migrate arguments of one unified walk over `[address, next)`.
+    private func prepareUnifiedRange(_ range: HMMRange, _ args: MigrateVMA, _ address: UInt64, _ next: UInt64, compound: Bool, access: DeviceAccess) {
+        range.notifier = notifier
+        range.notifierSeq = notifier.readBegin()
+        range.start = address
+        range.end = next
+        range.defaultFlags = access.requestFlags | HMMPfn.requestMigrate
+        range.pfnFlagsMask = 0
+        range.devPrivateOwner = owner
+        range.migrate = args
+        range.compoundMigration = compound
+        args.pgmapOwner = owner
+        args.flags = compound && useCompound(start: address, end: next) ? [.system, .compound] : [.system]
+        range.hmmPfns.update(repeating: 0, count: range.npages)
+    }
+
+    /// Under the device lock: whether the notifier sequence moved (`mmu_interval_read_retry`), and if
+    /// not, the pages the walk reported already on this device mirrored as reported
+    /// (`dmirror_do_fault`), but those a CPU fault moved back meanwhile (see `cpuStillMapsDevicePage`).
+    private func mirrorReported(_ range: HMMRange, _ address: UInt64) -> Bool {
+        let windowPages = range.npages
+        let pfns = range.hmmPfns
+        return pageTable.withLock { pt -> Bool in
+            if notifier.readRetry(range.notifierSeq) { return true }
+            for i in 0..<windowPages {
+                let w = pfns[i]
+                guard w & HMMPfn.valid != 0, w & HMMPfn.migrate == 0 else { continue }
+                if !cpuStillMapsDevicePage(pageAddress(address, i), HMMPfn.pfn(w)) { continue }
+                pt.set(pageAddress(address, i), pfn: HMMPfn.pfn(w), writable: w & HMMPfn.write != 0)
+            }
+            return false
+        }
     }
 
     // MARK: - Back to system memory
