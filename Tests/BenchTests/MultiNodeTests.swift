@@ -140,7 +140,10 @@ struct MultiNodeTests {
         #expect(rows.count == 3, "one row per strategy")
         for row in rows {
             #expect(row["jobs"] == "2" && row["devices"] == "2" && row["device_nodes"] == "2,3", "\(row["device_nodes"] ?? "-")")
-            #expect(row["verify_failures"] == "0" && row["lost_stores"] == "0" && row["pages_migrated"] == "2048", "\(row["strategy"] ?? "")")
+            #expect(row["verify_failures"] == "0" && row["lost_stores"] == "0", "\(row["strategy"] ?? "")")
+            // A page the mutator pulls back is moved again (counted twice) or left behind (skipped).
+            let moved = (Int(row["pages_migrated"] ?? "") ?? 0) + (Int(row["pages_skipped"] ?? "") ?? 0)
+            #expect(moved >= 2048, "\(row["strategy"] ?? ""): migrated \(row["pages_migrated"] ?? "-"), skipped \(row["pages_skipped"] ?? "-")")
         }
         let header = Self.unwrapped(Self.read(dir, "jd.txt"))
         let placement = header.split(separator: "\n").first { $0.contains("pools read back with move_pages") }.map(String.init) ?? ""

@@ -31,7 +31,7 @@ struct CPUFaultInjectionTests {
         switch path {
         case .migrateVMA, .thp:
             f.mm.injector = injector
-            #expect(d.migrateToDevice(a, pages: pages).errno != HMMErrno.EINVAL)
+            #expect(d.migrateToDevice(a, pages: pages).errno != Errno.EINVAL)
             expectedInjections = pages / Device.migrationWindow
         case .unified:
             f.mm.injector = injector

@@ -229,7 +229,7 @@ extension DeviationTests {
         slot.store(PTE(rawValue: normal.rawValue | PTE.specialBit))  // as a VM_MIXEDMAP insert would map it
         let snap = try d.snapshot(a, pages: n)
         #expect(snap[1] == MirrorProt.error && snap[0] == MirrorProt.write)
-        #expect(throws: MirrorError.errno(HMMErrno.EFAULT)) { try d.read(a, pages: n) }
+        #expect(throws: MirrorError.errno(Errno.EFAULT)) { try d.read(a, pages: n) }
         let args = setup(f, d, a, pages: n)
         #expect(args.src[1] == 0 && args.cpages == n - 1)
         finalize(f, args)
@@ -256,7 +256,7 @@ extension DeviationTests {
         let head = f.memory.page(huge.pfn)
         #expect(holds(head.pointee.tryLock()))
         let r = d.migrateOnFault(a, pages: 520)
-        #expect(r.errno == HMMErrno.ENOENT && r.migrated == 8 && r.lockFailures == 1)
+        #expect(r.errno == Errno.ENOENT && r.migrated == 8 && r.lockFailures == 1)
         #expect(pmd.load() == huge)
         head.pointee.unlock()
         f.check(devices: [d])

@@ -61,7 +61,7 @@ extension HMMTests {
         #expect(d.deviceMappings().count == n && d.deviceMappings().allSatisfy { $0.atomic && !$0.writable })
         try expectOneMappingEach(f, a, pages: n)
         f.check(devices: [d])
-        #expect(throws: MirrorError.errno(HMMErrno.EPERM)) { try d.checkExclusive(a, pages: n) }
+        #expect(throws: MirrorError.errno(Errno.EPERM)) { try d.checkExclusive(a, pages: n) }
         #expect(try incrementInts(f.mm, a, pages: n) == [], "fault pages back to system memory and check them")
         #expect(f.mm.counters.faults(.deviceExclusive) == n)
         #expect(f.mm.snapshot(a, pages: n).allSatisfy { $0 == .write })
@@ -86,7 +86,7 @@ extension HMMTests {
         f.check(devices: [d])
         var data: [UInt8] = []
         for k in 0..<n { data += Self.ints(page: k, add: 7) }
-        #expect(throws: MirrorError.errno(HMMErrno.EPERM)) { try d.write(a, bytes: data) }
+        #expect(throws: MirrorError.errno(Errno.EPERM)) { try d.write(a, bytes: data) }
         // A CPU read restores read-only PTEs (the VMA's permission), the data unchanged.
         for k in 0..<n { #expect(try f.mm.loadBytes(4096, from: a + UInt64(k) << 12) == Self.ints(page: k)) }
         #expect(f.mm.snapshot(a, pages: n).allSatisfy { $0 == .read })
@@ -201,9 +201,9 @@ extension HMMTests {
         let f = try MMFixture()
         let d = Device(memory: f.memory, mm: f.mm)
         let a = try f.mm.mmap(length: 4 * 4096, protection: .read)
-        #expect(throws: MirrorError.errno(HMMErrno.EFAULT)) { _ = try d.makeExclusive(a, pages: 4) }
+        #expect(throws: MirrorError.errno(Errno.EFAULT)) { _ = try d.makeExclusive(a, pages: 4) }
         let s = try f.mm.mmap(length: 4 * 4096, protection: .readWrite, flags: .shared)
-        #expect(throws: MirrorError.errno(HMMErrno.EOPNOTSUPP)) { _ = try d.makeExclusive(s, pages: 4) }
+        #expect(throws: MirrorError.errno(Errno.EOPNOTSUPP)) { _ = try d.makeExclusive(s, pages: 4) }
         #expect(f.mm.snapshot(s, pages: 4).allSatisfy { $0 != .deviceExclusive })
         f.check(devices: [d])
         try f.mm.munmap(s, length: 4 * 4096)
@@ -233,7 +233,7 @@ extension HMMTests {
         _ = try d.makeExclusive(a, pages: 64)
         d.splitPolicy = .beforeCollect
         let m = d.migrateToDevice(a, pages: n)
-        #expect(m.splitsBeforeCollect == 1 && m.collected == n - 64 && m.migrated == n - 64 && m.errno == HMMErrno.ENOENT, "\(m)")
+        #expect(m.splitsBeforeCollect == 1 && m.collected == n - 64 && m.migrated == n - 64 && m.errno == Errno.ENOENT, "\(m)")
         let states = f.mm.snapshot(a, pages: n)
         #expect(states[0..<64].allSatisfy { $0 == .read || $0 == .write } && states[64...].allSatisfy { $0 == .devicePrivate })
         f.check(devices: [d])

@@ -96,7 +96,7 @@ extension HMMTests {
             let a = try f.mm.mmap(file: file, length: n * 4096, protection: .readWrite, shared: shared)
             #expect(try f.mm.loadBytes(n / 2 * 4096, from: a) == Array(data[0..<n / 2 * 4096]))  // do_read_fault: half mapped
             let r = d.migrateToDevice(a, pages: n)
-            #expect(r.errno == HMMErrno.ENOENT, "nothing reached the device")
+            #expect(r.errno == Errno.ENOENT, "nothing reached the device")
             #expect(r.collected == n / 2 && r.migrated == 0, "the mapped half is collected, refused by migrate_vma_pages, restored")
             #expect(f.mm.snapshot(a, pages: n) == Array(repeating: .read, count: n / 2) + Array(repeating: .none, count: n / 2))
             f.check(devices: [d])

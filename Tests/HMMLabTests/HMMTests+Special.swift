@@ -39,8 +39,8 @@ extension HMMTests {
         // -EFAULT with one), and migrate_vma_setup refuses VM_SPECIAL.
         let p = try f.mm.mmapSpecial(length: 4096, protection: .readWrite, flags: .pfnMap)
         #expect(try d.snapshot(p, pages: 1) == [MirrorProt.error])
-        #expect(throws: MirrorError.errno(HMMErrno.EFAULT)) { _ = try d.read(p, pages: 1) }
-        #expect(d.migrateToDevice(a, pages: 1).errno == HMMErrno.EINVAL)
+        #expect(throws: MirrorError.errno(Errno.EFAULT)) { _ = try d.read(p, pages: 1) }
+        #expect(d.migrateToDevice(a, pages: 1).errno == Errno.EINVAL)
         f.finish(devices: [d])
     }
 
@@ -78,7 +78,7 @@ extension HMMTests {
         #expect(try f.mismatches(a, pages: n, seed: 33) == [])
         // Beyond the kernel's test: one huge PMD, and migrate_vma_setup's is_vm_hugetlb_page check.
         #expect(try #require(f.mm.pageTable.pmdSlot(a, allocate: false)).load().isHuge)
-        #expect(d.migrateToDevice(a, pages: n).errno == HMMErrno.EINVAL)
+        #expect(d.migrateToDevice(a, pages: n).errno == Errno.EINVAL)
         try f.mm.munmap(a, length: PageSize.pmdBytes)
         f.finish(devices: [d])
     }

@@ -56,7 +56,7 @@ struct HMMTests {
         let a = try f.mm.mmap(length: 16 * 4096, protection: .readWrite)
         try f.fill(a, pages: 16, seed: 2)
         try f.mm.mprotect(a, length: 16 * 4096, protection: .none)
-        #expect(throws: MirrorError.errno(HMMErrno.EFAULT)) { _ = try d.read(a, pages: 16) }
+        #expect(throws: MirrorError.errno(Errno.EFAULT)) { _ = try d.read(a, pages: 16) }
         #expect(d.deviceMappings().isEmpty)
         f.finish(devices: [d])
     }
@@ -82,7 +82,7 @@ struct HMMTests {
         let (bytes, faults) = try d.read(a, pages: 1)
         #expect(faults == 1 && bytes.allSatisfy { $0 == 0 })
         let data = MMFixture.pattern(seed: 4, page: 0) + MMFixture.pattern(seed: 4, page: 1) + MMFixture.pattern(seed: 4, page: 2) + MMFixture.pattern(seed: 4, page: 3)
-        #expect(throws: MirrorError.errno(HMMErrno.EPERM)) { try d.write(a, bytes: data) }
+        #expect(throws: MirrorError.errno(Errno.EPERM)) { try d.write(a, bytes: data) }
         try f.mm.mprotect(a, length: 4 * 4096, protection: .readWrite)
         #expect(try d.write(a, bytes: data) == 1)
         #expect(try f.mismatches(a, pages: 4, seed: 4) == [])
@@ -245,7 +245,7 @@ struct HMMTests {
         let d = Device(memory: f.memory, mm: f.mm)
         let a = try f.mm.mmap(length: 16 * 4096, protection: .readWrite, flags: .shared)
         try f.fill(a, pages: 16, seed: 12)
-        #expect(d.migrateToDevice(a, pages: 16).errno == HMMErrno.ENOENT)
+        #expect(d.migrateToDevice(a, pages: 16).errno == Errno.ENOENT)
         #expect(f.mm.snapshot(a, pages: 16).allSatisfy { $0 == .write })
         f.finish(devices: [d])
     }

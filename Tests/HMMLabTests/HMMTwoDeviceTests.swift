@@ -13,9 +13,9 @@ struct HMMTwoDeviceTests {
         let d1 = Device(memory: f.memory, mm: f.mm, verify: true)
         let p = try f.mm.mmap(length: 6 * 4096, protection: .none)
         func page(_ k: UInt64) -> UInt64 { p + k * 4096 }
-        #expect(d1.migrateToDevice(p, pages: 6).errno == HMMErrno.EINVAL, "a protected area")
+        #expect(d1.migrateToDevice(p, pages: 6).errno == Errno.EINVAL, "a protected area")
         try f.mm.munmap(page(1), length: 4096)  // punch a hole after the first page
-        #expect(d1.migrateToDevice(p, pages: 3).errno == HMMErrno.EINVAL, "the VMA does not cover the range")
+        #expect(d1.migrateToDevice(p, pages: 3).errno == Errno.EINVAL, "the VMA does not cover the range")
         try f.mm.mprotect(page(2), length: 4096, protection: .read)
         let val = try f.mm.load(Int32.self, from: page(2)) + 3  // page 2: the read-only zero page
         #expect(val == 3)
@@ -27,7 +27,7 @@ struct HMMTwoDeviceTests {
         try f.mm.store(val, at: page(5))  // pages 4-5: read-write
         let r = d1.migrateToDevice(page(2), pages: 4)
         #expect(r.errno == 0 && r.collected == 4 && r.migrated == 4, "\(r)")
-        #expect(d0.migrateToDevice(page(5), pages: 1).errno == HMMErrno.ENOENT, "page 5 is on device 1")
+        #expect(d0.migrateToDevice(page(5), pages: 1).errno == Errno.ENOENT, "page 5 is on device 1")
         f.check(devices: [d0, d1])
         #expect(try (2...5).map { try f.mm.load(Int32.self, from: page(UInt64($0))) } == [0, 3, 3, 3])
         f.finish(devices: [d0, d1])

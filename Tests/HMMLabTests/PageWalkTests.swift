@@ -89,7 +89,7 @@ struct BusyOnce: PageWalkOps {
     mutating func pteEntry(_ pte: EntrySlot, _ address: UInt64, _ next: UInt64, _ walk: inout PageWalk) -> Int32 {
         if busyAt.remove(address) != nil {
             last = address
-            return EBUSY_
+            return Errno.EBUSY
         }
         seen.append(address)
         return 0

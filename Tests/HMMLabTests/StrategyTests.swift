@@ -13,7 +13,7 @@ struct StrategyTests {
         try f.fill(a, pages: n, seed: 1)
         if swapped > 0 { #expect(try f.mm.swapOut(a + 100 * 4096, pages: swapped).swapped == swapped) }
         let r = d.makeResident(a, pages: n, strategy: strategy)
-        #expect(r.errno == 0, "\(strategy): \(HMMErrno.name(r.errno))")
+        #expect(r.errno == 0, "\(strategy): \(Errno.name(r.errno))")
         #expect(f.mm.snapshot(a, pages: n).allSatisfy { $0 == .devicePrivate }, "\(strategy): every page on the device")
         f.check(devices: [d])
         #expect(try f.mismatches(a, pages: n, seed: 1) == [], "\(strategy): data intact")

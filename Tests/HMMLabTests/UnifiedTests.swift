@@ -83,7 +83,7 @@ struct UnifiedTests {
         _ = try f.mm.mmap(length: 8 * 4096, protection: .read, at: 0x30_0000_8000)
         try f.fill(a, pages: 8, seed: 5)
         let r = d.migrateOnFault(a, pages: 16)
-        #expect(r.errno == HMMErrno.ERANGE)
+        #expect(r.errno == Errno.ERANGE)
         f.check(devices: [d])
         #expect(try f.mismatches(a, pages: 8, seed: 5) == [])
         f.finish(devices: [d])

@@ -9,13 +9,13 @@ extension Device {
     /// reads the range back (`dmirror_do_read`): the bytes, and `cpages`, the pages read.
     public func makeExclusive(_ start: UInt64, pages: Int) throws(MirrorError) -> (bytes: [UInt8], cpages: Int) {
         let end = start &+ UInt64(pages) << 12
-        guard end >= start else { throw .errno(HMMErrno.EINVAL) }
+        guard end >= start else { throw .errno(Errno.EINVAL) }
         mm.mmapLock.readLock()
         let failure = makeExclusiveLocked(start, end)
         mm.mmapLock.unlock()
         if failure != 0 { throw .errno(failure) }
         var bytes = [UInt8](repeating: 0, count: pages * PageSize.bytes)
-        guard copyMirrored(start, pages: pages, into: &bytes) else { throw .errno(HMMErrno.ENOENT) }
+        guard copyMirrored(start, pages: pages, into: &bytes) else { throw .errno(Errno.ENOENT) }
         return (bytes, pages)
     }
 
@@ -39,10 +39,10 @@ extension Device {
     /// The errno `make_device_exclusive()` returns for an ``MMError``.
     static func errno(_ error: MMError) -> Int32 {
         switch error {
-        case .fault: HMMErrno.EFAULT
-        case .noMemory: HMMErrno.ENOMEM
-        case .notSupported: HMMErrno.EOPNOTSUPP
-        case .invalidArgument, .exists: HMMErrno.EINVAL
+        case .fault: Errno.EFAULT
+        case .noMemory: Errno.ENOMEM
+        case .notSupported: Errno.EOPNOTSUPP
+        case .invalidArgument, .exists: Errno.EINVAL
         }
     }
 
@@ -53,6 +53,6 @@ extension Device {
         let stillAtomic = pageTable.withLock { pt in
             (0..<pages).contains { pt.lookup(start + UInt64($0) << 12) & DevicePageTable.atomic != 0 }
         }
-        if stillAtomic { throw .errno(HMMErrno.EPERM) }
+        if stillAtomic { throw .errno(Errno.EPERM) }
     }
 }

@@ -88,7 +88,7 @@ extension Device {
     /// (migrate-then-fault checks that itself).
     func migrateToDevice(_ start: UInt64, pages: Int, acceptMissing: Bool) -> MigrationResult {
         var result = MigrationResult()
-        let end = start + UInt64(pages) << 12
+        let end = pageAddress(start, pages)
         mm.mmapLock.readLock()
         defer { mm.mmapLock.unlock() }
         migrateWindows(start, end, &result, requireRead: true, flags: { address, next in
@@ -102,7 +102,7 @@ extension Device {
             return migrated
         }
         stats.pagesToDevice.wrappingAdd(result.migrated, ordering: .relaxed)
-        if result.errno == 0, !acceptMissing, !isMirrored(start, end) { result.errno = HMMErrno.ENOENT }
+        if result.errno == 0, !acceptMissing, !isMirrored(start, end) { result.errno = Errno.ENOENT }
         return result
     }
 
@@ -121,10 +121,10 @@ extension Device {
             while address < end {
                 // dmirror: the VMA must exist (and be readable to go to the device).
                 guard let vma = mm.vma(containing: address), !requireRead || vma.isReadable else {
-                    result.errno = HMMErrno.EINVAL
+                    result.errno = Errno.EINVAL
                     return
                 }
-                let next = min(end, vma.end, address + UInt64(Self.migrationWindow) << 12)
+                let next = min(end, vma.end, pageAddress(address, Self.migrationWindow))
                 args.vma = vma
                 args.start = address
                 args.end = next
@@ -257,11 +257,11 @@ extension Device {
                 let writable = s & MigratePfn.write != 0 || (vmaWritable && MigratePfn.pfn(s) == nil)
                 var address = start &+ UInt64(truncatingIfNeeded: i) &<< 12
                 if d & MigratePfn.compound == 0 {
-                    if address >> 21 != leafKey {
+                    if pmdNumber(address) != leafKey {
                         leaf = pt.leaf(for: address)
-                        leafKey = address >> 21
+                        leafKey = pmdNumber(address)
                     }
-                    leaf[Int(truncatingIfNeeded: (address >> 12) & 511)] = DevicePageTable.entry(pfn, writable: writable)
+                    leaf[pteIndex(address)] = DevicePageTable.entry(pfn, writable: writable)
                     migrated &+= 1
                     i &+= 1
                     continue
@@ -269,11 +269,11 @@ extension Device {
                 // A 2 MiB destination: its 512 pages (clipped to the window).
                 let n = min(PageSize.pmdPages, npages &- i)
                 for k in 0..<n {
-                    if address >> 21 != leafKey {
+                    if pmdNumber(address) != leafKey {
                         leaf = pt.leaf(for: address)
-                        leafKey = address >> 21
+                        leafKey = pmdNumber(address)
                     }
-                    leaf[Int(truncatingIfNeeded: (address >> 12) & 511)] = DevicePageTable.entry(pfn + k, writable: writable)
+                    leaf[pteIndex(address)] = DevicePageTable.entry(pfn + k, writable: writable)
                     address &+= 4096
                 }
                 migrated &+= PageSize.pmdPages
@@ -297,7 +297,7 @@ extension Device {
             }
             let writable = s & MigratePfn.write != 0 || writableVMA
             let n = d & MigratePfn.compound == 0 ? 1 : min(PageSize.pmdPages, args.npages - i)
-            for k in 0..<n { pt.set(args.start + UInt64(i + k) << 12, pfn: pfn + k, writable: writable) }
+            for k in 0..<n { pt.set(pageAddress(args.start, i + k), pfn: pfn + k, writable: writable) }
             migrated += d & MigratePfn.compound == 0 ? 1 : PageSize.pmdPages
             i += n
         }
@@ -313,7 +313,7 @@ extension Device {
             var a = start
             while a < end {
                 if pt.lookup(a) == 0 { return a }
-                a += 4096
+                a += PageSize.size
             }
             return nil
         }
@@ -360,7 +360,7 @@ extension Device {
             }
         }
         stats.pagesToDevice.wrappingAdd(result.migrated, ordering: .relaxed)
-        if result.errno == 0, !isMirrored(start, end) { result.errno = HMMErrno.ENOENT }
+        if result.errno == 0, !isMirrored(start, end) { result.errno = Errno.ENOENT }
         return result
     }
 
@@ -398,7 +398,7 @@ extension Device {
                 return errno
             }
         }
-        return HMMErrno.EBUSY
+        return Errno.EBUSY
     }
 
     /// One attempt under the mmap read lock: `hmm_range_fault` with `REQ_MIGRATE`, then
@@ -427,7 +427,7 @@ extension Device {
         result.tlbFlushes += range.migrateFlushes
         if r != 0 {
             mm.migrateHMMRangeAbort(range)
-            if r != HMMErrno.EBUSY { return .failed(r) }
+            if r != Errno.EBUSY { return .failed(r) }
             result.add(args)
             return .retry
         }
@@ -520,7 +520,7 @@ extension Device {
             allocateAndCopyToSystem(args, copy: context.copy)
             mm.migrateVMAPages(args)
             // The fault page could not get a system page: the fault fails (VM_FAULT_OOM) rather than retry forever.
-            let index = Int((address - args.start) >> 12)
+            let index = pageCount(args.start, address)
             let headIndex = args.src[index] == 0 ? index & ~(PageSize.pmdPages - 1) : index
             if headIndex < args.npages, args.src[headIndex] != 0, MigratePfn.pfn(args.dst[headIndex]) == nil {
                 failed = true
@@ -537,7 +537,7 @@ extension Device {
     /// device pages back to system memory, window by window.
     public func migrateToSystem(_ start: UInt64, pages: Int) -> MigrationResult {
         var result = MigrationResult()
-        let end = start + UInt64(pages) << 12
+        let end = pageAddress(start, pages)
         mm.mmapLock.readLock()
         defer { mm.mmapLock.unlock() }
         migrateWindows(start, end, &result, requireRead: false, flags: { _, _ in [.devicePrivate, .compound] }) { args, copy, _ in
@@ -577,7 +577,7 @@ extension Device {
                         copy.copy(from: memory.address(of: source + j), to: memory.address(of: page.pfn), bytes: PageSize.bytes)
                     }
                 }
-                pageTable.withLock { $0.erasePages(args.start + UInt64(i) << 12, count: PageSize.pmdPages) }
+                pageTable.withLock { $0.erasePages(pageAddress(args.start, i), count: PageSize.pmdPages) }
                 i += PageSize.pmdPages
                 continue
             }
@@ -585,7 +585,7 @@ extension Device {
                 args.dst[i] = MigratePfn.make(page.pfn)
                 copy.copy(from: memory.address(of: source), to: memory.address(of: page.pfn), bytes: PageSize.bytes)
             }
-            pageTable.withLock { $0.erasePages(args.start + UInt64(i) << 12, count: 1) }
+            pageTable.withLock { $0.erasePages(pageAddress(args.start, i), count: 1) }
             i += 1
         }
         copy.run()

@@ -41,7 +41,7 @@ extension Device {
         beginWalk(range.start, range.end)
         defer { endWalk() }
         while true {
-            if monotonicNanoseconds() > deadline { return HMMErrno.EBUSY }
+            if monotonicNanoseconds() > deadline { return Errno.EBUSY }
             range.notifier = notifier
             range.notifierSeq = notifier.readBegin()
             mm.mmapLock.readLock()
@@ -53,7 +53,7 @@ extension Device {
             result.walks += 1
             result.restarts += range.restarts
             result.faults += range.faults
-            if r == HMMErrno.EBUSY {
+            if r == Errno.EBUSY {
                 result.notifierRetries += 1
                 result.crossJobRetries += crossJobRetry()
                 continue
@@ -65,7 +65,7 @@ extension Device {
                     for i in 0..<range.npages {
                         let w = range.hmmPfns[i]
                         guard w & HMMPfn.valid != 0 else { continue }
-                        let address = range.start + UInt64(i) << 12
+                        let address = pageAddress(range.start, i)
                         if !cpuStillMapsDevicePage(address, HMMPfn.pfn(w)) { continue }
                         pt.set(address, pfn: HMMPfn.pfn(w), writable: w & HMMPfn.write != 0)
                     }
@@ -95,7 +95,7 @@ extension Device {
         guard pool.contains(pfn) else { return true }
         guard let pmd = mm.pageTable.pmdSlot(address, allocate: false) else { return false }
         let e = pmd.load()
-        if e.isSwapFormat { return e.isDevicePrivate && e.pfn + Int((address >> 12) & 511) == pfn }
+        if e.isSwapFormat { return e.isDevicePrivate && e.pfn + pteIndex(address) == pfn }
         if e.isHuge { return false }
         guard let pte = mm.pageTable.pteSlot(address)?.load() else { return false }
         return pte.isDevicePrivate && pte.pfn == pfn
@@ -108,7 +108,7 @@ extension Device {
         withRange(capacity: window) { range in
             var address = start
             while address < end {
-                let next = min(end, address + UInt64(window) << 12)
+                let next = min(end, pageAddress(address, window))
                 range.start = address
                 range.end = next
                 range.defaultFlags = HMMPfn.requestFault | (write ? HMMPfn.requestWrite : 0)
@@ -135,7 +135,7 @@ extension Device {
     public func read(_ start: UInt64, pages: Int) throws(MirrorError) -> (bytes: [UInt8], faults: Int) {
         var bytes = [UInt8](repeating: 0, count: pages * PageSize.bytes)
         var faults = 0
-        let end = start + UInt64(pages) << 12
+        let end = pageAddress(start, pages)
         while true {
             if copyMirrored(start, pages: pages, into: &bytes) { return (bytes, faults) }
             let r = fault(start, end, write: false)
@@ -150,7 +150,7 @@ extension Device {
         bytes.withUnsafeMutableBytes { b in
             pageTable.withLock { pt -> Bool in
                 for k in 0..<pages {
-                    let e = pt.lookup(start + UInt64(k) << 12)
+                    let e = pt.lookup(pageAddress(start, k))
                     guard e != 0 else { return false }
                     RawBytes.copy(to: b.baseAddress! + k * PageSize.bytes, from: memory.address(of: DevicePageTable.pfn(of: e)), count: PageSize.bytes)
                 }
@@ -164,17 +164,17 @@ extension Device {
     @discardableResult
     public func write(_ start: UInt64, bytes: [UInt8]) throws(MirrorError) -> Int {
         let pages = (bytes.count + PageSize.bytes - 1) / PageSize.bytes
-        let end = start + UInt64(pages) << 12
+        let end = pageAddress(start, pages)
         var faults = 0
         while true {
             let missing = bytes.withUnsafeBytes { b in
                 pageTable.withLock { pt -> Bool in
                     for k in 0..<pages {
-                        let e = pt.lookup(start + UInt64(k) << 12)
+                        let e = pt.lookup(pageAddress(start, k))
                         guard e & DevicePageTable.write != 0 else { return true }
                     }
                     for k in 0..<pages {
-                        let e = pt.lookup(start + UInt64(k) << 12)
+                        let e = pt.lookup(pageAddress(start, k))
                         let pfn = DevicePageTable.pfn(of: e)
                         RawBytes.copy(to: memory.address(of: pfn), from: b.baseAddress! + k * PageSize.bytes, count: min(PageSize.bytes, b.count - k * PageSize.bytes))
                     }
@@ -192,11 +192,11 @@ extension Device {
     /// faulting, one ``MirrorProt`` byte per page.
     public func snapshot(_ start: UInt64, pages: Int) throws(MirrorError) -> [UInt8] {
         var out = [UInt8](repeating: 0, count: pages)
-        let end = start + UInt64(pages) << 12
+        let end = pageAddress(start, pages)
         let r: Int32 = withRange(capacity: Self.faultWindow) { range in
             var address = start
             while address < end {
-                let next = min(end, address + UInt64(Self.faultWindow) << 12)
+                let next = min(end, pageAddress(address, Self.faultWindow))
                 range.start = address
                 range.end = next
                 range.defaultFlags = 0
@@ -210,12 +210,12 @@ extension Device {
                     mm.mmapLock.readLock()
                     let r = mm.hmmRangeFault(range)
                     mm.mmapLock.unlock()
-                    if r == HMMErrno.EBUSY { continue }
+                    if r == Errno.EBUSY { continue }
                     if r != 0 { return r }
                     break
                 }
                 for i in 0..<range.npages {
-                    out[Int((address - start) >> 12) + i] = mirrorEntry(range.hmmPfns[i])
+                    out[pageCount(start, address) + i] = mirrorEntry(range.hmmPfns[i])
                 }
                 address = next
             }

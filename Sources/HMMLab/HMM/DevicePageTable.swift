@@ -19,7 +19,7 @@ struct DevicePageTable: ~Copyable {
     /// The xarray, when the driver cost is paid.
     private let xarray: XArray?
     private var leaves: [UInt64: UnsafeMutablePointer<UInt64>] = [:]
-    /// The leaf used last and its key (`address >> 21`): a window's pages share one leaf, so most
+    /// The leaf used last and its key (`pmdNumber(address)`): a window's pages share one leaf, so most
     /// lookups and updates cost one compare instead of a hash lookup.
     private var lastKey: UInt64 = .max
     private var lastLeaf: UnsafeMutablePointer<UInt64>?
@@ -33,8 +33,8 @@ struct DevicePageTable: ~Copyable {
     /// The entry for `address`: 0 when unmapped, else `pfn | present [| write]`.
     func lookup(_ address: UInt64) -> UInt64 {
         if let xarray { return xarray.load(address >> 12) }
-        if address >> 21 == lastKey, let lastLeaf { return lastLeaf[pteIndex(address)] }
-        guard let leaf = leaves[address >> 21] else { return 0 }
+        if pmdNumber(address) == lastKey, let lastLeaf { return lastLeaf[pteIndex(address)] }
+        guard let leaf = leaves[pmdNumber(address)] else { return 0 }
         return leaf[pteIndex(address)]
     }
 
@@ -60,7 +60,7 @@ struct DevicePageTable: ~Copyable {
     /// use: for a caller that sets a window's entries in one loop.
     mutating func leaf(for address: UInt64) -> UnsafeMutablePointer<UInt64> {
         precondition(xarray == nil, "the xarray has no leaves to hand out")
-        let key = address >> 21
+        let key = pmdNumber(address)
         if key == lastKey, let lastLeaf { return lastLeaf }
         let leaf: UnsafeMutablePointer<UInt64>
         if let existing = leaves[key] {
@@ -101,7 +101,7 @@ struct DevicePageTable: ~Copyable {
         var a = start & PageSize.mask
         while a < end {
             let next = min(end, (a | ((1 << 21) - 1)) + 1)
-            if let leaf = leaves[a >> 21] {
+            if let leaf = leaves[pmdNumber(a)] {
                 for i in pteIndex(a)..<pteIndex(a) + Int((next - a + 4095) >> 12) { leaf[i] = 0 }
             }
             a = next

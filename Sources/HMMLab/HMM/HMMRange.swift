@@ -83,14 +83,14 @@ extension AddressSpace {
         }
         var first = true
         while true {
-            if let notifier = range.notifier, notifier.checkRetry(range.notifierSeq) { return HMMErrno.EBUSY }
+            if let notifier = range.notifier, notifier.checkRetry(range.notifierSeq) { return Errno.EBUSY }
             if !first {
                 range.restarts += 1
                 counters.walkRestarts.wrappingAdd(1, ordering: .relaxed)
             }
             first = false
             let r = walkPageRange(ops.last, range.end, &ops)
-            if r != HMMErrno.EBUSY { return r }
+            if r != Errno.EBUSY { return r }
         }
     }
 
@@ -157,7 +157,7 @@ extension AddressSpace {
     /// `hmm_range_fault` with `HMM_PFN_REQ_MIGRATE` (and `REQ_FAULT` when `fault`, the RFC's
     /// `MIGRATE_VMA_FAULT`), no notifier, then `migrate_hmm_range_setup`.
     public func migrateVMASetupUnified(_ args: MigrateVMA, range: HMMRange, fault: Bool) -> Int32 {
-        guard let vma = args.vma, args.start >= vma.start, args.end <= vma.end, args.end > args.start else { return HMMErrno.EINVAL }
+        guard let vma = args.vma, args.start >= vma.start, args.end <= vma.end, args.end > args.start else { return Errno.EINVAL }
         range.notifier = nil
         range.start = args.start
         range.end = args.end
@@ -275,7 +275,7 @@ struct HMMWalk: PageWalkOps {
         last = address
         var write = false
         if required & Self.needWriteFault != 0 {
-            guard walk.vma?.isWritable == true else { return HMMErrno.EPERM }
+            guard walk.vma?.isWritable == true else { return Errno.EPERM }
             write = true
         }
         var a = address
@@ -285,12 +285,12 @@ struct HMMWalk: PageWalkOps {
             do {
                 _ = try walk.mm.handleFault(at: a, write: write)
             } catch {
-                return HMMErrno.EFAULT
+                return Errno.EFAULT
             }
             range.faults += 1
             a += PageSize.size
         }
-        return HMMErrno.EBUSY
+        return Errno.EBUSY
     }
 
     mutating func testWalk(_ start: UInt64, _ end: UInt64, _ walk: inout PageWalk) -> Int32 {
@@ -298,13 +298,13 @@ struct HMMWalk: PageWalkOps {
         if let migrate, defaultFlags & HMMPfn.requestMigrate != 0 {
             // The RFC: migration needs a single VMA.
             if let first = migrate.vma {
-                if first.start != vma.start || first.object !== vma.object { return HMMErrno.ERANGE }
+                if first.start != vma.start || first.object !== vma.object { return Errno.ERANGE }
             } else {
                 migrate.vma = vma
             }
         }
         if vma.isReadable, !vma.flags.contains(.pfnMap) { return 0 }
-        if rangeNeedFault(start, end, 0) != 0 { return HMMErrno.EFAULT }
+        if rangeNeedFault(start, end, 0) != 0 { return Errno.EFAULT }
         _ = fill(start, end, HMMPfn.error)
         return 1
     }
@@ -312,7 +312,7 @@ struct HMMWalk: PageWalkOps {
     mutating func pteHole(_ address: UInt64, _ next: UInt64, depth: Int, _ walk: inout PageWalk) -> Int32 {
         let required = rangeNeedFault(address, next, 0)
         guard let vma = walk.vma else {
-            if required != 0 { return HMMErrno.EFAULT }
+            if required != 0 { return Errno.EFAULT }
             return fill(address, next, HMMPfn.error)
         }
         if required != 0 { return fault(address, next, required, &walk) }
@@ -348,7 +348,7 @@ struct HMMWalk: PageWalkOps {
                 if rangeNeedFault(start, end, 0) != 0 {
                     last = address
                     mm.waitForMigration(entry.pfn)
-                    return HMMErrno.EBUSY
+                    return Errno.EBUSY
                 }
                 return fill(start, end, 0)
             }
@@ -441,7 +441,7 @@ struct HMMWalk: PageWalkOps {
         let required = rangeNeedFault(start, end, 0)
         if required != 0 {
             if entry.isDevicePrivate { return fault(start, end, required, &walk) }
-            return HMMErrno.EFAULT
+            return Errno.EFAULT
         }
         return fill(start, end, HMMPfn.error)
     }
@@ -479,9 +479,9 @@ struct HMMWalk: PageWalkOps {
             } else if pte.isMigration {
                 last = address
                 mm.waitForMigration(pte.pfn)
-                return HMMErrno.EBUSY
+                return Errno.EBUSY
             } else {
-                return HMMErrno.EFAULT
+                return Errno.EFAULT
             }
         } else {
             let cpuFlags: UInt64 = pte.isProtNone ? 0 : (pte.isWritable ? HMMPfn.valid | HMMPfn.write : HMMPfn.valid)
@@ -489,7 +489,7 @@ struct HMMWalk: PageWalkOps {
             if required != 0 { return fault(address, end, required, &walk) }
             if pte.isSpecial, pte.pfn != memory.zeroPage {
                 // vm_normal_page() NULL and not the zero page: -EFAULT if a fault is wanted, else ERROR.
-                if pteNeedFault(request, 0) != 0 { return HMMErrno.EFAULT }
+                if pteNeedFault(request, 0) != 0 { return Errno.EFAULT }
                 pfns[i] = (request & HMMPfn.inOutFlags) | HMMPfn.error
                 return 0
             }
@@ -635,7 +635,7 @@ struct HMMWalk: PageWalkOps {
                 head.pointee.unlock()
                 memory.put(folio)
                 last = start
-                return HMMErrno.EBUSY
+                return Errno.EBUSY
             }
             let exclusive = head.pointee.test(.anonExclusive)
             if exclusive { for k in 0..<PageSize.pmdPages { memory.page(folio.pfn + k).pointee.clear(.anonExclusive) } }
@@ -656,7 +656,7 @@ struct HMMWalk: PageWalkOps {
             return 0
         }
         // Split the PMD and the folio, then walk this PMD again.
-        guard head.pointee.tryGet() else { return HMMErrno.EBUSY }
+        guard head.pointee.tryGet() else { return Errno.EBUSY }
         guard head.pointee.tryLock() else {
             // hmm_vma_walk_split fails: "Split not successful, skip" (the PMD's pages are ERROR).
             memory.put(folio)
@@ -672,6 +672,6 @@ struct HMMWalk: PageWalkOps {
         if !split { return fill(start, end, HMMPfn.error) }
         migrate!.splitsBeforeCollect += 1
         last = start
-        return HMMErrno.EBUSY
+        return Errno.EBUSY
     }
 }

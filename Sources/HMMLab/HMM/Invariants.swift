@@ -58,7 +58,7 @@ public enum Invariants {
                 let found: (entry: PTE, pfn: Pfn)? = mm.mmapLock.withReadLock {
                     guard let pmd = mm.pageTable.pmdSlot(m.address, allocate: false) else { return nil }
                     let e = pmd.load()
-                    if e.isHuge || e.isSwapFormat { return (e, e.pfn + Int((m.address >> 12) & 511)) }
+                    if e.isHuge || e.isSwapFormat { return (e, e.pfn + pteIndex(m.address)) }
                     guard let pte = mm.pageTable.pteSlot(m.address)?.load() else { return nil }
                     return (pte, pte.pfn)
                 }

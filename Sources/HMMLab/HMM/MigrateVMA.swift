@@ -88,12 +88,12 @@ extension AddressSpace {
         args.start &= PageSize.mask
         args.end &= PageSize.mask
         let pages = Int((args.end &- args.start) >> PageSize.shift)  // wrapping: the guard below refuses end <= start
-        guard let vma = args.vma, vma.isMigratable else { return HMMErrno.EINVAL }  // is_vm_hugetlb_page(), VM_SPECIAL
-        guard args.end > args.start, pages > 0, pages <= args.capacity else { return HMMErrno.EINVAL }
-        guard args.start >= vma.start, args.start < vma.end, args.end > vma.start, args.end <= vma.end else { return HMMErrno.EINVAL }
+        guard let vma = args.vma, vma.isMigratable else { return Errno.EINVAL }  // is_vm_hugetlb_page(), VM_SPECIAL
+        guard args.end > args.start, pages > 0, pages <= args.capacity else { return Errno.EINVAL }
+        guard args.start >= vma.start, args.start < vma.end, args.end > vma.start, args.end <= vma.end else { return Errno.EINVAL }
         if let fault = args.faultPage {
             let page = memory.page(memory.folio(containing: fault).pfn)
-            guard page.pointee.test(.zoneDevice), page.pointee.isLocked else { return HMMErrno.EINVAL }
+            guard page.pointee.test(.zoneDevice), page.pointee.isLocked else { return Errno.EINVAL }
         }
         args.src.update(repeating: 0, count: pages)
         args.dst.update(repeating: 0, count: pages)
@@ -400,7 +400,7 @@ struct MigrateCollectWalk: PageWalkOps {
             let pmdEntry = pmd.load()
             if pmdEntry.isHuge || pmdEntry.isSwapFormat {
                 let r = collectHugePMD(pmd, start, end, mm: mm, vma: vma, faultFolio: faultFolio)
-                if r == HMMErrno.EAGAIN { continue }
+                if r == Errno.EAGAIN { continue }
                 if r == 0 { return 0 }
             }
             if pmd.load().isNone { return hole(start, end, vma: vma) }
@@ -595,7 +595,7 @@ struct MigrateCollectWalk: PageWalkOps {
             if entry.isWritableDevicePrivate { write = MigratePfn.write }
         } else {
             lock.unlock()
-            return HMMErrno.EAGAIN
+            return Errno.EAGAIN
         }
         let folio = memory.folio(containing: entry.pfn)
         let head = memory.page(folio.pfn)
@@ -636,6 +636,6 @@ struct MigrateCollectWalk: PageWalkOps {
         memory.put(split ? Folio(pfn: folio.pfn, order: 0) : folio)
         if !split { return skip(start, end) }
         if pmd.load().isNone { return hole(start, end, vma: vma) }
-        return HMMErrno.ENOENT
+        return Errno.ENOENT
     }
 }

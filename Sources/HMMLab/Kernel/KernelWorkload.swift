@@ -44,7 +44,7 @@ public final class KernelWorkload {
             throw BuildError(description: "mmap of \(pages) pages: \(SystemError.name(of: errno))")
         }
         mapping = p
-        let aligned = (UInt64(UInt(bitPattern: p)) + UInt64(PageSize.pmdBytes) - 1) & ~UInt64(PageSize.pmdBytes - 1)
+        let aligned = (UInt64(UInt(bitPattern: p)) + PageSize.pmdSize - 1) & PageSize.pmdMask
         start = aligned
         do throws(BuildError) {
             do {
@@ -61,7 +61,7 @@ public final class KernelWorkload {
 
     deinit { tearDown() }
 
-    public func address(_ k: Int) -> UInt64 { start + UInt64(k) << 12 }
+    public func address(_ k: Int) -> UInt64 { pageAddress(start, k) }
     func pointer(_ k: Int) -> UnsafeMutableRawPointer { UnsafeMutableRawPointer(bitPattern: UInt(address(k)))! }
 
     /// The header written page `k` holds, the model's (``Workload/header(page:seed:)``).

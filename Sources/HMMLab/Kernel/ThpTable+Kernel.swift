@@ -38,7 +38,7 @@ extension ThpTable {
             throw MeasureError(description: "\(what): mmap: \(SystemError.name(of: errno))")
         }
         defer { munmap(p, mapped) }
-        let a = (UInt64(UInt(bitPattern: p)) + UInt64(PageSize.pmdBytes) - 1) & ~UInt64(PageSize.pmdBytes - 1)
+        let a = (UInt64(UInt(bitPattern: p)) + PageSize.pmdSize - 1) & PageSize.pmdMask
         let base = UnsafeMutableRawPointer(bitPattern: UInt(a))!
         guard madvise(base, bytes, hugepage ? MADV_HUGEPAGE : MADV_NOHUGEPAGE) == 0 else {
             throw MeasureError(description: "\(what): madvise: \(SystemError.name(of: errno))")

@@ -367,7 +367,7 @@ public struct Calibration: Sendable {
             let elapsed = Double(monotonicNanoseconds() - t)
             let copy = Double(device.stats.copyNanoseconds.load(ordering: .relaxed) - copyBefore)
             guard r.errno == 0, r.migrated == pages else {
-                throw MMError.invalidArgument("unified migration moved \(r.migrated) of \(pages) pages (\(HMMErrno.name(r.errno)))")
+                throw MMError.invalidArgument("unified migration moved \(r.migrated) of \(pages) pages (\(Errno.name(r.errno)))")
             }
             try mm.munmap(a, length: bytes)
             if rep > 0 {  // the first is a warm-up

@@ -90,7 +90,7 @@ extension Runner {
         failedOps += o.failedOps
         let onDevice = Self.pagesOnDevice(w)
         if !o.unexpected.isEmpty {
-            onWarning("\(strategy) rep \(rep): \(o.unexpected.count) ops ended with \(Set(o.unexpected.map(HMMErrno.name)).sorted().joined(separator: ", "))")
+            onWarning("\(strategy) rep \(rep): \(o.unexpected.count) ops ended with \(Set(o.unexpected.map(Errno.name)).sorted().joined(separator: ", "))")
         }
         var row = makeRow(strategy: strategy, direction: .toDevice, rep: rep, ops: ops, histogram: o.histogram, wall: wall, delta: after - before)
         row.setCounts(o.result, pages: w.pages, onDevice: onDevice, hugeToDevice: (after - before).hugeToDevice)
@@ -118,7 +118,7 @@ extension Runner {
                 faultPages: config.faultPages)
             let t1 = monotonicNanoseconds()
             _ = out.histogram.record(t1 - t0)
-            if r.errno != 0, r.errno != HMMErrno.ENOENT {
+            if r.errno != 0, r.errno != Errno.ENOENT {
                 if injecting { out.failedOps += 1 } else { out.unexpected.append(r.errno) }
             }
             out.result.merge(r)

@@ -308,7 +308,7 @@ public final class Runner {
         var injectedStamps: [Int: UInt64] = [:]
         if let injector {
             let (done, failed) = injector.takeCPUFaultStores()
-            for s in done { injectedStamps[Int((s.address - w.start) >> 12)] = s.stamp }
+            for s in done { injectedStamps[pageCount(w.start, s.address)] = s.stamp }
             if !failed.isEmpty { onWarning("\(strategy) rep \(rep): \(failed.count) injected CPU stores failed, first: \(failed[0])") }
         }
         if stores.failed > 0, config.inject[.swapin] == nil { onWarning("\(strategy) rep \(rep): \(stores.failed) mutator stores failed") }

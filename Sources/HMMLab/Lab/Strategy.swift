@@ -27,7 +27,7 @@ extension Device {
     public func makeResident(
         _ start: UInt64, pages: Int, strategy: Strategy, compound: Bool = false, access: DeviceAccess = .read, faultPages: Int? = nil
     ) -> MigrationResult {
-        let end = start + UInt64(pages) << 12
+        let end = pageAddress(start, pages)
         switch strategy {
         case .unified:
             return migrateOnFault(start, pages: pages, window: pages, compound: compound, access: access)

@@ -91,7 +91,7 @@ public struct ThpTable: Sendable {
             let a = try mm.mmap(length: bytes, protection: .readWrite)
             defer { try? mm.munmap(a, length: bytes) }
             try mm.madvise(a, length: bytes, hugepage: hugepage)
-            for k in 0..<pages { try mm.store(UInt64(k), at: a + UInt64(k) << 12) }
+            for k in 0..<pages { try mm.store(UInt64(k), at: pageAddress(a, k)) }
             let device = Device(memory: memory, mm: mm, copyWorkers: threads)
             defer { device.close() }
             var toDevice: [UInt64] = []
@@ -107,7 +107,7 @@ public struct ThpTable: Sendable {
                 guard r.errno == 0, r.migrated == pages, back.errno == 0, back.migrated == pages else {
                     throw MeasureError(
                         description: "\(Region.formatBytes(bytes)) \(hugepage ? "THP" : "4 KiB"): migrated \(r.migrated) of \(pages) pages to the device "
-                            + "(\(HMMErrno.name(r.errno))) and \(back.migrated) back (\(HMMErrno.name(back.errno)))")
+                            + "(\(Errno.name(r.errno))) and \(back.migrated) back (\(Errno.name(back.errno)))")
                 }
                 if i == 0 { continue }  // the warm-up round trip
                 toDevice.append(t1 - t0)

@@ -120,7 +120,7 @@ public final class Workload {
         return (a, ~a)
     }
 
-    public func address(_ k: Int) -> UInt64 { start + UInt64(k) << 12 }
+    public func address(_ k: Int) -> UInt64 { pageAddress(start, k) }
 
     /// The device that migrates window `op` (round-robin over ``devices``).
     @inline(__always) func device(forWindow op: Int) -> Device { devices.count == 1 ? device : devices[op % devices.count] }
@@ -169,7 +169,7 @@ public final class Workload {
             let w = a / windowPages
             let e = devices.count == 1 ? k + n : min(k + n, (w + 1) * windowPages)
             let r = devices[(w + offset) % devices.count].migrateToDevice(address(a), pages: e - a)
-            guard r.errno == 0 else { throw BuildError(description: "migrating \(e - a) pages at page \(a) to the device: \(HMMErrno.name(r.errno))") }
+            guard r.errno == 0 else { throw BuildError(description: "migrating \(e - a) pages at page \(a) to the device: \(Errno.name(r.errno))") }
             a = e
         }
     }

@@ -83,7 +83,7 @@ extension AddressSpace {
         let memory = self.memory
         while true {
             if let pmd = pageTable.pmdSlot(address, allocate: false), pmd.load().isHuge {
-                guard splitHugePMD(pmd, address: address & ~UInt64(PageSize.pmdBytes - 1)) else {
+                guard splitHugePMD(pmd, address: address & PageSize.pmdMask) else {
                     throw .noMemory("FOLL_SPLIT_PMD: no frame for a PTE table at 0x\(String(address, radix: 16))")
                 }
                 continue

@@ -23,7 +23,7 @@ extension AddressSpace {
         if vma.isHugetlb { return try hugetlbFault(vma, pmd: pmd, address: address, write: write) }
 
         if pmdEntry.isNone, vma.isHugepage, vma.isAnonymous {
-            let aligned = address & ~UInt64(PageSize.pmdBytes - 1)
+            let aligned = address & PageSize.pmdMask
             if aligned >= vma.start, aligned + PageSize.pmdSize <= vma.end,
                 let kind = write ? hugeAnonymousFault(vma, pmd: pmd, address: aligned) : hugeZeroFault(pmd)
             {
@@ -269,7 +269,7 @@ extension AddressSpace {
     private func hugeZeroWriteFault(_ vma: VMA, pmd: EntrySlot, entry: PTE, address: UInt64) -> FaultKind? {
         guard case .success(let folio) = memory.allocate(.system, order: PageSize.pmdOrder) else { return nil }
         RawBytes.zero(memory.address(of: folio.pfn), count: folio.byteCount)
-        let haddr = address & ~UInt64(PageSize.pmdBytes - 1)
+        let haddr = address & PageSize.pmdMask
         let range = MMUNotifierRange(start: haddr, end: haddr + PageSize.pmdSize, event: .clear)
         notifiers.invalidateRangeStart(range)
         defer { notifiers.invalidateRangeEnd(range) }

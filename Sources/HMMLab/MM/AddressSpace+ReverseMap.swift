@@ -83,7 +83,7 @@ extension AddressSpace {
         // __split_huge_pmd: an MMU_NOTIFY_CLEAR invalidation of the 2 MiB range around the split,
         // raised before the PMD lock is taken (the kernel never calls notifiers under it), with the
         // splitting thread as its owner (the RFC's patch 1).
-        let pmdStart = address & ~UInt64(PageSize.pmdBytes - 1)
+        let pmdStart = address & PageSize.pmdMask
         var range = MMUNotifierRange(start: pmdStart, end: pmdStart + PageSize.pmdSize, event: .clear)
         range.task = UInt64(clinux_gettid())
         notifiers.invalidateRangeStart(range)
@@ -158,7 +158,7 @@ extension AddressSpace {
     /// - Returns: the migration entries installed (0 when the PMD no longer maps `folio`, or no frame
     ///   was free for the table).
     func splitHugePMDFreezing(_ pmd: EntrySlot, address: UInt64, folio: Folio) -> Int {
-        let pmdStart = address & ~UInt64(PageSize.pmdBytes - 1)
+        let pmdStart = address & PageSize.pmdMask
         var range = MMUNotifierRange(start: pmdStart, end: pmdStart + PageSize.pmdSize, event: .clear)
         range.task = UInt64(clinux_gettid())
         notifiers.invalidateRangeStart(range)

@@ -58,7 +58,7 @@ extension AddressSpace {
     /// `hugetlb_vm_op_may_split()`: `-EINVAL` when `address` or `end` would split a hugetlb VMA
     /// inside one of its 2 MiB pages (`split_vma` on behalf of munmap or mprotect).
     func requireHugetlbAligned(_ address: UInt64, _ end: UInt64, _ call: String) throws(MMError) {
-        for cut in [address, end] where cut & UInt64(PageSize.pmdBytes - 1) != 0 {
+        for cut in [address, end] where !isPMDAligned(cut) {
             if let vma = vma(containing: cut), vma.isHugetlb, vma.start < cut {
                 throw .invalidArgument("\(call) at 0x\(String(cut, radix: 16)) splits a hugetlb page")
             }
@@ -73,7 +73,7 @@ extension AddressSpace {
     /// Departure from the kernel: no copy-on-write of a hugetlb folio another address space maps (the
     /// lab's fork copies no hugetlb VMA differently from anonymous memory; such a write is SIGBUS here).
     func hugetlbFault(_ vma: VMA, pmd: EntrySlot, address: UInt64, write: Bool) throws(FaultError) -> FaultKind {
-        let haddr = address & ~UInt64(PageSize.pmdBytes - 1)
+        let haddr = address & PageSize.pmdMask
         if pmd.load().isNone { return try hugetlbNoPage(vma, pmd: pmd, address: haddr, write: write) }
         let lock = pageTable.lock(tableOf: pmd)
         defer { lock.unlock() }

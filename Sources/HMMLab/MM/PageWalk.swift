@@ -77,7 +77,7 @@ extension AddressSpace {
         var from = start
         while true {
             let r = walkPageRange(from, end, &ops)
-            guard r == EBUSY_ else { return r }
+            guard r == Errno.EBUSY else { return r }
             counters.walkRestarts.wrappingAdd(1, ordering: .relaxed)
             from = restartFrom(&ops)
         }
@@ -211,6 +211,3 @@ extension AddressSpace {
         return 0
     }
 }
-
-/// `-EBUSY` as the walker's return value.
-public let EBUSY_: Int32 = -16

@@ -80,6 +80,9 @@ public enum PageSize {
     Int(truncatingIfNeeded: (address >> PageSize.shift) & UInt64(PageSize.pmdPages - 1))
 }
 
+/// The number of the 2 MiB block `address` is in (`address >> HPAGE_PMD_SHIFT`).
+@inlinable @inline(__always) public func pmdNumber(_ address: UInt64) -> UInt64 { address >> 21 }
+
 /// Whether `address` starts a 2 MiB block (`IS_ALIGNED(address, HPAGE_PMD_SIZE)`).
 @inlinable @inline(__always) public func isPMDAligned(_ address: UInt64) -> Bool { address & ~PageSize.pmdMask == 0 }
 

@@ -219,8 +219,8 @@ public struct PTECursor {
 
     /// The PTE slot for `address` (`pte_offset_map`), or nil when the PMD is not a table.
     @inlinable @inline(__always) public mutating func slot(_ address: UInt64, in pageTable: PageTable) -> EntrySlot? {
-        if address >> 21 != key {
-            key = address >> 21
+        if pmdNumber(address) != key {
+            key = pmdNumber(address)
             table = pageTable.pmdSlot(address, allocate: false).flatMap { pageTable.pteTable(under: $0, allocate: false) }
         }
         guard let table else { return nil }
