@@ -79,8 +79,9 @@ extension Device {
     }
 
     /// For a word of `hmm_range_fault` that reported one of our device pages: whether the CPU page
-    /// table still maps `address` to that device page (true for a system page: its changes raise
-    /// invalidations). Called under the device lock with the mmap lock held for reading.
+    /// table still maps `address` to that device page (for a system page: true with one op thread, its
+    /// changes raise invalidations; with several, ``cpuStillMapsSystemPage(_:_:)``). Called under the
+    /// device lock with the mmap lock held for reading.
     ///
     /// Departure from dmirror, found by the stress loop (``Stress``): dmirror ignores its own
     /// `MMU_NOTIFY_MIGRATE` invalidations, and a CPU fault's `migrate_to_ram` raises exactly that, so
@@ -92,13 +93,26 @@ extension Device {
     /// needs it (a device read) finds it missing and faults it again.
     func cpuStillMapsDevicePage(_ address: UInt64, _ pfn: Pfn) -> Bool {
         // By pool, not by PG_zone_device: a device page freed meanwhile has its flags cleared.
-        guard pool.contains(pfn) else { return true }
+        guard pool.contains(pfn) else { return !concurrentJobs || cpuStillMapsSystemPage(address, pfn) }
         guard let pmd = mm.pageTable.pmdSlot(address, allocate: false) else { return false }
         let e = pmd.load()
         if e.isSwapFormat { return e.isDevicePrivate && e.pfn + pteIndex(address) == pfn }
         if e.isHuge { return false }
         guard let pte = mm.pageTable.pteSlot(address)?.load() else { return false }
         return pte.isDevicePrivate && pte.pfn == pfn
+    }
+
+    /// With several op threads (``concurrentJobs``): whether the CPU page table still maps `address`
+    /// to the system page `pfn` a walk reported. Lab departure (see Device+Jobs.swift): another job's
+    /// migration of that page to this device raises an invalidation the device skips when no walk was
+    /// registered yet, so under the device lock the walking job checks the entry itself; a page under
+    /// migration (migration entry) or moved is not mirrored, and the migrating job maps it.
+    func cpuStillMapsSystemPage(_ address: UInt64, _ pfn: Pfn) -> Bool {
+        guard let pmd = mm.pageTable.pmdSlot(address, allocate: false) else { return false }
+        let e = pmd.load()
+        if e.isHuge { return e.pfn + Int((address >> 12) & 511) == pfn }
+        guard e.isPresent, let pte = mm.pageTable.pteSlot(address)?.load() else { return false }
+        return pte.isPresent && pte.pfn == pfn
     }
 
     /// `dmirror_fault()`: faults `[start, end)` in for the device in windows of `window` pages
