@@ -100,15 +100,7 @@ struct DevicesTests {
 
     /// A small run in process with verify, on 4 KiB pages.
     func run(_ options: [String: String]) throws -> [ResultRow] {
-        var config = try RunConfig.parse(options.merging(["counters": "none", "warmup": "0"]) { a, _ in a }, nodes: [0])
-        config.verify = true
-        config.backing = .small
-        let runner = try Runner(config: config)
-        var warnings: [String] = []
-        runner.onWarning = { warnings.append($0) }
-        let rows = try runner.run()
-        #expect(warnings.isEmpty, "\(warnings)")
-        return rows
+        try runInProcess(options).rows
     }
 
     @Test("2 devices, 1 and 2 jobs: every page state faults and moves what one device does; walks differ only by counted notifier retries")

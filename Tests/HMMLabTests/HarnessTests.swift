@@ -94,15 +94,7 @@ struct HarnessTests {
 
     /// A small run in process: every strategy, both directions, with verify and a mutator.
     func run(_ options: [String: String]) throws -> (rows: [ResultRow], runner: Runner) {
-        var config = try RunConfig.parse(options.merging(["counters": "none", "warmup": "0"]) { a, _ in a }, nodes: [0])
-        config.verify = true
-        config.backing = .small
-        let runner = try Runner(config: config)
-        var warnings: [String] = []
-        runner.onWarning = { warnings.append($0) }
-        let rows = try runner.run()
-        #expect(warnings.isEmpty, "\(warnings)")
-        return (rows, runner)
+        try runInProcess(options)
     }
 
     @Test("all strategies over every page state, both ways, with mutators and two copy workers, read and write access: data intact, no store lost, nothing leaked",

@@ -9,15 +9,7 @@ import Testing
 struct JobsTests {
     /// A small run in process with verify, on 4 KiB pages.
     func run(_ options: [String: String]) throws -> [ResultRow] {
-        var config = try RunConfig.parse(options.merging(["counters": "none", "warmup": "0"]) { a, _ in a }, nodes: [0])
-        config.verify = true
-        config.backing = .small
-        let runner = try Runner(config: config)
-        var warnings: [String] = []
-        runner.onWarning = { warnings.append($0) }
-        let rows = try runner.run()
-        #expect(warnings.isEmpty, "\(warnings)")
-        return rows
+        try runInProcess(options).rows
     }
 
     /// Rows by strategy and direction.

@@ -98,26 +98,40 @@ extension Runner {
         return row
     }
 
-    /// One job's loop to the device. Only job 0 reports progress.
-    func toDeviceJob(_ job: Int, _ out: inout JobOutcome, _ w: Workload, _ strategy: Strategy, _ queue: WindowQueue, _ progress: Progress) {
+    /// One job's loop over the windows it takes from `queue`: progress (job 0 only), the stop check,
+    /// `op` timed into the job's histogram, then `account` (untimed) with what it returned. Both run
+    /// once per window, never per page.
+    @inline(__always)
+    func jobWindows<R>(
+        _ job: Int, _ out: inout JobOutcome, _ queue: WindowQueue, _ progress: Progress, _ op: (Int, inout JobOutcome) -> R,
+        account: (R, inout JobOutcome) -> Void = { _, _ in }
+    ) {
         var progress = progress
         var local = 0
         let shouldStop = self.shouldStop
         let onProgress = job == 0 ? self.onProgress : nil
-        while let op = queue.take(&local) {
-            progress.op = op
+        while let window = queue.take(&local) {
+            progress.op = window
             onProgress?(progress)
             if shouldStop() {
                 out.stopped = true
                 return
             }
-            let address = w.address(op * config.windowPages)
             let t0 = monotonicNanoseconds()
-            let r = w.device(forWindow: op).makeResident(
-                address, pages: config.windowPages, strategy: strategy, compound: config.thp > 0, access: config.deviceAccess,
-                faultPages: config.faultPages)
+            let r = op(window, &out)
             let t1 = monotonicNanoseconds()
             _ = out.histogram.record(t1 - t0)
+            account(r, &out)
+        }
+    }
+
+    /// One job's loop to the device.
+    func toDeviceJob(_ job: Int, _ out: inout JobOutcome, _ w: Workload, _ strategy: Strategy, _ queue: WindowQueue, _ progress: Progress) {
+        jobWindows(job, &out, queue, progress) { op, _ in
+            w.device(forWindow: op).makeResident(
+                w.address(op * config.windowPages), pages: config.windowPages, strategy: strategy, compound: config.thp > 0,
+                access: config.deviceAccess, faultPages: config.faultPages)
+        } account: { r, out in
             if r.errno != 0, r.errno != Errno.ENOENT {
                 if injecting { out.failedOps += 1 } else { out.unexpected.append(r.errno) }
             }
@@ -156,26 +170,13 @@ extension Runner {
         return row
     }
 
-    /// One job's loop back to system memory.
+    /// One job's loop back to system memory: a load of one byte of each page of the window.
     func toSystemJob(_ job: Int, _ out: inout JobOutcome, _ w: Workload, _ queue: WindowQueue, _ progress: Progress) {
-        var progress = progress
-        var local = 0
-        let shouldStop = self.shouldStop
-        let onProgress = job == 0 ? self.onProgress : nil
-        while let op = queue.take(&local) {
-            progress.op = op
-            onProgress?(progress)
-            if shouldStop() {
-                out.stopped = true
-                return
-            }
+        jobWindows(job, &out, queue, progress) { op, out in
             let first = op * config.windowPages
-            let t0 = monotonicNanoseconds()
             for k in first..<(first + config.windowPages) {
                 do { _ = try w.mm.load(UInt8.self, from: w.address(k)) } catch { out.loadFailures += 1 }
             }
-            let t1 = monotonicNanoseconds()
-            _ = out.histogram.record(t1 - t0)
         }
     }
 }
