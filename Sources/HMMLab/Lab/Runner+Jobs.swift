@@ -73,27 +73,36 @@ extension Runner {
         return JobOutcome.merged((0..<n).map { slots[$0] })
     }
 
-    /// The way to the device: the jobs take windows (``WindowQueue``) and make each resident with the
-    /// strategy on its device; one row, nil when stopped.
-    func toDeviceLeg(_ w: Workload, _ strategy: Strategy, _ mutators: Mutators, progress: Progress, rep: Int) -> ResultRow? {
-        let ops = progress.ops
+    /// A leg's timed part: the jobs run `job` over one fresh queue of `ops` windows between two
+    /// tallies; their merged outcome, the wall time and the counters' change, or nil when stopped.
+    func timedLeg(
+        _ w: Workload, _ mutators: Mutators, ops: Int, _ job: @escaping (Int, inout JobOutcome, WindowQueue) -> Void
+    ) -> (outcome: JobOutcome, wall: UInt64, delta: Tally)? {
         let queue = WindowQueue(count: ops, jobs: config.jobs)
         var before = Tally()
         var started: UInt64 = 0
         let o = onJobs(started: {
             before = tally(w, mutators)
             started = monotonicNanoseconds()
-        }) { [self] job, out in toDeviceJob(job, &out, w, strategy, queue, progress) }
+        }) { j, out in job(j, &out, queue) }
         let wall = monotonicNanoseconds() - started
         let after = tally(w, mutators)
-        if o.stopped { return nil }
+        return o.stopped ? nil : (o, wall, after - before)
+    }
+
+    /// The way to the device: the jobs take windows (``WindowQueue``) and make each resident with the
+    /// strategy on its device; one row, nil when stopped.
+    func toDeviceLeg(_ w: Workload, _ strategy: Strategy, _ mutators: Mutators, progress: Progress, rep: Int) -> ResultRow? {
+        let ops = progress.ops
+        guard let (o, wall, delta) = timedLeg(w, mutators, ops: ops, { [self] job, out, queue in toDeviceJob(job, &out, w, strategy, queue, progress) })
+        else { return nil }
         failedOps += o.failedOps
         let onDevice = Self.pagesOnDevice(w)
         if !o.unexpected.isEmpty {
             onWarning("\(strategy) rep \(rep): \(o.unexpected.count) ops ended with \(Set(o.unexpected.map(Errno.name)).sorted().joined(separator: ", "))")
         }
-        var row = makeRow(strategy: strategy, direction: .toDevice, rep: rep, ops: ops, histogram: o.histogram, wall: wall, delta: after - before)
-        row.setCounts(o.result, pages: w.pages, onDevice: onDevice, hugeToDevice: (after - before).hugeToDevice)
+        var row = makeRow(strategy: strategy, direction: .toDevice, rep: rep, ops: ops, histogram: o.histogram, wall: wall, delta: delta)
+        row.setCounts(o.result, pages: w.pages, onDevice: onDevice, hugeToDevice: delta.hugeToDevice)
         row.setRates(bytesMigrated: o.result.migrated * PageSize.bytes, wall: wall)
         return row
     }
@@ -143,17 +152,8 @@ extension Runner {
     /// byte of each page, faulting device pages back (`migrate_to_ram`); one row, nil when stopped.
     func toSystemLeg(_ w: Workload, _ strategy: Strategy, _ mutators: Mutators, progress: Progress, rep: Int) -> ResultRow? {
         let ops = progress.ops
-        let queue = WindowQueue(count: ops, jobs: config.jobs)
-        var before = Tally()
-        var started: UInt64 = 0
-        let o = onJobs(started: {
-            before = tally(w, mutators)
-            started = monotonicNanoseconds()
-        }) { [self] job, out in toSystemJob(job, &out, w, queue, progress) }
-        let wall = monotonicNanoseconds() - started
-        let after = tally(w, mutators)
-        if o.stopped { return nil }
-        let d = after - before
+        guard let (o, wall, d) = timedLeg(w, mutators, ops: ops, { [self] job, out, queue in toSystemJob(job, &out, w, queue, progress) })
+        else { return nil }
         if o.loadFailures > 0 {
             if config.inject[.swapin] != nil { failedOps += o.loadFailures } else { onWarning("\(strategy) rep \(rep): \(o.loadFailures) CPU loads on the way back failed") }
         }
