@@ -3,11 +3,13 @@ import Testing
 @testable import HMMLab
 
 /// A small run in process with verify, on 4 KiB pages, without counters or warm-up (the options
-/// given win over those): its rows and its runner, and no warning (a warning is a test failure).
+/// given win over those), with a 30 s `hmm_range_fault` budget for a busy machine: its rows and its
+/// runner, and no warning (a warning is a test failure).
 func runInProcess(_ options: [String: String], sourceLocation: SourceLocation = #_sourceLocation) throws -> (rows: [ResultRow], runner: Runner) {
     var config = try RunConfig.parse(options.merging(["counters": "none", "warmup": "0"]) { a, _ in a }, nodes: [0])
     config.verify = true
     config.backing = .small
+    config.rangeTimeoutNanoseconds = 30_000_000_000
     let runner = try Runner(config: config)
     var warnings: [String] = []
     runner.onWarning = { warnings.append($0) }

@@ -23,21 +23,21 @@ extension Device {
     /// The pages per `hmm_range_fault` call of `dmirror_fault` and `dmirror_snapshot` (`pfns[32]` in
     /// 7.2's lib/test_hmm.c).
     public static let faultWindow = 32
-    /// `HMM_RANGE_DEFAULT_TIMEOUT` (1 s). Lab departure: 30 s when built for the thread sanitizer
-    /// (`HMM_LAB_TSAN`, see ``LabMutex``), which runs the model several times slower on a loaded
-    /// machine, so that mutator threads' invalidations do not make a window time out there that a
-    /// normal build finishes.
+    /// `HMM_RANGE_DEFAULT_TIMEOUT` (1 s): the default of ``rangeTimeoutNanoseconds``. Lab departure:
+    /// 30 s when built for the thread sanitizer (`HMM_LAB_TSAN`, see ``LabMutex``), which runs the
+    /// model several times slower on a loaded machine, so that mutator threads' invalidations do not
+    /// make a window time out there that a normal build finishes.
     #if HMM_LAB_TSAN
-    public static let rangeTimeoutNanoseconds: UInt64 = 30_000_000_000
+    public static let defaultRangeTimeoutNanoseconds: UInt64 = 30_000_000_000
     #else
-    public static let rangeTimeoutNanoseconds: UInt64 = 1_000_000_000
+    public static let defaultRangeTimeoutNanoseconds: UInt64 = 1_000_000_000
     #endif
 
     /// `dmirror_range_fault()` + `dmirror_do_fault()`: the canonical HMM loop — `read_begin`, mmap read
     /// lock, `hmm_range_fault`, retry on `-EBUSY`; take the device lock, retry if `read_retry` says the
     /// range was invalidated, else program the device page table. Returns 0 or a negative errno.
     func rangeFault(_ range: HMMRange, _ result: inout MigrationResult) -> Int32 {
-        let deadline = monotonicNanoseconds() + Self.rangeTimeoutNanoseconds
+        let deadline = monotonicNanoseconds() + rangeTimeoutNanoseconds
         beginWalk(range.start, range.end)
         defer { endWalk() }
         while true {

@@ -72,6 +72,9 @@ public final class Device: DevicePagemap, MMUIntervalNotifierOps, @unchecked Sen
     /// `MMU_NOTIFY_MIGRATE` is skipped only when no other op thread walks an overlapping range
     /// (``otherJobWalks(_:_:)``). Set before the jobs start.
     public var concurrentJobs = false
+    /// How long `dmirror_range_fault` retries a window before giving up with `-EBUSY`: the kernel's
+    /// `HMM_RANGE_DEFAULT_TIMEOUT` unless ``RunConfig/rangeTimeoutNanoseconds`` says otherwise.
+    public var rangeTimeoutNanoseconds = Device.defaultRangeTimeoutNanoseconds
     /// With ``concurrentJobs``: the op threads between `mmu_interval_read_begin` and their last
     /// `mmu_interval_read_retry`, and the range each walks.
     let walksInFlight = LabMutex<[(job: Int32, start: UInt64, end: UInt64)]>([])

@@ -1,3 +1,5 @@
+import Glibc
+
 /// What the report's sections say: commands, machine, floors, sentences, reproduce.
 extension Report {
     /// The values `table` has in `column`, in order of first appearance, joined by `/`; `not
@@ -15,11 +17,21 @@ extension Report {
     /// The command that wrote `table`: the recorded one, else one rebuilt from its rows' columns.
     func command(of table: ResultTable) -> String { table.command ?? Self.rebuiltCommand(table) }
 
-    /// Each file's command, after a `#` line naming the file (and saying when the command is rebuilt).
+    /// Each file's command, after a `#` line naming the file (and one saying when the command is rebuilt:
+    /// its own line, so a long path's wrapping cannot split it).
     var commandLines: [String] {
         tables.flatMap { t in
-            ["# \(t.path)" + (t.command == nil ? " (records no command; rebuilt from its rows)" : ""), command(of: t)]
+            ["# \(Self.shown(t.path))"] + (t.command == nil ? ["# records no command; rebuilt from its rows"] : []) + [command(of: t)]
         }
+    }
+
+    /// `path` relative to the working directory when it lies below it (the file as a reader of the
+    /// mail would name it, short enough to fit a line), else as given.
+    static func shown(_ path: String) -> String {
+        guard let cwd = getcwd(nil, 0) else { return path }
+        defer { free(cwd) }
+        let prefix = String(cString: cwd) + "/"
+        return path.hasPrefix(prefix) && path.count > prefix.count ? String(path.dropFirst(prefix.count)) : path
     }
 
     /// Run options and their defaults (`RunConfig`), by result column.

@@ -31,11 +31,14 @@ extension Report {
     }
 
     /// A shell command broken at spaces into lines of at most 80 columns, each but the last ending
-    /// in ` \` so it still pastes into a shell; a `#` comment is wrapped as comment lines.
+    /// in ` \` so it still pastes into a shell; an option stays on the line of its value. A `#`
+    /// comment is wrapped as comment lines.
     static func continued(_ command: String) -> String {
         if command.drop(while: { $0 == " " }).hasPrefix("#") { return TextBlock.wrap(command, indent: "  #   ") }
-        let pieces = TextBlock.wrap(command, width: TextBlock.width - 2, indent: "      ").split(separator: "\n")
-        return pieces.enumerated().map { $0.offset < pieces.count - 1 ? $0.element + " \\" : String($0.element) }.joined(separator: "\n")
+        let glued = command.replacing(/(--[a-z-]+) (?!-)/) { "\($0.1)\u{1}" }
+        let pieces = TextBlock.wrap(glued, width: TextBlock.width - 2, indent: "      ").split(separator: "\n")
+        return pieces.enumerated().map { $0.offset < pieces.count - 1 ? $0.element + " \\" : String($0.element) }
+            .joined(separator: "\n").replacing("\u{1}", with: " ")
     }
 }
 

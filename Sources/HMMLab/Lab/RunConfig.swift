@@ -90,6 +90,10 @@ public struct RunConfig: Sendable, Equatable {
     public var faultPages: Int?
     /// The kernel per-page costs paid for real (`--costs`, `--tlb-flush`).
     public var costs = Costs.all
+    /// Each device's `hmm_range_fault` retry budget per window. Not an option: runs use the kernel's
+    /// fixed 1 s; in-process tests raise it, because on a busy 2-core test machine several jobs and
+    /// a mutator can keep one window retrying past 1 s, an `-EBUSY` the tests do not look for.
+    public var rangeTimeoutNanoseconds = Device.defaultRangeTimeoutNanoseconds
 
     public static let defaultCounters = ["cycles", "instructions", "cache-misses", "dTLB-load-misses", "page-faults", "context-switches"]
 

@@ -70,6 +70,7 @@ public final class Workload {
                 memory: memory, mm: mm, copyWorkers: config.threads, verify: config.verify, selfInvalidation: config.selfInvalidation,
                 splitPolicy: config.splitPolicy, copyWorkerHook: copyWorkerHook, pool: memory.devicePools[i])
         }
+        for d in devices { d.rangeTimeoutNanoseconds = config.rangeTimeoutNanoseconds }
         device = devices[0]
         if config.deviceLargeFail > 0 {
             for (i, d) in devices.enumerated() { d.setAllocationFailure(FailureInjection(order9: config.deviceLargeFail, seed: seed ^ 0x6465_7669_6365 &+ UInt64(i))) }
