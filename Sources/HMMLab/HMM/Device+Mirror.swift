@@ -14,9 +14,15 @@ public enum MirrorProt {
 }
 
 /// Why a device read or write failed.
-public enum MirrorError: Error, Equatable, Sendable {
+public enum MirrorError: Error, Equatable, Sendable, CustomStringConvertible {
     /// The errno of `hmm_range_fault` (or `-ENOENT` when a page could not be mirrored).
     case errno(Int32)
+
+    public var description: String {
+        switch self {
+        case .errno(let e): Errno.name(e)
+        }
+    }
 }
 
 extension Device {

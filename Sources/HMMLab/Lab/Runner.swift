@@ -393,7 +393,7 @@ public final class Runner {
     func check(_ w: Workload, _ mutators: Mutators, injected: [Int: UInt64] = [:]) -> (corrupt: Int, lost: Int) {
         let found = w.checkContent(expectedStamp: mutators.expectedStamp, acceptsInjected: { k, v in v == injected[k] ?? 0 })
         if let first = found.unreadable.first {
-            onWarning("the device could not read \(found.unreadable.count) pages (first \(first)) to check them")
+            onWarning("the device could not read \(found.unreadable.count) pages (first \(first): \(found.unreadableError.map { "\($0)" } ?? "?")) to check them")
         }
         return (found.corrupt.count, found.lost.count)
     }

@@ -414,7 +414,7 @@ public final class Stress {
         report.deviceAllocFailures += w.devices.reduce(0) { $0 + $1.stats.allocationFailures.load(ordering: .relaxed) }
         report.mutatorStores += r.mutators.finish().stores
         let found = w.checkContent(expectedStamp: r.mutators.expectedStamp, acceptsInjected: { k, v in v == r.injectedStamp[k] })
-        if !found.unreadable.isEmpty { violation(&report, number, nil, nil, "the device could not read \(found.unreadable.count) pages, first \(found.unreadable[0])") }
+        if !found.unreadable.isEmpty { violation(&report, number, nil, nil, "the device could not read \(found.unreadable.count) pages, first \(found.unreadable[0]) (\(found.unreadableError.map { "\($0)" } ?? "?"))") }
         if !found.corrupt.isEmpty { violation(&report, number, nil, nil, "\(found.corrupt.count) pages with wrong content, first \(found.corrupt.prefix(5)); \(found.firstCorruption ?? "")") }
         if !found.lost.isEmpty { violation(&report, number, nil, nil, "\(found.lost.count) pages lost their mutators' last stamp, first \(found.lost.prefix(5))") }
         let verifyFailures = w.devices.reduce(0) { $0 + $1.stats.verifyFailures.load(ordering: .relaxed) }

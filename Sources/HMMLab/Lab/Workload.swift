@@ -198,6 +198,8 @@ public final class Workload {
         public var lost: [Int] = []
         /// Pages the device could not read (each counted as corrupt too).
         public var unreadable: [Int] = []
+        /// Why the first unreadable window could not be read: the device's error.
+        public var unreadableError: MirrorError?
         /// What the first corrupt page holds, for the message.
         public var firstCorruption: String?
         public init() {}
@@ -216,7 +218,11 @@ public final class Workload {
         var first = 0
         while first < pages {
             let n = min(window, pages - first)
-            guard let bytes = try? device.read(address(first), pages: n).bytes else {
+            let bytes: [UInt8]
+            do throws(MirrorError) {
+                bytes = try device.read(address(first), pages: n).bytes
+            } catch {
+                if found.unreadable.isEmpty { found.unreadableError = error }
                 found.unreadable += Array(first..<(first + n))
                 found.corrupt += Array(first..<(first + n))
                 first += n
