@@ -15,20 +15,33 @@ struct Topology: ParsableCommand {
     @Option(help: "The device node of the run to predict (default: the farthest node with memory).")
     var deviceNode: Int?
 
+    @Option(help: "The number of devices of the run to predict, each with its own pool (default 1).")
+    var devices: String?
+
+    @Option(help: "The device nodes of the run to predict, one per device (default: round-robin over the other nodes with memory, farthest first).")
+    var deviceNodes: String?
+
     @Option(help: ArgumentHelp("The same as --system-node.", visibility: .hidden))
     var node: Int?
 
-    func validate() throws {
+    /// The run to predict, checked as a run checks these options.
+    func config() throws -> RunConfig {
         if systemNode != nil, node != nil { throw badInput("--node is another name for --system-node: give one of them") }
-        let nodes = NUMA.nodesWithMemory()
-        for (name, value) in [("--system-node", systemNode ?? node), ("--device-node", deviceNode)] {
-            guard let value, !nodes.contains(value) else { continue }
-            throw badInput("\(name) \(value) is not a NUMA node with memory; nodes with memory: \(nodes.map(String.init).joined(separator: ","))")
+        var options: [String: String] = [:]
+        for (key, value) in [("system-node", (systemNode ?? node).map(String.init)), ("device-node", deviceNode.map(String.init)), ("devices", devices), ("device-nodes", deviceNodes)] {
+            if let value { options[key] = value }
+        }
+        do {
+            return try RunConfig.parse(options)
+        } catch {
+            throw badInput(error.description)
         }
     }
 
+    func validate() throws { _ = try config() }
+
     func run() throws {
-        let topology = MachineTopology.read(systemNode: systemNode ?? node ?? 0, deviceNode: deviceNode)
+        let topology = MachineTopology.read(try config())
         switch format {
         case .text: print(topology.text())
         case .csv: print(topology.csv(), terminator: "")

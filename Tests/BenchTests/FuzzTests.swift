@@ -28,7 +28,7 @@ struct FuzzTests {
         "calibrate": ["--only", "--reps", "--frames", "--format", "--system-node", "--device-node"],
         "stress": ["--seed", "--mutators", "--max-ops", "--inject", "--device-large-fail", "--pages", "--system-node", "--device-node"],
         "thp-table": ["--iterations", "--max-mib", "--format", "--threads"],
-        "topology": ["--format", "--node", "--system-node", "--device-node"],
+        "topology": ["--format", "--node", "--system-node", "--device-node", "--devices", "--device-nodes"],
     ]
 
     static func arguments(_ command: String, _ rng: inout SplitMix64, out: String) -> [String] {

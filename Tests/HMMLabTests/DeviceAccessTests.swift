@@ -57,7 +57,7 @@ struct DeviceAccessTests {
         try f.fill(a, pages: n, seed: 6)
         let child = try f.mm.fork()
         var r = MigrationResult()
-        let parent = try faults(in: child) {
+        let parent = faults(in: child) {
             let kinds = faults(in: f.mm) { r = d.migrateOnFault(a, pages: n, access: .read) }
             #expect(kinds.isEmpty, "\(kinds)")
         }

@@ -26,6 +26,21 @@ struct MachineTopologyTests {
         #expect(csv.contains("\nperf,,page-faults,opens,software"))
     }
 
+    @Test("with several devices: one line per device and its node, a pool per device, the nodes in the CSV")
+    func severalDevices() throws {
+        let t = MachineTopology.read(try RunConfig.parse(["devices": "3"]))
+        #expect(t.deviceNodes.count == 3 && t.deviceNodes[0] == t.deviceNode)
+        let text = t.text()
+        #expect(text.contains("3 devices, each with its own pool"), "\(text)")
+        for i in 0..<3 {
+            #expect(text.contains("  device \(i): node \(t.deviceNodes[i]), distance "), "device \(i): \(text)")
+            #expect(text.contains("  device pool \(i) "), "pool \(i): \(text)")
+        }
+        #expect(text.split(separator: "\n").allSatisfy { $0.count <= 80 }, "topology fits 80 columns")
+        #expect(t.csv().contains("\nrun,,device_nodes,\(t.deviceNodes.map(String.init).joined(separator: " ")),one per device\n"))
+        #expect(!MachineTopology.read().csv().contains("device_nodes"), "one device: no device_nodes row")
+    }
+
     @Test("software perf events open; hardware ones are probed, not assumed")
     func perfProbe() {
         let probes = PerfEvents.probe()

@@ -7,7 +7,7 @@ extension MachineTopology {
         out.append("")
         out += nodeLines()
         out.append("")
-        out += Self.wrap("device node \(deviceNode): \(deviceNodeReason)")
+        out += deviceLines.flatMap { Self.wrap($0, indent: $0.hasPrefix(" ") ? 4 : 2) }
         out += Self.wrap(placement.describe(failure: nil))
         out.append("")
         out.append("transparent huge pages: enabled [\(thpEnabled)], defrag [\(thpDefrag)]")
@@ -92,6 +92,7 @@ extension MachineTopology {
         }
         rows.append(["run", "", "system_node", String(systemNode), ""])
         rows.append(["run", "", "device_node", String(deviceNode), deviceNodeReason])
+        if deviceNodes.count > 1 { rows.append(["run", "", "device_nodes", deviceNodes.map(String.init).joined(separator: " "), "one per device"]) }
         rows.append(["run", "", "pinned_cpus", placement.cpuList, placement.reason])
         rows.append(["thp", "", "enabled", thpEnabled, ""])
         rows.append(["thp", "", "defrag", thpDefrag, ""])

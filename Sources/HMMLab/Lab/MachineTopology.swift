@@ -21,6 +21,8 @@ public struct MachineTopology: Sendable {
     public var systemNode: Int
     public var deviceNode: Int
     public var deviceNodeReason: String
+    /// Each device's node (`--devices`, `--device-nodes`): one entry, ``deviceNode``, for one device.
+    public var deviceNodes: [Int]
     /// Where the run's threads would run.
     public var placement: ThreadPlacement
     /// A 2 MiB Region with `auto` on the system node.
@@ -35,10 +37,20 @@ public struct MachineTopology: Sendable {
     public static let defaultRunPages = RunConfig().pages
 
     /// Reads the machine for a run on `systemNode` and `deviceNode` (nil: the default by distance).
-    /// Maps (and unmaps) one 2 MiB probe Region and opens each probed perf event once.
     public static func read(systemNode: Int = 0, deviceNode: Int? = nil) -> MachineTopology {
+        var config = RunConfig()
+        config.systemNode = systemNode
+        config.deviceNode = deviceNode
+        return read(config)
+    }
+
+    /// Reads the machine for a run with `config`'s nodes and devices (its other options are the
+    /// default run's). Maps (and unmaps) one 2 MiB probe Region and opens each probed perf event once.
+    public static func read(_ given: RunConfig) -> MachineTopology {
         let table = NodeTable.read()
-        let device = deviceNode ?? table.farthestNodeWithMemory(from: systemNode)
+        let systemNode = given.systemNode
+        let deviceNodes = given.resolvedDeviceNodes(table: table)
+        let device = deviceNodes[0]
         var probe = BackingProbe(bytes: Region.extent, backing: nil, fallbacks: [], error: nil)
         do {
             let region = try Region(name: "probe", length: Region.extent, backing: .auto, node: systemNode)
@@ -49,14 +61,29 @@ public struct MachineTopology: Sendable {
         }
         var config = RunConfig()
         config.systemNode = systemNode
-        config.deviceNode = device
+        config.devices = deviceNodes.count
+        config.deviceNodes = deviceNodes
+        let asked = given.deviceNode != nil || given.deviceNodes != nil
         return MachineTopology(
             kernel: Sysfs.kernelRelease, numaAvailable: NUMA.isAvailable, table: table, thpEnabled: ThpSettings.enabled ?? "unsupported",
             thpDefrag: ThpSettings.defrag ?? "unsupported", systemNode: systemNode, deviceNode: device,
-            deviceNodeReason: Self.deviceNodeReason(table: table, systemNode: systemNode, deviceNode: device, asked: deviceNode != nil),
-            placement: ThreadPlacement(systemNode: systemNode, table: table), smallProbe: probe,
+            deviceNodeReason: Self.deviceNodeReason(table: table, systemNode: systemNode, deviceNode: device, asked: asked),
+            deviceNodes: deviceNodes, placement: ThreadPlacement(systemNode: systemNode, table: table), smallProbe: probe,
             defaultRun: PoolPlan(config: config, table: table), perfEvents: PerfEvents.probe(),
             perfEventParanoid: Sysfs.readInt("/proc/sys/kernel/perf_event_paranoid"))
+    }
+
+    /// Where each device's pool goes and why, one line per device (one line in all for one device).
+    public var deviceLines: [String] {
+        if deviceNodes.count == 1 { return ["device node \(deviceNode): \(deviceNodeReason)"] }
+        let asked = deviceNodeReason.hasPrefix("as asked") || deviceNodeReason.hasPrefix("the system node")
+        let how = asked ? "on the nodes asked" : table.nodesWithMemory.count == 1 ? "all on the one node with memory (device memory is local)"
+            : "round-robin over the other nodes with memory, farthest first"
+        var out = ["\(deviceNodes.count) devices, each with its own pool, \(how):"]
+        for (i, node) in deviceNodes.enumerated() {
+            out.append("  device \(i): node \(node), distance \(table.distance(systemNode, node)) from node \(systemNode)")
+        }
+        return out
     }
 
     /// Why the device pool goes on `deviceNode`, in a few words.
