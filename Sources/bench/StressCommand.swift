@@ -109,6 +109,7 @@ struct StressCommand: ParsableCommand {
         lines.append("  \("device-alloc".padding(toLength: 20)) \(String(r.deviceAllocFailures).leftPadding(toLength: 8))  (4 KiB and 2 MiB allocations that failed)")
         lines.append("cpufault stores landed: \(r.cpuFaultStores), of which waited on the migration entry: \(r.cpuFaultWaits)")
         lines.append("mutator stores: \(r.mutatorStores); ops that ended with an error: \(r.opsWithErrors)")
+        if r.checkReadRetries > 0 { lines.append("content-check reads tried again after -EBUSY (1 s budget spent): \(r.checkReadRetries)") }
         lines.append("seconds: \(Summary.fixed(r.seconds, 2))")
         lines.append("violations: \(r.violationCount)")
         for v in r.violations { lines.append("  \(v)") }

@@ -79,6 +79,22 @@ struct HarnessTests {
         w.tearDown()
     }
 
+    @Test("the content check reads every page through the device; a window whose reads keep ending in -EBUSY (the budget spent) is tried 4 times, then unreadable with that error")
+    func contentCheckBusy() throws {
+        let memory = try PhysicalMemory(.init(systemBytes: 32 << 20, deviceBytes: 8 << 20, backing: .small))
+        let config = try RunConfig.parse(["pages": "1024", "mix": "none=0.25,present=0.5,device=0.25"], nodes: [0])
+        let w = try Workload(memory: memory, swap: nil, config: config, seed: 9)
+        defer { w.tearDown() }
+        let clean = w.checkContent(expectedStamp: { _ in 0 })
+        #expect(clean.corrupt.isEmpty && clean.unreadable.isEmpty && clean.busyRetries == 0)
+        try w.mm.munmap(w.start, length: w.pages * PageSize.bytes)
+        _ = try w.mm.mmap(length: w.pages * PageSize.bytes, protection: .readWrite, at: w.start)
+        w.device.rangeTimeoutNanoseconds = 0
+        let busy = w.checkContent(expectedStamp: { _ in 0 })
+        #expect(busy.unreadable == Array(0..<w.pages) && busy.unreadableError == .errno(Errno.EBUSY))
+        #expect(busy.busyRetries == (Workload.busyReadTries - 1) * (w.pages / Device.migrationWindow))
+    }
+
     @Test("THP blocks are PMD-mapped 2 MiB folios")
     func workloadThp() throws {
         let memory = try PhysicalMemory(.init(systemBytes: 64 << 20, deviceBytes: 16 << 20, backing: .small))

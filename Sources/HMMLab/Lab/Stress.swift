@@ -212,6 +212,9 @@ public final class Stress {
         public var mutatorStores = 0
         /// Ops that ended with an errno or an access error, as injected failures and races make some do.
         public var opsWithErrors = 0
+        /// Reads of the end-of-round content check tried again after `-EBUSY` (the 1 s budget of
+        /// `dmirror_range_fault` spent on a loaded machine; see ``Workload/readCheckingBusy``).
+        public var checkReadRetries = 0
         public var seconds = 0.0
         /// One line per violation found (at most ``maxViolationLines`` kept), and how many there were.
         public var violations: [String] = []
@@ -414,12 +417,28 @@ public final class Stress {
         report.deviceAllocFailures += w.devices.reduce(0) { $0 + $1.stats.allocationFailures.load(ordering: .relaxed) }
         report.mutatorStores += r.mutators.finish().stores
         let found = w.checkContent(expectedStamp: r.mutators.expectedStamp, acceptsInjected: { k, v in v == r.injectedStamp[k] })
-        if !found.unreadable.isEmpty { violation(&report, number, nil, nil, "the device could not read \(found.unreadable.count) pages, first \(found.unreadable[0]) (\(found.unreadableError.map { "\($0)" } ?? "?"))") }
+        report.checkReadRetries += found.busyRetries
+        if !found.unreadable.isEmpty {
+            violation(&report, number, nil, nil, "the device could not read \(found.unreadable.count) pages, first \(found.unreadable[0]) (\(found.unreadableError.map { "\($0)" } ?? "?")); \(Self.unreadablePage(w, found.unreadable))")
+        }
         if !found.corrupt.isEmpty { violation(&report, number, nil, nil, "\(found.corrupt.count) pages with wrong content, first \(found.corrupt.prefix(5)); \(found.firstCorruption ?? "")") }
         if !found.lost.isEmpty { violation(&report, number, nil, nil, "\(found.lost.count) pages lost their mutators' last stamp, first \(found.lost.prefix(5))") }
         let verifyFailures = w.devices.reduce(0) { $0 + $1.stats.verifyFailures.load(ordering: .relaxed) }
         if verifyFailures > 0 { violation(&report, number, nil, nil, "\(verifyFailures) copied pages differed from their source") }
         w.tearDown()
+    }
+
+    /// The first of `pages` the device cannot read on its own, with its error and the state of the
+    /// CPU's entry for it (`mm.snapshot`), for a violation's message.
+    static func unreadablePage(_ w: Workload, _ pages: [Int]) -> String {
+        for k in pages {
+            do throws(MirrorError) {
+                _ = try w.device.read(w.address(k), pages: 1)
+            } catch {
+                return "page \(k) alone: \(error), CPU entry \(w.mm.snapshot(w.address(k), pages: 1)[0]) (\(w.kinds[k]))"
+            }
+        }
+        return "each page reads alone"
     }
 
     /// Every page state, so every op meets every kind of entry.

@@ -200,6 +200,9 @@ public final class Workload {
         public var unreadable: [Int] = []
         /// Why the first unreadable window could not be read: the device's error.
         public var unreadableError: MirrorError?
+        /// Reads of a window that ran out of `hmm_range_fault`'s time budget (`-EBUSY`) and were
+        /// tried again (at most ``Workload/busyReadTries`` in all per window).
+        public var busyRetries = 0
         /// What the first corrupt page holds, for the message.
         public var firstCorruption: String?
         public init() {}
@@ -220,7 +223,7 @@ public final class Workload {
             let n = min(window, pages - first)
             let bytes: [UInt8]
             do throws(MirrorError) {
-                bytes = try device.read(address(first), pages: n).bytes
+                bytes = try readCheckingBusy(first, pages: n, &found)
             } catch {
                 if found.unreadable.isEmpty { found.unreadableError = error }
                 found.unreadable += Array(first..<(first + n))
@@ -253,6 +256,26 @@ public final class Workload {
         }
         return found
     }
+
+    /// Tries to read a window of a check: `-EBUSY` only says `dmirror_range_fault` spent its 1 s
+    /// budget (`HMM_RANGE_DEFAULT_TIMEOUT`), which a loaded machine can make it do with nothing
+    /// wrong, so such a read is tried again, up to ``busyReadTries`` in all, and counted; any other
+    /// error, or `-EBUSY` every time, is the window's error.
+    func readCheckingBusy(_ first: Int, pages n: Int, _ found: inout ContentCheck) throws(MirrorError) -> [UInt8] {
+        var tries = 1
+        while true {
+            do throws(MirrorError) {
+                return try device.read(address(first), pages: n).bytes
+            } catch {
+                guard error == .errno(Errno.EBUSY), tries < Self.busyReadTries else { throw error }
+                tries += 1
+                found.busyRetries += 1
+            }
+        }
+    }
+
+    /// Reads a check makes of one window before a `-EBUSY` counts as unreadable.
+    static let busyReadTries = 4
 
     /// Drops the pins, the device (evicting nothing: unmapping frees its pages), the child and the range.
     public func tearDown() {
