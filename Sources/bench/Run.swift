@@ -19,8 +19,10 @@ struct RunOptions: ParsableArguments, CustomReflectable {
     /// `--verify`.
     var verify = false
 
+    /// `--verify`'s help.
     static let verifyHelp = "Check every migrated byte, every page's content and every frame after each repetition."
 
+    /// No option given (the instance ArgumentParser reflects).
     init() {}
 
     /// Decodes every run option of the table, and `--verify`, by the names ``customMirror`` gives them.

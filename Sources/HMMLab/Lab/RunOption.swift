@@ -31,7 +31,8 @@ public struct RunOption: Sendable {
         self.parse = parse
     }
 
-    /// The result column of the same name that records the value (`window_pages`).
+    /// The result column named after the option (`window_pages`): a ``rebuilt`` option's records its
+    /// value as given; an option that is not rebuilt may have none (`tlb-flush`, `inject`).
     public var column: String { name.replacingAll("-", with: "_") }
 
     /// Every run option, in `--help` order (which is also the order they are parsed and checked in).
