@@ -3,83 +3,56 @@ import Glibc
 import HMMLab
 import Synchronization
 
-/// The options that define a run, shared by `bench` (run) and `bench sweep`. Values are taken as
-/// typed and validated by ``RunConfig/parse(_:nodes:)``, which names the bad value and what is allowed.
-struct RunOptions: ParsableArguments {
-    @Option(help: "unified, fault-then-migrate, migrate-then-fault or all (interleaved per repetition).")
-    var strategy: String?
-    @Option(help: "4 KiB pages in the range (default 16384).")
-    var pages: String?
-    @Option(name: .customLong("window-pages"), help: "Pages per op, a divisor of --pages up to 512 (default 512).")
-    var windowPages: String?
-    @Option(help: "STATE=FRACTION,... over none, zero, present, cow, swap, device, pinned (sum 1; default present=1).")
-    var mix: String?
-    @Option(help: "Fraction of the present pages' 2 MiB blocks backed by THPs (default 0).")
-    var thp: String?
-    @Option(name: .customLong("device-large-fail"), help: "Probability that a 2 MiB device allocation fails (default 0).")
-    var deviceLargeFail: String?
-    @Option(name: .customLong("split-policy"), help: "before-collect or after-isolation (default).")
-    var splitPolicy: String?
-    @Option(name: .customLong("self-invalidation"), help: "skip (default, as dmirror) or bump.")
-    var selfInvalidation: String?
-    @Option(help: "to-device (default) or round-trip (back through CPU faults: a second row).")
-    var direction: String?
-    @Option(help: "Copy worker threads (default 1).")
-    var threads: String?
-    @Option(help: "Op threads sharing the address space and its devices, taking windows from one queue (default 1).")
-    var jobs: String?
-    @Option(help: "CPU threads storing into the range during the run (default 0).")
-    var mutators: String?
-    @Option(help: "Timed repetitions (default 5).")
-    var reps: String?
-    @Option(help: "Untimed repetitions first (default 1).")
-    var warmup: String?
-    @Option(help: "Seed of the workload and injected failures (default 1).")
-    var seed: String?
-    @Option(name: .customLong("system-node"), help: "NUMA node of system memory (default 0).")
-    var systemNode: String?
-    @Option(name: .customLong("device-node"), help: "NUMA node of device memory (default: the next node, or the system node on one node).")
-    var deviceNode: String?
-    @Option(help: "dmirror devices mirroring the range, each with its own device pool; windows go to them round-robin (default 1).")
-    var devices: String?
-    @Option(name: .customLong("device-nodes"), help: "Each device's node, comma-separated (default: round-robin over the other nodes with memory, farthest first).")
-    var deviceNodes: String?
-    @Option(name: .customLong("device-pages"), help: "With several devices, where the mix's device pages start: own (default: on the device that migrates their window) or other (on the next device: device to system to device).")
-    var devicePages: String?
-    @Option(help: "auto (default), hugetlb, thp or 4k.")
-    var backing: String?
-    @Option(help: "perf events by libpfm4 name, comma-separated, or none (default cycles,instructions,cache-misses,dTLB-load-misses,page-faults,context-switches).")
-    var counters: String?
-    @Option(help: "Injected failures: POINT=PROBABILITY,... over trylock, pin, invalidate, swapin, cpufault, device4k (seeded by --seed).")
-    var inject: String?
-    @Option(
-        name: .customLong("device-access"),
-        help: "The access the strategies' hmm_range_fault asks for: read (default: REQ_FAULT, and REQ_FAULT|REQ_MIGRATE for unified, as the RFC's driver and test_hmm's READ) or write (REQ_WRITE added).")
-    var deviceAccess: String?
-    @Option(name: .customLong("fault-pages"), help: "Pages per hmm_range_fault call when a strategy faults (default: the window; test_hmm's READ uses 32).")
-    var faultPages: String?
-    @Option(help: "Kernel per-page costs paid for real: all (default), none, or a list of flush, lru, driver.")
-    var costs: String?
-    @Option(name: .customLong("tlb-flush"), help: "real (default: each modelled TLB flush is a host shootdown) or count (counted only).")
-    var tlbFlush: String?
-    @Flag(help: "Check every migrated byte, every page's content and every frame after each repetition.")
+/// The options that define a run, shared by `bench` (run) and `bench sweep`: one `--NAME VALUE`
+/// option per ``RunOption`` of ``RunOption/all`` (its name and help from there, in its order), and the
+/// `--verify` flag. Values are taken as typed and validated by ``RunConfig/parse(_:nodes:)``, which
+/// names the bad value and what is allowed.
+///
+/// ArgumentParser finds a type's arguments by reflecting an instance with `Mirror` and decodes them by
+/// the same names, so ``customMirror`` lists the table's options as `Option` values and
+/// ``init(from:)`` decodes each by its name: the options are declared once, in the table, and
+/// ArgumentParser still parses them (`--pages 512`, `--pages=512`, unknown and missing values) and
+/// lists them in `--help`. `RunOptionsTests` checks that every table option is parsed and listed.
+struct RunOptions: ParsableArguments, CustomReflectable {
+    /// The run options given, name (without dashes) → value as typed.
+    var given: [String: String] = [:]
+    /// `--verify`.
     var verify = false
 
-    /// The given options as name → value.
-    var given: [String: String] {
-        let pairs: [(String, String?)] = [
-            ("strategy", strategy), ("pages", pages), ("window-pages", windowPages), ("mix", mix), ("thp", thp), ("device-large-fail", deviceLargeFail),
-            ("split-policy", splitPolicy), ("self-invalidation", selfInvalidation), ("direction", direction), ("threads", threads),
-            ("jobs", jobs), ("mutators", mutators), ("reps", reps), ("warmup", warmup), ("seed", seed), ("system-node", systemNode), ("device-node", deviceNode),
-            ("devices", devices), ("device-nodes", deviceNodes), ("device-pages", devicePages),
-            ("backing", backing), ("counters", counters), ("inject", inject), ("device-access", deviceAccess), ("fault-pages", faultPages),
-            ("costs", costs), ("tlb-flush", tlbFlush),
-        ]
-        var d: [String: String] = [:]
-        for (k, v) in pairs { if let v { d[k] = v } }
-        return d
+    /// `--verify`'s help.
+    static let verifyHelp = "Check every migrated byte, every page's content and every frame after each repetition."
+
+    /// No option given (the instance ArgumentParser reflects).
+    init() {}
+
+    /// Decodes every run option of the table, and `--verify`, by the names ``customMirror`` gives them.
+    init(from decoder: Decoder) throws {
+        let container = try decoder.container(keyedBy: Name.self)
+        for option in RunOption.all {
+            if let value = try container.decode(Option<String?>.self, forKey: Name(option.name)).wrappedValue { given[option.name] = value }
+        }
+        verify = try container.decode(Flag<Bool>.self, forKey: Name("verify")).wrappedValue
     }
 
+    /// The arguments ArgumentParser sees: an optional `--NAME` for each run option, then `--verify`.
+    var customMirror: Mirror {
+        let options: [Mirror.Child] = RunOption.all.map { option in
+            (label: option.name, value: Option<String?>(name: .customLong(option.name), help: ArgumentHelp(option.help)))
+        }
+        return Mirror(self, children: options + [(label: "verify", value: Flag(wrappedValue: false, help: ArgumentHelp(Self.verifyHelp)))])
+    }
+
+    /// An argument's name as ArgumentParser decodes it.
+    struct Name: CodingKey {
+        var stringValue: String
+        var intValue: Int? { nil }
+        init(_ name: String) { stringValue = name }
+        init?(stringValue: String) { self.stringValue = stringValue }
+        init?(intValue: Int) { nil }
+    }
+
+    /// The configuration of the options given, with `overrides` (a sweep's combination) on top; bad
+    /// input (exit 64) naming the first bad value.
     func config(overriding overrides: [String: String] = [:]) throws -> RunConfig {
         do {
             var c = try RunConfig.parse(given.merging(overrides) { _, new in new })
@@ -265,7 +238,7 @@ struct Run: ParsableCommand {
         if try Engine.parse(engine) == .kernel {
             // test_hmm's READ is the kernel engine's fault: REQ_FAULT in calls of 32 pages.
             if config.deviceAccess == .write { throw badInput("--engine kernel: --device-access write: test_hmm's READ faults for read only; use read") }
-            if let p = options.faultPages, p != String(Device.faultWindow) {
+            if let p = options.given["fault-pages"], p != String(Device.faultWindow) {
                 throw badInput("--engine kernel: --fault-pages \(p): test_hmm's READ faults \(Device.faultWindow) pages a call; use \(Device.faultWindow)")
             }
             return try runKernel(config, output: output)

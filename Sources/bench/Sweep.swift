@@ -79,7 +79,7 @@ extension Sweep {
         var grid: [[(String, String)]] = [[]]
         for d in dimensions { grid = grid.flatMap { combo in d.values.map { combo + [(d.key, $0)] } } }
         var baseMix = Mix.allPresent
-        if let text = options.mix {
+        if let text = options.given["mix"] {
             do throws(ConfigError) {
                 baseMix = try Mix.parse(text)
             } catch {

@@ -34,14 +34,14 @@ extension Report {
         return path.hasPrefix(prefix) && path.count > prefix.count ? String(path.dropFirst(prefix.count)) : path
     }
 
-    /// Run options and their defaults (`RunConfig`), by result column.
-    static let options: [(column: String, option: String, defaultValue: String)] = [
-        ("engine", "engine", "model"), ("strategy", "strategy", ""), ("pages", "pages", "16384"), ("window_pages", "window-pages", "512"),
-        ("mix", "mix", "present=1"), ("thp", "thp", "0"), ("device_large_fail", "device-large-fail", "0"),
-        ("split_policy", "split-policy", "after-isolation"), ("self_invalidation", "self-invalidation", "skip"), ("threads", "threads", "1"),
-        ("mutators", "mutators", "0"), ("device_access", "device-access", "read"), ("fault_pages", "fault-pages", "window"),
-        ("costs", "costs", "flush,lru,driver"), ("seed", "seed", "1"),
-    ]
+    /// The options a rebuilt command gives when a file's rows differ from a default run's: the engine,
+    /// then every ``RunOption/rebuilt`` run option; each with its result column and the value a run
+    /// with the defaults writes there.
+    static let options: [(column: String, option: String, defaultValue: String)] = {
+        let defaults = ResultRow(metadata: .unknown, timestamp: "", strategy: "", direction: "", config: RunConfig(), rep: 0)
+        let named = [(column: "engine", option: "engine")] + RunOption.all.filter(\.rebuilt).map { (column: $0.column, option: $0.name) }
+        return named.map { ($0.column, $0.option, ResultRow.column(named: $0.column)?.value(defaults) ?? "") }
+    }()
 
     /// A `bench` (or `bench sweep`) command giving rows like `table`'s: options that differ from
     /// their defaults, `--vary` for a column with several values.

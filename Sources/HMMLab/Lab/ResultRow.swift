@@ -82,52 +82,19 @@ public struct ResultRow: Sendable {
     /// Columns this row's engine cannot give: written empty, never zero.
     public var unmeasured: Set<String> = []
 
-    /// The fixed columns, in order.
-    public static let columns = [
-        "run_id", "timestamp", "tool_version", "host", "kernel", "cpu_model", "cpus", "numa_nodes", "system_node", "device_node", "backing",
-        "system_backing", "device_backing", "pinned_cpus", "thp_mode", "engine", "strategy", "direction", "pages", "window_pages", "mix", "thp", "device_large_fail", "split_policy", "self_invalidation",
-        "device_access", "fault_pages", "costs", "tlb_shootdown", "threads", "jobs", "mutators", "seed", "rep", "ops", "pages_requested", "pages_migrated", "pages_skipped", "walks", "walk_restarts",
-        "ptes_visited", "faults", "cow_breaks", "swapins", "migration_entries", "tlb_flushes", "lru_drains", "invalidations", "notifier_retries",
-        "cross_job_retries", "folio_lock_fails", "thp_migrated", "thp_splits", "device_alloc_fails", "bytes_copied", "verify_failures", "mutator_stores",
-        "lost_stores", "wall_ns", "op_mean_ns", "op_p50_ns", "op_p90_ns", "op_p99_ns", "op_max_ns", "walk_ns", "fault_ns", "collect_ns",
-        "alloc_ns", "copy_ns", "finalize_ns", "flush_ns", "copy_gbps", "throughput_gbps", "wall_gbps", "memcpy_gbps", "kernel_walk_ns",
-        "mmap_lock_wait_ns", "ptl_wait_ns", "lru_lock_wait_ns", "alloc_lock_wait_ns", "devices", "device_nodes", "device_pages", "memcpy_threads_gbps", "notifier_wait_ns",
-    ]
+    /// The fixed columns' names, in order (``fixedColumns``).
+    public static let columns = fixedColumns.map(\.name)
 
     /// The header for a run with these counters (and, with `--engine kernel`, these traced kernel functions).
     public static func header(counters: [String], kernelFunctions: [String] = []) -> [String] {
         columns + counters.map(PerfCounterSet.columnName) + kernelFunctions.map { "kfn_" + $0 }
     }
 
-    /// The row's fields, in header order.
+    /// The row's fields, in header order: each fixed column's value (empty where ``unmeasured``), then
+    /// the counters and the kernel function calls (empty where not read).
     public var fields: [String] {
-        let m = metadata
-        let c = config
-        var f: [String] = [
-            m.runId, timestamp, m.toolVersion, m.host, m.kernel, m.cpuModel, String(m.cpus), String(m.numaNodes), String(m.systemNode),
-            String(m.deviceNode), m.backing, m.systemBacking, m.deviceBacking, m.pinnedCPUs, m.thpMode, engine, strategy, direction, String(c.pages), String(c.windowPages), c.mix.description,
-            Self.number(c.thp), Self.number(c.deviceLargeFail), c.splitPolicy.rawValue, c.selfInvalidation.rawValue, c.deviceAccess.rawValue,
-            c.faultPages.map(String.init) ?? "window", c.costs.description, m.tlbShootdown, String(c.threads),
-            String(c.jobs), String(c.mutators), String(c.seed), String(rep), String(ops), String(pagesRequested), String(pagesMigrated), String(pagesSkipped),
-            String(walks), String(walkRestarts), String(ptesVisited), String(faults), String(cowBreaks), String(swapins),
-            String(migrationEntries), String(tlbFlushes), String(lruDrains), String(invalidations), String(notifierRetries), String(crossJobRetries), String(folioLockFails),
-            String(thpMigrated), String(thpSplits), String(deviceAllocFails), String(bytesCopied), verifyFailures.map(String.init) ?? "",
-            String(mutatorStores), String(lostStores), String(wallNs), Self.number(opMeanNs), String(opP50Ns), String(opP90Ns),
-            String(opP99Ns), String(opMaxNs),
-        ]
-        f += [walkNs, faultNs, collectNs, allocNs, copyNs, finalizeNs, flushNs, copyGBps].map { $0.map(Self.number) ?? "" }
-        f += [Self.number(throughputGBps), Self.number(wallGBps), Self.number(m.memcpyGBps), Self.number(m.kernelWalkNs)]
-        f += [mmapLockWaitNs, ptlWaitNs, lruLockWaitNs, allocLockWaitNs, c.devices].map(String.init)
-        f.append(m.deviceNodes.isEmpty ? String(m.deviceNode) : m.deviceNodes)
-        f.append(c.devicePages.rawValue)
-        f.append(Self.number(m.memcpyThreadsGBps))
-        f.append(String(notifierWaitNs))
-        f += counters.map { $0.map(String.init) ?? "" }
-        f += kernelCalls.map { $0.map(String.init) ?? "" }
-        if !unmeasured.isEmpty {
-            for (i, column) in Self.columns.enumerated() where unmeasured.contains(column) { f[i] = "" }
-        }
-        return f
+        Self.fixedColumns.map { unmeasured.contains($0.name) ? "" : $0.value(self) }
+            + counters.map { $0.map(String.init) ?? "" } + kernelCalls.map { $0.map(String.init) ?? "" }
     }
 
     /// A number with at most three decimals (empty when not a number).

@@ -97,178 +97,32 @@ public struct RunConfig: Sendable, Equatable {
 
     public static let defaultCounters = ["cycles", "instructions", "cache-misses", "dTLB-load-misses", "page-faults", "context-switches"]
 
-    /// The options `parse` knows (names without the leading dashes).
-    public static let optionNames = [
-        "strategy", "pages", "window-pages", "mix", "thp", "device-large-fail", "split-policy", "self-invalidation", "direction",
-        "threads", "jobs", "mutators", "reps", "warmup", "seed", "system-node", "device-node", "devices", "device-nodes", "device-pages", "backing", "counters", "inject",
-        "device-access", "fault-pages", "costs", "tlb-flush",
-    ]
+    /// The options `parse` knows (names without the leading dashes), in ``RunOption/all``'s order.
+    public static var optionNames: [String] { RunOption.all.map(\.name) }
 
     /// Largest range a run accepts: 64 GiB.
     public static let maxPages = 1 << 24
 
     public init() {}
 
-    /// Builds a configuration from option values (name without dashes → value as typed); options not
-    /// given keep their defaults. `verify` is a flag and set directly.
+    /// Builds a configuration from option values (name without dashes → value as typed), each parsed
+    /// by its ``RunOption`` in ``RunOption/all``'s order; options not given keep their defaults.
+    /// `nodes`: the nodes with memory a node option may name (nil: this machine's). `verify` is a flag
+    /// and set directly.
     /// - Throws: ``ConfigError`` for the first bad value.
     public static func parse(_ options: [String: String], nodes: [Int]? = nil) throws(ConfigError) -> RunConfig {
-        var c = RunConfig()
-        for key in options.keys where !optionNames.contains(key) {
+        for key in options.keys where RunOption.named(key) == nil {
             throw ConfigError("--\(key) is not an option of a run; use one of \(optionNames.map { "--" + $0 }.joined(separator: ", "))")
         }
-        if let v = options["strategy"] {
-            if v == "all" {
-                c.strategies = Strategy.allCases
-            } else if let s = Strategy(rawValue: v) {
-                c.strategies = [s]
-            } else {
-                throw ConfigError("--strategy '\(v)' is not a strategy; use one of \(Strategy.allCases.map(\.rawValue).joined(separator: ", ")), all")
-            }
-            c.strategyName = v
-        }
-        if let v = options["pages"] { c.pages = try integer("pages", v, 1...maxPages, "a number of 4 KiB pages") }
-        if let v = options["window-pages"] {
-            c.windowPages = try integer("window-pages", v, 1...Device.migrationWindow, "pages per window (dmirror uses 512)")
-        }
-        guard c.windowPages <= c.pages, c.pages % c.windowPages == 0 else {
-            throw ConfigError("--window-pages \(c.windowPages) does not divide --pages \(c.pages); use a divisor of --pages from 1 to 512")
-        }
-        if let v = options["mix"] { c.mix = try Mix.parse(v) }
-        if let v = options["thp"] { c.thp = try fraction("thp", v, "the fraction of 2 MiB blocks of present pages backed by THPs") }
-        if let v = options["device-large-fail"] {
-            c.deviceLargeFail = try fraction("device-large-fail", v, "the probability that a 2 MiB device allocation fails")
-        }
-        if let v = options["split-policy"] {
-            guard let p = Device.SplitPolicy(rawValue: v) else {
-                throw ConfigError("--split-policy '\(v)' is not a split policy; use before-collect or after-isolation")
-            }
-            c.splitPolicy = p
-        }
-        if let v = options["self-invalidation"] {
-            guard let p = Device.SelfInvalidation(rawValue: v) else {
-                throw ConfigError("--self-invalidation '\(v)' is not allowed; use skip or bump")
-            }
-            c.selfInvalidation = p
-        }
-        if let v = options["direction"] {
-            guard let d = Direction(rawValue: v) else { throw ConfigError("--direction '\(v)' is not a direction; use to-device or round-trip") }
-            c.direction = d
-        }
-        if let v = options["device-access"] {
-            guard let r = DeviceAccess(rawValue: v) else { throw ConfigError("--device-access '\(v)' is not allowed; use read or write") }
-            c.deviceAccess = r
-        }
-        if let v = options["fault-pages"] {
-            c.faultPages = try integer("fault-pages", v, 1...c.windowPages, "pages per hmm_range_fault call, at most --window-pages")
-        }
-        try parseCosts(options, into: &c)
-        if let v = options["threads"] { c.threads = try integer("threads", v, 1...256, "copy worker threads") }
-        if let v = options["jobs"] { c.jobs = try integer("jobs", v, 1...256, "op threads sharing the address space") }
-        if let v = options["mutators"] { c.mutators = try integer("mutators", v, 0...64, "CPU threads storing into the range") }
-        if let v = options["reps"] { c.reps = try integer("reps", v, 1...100_000, "timed repetitions") }
-        if let v = options["warmup"] { c.warmup = try integer("warmup", v, 0...1000, "untimed repetitions first") }
-        if let v = options["seed"] {
-            let parsed = v.hasPrefix("0x") ? UInt64(v.dropFirst(2), radix: 16) : UInt64(v)
-            guard let s = parsed else { throw ConfigError("--seed '\(v)' is not allowed; use an unsigned 64-bit integer (decimal or 0x hex)") }
-            c.seed = s
-        }
         let known = nodes ?? NUMA.nodesWithMemory()
-        let nodeList = known.map(String.init).joined(separator: ", ")
-        if let v = options["system-node"] {
-            guard let n = Int(v), known.contains(n) else { throw ConfigError("--system-node '\(v)' is not a node with memory on this machine; use one of \(nodeList)") }
-            c.systemNode = n
-        }
-        if let v = options["device-node"] {
-            guard let n = Int(v), known.contains(n) else { throw ConfigError("--device-node '\(v)' is not a node with memory on this machine; use one of \(nodeList)") }
-            c.deviceNode = n
-        }
-        try parseDevices(options, known: known, into: &c)
-        if let v = options["backing"] {
-            guard let b = BackingRequest(rawValue: v) else { throw ConfigError("--backing '\(v)' is not a backing; use one of auto, hugetlb, thp, 4k") }
-            c.backing = b
-        }
-        if let v = options["counters"] {
-            let names = v.split(separator: ",").map { $0.trimmingWhitespace() }.filter { !$0.isEmpty }
-            c.counters = names == ["none"] ? [] : names
-            if Set(c.counters).count != c.counters.count { throw ConfigError("--counters '\(v)' names an event twice") }
-            for name in c.counters {
-                do {
-                    _ = try PerfEvents.resolve(name)
-                } catch {
-                    throw ConfigError("--counters: '\(name)' is not a perf event libpfm4 knows; use names such as page-faults, context-switches, cycles, dTLB-load-misses (or none)")
-                }
+        var c = RunConfig()
+        for option in RunOption.all {
+            if let text = options[option.name] {
+                try option.parse(&c, RunOption.Value(option: option.name, text: text, given: options, nodes: known))
             }
-        }
-        if let v = options["inject"] {
-            let allowed = FaultInjector.Point.allCases.map(\.name) + ["device4k"]
-            for part in v.split(separator: ",") {
-                let pair = part.split(separator: "=")
-                guard pair.count == 2 else {
-                    throw ConfigError("--inject '\(v)': '\(part)' is not POINT=PROBABILITY; use points \(allowed.joined(separator: ", "))")
-                }
-                let name = pair[0].trimmingWhitespace()
-                guard let p = Double(pair[1].trimmingWhitespace()), p.isFinite, p >= 0, p <= 1 else {
-                    throw ConfigError("--inject '\(v)': probability '\(pair[1])' of \(name) is not a number from 0 to 1")
-                }
-                if name == "device4k" {
-                    c.deviceSmallFail = p
-                } else if let point = FaultInjector.Point(name: name) {
-                    c.inject[point] = p
-                } else {
-                    throw ConfigError("--inject '\(v)': '\(name)' is not an injection point; use \(allowed.joined(separator: ", "))")
-                }
-            }
+            try option.check?(c)
         }
         return c
-    }
-
-    /// `--devices N` and `--device-nodes LIST`: a list names one node with memory per device; with
-    /// both, the counts must agree; `--device-node` and `--device-nodes` exclude each other.
-    static func parseDevices(_ options: [String: String], known: [Int], into c: inout RunConfig) throws(ConfigError) {
-        if let v = options["devices"] { c.devices = try integer("devices", v, 1...16, "dmirror devices, each with its own device pool") }
-        if let v = options["device-pages"] {
-            guard let p = DevicePages(rawValue: v) else { throw ConfigError("--device-pages '\(v)' is not allowed; use own or other") }
-            c.devicePages = p
-        }
-        if let v = options["device-nodes"] { try parseDeviceNodes(v, options, known: known, into: &c) }
-        if c.devicePages == .other, c.devices < 2 {
-            throw ConfigError("--device-pages other puts pages on another device; it needs --devices 2 or more (or --device-nodes with two nodes or more)")
-        }
-    }
-
-    /// `--device-nodes LIST`.
-    static func parseDeviceNodes(_ v: String, _ options: [String: String], known: [Int], into c: inout RunConfig) throws(ConfigError) {
-        if options["device-node"] != nil { throw ConfigError("--device-nodes '\(v)' and --device-node both name device nodes; give one of them") }
-        var nodes: [Int] = []
-        for part in v.split(separator: ",", omittingEmptySubsequences: false) {
-            guard let n = Int(part.trimmingWhitespace()), known.contains(n) else {
-                throw ConfigError("--device-nodes '\(v)': '\(part)' is not a node with memory on this machine; use a comma-separated list of \(known.map(String.init).joined(separator: ", "))")
-            }
-            nodes.append(n)
-        }
-        if options["devices"] != nil, nodes.count != c.devices {
-            throw ConfigError("--device-nodes '\(v)' names \(nodes.count) nodes for --devices \(c.devices); give one node per device")
-        }
-        guard nodes.count <= 16 else { throw ConfigError("--device-nodes '\(v)' names \(nodes.count) nodes; use at most 16 (one per device)") }
-        c.devices = nodes.count
-        c.deviceNodes = nodes
-    }
-
-    /// `--costs LIST` and `--tlb-flush real|count` (the flush cost alone); the two must agree.
-    static func parseCosts(_ options: [String: String], into c: inout RunConfig) throws(ConfigError) {
-        if let v = options["costs"] {
-            guard let costs = Costs(parsing: v) else {
-                throw ConfigError("--costs '\(v)' is not allowed; use all, none, or a comma-separated list of \(Costs.names.map(\.0).joined(separator: ", "))")
-            }
-            c.costs = costs
-        }
-        guard let v = options["tlb-flush"] else { return }
-        guard v == "real" || v == "count" else { throw ConfigError("--tlb-flush '\(v)' is not allowed; use real or count") }
-        if options["costs"] != nil, c.costs.contains(.flush) != (v == "real") {
-            throw ConfigError("--tlb-flush \(v) contradicts --costs \(c.costs); give one of them")
-        }
-        if v == "real" { c.costs.insert(.flush) } else { c.costs.remove(.flush) }
     }
 
     /// `trylock=0.05,pin=0.01,device4k=0.01`, or empty.
@@ -278,6 +132,7 @@ public struct RunConfig: Sendable, Equatable {
         return parts.joined(separator: ",")
     }
 
+    /// `value` as an integer in `range`, else the error naming `--option`, the value and `what` it counts.
     static func integer(_ option: String, _ value: String, _ range: ClosedRange<Int>, _ what: String) throws(ConfigError) -> Int {
         guard let n = Int(value), range.contains(n) else {
             throw ConfigError("--\(option) '\(value)' is not allowed; use \(what): an integer from \(range.lowerBound) to \(range.upperBound)")
@@ -285,6 +140,7 @@ public struct RunConfig: Sendable, Equatable {
         return n
     }
 
+    /// `value` as a number from 0 to 1, else the error naming `--option`, the value and `what` it is.
     static func fraction(_ option: String, _ value: String, _ what: String) throws(ConfigError) -> Double {
         guard let f = Double(value), f.isFinite, f >= 0, f <= 1 else {
             throw ConfigError("--\(option) '\(value)' is not allowed; use \(what): a number from 0 to 1")

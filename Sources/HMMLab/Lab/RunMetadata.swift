@@ -38,6 +38,12 @@ public struct RunMetadata: Sendable {
     /// `none` when they were counted only.
     public var tlbShootdown = "none"
 
+    /// No machine: empty names, zero counts, floors not measured (for a row built only for its
+    /// configuration columns).
+    static let unknown = RunMetadata(
+        runId: "", host: "", kernel: "", cpuModel: "", cpus: 0, numaNodes: 0, systemNode: 0, deviceNode: 0, backing: "", thpMode: "", memcpyGBps: .nan,
+        kernelWalkNs: .nan)
+
     /// Reads the machine; the two floors are filled in by the runner's start-up calibration.
     public static func read(systemNode: Int, deviceNode: Int, backing: String) -> RunMetadata {
         var name = [CChar](repeating: 0, count: 256)

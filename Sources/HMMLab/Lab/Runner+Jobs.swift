@@ -102,7 +102,7 @@ extension Runner {
             onWarning("\(strategy) rep \(rep): \(o.unexpected.count) ops ended with \(Set(o.unexpected.map(Errno.name)).sorted().joined(separator: ", "))")
         }
         var row = makeRow(strategy: strategy, direction: .toDevice, rep: rep, ops: ops, histogram: o.histogram, wall: wall, delta: delta)
-        row.setCounts(o.result, pages: w.pages, onDevice: onDevice, hugeToDevice: delta.hugeToDevice)
+        row.setCounts(o.result, pages: w.pages, onDevice: onDevice, hugeToDevice: delta[.hugeToDevice])
         row.setRates(bytesMigrated: o.result.migrated * PageSize.bytes, wall: wall)
         return row
     }
@@ -159,14 +159,14 @@ extension Runner {
         }
         let left = Self.pagesOnDevice(w)
         var row = makeRow(strategy: strategy, direction: .roundTrip, rep: rep, ops: ops, histogram: o.histogram, wall: wall, delta: d)
-        row.pagesMigrated = d.pagesToSystem
+        row.pagesMigrated = d[.pagesToSystem]
         row.pagesSkipped = left
-        row.walks = d.cpuFaults  // one migrate_vma_setup per migrate_to_ram
-        row.faults = d.cpuFaults
-        row.thpMigrated = d.hugeToSystem
-        row.thpSplits = d.folioSplits
-        row.copyNs = Double(d.copyNs) / Double(ops)
-        row.setRates(bytesMigrated: d.pagesToSystem * PageSize.bytes, wall: wall)
+        row.walks = d[.cpuFaults]  // one migrate_vma_setup per migrate_to_ram
+        row.faults = d[.cpuFaults]
+        row.thpMigrated = d[.hugeToSystem]
+        row.thpSplits = d[.folioSplits]
+        row.copyNs = Double(d[.copyNs]) / Double(ops)
+        row.setRates(bytesMigrated: d[.pagesToSystem] * PageSize.bytes, wall: wall)
         return row
     }
 

@@ -186,73 +186,69 @@ public final class Runner {
 
     // MARK: - One repetition
 
-    /// Counters read around a timed part.
+    /// Counters read around a timed part; the difference of two readings is the part's counts.
     struct Tally {
-        var ptes = 0, cow = 0, swapins = 0, tlb = 0, lruDrains = 0, invalidations = 0, folioSplits = 0
-        var allocFails = 0, hugeToDevice = 0, hugeToSystem = 0, bytesCopied = 0, copyNs = 0, verifyFailures = 0, cpuFaults = 0
-        var pagesToSystem = 0, stores = 0
-        var mmapWait = 0, ptlWait = 0, lruWait = 0, allocWait = 0, notifierWait = 0
+        /// The integer counts a tally reads, each once: a new one is a case here (the difference
+        /// includes it), its reading in ``tally(_:_:)`` and its use in a row.
+        enum Count: Int, CaseIterable {
+            case ptes, cow, swapins, tlb, lruDrains, invalidations, folioSplits
+            case allocFails, hugeToDevice, hugeToSystem, bytesCopied, copyNs, verifyFailures, cpuFaults
+            case pagesToSystem, stores
+            /// Lock and notifier waits, ns.
+            case mmapWait, ptlWait, lruWait, allocWait, notifierWait
+        }
+
+        private var counts = [Int](repeating: 0, count: Count.allCases.count)
         var flushNs: UInt64 = 0
         var perf: [UInt64?] = []
 
+        /// One count.
+        subscript(_ count: Count) -> Int {
+            get { counts[count.rawValue] }
+            set { counts[count.rawValue] = newValue }
+        }
+
+        /// What changed from `b` to `a` (a perf counter that could not be read in either is nil).
         static func - (a: Tally, b: Tally) -> Tally {
             var d = Tally()
-            d.ptes = a.ptes - b.ptes
-            d.cow = a.cow - b.cow
-            d.swapins = a.swapins - b.swapins
-            d.tlb = a.tlb - b.tlb
-            d.lruDrains = a.lruDrains - b.lruDrains
+            d.counts = zip(a.counts, b.counts).map { $0 - $1 }
             d.flushNs = a.flushNs - b.flushNs
-            d.invalidations = a.invalidations - b.invalidations
-            d.folioSplits = a.folioSplits - b.folioSplits
-            d.allocFails = a.allocFails - b.allocFails
-            d.hugeToDevice = a.hugeToDevice - b.hugeToDevice
-            d.hugeToSystem = a.hugeToSystem - b.hugeToSystem
-            d.bytesCopied = a.bytesCopied - b.bytesCopied
-            d.copyNs = a.copyNs - b.copyNs
-            d.verifyFailures = a.verifyFailures - b.verifyFailures
-            d.cpuFaults = a.cpuFaults - b.cpuFaults
-            d.pagesToSystem = a.pagesToSystem - b.pagesToSystem
-            d.stores = a.stores - b.stores
-            d.mmapWait = a.mmapWait - b.mmapWait
-            d.ptlWait = a.ptlWait - b.ptlWait
-            d.lruWait = a.lruWait - b.lruWait
-            d.allocWait = a.allocWait - b.allocWait
-            d.notifierWait = a.notifierWait - b.notifierWait
             d.perf = zip(a.perf, b.perf).map { x, y in x.flatMap { x in y.map { x &- $0 } } }
             return d
         }
     }
 
+    /// Reads every counter of the run: the address spaces', the memory's, the devices', the
+    /// mutators' stores and the perf counters.
     func tally(_ w: Workload, _ mutators: Mutators) -> Tally {
         var t = Tally()
         for mm in [w.mm] + (w.child.map { [$0] } ?? []) {
-            t.ptes += mm.counters.entriesVisited.load(ordering: .relaxed)
-            t.cow += mm.counters.faults(.copyOnWrite)
-            t.swapins += mm.counters.faults(.swapIn)
-            t.tlb += mm.counters.tlbFlushes.load(ordering: .relaxed)
+            t[.ptes] += mm.counters.entriesVisited.load(ordering: .relaxed)
+            t[.cow] += mm.counters.faults(.copyOnWrite)
+            t[.swapins] += mm.counters.faults(.swapIn)
+            t[.tlb] += mm.counters.tlbFlushes.load(ordering: .relaxed)
             t.flushNs += mm.counters.flushNanoseconds.load(ordering: .relaxed)
-            t.invalidations += mm.notifiers.invalidations.load(ordering: .relaxed)
-            t.folioSplits += mm.counters.folioSplits.load(ordering: .relaxed)
-            t.mmapWait += mm.mmapLock.wait.nanoseconds
-            t.ptlWait += mm.pageTable.lockWait.nanoseconds
-            t.notifierWait += mm.notifiers.readWait.nanoseconds
+            t[.invalidations] += mm.notifiers.invalidations.load(ordering: .relaxed)
+            t[.folioSplits] += mm.counters.folioSplits.load(ordering: .relaxed)
+            t[.mmapWait] += mm.mmapLock.wait.nanoseconds
+            t[.ptlWait] += mm.pageTable.lockWait.nanoseconds
+            t[.notifierWait] += mm.notifiers.readWait.nanoseconds
         }
-        t.lruWait = memory.lru.lockWait.nanoseconds
-        t.allocWait = memory.system.allocator.lockWait.nanoseconds + memory.devicePools.reduce(0) { $0 + $1.allocator.lockWait.nanoseconds }
-        t.lruDrains = memory.lruDrainAlls
+        t[.lruWait] = memory.lru.lockWait.nanoseconds
+        t[.allocWait] = memory.system.allocator.lockWait.nanoseconds + memory.devicePools.reduce(0) { $0 + $1.allocator.lockWait.nanoseconds }
+        t[.lruDrains] = memory.lruDrainAlls
         for device in w.devices {
             let s = device.stats
-            t.allocFails += s.allocationFailures.load(ordering: .relaxed)
-            t.hugeToDevice += s.hugeToDevice.load(ordering: .relaxed)
-            t.hugeToSystem += s.hugeToSystem.load(ordering: .relaxed)
-            t.bytesCopied += s.bytesCopied.load(ordering: .relaxed)
-            t.copyNs += s.copyNanoseconds.load(ordering: .relaxed)
-            t.verifyFailures += s.verifyFailures.load(ordering: .relaxed)
-            t.cpuFaults += s.cpuFaults.load(ordering: .relaxed)
-            t.pagesToSystem += s.pagesToSystem.load(ordering: .relaxed)
+            t[.allocFails] += s.allocationFailures.load(ordering: .relaxed)
+            t[.hugeToDevice] += s.hugeToDevice.load(ordering: .relaxed)
+            t[.hugeToSystem] += s.hugeToSystem.load(ordering: .relaxed)
+            t[.bytesCopied] += s.bytesCopied.load(ordering: .relaxed)
+            t[.copyNs] += s.copyNanoseconds.load(ordering: .relaxed)
+            t[.verifyFailures] += s.verifyFailures.load(ordering: .relaxed)
+            t[.cpuFaults] += s.cpuFaults.load(ordering: .relaxed)
+            t[.pagesToSystem] += s.pagesToSystem.load(ordering: .relaxed)
         }
-        t.stores = mutators.storesSoFar
+        t[.stores] = mutators.storesSoFar
         t.perf = counters?.read() ?? []
         return t
     }
@@ -360,29 +356,29 @@ public final class Runner {
         var row = ResultRow(metadata: metadata, timestamp: "", strategy: strategy.rawValue, direction: direction.rowLabel, config: config, rep: rep)
         row.ops = ops
         row.pagesRequested = config.pages
-        row.ptesVisited = d.ptes
-        row.cowBreaks = d.cow
-        row.swapins = d.swapins
-        row.tlbFlushes = d.tlb
-        row.lruDrains = d.lruDrains
+        row.ptesVisited = d[.ptes]
+        row.cowBreaks = d[.cow]
+        row.swapins = d[.swapins]
+        row.tlbFlushes = d[.tlb]
+        row.lruDrains = d[.lruDrains]
         row.flushNs = Double(d.flushNs) / Double(max(ops, 1))
-        row.invalidations = d.invalidations
-        row.deviceAllocFails = d.allocFails
-        row.bytesCopied = d.bytesCopied
-        row.verifyFailures = config.verify ? d.verifyFailures : nil
-        row.mutatorStores = d.stores
+        row.invalidations = d[.invalidations]
+        row.deviceAllocFails = d[.allocFails]
+        row.bytesCopied = d[.bytesCopied]
+        row.verifyFailures = config.verify ? d[.verifyFailures] : nil
+        row.mutatorStores = d[.stores]
         row.wallNs = wall
         row.opMeanNs = histogram.mean
         row.opP50Ns = histogram.valueAtPercentile(50)
         row.opP90Ns = histogram.valueAtPercentile(90)
         row.opP99Ns = histogram.valueAtPercentile(99)
         row.opMaxNs = histogram.max
-        row.copyGBps = d.copyNs > 0 ? Double(d.bytesCopied) / Double(d.copyNs) : nil
-        row.mmapLockWaitNs = d.mmapWait
-        row.ptlWaitNs = d.ptlWait
-        row.lruLockWaitNs = d.lruWait
-        row.allocLockWaitNs = d.allocWait
-        row.notifierWaitNs = d.notifierWait
+        row.copyGBps = d[.copyNs] > 0 ? Double(d[.bytesCopied]) / Double(d[.copyNs]) : nil
+        row.mmapLockWaitNs = d[.mmapWait]
+        row.ptlWaitNs = d[.ptlWait]
+        row.lruLockWaitNs = d[.lruWait]
+        row.allocLockWaitNs = d[.allocWait]
+        row.notifierWaitNs = d[.notifierWait]
         row.counters = counters.map { _ in d.perf } ?? []
         return row
     }
