@@ -218,6 +218,18 @@ public final class PhysicalMemory: @unchecked Sendable {
         descriptors + pfn.index
     }
 
+    /// The handle of a folio whose head is known (its `struct folio *`).
+    @inlinable @inline(__always) public func folioRef(_ folio: Folio) -> FolioRef {
+        FolioRef(descriptors + folio.pfn.index)
+    }
+
+    /// `pfn_folio()`: the handle of the folio that holds `pfn`, a tail page's head being the 2 MiB-aligned
+    /// pfn (one load of the page's flags, as ``folio(containing:)``).
+    @inlinable @inline(__always) public func folioRef(containing pfn: Pfn) -> FolioRef {
+        let head = descriptors[pfn.index].test(.tail) ? pfn.aligned(toOrder: PageSize.pmdOrder) : pfn
+        return FolioRef(descriptors + head.index)
+    }
+
     /// The address of a frame's first byte (`page_address`).
     @inlinable @inline(__always) public func address(of pfn: Pfn) -> UnsafeMutableRawPointer {
         if system.contains(pfn) { return system.address(of: pfn) }
