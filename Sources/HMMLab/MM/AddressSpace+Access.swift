@@ -128,7 +128,7 @@ extension AddressSpace {
         var pinned: Pfn?
         let memory = self.memory
         while !translateAndCopy(address, write: write, { _, pfn in
-            memory.page(memory.folio(containing: pfn).pfn).pointee.get()
+            memory.folioRef(containing: pfn).get()
             pinned = pfn
         }) {
             _ = try handleFault(at: address, write: write)

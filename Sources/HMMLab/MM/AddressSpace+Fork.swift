@@ -95,7 +95,7 @@ extension AddressSpace {
             // child, no reference with a persistent huge zero folio): the same read-only entry.
             if memory.isZero(entry.pfn) { return entry }
             let folio = memory.folio(containing: entry.pfn)
-            memory.page(folio.pfn).pointee.get()
+            memory.folioRef(folio).get()
             addRmap(folio)
             if huge {
                 for i in 0..<folio.pageCount { memory.page(folio.pfn + i).pointee.clear(.anonExclusive) }
@@ -120,7 +120,7 @@ extension AddressSpace {
         }
         if entry.isDevicePrivate {
             let folio = memory.folio(containing: entry.pfn)
-            memory.page(folio.pfn).pointee.get()
+            memory.folioRef(folio).get()
             addRmap(folio)
             memory.page(entry.pfn).pointee.clear(.anonExclusive)
             let readable = PTE.devicePrivate(entry.pfn, writable: false, softDirty: entry.swapSoftDirty)
