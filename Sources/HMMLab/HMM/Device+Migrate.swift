@@ -154,7 +154,7 @@ extension Device {
     func useCompound(start: UInt64, end: UInt64) -> Bool {
         guard splitPolicy == .beforeCollect else { return true }
         guard let probe = allocateDevicePage(order: PageSize.pmdOrder) else { return false }
-        memory.page(probe.pfn).pointee.unlock()
+        memory.folioRef(probe).unlock()
         memory.put(probe)
         return true
     }

@@ -556,11 +556,11 @@ struct HMMWalk: PageWalkOps {
         }
         let folio = memory.folio(containing: page)
         guard folio.order == 0 else { return }  // large folios were split before (hmm_vma_walk_split), or are device THP
-        let head = memory.page(folio.pfn)
-        guard head.pointee.mapping.load(ordering: .relaxed) != 0 else { return }
+        let head = memory.folioRef(folio)
+        guard head.hasMapping else { return }
         let isFault = folio == faultFolio
-        head.pointee.get()
-        guard isFault || (!(injector?.fire(.trylock) ?? false) && head.pointee.tryLock()) else {
+        head.get()
+        guard isFault || (!(injector?.fire(.trylock) ?? false) && head.tryLock()) else {
             memory.put(folio)
             lockFailures += 1
             return
@@ -574,17 +574,17 @@ struct HMMWalk: PageWalkOps {
             mm.notifiers.invalidateRangeStart(r)
             lock.lock()
             guard slot.load() == pte else {
-                if !isFault { head.pointee.unlock() }
+                if !isFault { head.unlock() }
                 memory.put(folio)
                 return
             }
         }
-        let anonExclusive = head.pointee.test(.anon) && memory.page(page).pointee.test(.anonExclusive)
+        let anonExclusive = head.test(.anon) && memory.page(page).pointee.test(.anonExclusive)
         _ = slot.exchange(.none)
         if anonExclusive { memory.page(page).pointee.clear(.anonExclusive) }
         let mode: PTE.MigrationMode = writable ? .write : anonExclusive ? .readExclusive : .read
         if pte.isPresent {
-            if pte.isDirty { head.pointee.markDirty() }
+            if pte.isDirty { head.markDirty() }
             slot.store(.migration(page, mode: mode, young: pte.isYoung, dirty: pte.isDirty, softDirty: pte.isSoftDirty))
             // The RFC's hmm_vma_handle_migrate_prepare (the August 2025 posting, the latest whose text
             // the lab has): ptep_clear_flush for an anon-exclusive page, then flush_tlb_range for every
@@ -613,11 +613,11 @@ struct HMMWalk: PageWalkOps {
         if required != 0 { return fault(start, end, required, &walk) }
         if memory.isHugeZeroPMD(entry) { return migrateHugeZeroPMD(entry, start, end, &walk) }
         let folio = memory.folio(containing: entry.pfn)
-        let head = memory.page(folio.pfn)
+        let head = memory.folioRef(folio)
         let whole = isPMDAligned(start) && end - start == PageSize.pmdSize
         if range.compoundMigration, migrate!.flags.contains(.compound), whole {
-            head.pointee.get()
-            guard head.pointee.tryLock() else {
+            head.get()
+            guard head.tryLock() else {
                 memory.put(folio)
                 lockFailures += 1
                 return handlePMD(entry, start, end, &walk)
@@ -632,17 +632,17 @@ struct HMMWalk: PageWalkOps {
             let current = pmd.load()
             guard current == entry else {
                 lock.unlock()
-                head.pointee.unlock()
+                head.unlock()
                 memory.put(folio)
                 last = start
                 return Errno.EBUSY
             }
-            let exclusive = head.pointee.test(.anonExclusive)
-            if exclusive { for k in 0..<PageSize.pmdPages { memory.page(folio.pfn + k).pointee.clear(.anonExclusive) } }
+            let exclusive = head.test(.anonExclusive)
+            if exclusive { for k in 0..<PageSize.pmdPages { head.page(k).clear(.anonExclusive) } }
             let mode: PTE.MigrationMode = entry.isWritable ? .write : exclusive ? .readExclusive : .read
             pmd.store(.migration(folio.pfn, mode: mode, young: true, dirty: entry.isDirty))
             migrationEntries += 1
-            if entry.isDirty { head.pointee.markDirty() }
+            if entry.isDirty { head.markDirty() }
             mm.removeRmap(folio)
             memory.put(folio)
             lock.unlock()
@@ -656,8 +656,8 @@ struct HMMWalk: PageWalkOps {
             return 0
         }
         // Split the PMD and the folio, then walk this PMD again.
-        guard head.pointee.tryGet() else { return Errno.EBUSY }
-        guard head.pointee.tryLock() else {
+        guard head.tryGet() else { return Errno.EBUSY }
+        guard head.tryLock() else {
             // hmm_vma_walk_split fails: "Split not successful, skip" (the PMD's pages are ERROR).
             memory.put(folio)
             lockFailures += 1
@@ -667,7 +667,7 @@ struct HMMWalk: PageWalkOps {
         // folios again (``AddressSpace/folioSplit(_:keep:extraPins:)``).
         let (split, frozen) = mm.folioSplit(folio, keep: folio.pfn)
         migrationEntries += frozen
-        head.pointee.unlock()
+        head.unlock()
         memory.put(split ? Folio(pfn: folio.pfn, order: 0) : folio)
         if !split { return fill(start, end, HMMPfn.error) }
         migrate!.splitsBeforeCollect += 1
