@@ -618,18 +618,17 @@ extension Device {
                 let page = memory.page(pfn)
                 src[i] = 0
                 dst[i] = 0
-                guard page.pointee.test(.zoneDevice), !page.pointee.test(.tail), page.pointee.deviceOwner == owner,
-                    page.pointee.tryGet()
-                else {
+                let folio = FolioRef(head: page)
+                guard page.test(.zoneDevice), !page.isTail, page.deviceOwner == owner, folio.tryGet() else {
                     i += 1
                     continue
                 }
-                guard page.pointee.tryLock() else {
+                guard folio.tryLock() else {
                     memory.put(memory.folio(containing: pfn))
                     i += 1
                     continue
                 }
-                let order = page.pointee.order
+                let order = folio.order
                 src[i] = MigratePfn.make(pfn) | MigratePfn.migrate | (order > 0 ? MigratePfn.compound : 0)
                 any = true
                 for k in 1..<(1 << order) where i + k < n {

@@ -193,7 +193,7 @@ public final class Device: DevicePagemap, MMUIntervalNotifierOps, @unchecked Sen
         }
         let got = memory.allocateBulk(from: pool, count: count, into: out)
         for k in 0..<got {
-            let head = FolioRef(memory.page(out[k]))
+            let head = FolioRef(head: memory.page(out[k]))
             head.setPrivate(owner, ordering: .releasing)
             _ = head.tryLock()
         }

@@ -546,7 +546,7 @@ struct HMMWalk: PageWalkOps {
                 if selectSystem { pfns[i] = HMMPfn.valid | HMMPfn.migrate }
                 return
             }
-            guard !pte.isProtNone, selectSystem, !memory.page(pte.pfn).pointee.test(.zoneDevice) else { return }
+            guard !pte.isProtNone, selectSystem, !memory.page(pte.pfn).test(.zoneDevice) else { return }
             page = pte.pfn
             writable = pte.isWritable
         } else {
@@ -579,9 +579,9 @@ struct HMMWalk: PageWalkOps {
                 return
             }
         }
-        let anonExclusive = head.test(.anon) && memory.page(page).pointee.test(.anonExclusive)
+        let anonExclusive = head.test(.anon) && memory.page(page).test(.anonExclusive)
         _ = slot.exchange(.none)
-        if anonExclusive { memory.page(page).pointee.clear(.anonExclusive) }
+        if anonExclusive { memory.page(page).clear(.anonExclusive) }
         let mode: PTE.MigrationMode = writable ? .write : anonExclusive ? .readExclusive : .read
         if pte.isPresent {
             if pte.isDirty { head.markDirty() }

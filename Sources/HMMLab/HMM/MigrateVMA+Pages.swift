@@ -113,8 +113,8 @@ extension AddressSpace {
     @inline(__always)
     private static func prefetchDescriptors(_ src: UnsafeMutablePointer<UInt64>, _ dst: UnsafeMutablePointer<UInt64>, _ i: Int, _ npages: Int, memory: PhysicalMemory) {
         guard i < npages else { return }
-        if let s = MigratePfn.pfn(src[i]) { clinux_prefetchw(memory.page(s)) }
-        if let d = MigratePfn.pfn(dst[i]) { clinux_prefetchw(memory.page(d)) }
+        if let s = MigratePfn.pfn(src[i]) { memory.page(s).prefetchw() }
+        if let d = MigratePfn.pfn(dst[i]) { memory.page(d).prefetchw() }
     }
 
     /// `folio_migrate_mapping()` for anonymous folios without a swap cache, then `folio_migrate_flags()`:
@@ -389,7 +389,7 @@ extension AddressSpace {
                     ? .protNone(dst)
                     : .present(dst, writable: writable && vma.isWritable, dirty: e.migrationDirty, softDirty: e.swapSoftDirty)
             slot.store(newEntry)
-            if exclusive { memory.page(dst).pointee.set(.anonExclusive) }
+            if exclusive { memory.page(dst).set(.anonExclusive) }
             dstHead.get()
             mm.addRmap(memory.folio(containing: dst))
         }

@@ -259,7 +259,7 @@ extension AddressSpace {
                 let lock = mm.pageTable.lock(tableOf: slot)
                 let e = slot.load()
                 if e.isPresent, e.pfn == pfn {  // a PROT_NONE (NUMA-hinting) PTE is present too
-                    let exclusive = memory.page(pfn).pointee.test(.anonExclusive)
+                    let exclusive = memory.page(pfn).test(.anonExclusive)
                     let mode: PTE.MigrationMode = e.isWritable ? .write : exclusive ? .readExclusive : .read
                     slot.store(.migration(pfn, mode: mode, young: e.isYoung, dirty: e.isDirty, softDirty: e.isSoftDirty))
                     installed += 1
@@ -279,7 +279,7 @@ extension AddressSpace {
                     memory.put(folio)
                 } else if e.isDeviceExclusive, e.pfn == pfn {
                     // A PFN swap PTE that maps the page: not writable, neither young nor dirty.
-                    let mode: PTE.MigrationMode = memory.page(pfn).pointee.test(.anonExclusive) ? .readExclusive : .read
+                    let mode: PTE.MigrationMode = memory.page(pfn).test(.anonExclusive) ? .readExclusive : .read
                     slot.store(.migration(pfn, mode: mode, young: false, dirty: false, softDirty: e.swapSoftDirty))
                     installed += 1
                     mm.removeRmap(folio)
@@ -491,7 +491,7 @@ struct MigrateCollectWalk: PageWalkOps {
             }
             // vm_normal_page() NULL (a special PTE that is not the zero page): no page, mpfn 0.
             if pte.isSpecial { return .record(0, wasPresent: false) }
-            if !memory.page(pfn).pointee.test(.zoneDevice), !flags.contains(.system) { return .record(0, wasPresent: false) }
+            if !memory.page(pfn).test(.zoneDevice), !flags.contains(.system) { return .record(0, wasPresent: false) }
             let folio = memory.folio(containing: pfn)
             if folio.order > 0 { return .split(folio) }
             page = pfn
@@ -508,12 +508,12 @@ struct MigrateCollectWalk: PageWalkOps {
             lockFailures += 1
             return .record(0, wasPresent: false)
         }
-        let anonExclusive = head.test(.anon) && memory.page(page).pointee.test(.anonExclusive)
+        let anonExclusive = head.test(.anon) && memory.page(page).test(.anonExclusive)
         // ptep_clear_flush + folio_try_share_anon_rmap_pte for an exclusive page (no DMA pin bias is
         // modelled, so sharing always succeeds), else ptep_get_and_clear.
         pte = slot.exchange(.none)
         if anonExclusive {
-            memory.page(page).pointee.clear(.anonExclusive)
+            memory.page(page).clear(.anonExclusive)
             if pte.isPresent, !pte.isProtNone { flush(mm) }  // ptep_clear_flush: pte_accessible (not PROT_NONE) → flush_tlb_page
         }
         cpages += 1

@@ -112,7 +112,7 @@ extension AddressSpace {
     public func pinUserPage(_ address: UInt64, longterm: Bool = false) throws(FaultError) -> Pfn {
         while true {
             let page = try getUserPage(address, write: true)
-            guard longterm, memory.page(page).pointee.test(.zoneDevice) else { return page }
+            guard longterm, memory.page(page).test(.zoneDevice) else { return page }
             unpinUserPage(page)
             try faultIn(address, write: true)
         }

@@ -145,7 +145,7 @@ extension AddressSpace {
     /// (`can_change_pte_writable`), then dirty if the folio is. Caller holds the folio lock and the
     /// PTE lock. No flush: the entry was not present.
     func restoreExclusivePTE(_ vma: VMA, _ entry: PTE) -> PTE {
-        let writable = vma.isWritable && memory.page(entry.pfn).pointee.test(.anonExclusive)
+        let writable = vma.isWritable && memory.page(entry.pfn).test(.anonExclusive)
         let dirty = writable && memory.folioRef(containing: entry.pfn).test(.dirty)
         let pte = PTE.present(entry.pfn, writable: writable, dirty: dirty, softDirty: entry.swapSoftDirty)
         return PTE(rawValue: pte.rawValue & ~PTE.accessedBit)

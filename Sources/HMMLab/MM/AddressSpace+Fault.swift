@@ -122,9 +122,9 @@ extension AddressSpace {
         let page = memory.page(entry.pfn)
         let folio = memory.folio(containing: entry.pfn)
         let head = memory.folioRef(folio)
-        if page.pointee.test(.anonExclusive) || (folio.order == 0 && canReuseAnonFolio(head)) {
+        if page.test(.anonExclusive) || (folio.order == 0 && canReuseAnonFolio(head)) {
             // wp_can_reuse_anon_folio → wp_page_reuse.
-            page.pointee.set(.anonExclusive)
+            page.set(.anonExclusive)
             slot.store(entry.madeWritable())
             lock.unlock()
             return .reuse
@@ -304,7 +304,7 @@ extension AddressSpace {
             guard splitHugePMD(pmd, address: address) else { throw .outOfMemory(address) }
             return try faultOnce(vma, address: address, write: write)
         }
-        let head = FolioRef(memory.page(entry.pfn))
+        let head = FolioRef(head: memory.page(entry.pfn))
         let lock = pageTable.lock(tableOf: pmd)
         if pmd.load() == entry, head.test(.anonExclusive) || (head.mapCount == 1 && head.refCount == 1) {
             head.set(.anonExclusive)

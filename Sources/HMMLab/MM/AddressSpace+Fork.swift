@@ -98,9 +98,9 @@ extension AddressSpace {
             memory.folioRef(folio).get()
             addRmap(folio)
             if huge {
-                for i in 0..<folio.pageCount { memory.page(folio.pfn + i).pointee.clear(.anonExclusive) }
+                for i in 0..<folio.pageCount { memory.page(folio.pfn + i).clear(.anonExclusive) }
             } else {
-                memory.page(entry.pfn).pointee.clear(.anonExclusive)
+                memory.page(entry.pfn).clear(.anonExclusive)
             }
             let protected = entry.writeProtected()
             slot.store(protected)
@@ -122,7 +122,7 @@ extension AddressSpace {
             let folio = memory.folio(containing: entry.pfn)
             memory.folioRef(folio).get()
             addRmap(folio)
-            memory.page(entry.pfn).pointee.clear(.anonExclusive)
+            memory.page(entry.pfn).clear(.anonExclusive)
             let readable = PTE.devicePrivate(entry.pfn, writable: false, softDirty: entry.swapSoftDirty)
             slot.store(readable)
             return readable

@@ -119,7 +119,7 @@ extension AddressSpace {
             slots.advanced(by: i).store(pte)
         }
         if !entry.isMigration {
-            let head = FolioRef(memory.page(base))
+            let head = FolioRef(head: memory.page(base))
             head.get(Int32(PageSize.pmdPages - 1))
             head.addMapcount(Int32(PageSize.pmdPages - 1))
             if head.test(.anonExclusive) {

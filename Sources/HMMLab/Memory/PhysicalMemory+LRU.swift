@@ -107,21 +107,21 @@ extension PhysicalMemory {
         let n = h.pointee.count.load(ordering: .relaxed)
         lru.lockVec(0)  // batches hold system folios only
         LRUBatches.bump(lru.moves)
-        for i in 0..<n { FolioRef(page(Pfn(rawValue: pfns[i]))).set(.lru) }
+        for i in 0..<n { FolioRef(head: page(Pfn(rawValue: pfns[i]))).set(.lru) }
         lru.unlockVec(0)
         var freed = 0
-        for i in 0..<n where FolioRef(page(Pfn(rawValue: pfns[i]))).putTestZero() {
+        for i in 0..<n where FolioRef(head: page(Pfn(rawValue: pfns[i]))).putTestZero() {
             pfns[freed] = pfns[i]
             freed += 1
         }
         h.pointee.count.store(0, ordering: .relaxed)
         guard freed > 0 else { return }
         lru.lockVec(0)
-        for i in 0..<freed { FolioRef(page(Pfn(rawValue: pfns[i]))).clear(.lru) }
+        for i in 0..<freed { FolioRef(head: page(Pfn(rawValue: pfns[i]))).clear(.lru) }
         lru.unlockVec(0)
         for i in 0..<freed {
             let pfn = Pfn(rawValue: pfns[i])
-            release(Folio(pfn: pfn, order: FolioRef(page(pfn)).order))
+            release(Folio(pfn: pfn, order: FolioRef(head: page(pfn)).order))
         }
     }
 
@@ -139,7 +139,7 @@ extension PhysicalMemory {
     /// `folio_lruvec_lock()` … `unlock_page_lruvec()` of a system folio around `body`, with the cost;
     /// `body` alone without it or for a device folio.
     func withLRUVecLock<R>(of pfn: Pfn, _ body: () -> R) -> R {
-        guard paysLRU, !FolioRef(page(pfn)).test(.zoneDevice) else { return body() }
+        guard paysLRU, !FolioRef(head: page(pfn)).test(.zoneDevice) else { return body() }
         let v = lruVecIndex(pfn)
         lru.lockVec(v)
         defer { lru.unlockVec(v) }

@@ -215,8 +215,8 @@ public final class PhysicalMemory: @unchecked Sendable {
     @inlinable public func pool(_ kind: PoolKind) -> MemoryPool { kind == .system ? system : device }
 
     /// The descriptor of a frame (`pfn_to_page`).
-    @inlinable public func page(_ pfn: Pfn) -> UnsafeMutablePointer<PageDescriptor> {
-        descriptors + pfn.index
+    @inlinable @inline(__always) public func page(_ pfn: Pfn) -> PageRef {
+        PageRef(descriptors + pfn.index)
     }
 
     /// The handle of a folio whose head is known (its `struct folio *`).
