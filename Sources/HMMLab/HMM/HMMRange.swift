@@ -1,7 +1,8 @@
 import Synchronization
 
 /// The arguments of one `hmm_range_fault` call (`struct hmm_range`, include/linux/hmm.h), plus the
-/// unified-path RFC's `migrate` pointer. Allocate one per caller and reuse it: `hmmPfns` is sized once.
+/// unified-path RFC's `migrate` pointer. Allocate one per caller and reuse it: `hmmPfns` (a ``PfnArray``)
+/// is allocated once, when it is made, and freed with it.
 public final class HMMRange: @unchecked Sendable {
     /// The interval notifier whose sequence guards the call; nil when called from `migrate_vma_setup`
     /// through the unified path (the RFC skips the check then).
@@ -11,8 +12,8 @@ public final class HMMRange: @unchecked Sendable {
     public var start: UInt64 = 0
     public var end: UInt64 = 0
     /// One word per page: input requests, output pfn and flags (``HMMPfn``).
-    public let hmmPfns: UnsafeMutablePointer<UInt64>
-    public let capacity: Int
+    public let hmmPfns: PfnArray
+    public var capacity: Int { hmmPfns.capacity }
     /// `default_flags`: requests applied to every page.
     public var defaultFlags: UInt64 = 0
     /// `pfn_flags_mask`: which per-page input bits count.
@@ -39,12 +40,8 @@ public final class HMMRange: @unchecked Sendable {
     var migrateInvalidation: MMUNotifierRange?
 
     public init(capacity: Int = PageSize.pmdPages) {
-        self.capacity = capacity
-        hmmPfns = .allocate(capacity: capacity)
-        hmmPfns.initialize(repeating: 0, count: capacity)
+        hmmPfns = PfnArray(capacity: capacity)
     }
-
-    deinit { hmmPfns.deallocate() }
 
     /// Pages in the range.
     public var npages: Int { pageCount(start, end) }
@@ -103,9 +100,9 @@ extension AddressSpace {
         guard let args = range.migrate else { return }
         let n = range.npages
         let start = range.start
-        let pfns = range.hmmPfns
-        let src = args.src
-        let dst = args.dst
+        let pfns = range.hmmPfns.words
+        let src = args.src.words
+        let dst = args.dst.words
         args.start = start
         args.end = range.end
         args.npages = n
@@ -216,7 +213,7 @@ struct HMMWalk: PageWalkOps {
         self.range = range
         migrate = range.migrate
         last = range.start
-        pfns = range.hmmPfns
+        pfns = range.hmmPfns.words
         rangeStart = range.start
         defaultFlags = range.defaultFlags
         pfnFlagsMask = range.pfnFlagsMask

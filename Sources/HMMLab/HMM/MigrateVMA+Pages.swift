@@ -111,7 +111,7 @@ extension AddressSpace {
     /// `prefetchw()` of the source and destination descriptors of entry `i`, so that the atomics on
     /// them do not wait for memory (the window's copy has just pushed them out of the cache).
     @inline(__always)
-    private static func prefetchDescriptors(_ src: UnsafeMutablePointer<UInt64>, _ dst: UnsafeMutablePointer<UInt64>, _ i: Int, _ npages: Int, memory: PhysicalMemory) {
+    private static func prefetchDescriptors(_ src: borrowing PfnArray, _ dst: borrowing PfnArray, _ i: Int, _ npages: Int, memory: PhysicalMemory) {
         guard i < npages else { return }
         if let s = MigratePfn.pfn(src[i]) { memory.page(s).prefetchw() }
         if let d = MigratePfn.pfn(dst[i]) { memory.page(d).prefetchw() }
@@ -257,7 +257,7 @@ extension AddressSpace {
     /// Sources and destinations whose last reference goes here are freed together when the call ends
     /// (``FreeBatch``), as `free_unref_folio` puts them on the per-CPU lists without the zone lock.
     public static func migrateDeviceFinalize(
-        src: UnsafeMutablePointer<UInt64>, dst: UnsafeMutablePointer<UInt64>, npages: Int, faultPage: Pfn?, memory: PhysicalMemory
+        src: borrowing PfnArray, dst: borrowing PfnArray, npages: Int, faultPage: Pfn?, memory: PhysicalMemory
     ) {
         let faultFolio = faultPage.map { memory.folio(containing: $0) }
         FreeBatch.with(memory) { frees in
@@ -269,7 +269,7 @@ extension AddressSpace {
     /// through the reverse map (`rmap_walk`, which takes the object's lock for reading per folio, as
     /// `rmap_walk_anon` takes the anon_vma's), then the unlocks and puts.
     private static func finalizeEntries(
-        src: UnsafeMutablePointer<UInt64>, dst: UnsafeMutablePointer<UInt64>, npages: Int, faultFolio: Folio?, memory: PhysicalMemory,
+        src: borrowing PfnArray, dst: borrowing PfnArray, npages: Int, faultFolio: Folio?, memory: PhysicalMemory,
         frees: inout FreeBatch
     ) {
         var rmap = RmapCache()

@@ -2,7 +2,8 @@ import Synchronization
 
 /// The arguments and state of one `migrate_vma` call (`struct migrate_vma`, include/linux/migrate.h),
 /// with the lab's counters. Allocate one per caller and reuse it window after window: the `src` and
-/// `dst` arrays are sized once, so a migration allocates nothing per page.
+/// `dst` arrays (``PfnArray``) are allocated once, when it is made, and freed with it, so a migration
+/// allocates nothing per page.
 public final class MigrateVMA: @unchecked Sendable {
     /// The address space and VMA the range lies in.
     public unowned(unsafe) var mm: AddressSpace
@@ -10,10 +11,10 @@ public final class MigrateVMA: @unchecked Sendable {
     public var start: UInt64 = 0
     public var end: UInt64 = 0
     /// `MIGRATE_PFN_*` words, one per page.
-    public let src: UnsafeMutablePointer<UInt64>
-    public let dst: UnsafeMutablePointer<UInt64>
+    public let src: PfnArray
+    public let dst: PfnArray
     /// Pages the arrays can hold.
-    public let capacity: Int
+    public var capacity: Int { src.capacity }
     /// Entries filled by collect.
     public var npages = 0
     /// Pages collected, then pages still migrating after unmap.
@@ -50,16 +51,8 @@ public final class MigrateVMA: @unchecked Sendable {
 
     public init(mm: AddressSpace, capacity: Int = PageSize.pmdPages) {
         self.mm = mm
-        self.capacity = capacity
-        src = .allocate(capacity: capacity)
-        dst = .allocate(capacity: capacity)
-        src.initialize(repeating: 0, count: capacity)
-        dst.initialize(repeating: 0, count: capacity)
-    }
-
-    deinit {
-        src.deallocate()
-        dst.deallocate()
+        src = PfnArray(capacity: capacity)
+        dst = PfnArray(capacity: capacity)
     }
 
     /// The folio of the fault page, if any (`page_folio(fault_page)`).
@@ -125,7 +118,7 @@ extension AddressSpace {
     /// every CPU's batch first, `lru_add_drain_all`, once per call), unmaps what is still mapped
     /// (`try_to_migrate` through the reverse map), applies the pin check, and restores every source
     /// that cannot migrate (`folio_putback_lru`). Returns how many sources still migrate.
-    func migrateDeviceUnmap(_ src: UnsafeMutablePointer<UInt64>, npages: Int, faultPage: Pfn?, args: MigrateVMA?) -> Int {
+    func migrateDeviceUnmap(_ src: borrowing PfnArray, npages: Int, faultPage: Pfn?, args: MigrateVMA?) -> Int {
         let faultFolio = faultPage.map { memory.folio(containing: $0) }
         var restore = 0
         var allowDrain = true
@@ -330,8 +323,8 @@ struct MigrateCollectWalk: PageWalkOps {
     var splitsBeforeCollect = 0
 
     init(args: MigrateVMA) {
-        src = args.src
-        dst = args.dst
+        src = args.src.words
+        dst = args.dst.words
         rangeStart = args.start
         flags = args.flags
         pgmapOwner = args.pgmapOwner
