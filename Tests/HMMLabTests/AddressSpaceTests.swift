@@ -16,9 +16,9 @@ struct AddressSpaceTests {
         let parentEntry = try #require(f.mm.pageTable.pteSlot(a)).load()
         let childEntry = try #require(child.pageTable.pteSlot(a)).load()
         #expect(!parentEntry.isWritable && !childEntry.isWritable && parentEntry.pfn == childEntry.pfn)
-        #expect(holds(f.memory.page(parentEntry.pfn).pointee.mappings == 2))
+        #expect(holds(f.memory.page(parentEntry.pfn).mapCount == 2))
         f.memory.drainLRUBatches()  // the LRU add batch's reference
-        #expect(holds(f.memory.page(parentEntry.pfn).pointee.references == 2))
+        #expect(holds(f.memory.page(parentEntry.pfn).refCount == 2))
         #expect(try f.mismatches(a, pages: 4, seed: 5, in: child) == [], "the child sees the parent's data")
 
         try child.store(UInt64(1), at: a)
@@ -125,12 +125,12 @@ struct AddressSpaceTests {
         #expect(f.mm.counters.pmdSplits.load(ordering: .relaxed) == 1)
         #expect(try f.mismatches(a + (2 << 20) + 4096, pages: 3, seed: 2) == [])
         let folio = f.memory.folio(containing: try #require(f.mm.pageTable.pteSlot(a + (2 << 20) + 4096)).load().pfn)
-        #expect(holds(f.memory.page(folio.pfn).pointee.mappings == 511))
+        #expect(holds(f.memory.page(folio.pfn).mapCount == 511))
         try f.mm.munmap(a, length: 6 << 20)
         #expect(f.mm.vmas.isEmpty)
         #expect(f.mm.pageTable.tableCount == tablesBefore, "tables freed")
         #expect(f.memory.system.allocator.freeFrames == free, "folios and tables freed")
-        #expect(holds(f.memory.page(folio.pfn).pointee.references == 0))
+        #expect(holds(f.memory.page(folio.pfn).refCount == 0))
         #expect(throws: FaultError.noVMA(a)) { _ = try f.mm.load(UInt8.self, from: a) }
         f.finish()
     }

@@ -109,7 +109,7 @@ extension DeviationTests {
         for i in 0..<n {
             let e = try #require(f.mm.pageTable.pteSlot(a + UInt64(i) << 12)).load()
             #expect(e.isPresent && e.isWritable && !e.isDirty)
-            let exclusive = f.memory.page(e.pfn).pointee.test(.anonExclusive)
+            let exclusive = f.memory.page(e.pfn).test(.anonExclusive)
             #expect(exclusive)
         }
         let faults = f.mm.counters.faults(.swapIn)
@@ -137,15 +137,15 @@ extension DeviationTests {
         #expect(d.migrateToDevice(a, pages: n).migrated == n)
         let entry = try #require(f.mm.pageTable.pteSlot(a)).load()
         #expect(entry.isDevicePrivate)
-        let page = f.memory.page(entry.pfn)
-        #expect(holds(page.pointee.tryLock()))  // another migration holds the device page
+        let page = FolioRef(head: f.memory.page(entry.pfn))
+        #expect(holds(page.tryLock()))  // another migration holds the device page
         let spurious = f.mm.counters.faults(.spurious)
         let unlocker = SendableBox(page)
         let done = Flag()
         DispatchQueue.global().async {
             usleep(200_000)
             done.value.store(true, ordering: .releasing)
-            unlocker.value.pointee.unlock()
+            unlocker.value.unlock()
         }
         #expect(try f.mismatches(a, pages: n, seed: 46) == [])
         #expect(holds(done.value.load(ordering: .acquiring)), "the fault did not complete while the page was locked")
@@ -253,12 +253,12 @@ extension DeviationTests {
         let pmd = try #require(f.mm.pageTable.pmdSlot(a, allocate: false))
         let huge = pmd.load()
         #expect(huge.isHuge)
-        let head = f.memory.page(huge.pfn)
-        #expect(holds(head.pointee.tryLock()))
+        let head = FolioRef(head: f.memory.page(huge.pfn))
+        #expect(holds(head.tryLock()))
         let r = d.migrateOnFault(a, pages: 520)
         #expect(r.errno == Errno.ENOENT && r.migrated == 8 && r.lockFailures == 1)
         #expect(pmd.load() == huge)
-        head.pointee.unlock()
+        head.unlock()
         f.check(devices: [d])
         #expect(try f.mismatches(a, pages: 520, seed: 51) == [])
         f.finish(devices: [d])

@@ -21,7 +21,7 @@ struct DevicesTests {
             }
             #expect(pool.contains(folio.pfn) && memory.pool(of: folio.pfn) === pool && memory.isDeviceFrame(folio.pfn))
             #expect(memory.address(of: folio.pfn) == pool.address(of: folio.pfn))
-            let zoneDevice = memory.page(folio.pfn).pointee.test(.zoneDevice)
+            let zoneDevice = memory.page(folio.pfn).test(.zoneDevice)
             #expect(zoneDevice)
             memory.put(folio)
         }

@@ -31,9 +31,9 @@ struct DriverCostTests {
         #expect(Counts(d) == Counts(n, 0, n, 0), "a backing page and an xa_store per page")
         #expect(f.memory.system.allocator.freeFrames == free, "the sources went back, the backing pages came out")
         for m in d.deviceMappings() {
-            let data = f.memory.page(m.pfn).pointee.zoneDeviceData
+            let data = f.memory.page(m.pfn).zoneDeviceData
             let backing = try #require(data)
-            #expect(f.memory.system.contains(backing) && f.memory.page(backing).pointee.references == 1)
+            #expect(f.memory.system.contains(backing) && f.memory.page(backing).refCount == 1)
         }
         f.check(devices: [d])
         #expect(try f.mismatches(a, pages: n / 2, seed: 21) == [], "CPU faults bring half back")
@@ -74,9 +74,9 @@ struct DriverCostTests {
         #expect(r.collected == 1 && r.migrated == 512)
         #expect(Counts(d) == Counts(512, 0, 512, 0))
         let head = try #require(d.deviceMappings().first).pfn
-        let data = f.memory.page(head).pointee.zoneDeviceData
+        let data = f.memory.page(head).zoneDeviceData
         let backing = try #require(data)
-        #expect(f.memory.page(backing).pointee.order == PageSize.pmdOrder)
+        #expect(f.memory.page(backing).order == PageSize.pmdOrder)
         f.check(devices: [d])
         #expect(d.migrateToSystem(a, pages: 512).migrated == 512)
         #expect(Counts(d) == Counts(512, 512, 512, 512))
@@ -95,7 +95,7 @@ struct DriverCostTests {
         #expect(d.migrateToDevice(a, pages: n).migrated == n)
         #expect(f.memory.system.allocator.freeFrames == free + n)
         #expect(d.deviceMappings().count == n)
-        #expect(d.deviceMappings().allSatisfy { f.memory.page($0.pfn).pointee.zoneDeviceData == nil })
+        #expect(d.deviceMappings().allSatisfy { f.memory.page($0.pfn).zoneDeviceData == nil })
         f.check(devices: [d])
         #expect(d.migrateToSystem(a, pages: n / 2).migrated == n / 2)
         #expect(try f.mismatches(a, pages: n, seed: 24) == [])

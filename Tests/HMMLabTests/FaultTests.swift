@@ -22,11 +22,11 @@ struct FaultTests {
         #expect(f.mm.counters.faults(.anonymous) == 2, "write on the zero page")
         #expect(f.mm.snapshot(a, pages: 3) == [.write, .write, .none])
         let page = try #require(f.mm.pageTable.pteSlot(a)).load()
-        let head = f.memory.page(page.pfn)
-        #expect(holds(head.pointee.test([.anon, .anonExclusive])))
-        #expect(holds(head.pointee.mappings == 1 && head.pointee.references == 2), "the mapping's and the LRU add batch's")
+        let head = FolioRef(head: f.memory.page(page.pfn))
+        #expect(holds(head.test([.anon, .anonExclusive])))
+        #expect(holds(head.mapCount == 1 && head.refCount == 2), "the mapping's and the LRU add batch's")
         f.memory.drainLRUBatches()
-        #expect(holds(head.pointee.mappings == 1 && head.pointee.references == 1))
+        #expect(holds(head.mapCount == 1 && head.refCount == 1))
         f.finish()
     }
 
@@ -95,7 +95,7 @@ struct FaultTests {
         let old = slot.load()
         let oldFolio = Folio(pfn: old.pfn, order: 0)
         // Start a migration by hand: lock the folio, install a writable migration entry.
-        #expect(holds(f.memory.page(old.pfn).pointee.tryLock()))
+        #expect(holds(f.memory.folioRef(oldFolio).tryLock()))
         slot.store(.migration(old.pfn, mode: .write, young: true, dirty: true))
         f.mm.removeRmap(oldFolio)
         guard case .success(let new) = f.memory.allocate(.system, order: 0) else { Issue.record("no frame"); return }
@@ -112,7 +112,7 @@ struct FaultTests {
             // CI) could complete first and see it unset.
             done.value.store(true, ordering: .releasing)
             slot.store(.present(new.pfn, writable: true, dirty: true))
-            f.memory.page(oldFolio.pfn).pointee.unlock()
+            f.memory.folioRef(oldFolio).unlock()
             f.memory.put(oldFolio)
         }
         try f.mm.store(UInt64(0x1122_3344), at: a + 64)
@@ -178,7 +178,7 @@ final class TestPagemap: DevicePagemap, @unchecked Sendable {
 
     func moveToDevice(_ mm: AddressSpace, address: UInt64) throws {
         guard case .success(let device) = memory.allocate(.device, order: 0) else { throw FaultError.outOfMemory(address) }
-        memory.page(device.pfn).pointee.private.store(owner, ordering: .releasing)
+        memory.page(device.pfn).setPrivate(owner, ordering: .releasing)
         try mm.mmapLock.withReadLock { () throws in
             let slot = try #require(mm.pageTable.pteSlot(address))
             let lock = mm.pageTable.lock(tableOf: slot)

@@ -42,8 +42,8 @@ extension HMMTests {
         f.memory.drainLRUBatches()
         for k in 0..<pages {
             let e = try #require(f.mm.pageTable.pteSlot(a + UInt64(k) << 12)).load()
-            let head = f.memory.page(f.memory.folio(containing: e.pfn).pfn)
-            #expect(head.pointee.mappings == 1 && head.pointee.references == 1 && !head.pointee.isLocked, sourceLocation: sourceLocation)
+            let head = f.memory.folioRef(containing: e.pfn)
+            #expect(head.mapCount == 1 && head.refCount == 1 && !head.isLocked, sourceLocation: sourceLocation)
         }
     }
 

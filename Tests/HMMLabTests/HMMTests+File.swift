@@ -52,7 +52,7 @@ extension HMMTests {
         #expect(f.mm.counters.faults(.file) == n)
         #expect(f.mm.snapshot(a, pages: n).allSatisfy { $0 == .write })
         let dirty = f.mm.mmapLock.withReadLock {
-            (0..<n).allSatisfy { k in f.mm.pageTable.pteSlot(a + UInt64(k) << 12).map { f.memory.page($0.load().pfn).pointee.test(.dirty) } ?? false }
+            (0..<n).allSatisfy { k in f.mm.pageTable.pteSlot(a + UInt64(k) << 12).map { f.memory.page($0.load().pfn).test(.dirty) } ?? false }
         }
         #expect(dirty, "every page-cache folio is dirty")
         f.check(devices: [d])

@@ -21,7 +21,7 @@ extension HMMTests {
             try f.mm.getUserPage(a, write: true), try f.mm.getUserPage(a + 4096, write: true),
             try f.mm.pinUserPage(a + 2 * 4096, longterm: true), try f.mm.pinUserPage(a + 3 * 4096, longterm: true),
         ]
-        #expect(pages.allSatisfy { !f.memory.page($0).pointee.test(.zoneDevice) }, "every page is in system memory")
+        #expect(pages.allSatisfy { !f.memory.page($0).test(.zoneDevice) }, "every page is in system memory")
         pages.forEach(f.mm.unpinUserPage)
         #expect(f.mm.counters.faults(.devicePrivate) == n)
         #expect(try d.snapshot(a, pages: n) == Array(repeating: MirrorProt.write, count: n))
@@ -116,13 +116,13 @@ extension HMMTests {
         for k in 0..<3 {
             let pte = try #require(f.mm.pageTable.pteSlot(small + UInt64(k) << 12)).load()
             #expect(pte.isPresent && !pte.isDirty)
-            let swapBacked = f.memory.page(pte.pfn).pointee.test(.swapBacked)
+            let swapBacked = f.memory.page(pte.pfn).test(.swapBacked)
             #expect(!swapBacked)
         }
         #expect(try #require(f.mm.pageTable.pteSlot(small + 3 * 4096)).load().isNone)
         #expect(f.swap.usedSlots == 0)
         let pmd = try #require(f.mm.pageTable.pmdSlot(map, allocate: false)).load()
-        let hugeSwapBacked = f.memory.page(pmd.pfn).pointee.test(.swapBacked)
+        let hugeSwapBacked = f.memory.page(pmd.pfn).test(.swapBacked)
         #expect(pmd.isHuge && !pmd.isDirty && !hugeSwapBacked)
         #expect(throws: MMError.self) { try f.mm.madviseFree(try f.mm.mmapHugetlb(length: PageSize.pmdBytes, protection: .readWrite), length: PageSize.pmdBytes) }
         #expect(Invariants.check([f.mm], devices: []).isEmpty)

@@ -13,9 +13,9 @@ struct HugeZeroPageTests {
     /// The huge zero folio is untouched: reserved, zero-page, order 9, one reference, no mapping, all zero.
     func expectHugeZeroIntact(_ f: MMFixture, sourceLocation: SourceLocation = #_sourceLocation) throws {
         let folio = try #require(f.memory.hugeZeroFolio, sourceLocation: sourceLocation)
-        let head = f.memory.page(folio.pfn)
-        #expect(holds(head.pointee.test([.reserved, .zeroPage, .head]) && head.pointee.order == PageSize.pmdOrder), sourceLocation: sourceLocation)
-        #expect(holds(head.pointee.references == 1 && head.pointee.mappings == 0), sourceLocation: sourceLocation)
+        let head = f.memory.folioRef(folio)
+        #expect(holds(head.test([.reserved, .zeroPage, .head]) && head.order == PageSize.pmdOrder), sourceLocation: sourceLocation)
+        #expect(holds(head.refCount == 1 && head.mapCount == 0), sourceLocation: sourceLocation)
         #expect(f.memory.bytes(of: folio).allSatisfy { $0 == 0 }, "the huge zero folio stays zero", sourceLocation: sourceLocation)
         #expect(!f.memory.system.allocator.isFree(folio.pfn.index - f.memory.system.firstPfn.index), sourceLocation: sourceLocation)
     }
@@ -83,8 +83,8 @@ struct HugeZeroPageTests {
             #expect(e.isHuge && e.isWritable && e.isDirty && f.mm.counters.faults(.anonymousHuge) == 1)
             #expect(f.mm.counters.pmdSplits.load(ordering: .relaxed) == 0)
             #expect(f.mm.snapshot(a, pages: 512).allSatisfy { $0 == .write })
-            let head = f.memory.page(e.pfn)
-            #expect(holds(head.pointee.test([.anon, .anonExclusive, .head]) && head.pointee.mappings == 1))
+            let head = FolioRef(head: f.memory.page(e.pfn))
+            #expect(holds(head.test([.anon, .anonExclusive, .head]) && head.mapCount == 1))
         }
         let zeros = [UInt8](repeating: 0, count: 4096)
         for k in 0..<512 { #expect(try f.mm.loadBytes(4096, from: a + UInt64(k) << 12) == (k == 5 ? pattern : zeros), "page \(k)") }

@@ -53,13 +53,13 @@ struct LRUTests {
     func onLRU(_ f: MMFixture, _ a: UInt64, pages: Int) -> Int {
         (0..<pages).count(where: { k in
             guard let pte = f.mm.pageTable.pteSlot(a + UInt64(k) << 12)?.load(), pte.isPresent else { return false }
-            return f.memory.page(pte.pfn).pointee.test(.lru)
+            return f.memory.page(pte.pfn).test(.lru)
         })
     }
 
     func references(_ f: MMFixture, _ a: UInt64, page k: Int) -> Int32 {
         guard let pte = f.mm.pageTable.pteSlot(a + UInt64(k) << 12)?.load(), pte.isPresent else { return -1 }
-        return f.memory.page(pte.pfn).pointee.references
+        return f.memory.page(pte.pfn).refCount
     }
 
     @Test("a faulted folio waits in a CPU's batch, not PG_lru and with the batch's reference, until 31 are added or a drain")
@@ -88,9 +88,9 @@ struct LRUTests {
         try f.mm.store(UInt8(1), at: a)
         let pmd = try #require(f.mm.pageTable.pmdSlot(a, allocate: false)).load()
         try #require(pmd.isHuge)
-        let head = f.memory.page(pmd.pfn)
-        let onList = head.pointee.test(.lru)
-        let refs = head.pointee.references
+        let head = FolioRef(head: f.memory.page(pmd.pfn))
+        let onList = head.test(.lru)
+        let refs = head.refCount
         #expect(onList)
         #expect(refs == 1)
         #expect(f.memory.lruPending == 0)

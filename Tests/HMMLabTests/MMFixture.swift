@@ -62,9 +62,9 @@ final class MMFixture {
         #expect(swap.usedSlots == 0, "swap slots leaked", sourceLocation: sourceLocation)
         if let zero = memory.hugeZeroFolio {
             // Never freed: still allocated, one reference, no mapping (its mappings take none).
-            let head = memory.page(zero.pfn)
+            let head = memory.folioRef(zero)
             #expect(!memory.system.allocator.isFree(zero.pfn.index - memory.system.firstPfn.index), "the huge zero folio was freed", sourceLocation: sourceLocation)
-            #expect(holds(head.pointee.references == 1 && head.pointee.mappings == 0), "the huge zero folio's counts moved", sourceLocation: sourceLocation)
+            #expect(holds(head.refCount == 1 && head.mapCount == 0), "the huge zero folio's counts moved", sourceLocation: sourceLocation)
         }
     }
 

@@ -18,14 +18,14 @@ struct PhysicalMemoryTests {
         guard case .success(let large) = memory.allocate(.device, order: 9) else { Issue.record("no device folio"); return }
         #expect(large.pfn.rawValue % 512 == 0)
         #expect(memory.pool(of: large.pfn)?.kind == .device)
-        let head = memory.page(large.pfn)
-        #expect(head.pointee.pageFlags == [.head, .zoneDevice])
-        #expect(head.pointee.references == 1 && head.pointee.mappings == 0)
-        #expect(memory.page(large.pfn + 7).pointee.pageFlags == [.tail, .zoneDevice])
+        let head = memory.folioRef(large)
+        #expect(head.flags == [.head, .zoneDevice])
+        #expect(head.refCount == 1 && head.mapCount == 0)
+        #expect(memory.page(large.pfn + 7).flags == [.tail, .zoneDevice])
         #expect(memory.folio(containing: large.pfn + 300) == large)
 
         guard case .success(let small) = memory.allocate(.system, order: 0) else { Issue.record("no system folio"); return }
-        #expect(memory.page(small.pfn).pointee.pageFlags == [])
+        #expect(memory.page(small.pfn).flags == [])
         #expect(memory.folio(containing: small.pfn) == small)
         #expect(memory.pool(of: small.pfn)?.kind == .system)
         #expect(memory.pool(of: Pfn(3)) == nil)
@@ -37,11 +37,11 @@ struct PhysicalMemoryTests {
         #expect(memory.bytes(of: large).allSatisfy { $0 == 0xC3 })
 
         let freeBefore = memory.device.allocator.freeFrames
-        memory.page(large.pfn).pointee.get()
+        memory.folioRef(large).get()
         #expect(!memory.put(large), "one reference left")
         #expect(memory.put(large), "last reference frees")
         #expect(memory.device.allocator.freeFrames == freeBefore + 512)
-        #expect(memory.page(large.pfn + 7).pointee.pageFlags == [], "descriptors cleared on free")
+        #expect(memory.page(large.pfn + 7).flags == [], "descriptors cleared on free")
         memory.put(small)
     }
 
@@ -49,7 +49,7 @@ struct PhysicalMemoryTests {
     func zeroPage() throws {
         let memory = try PhysicalMemory(.init(systemBytes: 2 << 20, deviceBytes: 2 << 20, backing: .small))
         let zero = memory.page(memory.zeroPage)
-        #expect(holds(zero.pointee.test([.reserved, .zeroPage])))
+        #expect(holds(zero.test([.reserved, .zeroPage])))
         #expect(UnsafeRawBufferPointer(start: memory.address(of: memory.zeroPage), count: 4096).allSatisfy { $0 == 0 })
         var seen = 0
         while case .success(let f) = memory.allocate(.system, order: 0) {
@@ -66,7 +66,7 @@ struct PhysicalMemoryTests {
         let got = pfns.withUnsafeMutableBufferPointer { memory.allocateBulk(.device, count: 2000, into: $0.baseAddress!) }
         #expect(got == 1024, "the device pool has 1024 frames")
         #expect(Set(pfns.prefix(got)).count == got)
-        #expect(pfns.prefix(got).allSatisfy { memory.page($0).pointee.references == 1 })
+        #expect(pfns.prefix(got).allSatisfy { memory.page($0).refCount == 1 })
         for pfn in pfns.prefix(got) { memory.put(Folio(pfn: pfn, order: 0)) }
         #expect(memory.device.allocator.freeBlocks == 2)
     }

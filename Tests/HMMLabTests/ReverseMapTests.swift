@@ -102,7 +102,7 @@ struct ReverseMapTests {
         // A pin on page 3: migrate_vma_check_page refuses it, so unmap restores it.
         let pinned = try #require(f.mm.pageTable.pteSlot(a + 3 * 4096)).load().pfn
         let folio = f.memory.folio(containing: pinned)
-        f.memory.page(folio.pfn).pointee.get()
+        f.memory.folioRef(folio).get()
         let before = Counts(f.mm)
         let args = MigrateVMA(mm: f.mm)
         f.mm.mmapLock.readLock()

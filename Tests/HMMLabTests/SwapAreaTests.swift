@@ -40,7 +40,7 @@ struct SwapAreaTests {
             defer { expected.deallocate() }
             Self.fill(expected, seed: UInt64(k + 1))
             #expect(memory.bytes(of: back).elementsEqual(expected), "every byte of folio \(k) survives")
-            #expect(holds(memory.page(back.pfn).pointee.test([.uptodate, .swapBacked])))
+            #expect(holds(memory.page(back.pfn).test([.uptodate, .swapBacked])))
             memory.put(back)
         }
         #expect(swap.usedSlots == 0, "slots freed at swap-in")
@@ -51,7 +51,7 @@ struct SwapAreaTests {
         let memory = try PhysicalMemory(.init(systemBytes: 2 << 20, deviceBytes: 2 << 20, backing: .small))
         let swap = try SwapArea(bytes: 2 << 20, backing: .small)
         guard case .success(let f) = memory.allocate(.system, order: 0) else { Issue.record("no folio"); return }
-        memory.page(f.pfn).pointee.get()
+        memory.folioRef(f).get()
         #expect(throws: SwapError.folioBusy(f, refcount: 2, mapcount: 0)) { _ = try swap.swapOut(f, from: memory) }
         #expect(swap.usedSlots == 0, "no slot leaked by the refusal")
         memory.put(f)

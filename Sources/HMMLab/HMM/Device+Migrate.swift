@@ -154,7 +154,7 @@ extension Device {
     func useCompound(start: UInt64, end: UInt64) -> Bool {
         guard splitPolicy == .beforeCollect else { return true }
         guard let probe = allocateDevicePage(order: PageSize.pmdOrder) else { return false }
-        memory.page(probe.pfn).pointee.unlock()
+        memory.folioRef(probe).unlock()
         memory.put(probe)
         return true
     }
@@ -236,8 +236,8 @@ extension Device {
         var migrated = 0
         let npages = args.npages
         let start = args.start
-        let src = args.src
-        let dst = args.dst
+        let src = args.src.words
+        let dst = args.dst.words
         let vmaWritable = args.vma?.isWritable == true
         pageTable.withLock { pt in
             // The leaf is looked up when the address enters a new 2 MiB (a window holds one or two).
@@ -468,7 +468,7 @@ extension Device {
     /// (`dmirror_do_fault`), but those a CPU fault moved back meanwhile (see `cpuStillMapsDevicePage`).
     private func mirrorReported(_ range: HMMRange, _ address: UInt64) -> Bool {
         let windowPages = range.npages
-        let pfns = range.hmmPfns
+        let pfns = range.hmmPfns.words
         return pageTable.withLock { pt -> Bool in
             if notifier.readRetry(range.notifierSeq) { return true }
             for i in 0..<windowPages {
@@ -601,12 +601,8 @@ extension Device {
     public func release() -> Int {
         var evicted = 0
         let pool = self.pool
-        let src = UnsafeMutablePointer<UInt64>.allocate(capacity: PageSize.pmdPages)
-        let dst = UnsafeMutablePointer<UInt64>.allocate(capacity: PageSize.pmdPages)
-        defer {
-            src.deallocate()
-            dst.deallocate()
-        }
+        let src = PfnArray(capacity: PageSize.pmdPages)
+        let dst = PfnArray(capacity: PageSize.pmdPages)
         var base = 0
         while base < pool.frameCount {
             let n = min(PageSize.pmdPages, pool.frameCount - base)
@@ -618,18 +614,17 @@ extension Device {
                 let page = memory.page(pfn)
                 src[i] = 0
                 dst[i] = 0
-                guard page.pointee.test(.zoneDevice), !page.pointee.test(.tail), page.pointee.deviceOwner == owner,
-                    page.pointee.tryGet()
-                else {
+                let folio = FolioRef(head: page)
+                guard page.test(.zoneDevice), !page.isTail, page.deviceOwner == owner, folio.tryGet() else {
                     i += 1
                     continue
                 }
-                guard page.pointee.tryLock() else {
+                guard folio.tryLock() else {
                     memory.put(memory.folio(containing: pfn))
                     i += 1
                     continue
                 }
-                let order = page.pointee.order
+                let order = folio.order
                 src[i] = MigratePfn.make(pfn) | MigratePfn.migrate | (order > 0 ? MigratePfn.compound : 0)
                 any = true
                 for k in 1..<(1 << order) where i + k < n {

@@ -252,9 +252,9 @@ extension Device {
         let pfn = HMMPfn.pfn(w)
         var perm: UInt8
         let page = memory.page(pfn)
-        if page.pointee.test(.zoneDevice) {
+        if page.test(.zoneDevice) {
             let head = memory.page(memory.folio(containing: pfn).pfn)
-            perm = head.pointee.deviceOwner == owner ? MirrorProt.devicePrivateLocal : MirrorProt.devicePrivateRemote
+            perm = head.deviceOwner == owner ? MirrorProt.devicePrivateLocal : MirrorProt.devicePrivateRemote
         } else if pfn == memory.zeroPage {
             // is_zero_pfn() is the 4 KiB zero page only (x86): a page of the huge zero folio reports
             // HMM_DMIRROR_PROT_NONE, with READ and PMD from the word.

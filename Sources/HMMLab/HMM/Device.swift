@@ -156,10 +156,10 @@ public final class Device: DevicePagemap, MMUIntervalNotifierOps, @unchecked Sen
             if let backing { memory.put(backing) }
             return allocationFailed()
         }
-        let head = memory.page(folio.pfn)
-        head.pointee.private.store(PageDescriptor.devicePrivate(owner: owner, backing: backing?.pfn), ordering: .releasing)
-        for i in 1..<folio.pageCount { (head + i).pointee.private.store(owner, ordering: .releasing) }
-        _ = head.pointee.tryLock()
+        let head = memory.folioRef(folio)
+        head.setPrivate(PageDescriptor.devicePrivate(owner: owner, backing: backing?.pfn), ordering: .releasing)
+        for i in 1..<folio.pageCount { head.page(i).setPrivate(owner, ordering: .releasing) }
+        _ = head.tryLock()
         return folio
     }
 
@@ -193,9 +193,9 @@ public final class Device: DevicePagemap, MMUIntervalNotifierOps, @unchecked Sen
         }
         let got = memory.allocateBulk(from: pool, count: count, into: out)
         for k in 0..<got {
-            let page = memory.page(out[k])
-            page.pointee.private.store(owner, ordering: .releasing)
-            _ = page.pointee.tryLock()
+            let head = FolioRef(head: memory.page(out[k]))
+            head.setPrivate(owner, ordering: .releasing)
+            _ = head.tryLock()
         }
         if got < count { stats.allocationFailures.wrappingAdd(count - got, ordering: .relaxed) }
         stats.devicePagesAllocated.wrappingAdd(got, ordering: .relaxed)
@@ -211,7 +211,7 @@ public final class Device: DevicePagemap, MMUIntervalNotifierOps, @unchecked Sen
     /// A locked system folio with one reference (`vma_alloc_folio` + `folio_lock` in the fault path).
     func allocateSystemPage(order: Int) -> Folio? {
         guard case .success(let folio) = memory.allocate(.system, order: order) else { return nil }
-        _ = memory.page(folio.pfn).pointee.tryLock()
+        _ = memory.folioRef(folio).tryLock()
         return folio
     }
 

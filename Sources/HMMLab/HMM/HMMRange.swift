@@ -1,7 +1,8 @@
 import Synchronization
 
 /// The arguments of one `hmm_range_fault` call (`struct hmm_range`, include/linux/hmm.h), plus the
-/// unified-path RFC's `migrate` pointer. Allocate one per caller and reuse it: `hmmPfns` is sized once.
+/// unified-path RFC's `migrate` pointer. Allocate one per caller and reuse it: `hmmPfns` (a ``PfnArray``)
+/// is allocated once, when it is made, and freed with it.
 public final class HMMRange: @unchecked Sendable {
     /// The interval notifier whose sequence guards the call; nil when called from `migrate_vma_setup`
     /// through the unified path (the RFC skips the check then).
@@ -11,8 +12,8 @@ public final class HMMRange: @unchecked Sendable {
     public var start: UInt64 = 0
     public var end: UInt64 = 0
     /// One word per page: input requests, output pfn and flags (``HMMPfn``).
-    public let hmmPfns: UnsafeMutablePointer<UInt64>
-    public let capacity: Int
+    public let hmmPfns: PfnArray
+    public var capacity: Int { hmmPfns.capacity }
     /// `default_flags`: requests applied to every page.
     public var defaultFlags: UInt64 = 0
     /// `pfn_flags_mask`: which per-page input bits count.
@@ -39,12 +40,8 @@ public final class HMMRange: @unchecked Sendable {
     var migrateInvalidation: MMUNotifierRange?
 
     public init(capacity: Int = PageSize.pmdPages) {
-        self.capacity = capacity
-        hmmPfns = .allocate(capacity: capacity)
-        hmmPfns.initialize(repeating: 0, count: capacity)
+        hmmPfns = PfnArray(capacity: capacity)
     }
-
-    deinit { hmmPfns.deallocate() }
 
     /// Pages in the range.
     public var npages: Int { pageCount(start, end) }
@@ -103,9 +100,9 @@ extension AddressSpace {
         guard let args = range.migrate else { return }
         let n = range.npages
         let start = range.start
-        let pfns = range.hmmPfns
-        let src = args.src
-        let dst = args.dst
+        let pfns = range.hmmPfns.words
+        let src = args.src.words
+        let dst = args.dst.words
         args.start = start
         args.end = range.end
         args.npages = n
@@ -216,7 +213,7 @@ struct HMMWalk: PageWalkOps {
         self.range = range
         migrate = range.migrate
         last = range.start
-        pfns = range.hmmPfns
+        pfns = range.hmmPfns.words
         rangeStart = range.start
         defaultFlags = range.defaultFlags
         pfnFlagsMask = range.pfnFlagsMask
@@ -546,7 +543,7 @@ struct HMMWalk: PageWalkOps {
                 if selectSystem { pfns[i] = HMMPfn.valid | HMMPfn.migrate }
                 return
             }
-            guard !pte.isProtNone, selectSystem, !memory.page(pte.pfn).pointee.test(.zoneDevice) else { return }
+            guard !pte.isProtNone, selectSystem, !memory.page(pte.pfn).test(.zoneDevice) else { return }
             page = pte.pfn
             writable = pte.isWritable
         } else {
@@ -556,11 +553,11 @@ struct HMMWalk: PageWalkOps {
         }
         let folio = memory.folio(containing: page)
         guard folio.order == 0 else { return }  // large folios were split before (hmm_vma_walk_split), or are device THP
-        let head = memory.page(folio.pfn)
-        guard head.pointee.mapping.load(ordering: .relaxed) != 0 else { return }
+        let head = memory.folioRef(folio)
+        guard head.hasMapping else { return }
         let isFault = folio == faultFolio
-        head.pointee.get()
-        guard isFault || (!(injector?.fire(.trylock) ?? false) && head.pointee.tryLock()) else {
+        head.get()
+        guard isFault || (!(injector?.fire(.trylock) ?? false) && head.tryLock()) else {
             memory.put(folio)
             lockFailures += 1
             return
@@ -574,17 +571,17 @@ struct HMMWalk: PageWalkOps {
             mm.notifiers.invalidateRangeStart(r)
             lock.lock()
             guard slot.load() == pte else {
-                if !isFault { head.pointee.unlock() }
+                if !isFault { head.unlock() }
                 memory.put(folio)
                 return
             }
         }
-        let anonExclusive = head.pointee.test(.anon) && memory.page(page).pointee.test(.anonExclusive)
+        let anonExclusive = head.test(.anon) && memory.page(page).test(.anonExclusive)
         _ = slot.exchange(.none)
-        if anonExclusive { memory.page(page).pointee.clear(.anonExclusive) }
+        if anonExclusive { memory.page(page).clear(.anonExclusive) }
         let mode: PTE.MigrationMode = writable ? .write : anonExclusive ? .readExclusive : .read
         if pte.isPresent {
-            if pte.isDirty { head.pointee.markDirty() }
+            if pte.isDirty { head.markDirty() }
             slot.store(.migration(page, mode: mode, young: pte.isYoung, dirty: pte.isDirty, softDirty: pte.isSoftDirty))
             // The RFC's hmm_vma_handle_migrate_prepare (the August 2025 posting, the latest whose text
             // the lab has): ptep_clear_flush for an anon-exclusive page, then flush_tlb_range for every
@@ -613,11 +610,11 @@ struct HMMWalk: PageWalkOps {
         if required != 0 { return fault(start, end, required, &walk) }
         if memory.isHugeZeroPMD(entry) { return migrateHugeZeroPMD(entry, start, end, &walk) }
         let folio = memory.folio(containing: entry.pfn)
-        let head = memory.page(folio.pfn)
+        let head = memory.folioRef(folio)
         let whole = isPMDAligned(start) && end - start == PageSize.pmdSize
         if range.compoundMigration, migrate!.flags.contains(.compound), whole {
-            head.pointee.get()
-            guard head.pointee.tryLock() else {
+            head.get()
+            guard head.tryLock() else {
                 memory.put(folio)
                 lockFailures += 1
                 return handlePMD(entry, start, end, &walk)
@@ -632,17 +629,17 @@ struct HMMWalk: PageWalkOps {
             let current = pmd.load()
             guard current == entry else {
                 lock.unlock()
-                head.pointee.unlock()
+                head.unlock()
                 memory.put(folio)
                 last = start
                 return Errno.EBUSY
             }
-            let exclusive = head.pointee.test(.anonExclusive)
-            if exclusive { for k in 0..<PageSize.pmdPages { memory.page(folio.pfn + k).pointee.clear(.anonExclusive) } }
+            let exclusive = head.test(.anonExclusive)
+            if exclusive { for k in 0..<PageSize.pmdPages { head.page(k).clear(.anonExclusive) } }
             let mode: PTE.MigrationMode = entry.isWritable ? .write : exclusive ? .readExclusive : .read
             pmd.store(.migration(folio.pfn, mode: mode, young: true, dirty: entry.isDirty))
             migrationEntries += 1
-            if entry.isDirty { head.pointee.markDirty() }
+            if entry.isDirty { head.markDirty() }
             mm.removeRmap(folio)
             memory.put(folio)
             lock.unlock()
@@ -656,8 +653,8 @@ struct HMMWalk: PageWalkOps {
             return 0
         }
         // Split the PMD and the folio, then walk this PMD again.
-        guard head.pointee.tryGet() else { return Errno.EBUSY }
-        guard head.pointee.tryLock() else {
+        guard head.tryGet() else { return Errno.EBUSY }
+        guard head.tryLock() else {
             // hmm_vma_walk_split fails: "Split not successful, skip" (the PMD's pages are ERROR).
             memory.put(folio)
             lockFailures += 1
@@ -667,7 +664,7 @@ struct HMMWalk: PageWalkOps {
         // folios again (``AddressSpace/folioSplit(_:keep:extraPins:)``).
         let (split, frozen) = mm.folioSplit(folio, keep: folio.pfn)
         migrationEntries += frozen
-        head.pointee.unlock()
+        head.unlock()
         memory.put(split ? Folio(pfn: folio.pfn, order: 0) : folio)
         if !split { return fill(start, end, HMMPfn.error) }
         migrate!.splitsBeforeCollect += 1

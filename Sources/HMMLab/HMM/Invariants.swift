@@ -35,19 +35,19 @@ public enum Invariants {
             }
         }
         for (head, count) in mappings {
-            let page = memory.page(head)
-            let maps = page.pointee.mappings
-            let refs = page.pointee.references
+            let folio = FolioRef(head: memory.page(head))
+            let maps = folio.mapCount
+            let refs = folio.refCount
             if maps != count { problems.append("\(memory.folio(containing: head)): mapcount \(maps) but \(count) entries map it") }
             if let pool = memory.pool(of: head), pool.allocator.isFree(head.index - pool.firstPfn.index) {
                 problems.append("\(memory.folio(containing: head)): mapped but on the free lists")
             }
             var expected = maps + (knownReferences[head] ?? 0)
-            let (id, index) = MappingObject.decode(page.pointee.mapping.load(ordering: .acquiring))
+            let (id, index) = MappingObject.decode(folio.mapping)
             // The page cache's reference, for a folio a shmem object or a file caches at its index.
             if let object = MappingObject.lookup(id), object.kind != .anon, object.caches(head, at: index) { expected += 1 }
             if refs != expected { problems.append("\(memory.folio(containing: head)): refcount \(refs), expected \(expected)") }
-            if page.pointee.isLocked { problems.append("\(memory.folio(containing: head)): still locked") }
+            if folio.isLocked { problems.append("\(memory.folio(containing: head)): still locked") }
         }
         for device in devices { problems += checkBacking(device) }
         for device in devices {
@@ -85,10 +85,10 @@ public enum Invariants {
         var pfn = pool.firstPfn
         while pfn < pool.endPfn {
             let page = memory.page(pfn)
-            let order = page.pointee.test(.tail) ? 0 : page.pointee.order
+            let order = page.isTail ? 0 : page.order
             defer { pfn = pfn + (1 << order) }
-            guard page.pointee.test(.zoneDevice), !page.pointee.test(.tail), page.pointee.references > 0, page.pointee.deviceOwner == device.owner else { continue }
-            guard let backing = page.pointee.zoneDeviceData else {
+            guard page.test(.zoneDevice), !page.isTail, page.refCount > 0, page.deviceOwner == device.owner else { continue }
+            guard let backing = page.zoneDeviceData else {
                 if device.driverCost { problems.append("\(Folio(pfn: pfn, order: order)): no backing page") }
                 continue
             }
@@ -96,8 +96,8 @@ public enum Invariants {
             if !device.driverCost { problems.append("\(Folio(pfn: pfn, order: order)): a backing page without the driver cost") }
             if !memory.system.contains(backing) || memory.system.allocator.isFree(backing.index - memory.system.firstPfn.index) {
                 problems.append("\(Folio(pfn: pfn, order: order)): backing \(backing) is not an allocated system frame")
-            } else if b.pointee.order != order || b.pointee.references != 1 || b.pointee.test(.tail) {
-                problems.append("\(Folio(pfn: pfn, order: order)): backing \(backing) has order \(b.pointee.order), refcount \(b.pointee.references)")
+            } else if b.order != order || b.refCount != 1 || b.isTail {
+                problems.append("\(Folio(pfn: pfn, order: order)): backing \(backing) has order \(b.order), refcount \(b.refCount)")
             }
             held += 1 << order
         }

@@ -59,9 +59,9 @@ extension AddressSpace {
                 nr = PageSize.pmdPages
             }
             let newFolio = memory.folio(containing: newPfn)
-            let newHead = memory.page(newFolio.pfn)
-            let (objectID, _) = MappingObject.decode(memory.page(folio.pfn).pointee.mapping.load(ordering: .acquiring))
-            if newHead.pointee.test(.zoneDevice) {
+            let newHead = memory.folioRef(newFolio)
+            let (objectID, _) = MappingObject.decode(memory.folioRef(folio).mapping)
+            if newHead.test(.zoneDevice) {
                 // Only anonymous memory goes to device-private memory.
                 if objectID != lastObject.id { lastObject = (objectID, MappingObject.lookup(objectID)?.kind == .anon) }
                 if !lastObject.anon {
@@ -90,7 +90,7 @@ extension AddressSpace {
         for i in 0..<args.npages where args.src[i] & MigratePfn.migrate != 0 {
             guard let pfn = MigratePfn.pfn(args.src[i]), injector.fire(.pin) else { continue }
             let folio = memory.folio(containing: pfn)
-            memory.page(folio.pfn).pointee.get()
+            memory.folioRef(folio).get()
             args.injectedPins.append(folio)
         }
         injector.injectCPUFault(args, mm: self)
@@ -111,10 +111,10 @@ extension AddressSpace {
     /// `prefetchw()` of the source and destination descriptors of entry `i`, so that the atomics on
     /// them do not wait for memory (the window's copy has just pushed them out of the cache).
     @inline(__always)
-    private static func prefetchDescriptors(_ src: UnsafeMutablePointer<UInt64>, _ dst: UnsafeMutablePointer<UInt64>, _ i: Int, _ npages: Int, memory: PhysicalMemory) {
+    private static func prefetchDescriptors(_ src: borrowing PfnArray, _ dst: borrowing PfnArray, _ i: Int, _ npages: Int, memory: PhysicalMemory) {
         guard i < npages else { return }
-        if let s = MigratePfn.pfn(src[i]) { clinux_prefetchw(memory.page(s)) }
-        if let d = MigratePfn.pfn(dst[i]) { clinux_prefetchw(memory.page(d)) }
+        if let s = MigratePfn.pfn(src[i]) { memory.page(s).prefetchw() }
+        if let d = MigratePfn.pfn(dst[i]) { memory.page(d).prefetchw() }
     }
 
     /// `folio_migrate_mapping()` for anonymous folios without a swap cache, then `folio_migrate_flags()`:
@@ -122,13 +122,13 @@ extension AddressSpace {
     /// plus the migration's own and `extra`); the new folio takes its mapping, index and flags.
     @inline(__always)
     func folioMigrateMapping(_ new: Folio, from old: Folio, extra: Int32) -> Bool {
-        let oldHead = memory.page(old.pfn)
-        let expected = oldHead.pointee.mappings + extra + 1
-        guard oldHead.pointee.references == expected else { return false }
-        let newHead = memory.page(new.pfn)
-        newHead.pointee.mapping.store(oldHead.pointee.mapping.load(ordering: .acquiring), ordering: .releasing)
-        let carried = oldHead.pointee.pageFlags.intersection([.anon, .swapBacked, .uptodate, .dirty, .referenced, .active])
-        newHead.pointee.set(carried)
+        let oldHead = memory.folioRef(old)
+        let expected = oldHead.mapCount + extra + 1
+        guard oldHead.refCount == expected else { return false }
+        let newHead = memory.folioRef(new)
+        newHead.setMapping(oldHead.mapping, ordering: .releasing)
+        let carried = oldHead.flags.intersection([.anon, .swapBacked, .uptodate, .dirty, .referenced, .active])
+        newHead.set(carried)
         return true
     }
 
@@ -146,26 +146,26 @@ extension AddressSpace {
     /// system page free), and a pin's later put underflowed.
     func splitUnmappedFolio(_ args: MigrateVMA, index: Int, folio: Folio) -> Bool {
         let address = pageAddress(args.start, index)
-        let head = memory.page(folio.pfn)
+        let head = memory.folioRef(folio)
         let faultPage = args.faultPage.flatMap { memory.folio(containing: $0) == folio ? $0 : nil }
         let extraPins: Int32 = faultPage == nil ? 0 : 1
-        guard head.pointee.mappings == 0, head.pointee.references == 1 + extraPins else { return false }
+        guard head.mapCount == 0, head.refCount == 1 + extraPins else { return false }
         guard let pmd = pageTable.pmdSlot(address, allocate: false), pmd.load().isMigration else { return false }
         guard splitHugePMD(pmd, address: address) else { return false }
         guard let pool = memory.pool(of: folio.pfn) else { return false }
-        let (id, idx) = MappingObject.decode(head.pointee.mapping.load(ordering: .acquiring))
-        let common = head.pointee.pageFlags.subtracting([.head, .tail])
-        let owner = head.pointee.private.load(ordering: .relaxed)
-        let step = head.pointee.splitPrivateStep
+        let (id, idx) = MappingObject.decode(head.mapping)
+        let common = head.flags.subtracting([.head, .tail])
+        let owner = head.privateWord
+        let step = head.splitPrivateStep
         pool.allocator.splitAllocated(folio.pfn.index - pool.firstPfn.index)
         memory.splitBacking(of: folio)
         for i in 0..<PageSize.pmdPages {
-            let page = head + i
-            page.pointee.flags.store(common.rawValue, ordering: .relaxed)
-            page.pointee.private.store(owner &+ UInt64(i) &* step, ordering: .relaxed)
-            page.pointee.mapping.store(id << 40 | (idx + UInt64(i)), ordering: .relaxed)
-            page.pointee.mapcount.store(0, ordering: .relaxed)
-            page.pointee.refcount.store(1 + (folio.pfn + i == faultPage ? extraPins : 0), ordering: .releasing)
+            let page = head.page(i)
+            page.storeFlags(common.rawValue)
+            page.setPrivate(owner &+ UInt64(i) &* step)
+            page.setMapping(id << 40 | (idx + UInt64(i)))
+            page.setMapcount(0)
+            page.setRefCount(1 + (folio.pfn + i == faultPage ? extraPins : 0))
         }
         let flags = args.src[index] & ((1 << MigratePfn.shift) - 1) & ~MigratePfn.compound
         args.src[index] = MigratePfn.make(folio.pfn) | flags
@@ -188,8 +188,8 @@ extension AddressSpace {
             return
         }
         let folio = memory.folio(containing: newPfn)
-        let head = memory.page(folio.pfn)
-        let device = head.pointee.test(.zoneDevice)
+        let head = memory.folioRef(folio)
+        let device = head.test(.zoneDevice)
         guard let pmd = pageTable.pmdSlot(address, allocate: true) else {
             args.src[index] &= ~MigratePfn.migrate
             return
@@ -204,7 +204,7 @@ extension AddressSpace {
                 return
             }
             addNewAnonRmap(folio, vma: vma, address: address)
-            head.pointee.get()
+            head.get()
             if zero { flushTLB() }  // pmdp_invalidate
             pmd.store(device ? .devicePrivate(folio.pfn, writable: vma.isWritable) : .present(folio.pfn, writable: vma.isWritable, dirty: vma.isWritable, huge: true))
             lock.unlock()
@@ -231,9 +231,9 @@ extension AddressSpace {
             args.src[index] &= ~MigratePfn.migrate
             return
         }
-        head.pointee.set(.uptodate)
+        head.set(.uptodate)
         addNewAnonRmap(folio, vma: vma, address: address)
-        head.pointee.get()
+        head.get()
         if zero { flushTLB() }  // ptep_clear_flush
         slot.store(device ? .devicePrivate(newPfn, writable: vma.isWritable) : .present(newPfn, writable: vma.isWritable, dirty: vma.isWritable))
         lock.unlock()
@@ -257,7 +257,7 @@ extension AddressSpace {
     /// Sources and destinations whose last reference goes here are freed together when the call ends
     /// (``FreeBatch``), as `free_unref_folio` puts them on the per-CPU lists without the zone lock.
     public static func migrateDeviceFinalize(
-        src: UnsafeMutablePointer<UInt64>, dst: UnsafeMutablePointer<UInt64>, npages: Int, faultPage: Pfn?, memory: PhysicalMemory
+        src: borrowing PfnArray, dst: borrowing PfnArray, npages: Int, faultPage: Pfn?, memory: PhysicalMemory
     ) {
         let faultFolio = faultPage.map { memory.folio(containing: $0) }
         FreeBatch.with(memory) { frees in
@@ -269,7 +269,7 @@ extension AddressSpace {
     /// through the reverse map (`rmap_walk`, which takes the object's lock for reading per folio, as
     /// `rmap_walk_anon` takes the anon_vma's), then the unlocks and puts.
     private static func finalizeEntries(
-        src: UnsafeMutablePointer<UInt64>, dst: UnsafeMutablePointer<UInt64>, npages: Int, faultFolio: Folio?, memory: PhysicalMemory,
+        src: borrowing PfnArray, dst: borrowing PfnArray, npages: Int, faultFolio: Folio?, memory: PhysicalMemory,
         frees: inout FreeBatch
     ) {
         var rmap = RmapCache()
@@ -278,7 +278,7 @@ extension AddressSpace {
             let newFolio = MigratePfn.pfn(dst[i]).map { memory.folio(containing: $0) }
             guard let page = MigratePfn.pfn(src[i]) else {
                 if let newFolio {
-                    memory.page(newFolio.pfn).pointee.unlock()
+                    memory.folioRef(newFolio).unlock()
                     memory.put(newFolio, freeingInto: &frees)
                 }
                 continue
@@ -287,19 +287,19 @@ extension AddressSpace {
             var target = srcFolio
             if src[i] & MigratePfn.migrate == 0 || newFolio == nil {
                 if let newFolio {
-                    memory.page(newFolio.pfn).pointee.unlock()
+                    memory.folioRef(newFolio).unlock()
                     memory.put(newFolio, freeingInto: &frees)
                 }
             } else {
                 target = newFolio!
             }
-            let targetHead = memory.page(target.pfn)
-            if !targetHead.pointee.test(.zoneDevice) { memory.folioAddLRU(target) }
+            let targetHead = memory.folioRef(target)
+            if !targetHead.test(.zoneDevice) { memory.folioAddLRU(target) }
             removeMigrationPTEs(src: srcFolio, dst: target, memory: memory, cache: &rmap)
-            if srcFolio != faultFolio { memory.page(srcFolio.pfn).pointee.unlock() }
+            if srcFolio != faultFolio { memory.folioRef(srcFolio).unlock() }
             memory.put(srcFolio, freeingInto: &frees)
             if target != srcFolio {
-                targetHead.pointee.unlock()
+                targetHead.unlock()
                 memory.put(target, freeingInto: &frees)
             }
         }
@@ -328,9 +328,9 @@ extension AddressSpace {
     @inline(__always)
     static func removeMigrationEntry(src: Folio, dst: Folio, memory: PhysicalMemory, mm: AddressSpace, vma: VMA, address: UInt64, cursor: inout PTECursor) {
         if src.order == 0 {
-            let dstHead = memory.page(dst.pfn)
+            let dstHead = memory.folioRef(dst)
             removeMigrationPTE(
-                src: src.pfn, dst: dst.pfn, dstHead: dstHead, device: dstHead.pointee.test(.zoneDevice), memory: memory, mm: mm, vma: vma, address: address,
+                src: src.pfn, dst: dst.pfn, dstHead: dstHead, device: dstHead.test(.zoneDevice), memory: memory, mm: mm, vma: vma, address: address,
                 cursor: &cursor)
             return
         }
@@ -341,8 +341,8 @@ extension AddressSpace {
     /// migration entry (`remove_migration_pmd`), or the PTE-level ones a split PMD left.
     @inline(never)
     static func removeLargeMigrationEntry(src: Folio, dst: Folio, memory: PhysicalMemory, mm: AddressSpace, vma: VMA, address: UInt64, cursor: inout PTECursor) {
-        let dstHead = memory.page(dst.pfn)
-        let device = dstHead.pointee.test(.zoneDevice)
+        let dstHead = memory.folioRef(dst)
+        let device = dstHead.test(.zoneDevice)
         // A PMD migration entry of the whole folio.
         guard let pmd = mm.pageTable.pmdSlot(address, allocate: false) else { return }
         let lock = mm.pageTable.lock(tableOf: pmd)
@@ -352,8 +352,8 @@ extension AddressSpace {
             let exclusive = writable || e.isReadExclusiveMigration
             let present: PTE = vma.isNoAccess ? .protNone(dst.pfn, huge: true) : .present(dst.pfn, writable: writable, dirty: e.migrationDirty, huge: true)
             pmd.store(device ? .devicePrivate(dst.pfn, writable: writable) : present)
-            if exclusive { for k in 0..<dst.pageCount { memory.page(dst.pfn + k).pointee.set(.anonExclusive) } }
-            dstHead.pointee.get()
+            if exclusive { for k in 0..<dst.pageCount { dstHead.page(k).set(.anonExclusive) } }
+            dstHead.get()
             mm.addRmap(dst)
             lock.unlock()
             return
@@ -373,7 +373,7 @@ extension AddressSpace {
     /// (one mapping and one reference on `dst`'s folio, whose head is `dstHead`).
     @inline(__always)
     static func removeMigrationPTE(
-        src: Pfn, dst: Pfn, dstHead: UnsafeMutablePointer<PageDescriptor>, device: Bool, memory: PhysicalMemory, mm: AddressSpace, vma: VMA, address: UInt64,
+        src: Pfn, dst: Pfn, dstHead: FolioRef, device: Bool, memory: PhysicalMemory, mm: AddressSpace, vma: VMA, address: UInt64,
         cursor: inout PTECursor
     ) {
         guard let slot = cursor.slot(address, in: mm.pageTable) else { return }
@@ -389,8 +389,8 @@ extension AddressSpace {
                     ? .protNone(dst)
                     : .present(dst, writable: writable && vma.isWritable, dirty: e.migrationDirty, softDirty: e.swapSoftDirty)
             slot.store(newEntry)
-            if exclusive { memory.page(dst).pointee.set(.anonExclusive) }
-            dstHead.pointee.get()
+            if exclusive { memory.page(dst).set(.anonExclusive) }
+            dstHead.get()
             mm.addRmap(memory.folio(containing: dst))
         }
         lock.unlock()

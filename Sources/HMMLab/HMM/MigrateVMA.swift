@@ -2,7 +2,8 @@ import Synchronization
 
 /// The arguments and state of one `migrate_vma` call (`struct migrate_vma`, include/linux/migrate.h),
 /// with the lab's counters. Allocate one per caller and reuse it window after window: the `src` and
-/// `dst` arrays are sized once, so a migration allocates nothing per page.
+/// `dst` arrays (``PfnArray``) are allocated once, when it is made, and freed with it, so a migration
+/// allocates nothing per page.
 public final class MigrateVMA: @unchecked Sendable {
     /// The address space and VMA the range lies in.
     public unowned(unsafe) var mm: AddressSpace
@@ -10,10 +11,10 @@ public final class MigrateVMA: @unchecked Sendable {
     public var start: UInt64 = 0
     public var end: UInt64 = 0
     /// `MIGRATE_PFN_*` words, one per page.
-    public let src: UnsafeMutablePointer<UInt64>
-    public let dst: UnsafeMutablePointer<UInt64>
+    public let src: PfnArray
+    public let dst: PfnArray
     /// Pages the arrays can hold.
-    public let capacity: Int
+    public var capacity: Int { src.capacity }
     /// Entries filled by collect.
     public var npages = 0
     /// Pages collected, then pages still migrating after unmap.
@@ -50,16 +51,8 @@ public final class MigrateVMA: @unchecked Sendable {
 
     public init(mm: AddressSpace, capacity: Int = PageSize.pmdPages) {
         self.mm = mm
-        self.capacity = capacity
-        src = .allocate(capacity: capacity)
-        dst = .allocate(capacity: capacity)
-        src.initialize(repeating: 0, count: capacity)
-        dst.initialize(repeating: 0, count: capacity)
-    }
-
-    deinit {
-        src.deallocate()
-        dst.deallocate()
+        src = PfnArray(capacity: capacity)
+        dst = PfnArray(capacity: capacity)
     }
 
     /// The folio of the fault page, if any (`page_folio(fault_page)`).
@@ -92,8 +85,8 @@ extension AddressSpace {
         guard args.end > args.start, pages > 0, pages <= args.capacity else { return Errno.EINVAL }
         guard args.start >= vma.start, args.start < vma.end, args.end > vma.start, args.end <= vma.end else { return Errno.EINVAL }
         if let fault = args.faultPage {
-            let page = memory.page(memory.folio(containing: fault).pfn)
-            guard page.pointee.test(.zoneDevice), page.pointee.isLocked else { return Errno.EINVAL }
+            let head = memory.folioRef(containing: fault)
+            guard head.test(.zoneDevice), head.isLocked else { return Errno.EINVAL }
         }
         args.src.update(repeating: 0, count: pages)
         args.dst.update(repeating: 0, count: pages)
@@ -125,7 +118,7 @@ extension AddressSpace {
     /// every CPU's batch first, `lru_add_drain_all`, once per call), unmaps what is still mapped
     /// (`try_to_migrate` through the reverse map), applies the pin check, and restores every source
     /// that cannot migrate (`folio_putback_lru`). Returns how many sources still migrate.
-    func migrateDeviceUnmap(_ src: UnsafeMutablePointer<UInt64>, npages: Int, faultPage: Pfn?, args: MigrateVMA?) -> Int {
+    func migrateDeviceUnmap(_ src: borrowing PfnArray, npages: Int, faultPage: Pfn?, args: MigrateVMA?) -> Int {
         let faultFolio = faultPage.map { memory.folio(containing: $0) }
         var restore = 0
         var allowDrain = true
@@ -140,13 +133,13 @@ extension AddressSpace {
                 continue
             }
             let folio = memory.folio(containing: pfn)
-            let head = memory.page(folio.pfn)
+            let head = memory.folioRef(folio)
             let nr = folio.pageCount
             if nr > 1 { src[i] |= MigratePfn.compound }
             defer { i += nr }
-            let zoneDevice = head.pointee.test(.zoneDevice)
+            let zoneDevice = head.test(.zoneDevice)
             if !zoneDevice {
-                if !head.pointee.test(.lru), allowDrain {
+                if !head.test(.lru), allowDrain {
                     // In a CPU's add batch (whose reference would fail the check below), or isolated.
                     memory.lruAddDrainAll()
                     args?.lruDrains += 1
@@ -158,15 +151,15 @@ extension AddressSpace {
                     continue
                 }
                 // The reference collect took: never the last (isolation holds one).
-                if head.pointee.putTestZero() { preconditionFailure("\(folio) freed while isolated") }
+                if head.putTestZero() { preconditionFailure("\(folio) freed while isolated") }
             }
-            if head.pointee.mappings > 0 {
+            if head.mapCount > 0 {
                 let installed = tryToMigrate(folio, cache: &rmap)
                 args?.migrationEntries += installed
             }
-            if head.pointee.mappings > 0 || !migrateVMACheckPage(pfn, head: head, faultPage: faultPage) {
+            if head.mapCount > 0 || !migrateVMACheckPage(pfn, head: head, faultPage: faultPage) {
                 if !zoneDevice {
-                    head.pointee.get()
+                    head.get()
                     memory.folioPutbackLRU(folio)
                 }
                 src[i] &= ~MigratePfn.migrate
@@ -182,7 +175,7 @@ extension AddressSpace {
             let folio = memory.folio(containing: pfn)
             AddressSpace.removeMigrationPTEs(src: folio, dst: folio, memory: memory, cache: &rmap)  // remove_migration_ptes(folio, folio, 0)
             src[k] = 0
-            if folio != faultFolio { memory.page(folio.pfn).pointee.unlock() }
+            if folio != faultFolio { memory.folioRef(folio).unlock() }
             memory.put(folio)
             restore -= 1
             args?.restored += 1
@@ -195,11 +188,11 @@ extension AddressSpace {
     /// `folio_has_private` in the lab), do not exceed its mappings; an extra reference is a pin.
     /// `head` is the descriptor of `pfn`'s folio head.
     @inline(__always)
-    func migrateVMACheckPage(_ pfn: Pfn, head: UnsafeMutablePointer<PageDescriptor>, faultPage: Pfn?) -> Bool {
+    func migrateVMACheckPage(_ pfn: Pfn, head: FolioRef, faultPage: Pfn?) -> Bool {
         var extra: Int32 = 1 + (pfn == faultPage ? 1 : 0)
-        if head.pointee.test(.zoneDevice) { extra += 1 }
-        if !head.pointee.test(.anon), head.pointee.mapping.load(ordering: .relaxed) != 0 { extra += 1 }
-        return head.pointee.references - extra <= head.pointee.mappings
+        if head.test(.zoneDevice) { extra += 1 }
+        if !head.test(.anon), head.hasMapping { extra += 1 }
+        return head.refCount - extra <= head.mapCount
     }
 
     /// `try_to_migrate()`: replaces every remaining mapping of a locked folio, in any address space,
@@ -219,7 +212,7 @@ extension AddressSpace {
     @discardableResult
     func tryToMigrate(_ folio: Folio, flags: TTUFlags = [], cache: inout RmapCache) -> Int {
         let memory = self.memory
-        let head = memory.page(folio.pfn)
+        let head = memory.folioRef(folio)
         let locked = flags.contains(.rmapLocked)
         var installed = 0
         var flushPending = false
@@ -235,12 +228,12 @@ extension AddressSpace {
                 let lock = mm.pageTable.lock(tableOf: pmd)
                 let e = pmd.load()
                 if (e.isHuge || e.isDevicePrivate), e.pfn == folio.pfn {
-                    let exclusive = head.pointee.test(.anonExclusive)
+                    let exclusive = head.test(.anonExclusive)
                     let writable = e.isHuge ? e.isWritable : e.isWritableDevicePrivate
                     let mode: PTE.MigrationMode = writable ? .write : exclusive ? .readExclusive : .read
                     pmd.store(.migration(folio.pfn, mode: mode, young: true, dirty: e.isHuge ? e.isDirty : true))
                     installed += 1
-                    if e.isHuge, e.isDirty { head.pointee.markDirty() }
+                    if e.isHuge, e.isDirty { head.markDirty() }
                     mm.removeRmap(folio)
                     memory.put(folio)
                     mm.flushTLB()
@@ -248,7 +241,7 @@ extension AddressSpace {
                 lock.unlock()
                 mm.notifiers.invalidateRangeEnd(range)
             }
-            if head.pointee.mappings == 0 { return installed }
+            if head.mapCount == 0 { return installed }
         }
         for i in 0..<folio.pageCount {
             let pfn = folio.pfn + i
@@ -259,11 +252,11 @@ extension AddressSpace {
                 let lock = mm.pageTable.lock(tableOf: slot)
                 let e = slot.load()
                 if e.isPresent, e.pfn == pfn {  // a PROT_NONE (NUMA-hinting) PTE is present too
-                    let exclusive = memory.page(pfn).pointee.test(.anonExclusive)
+                    let exclusive = memory.page(pfn).test(.anonExclusive)
                     let mode: PTE.MigrationMode = e.isWritable ? .write : exclusive ? .readExclusive : .read
                     slot.store(.migration(pfn, mode: mode, young: e.isYoung, dirty: e.isDirty, softDirty: e.isSoftDirty))
                     installed += 1
-                    if e.isDirty { head.pointee.markDirty() }
+                    if e.isDirty { head.markDirty() }
                     mm.removeRmap(folio)
                     memory.put(folio)
                     if flags.contains(.batchFlush) {
@@ -279,7 +272,7 @@ extension AddressSpace {
                     memory.put(folio)
                 } else if e.isDeviceExclusive, e.pfn == pfn {
                     // A PFN swap PTE that maps the page: not writable, neither young nor dirty.
-                    let mode: PTE.MigrationMode = memory.page(pfn).pointee.test(.anonExclusive) ? .readExclusive : .read
+                    let mode: PTE.MigrationMode = memory.page(pfn).test(.anonExclusive) ? .readExclusive : .read
                     slot.store(.migration(pfn, mode: mode, young: false, dirty: false, softDirty: e.swapSoftDirty))
                     installed += 1
                     mm.removeRmap(folio)
@@ -330,8 +323,8 @@ struct MigrateCollectWalk: PageWalkOps {
     var splitsBeforeCollect = 0
 
     init(args: MigrateVMA) {
-        src = args.src
-        dst = args.dst
+        src = args.src.words
+        dst = args.dst.words
         rangeStart = args.start
         flags = args.flags
         pgmapOwner = args.pgmapOwner
@@ -491,33 +484,33 @@ struct MigrateCollectWalk: PageWalkOps {
             }
             // vm_normal_page() NULL (a special PTE that is not the zero page): no page, mpfn 0.
             if pte.isSpecial { return .record(0, wasPresent: false) }
-            if !memory.page(pfn).pointee.test(.zoneDevice), !flags.contains(.system) { return .record(0, wasPresent: false) }
+            if !memory.page(pfn).test(.zoneDevice), !flags.contains(.system) { return .record(0, wasPresent: false) }
             let folio = memory.folio(containing: pfn)
             if folio.order > 0 { return .split(folio) }
             page = pfn
             mpfn = MigratePfn.make(pfn) | MigratePfn.migrate | (pte.isWritable ? MigratePfn.write : 0)
         }
         let folio = memory.folio(containing: page)
-        let head = memory.page(folio.pfn)
+        let head = memory.folioRef(folio)
         // `!page->mapping`: not an anonymous or shmem page.
-        guard head.pointee.mapping.load(ordering: .relaxed) != 0 else { return .record(0, wasPresent: false) }
+        guard head.hasMapping else { return .record(0, wasPresent: false) }
         // The reference pins the folio; the lock (trylock: migration is best effort) freezes it.
-        head.pointee.get()
-        guard folio == faultFolio || (!(injector?.fire(.trylock) ?? false) && head.pointee.tryLock()) else {
+        head.get()
+        guard folio == faultFolio || (!(injector?.fire(.trylock) ?? false) && head.tryLock()) else {
             memory.put(folio)
             lockFailures += 1
             return .record(0, wasPresent: false)
         }
-        let anonExclusive = head.pointee.test(.anon) && memory.page(page).pointee.test(.anonExclusive)
+        let anonExclusive = head.test(.anon) && memory.page(page).test(.anonExclusive)
         // ptep_clear_flush + folio_try_share_anon_rmap_pte for an exclusive page (no DMA pin bias is
         // modelled, so sharing always succeeds), else ptep_get_and_clear.
         pte = slot.exchange(.none)
         if anonExclusive {
-            memory.page(page).pointee.clear(.anonExclusive)
+            memory.page(page).clear(.anonExclusive)
             if pte.isPresent, !pte.isProtNone { flush(mm) }  // ptep_clear_flush: pte_accessible (not PROT_NONE) → flush_tlb_page
         }
         cpages += 1
-        if pte.isPresent, pte.isDirty { head.pointee.markDirty() }
+        if pte.isPresent, pte.isDirty { head.markDirty() }
         let mode: PTE.MigrationMode = mpfn & MigratePfn.write != 0 ? .write : anonExclusive ? .readExclusive : .read
         if pte.isPresent {
             slot.store(.migration(page, mode: mode, young: pte.isYoung, dirty: pte.isDirty, softDirty: pte.isSoftDirty))
@@ -534,11 +527,11 @@ struct MigrateCollectWalk: PageWalkOps {
     /// fault folio) with `split_folio()` (``AddressSpace/folioSplit(_:keep:extraPins:)``) so collect can
     /// go on page by page. The migration entries the split's unmap installs count in `migrationEntries`.
     mutating func splitForMigration(_ folio: Folio, mm: AddressSpace) -> Bool {
-        let head = mm.memory.page(folio.pfn)
+        let head = mm.memory.folioRef(folio)
         let isFault = folio == faultFolio
         if !isFault {
-            guard head.pointee.tryGet() else { return false }
-            guard head.pointee.tryLock() else {
+            guard head.tryGet() else { return false }
+            guard head.tryLock() else {
                 mm.memory.put(folio)
                 return false
             }
@@ -548,14 +541,14 @@ struct MigrateCollectWalk: PageWalkOps {
         migrationEntries += frozen
         if !ok {
             if !isFault {
-                head.pointee.unlock()
+                head.unlock()
                 mm.memory.put(folio)
             }
             return false
         }
         splitsBeforeCollect += 1
         if !isFault {
-            head.pointee.unlock()
+            head.unlock()
             mm.memory.put(Folio(pfn: folio.pfn, order: 0))
         }
         return true
@@ -598,9 +591,9 @@ struct MigrateCollectWalk: PageWalkOps {
             return Errno.EAGAIN
         }
         let folio = memory.folio(containing: entry.pfn)
-        let head = memory.page(folio.pfn)
-        head.pointee.get()
-        if folio != faultFolio, !head.pointee.tryLock() {
+        let head = memory.folioRef(folio)
+        head.get()
+        if folio != faultFolio, !head.tryLock() {
             lock.unlock()
             memory.put(folio)
             lockFailures += 1
@@ -609,11 +602,11 @@ struct MigrateCollectWalk: PageWalkOps {
         let aligned = isPMDAligned(start) && isPMDAligned(end)
         if flags.contains(.compound), aligned {
             // set_pmd_migration_entry
-            let exclusive = head.pointee.test(.anonExclusive)
-            if exclusive { for i in 0..<PageSize.pmdPages { memory.page(folio.pfn + i).pointee.clear(.anonExclusive) } }
+            let exclusive = head.test(.anonExclusive)
+            if exclusive { for i in 0..<PageSize.pmdPages { head.page(i).clear(.anonExclusive) } }
             let mode: PTE.MigrationMode = write != 0 ? .write : exclusive ? .readExclusive : .read
             let old = pmd.exchange(.migration(folio.pfn, mode: mode, young: true, dirty: entry.isPresent ? entry.isDirty : true))
-            if old.isPresent, old.isDirty { head.pointee.markDirty() }
+            if old.isPresent, old.isDirty { head.markDirty() }
             migrationEntries += 1
             src[npages] = MigratePfn.make(folio.pfn) | write | MigratePfn.migrate | MigratePfn.compound
             dst[npages] = 0
@@ -632,7 +625,7 @@ struct MigrateCollectWalk: PageWalkOps {
         let (split, frozen) = mm.folioSplit(folio, keep: folio.pfn, extraPins: folio == faultFolio ? 1 : 0)
         migrationEntries += frozen
         if split { splitsBeforeCollect += 1 }
-        if folio != faultFolio { head.pointee.unlock() }
+        if folio != faultFolio { head.unlock() }
         memory.put(split ? Folio(pfn: folio.pfn, order: 0) : folio)
         if !split { return skip(start, end) }
         if pmd.load().isNone { return hole(start, end, vma: vma) }

@@ -212,13 +212,13 @@ public struct Calibration: Sendable {
         figures.append(Figure(name: "folio_alloc_put_order9", value: large / Double(blocks), unit: "ns/folio", detail: "2 MiB folio: allocate (512 descriptors) + put"))
 
         // Descriptor atomics.
-        let head = memory.page(memory.zeroPage)
+        let head = FolioRef(head: memory.page(memory.zeroPage))
         let atomics = median {
-            time { for _ in 0..<n { head.pointee.get(); _ = head.pointee.putTestZero() } }
+            time { for _ in 0..<n { head.get(); _ = head.putTestZero() } }
         }
         figures.append(Figure(name: "descriptor_get_put", value: atomics / Double(n), unit: "ns/pair", detail: "folio_get + folio_put_testzero, uncontended"))
         let locks = median {
-            time { for _ in 0..<n { if head.pointee.tryLock() { head.pointee.unlock() } } }
+            time { for _ in 0..<n { if head.tryLock() { head.unlock() } } }
         }
         figures.append(Figure(name: "descriptor_trylock_unlock", value: locks / Double(n), unit: "ns/pair", detail: "folio_trylock + folio_unlock, uncontended"))
         return figures

@@ -112,7 +112,7 @@ extension AddressSpace {
     public func pinUserPage(_ address: UInt64, longterm: Bool = false) throws(FaultError) -> Pfn {
         while true {
             let page = try getUserPage(address, write: true)
-            guard longterm, memory.page(page).pointee.test(.zoneDevice) else { return page }
+            guard longterm, memory.page(page).test(.zoneDevice) else { return page }
             unpinUserPage(page)
             try faultIn(address, write: true)
         }
@@ -128,7 +128,7 @@ extension AddressSpace {
         var pinned: Pfn?
         let memory = self.memory
         while !translateAndCopy(address, write: write, { _, pfn in
-            memory.page(memory.folio(containing: pfn).pfn).pointee.get()
+            memory.folioRef(containing: pfn).get()
             pinned = pfn
         }) {
             _ = try handleFault(at: address, write: write)

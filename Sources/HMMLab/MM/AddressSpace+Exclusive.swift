@@ -29,8 +29,8 @@ extension AddressSpace {
         while true {
             let page = try getUserPageForWrite(address)
             let folio = memory.folio(containing: page)
-            let head = memory.page(folio.pfn)
-            guard head.pointee.test(.anon) else {
+            let head = memory.folioRef(folio)
+            guard head.test(.anon) else {
                 memory.put(folio)
                 throw .notSupported("make_device_exclusive of a folio that is not anonymous at 0x\(String(address, radix: 16))")
             }
@@ -40,7 +40,7 @@ extension AddressSpace {
             let done = replaceWithDeviceExclusive(address, page: page, folio: folio)
             notifiers.invalidateRangeEnd(range)
             if done { return (page, folio) }
-            head.pointee.unlock()
+            head.unlock()
             memory.put(folio)
         }
     }
@@ -48,7 +48,7 @@ extension AddressSpace {
     /// What the caller of ``makeDeviceExclusive(_:owner:)`` does once its device is programmed:
     /// `folio_unlock()` + `folio_put()`.
     public func endDeviceExclusive(_ folio: Folio) {
-        memory.page(folio.pfn).pointee.unlock()
+        memory.folioRef(folio).unlock()
         memory.put(folio)
     }
 
@@ -65,7 +65,7 @@ extension AddressSpace {
             return false
         }
         slot.store(.deviceExclusive(page, softDirty: old.isSoftDirty))
-        if old.isDirty { memory.page(folio.pfn).pointee.markDirty() }
+        if old.isDirty { memory.folioRef(folio).markDirty() }
         lock.unlock()
         flushTLB()  // ptep_clear_flush: the PTE was present
         return true
@@ -89,7 +89,7 @@ extension AddressSpace {
                 continue
             }
             if translateAndCopy(address, write: true, { _, pfn in
-                memory.page(memory.folio(containing: pfn).pfn).pointee.get()
+                memory.folioRef(containing: pfn).get()
                 got = pfn
             }) {
                 return got!
@@ -104,9 +104,9 @@ extension AddressSpace {
     }
 
     /// `folio_lock()`: spins (yielding) until the lock is taken.
-    func lockFolioWaiting(_ head: UnsafeMutablePointer<PageDescriptor>) {
+    func lockFolioWaiting(_ head: FolioRef) {
         var spins = 0
-        while !head.pointee.tryLock() {
+        while !head.tryLock() {
             spins += 1
             if spins > 64 {
                 sched_yield()
@@ -126,16 +126,16 @@ extension AddressSpace {
     /// with the mmap lock dropped; the lab does not wait).
     func removeDeviceExclusiveEntry(_ vma: VMA, slot: EntrySlot, expected: PTE, address: UInt64) -> FaultKind {
         let folio = memory.folio(containing: expected.pfn)
-        let head = memory.page(folio.pfn)
-        guard head.pointee.tryGet() else { return .spurious }
+        let head = memory.folioRef(folio)
+        guard head.tryGet() else { return .spurious }
         defer { memory.put(folio) }
-        guard head.pointee.tryLock() else { return .spurious }
+        guard head.tryLock() else { return .spurious }
         let range = MMUNotifierRange(start: address, end: address + PageSize.size, event: .clear)
         notifiers.invalidateRangeStart(range)
         let lock = pageTable.lock(tableOf: slot)
         if slot.load() == expected { slot.store(restoreExclusivePTE(vma, expected)) }
         lock.unlock()
-        head.pointee.unlock()
+        head.unlock()
         notifiers.invalidateRangeEnd(range)
         return .deviceExclusive
     }
@@ -145,8 +145,8 @@ extension AddressSpace {
     /// (`can_change_pte_writable`), then dirty if the folio is. Caller holds the folio lock and the
     /// PTE lock. No flush: the entry was not present.
     func restoreExclusivePTE(_ vma: VMA, _ entry: PTE) -> PTE {
-        let writable = vma.isWritable && memory.page(entry.pfn).pointee.test(.anonExclusive)
-        let dirty = writable && memory.page(memory.folio(containing: entry.pfn).pfn).pointee.test(.dirty)
+        let writable = vma.isWritable && memory.page(entry.pfn).test(.anonExclusive)
+        let dirty = writable && memory.folioRef(containing: entry.pfn).test(.dirty)
         let pte = PTE.present(entry.pfn, writable: writable, dirty: dirty, softDirty: entry.swapSoftDirty)
         return PTE(rawValue: pte.rawValue & ~PTE.accessedBit)
     }
@@ -155,11 +155,11 @@ extension AddressSpace {
     /// folio lock can be had without waiting, and returns it; nil when the folio is locked (the kernel's
     /// `-EBUSY`, which fails the fork). Caller holds the PTE lock.
     func tryRestoreExclusivePTE(_ vma: VMA, slot: EntrySlot, entry: PTE) -> PTE? {
-        let head = memory.page(memory.folio(containing: entry.pfn).pfn)
-        guard head.pointee.tryLock() else { return nil }
+        let head = memory.folioRef(containing: entry.pfn)
+        guard head.tryLock() else { return nil }
         let restored = restoreExclusivePTE(vma, entry)
         slot.store(restored)
-        head.pointee.unlock()
+        head.unlock()
         return restored
     }
 }

@@ -114,17 +114,17 @@ extension AddressSpace {
         }
         if vma.isShared {
             // wp_page_shared: a file folio is dirtied (fault_dirty_shared_page).
-            if vma.file != nil { memory.page(entry.pfn).pointee.markDirty() }
+            if vma.file != nil { memory.folioRef(containing: entry.pfn).markDirty() }
             slot.store(entry.madeWritable())
             lock.unlock()
             return .reuse
         }
         let page = memory.page(entry.pfn)
         let folio = memory.folio(containing: entry.pfn)
-        let head = memory.page(folio.pfn)
-        if page.pointee.test(.anonExclusive) || (folio.order == 0 && canReuseAnonFolio(head)) {
+        let head = memory.folioRef(folio)
+        if page.test(.anonExclusive) || (folio.order == 0 && canReuseAnonFolio(head)) {
             // wp_can_reuse_anon_folio → wp_page_reuse.
-            page.pointee.set(.anonExclusive)
+            page.set(.anonExclusive)
             slot.store(entry.madeWritable())
             lock.unlock()
             return .reuse
@@ -132,7 +132,7 @@ extension AddressSpace {
         // wp_page_copy: do_wp_page takes a reference on the old folio under the PTE lock
         // (`folio_get`), so the copy made without the lock reads a folio that cannot be freed
         // meanwhile; it is dropped once the new page is in (or the fault found the entry changed).
-        head.pointee.get()
+        head.get()
         lock.unlock()
         defer { memory.put(folio) }
         return try newAnonymousPage(vma, slot: slot, expected: entry, address: address, kind: .copyOnWrite)
@@ -142,10 +142,10 @@ extension AddressSpace {
     /// references; a folio off the LRU may be in this CPU's add batch, whose reference would refuse the
     /// reuse, so this CPU's batch is drained first (`lru_add_drain`); then reuse when this mapping holds
     /// the only reference. The folio lock the kernel then tries is not modelled.
-    private func canReuseAnonFolio(_ head: UnsafeMutablePointer<PageDescriptor>) -> Bool {
-        if head.pointee.references > 3 { return false }
-        if !head.pointee.test(.lru) { memory.lruAddDrain() }
-        return head.pointee.mappings == 1 && head.pointee.references == 1
+    private func canReuseAnonFolio(_ head: FolioRef) -> Bool {
+        if head.refCount > 3 { return false }
+        if !head.test(.lru) { memory.lruAddDrain() }
+        return head.mapCount == 1 && head.refCount == 1
     }
 
     /// A new 4 KiB folio installed, writable, where `expected` still is: zeroed for `do_anonymous_page`
@@ -221,7 +221,7 @@ extension AddressSpace {
             return .spurious
         }
         let folio = Folio(pfn: pfn, order: 0)
-        memory.page(pfn).pointee.get()
+        memory.folioRef(folio).get()
         addRmap(folio)
         slot.store(.present(pfn, writable: vma.isWritable, dirty: vma.isWritable))
         lock.unlock()
@@ -304,10 +304,10 @@ extension AddressSpace {
             guard splitHugePMD(pmd, address: address) else { throw .outOfMemory(address) }
             return try faultOnce(vma, address: address, write: write)
         }
-        let head = memory.page(entry.pfn)
+        let head = FolioRef(head: memory.page(entry.pfn))
         let lock = pageTable.lock(tableOf: pmd)
-        if pmd.load() == entry, head.pointee.test(.anonExclusive) || (head.pointee.mappings == 1 && head.pointee.references == 1) {
-            head.pointee.set(.anonExclusive)
+        if pmd.load() == entry, head.test(.anonExclusive) || (head.mapCount == 1 && head.refCount == 1) {
+            head.set(.anonExclusive)
             pmd.store(entry.madeWritable())
             lock.unlock()
             return .reuse
@@ -326,9 +326,9 @@ extension AddressSpace {
     /// the wait ends; a reused one only makes it wait longer, and the retry sees the new entry).
     func waitForMigration(_ pfn: Pfn) {
         injector?.willWaitForMigration()
-        let head = memory.page(memory.folio(containing: pfn).pfn)
+        let head = memory.folioRef(containing: pfn)
         var spins = 0
-        while head.pointee.isLocked {
+        while head.isLocked {
             spins += 1
             if spins > 64 {
                 sched_yield()
@@ -367,19 +367,19 @@ extension AddressSpace {
             return .spurious
         }
         let folio = memory.folio(containing: pfn)
-        let head = memory.page(folio.pfn)
-        guard head.pointee.tryLock() else {
+        let head = memory.folioRef(folio)
+        guard head.tryLock() else {
             tableLock.unlock()
             return .spurious  // see the departure above
         }
         // The entry holds a reference, so the folio cannot be freed while the table lock is held.
-        head.pointee.get()
+        head.get()
         tableLock.unlock()
         defer {
             // unlock_page(vmf->page) + put_page: the folio that holds the page now (a split during the
             // migration leaves the lock and the reference with the fault page's own folio).
             let now = memory.folio(containing: pfn)
-            memory.page(now.pfn).pointee.unlock()
+            memory.folioRef(now).unlock()
             memory.put(now)
             // A CPU fault injected during this migrate_to_ram waited on the fault page: it goes on now.
             injector?.joinCPUFaults()

@@ -42,10 +42,11 @@ extension AddressSpace {
         let lock = pageTable.lock(tableOf: slot)
         defer { lock.unlock() }
         guard slot.load().isNone else { return .spurious }
-        let head = memory.page(pfn)
-        head.pointee.get()
-        addRmap(Folio(pfn: pfn, order: 0))
-        if write { head.pointee.markDirty() }
+        let folio = Folio(pfn: pfn, order: 0)
+        let head = memory.folioRef(folio)
+        head.get()
+        addRmap(folio)
+        if write { head.markDirty() }
         slot.store(.present(pfn, writable: write, dirty: write))
         return .file
     }

@@ -95,12 +95,12 @@ extension AddressSpace {
             // child, no reference with a persistent huge zero folio): the same read-only entry.
             if memory.isZero(entry.pfn) { return entry }
             let folio = memory.folio(containing: entry.pfn)
-            memory.page(folio.pfn).pointee.get()
+            memory.folioRef(folio).get()
             addRmap(folio)
             if huge {
-                for i in 0..<folio.pageCount { memory.page(folio.pfn + i).pointee.clear(.anonExclusive) }
+                for i in 0..<folio.pageCount { memory.page(folio.pfn + i).clear(.anonExclusive) }
             } else {
-                memory.page(entry.pfn).pointee.clear(.anonExclusive)
+                memory.page(entry.pfn).clear(.anonExclusive)
             }
             let protected = entry.writeProtected()
             slot.store(protected)
@@ -120,9 +120,9 @@ extension AddressSpace {
         }
         if entry.isDevicePrivate {
             let folio = memory.folio(containing: entry.pfn)
-            memory.page(folio.pfn).pointee.get()
+            memory.folioRef(folio).get()
             addRmap(folio)
-            memory.page(entry.pfn).pointee.clear(.anonExclusive)
+            memory.page(entry.pfn).clear(.anonExclusive)
             let readable = PTE.devicePrivate(entry.pfn, writable: false, softDirty: entry.swapSoftDirty)
             slot.store(readable)
             return readable

@@ -82,10 +82,10 @@ extension AddressSpace {
     /// `folio_mark_lazyfree()` after the checks of its callers: an anon, non-device folio mapped once
     /// and trylocked loses `dirty` and `swapBacked`. False when it does not qualify.
     private func markLazyfree(_ folio: Folio) -> Bool {
-        let head = memory.page(folio.pfn)
-        guard head.pointee.test(.anon), !head.pointee.test(.zoneDevice), head.pointee.mappings == 1, head.pointee.tryLock() else { return false }
-        head.pointee.clear([.dirty, .swapBacked])
-        head.pointee.unlock()
+        let head = memory.folioRef(folio)
+        guard head.test(.anon), !head.test(.zoneDevice), head.mapCount == 1, head.tryLock() else { return false }
+        head.clear([.dirty, .swapBacked])
+        head.unlock()
         return true
     }
 }

@@ -12,31 +12,31 @@ extension AddressSpace {
     /// in for `vma` at `address` (its first page's address). With the `lru` cost the folio goes into
     /// the current CPU's LRU add batch (``PhysicalMemory/folioAddLRU(_:)``).
     func addNewAnonRmap(_ folio: Folio, vma: VMA, address: UInt64) {
-        let head = memory.page(folio.pfn)
-        head.pointee.set([.anon, .anonExclusive, .swapBacked, .uptodate])
+        let head = memory.folioRef(folio)
+        head.set([.anon, .anonExclusive, .swapBacked, .uptodate])
         if folio.order > 0 {
-            for i in 1..<folio.pageCount { (head + i).pointee.set(.anonExclusive) }
+            for i in 1..<folio.pageCount { head.page(i).set(.anonExclusive) }
         }
-        head.pointee.mapping.store(vma.object.encode(index: vma.pageIndex(address)), ordering: .releasing)
-        head.pointee.mapcount.store(1, ordering: .releasing)
-        if !head.pointee.test(.zoneDevice) { memory.folioAddLRU(folio) }
+        head.setMapping(vma.object.encode(index: vma.pageIndex(address)), ordering: .releasing)
+        head.setMapcount(1, ordering: .releasing)
+        if !head.test(.zoneDevice) { memory.folioAddLRU(folio) }
     }
 
     /// `folio_add_anon_rmap_pte()` / `folio_dup_anon_rmap_pte()`: one more mapping.
     func addRmap(_ folio: Folio) {
-        memory.page(folio.pfn).pointee.mapcount.wrappingAdd(1, ordering: .relaxed)
+        memory.folioRef(folio).addMapcount(1)
     }
 
     /// `folio_remove_rmap_pte()` / `folio_remove_rmap_pmd()`: one mapping fewer.
     func removeRmap(_ folio: Folio) {
-        let old = memory.page(folio.pfn).pointee.mapcount.wrappingSubtract(1, ordering: .relaxed).oldValue
+        let old = memory.folioRef(folio).subMapcount(1)
         precondition(old > 0, "\(folio) unmapped more often than mapped")
     }
 
     /// The page index a frame of an anonymous folio has in its object (`folio->index` + page offset).
     func pageIndex(of pfn: Pfn) -> (object: MappingObject, index: UInt64)? {
         let folio = memory.folio(containing: pfn)
-        let (id, index) = MappingObject.decode(memory.page(folio.pfn).pointee.mapping.load(ordering: .acquiring))
+        let (id, index) = MappingObject.decode(memory.folioRef(folio).mapping)
         guard id != 0, let object = MappingObject.lookup(id) else { return nil }
         return (object, index + UInt64(pfn.index - folio.pfn.index))
     }
@@ -58,7 +58,7 @@ extension AddressSpace {
     /// folio when one address space maps the object.
     static func rmapWalk(_ pfn: Pfn, in memory: PhysicalMemory, locked: Bool = false, cache: inout RmapCache, _ visit: (AddressSpace, VMA, UInt64) -> Void) {
         let folio = memory.folio(containing: pfn)
-        let (id, headIndex) = MappingObject.decode(memory.page(folio.pfn).pointee.mapping.load(ordering: .acquiring))
+        let (id, headIndex) = MappingObject.decode(memory.folioRef(folio).mapping)
         guard id != 0 else { return }
         let index = headIndex + UInt64(pfn.index - folio.pfn.index)
         cache.walk(object: id, index: index, locked: locked, visit)
@@ -119,11 +119,11 @@ extension AddressSpace {
             slots.advanced(by: i).store(pte)
         }
         if !entry.isMigration {
-            let head = memory.page(base)
-            head.pointee.get(Int32(PageSize.pmdPages - 1))
-            head.pointee.mapcount.wrappingAdd(Int32(PageSize.pmdPages - 1), ordering: .relaxed)
-            if head.pointee.test(.anonExclusive) {
-                for i in 1..<PageSize.pmdPages { (head + i).pointee.set(.anonExclusive) }
+            let head = FolioRef(head: memory.page(base))
+            head.get(Int32(PageSize.pmdPages - 1))
+            head.addMapcount(Int32(PageSize.pmdPages - 1))
+            if head.test(.anonExclusive) {
+                for i in 1..<PageSize.pmdPages { head.page(i).set(.anonExclusive) }
             }
         }
         pmd.store(.table(table))
@@ -171,19 +171,19 @@ extension AddressSpace {
             pageTable.freeTable(table)
             return 0
         }
-        let head = memory.page(folio.pfn)
+        let head = memory.folioRef(folio)
         let writable = entry.isHuge ? entry.isWritable : entry.isWritableDevicePrivate
-        let exclusive = head.pointee.test(.anonExclusive)
+        let exclusive = head.test(.anonExclusive)
         let mode: PTE.MigrationMode = writable ? .write : exclusive ? .readExclusive : .read
         let young = entry.isHuge ? entry.isYoung : true
         let dirty = entry.isHuge ? entry.isDirty : true
         let softDirty = entry.isHuge ? entry.isSoftDirty : entry.swapSoftDirty
         let slots = pageTable.slots(of: table)
         for i in 0..<PageSize.pmdPages {
-            if exclusive { (head + i).pointee.clear(.anonExclusive) }
+            if exclusive { head.page(i).clear(.anonExclusive) }
             slots.advanced(by: i).store(.migration(folio.pfn + i, mode: mode, young: young, dirty: dirty, softDirty: softDirty))
         }
-        if entry.isHuge, entry.isDirty { head.pointee.markDirty() }
+        if entry.isHuge, entry.isDirty { head.markDirty() }
         pmd.store(.table(table))
         removeRmap(folio)
         memory.put(folio)

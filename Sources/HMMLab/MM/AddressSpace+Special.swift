@@ -79,7 +79,7 @@ extension AddressSpace {
         defer { lock.unlock() }
         let entry = pmd.load()
         guard entry.isPresent, entry.isHuge, write, !entry.isWritable else { return .spurious }
-        guard memory.page(entry.pfn).pointee.test(.anonExclusive) else { throw .sigbus(address, "hugetlb copy-on-write is not modelled") }
+        guard memory.page(entry.pfn).test(.anonExclusive) else { throw .sigbus(address, "hugetlb copy-on-write is not modelled") }
         pmd.store(.present(entry.pfn, writable: true, dirty: true, huge: true))
         flushTLB()
         return .reuse

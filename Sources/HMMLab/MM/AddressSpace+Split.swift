@@ -17,9 +17,9 @@ extension AddressSpace {
     /// - Returns: false (nothing changed) when the references do not add up or another mapper exists.
     func splitFolio(_ folio: Folio, keep: Pfn, extraPins: Int32 = 0) -> Bool {
         precondition(folio.order == PageSize.pmdOrder, "split of \(folio), not a 2 MiB folio")
-        let head = memory.page(folio.pfn)
-        guard head.pointee.references == head.pointee.mappings + 1 + extraPins else { return false }
-        let (id, index) = MappingObject.decode(head.pointee.mapping.load(ordering: .acquiring))
+        let head = memory.folioRef(folio)
+        guard head.refCount == head.mapCount + 1 + extraPins else { return false }
+        let (id, index) = MappingObject.decode(head.mapping)
         // The kernel unmaps the folio (migration entries, under each PTE lock) and freezes its refcount
         // before it splits, so no fault can change a mapping of it meanwhile. The lab splits in place,
         // so it holds the locks of every PTE table that maps the folio while it counts the mappings and
@@ -39,8 +39,8 @@ extension AddressSpace {
         tableSlots.sort { pageTable.tableFrame(of: $0).rawValue < pageTable.tableFrame(of: $1).rawValue }
         let locks = tableSlots.map { pageTable.lock(tableOf: $0) }
         defer { for lock in locks.reversed() { lock.unlock() } }
-        let maps = head.pointee.mappings
-        guard head.pointee.references == maps + 1 + extraPins else { return false }
+        let maps = head.mapCount
+        guard head.refCount == maps + 1 + extraPins else { return false }
         // Count the PTEs of this address space that map each page, through the reverse-map index.
         var counts = [Int32](repeating: 0, count: PageSize.pmdPages)
         var total: Int32 = 0
@@ -64,10 +64,10 @@ extension AddressSpace {
         }
         // Pages nobody maps any more are freed now.
         for i in 0..<PageSize.pmdPages where counts[i] == 0 && folio.pfn + i != keep {
-            let page = head + i
-            if page.pointee.test(.zoneDevice), let backing = memory.takeBacking(of: Folio(pfn: folio.pfn + i, order: 0)) { memory.put(backing) }
-            page.pointee.flags.store(0, ordering: .relaxed)
-            page.pointee.mapping.store(0, ordering: .relaxed)
+            let page = head.page(i)
+            if page.test(.zoneDevice), let backing = memory.takeBacking(of: Folio(pfn: folio.pfn + i, order: 0)) { memory.put(backing) }
+            page.storeFlags(0)
+            page.setMapping(0)
             pool.allocator.free(folio.pfn.index + i - pool.firstPfn.index, order: 0)
         }
         counters.folioSplits.wrappingAdd(1, ordering: .relaxed)
@@ -105,8 +105,8 @@ extension AddressSpace {
     /// - Returns: whether the folio was split, and the migration entries `unmap_folio` installed.
     func folioSplit(_ folio: Folio, keep: Pfn, extraPins: Int32 = 0) -> (split: Bool, migrationEntries: Int) {
         precondition(folio.order == PageSize.pmdOrder, "split of \(folio), not a 2 MiB folio")
-        let head = memory.page(folio.pfn)
-        let (id, index) = MappingObject.decode(head.pointee.mapping.load(ordering: .acquiring))
+        let head = memory.folioRef(folio)
+        let (id, index) = MappingObject.decode(head.mapping)
         // folio_get_anon_vma + anon_vma_lock_write.
         guard id != 0, let object = MappingObject.lookup(id), object.kind == .anon else { return (false, 0) }
         object.rmapLock.writeLock()
@@ -114,15 +114,15 @@ extension AddressSpace {
         // Membership changes under this lock, so the walks below visit this address space only, whose
         // mmap lock the caller holds.
         guard object.memberCount.load(ordering: .acquiring) == 1 else { return (false, 0) }
-        guard head.pointee.references == head.pointee.mappings + 1 + extraPins else { return (false, 0) }
+        guard head.refCount == head.mapCount + 1 + extraPins else { return (false, 0) }
         guard let pool = memory.pool(of: folio.pfn) else { return (false, 0) }
         var cache = RmapCache()
         // unmap_folio
         let installed = tryToMigrate(folio, flags: [.rmapLocked, .splitHugePMD, .sync, .batchFlush], cache: &cache)
         // folio_ref_freeze(folio, 1): the caller's references only, no mapping left.
         let frozen =
-            head.pointee.mappings == 0
-            && head.pointee.refcount.compareExchange(expected: 1 + extraPins, desired: 0, ordering: .acquiringAndReleasing).exchanged
+            head.mapCount == 0
+            && head.refFreeze(1 + extraPins)
         guard frozen else {
             // remap_page of the unsplit folio.
             AddressSpace.removeMigrationPTEs(src: folio, dst: folio, memory: memory, locked: true, cache: &cache)
@@ -144,8 +144,9 @@ extension AddressSpace {
         }
         // Unlock and put every new folio but keep's; those no PTE maps are freed.
         for i in 0..<PageSize.pmdPages where folio.pfn + i != keep {
-            (head + i).pointee.unlock()
-            memory.put(Folio(pfn: folio.pfn + i, order: 0))
+            let page = Folio(pfn: folio.pfn + i, order: 0)
+            memory.folioRef(page).unlock()
+            memory.put(page)
         }
         return (true, installed)
     }
@@ -157,23 +158,23 @@ extension AddressSpace {
     private func splitDescriptors(
         _ folio: Folio, keep: Pfn, object id: UInt64, index: UInt64, lockAll: Bool, counts: (Int, Bool) -> (mapcount: Int32, references: Int32)
     ) {
-        let head = memory.page(folio.pfn)
-        let common = head.pointee.pageFlags.subtracting(lockAll ? [.head, .tail, .anonExclusive] : [.head, .tail, .locked, .anonExclusive])
-        let owner = head.pointee.private.load(ordering: .relaxed)
-        let step = head.pointee.splitPrivateStep
+        let head = memory.folioRef(folio)
+        let common = head.flags.subtracting(lockAll ? [.head, .tail, .anonExclusive] : [.head, .tail, .locked, .anonExclusive])
+        let owner = head.privateWord
+        let step = head.splitPrivateStep
         memory.splitBacking(of: folio)
         for i in 0..<PageSize.pmdPages {
             let pfn = folio.pfn + i
-            let page = head + i
+            let page = head.page(i)
             var f = common
-            if page.pointee.test(.anonExclusive) { f.insert(.anonExclusive) }
+            if page.test(.anonExclusive) { f.insert(.anonExclusive) }
             if pfn == keep { f.insert(.locked) }
             let (mapcount, references) = counts(i, pfn == keep)
-            page.pointee.flags.store(f.rawValue, ordering: .relaxed)
-            page.pointee.private.store(owner &+ UInt64(i) &* step, ordering: .relaxed)
-            page.pointee.mapping.store(id << 40 | (index + UInt64(i)), ordering: .relaxed)
-            page.pointee.mapcount.store(mapcount, ordering: .relaxed)
-            page.pointee.refcount.store(references, ordering: .releasing)
+            page.storeFlags(f.rawValue)
+            page.setPrivate(owner &+ UInt64(i) &* step)
+            page.setMapping(id << 40 | (index + UInt64(i)))
+            page.setMapcount(mapcount)
+            page.setRefCount(references)
         }
     }
 }

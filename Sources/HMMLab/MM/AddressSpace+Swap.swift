@@ -44,14 +44,14 @@ extension AddressSpace {
             do {
                 entry = try swap.allocate(order: 0)
             } catch {
-                memory.page(folio.pfn).pointee.unlock()
+                memory.folioRef(folio).unlock()
                 memory.put(folio)
                 result.skip("swap full")
                 continue
             }
             var installed = 0
-            let head = memory.page(folio.pfn)
-            let exclusive = head.pointee.test(.anonExclusive)
+            let head = memory.folioRef(folio)
+            let exclusive = head.test(.anonExclusive)
             AddressSpace.rmapWalk(folio.pfn, in: memory) { mm, _, va in
                 guard let slot = mm.pageTable.pteSlot(va) else { return }
                 let range = MMUNotifierRange(start: va, end: va + PageSize.size, event: .clear)
@@ -74,14 +74,14 @@ extension AddressSpace {
                 mm.flushTLB()
                 mm.notifiers.invalidateRangeEnd(range)
             }
-            if head.pointee.mappings != 0 {
+            if head.mapCount != 0 {
                 var cache = RmapCache()
                 var seen: [String] = []
                 AddressSpace.rmapWalk(folio.pfn, in: memory, cache: &cache) { mm, vma, va in
                     seen.append("mm \(ObjectIdentifier(mm).hashValue & 0xffff) va 0x\(String(va, radix: 16)) \(mm.pageTable.pteSlot(va)?.load() as Any)")
                 }
                 let all = entries { $0.isPresent && $0.pfn == folio.pfn }
-                let message = "try_to_unmap left \(folio) mapped \(head.pointee.mappings) times, installed \(installed), walk \(seen), here \(all), flags \(head.pointee.flags.load(ordering: .relaxed))"
+                let message = "try_to_unmap left \(folio) mapped \(head.mapCount) times, installed \(installed), walk \(seen), here \(all), flags \(head.rawFlags)"
                 _ = (message + "\n").withCString { Glibc.write(2, $0, strlen($0)) }  // optimized builds drop the message
                 preconditionFailure(message)
             }
@@ -89,9 +89,9 @@ extension AddressSpace {
             // the write ends its "writing" state, so write it and let the free below return it.
             if installed == 0 { swap.writeData(folio, to: entry, from: memory) }
             swap.free(entry)  // the swap cache's reference: the slot lives on while a mapping has it
-            head.pointee.clear([.anonExclusive, .anon])
-            head.pointee.mapping.store(0, ordering: .relaxed)
-            head.pointee.unlock()
+            head.clear([.anonExclusive, .anon])
+            head.setMapping(0)
+            head.unlock()
             memory.put(folio)  // our reference: the folio is freed
             result.swapped += 1
         }
@@ -138,18 +138,18 @@ extension AddressSpace {
                 return nil
             }
             var folio = memory.folio(containing: entry.pfn)
-            let head = memory.page(folio.pfn)
-            guard vma.isAnonymous || head.pointee.test(.anon) else {
+            let head = memory.folioRef(folio)
+            guard vma.isAnonymous || head.test(.anon) else {
                 lock.unlock()
                 result.skip("file page")  // page cache: written back and dropped, not swapped (not modelled)
                 return nil
             }
-            guard head.pointee.tryGet() else {
+            guard head.tryGet() else {
                 lock.unlock()
                 result.skip("being freed")
                 return nil
             }
-            guard head.pointee.tryLock() else {
+            guard head.tryLock() else {
                 lock.unlock()
                 memory.put(folio)
                 result.skip("locked")
@@ -159,7 +159,7 @@ extension AddressSpace {
             if folio.order > 0 {
                 // Keep the lock and our reference on the page at `address`.
                 guard splitFolio(folio, keep: entry.pfn) else {
-                    head.pointee.unlock()
+                    head.unlock()
                     memory.put(folio)
                     result.skip("large folio mapped elsewhere")
                     return nil

@@ -409,7 +409,7 @@ public final class AddressSpace: @unchecked Sendable {
             let zero = memory.isZero(old.pfn)
             // A shared file page stays read-only until dirty (`vma_wants_writenotify`: its write fault dirties the folio).
             let sharedWritable = vma.isShared && (vma.file == nil || old.isDirty)
-            let canWrite = vma.isWritable && !zero && (sharedWritable || memory.page(old.pfn).pointee.test(.anonExclusive))
+            let canWrite = vma.isWritable && !zero && (sharedWritable || memory.page(old.pfn).test(.anonExclusive))
             var new = PTE.present(old.pfn, writable: canWrite, dirty: old.isDirty, huge: huge, special: zero, softDirty: old.isSoftDirty)
             if !canWrite { new = new.writeProtected() }
             return new

@@ -11,9 +11,9 @@ extension MappingObject {
         if cached != 0 { return Pfn(rawValue: cached - 1) }
         guard case .success(let folio) = memory.allocate(.system, order: 0) else { return nil }
         RawBytes.zero(memory.address(of: folio.pfn), count: PageSize.bytes)
-        let head = memory.page(folio.pfn)
-        head.pointee.set(kind == .shmem ? [.swapBacked, .uptodate] : .uptodate)
-        head.pointee.mapping.store(encode(index: UInt64(index)), ordering: .releasing)
+        let head = memory.folioRef(folio)
+        head.set(kind == .shmem ? [.swapBacked, .uptodate] : .uptodate)
+        head.setMapping(encode(index: UInt64(index)), ordering: .releasing)
         let (won, current) = pageCache[index].compareExchange(expected: 0, desired: folio.pfn.rawValue + 1, ordering: .acquiringAndReleasing)
         if won {
             memory.folioAddLRU(folio)
@@ -56,7 +56,7 @@ public final class File: @unchecked Sendable {
     public func write(offset: Int, bytes: [UInt8]) throws(MMError) {
         try forEachPage(offset, bytes.count, "pwrite") { pfn, inPage, done, n in
             bytes.withUnsafeBytes { RawBytes.copy(to: memory.address(of: pfn) + inPage, from: $0.baseAddress! + done, count: n) }
-            memory.page(pfn).pointee.markDirty()
+            memory.folioRef(containing: pfn).markDirty()
         }
     }
 

@@ -13,7 +13,8 @@ import Synchronization
 /// mapcount split is not modelled); `mapping` packs `page->mapping` and `page->index` for the reverse
 /// map (its encoding is defined by the MM layer).
 ///
-/// Descriptors are never copied; reach them through ``PhysicalMemory/page(_:)``.
+/// Descriptors are never copied; reach them through their handles: a ``PageRef`` for a page
+/// (``PhysicalMemory/page(_:)``), a ``FolioRef`` for a folio (``PhysicalMemory/folioRef(_:)``).
 public struct PageDescriptor: ~Copyable {
     /// ``PageFlags`` and the folio order in bits 56–63.
     public let flags: Atomic<UInt64>

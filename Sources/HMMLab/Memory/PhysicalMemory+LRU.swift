@@ -15,12 +15,12 @@ extension PhysicalMemory {
     /// Device (`ZONE_DEVICE`) folios are never on an LRU; callers skip them.
     @inline(__always)
     public func folioAddLRU(_ folio: Folio) {
-        let head = page(folio.pfn)
+        let head = folioRef(folio)
         guard paysLRU else {
-            head.pointee.set(.lru)
+            head.set(.lru)
             return
         }
-        head.pointee.get()
+        head.get()
         let cpu = lru.lockLocal()
         let h = lru.header(cpu)
         let n = h.pointee.count.load(ordering: .relaxed)
@@ -41,9 +41,9 @@ extension PhysicalMemory {
     /// a batch, or isolated by someone else). The caller holds a reference.
     @inline(__always)
     public func folioIsolateLRU(_ folio: Folio) -> Bool {
-        let head = page(folio.pfn)
-        guard head.pointee.testAndClear(.lru) else { return false }
-        head.pointee.get()
+        let head = folioRef(folio)
+        guard head.testAndClear(.lru) else { return false }
+        head.get()
         if paysLRU {
             let v = lruVecIndex(folio.pfn)
             lru.lockVec(v)  // lruvec_del_folio
@@ -107,21 +107,21 @@ extension PhysicalMemory {
         let n = h.pointee.count.load(ordering: .relaxed)
         lru.lockVec(0)  // batches hold system folios only
         LRUBatches.bump(lru.moves)
-        for i in 0..<n { page(Pfn(rawValue: pfns[i])).pointee.set(.lru) }
+        for i in 0..<n { FolioRef(head: page(Pfn(rawValue: pfns[i]))).set(.lru) }
         lru.unlockVec(0)
         var freed = 0
-        for i in 0..<n where page(Pfn(rawValue: pfns[i])).pointee.putTestZero() {
+        for i in 0..<n where FolioRef(head: page(Pfn(rawValue: pfns[i]))).putTestZero() {
             pfns[freed] = pfns[i]
             freed += 1
         }
         h.pointee.count.store(0, ordering: .relaxed)
         guard freed > 0 else { return }
         lru.lockVec(0)
-        for i in 0..<freed { page(Pfn(rawValue: pfns[i])).pointee.clear(.lru) }
+        for i in 0..<freed { FolioRef(head: page(Pfn(rawValue: pfns[i]))).clear(.lru) }
         lru.unlockVec(0)
         for i in 0..<freed {
             let pfn = Pfn(rawValue: pfns[i])
-            release(Folio(pfn: pfn, order: page(pfn).pointee.order))
+            release(Folio(pfn: pfn, order: FolioRef(head: page(pfn)).order))
         }
     }
 
@@ -129,17 +129,17 @@ extension PhysicalMemory {
     /// lruvec lock. Without the cost only the flag is cleared (with the rest, by the free).
     @inline(__always)
     func pageCacheRelease(_ folio: Folio) {
-        guard paysLRU, page(folio.pfn).pointee.test(.lru) else { return }
+        guard paysLRU, folioRef(folio).test(.lru) else { return }
         let v = lruVecIndex(folio.pfn)
         lru.lockVec(v)
-        page(folio.pfn).pointee.clear(.lru)
+        folioRef(folio).clear(.lru)
         lru.unlockVec(v)
     }
 
     /// `folio_lruvec_lock()` … `unlock_page_lruvec()` of a system folio around `body`, with the cost;
     /// `body` alone without it or for a device folio.
     func withLRUVecLock<R>(of pfn: Pfn, _ body: () -> R) -> R {
-        guard paysLRU, !page(pfn).pointee.test(.zoneDevice) else { return body() }
+        guard paysLRU, !FolioRef(head: page(pfn)).test(.zoneDevice) else { return body() }
         let v = lruVecIndex(pfn)
         lru.lockVec(v)
         defer { lru.unlockVec(v) }

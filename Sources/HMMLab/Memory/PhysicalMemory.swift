@@ -96,7 +96,7 @@ public final class PhysicalMemory: @unchecked Sendable {
 
     /// The pagemap of a device-private frame (`page_pgmap(page)`), through the owner in its descriptor.
     public func pagemap(of pfn: Pfn) -> (any DevicePagemap)? {
-        let owner = page(pfn.aligned(toOrder: descriptors[pfn.index].test(.tail) ? PageSize.pmdOrder : 0)).pointee.deviceOwner
+        let owner = folioRef(containing: pfn).deviceOwner
         return pagemaps.withLock { $0[owner] }
     }
 
@@ -146,8 +146,9 @@ public final class PhysicalMemory: @unchecked Sendable {
         }
         zeroPage = systemFirst + index
         RawBytes.zero(system.address(of: zeroPage), count: PageSize.bytes)
-        descriptors[zeroPage.index].flags.store((PageFlags.reserved.union(.zeroPage)).rawValue, ordering: .releasing)
-        descriptors[zeroPage.index].refcount.store(1, ordering: .releasing)
+        let zero = PageRef(descriptors + zeroPage.index)
+        zero.storeFlags(PageFlags.reserved.union(.zeroPage).rawValue, ordering: .releasing)
+        zero.setRefCount(1)
         hugeZeroFolio = Self.allocateHugeZeroFolio(system: system, descriptors: descriptors)
         hugeZeroPfn = hugeZeroFolio?.pfn ?? Pfn(rawValue: 0)
 
@@ -174,11 +175,11 @@ public final class PhysicalMemory: @unchecked Sendable {
         guard case .success(let index) = system.allocator.allocate(order: PageSize.pmdOrder) else { return nil }
         let folio = Folio(pfn: system.firstPfn + index, order: PageSize.pmdOrder)
         RawBytes.zero(system.address(of: folio.pfn), count: folio.byteCount)
-        let head = descriptors + folio.pfn.index
-        for i in 1..<folio.pageCount { (head + i).pointee.flags.store(PageFlags.tail.rawValue, ordering: .relaxed) }
+        let head = PageRef(descriptors + folio.pfn.index)
+        for i in 1..<folio.pageCount { (head + i).storeFlags(PageFlags.tail.rawValue) }
         let flags = PageFlags.reserved.union([.zeroPage, .head]).rawValue | UInt64(folio.order) << PageFlags.orderShift
-        head.pointee.flags.store(flags, ordering: .relaxed)
-        head.pointee.refcount.store(1, ordering: .releasing)
+        head.storeFlags(flags)
+        head.setRefCount(1)
         return folio
     }
 
@@ -214,8 +215,20 @@ public final class PhysicalMemory: @unchecked Sendable {
     @inlinable public func pool(_ kind: PoolKind) -> MemoryPool { kind == .system ? system : device }
 
     /// The descriptor of a frame (`pfn_to_page`).
-    @inlinable public func page(_ pfn: Pfn) -> UnsafeMutablePointer<PageDescriptor> {
-        descriptors + pfn.index
+    @inlinable @inline(__always) public func page(_ pfn: Pfn) -> PageRef {
+        PageRef(descriptors + pfn.index)
+    }
+
+    /// The handle of a folio whose head is known (its `struct folio *`).
+    @inlinable @inline(__always) public func folioRef(_ folio: Folio) -> FolioRef {
+        FolioRef(descriptors + folio.pfn.index)
+    }
+
+    /// `pfn_folio()`: the handle of the folio that holds `pfn`, a tail page's head being the 2 MiB-aligned
+    /// pfn (one load of the page's flags, as ``folio(containing:)``).
+    @inlinable @inline(__always) public func folioRef(containing pfn: Pfn) -> FolioRef {
+        let head = descriptors[pfn.index].test(.tail) ? pfn.aligned(toOrder: PageSize.pmdOrder) : pfn
+        return FolioRef(descriptors + head.index)
     }
 
     /// The address of a frame's first byte (`page_address`).
@@ -303,32 +316,32 @@ public final class PhysicalMemory: @unchecked Sendable {
     @inline(__always)
     private func prepare(_ folio: Folio, device: Bool) {
         let zone: UInt64 = device ? PageFlags.zoneDevice.rawValue : 0
-        let head = page(folio.pfn)
+        let head = folioRef(folio).page
         var headFlags = zone
         if folio.order > 0 {
             headFlags |= PageFlags.head.rawValue | UInt64(folio.order) << PageFlags.orderShift
             let tailFlags = zone | PageFlags.tail.rawValue
             for i in 1..<folio.pageCount {
                 let tail = head + i
-                tail.pointee.flags.store(tailFlags, ordering: .relaxed)
-                tail.pointee.private.store(0, ordering: .relaxed)
-                tail.pointee.mapping.store(0, ordering: .relaxed)
+                tail.storeFlags(tailFlags)
+                tail.setPrivate(0)
+                tail.setMapping(0)
             }
         }
-        head.pointee.private.store(0, ordering: .relaxed)
-        head.pointee.mapping.store(0, ordering: .relaxed)
-        head.pointee.mapcount.store(0, ordering: .relaxed)
-        head.pointee.flags.store(headFlags, ordering: .relaxed)
-        head.pointee.refcount.store(1, ordering: .releasing)
+        head.setPrivate(0)
+        head.setMapping(0)
+        head.setMapcount(0)
+        head.storeFlags(headFlags)
+        head.setRefCount(1)
     }
 
     /// Drops one reference (`folio_put`); frees the folio when it was the last.
     /// - Returns: whether the folio was freed.
     @discardableResult
     public func put(_ folio: Folio) -> Bool {
-        let head = page(folio.pfn)
-        precondition(!head.pointee.test(.reserved), "folio_put on a reserved page (\(folio.pfn))")
-        guard head.pointee.putTestZero() else { return false }
+        let head = folioRef(folio)
+        precondition(!head.test(.reserved), "folio_put on a reserved page (\(folio.pfn))")
+        guard head.putTestZero() else { return false }
         release(folio)
         return true
     }
@@ -339,9 +352,9 @@ public final class PhysicalMemory: @unchecked Sendable {
     /// - Returns: whether the folio was freed.
     @discardableResult @inline(__always)
     public func put(_ folio: Folio, freeingInto batch: inout FreeBatch) -> Bool {
-        let head = page(folio.pfn)
-        precondition(!head.pointee.test(.reserved), "folio_put on a reserved page (\(folio.pfn))")
-        guard head.pointee.putTestZero() else { return false }
+        let head = folioRef(folio)
+        precondition(!head.test(.reserved), "folio_put on a reserved page (\(folio.pfn))")
+        guard head.putTestZero() else { return false }
         guard folio.order == 0 else {
             release(folio)
             return true
@@ -359,13 +372,13 @@ public final class PhysicalMemory: @unchecked Sendable {
     @inline(__always)
     private func freePrepare(_ folio: Folio) -> Folio? {
         pageCacheRelease(folio)
-        let head = page(folio.pfn)
-        let mapped = head.pointee.mappings
+        let head = folioRef(folio)
+        let mapped = head.mapCount
         precondition(mapped == 0, "freeing \(folio) that is still mapped \(mapped) times")
-        precondition(!head.pointee.isLocked, "freeing \(folio) while it is locked")
-        let backing = head.pointee.test(.zoneDevice) ? takeBacking(of: folio) : nil
+        precondition(!head.isLocked, "freeing \(folio) while it is locked")
+        let backing = head.test(.zoneDevice) ? takeBacking(of: folio) : nil
         for i in 0..<folio.pageCount {
-            (head + i).pointee.flags.store(0, ordering: .relaxed)
+            head.page(i).storeFlags(0)
         }
         return backing
     }
@@ -377,16 +390,16 @@ public final class PhysicalMemory: @unchecked Sendable {
     /// where the kernel follows `page->pgmap`. Nil for a device folio without one.
     @inline(__always)
     func takeBacking(of folio: Folio) -> Folio? {
-        guard let backing = page(folio.pfn).pointee.zoneDeviceData else { return nil }
+        guard let backing = folioRef(folio).zoneDeviceData else { return nil }
         pageFree(folio, backing: backing)
         return Folio(pfn: backing, order: folio.order)
     }
 
     @inline(never)
     private func pageFree(_ folio: Folio, backing: Pfn) {
-        let head = page(folio.pfn)
-        let owner = head.pointee.deviceOwner
-        head.pointee.private.store(owner, ordering: .relaxed)
+        let head = folioRef(folio)
+        let owner = head.deviceOwner
+        head.setPrivate(owner)
         pagemaps.withLock { $0[owner] }?.pageFree(folio, backing: backing)
     }
 
@@ -395,15 +408,16 @@ public final class PhysicalMemory: @unchecked Sendable {
     /// device page takes its own (``PageDescriptor/splitPrivateStep``). Nothing to do for a system folio
     /// or a device folio without one.
     public func splitBacking(of folio: Folio) {
-        let head = page(folio.pfn)
-        guard head.pointee.test(.zoneDevice), let backing = head.pointee.zoneDeviceData else { return }
-        let b = page(backing)
-        precondition(b.pointee.order == folio.order, "backing folio of \(folio) has order \(b.pointee.order)")
+        let head = folioRef(folio)
+        guard head.test(.zoneDevice), let backing = head.zoneDeviceData else { return }
+        let b = folioRef(Folio(pfn: backing, order: folio.order))
+        precondition(b.order == folio.order, "backing folio of \(folio) has order \(b.order)")
         system.allocator.splitAllocated(backing.index - system.firstPfn.index)
         for i in 0..<folio.pageCount {
-            (b + i).pointee.flags.store(0, ordering: .relaxed)
-            (b + i).pointee.mapcount.store(0, ordering: .relaxed)
-            (b + i).pointee.refcount.store(1, ordering: .releasing)
+            let page = b.page(i)
+            page.storeFlags(0)
+            page.setMapcount(0)
+            page.setRefCount(1)
         }
     }
 

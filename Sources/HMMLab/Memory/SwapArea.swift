@@ -153,9 +153,9 @@ public final class SwapArea: @unchecked Sendable {
     /// Swap-out: writes the folio to swap and frees its frame. The caller must hold the only reference
     /// and have unmapped it (the page-table layer replaces its PTEs with swap entries first).
     public func swapOut(_ folio: Folio, from memory: PhysicalMemory) throws(SwapError) -> SwapEntry {
-        let head = memory.page(folio.pfn)
-        let refs = head.pointee.references
-        let maps = head.pointee.mappings
+        let head = memory.folioRef(folio)
+        let refs = head.refCount
+        let maps = head.mapCount
         guard refs == 1, maps == 0 else { throw .folioBusy(folio, refcount: refs, mapcount: maps) }
         let entry = try write(folio, from: memory)
         memory.put(folio)
@@ -171,7 +171,7 @@ public final class SwapArea: @unchecked Sendable {
         case .failure(let why): throw .noMemory(order: entry.order, why)
         }
         read(entry, into: folio, of: memory)
-        memory.page(folio.pfn).pointee.set([.uptodate, .swapBacked])
+        memory.folioRef(folio).set([.uptodate, .swapBacked])
         free(entry)
         return folio
     }

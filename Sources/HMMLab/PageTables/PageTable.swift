@@ -82,13 +82,13 @@ public final class PageTable: @unchecked Sendable {
     @usableFromInline func allocateTable() -> Pfn? {
         guard case .success(let folio) = memory.allocate(.system, order: 0) else { return nil }
         RawBytes.zero(memory.address(of: folio.pfn), count: PageSize.bytes)
-        memory.page(folio.pfn).pointee.private.store(0, ordering: .relaxed)  // the ptl, unlocked
+        memory.page(folio.pfn).setPrivate(0)  // the ptl, unlocked
         tables.wrappingAdd(1, ordering: .relaxed)
         return folio.pfn
     }
 
     @usableFromInline func freeTable(_ pfn: Pfn) {
-        memory.page(pfn).pointee.private.store(0, ordering: .relaxed)
+        memory.page(pfn).setPrivate(0)
         memory.put(Folio(pfn: pfn, order: 0))
         tables.wrappingSubtract(1, ordering: .relaxed)
     }

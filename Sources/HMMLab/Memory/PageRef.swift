@@ -1,0 +1,150 @@
+import CLinux
+import Synchronization
+
+/// A handle on one page's descriptor: the lab's `struct page *` (``PhysicalMemory/page(_:)`` is
+/// `pfn_to_page`). A trivial struct holding the descriptor's address, so passing one around costs what
+/// passing the pointer did: no allocation, no reference counting.
+///
+/// It carries what the kernel does to a single page, head or tail: its own flags (`PageXxx`,
+/// `SetPageXxx`: `PG_anon_exclusive` is per page), `page->private`, and the raw field writes of
+/// `prep_new_page()` and `__split_folio_to_order()`. What is done to a folio as a whole (lock,
+/// references, mappings) goes through the head's ``FolioRef``.
+///
+/// A handle is valid while its ``PhysicalMemory`` lives; descriptors are atomics, so handles may be
+/// shared between threads.
+@frozen
+public struct PageRef: @unchecked Sendable {
+    /// The descriptor's address in the `vmemmap` array.
+    public let descriptor: UnsafeMutablePointer<PageDescriptor>
+
+    /// Wraps a descriptor's address.
+    @inlinable @inline(__always)
+    public init(_ descriptor: UnsafeMutablePointer<PageDescriptor>) { self.descriptor = descriptor }
+
+    /// The page `n` pages after this one (`nth_page(page, n)`, `page + n`).
+    @inlinable @inline(__always)
+    public func advanced(by n: Int) -> PageRef { PageRef(descriptor + n) }
+
+    /// `page + n` (``advanced(by:)``).
+    @inlinable @inline(__always)
+    public static func + (page: PageRef, n: Int) -> PageRef { page.advanced(by: n) }
+
+    // MARK: Flags
+
+    /// `page->flags` without the order byte, loaded with acquire ordering.
+    @inlinable @inline(__always)
+    public var flags: PageFlags { descriptor.pointee.pageFlags }
+
+    /// The whole flags word, order byte included, loaded relaxed (for diagnostics).
+    @inlinable
+    public var rawFlags: UInt64 { descriptor.pointee.flags.load(ordering: .relaxed) }
+
+    /// Whether all of `bits` are set (`PageXxx()`, e.g. `PageAnonExclusive`, `PageTail`).
+    @inlinable @inline(__always)
+    public func test(_ bits: PageFlags) -> Bool { descriptor.pointee.test(bits) }
+
+    /// Sets `bits` atomically (`SetPageXxx()`).
+    @inlinable @inline(__always)
+    public func set(_ bits: PageFlags) { descriptor.pointee.set(bits) }
+
+    /// Clears `bits` atomically (`ClearPageXxx()`).
+    @inlinable @inline(__always)
+    public func clear(_ bits: PageFlags) { descriptor.pointee.clear(bits) }
+
+    /// Clears `bits` and reports whether any was set (`TestClearPageXxx()`).
+    @inlinable @inline(__always)
+    public func testAndClear(_ bits: PageFlags) -> Bool { descriptor.pointee.testAndClear(bits) }
+
+    /// `PageTail()`.
+    @inlinable @inline(__always)
+    public var isTail: Bool { test(.tail) }
+
+    /// The order recorded in a head page (`compound_order()`); 0 for a single page or a tail.
+    @inlinable @inline(__always)
+    public var order: Int { descriptor.pointee.order }
+
+    /// Writes the whole flags word, order byte included (`page->flags = …` in `prep_new_page()`,
+    /// `prep_compound_page()`, `free_pages_prepare()` and the split's descriptor rewrite).
+    @inlinable @inline(__always)
+    public func storeFlags(_ raw: UInt64, ordering: PageRef.StoreOrdering = .relaxed) {
+        switch ordering {
+        case .relaxed: descriptor.pointee.flags.store(raw, ordering: .relaxed)
+        case .releasing: descriptor.pointee.flags.store(raw, ordering: .releasing)
+        }
+    }
+
+    // MARK: Counts
+
+    /// `page_ref_count()`: the references of a head or single page (0 when free).
+    @inlinable @inline(__always)
+    public var refCount: Int32 { descriptor.pointee.references }
+
+    /// The mapcount of a head or single page (``FolioRef/mapCount``).
+    @inlinable @inline(__always)
+    public var mapCount: Int32 { descriptor.pointee.mappings }
+
+    /// `set_page_count()`: stores the refcount, release ordering.
+    @inlinable @inline(__always)
+    public func setRefCount(_ count: Int32) { descriptor.pointee.refcount.store(count, ordering: .releasing) }
+
+    /// `atomic_set(&page->_mapcount, …)` (`page_mapcount_reset()` for 0).
+    @inlinable @inline(__always)
+    public func setMapcount(_ count: Int32, ordering: PageRef.StoreOrdering = .relaxed) {
+        switch ordering {
+        case .relaxed: descriptor.pointee.mapcount.store(count, ordering: .relaxed)
+        case .releasing: descriptor.pointee.mapcount.store(count, ordering: .releasing)
+        }
+    }
+
+    // MARK: Mapping and private
+
+    /// `page->mapping` and `page->index`, packed by the reverse map, loaded with acquire ordering.
+    @inlinable @inline(__always)
+    public var mapping: UInt64 { descriptor.pointee.mapping.load(ordering: .acquiring) }
+
+    /// Sets `page->mapping` and `page->index` (packed).
+    @inlinable @inline(__always)
+    public func setMapping(_ value: UInt64, ordering: PageRef.StoreOrdering = .relaxed) {
+        switch ordering {
+        case .relaxed: descriptor.pointee.mapping.store(value, ordering: .relaxed)
+        case .releasing: descriptor.pointee.mapping.store(value, ordering: .releasing)
+        }
+    }
+
+    /// `page_private()`, loaded relaxed.
+    @inlinable @inline(__always)
+    public var privateWord: UInt64 { descriptor.pointee.private.load(ordering: .relaxed) }
+
+    /// `set_page_private()`.
+    @inlinable @inline(__always)
+    public func setPrivate(_ value: UInt64, ordering: PageRef.StoreOrdering = .relaxed) {
+        switch ordering {
+        case .relaxed: descriptor.pointee.private.store(value, ordering: .relaxed)
+        case .releasing: descriptor.pointee.private.store(value, ordering: .releasing)
+        }
+    }
+
+    /// The owner token of a device page (`page_pgmap(page)->owner`).
+    @inlinable @inline(__always)
+    public var deviceOwner: UInt64 { descriptor.pointee.deviceOwner }
+
+    /// `page->zone_device_data` of a device page: the backing system page, if it has one.
+    @inlinable @inline(__always)
+    public var zoneDeviceData: Pfn? { descriptor.pointee.zoneDeviceData }
+
+    /// `prefetchw(page)`: brings the descriptor into the cache for writing.
+    @inlinable @inline(__always)
+    public func prefetchw() { clinux_prefetchw(descriptor) }
+}
+
+extension PageRef {
+    /// The ordering of a raw descriptor store: relaxed (a plain store, as `prep_new_page()` and the
+    /// split's rewrite make while nothing else can see the page) or releasing (publishing the value to
+    /// threads that load it with acquire ordering). Both handles switch on it in inlined code, so a
+    /// constant argument costs nothing.
+    @frozen
+    public enum StoreOrdering: Sendable {
+        case relaxed
+        case releasing
+    }
+}
