@@ -9,7 +9,8 @@ struct Sweep: ParsableCommand {
         discussion: """
             --vary OPTION=V1,V2,... varies a run option (e.g. --vary threads=1,2 --vary strategy=unified,fault-then-migrate); \
             --vary STATE=F1,F2,... varies the fraction of a page state of --mix (e.g. --vary swap=0,0.05,0.1,0.2), \
-            taking it from the present pages. Repeat --vary for more dimensions.
+            taking it from the present pages. A value of a list option writes its commas as + \
+            (e.g. --vary device-nodes=1+2,2+3 or --vary costs=none,flush+lru). Repeat --vary for more dimensions.
             """)
 
     @Option(name: .customLong("vary"), help: "OPTION=V1,V2,... or STATE=F1,F2,... (repeatable).")
@@ -62,7 +63,8 @@ extension Sweep {
                 throw badInput("--vary '\(spec)' is not OPTION=V1,V2,...; use e.g. --vary swap=0,0.1 or --vary threads=1,2")
             }
             let key = String(spec[..<eq])
-            let values = spec[spec.index(after: eq)...].split(separator: ",").map(String.init)
+            // `+` stands for the comma inside one value of a list option (device-nodes=1+2,2+3).
+            let values = spec[spec.index(after: eq)...].split(separator: ",").map { String($0.replacing("+", with: ",")) }
             guard varyable.contains(key) || states.contains(key) else {
                 throw badInput("--vary '\(key)' is neither a run option nor a page state; use one of \(varyable.joined(separator: ", ")) or \(states.joined(separator: ", "))")
             }

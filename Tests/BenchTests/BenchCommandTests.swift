@@ -123,6 +123,18 @@ struct BenchCommandTests {
         #expect(r.stderr.split(separator: "\n").count == 1 && r.stderr.contains(word), "\(r.stderr)")
     }
 
+    @Test("sweep varies a list option: + stands for the comma inside one value")
+    func sweepListValues() throws {
+        let out = BenchProcess.temporaryPath("sweep-list.csv")
+        defer { unlink(out) }
+        let r = try BenchProcess.run(["sweep", "--vary", "costs=none,flush+lru", "--pages", "512", "--reps", "1", "--warmup", "0", "--counters", "none", "--quiet", "--out", out])
+        #expect(r.status == 0, "\(r.stderr)")
+        let text = try String(contentsOfFile: out, encoding: .utf8)
+        let records = try CSV.parse(text.split(separator: "\n").filter { !$0.hasPrefix("#") }.joined(separator: "\n"))
+        let column = try #require(records.first?.firstIndex(of: "costs"))
+        #expect(records.dropFirst().map { $0[column] } == ["none", "flush,lru"], "\(records)")
+    }
+
     @Test("the summary comes as JSON when asked")
     func jsonSummary() throws {
         let out = BenchProcess.temporaryPath("json.csv")
