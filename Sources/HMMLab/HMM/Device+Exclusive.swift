@@ -8,7 +8,7 @@ extension Device {
     /// folio is unlocked and put. The first failure ends the loop and is returned. Then the device
     /// reads the range back (`dmirror_do_read`): the bytes, and `cpages`, the pages read.
     public func makeExclusive(_ start: UInt64, pages: Int) throws(MirrorError) -> (bytes: [UInt8], cpages: Int) {
-        let end = start &+ UInt64(pages) << 12
+        let end = pageAddress(start, pages)
         guard end >= start else { throw .errno(Errno.EINVAL) }
         mm.mmapLock.readLock()
         let failure = makeExclusiveLocked(start, end)
@@ -51,7 +51,7 @@ extension Device {
     /// invalidation, has not revoked it).
     public func checkExclusive(_ start: UInt64, pages: Int) throws(MirrorError) {
         let stillAtomic = pageTable.withLock { pt in
-            (0..<pages).contains { pt.lookup(start + UInt64($0) << 12) & DevicePageTable.atomic != 0 }
+            (0..<pages).contains { pt.lookup(pageAddress(start, $0)) & DevicePageTable.atomic != 0 }
         }
         if stillAtomic { throw .errno(Errno.EPERM) }
     }

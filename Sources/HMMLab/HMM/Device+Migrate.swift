@@ -255,7 +255,7 @@ extension Device {
                 }
                 // dmirror_migrate_alloc_and_copy: MIGRATE_PFN_WRITE from the source, or, for a hole, from the VMA.
                 let writable = s & MigratePfn.write != 0 || (vmaWritable && MigratePfn.pfn(s) == nil)
-                var address = start &+ UInt64(truncatingIfNeeded: i) &<< 12
+                var address = start &+ addressOfPage(UInt64(truncatingIfNeeded: i))
                 if d & MigratePfn.compound == 0 {
                     if pmdNumber(address) != leafKey {
                         leaf = pt.leaf(for: address)
@@ -274,7 +274,7 @@ extension Device {
                         leafKey = pmdNumber(address)
                     }
                     leaf[pteIndex(address)] = DevicePageTable.entry(pfn + k, writable: writable)
-                    address &+= 4096
+                    address &+= PageSize.size
                 }
                 migrated &+= PageSize.pmdPages
                 i &+= n

@@ -116,7 +116,7 @@ extension Device {
     func cpuStillMapsSystemPage(_ address: UInt64, _ pfn: Pfn) -> Bool {
         guard let pmd = mm.pageTable.pmdSlot(address, allocate: false) else { return false }
         let e = pmd.load()
-        if e.isHuge { return e.pfn + Int((address >> 12) & 511) == pfn }
+        if e.isHuge { return e.pfn + pteIndex(address) == pfn }
         guard e.isPresent, let pte = mm.pageTable.pteSlot(address)?.load() else { return false }
         return pte.isPresent && pte.pfn == pfn
     }

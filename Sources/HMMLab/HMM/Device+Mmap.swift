@@ -3,7 +3,7 @@ extension Device {
     /// VMA of `pages` pages, each a new zeroed system page inserted with `vm_insert_page`, read-only
     /// (a private mapping's `vm_page_prot`).
     public func mmapFile(pages: Int, protection: Protection = .readWrite) throws(MMError) -> UInt64 {
-        let start = try mm.mmapSpecial(length: pages << 12, protection: protection, flags: .mixedMap)
+        let start = try mm.mmapSpecial(length: pages * PageSize.bytes, protection: protection, flags: .mixedMap)
         for k in 0..<pages { try mm.insertPage(pageAddress(start, k)) }
         return start
     }

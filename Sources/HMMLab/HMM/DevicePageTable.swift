@@ -32,7 +32,7 @@ struct DevicePageTable: ~Copyable {
 
     /// The entry for `address`: 0 when unmapped, else `pfn | present [| write]`.
     func lookup(_ address: UInt64) -> UInt64 {
-        if let xarray { return xarray.load(address >> 12) }
+        if let xarray { return xarray.load(pageNumber(address)) }
         if pmdNumber(address) == lastKey, let lastLeaf { return lastLeaf[pteIndex(address)] }
         guard let leaf = leaves[pmdNumber(address)] else { return 0 }
         return leaf[pteIndex(address)]
@@ -40,14 +40,14 @@ struct DevicePageTable: ~Copyable {
 
     /// `xa_store(&dmirror->pt, pfn, entry, GFP_ATOMIC)` with the driver cost.
     mutating func set(_ address: UInt64, pfn: Pfn, writable: Bool) {
-        if let xarray { return xarray.store(address >> 12, Self.entry(pfn, writable: writable)) }
+        if let xarray { return xarray.store(pageNumber(address), Self.entry(pfn, writable: writable)) }
         leaf(for: address)[pteIndex(address)] = Self.entry(pfn, writable: writable)
     }
 
     /// `dmirror_atomic_map()`'s `xa_store` of the page tagged `DPT_XA_TAG_ATOMIC`.
     mutating func setAtomic(_ address: UInt64, pfn: Pfn) {
         let entry = pfn.rawValue | Self.present | Self.atomic
-        if let xarray { return xarray.store(address >> 12, entry) }
+        if let xarray { return xarray.store(pageNumber(address), entry) }
         leaf(for: address)[pteIndex(address)] = entry
     }
 
@@ -80,19 +80,19 @@ struct DevicePageTable: ~Copyable {
     mutating func erase(_ start: UInt64, _ end: UInt64) {
         if let xarray {
             guard end > start else { return }
-            var index = start >> 12
-            let last = (end - 1) >> 12
+            var index = pageNumber(start)
+            let last = pageNumber(end - 1)
             while let found = xarray.find(from: index, last: last) {
                 xarray.erase(found)
                 index = found + 1
             }
             return
         }
-        if (end - start) >> 21 > UInt64(leaves.count) {
+        if pmdNumber(end - start) > UInt64(leaves.count) {
             // A range wider than what is mapped (munmap of everything, exit): visit the leaves instead.
-            for (key, leaf) in leaves where key << 21 < end && (key + 1) << 21 > start {
-                for i in 0..<512 {
-                    let a = key << 21 | UInt64(i) << 12
+            for (key, leaf) in leaves where pmdAddress(key) < end && pmdAddress(key + 1) > start {
+                for i in 0..<PageSize.pmdPages {
+                    let a = pageAddress(pmdAddress(key), i)
                     if a >= start && a < end { leaf[i] = 0 }
                 }
             }
@@ -100,9 +100,9 @@ struct DevicePageTable: ~Copyable {
         }
         var a = start & PageSize.mask
         while a < end {
-            let next = min(end, (a | ((1 << 21) - 1)) + 1)
+            let next = min(end, (a | ~PageSize.pmdMask) + 1)
             if let leaf = leaves[pmdNumber(a)] {
-                for i in pteIndex(a)..<pteIndex(a) + Int((next - a + 4095) >> 12) { leaf[i] = 0 }
+                for i in pteIndex(a)..<pteIndex(a) + pageCount(a, next + PageSize.size - 1) { leaf[i] = 0 }
             }
             a = next
         }
@@ -112,12 +112,12 @@ struct DevicePageTable: ~Copyable {
     /// without the driver cost, ``erase(_:_:)``.
     mutating func erasePages(_ start: UInt64, count: Int) {
         guard let xarray else { return erase(start, pageAddress(start, count)) }
-        for k in 0..<UInt64(count) { xarray.erase(start >> 12 + k) }
+        for k in 0..<UInt64(count) { xarray.erase(pageNumber(start) + k) }
     }
 
     mutating func eraseAll() {
         if xarray != nil { return erase(0, 1 << 63) }
-        for leaf in leaves.values { leaf.update(repeating: 0, count: 512) }
+        for leaf in leaves.values { leaf.update(repeating: 0, count: PageSize.pmdPages) }
     }
 
     /// Mapped entries (for tests and the invariant check).
@@ -125,14 +125,14 @@ struct DevicePageTable: ~Copyable {
         var out: [(UInt64, UInt64)] = []
         if let xarray {
             var index: UInt64 = 0
-            while let found = xarray.find(from: index, last: .max >> 12) {
-                out.append((found << 12, xarray.load(found)))
+            while let found = xarray.find(from: index, last: pageNumber(.max)) {
+                out.append((addressOfPage(found), xarray.load(found)))
                 index = found + 1
             }
             return out.map { (address: $0.0, entry: $0.1) }
         }
         for (key, leaf) in leaves {
-            for i in 0..<512 where leaf[i] != 0 { out.append(((key << 21) | UInt64(i) << 12, leaf[i])) }
+            for i in 0..<PageSize.pmdPages where leaf[i] != 0 { out.append((pageAddress(pmdAddress(key), i), leaf[i])) }
         }
         return out.sorted { $0.0 < $1.0 }.map { (address: $0.0, entry: $0.1) }
     }

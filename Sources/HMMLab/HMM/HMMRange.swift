@@ -386,7 +386,7 @@ struct HMMWalk: PageWalkOps {
         let cpuFlags = (present ? HMMPfn.valid | (entry.isWritable ? HMMPfn.write : 0) : 0) | HMMPfn.order(PageSize.pmdOrder)
         let required = pteNeedFault(pfns[index(start)], cpuFlags)
         if required != 0 { return fault(start, end, required, &walk) }
-        var pfn = present ? entry.pfn + Int(pmdOffset(start) >> 12) : Pfn(rawValue: 0)
+        var pfn = present ? entry.pfn + pteIndex(start) : Pfn(rawValue: 0)
         for i in index(start)..<index(end) {
             pfns[i] = (pfns[i] & HMMPfn.inOutFlags) | (present ? pfn.rawValue : 0) | cpuFlags
             if present { pfn = pfn + 1 }
@@ -399,7 +399,7 @@ struct HMMWalk: PageWalkOps {
         let cpuFlags: UInt64 = entry.isProtNone ? 0 : (entry.isWritable ? HMMPfn.valid | HMMPfn.write : HMMPfn.valid) | HMMPfn.order(PageSize.pmdOrder)
         let required = rangeNeedFault(start, end, cpuFlags)
         if required != 0 { return fault(start, end, required, &walk) }
-        var pfn = entry.pfn + Int(pmdOffset(start) >> 12)
+        var pfn = entry.pfn + pteIndex(start)
         for i in index(start)..<index(end) {
             pfns[i] = (pfns[i] & HMMPfn.inOutFlags) | pfn.rawValue | cpuFlags
             pfn = pfn + 1
@@ -428,7 +428,7 @@ struct HMMWalk: PageWalkOps {
         unowned(unsafe) let memory = walk.mm.memory
         if entry.isDevicePrivate, memory.pagemap(of: entry.pfn)?.owner == devPrivateOwner {
             let cpuFlags = HMMPfn.valid | (entry.isWritableDevicePrivate ? HMMPfn.write : 0) | HMMPfn.order(PageSize.pmdOrder)
-            var pfn = entry.pfn + Int(pmdOffset(start) >> 12)
+            var pfn = entry.pfn + pteIndex(start)
             for i in index(start)..<index(end) {
                 pfns[i] = (pfns[i] & HMMPfn.inOutFlags) | pfn.rawValue | cpuFlags
                 pfn = pfn + 1

@@ -400,7 +400,7 @@ struct MigrateCollectWalk: PageWalkOps {
             guard let table = mm.pageTable.pteTable(under: pmd, allocate: false) else { continue }
             let first = mm.pageTable.slot(in: table, level: .pte, address: start)
             let lock = mm.pageTable.lock(tableOf: first)
-            var address = start + UInt64(npages - pageCount(rangeStart, start)) << 12
+            var address = pageAddress(start, npages - pageCount(rangeStart, start))
             // `address` resumes after entries already recorded for this PMD (a retry after a split).
             var resplit = false
             let scanFrom = address

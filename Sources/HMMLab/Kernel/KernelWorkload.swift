@@ -161,7 +161,7 @@ public final class KernelWorkload {
         defer { close(fd) }
         var entries = [UInt64](repeating: 0, count: pages)
         let want = pages * 8
-        let got = entries.withUnsafeMutableBytes { pread(fd, $0.baseAddress, want, off_t(start >> 12) * 8) }
+        let got = entries.withUnsafeMutableBytes { pread(fd, $0.baseAddress, want, off_t(pageNumber(start)) * 8) }
         return got == want ? entries : []
     }
 

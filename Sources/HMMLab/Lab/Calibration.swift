@@ -232,8 +232,8 @@ public struct Calibration: Sendable {
         // Copies between the pools.
         let src = memory.system.region.base
         let dst = memory.device.region.base
-        let copy4k = median { time { for i in 0..<half { memcpy(dst + i * 4096, src + i * 4096, 4096) } } }
-        figures.append(Figure(name: "memcpy_4k_gbps", value: Double(half * 4096) / copy4k, unit: "GB/s", detail: "memcpy per 4 KiB page, system -> device pool"))
+        let copy4k = median { time { for i in 0..<half { memcpy(dst + i * PageSize.bytes, src + i * PageSize.bytes, PageSize.bytes) } } }
+        figures.append(Figure(name: "memcpy_4k_gbps", value: Double(half * PageSize.bytes) / copy4k, unit: "GB/s", detail: "memcpy per 4 KiB page, system -> device pool"))
         let copy2m = memcpyGBps(memory: memory, bytes: half * PageSize.bytes, repetitions: timer.repetitions)
         figures.append(Figure(name: "memcpy_2m_gbps", value: copy2m, unit: "GB/s", detail: "memcpy per 2 MiB folio, system -> device pool"))
         return figures
@@ -302,10 +302,10 @@ public struct Calibration: Sendable {
         let median = timer.median
         let time = timer.time
         let folios = pages / PageSize.pmdPages
-        let plain4k = median { time { for i in 0..<pages { memcpy(dst + i * 4096, src + i * 4096, 4096) } } }
+        let plain4k = median { time { for i in 0..<pages { memcpy(dst + i * PageSize.bytes, src + i * PageSize.bytes, PageSize.bytes) } } }
         let engine4k = median {
             time {
-                for i in 0..<pages { engine.copy(from: src + i * 4096, to: dst + i * 4096, bytes: 4096) }
+                for i in 0..<pages { engine.copy(from: src + i * PageSize.bytes, to: dst + i * PageSize.bytes, bytes: PageSize.bytes) }
                 engine.run()
             }
         }
@@ -416,7 +416,7 @@ public struct Calibration: Sendable {
                 src[i].flags.store(PageFlags([.anon, .anonExclusive, .lru]).rawValue, ordering: .relaxed)
                 src[i].refcount.store(1, ordering: .relaxed)
                 src[i].mapcount.store(1, ordering: .relaxed)
-                src[i].mapping.store(UInt64(i) << 12 | 0x67, ordering: .relaxed)
+                src[i].mapping.store(addressOfPage(UInt64(i)) | 0x67, ordering: .relaxed)
                 dst[i].flags.store(PageFlags.zoneDevice.rawValue, ordering: .relaxed)
                 dst[i].refcount.store(1, ordering: .relaxed)
                 dst[i].mapcount.store(0, ordering: .relaxed)

@@ -491,7 +491,7 @@ public final class Stress {
         let first = r.below(w.pages)
         var n = 1 + r.below(most)
         if let vma = w.mm.vma(containing: w.address(first)) {
-            n = min(n, Int((vma.end - w.address(first)) >> 12), w.pages - first)
+            n = min(n, pageCount(w.address(first), vma.end), w.pages - first)
         }
         return (first, max(1, min(n, w.pages - first)))
     }
@@ -605,7 +605,7 @@ public final class Stress {
                 guard let h = try? w.mm.load(UInt64.self, from: pageAddress(moved, j), signalPending: signalPending) else { continue }
                 if h != (w.kinds[k].isWritten ? w.header(k).0 : 0) { problem = "page \(k) moved by mremap reads header \(h)" }
             }
-            collectInjectedStores(r, base: moved &- UInt64(first) << 12, &report)
+            collectInjectedStores(r, base: moved &- addressOfPage(UInt64(first)), &report)
             _ = try w.mm.mremap(moved, oldLength: length, newLength: length, to: w.address(first))
             return problem
         } catch {
@@ -617,7 +617,7 @@ public final class Stress {
     private func migrateReadOnly(_ r: Round, _ report: inout Report) -> String? {
         let w = r.w
         var (first, n) = window(r)
-        if let vma = w.mm.vma(containing: w.address(first)) { n = max(1, min(n, Int((vma.end - w.address(first)) >> 12))) }
+        if let vma = w.mm.vma(containing: w.address(first)) { n = max(1, min(n, pageCount(w.address(first), vma.end))) }
         let length = n * PageSize.bytes
         do {
             try w.mm.mprotect(w.address(first), length: length, protection: .read)

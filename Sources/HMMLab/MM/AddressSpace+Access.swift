@@ -59,7 +59,7 @@ extension AddressSpace {
         var done = 0
         while done < count {
             let at = address + UInt64(done)
-            let n = min(count - done, PageSize.bytes - Int(at & 4095))
+            let n = min(count - done, PageSize.bytes - pageOffset(at))
             while !translateAndCopy(at, write: write, { host, _ in copy(host, done, n) }) {
                 _ = try handleFault(at: at, write: write)
                 if signalPending?() == true { throw .interrupted(at) }
@@ -81,7 +81,7 @@ extension AddressSpace {
             guard entry.isHuge, !entry.isProtNone, !write || entry.isWritable else { return false }
             if write, !entry.isDirty { pmd.store(PTE(rawValue: entry.rawValue | PTE.dirtyBit)) }
             let offset = Int(pmdOffset(address))
-            body(memory.address(of: entry.pfn) + offset, entry.pfn + (offset >> 12))
+            body(memory.address(of: entry.pfn) + offset, entry.pfn + pteIndex(address))
             return true
         }
         guard pmdEntry.isPresent, let table = pageTable.pteTable(under: pmd, allocate: false) else { return false }
@@ -91,7 +91,7 @@ extension AddressSpace {
         let entry = slot.load()
         guard entry.isPresent, !entry.isProtNone, !write || entry.isWritable else { return false }
         if write, !entry.isDirty { slot.store(PTE(rawValue: entry.rawValue | PTE.dirtyBit)) }
-        body(memory.address(of: entry.pfn) + Int(address & 4095), entry.pfn)
+        body(memory.address(of: entry.pfn) + pageOffset(address), entry.pfn)
         return true
     }
 

@@ -14,12 +14,12 @@ extension AddressSpace {
     public func mmap(file: File, offset: Int = 0, length: Int, protection: Protection, shared: Bool) throws(MMError) -> UInt64 {
         guard let cache = file.object else { throw .invalidArgument("mmap of a closed file (EBADF)") }
         guard length > 0 else { throw .invalidArgument("mmap length \(length) must be positive") }
-        guard offset >= 0, offset & 4095 == 0 else { throw .invalidArgument("mmap offset \(offset) is not page-aligned") }
+        guard offset >= 0, isPageAligned(UInt64(offset)) else { throw .invalidArgument("mmap offset \(offset) is not page-aligned") }
         let size = roundUpToPage(length)
         return try mmapLock.withWriteLock { () throws(MMError) -> UInt64 in
             guard let start = allocateRange(size) else { throw .noMemory("no free range of \(size) bytes") }
             let object = shared ? cache : MappingObject(anon: ())
-            var vma = VMA(start: start, end: start + size, protection: protection, flags: shared ? .shared : [], pgoff: UInt64(offset >> 12), object: object)
+            var vma = VMA(start: start, end: start + size, protection: protection, flags: shared ? .shared : [], pgoff: pageNumber(UInt64(offset)), object: object)
             vma.file = cache
             adopt(object)
             adopt(cache)

@@ -33,7 +33,7 @@ extension AddressSpace {
     /// modelled), nor are the zero page, pages under migration, on the device, or locked.
     public func swapOut(_ address: UInt64, pages: Int) throws(MMError) -> SwapOutResult {
         guard let swap else { throw .invalidArgument("swap-out needs a swap area") }
-        guard address & 4095 == 0, pages > 0 else { throw .invalidArgument("swap-out range must be page-aligned and non-empty") }
+        guard isPageAligned(address), pages > 0 else { throw .invalidArgument("swap-out range must be page-aligned and non-empty") }
         memory.lruAddDrain()  // as madvise_pageout does before it isolates
         var result = SwapOutResult()
         for k in 0..<pages {

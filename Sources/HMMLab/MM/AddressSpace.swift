@@ -140,7 +140,7 @@ public final class AddressSpace: @unchecked Sendable {
         var tail = head
         head.end = address
         tail.start = address
-        tail.pgoff = head.pgoff + (address - head.start) >> 12
+        tail.pgoff = head.pgoff + pageNumber(address - head.start)
         head.object.rmapLock.withWriteLock {
             vmaList[i] = head
             vmaList.insert(tail, at: i + 1)
@@ -194,7 +194,7 @@ public final class AddressSpace: @unchecked Sendable {
         return try mmapLock.withWriteLock { () throws(MMError) -> UInt64 in
             let start: UInt64
             if let fixed {
-                guard fixed & 4095 == 0 else { throw .invalidArgument("mmap address 0x\(String(fixed, radix: 16)) is not page-aligned") }
+                guard isPageAligned(fixed) else { throw .invalidArgument("mmap address 0x\(String(fixed, radix: 16)) is not page-aligned") }
                 guard Self.userRange.contains(fixed), fixed + size <= Self.userRange.upperBound else {
                     throw .noMemory("mmap range 0x\(String(fixed, radix: 16))+\(size) is outside user space")
                 }
@@ -204,8 +204,8 @@ public final class AddressSpace: @unchecked Sendable {
                 guard let s = allocateRange(size) else { throw .noMemory("no free range of \(size) bytes") }
                 start = s
             }
-            let object = flags.contains(.shared) ? MappingObject(shmemPages: Int(size >> 12), memory: memory) : MappingObject(anon: ())
-            let vma = VMA(start: start, end: start + size, protection: protection, flags: flags, pgoff: flags.contains(.shared) ? 0 : start >> 12, object: object)
+            let object = flags.contains(.shared) ? MappingObject(shmemPages: Int(pageNumber(size)), memory: memory) : MappingObject(anon: ())
+            let vma = VMA(start: start, end: start + size, protection: protection, flags: flags, pgoff: flags.contains(.shared) ? 0 : pageNumber(start), object: object)
             adopt(object)
             vmaList.insert(vma, at: firstVMAIndex(endingAbove: start))
             return start
@@ -214,7 +214,7 @@ public final class AddressSpace: @unchecked Sendable {
 
     /// Checks `[address, address+length)` is page-aligned and non-empty, and returns its end.
     func checkedRange(_ address: UInt64, _ length: Int, _ call: String) throws(MMError) -> UInt64 {
-        guard address & 4095 == 0 else { throw .invalidArgument("\(call) address 0x\(String(address, radix: 16)) is not page-aligned") }
+        guard isPageAligned(address) else { throw .invalidArgument("\(call) address 0x\(String(address, radix: 16)) is not page-aligned") }
         guard length > 0 else { throw .invalidArgument("\(call) length \(length) must be positive") }
         let end = address + roundUpToPage(length)
         guard end <= Self.userRange.upperBound else { throw .invalidArgument("\(call) range ends beyond user space") }
@@ -442,7 +442,7 @@ public final class AddressSpace: @unchecked Sendable {
         if dontUnmap, newSize != oldSize {
             throw .invalidArgument("mremap MREMAP_DONTUNMAP needs the old and new lengths equal (\(oldSize) and \(newSize))")
         }
-        if let target, target & 4095 != 0 {
+        if let target, !isPageAligned(target) {
             throw .invalidArgument("mremap target 0x\(String(target, radix: 16)) is not page-aligned")
         }
         if newSize < oldSize, target == nil {
@@ -490,7 +490,7 @@ public final class AddressSpace: @unchecked Sendable {
                 // Shrinking move: the part not moved is unmapped.
                 var rest = moved
                 rest.start = address + moveSize
-                rest.pgoff = moved.pgoff + moveSize >> 12
+                rest.pgoff = moved.pgoff + pageNumber(moveSize)
                 zap(rest, rest.start, rest.end)
             }
             let old = moved
@@ -532,7 +532,7 @@ public final class AddressSpace: @unchecked Sendable {
                 guard splitHugePMD(oldPMD, address: old) else { continue }
             }
             guard let table = pageTable.pteTable(under: oldPMD, allocate: false) else { continue }
-            for k in 0..<Int(span >> 12) {
+            for k in 0..<Int(pageNumber(span)) {
                 let source = pageTable.slot(in: table, level: .pte, address: pageAddress(old, k))
                 let lock = pageTable.lock(tableOf: source)
                 let moving = source.exchange(.none)

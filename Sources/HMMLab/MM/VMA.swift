@@ -68,11 +68,11 @@ public struct VMA: Sendable {
     @inlinable public func contains(_ address: UInt64) -> Bool { address >= start && address < end }
 
     /// `linear_page_index(vma, address)`.
-    @inlinable public func pageIndex(_ address: UInt64) -> UInt64 { ((address - start) >> 12) + pgoff }
+    @inlinable public func pageIndex(_ address: UInt64) -> UInt64 { pageNumber(address - start) + pgoff }
     /// The address of page index `index`, if this VMA maps it (`vma_address`).
     @inlinable public func address(ofIndex index: UInt64) -> UInt64? {
         guard index >= pgoff, index < pgoff + UInt64(pageCount) else { return nil }
-        return start + ((index - pgoff) << 12)
+        return start + addressOfPage(index - pgoff)
     }
 }
 

@@ -31,5 +31,5 @@ public enum Backing: String, Sendable, CustomStringConvertible {
     public var description: String { rawValue }
 
     /// The host page size the backing maps with.
-    public var hostPageSize: Int { self == .small ? 4096 : 2 << 20 }
+    public var hostPageSize: Int { self == .small ? PageSize.bytes : PageSize.pmdBytes }
 }

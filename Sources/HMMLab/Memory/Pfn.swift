@@ -88,3 +88,18 @@ public enum PageSize {
 
 /// The offset of `address` in its 2 MiB block (`address & ~HPAGE_PMD_MASK`).
 @inlinable @inline(__always) public func pmdOffset(_ address: UInt64) -> UInt64 { address & ~PageSize.pmdMask }
+
+/// The 2 MiB block number `number` as an address (`number << HPAGE_PMD_SHIFT`).
+@inlinable @inline(__always) public func pmdAddress(_ number: UInt64) -> UInt64 { number << 21 }
+
+/// The page number of `address` (`address >> PAGE_SHIFT`, dmirror's xarray index).
+@inlinable @inline(__always) public func pageNumber(_ address: UInt64) -> UInt64 { address >> PageSize.shift }
+
+/// Page number `number` as an address (`number << PAGE_SHIFT`).
+@inlinable @inline(__always) public func addressOfPage(_ number: UInt64) -> UInt64 { number << PageSize.shift }
+
+/// `offset_in_page()`: the offset of `address` in its 4 KiB page.
+@inlinable @inline(__always) public func pageOffset(_ address: UInt64) -> Int { Int(truncatingIfNeeded: address & ~PageSize.mask) }
+
+/// `PAGE_ALIGNED()`: whether `address` starts a 4 KiB page.
+@inlinable @inline(__always) public func isPageAligned(_ address: UInt64) -> Bool { address & ~PageSize.mask == 0 }

@@ -33,7 +33,7 @@ public struct PTE: RawRepresentable, Hashable, Sendable, CustomStringConvertible
     public static let uffdWPBit: UInt64 = 1 << 10
     public static let softDirtyBit: UInt64 = 1 << 11
     public static let nxBit: UInt64 = 1 << 63
-    public static let pfnMask: UInt64 = ((1 << 52) - 1) & ~((1 << 12) - 1)
+    public static let pfnMask: UInt64 = ((1 << 52) - 1) & PageSize.mask
 
     public static let swpUffdWPBit: UInt64 = 1 << 2
     public static let swpExclusiveBit: UInt64 = 1 << 3
@@ -61,7 +61,7 @@ public struct PTE: RawRepresentable, Hashable, Sendable, CustomStringConvertible
 
     /// A present leaf: `mk_pte(page, prot)` with the accessed bit set, user, writable if asked.
     @inlinable public static func present(_ pfn: Pfn, writable: Bool, dirty: Bool = false, huge: Bool = false, special: Bool = false, softDirty: Bool = false) -> PTE {
-        var v = presentBit | userBit | accessedBit | (pfn.rawValue << 12) & pfnMask
+        var v = presentBit | userBit | accessedBit | addressOfPage(pfn.rawValue) & pfnMask
         if writable { v |= writeBit }
         if dirty { v |= dirtyBit }
         if huge { v |= pseBit }
@@ -72,17 +72,17 @@ public struct PTE: RawRepresentable, Hashable, Sendable, CustomStringConvertible
 
     /// A present leaf of a PROT_NONE mapping: `pte_modify(pte, PAGE_NONE)`.
     @inlinable public static func protNone(_ pfn: Pfn, huge: Bool = false) -> PTE {
-        PTE(rawValue: protNoneBit | accessedBit | (huge ? pseBit : 0) | (pfn.rawValue << 12) & pfnMask)
+        PTE(rawValue: protNoneBit | accessedBit | (huge ? pseBit : 0) | addressOfPage(pfn.rawValue) & pfnMask)
     }
 
     /// A non-leaf entry pointing to the next table (`pmd_populate`, `pud_populate`, `p4d_populate`).
     @inlinable public static func table(_ pfn: Pfn) -> PTE {
-        PTE(rawValue: presentBit | writeBit | userBit | accessedBit | dirtyBit | (pfn.rawValue << 12) & pfnMask)
+        PTE(rawValue: presentBit | writeBit | userBit | accessedBit | dirtyBit | addressOfPage(pfn.rawValue) & pfnMask)
     }
 
     /// A swap-format entry of `type` with `offset` (`swp_entry()` + `swp_entry_to_pte()`).
     @inlinable public static func swapFormat(type: UInt64, offset: UInt64, softDirty: Bool = false, uffdWP: Bool = false, exclusive: Bool = false) -> PTE {
-        var v = (type << typeShift) | (offset << 12) & pfnMask
+        var v = (type << typeShift) | addressOfPage(offset) & pfnMask
         if softDirty { v |= swpSoftDirtyBit }
         if uffdWP { v |= swpUffdWPBit }
         if exclusive { v |= swpExclusiveBit }
@@ -157,14 +157,14 @@ public struct PTE: RawRepresentable, Hashable, Sendable, CustomStringConvertible
     /// `pmd_trans_huge` / `pmd_leaf`: a present PMD mapping a 2 MiB folio.
     @inlinable public var isHuge: Bool { isPresent && rawValue & Self.pseBit != 0 }
     /// The pfn of a present entry, or the pfn of a migration, device-private or device-exclusive entry.
-    @inlinable public var pfn: Pfn { Pfn(rawValue: (rawValue & Self.pfnMask) >> 12) }
+    @inlinable public var pfn: Pfn { Pfn(rawValue: pageNumber(rawValue & Self.pfnMask)) }
 
     /// A non-present, non-none entry (`is_swap_pte`).
     @inlinable public var isSwapFormat: Bool { !isNone && !isPresent }
     /// The swap type of a swap-format entry.
     @inlinable public var swapType: UInt64 { rawValue >> Self.typeShift }
     /// The offset of a swap-format entry (slot or pfn).
-    @inlinable public var swapOffset: UInt64 { (rawValue & Self.pfnMask) >> 12 }
+    @inlinable public var swapOffset: UInt64 { pageNumber(rawValue & Self.pfnMask) }
     /// A real swap entry (`non_swap_entry() == false`).
     @inlinable public var isSwap: Bool { isSwapFormat && swapType < Self.maxSwapFiles }
     /// `is_migration_entry`.

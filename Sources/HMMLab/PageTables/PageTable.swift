@@ -10,7 +10,7 @@ public enum PageTableLevel: Int, Sendable, Comparable {
     /// Bytes one entry of this level covers.
     @inlinable public var entrySpan: UInt64 { 1 << shift }
     /// The index of `address` in a table of this level (`pte_index`, `pmd_index`, …).
-    @inlinable public func index(_ address: UInt64) -> Int { Int((address >> shift) & 511) }
+    @inlinable public func index(_ address: UInt64) -> Int { Int((address >> shift) & UInt64(PageSize.pmdPages - 1)) }
     /// The end of the entry holding `address`, clipped to `end` (`pmd_addr_end` and friends).
     @inlinable public func addressEnd(_ address: UInt64, _ end: UInt64) -> UInt64 {
         let boundary = (address + entrySpan) & ~(entrySpan - 1)
