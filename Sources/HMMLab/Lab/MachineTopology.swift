@@ -23,6 +23,8 @@ public struct MachineTopology: Sendable {
     public var deviceNodeReason: String
     /// Each device's node (`--devices`, `--device-nodes`): one entry, ``deviceNode``, for one device.
     public var deviceNodes: [Int]
+    /// Whether the device nodes were given (`--device-node`, `--device-nodes`) rather than chosen.
+    public var deviceNodesAsked: Bool
     /// Where the run's threads would run.
     public var placement: ThreadPlacement
     /// A 2 MiB Region with `auto` on the system node.
@@ -68,7 +70,7 @@ public struct MachineTopology: Sendable {
             kernel: Sysfs.kernelRelease, numaAvailable: NUMA.isAvailable, table: table, thpEnabled: ThpSettings.enabled ?? "unsupported",
             thpDefrag: ThpSettings.defrag ?? "unsupported", systemNode: systemNode, deviceNode: device,
             deviceNodeReason: Self.deviceNodeReason(table: table, systemNode: systemNode, deviceNode: device, asked: asked),
-            deviceNodes: deviceNodes, placement: ThreadPlacement(systemNode: systemNode, table: table), smallProbe: probe,
+            deviceNodes: deviceNodes, deviceNodesAsked: asked, placement: ThreadPlacement(systemNode: systemNode, table: table), smallProbe: probe,
             defaultRun: PoolPlan(config: config, table: table), perfEvents: PerfEvents.probe(),
             perfEventParanoid: Sysfs.readInt("/proc/sys/kernel/perf_event_paranoid"))
     }
@@ -76,8 +78,7 @@ public struct MachineTopology: Sendable {
     /// Where each device's pool goes and why, one line per device (one line in all for one device).
     public var deviceLines: [String] {
         if deviceNodes.count == 1 { return ["device node \(deviceNode): \(deviceNodeReason)"] }
-        let asked = deviceNodeReason.hasPrefix("as asked") || deviceNodeReason.hasPrefix("the system node")
-        let how = asked ? "on the nodes asked" : table.nodesWithMemory.count == 1 ? "all on the one node with memory (device memory is local)"
+        let how = deviceNodesAsked ? "on the nodes asked" : table.nodesWithMemory.count == 1 ? "all on the one node with memory (device memory is local)"
             : "round-robin over the other nodes with memory, farthest first"
         var out = ["\(deviceNodes.count) devices, each with its own pool, \(how):"]
         for (i, node) in deviceNodes.enumerated() {

@@ -14,7 +14,7 @@ import Synchronization
 /// A handle is valid while its ``PhysicalMemory`` lives; descriptors are atomics, so handles may be
 /// shared between threads.
 @frozen
-public struct FolioRef: @unchecked Sendable {
+public struct FolioRef: DescriptorHandle, @unchecked Sendable {
     /// The head descriptor's address in the `vmemmap` array.
     public let descriptor: UnsafeMutablePointer<PageDescriptor>
 
@@ -46,30 +46,6 @@ public struct FolioRef: @unchecked Sendable {
     public var nrPages: Int { 1 << order }
 
     // MARK: Flags
-
-    /// The head's flags without the order byte (`folio->flags`), acquire ordering.
-    @inlinable @inline(__always)
-    public var flags: PageFlags { descriptor.pointee.pageFlags }
-
-    /// The head's whole flags word, order byte included, loaded relaxed (for diagnostics).
-    @inlinable
-    public var rawFlags: UInt64 { descriptor.pointee.flags.load(ordering: .relaxed) }
-
-    /// Whether all of `bits` are set (`folio_test_xxx()`, e.g. `folio_test_lru`, `folio_test_anon`).
-    @inlinable @inline(__always)
-    public func test(_ bits: PageFlags) -> Bool { descriptor.pointee.test(bits) }
-
-    /// Sets `bits` atomically (`folio_set_xxx()`).
-    @inlinable @inline(__always)
-    public func set(_ bits: PageFlags) { descriptor.pointee.set(bits) }
-
-    /// Clears `bits` atomically (`folio_clear_xxx()`).
-    @inlinable @inline(__always)
-    public func clear(_ bits: PageFlags) { descriptor.pointee.clear(bits) }
-
-    /// Clears `bits` and reports whether any was set (`folio_test_clear_xxx()`, e.g. `folio_test_clear_lru`).
-    @inlinable @inline(__always)
-    public func testAndClear(_ bits: PageFlags) -> Bool { descriptor.pointee.testAndClear(bits) }
 
     /// `folio_mark_dirty()` for an anonymous folio (`noop_dirty_folio`): no atomic write when already dirty.
     @inlinable @inline(__always)

@@ -13,7 +13,7 @@ import Synchronization
 /// A handle is valid while its ``PhysicalMemory`` lives; descriptors are atomics, so handles may be
 /// shared between threads.
 @frozen
-public struct PageRef: @unchecked Sendable {
+public struct PageRef: DescriptorHandle, @unchecked Sendable {
     /// The descriptor's address in the `vmemmap` array.
     public let descriptor: UnsafeMutablePointer<PageDescriptor>
 
@@ -30,30 +30,6 @@ public struct PageRef: @unchecked Sendable {
     public static func + (page: PageRef, n: Int) -> PageRef { page.advanced(by: n) }
 
     // MARK: Flags
-
-    /// `page->flags` without the order byte, loaded with acquire ordering.
-    @inlinable @inline(__always)
-    public var flags: PageFlags { descriptor.pointee.pageFlags }
-
-    /// The whole flags word, order byte included, loaded relaxed (for diagnostics).
-    @inlinable
-    public var rawFlags: UInt64 { descriptor.pointee.flags.load(ordering: .relaxed) }
-
-    /// Whether all of `bits` are set (`PageXxx()`, e.g. `PageAnonExclusive`, `PageTail`).
-    @inlinable @inline(__always)
-    public func test(_ bits: PageFlags) -> Bool { descriptor.pointee.test(bits) }
-
-    /// Sets `bits` atomically (`SetPageXxx()`).
-    @inlinable @inline(__always)
-    public func set(_ bits: PageFlags) { descriptor.pointee.set(bits) }
-
-    /// Clears `bits` atomically (`ClearPageXxx()`).
-    @inlinable @inline(__always)
-    public func clear(_ bits: PageFlags) { descriptor.pointee.clear(bits) }
-
-    /// Clears `bits` and reports whether any was set (`TestClearPageXxx()`).
-    @inlinable @inline(__always)
-    public func testAndClear(_ bits: PageFlags) -> Bool { descriptor.pointee.testAndClear(bits) }
 
     /// `PageTail()`.
     @inlinable @inline(__always)
