@@ -45,6 +45,9 @@ struct StressCommand: ParsableCommand {
     @Option(help: "NUMA node of the device pool (default: the farthest node with memory).")
     var deviceNode: String?
 
+    @Option(help: "CSV file to write one line per round to as the run goes: its ops, where its time went, the slowest op and content-check read, resident memory.")
+    var rounds: String?
+
     @Flag(help: "No progress on stderr.")
     var quiet = false
 
@@ -71,6 +74,17 @@ struct StressCommand: ParsableCommand {
         } catch {
             throw failure(error.description)
         }
+        let roundsFile = try openRoundsFile()
+        if let roundsFile {
+            stress.onRound = { record in
+                do {
+                    try roundsFile.append(fields: record.fields)
+                } catch {
+                    printError("bench: --rounds: \(error)")
+                    stress.onRound = nil
+                }
+            }
+        }
         installInterruptHandler()
         stress.shouldStop = { interruptRequested.load(ordering: .relaxed) }
         let showProgress = !quiet && isatty(2) != 0
@@ -87,6 +101,7 @@ struct StressCommand: ParsableCommand {
         }
         let report = stress.run()
         if showProgress { printError("\r\u{1B}[K", newline: false) }
+        try? roundsFile?.finish(report.interrupted ? .interrupted : .complete)
         let nodes = "# nodes: system \(config.systemNode), device \(stress.memory.configuration.deviceNode); "
             + stress.placement.describe(failure: stress.pinFailure)
         print(Self.summary(report, config, wide: wide))
@@ -95,6 +110,17 @@ struct StressCommand: ParsableCommand {
         if report.interrupted {
             printError("bench: interrupted after \(report.totalOps) ops")
             throw ExitCode(130)
+        }
+    }
+
+    /// The `--rounds` file, opened before the run with the command line as its first lines; bad input
+    /// when it cannot be written.
+    func openRoundsFile() throws -> ResultFile? {
+        guard let rounds else { return nil }
+        do {
+            return try ResultFile(path: rounds, header: Stress.RoundRecord.columns, metadata: ResultFile.metadataLines(command: CommandLine.arguments, version: BuildInfo.versionLine))
+        } catch {
+            throw badInput("--rounds '\(rounds)' cannot be written: \(error)")
         }
     }
 

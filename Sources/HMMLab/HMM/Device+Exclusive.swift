@@ -15,8 +15,9 @@ extension Device {
         mm.mmapLock.unlock()
         if failure != 0 { throw .errno(failure) }
         var bytes = [UInt8](repeating: 0, count: pages * PageSize.bytes)
-        guard copyMirrored(start, pages: pages, into: &bytes) else { throw .errno(Errno.ENOENT) }
-        return (bytes, pages)
+        var copied = 0
+        guard copyMirrored(start, pages: pages, into: &bytes, copied: &copied) else { throw .errno(Errno.ENOENT) }
+        return (bytes, copied)
     }
 
     /// The loop of ``makeExclusive(_:pages:)``, with the mmap lock held for reading: 0 or a negative errno.

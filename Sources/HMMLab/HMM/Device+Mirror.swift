@@ -149,62 +149,74 @@ extension Device {
         return fault(start, end, write: write, result: &ignored)
     }
 
-    /// `HMM_DMIRROR_READ`: the device reads `pages` pages at `start` through its page table, faulting
-    /// them in with `hmm_range_fault` when they are not mirrored. Returns the bytes and the number of
-    /// fault rounds (`cmd->faults`).
+    /// `HMM_DMIRROR_READ` (`dmirror_read()`): the device reads `pages` pages at `start` through its
+    /// page table. `dmirror_do_read` copies until the first page it does not map; that page and the
+    /// rest are faulted in with `hmm_range_fault` and the copy goes on from there
+    /// (`start = cmd->addr + (bounce.cpages << PAGE_SHIFT)`). Returns the bytes and the number of fault
+    /// rounds (`cmd->faults`).
     public func read(_ start: UInt64, pages: Int) throws(MirrorError) -> (bytes: [UInt8], faults: Int) {
         var bytes = [UInt8](repeating: 0, count: pages * PageSize.bytes)
         var faults = 0
+        var copied = 0
         let end = pageAddress(start, pages)
         while true {
-            if copyMirrored(start, pages: pages, into: &bytes) { return (bytes, faults) }
-            let r = fault(start, end, write: false)
+            if copyMirrored(start, pages: pages, into: &bytes, copied: &copied) { return (bytes, faults) }
+            let r = fault(pageAddress(start, copied), end, write: false)
             if r != 0 { throw .errno(r) }
             faults += 1
         }
     }
 
-    /// `dmirror_do_read()` under the device lock: copies `pages` pages at `start` from the frames the
-    /// device page table maps into `bytes`; false (`-ENOENT`) at the first page it does not map.
-    func copyMirrored(_ start: UInt64, pages: Int, into bytes: inout [UInt8]) -> Bool {
+    /// `dmirror_do_read()` under the device lock: copies the pages from `copied` (`bounce->cpages`)
+    /// on, out of the frames the device page table maps, into `bytes`, counting each in `copied`;
+    /// false (`-ENOENT`) at the first page it does not map.
+    func copyMirrored(_ start: UInt64, pages: Int, into bytes: inout [UInt8], copied: inout Int) -> Bool {
         bytes.withUnsafeMutableBytes { b in
             pageTable.withLock { pt -> Bool in
-                for k in 0..<pages {
-                    let e = pt.lookup(pageAddress(start, k))
+                while copied < pages {
+                    let e = pt.lookup(pageAddress(start, copied))
                     guard e != 0 else { return false }
-                    RawBytes.copy(to: b.baseAddress! + k * PageSize.bytes, from: memory.address(of: DevicePageTable.pfn(of: e)), count: PageSize.bytes)
+                    RawBytes.copy(to: b.baseAddress! + copied * PageSize.bytes, from: memory.address(of: DevicePageTable.pfn(of: e)), count: PageSize.bytes)
+                    copied += 1
                 }
                 return true
             }
         }
     }
 
-    /// `HMM_DMIRROR_WRITE`: the device writes `bytes` at `start` through its page table, faulting pages
-    /// in for write when they are not mirrored writable. Returns the number of fault rounds.
+    /// `HMM_DMIRROR_WRITE` (`dmirror_write()`): the device writes `bytes` at `start` through its page
+    /// table. `dmirror_do_write` copies until the first page not mirrored writable; that page and the
+    /// rest are faulted in for write and the copy goes on from there. Returns the number of fault
+    /// rounds.
     @discardableResult
     public func write(_ start: UInt64, bytes: [UInt8]) throws(MirrorError) -> Int {
         let pages = (bytes.count + PageSize.bytes - 1) / PageSize.bytes
         let end = pageAddress(start, pages)
         var faults = 0
+        var copied = 0
         while true {
-            let missing = bytes.withUnsafeBytes { b in
-                pageTable.withLock { pt -> Bool in
-                    for k in 0..<pages {
-                        let e = pt.lookup(pageAddress(start, k))
-                        guard e & DevicePageTable.write != 0 else { return true }
-                    }
-                    for k in 0..<pages {
-                        let e = pt.lookup(pageAddress(start, k))
-                        let pfn = DevicePageTable.pfn(of: e)
-                        RawBytes.copy(to: memory.address(of: pfn), from: b.baseAddress! + k * PageSize.bytes, count: min(PageSize.bytes, b.count - k * PageSize.bytes))
-                    }
-                    return false
-                }
-            }
-            if !missing { return faults }
-            let r = fault(start, end, write: true)
+            if copyIntoMirrored(start, pages: pages, from: bytes, copied: &copied) { return faults }
+            let r = fault(pageAddress(start, copied), end, write: true)
             if r != 0 { throw .errno(r) }
             faults += 1
+        }
+    }
+
+    /// `dmirror_do_write()` under the device lock: copies the pages from `copied` on, out of `bytes`,
+    /// into the frames the device page table maps writable, counting each in `copied`; false
+    /// (`-ENOENT`) at the first page not mapped writable.
+    func copyIntoMirrored(_ start: UInt64, pages: Int, from bytes: [UInt8], copied: inout Int) -> Bool {
+        bytes.withUnsafeBytes { b in
+            pageTable.withLock { pt -> Bool in
+                while copied < pages {
+                    let e = pt.lookup(pageAddress(start, copied))
+                    guard e & DevicePageTable.write != 0 else { return false }
+                    let offset = copied * PageSize.bytes
+                    RawBytes.copy(to: memory.address(of: DevicePageTable.pfn(of: e)), from: b.baseAddress! + offset, count: min(PageSize.bytes, b.count - offset))
+                    copied += 1
+                }
+                return true
+            }
         }
     }
 

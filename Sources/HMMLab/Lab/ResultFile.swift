@@ -72,7 +72,12 @@ public final class ResultFile {
 
     /// Appends one row and flushes it to the file.
     public func append(_ row: ResultRow) throws(SystemError) {
-        try write(CSV.line(row.fields))
+        try append(fields: row.fields)
+    }
+
+    /// Appends one row of fields in the header's order and flushes it to the file.
+    public func append(fields: [String]) throws(SystemError) {
+        try write(CSV.line(fields))
         rows += 1
     }
 

@@ -242,6 +242,44 @@ public final class Stress {
         public var violations: Int
     }
 
+    /// One finished round, for the log `bench stress --rounds FILE` writes as the run goes: where the
+    /// time of a long run goes, round by round, and whether anything grows from one to the next.
+    public struct RoundRecord: Sendable {
+        public var round: Int
+        /// Ops of the round, and of the run so far.
+        public var ops = 0
+        public var totalOps = 0
+        /// Since the run began, at the end of the round.
+        public var seconds = 0.0
+        /// Time in the ops, in the invariant checks after them, and in the end-of-round content
+        /// check; the slowest op and the slowest read of that check.
+        public var opSeconds = 0.0
+        public var invariantSeconds = 0.0
+        public var checkSeconds = 0.0
+        public var slowestOpSeconds = 0.0
+        public var slowestReadSeconds = 0.0
+        /// Content-check reads tried again after `-EBUSY` in this round.
+        public var checkReadRetries = 0
+        /// The process's resident memory (`/proc/self/statm`) at the end of the round, in KiB.
+        public var residentKiB = 0
+        public var violations = 0
+
+        /// The columns of ``fields``, for the CSV file.
+        public static let columns = [
+            "round", "ops", "total_ops", "seconds", "op_seconds", "invariant_seconds", "check_seconds", "slowest_op_ms", "slowest_read_ms",
+            "check_read_retries", "resident_kib", "violations",
+        ]
+
+        public var fields: [String] {
+            let s = { (v: Double) in Summary.fixed(v, 4) }
+            let ms = { (v: Double) in Summary.fixed(v * 1e3, 3) }
+            return [
+                "\(round)", "\(ops)", "\(totalOps)", s(seconds), s(opSeconds), s(invariantSeconds), s(checkSeconds), ms(slowestOpSeconds), ms(slowestReadSeconds),
+                "\(checkReadRetries)", "\(residentKiB)", "\(violations)",
+            ]
+        }
+    }
+
     public let configuration: Configuration
     /// Where the stress threads run (the main thread and the mutators), and why pinning the main
     /// thread failed, if it did.
@@ -259,6 +297,8 @@ public final class Stress {
     func signalPending() -> Bool { monotonicNanoseconds() >= deadline || shouldStop() }
     /// Called after each op.
     public var onProgress: ((Progress) -> Void)?
+    /// Called at the end of each round, its checks done.
+    public var onRound: ((RoundRecord) -> Void)?
 
     /// Pins the calling thread (``placement``) and allocates the pools
     /// (``Configuration/poolBytes``).
@@ -343,19 +383,33 @@ public final class Stress {
         var spaces: [AddressSpace] { [w.mm] + (w.child.map { [$0] } ?? []) + (forked.map { [$0] } ?? []) }
     }
 
-    /// One round, then the leak check once its address spaces are gone.
+    /// One round, then the leak check once its address spaces are gone, then ``onRound``.
     func runRound(_ number: Int, started: UInt64, budget: UInt64, _ report: inout Report) {
         let systemFree = memory.system.allocator.freeFrames
         let deviceFree = memory.deviceFreeFrames
-        roundBody(number, started: started, budget: budget, &report)
+        let opsBefore = report.totalOps
+        var record = RoundRecord(round: number)
+        if let r = startRound(number, &report) {
+            runOps(r, started: started, budget: budget, &report, &record)
+            endRound(r, &report, &record)
+        }
         let system = systemFree - memory.system.allocator.freeFrames
         let device = deviceFree - memory.deviceFreeFrames
         if system != 0 || device != 0 || swap.usedSlots != 0 {
             violation(&report, number, nil, nil, "not returned after teardown: \(system) system frames, \(device) device frames, \(swap.usedSlots) swap slots")
         }
+        guard let onRound else { return }
+        record.ops = report.totalOps - opsBefore
+        record.totalOps = report.totalOps
+        record.seconds = Double(monotonicNanoseconds() - started) / 1e9
+        record.residentKiB = Self.residentKiB()
+        record.violations = report.violationCount
+        onRound(record)
     }
 
-    func roundBody(_ number: Int, started: UInt64, budget: UInt64, _ report: inout Report) {
+    /// The round's workload (a policy drawn from its seed), injector, devices and mutators; nil, with a
+    /// violation, when the range cannot be built.
+    func startRound(_ number: Int, _ report: inout Report) -> Round? {
         let seed = configuration.seed &+ UInt64(number) &* 0x9E37_79B9_7F4A_7C15
         var run = RunConfig()
         run.pages = configuration.pages
@@ -376,7 +430,7 @@ public final class Stress {
             w = try Workload(memory: memory, swap: swap, config: run, seed: seed, copyWorkerHook: pin)
         } catch {
             violation(&report, number, 0, nil, "building the round's range: \(error)")
-            return
+            return nil
         }
         let injector = FaultInjector(configuration.inject, seed: seed)
         w.mm.injector = injector
@@ -384,10 +438,14 @@ public final class Stress {
             d.concurrentJobs = configuration.jobs > 1
             d.setAllocationFailure(FailureInjection(order0: configuration.deviceSmallFail, order9: configuration.deviceLargeFail, seed: seed ^ 0x6465_7669_6365 &+ UInt64(i)))
         }
-        let r = Round(number: number, w: w, injector: injector, mutators: Mutators(workload: w, count: configuration.mutators, seed: seed, placement: placement), seed: seed)
-        var pins: [Pfn: Int32] = [:]
-        for p in w.pins { pins[memory.folio(containing: p).pfn, default: 0] += 1 }
+        return Round(number: number, w: w, injector: injector, mutators: Mutators(workload: w, count: configuration.mutators, seed: seed, placement: placement), seed: seed)
+    }
 
+    /// The round's ops until its op count, the time or op budget, a stop or a violation, with the
+    /// invariant checker after each.
+    func runOps(_ r: Round, started: UInt64, budget: UInt64, _ report: inout Report, _ record: inout RoundRecord) {
+        var pins: [Pfn: Int32] = [:]
+        for p in r.w.pins { pins[memory.folio(containing: p).pfn, default: 0] += 1 }
         for opIndex in 1...max(1, configuration.opsPerRound) {
             if monotonicNanoseconds() - started >= budget { break }
             if let cap = configuration.maxOps, report.totalOps >= cap { break }
@@ -396,36 +454,55 @@ public final class Stress {
                 break
             }
             let op = pick(r)
+            let opStarted = monotonicNanoseconds()
             let problem = perform(op, r, &report)
+            let opEnded = monotonicNanoseconds()
             report.ops[Op.allCases.firstIndex(of: op)!] += 1
-            collectInjectedStores(r, base: w.start, &report)
-            if let problem { violation(&report, number, opIndex, op, problem) }
-            for line in Invariants.check(r.spaces, devices: w.devices, knownReferences: pins) {
-                violation(&report, number, opIndex, op, "invariant: \(line)")
+            collectInjectedStores(r, base: r.w.start, &report)
+            if let problem { violation(&report, r.number, opIndex, op, problem) }
+            for line in Invariants.check(r.spaces, devices: r.w.devices, knownReferences: pins) {
+                violation(&report, r.number, opIndex, op, "invariant: \(line)")
             }
-            onProgress?(Progress(round: number, ops: report.totalOps, seconds: Double(monotonicNanoseconds() - started) / 1e9, violations: report.violationCount))
+            let opSeconds = Double(opEnded - opStarted) / 1e9
+            record.opSeconds += opSeconds
+            record.slowestOpSeconds = max(record.slowestOpSeconds, opSeconds)
+            record.invariantSeconds += Double(monotonicNanoseconds() - opEnded) / 1e9
+            onProgress?(Progress(round: r.number, ops: report.totalOps, seconds: Double(monotonicNanoseconds() - started) / 1e9, violations: report.violationCount))
             if report.violationCount > 0 { break }
         }
+    }
 
-        // The end of the round: content wherever each page lives, copies verified, then leaks.
+    /// The end of the round: content wherever each page lives, copies verified, then the teardown.
+    func endRound(_ r: Round, _ report: inout Report, _ record: inout RoundRecord) {
+        let w = r.w
         if let child = r.forked {
             child.teardown()
             r.forked = nil
         }
         w.mm.injector = nil
-        for p in FaultInjector.Point.allCases { report.injected[p.rawValue] += injector.injected(p) }
+        for p in FaultInjector.Point.allCases { report.injected[p.rawValue] += r.injector.injected(p) }
         report.deviceAllocFailures += w.devices.reduce(0) { $0 + $1.stats.allocationFailures.load(ordering: .relaxed) }
         report.mutatorStores += r.mutators.finish().stores
+        let checkStarted = monotonicNanoseconds()
         let found = w.checkContent(expectedStamp: r.mutators.expectedStamp, acceptsInjected: { k, v in v == r.injectedStamp[k] })
+        record.checkSeconds = Double(monotonicNanoseconds() - checkStarted) / 1e9
+        record.slowestReadSeconds = Double(found.slowestReadNanoseconds) / 1e9
+        record.checkReadRetries = found.busyRetries
         report.checkReadRetries += found.busyRetries
         if !found.unreadable.isEmpty {
-            violation(&report, number, nil, nil, "the device could not read \(found.unreadable.count) pages, first \(found.unreadable[0]) (\(found.unreadableError.map { "\($0)" } ?? "?")); \(Self.unreadablePage(w, found.unreadable))")
+            violation(&report, r.number, nil, nil, "the device could not read \(found.unreadable.count) pages, first \(found.unreadable[0]) (\(found.unreadableError.map { "\($0)" } ?? "?")); \(Self.unreadablePage(w, found.unreadable))")
         }
-        if !found.corrupt.isEmpty { violation(&report, number, nil, nil, "\(found.corrupt.count) pages with wrong content, first \(found.corrupt.prefix(5)); \(found.firstCorruption ?? "")") }
-        if !found.lost.isEmpty { violation(&report, number, nil, nil, "\(found.lost.count) pages lost their mutators' last stamp, first \(found.lost.prefix(5))") }
+        if !found.corrupt.isEmpty { violation(&report, r.number, nil, nil, "\(found.corrupt.count) pages with wrong content, first \(found.corrupt.prefix(5)); \(found.firstCorruption ?? "")") }
+        if !found.lost.isEmpty { violation(&report, r.number, nil, nil, "\(found.lost.count) pages lost their mutators' last stamp, first \(found.lost.prefix(5))") }
         let verifyFailures = w.devices.reduce(0) { $0 + $1.stats.verifyFailures.load(ordering: .relaxed) }
-        if verifyFailures > 0 { violation(&report, number, nil, nil, "\(verifyFailures) copied pages differed from their source") }
+        if verifyFailures > 0 { violation(&report, r.number, nil, nil, "\(verifyFailures) copied pages differed from their source") }
         w.tearDown()
+    }
+
+    /// The process's resident set (`/proc/self/statm`, second field, in pages) in KiB; 0 when unreadable.
+    static func residentKiB() -> Int {
+        guard let fields = Sysfs.readLine("/proc/self/statm")?.split(separator: " "), fields.count > 1, let pages = Int(fields[1]) else { return 0 }
+        return pages * PageSize.bytes / 1024
     }
 
     /// The first of `pages` the device cannot read on its own, with its error and the state of the

@@ -203,6 +203,8 @@ public final class Workload {
         /// Reads of a window that ran out of `hmm_range_fault`'s time budget (`-EBUSY`) and were
         /// tried again (at most ``Workload/busyReadTries`` in all per window).
         public var busyRetries = 0
+        /// The longest one read of a window took (its `-EBUSY` tries each counted apart).
+        public var slowestReadNanoseconds: UInt64 = 0
         /// What the first corrupt page holds, for the message.
         public var firstCorruption: String?
         public init() {}
@@ -264,6 +266,8 @@ public final class Workload {
     func readCheckingBusy(_ first: Int, pages n: Int, _ found: inout ContentCheck) throws(MirrorError) -> [UInt8] {
         var tries = 1
         while true {
+            let started = monotonicNanoseconds()
+            defer { found.slowestReadNanoseconds = max(found.slowestReadNanoseconds, monotonicNanoseconds() - started) }
             do throws(MirrorError) {
                 return try device.read(address(first), pages: n).bytes
             } catch {
