@@ -24,9 +24,12 @@ struct StressCommandTests {
         #expect(r.stdout.isEmpty)
     }
 
-    @Test("a short run prints ops by kind, injections by point, seconds, no violation and the seed; exit 0")
+    @Test("a short run prints ops by kind, injections by point, seconds, no violation and the seed; exit 0; --rounds has a line per round")
     func shortRun() throws {
-        let r = try BenchProcess.run(["stress", "--seconds", "2", "--seed", "0x2a", "--pages", "512", "--backing", "4k", "--quiet"])
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("stress-rounds-\(getpid())").path
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let path = dir + "/rounds.csv"
+        let r = try BenchProcess.run(["stress", "--seconds", "2", "--seed", "0x2a", "--pages", "512", "--backing", "4k", "--quiet", "--rounds", path])
         #expect(r.status == 0, "\(r.stdout)\n\(r.stderr)")
         #expect(r.stdout.contains("violations: 0"))
         #expect(r.stdout.contains("seed: 42"))
@@ -36,11 +39,37 @@ struct StressCommandTests {
         let ops = r.stdout.split(separator: "\n").first { $0.hasPrefix("operations: ") }
         let count = ops.flatMap { Int($0.dropFirst("operations: ".count).split(separator: " ")[0]) } ?? 0
         #expect(count > 0, "\(r.stdout)")
+        try Self.checkRounds(path, ops: count, stdout: r.stdout, end: "complete")
+    }
+
+    /// The `--rounds` file: the command first, the header, a line per round the summary counts with
+    /// the ops adding up to its total, and the end line.
+    static func checkRounds(_ path: String, ops: Int, stdout: String, end: String) throws {
+        let lines = try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n")
+        #expect(lines.first?.hasPrefix("# command: bench stress") == true, "\(lines.prefix(3))")
+        let header = lines.first { !$0.hasPrefix("#") }
+        #expect(header?.hasPrefix("round,ops,total_ops,seconds,") == true)
+        let rows = lines.filter { !$0.hasPrefix("#") }.dropFirst().map { $0.split(separator: ",").map(String.init) }
+        let rounds = stdout.split(separator: "\n").first { $0.hasPrefix("operations: ") }.flatMap { Int($0.split(separator: " ")[3]) }
+        #expect(rows.count == rounds, "\(rows.count) lines for \(rounds ?? -1) rounds")
+        #expect(rows.map { Int($0[0]) } == Array(1...max(1, rows.count)), "rounds numbered from 1")
+        #expect(rows.reduce(0) { $0 + (Int($1[1]) ?? 0) } == ops && rows.last.flatMap { Int($0[2]) } == ops, "ops add up to \(ops)")
+        #expect(lines.last?.hasPrefix("# end: \(end), \(rows.count) row") == true, "\(lines.last ?? "")")
+    }
+
+    @Test("a --rounds file that cannot be written: one line naming it, status 64, before the run")
+    func roundsUnwritable() throws {
+        let r = try BenchProcess.run(["stress", "--seconds", "600", "--rounds", "/proc/no-such-dir/rounds.csv"])
+        #expect(r.status == 64, "\(r.stderr)")
+        #expect(r.stderr.split(separator: "\n").count == 1 && r.stderr.contains("--rounds '/proc/no-such-dir/rounds.csv' cannot be written"), "\(r.stderr)")
+        #expect(r.stdout.isEmpty)
     }
 
     @Test("SIGINT stops it cleanly with the summary: status 130")
     func interrupted() throws {
-        let (process, stdout, stderr) = try BenchProcess.start(["stress", "--seconds", "600", "--pages", "512", "--backing", "4k", "--quiet"])
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("stress-interrupted-\(getpid()).csv").path
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let (process, stdout, stderr) = try BenchProcess.start(["stress", "--seconds", "600", "--pages", "512", "--backing", "4k", "--quiet", "--rounds", path])
         defer { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
         usleep(2_500_000)
         kill(process.processIdentifier, SIGINT)
@@ -50,5 +79,7 @@ struct StressCommandTests {
         #expect(process.terminationStatus == 130, "\(out)\n\(err)")
         #expect(out.contains("violations: 0") && out.contains("seed: 1"), "\(out)")
         #expect(err.contains("interrupted"), "\(err)")
+        let ops = out.split(separator: "\n").first { $0.hasPrefix("operations: ") }.flatMap { Int($0.split(separator: " ")[1]) } ?? -1
+        try Self.checkRounds(path, ops: ops, stdout: out, end: "interrupted")
     }
 }

@@ -29,8 +29,18 @@ struct StressTests {
         c.mutators = 2
         c.backing = .small
         let stress = try Stress(c)
+        var records: [Stress.RoundRecord] = []
+        stress.onRound = { records.append($0) }
         let report = stress.run()
         let replay = "seed \(c.seed) (replay: HMM_LAB_STRESS_SEED=\(c.seed) swift test --filter StressTests)"
+        // A record per round, its ops adding up, its times inside the round's.
+        #expect(records.map(\.round) == Array(1...report.rounds))
+        #expect(records.reduce(0) { $0 + $1.ops } == report.totalOps && records.last?.totalOps == report.totalOps)
+        for r in records {
+            #expect(r.checkSeconds > 0 && r.slowestReadSeconds > 0 && r.slowestReadSeconds <= r.checkSeconds, "round \(r.round)")
+            #expect(r.slowestOpSeconds <= r.opSeconds && r.opSeconds + r.invariantSeconds + r.checkSeconds < r.seconds, "round \(r.round)")
+            #expect(r.residentKiB > 0, "round \(r.round)")
+        }
         #expect(report.violationCount == 0, "\(replay): \(report.violations.prefix(10).joined(separator: "\n"))")
         #expect(report.seconds < c.seconds + 10, "\(replay): the time cap holds (\(report.seconds) s)")
         #expect(report.totalOps <= c.maxOps!)
