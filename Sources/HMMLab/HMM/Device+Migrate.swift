@@ -606,65 +606,10 @@ extension Device {
         var base = 0
         while base < pool.frameCount {
             let n = min(PageSize.pmdPages, pool.frameCount - base)
-            // migrate_device_range: lock each live head page of ours.
-            var i = 0
-            var any = false
-            while i < n {
-                let pfn = pool.firstPfn + base + i
-                let page = memory.page(pfn)
-                src[i] = 0
-                dst[i] = 0
-                let folio = FolioRef(head: page)
-                guard page.test(.zoneDevice), !page.isTail, page.deviceOwner == owner, folio.tryGet() else {
-                    i += 1
-                    continue
-                }
-                guard folio.tryLock() else {
-                    memory.put(memory.folio(containing: pfn))
-                    i += 1
-                    continue
-                }
-                let order = folio.order
-                src[i] = MigratePfn.make(pfn) | MigratePfn.migrate | (order > 0 ? MigratePfn.compound : 0)
-                any = true
-                for k in 1..<(1 << order) where i + k < n {
-                    src[i + k] = 0
-                    dst[i + k] = 0
-                }
-                i += 1 << order
-            }
-            if any {
+            if lockLiveFolios(first: pool.firstPfn + base, n, src, dst) {
                 _ = mm.migrateDeviceUnmap(src, npages: n, faultPage: nil, args: nil)
-                withMigrationContext { context in
-                    var k = 0
-                    while k < n {
-                        guard src[k] & MigratePfn.migrate != 0, let source = MigratePfn.pfn(src[k]) else {
-                            k += 1
-                            continue
-                        }
-                        let order = src[k] & MigratePfn.compound != 0 ? PageSize.pmdOrder : 0
-                        if let folio = allocateSystemPage(order: order) {
-                            dst[k] = MigratePfn.make(folio.pfn) | (order > 0 ? MigratePfn.compound : 0)
-                            context.copy.copy(from: memory.address(of: source), to: memory.address(of: folio.pfn), bytes: folio.byteCount)
-                        }
-                        k += 1 << order
-                    }
-                    context.copy.run()
-                }
-                // migrate_device_pages (no VMA: a compound source needs a compound destination).
-                for k in 0..<n where src[k] & MigratePfn.migrate != 0 {
-                    guard let s = MigratePfn.pfn(src[k]), let d = MigratePfn.pfn(dst[k]) else {
-                        src[k] &= ~MigratePfn.migrate
-                        continue
-                    }
-                    if src[k] & MigratePfn.compound != dst[k] & MigratePfn.compound
-                        || !mm.folioMigrateMapping(memory.folio(containing: d), from: memory.folio(containing: s), extra: 0)
-                    {
-                        src[k] &= ~MigratePfn.migrate
-                    } else {
-                        evicted += src[k] & MigratePfn.compound != 0 ? PageSize.pmdPages : 1
-                    }
-                }
+                copyToSystem(src, dst, n)
+                evicted += migrateDevicePages(src, dst, n)
                 AddressSpace.migrateDeviceFinalize(src: src, dst: dst, npages: n, faultPage: nil, memory: memory)
             }
             base += n
@@ -672,6 +617,81 @@ extension Device {
         pageTable.withLock { $0.eraseAll() }
         stats.pagesToSystem.wrappingAdd(evicted, ordering: .relaxed)
         return evicted
+    }
+
+    /// `migrate_device_range()` over `n` pool frames from `first`: each live head page of ours is
+    /// referenced and locked, and its `src` entry set (`MIGRATE_PFN_COMPOUND` for a THP); every other
+    /// entry is 0. Returns whether any page was taken.
+    private func lockLiveFolios(first: Pfn, _ n: Int, _ src: borrowing PfnArray, _ dst: borrowing PfnArray) -> Bool {
+        var i = 0
+        var any = false
+        while i < n {
+            let pfn = first + i
+            let page = memory.page(pfn)
+            src[i] = 0
+            dst[i] = 0
+            let folio = FolioRef(head: page)
+            guard page.test(.zoneDevice), !page.isTail, page.deviceOwner == owner, folio.tryGet() else {
+                i += 1
+                continue
+            }
+            guard folio.tryLock() else {
+                memory.put(memory.folio(containing: pfn))
+                i += 1
+                continue
+            }
+            let order = folio.order
+            src[i] = MigratePfn.make(pfn) | MigratePfn.migrate | (order > 0 ? MigratePfn.compound : 0)
+            any = true
+            for k in 1..<(1 << order) where i + k < n {
+                src[i + k] = 0
+                dst[i + k] = 0
+            }
+            i += 1 << order
+        }
+        return any
+    }
+
+    /// The eviction's copy: a system folio of the source's order for each page still migrating, and
+    /// its bytes copied (a page with no destination stays where it is).
+    private func copyToSystem(_ src: borrowing PfnArray, _ dst: borrowing PfnArray, _ n: Int) {
+        withMigrationContext { context in
+            var k = 0
+            while k < n {
+                guard src[k] & MigratePfn.migrate != 0, let source = MigratePfn.pfn(src[k]) else {
+                    k += 1
+                    continue
+                }
+                let order = src[k] & MigratePfn.compound != 0 ? PageSize.pmdOrder : 0
+                if let folio = allocateSystemPage(order: order) {
+                    dst[k] = MigratePfn.make(folio.pfn) | (order > 0 ? MigratePfn.compound : 0)
+                    context.copy.copy(from: memory.address(of: source), to: memory.address(of: folio.pfn), bytes: folio.byteCount)
+                }
+                k += 1 << order
+            }
+            context.copy.run()
+        }
+    }
+
+    /// `migrate_device_pages()` (no VMA: a compound source needs a compound destination): each
+    /// migrating folio's mapping moved to its destination, or its `MIGRATE_PFN_MIGRATE` cleared.
+    /// Returns the pages moved.
+    private func migrateDevicePages(_ src: borrowing PfnArray, _ dst: borrowing PfnArray, _ n: Int) -> Int {
+        var moved = 0
+        for k in 0..<n where src[k] & MigratePfn.migrate != 0 {
+            guard let s = MigratePfn.pfn(src[k]), let d = MigratePfn.pfn(dst[k]) else {
+                src[k] &= ~MigratePfn.migrate
+                continue
+            }
+            if src[k] & MigratePfn.compound != dst[k] & MigratePfn.compound
+                || !mm.folioMigrateMapping(memory.folio(containing: d), from: memory.folio(containing: s), extra: 0)
+            {
+                src[k] &= ~MigratePfn.migrate
+            } else {
+                moved += src[k] & MigratePfn.compound != 0 ? PageSize.pmdPages : 1
+            }
+        }
+        return moved
     }
 }
 

@@ -153,17 +153,16 @@ public struct Calibration: Sendable {
 
     /// Frame allocation, folio preparation and descriptor atomics.
     static func measureAllocation(memory: PhysicalMemory, n: Int, _ timer: Timer) -> [Figure] {
-        var figures: [Figure] = []
-        let pfns = UnsafeMutablePointer<Pfn>.allocate(capacity: n)
-        defer { pfns.deallocate() }
+        measureFrameAllocator(memory.device.allocator, n: n, timer) + measureFolios(memory: memory, n: n, timer) + measureDescriptorAtomics(memory: memory, n: n, timer)
+    }
+
+    /// The frame allocator on its own: order 0 one lock per frame, freeing, and bulk.
+    static func measureFrameAllocator(_ allocator: FrameAllocator, n: Int, _ timer: Timer) -> [Figure] {
         let indices = UnsafeMutablePointer<Int>.allocate(capacity: n)
         defer { indices.deallocate() }
-        let median = timer.median
         let time = timer.time
-        // Raw allocator, order 0.
-        let allocator = memory.device.allocator
         var allocNs = [UInt64]()
-        let rawFree = median {
+        let rawFree = timer.median {
             var a: UInt64 = 0
             let f = time {
                 a = time { for i in 0..<n { if case .success(let x) = allocator.allocate(order: 0) { indices[i] = x } } }
@@ -173,11 +172,7 @@ public struct Calibration: Sendable {
             return f - a
         }
         allocNs.sort()
-        figures.append(Figure(name: "frame_alloc_order0", value: Double(allocNs[allocNs.count / 2]) / Double(n), unit: "ns/frame", detail: "FrameAllocator.allocate(order: 0), one lock per frame"))
-        figures.append(Figure(name: "frame_free_order0", value: rawFree / Double(n), unit: "ns/frame", detail: "FrameAllocator.free(order: 0), with buddy merge"))
-
-        // Bulk allocation.
-        let bulk = median {
+        let bulk = timer.median {
             let t = time {
                 var got = 0
                 while got < n { got += allocator.allocateBulk(order: 0, count: min(512, n - got), into: indices + got) }
@@ -185,11 +180,20 @@ public struct Calibration: Sendable {
             allocator.freeBulk(UnsafeBufferPointer(start: indices, count: n), order: 0)
             return t
         }
-        figures.append(Figure(name: "frame_alloc_bulk_order0", value: bulk / Double(n), unit: "ns/frame", detail: "allocateBulk, 512 frames per lock"))
+        return [
+            Figure(name: "frame_alloc_order0", value: Double(allocNs[allocNs.count / 2]) / Double(n), unit: "ns/frame", detail: "FrameAllocator.allocate(order: 0), one lock per frame"),
+            Figure(name: "frame_free_order0", value: rawFree / Double(n), unit: "ns/frame", detail: "FrameAllocator.free(order: 0), with buddy merge"),
+            Figure(name: "frame_alloc_bulk_order0", value: bulk / Double(n), unit: "ns/frame", detail: "allocateBulk, 512 frames per lock"),
+        ]
+    }
 
-        // Folio allocation with descriptor preparation, and folio_put.
+    /// Folio allocation with descriptor preparation, and folio_put, at order 0 and 9.
+    static func measureFolios(memory: PhysicalMemory, n: Int, _ timer: Timer) -> [Figure] {
+        let pfns = UnsafeMutablePointer<Pfn>.allocate(capacity: n)
+        defer { pfns.deallocate() }
+        let time = timer.time
         var folioAlloc = [UInt64]()
-        let folioPut = median {
+        let folioPut = timer.median {
             var a: UInt64 = 0
             let total = time {
                 a = time { for i in 0..<n { if case .success(let f) = memory.allocate(.device, order: 0) { pfns[i] = f.pfn } } }
@@ -199,29 +203,29 @@ public struct Calibration: Sendable {
             return total - a
         }
         folioAlloc.sort()
-        figures.append(Figure(name: "folio_alloc_order0", value: Double(folioAlloc[folioAlloc.count / 2]) / Double(n), unit: "ns/folio", detail: "PhysicalMemory.allocate: allocator + prep_new_page"))
-        figures.append(Figure(name: "folio_put_order0", value: folioPut / Double(n), unit: "ns/folio", detail: "folio_put to zero + free"))
-
         let blocks = n / FrameAllocator.blockFrames
-        let large = median {
+        let large = timer.median {
             time {
                 for i in 0..<blocks { if case .success(let f) = memory.allocate(.device, order: 9) { pfns[i] = f.pfn } }
                 for i in 0..<blocks { memory.put(Folio(pfn: pfns[i], order: 9)) }
             }
         }
-        figures.append(Figure(name: "folio_alloc_put_order9", value: large / Double(blocks), unit: "ns/folio", detail: "2 MiB folio: allocate (512 descriptors) + put"))
+        return [
+            Figure(name: "folio_alloc_order0", value: Double(folioAlloc[folioAlloc.count / 2]) / Double(n), unit: "ns/folio", detail: "PhysicalMemory.allocate: allocator + prep_new_page"),
+            Figure(name: "folio_put_order0", value: folioPut / Double(n), unit: "ns/folio", detail: "folio_put to zero + free"),
+            Figure(name: "folio_alloc_put_order9", value: large / Double(blocks), unit: "ns/folio", detail: "2 MiB folio: allocate (512 descriptors) + put"),
+        ]
+    }
 
-        // Descriptor atomics.
+    /// Descriptor atomics, uncontended, on the zero page's descriptor.
+    static func measureDescriptorAtomics(memory: PhysicalMemory, n: Int, _ timer: Timer) -> [Figure] {
         let head = FolioRef(head: memory.page(memory.zeroPage))
-        let atomics = median {
-            time { for _ in 0..<n { head.get(); _ = head.putTestZero() } }
-        }
-        figures.append(Figure(name: "descriptor_get_put", value: atomics / Double(n), unit: "ns/pair", detail: "folio_get + folio_put_testzero, uncontended"))
-        let locks = median {
-            time { for _ in 0..<n { if head.tryLock() { head.unlock() } } }
-        }
-        figures.append(Figure(name: "descriptor_trylock_unlock", value: locks / Double(n), unit: "ns/pair", detail: "folio_trylock + folio_unlock, uncontended"))
-        return figures
+        let atomics = timer.median { timer.time { for _ in 0..<n { head.get(); _ = head.putTestZero() } } }
+        let locks = timer.median { timer.time { for _ in 0..<n { if head.tryLock() { head.unlock() } } } }
+        return [
+            Figure(name: "descriptor_get_put", value: atomics / Double(n), unit: "ns/pair", detail: "folio_get + folio_put_testzero, uncontended"),
+            Figure(name: "descriptor_trylock_unlock", value: locks / Double(n), unit: "ns/pair", detail: "folio_trylock + folio_unlock, uncontended"),
+        ]
     }
 
     /// memcpy between the pools.
@@ -411,61 +415,71 @@ public struct Calibration: Sendable {
             dst.deallocate()
             ptl.deallocate()
         }
-        func reset() {
-            for i in 0..<pages {
-                src[i].flags.store(PageFlags([.anon, .anonExclusive, .lru]).rawValue, ordering: .relaxed)
-                src[i].refcount.store(1, ordering: .relaxed)
-                src[i].mapcount.store(1, ordering: .relaxed)
-                src[i].mapping.store(addressOfPage(UInt64(i)) | 0x67, ordering: .relaxed)
-                dst[i].flags.store(PageFlags.zoneDevice.rawValue, ordering: .relaxed)
-                dst[i].refcount.store(1, ordering: .relaxed)
-                dst[i].mapcount.store(0, ordering: .relaxed)
-            }
-        }
         let timer = Timer(repetitions: repetitions)
         let ns = timer.median {
-            reset()
+            resetUnifiedDescriptors(src, dst, pages)
             return timer.time {
                 var w = 0
                 while w < pages {
                     let end = min(pages, w + window)
-                    let lock = TableLock(ptl + w / window)
-                    for i in w..<end {  // the walk
-                        let s = src + i
-                        lock.lock()
-                        s.pointee.get()
-                        _ = s.pointee.tryLock()
-                        _ = s.pointee.mapping.exchange(0, ordering: .relaxed)
-                        s.pointee.clear(.anonExclusive)
-                        s.pointee.set(.dirty)
-                        s.pointee.mapcount.wrappingSubtract(1, ordering: .relaxed)
-                        _ = s.pointee.putTestZero()
-                        lock.unlock()
-                    }
-                    for i in w..<end {  // unmap
-                        _ = src[i].testAndClear(.lru)
-                        src[i].get()
-                        lruLock.lock()
-                        lruLock.unlock()
-                        _ = src[i].putTestZero()
-                    }
-                    for i in w..<end { _ = dst[i].tryLock() }  // allocation
-                    for i in w..<end { dst[i].set(.uptodate) }  // migrate_vma_pages
-                    for i in w..<end {  // finalize
-                        lock.lock()
-                        dst[i].set(.anonExclusive)
-                        dst[i].get()
-                        dst[i].mapcount.wrappingAdd(1, ordering: .relaxed)
-                        lock.unlock()
-                        src[i].unlock()
-                        _ = src[i].putTestZero()
-                        dst[i].unlock()
-                        _ = dst[i].putTestZero()
-                    }
+                    unifiedWindowAtomics(src, dst, w..<end, ptl: TableLock(ptl + w / window), lruLock: lruLock)
                     w = end
                 }
             }
         }
         return ns / Double(pages)
+    }
+
+    /// The descriptors of ``measureUnifiedAtomics(pages:repetitions:)`` before a repetition: anon
+    /// exclusive pages on the LRU, mapped once, and free device pages.
+    private static func resetUnifiedDescriptors(_ src: UnsafeMutablePointer<PageDescriptor>, _ dst: UnsafeMutablePointer<PageDescriptor>, _ pages: Int) {
+        for i in 0..<pages {
+            src[i].flags.store(PageFlags([.anon, .anonExclusive, .lru]).rawValue, ordering: .relaxed)
+            src[i].refcount.store(1, ordering: .relaxed)
+            src[i].mapcount.store(1, ordering: .relaxed)
+            src[i].mapping.store(addressOfPage(UInt64(i)) | 0x67, ordering: .relaxed)
+            dst[i].flags.store(PageFlags.zoneDevice.rawValue, ordering: .relaxed)
+            dst[i].refcount.store(1, ordering: .relaxed)
+            dst[i].mapcount.store(0, ordering: .relaxed)
+        }
+    }
+
+    /// One window's descriptor atomics in the unified path's order: the walk under the PTE lock,
+    /// the unmap (LRU isolation), the destination's allocation, `migrate_vma_pages`, the finalize.
+    private static func unifiedWindowAtomics(
+        _ src: UnsafeMutablePointer<PageDescriptor>, _ dst: UnsafeMutablePointer<PageDescriptor>, _ pages: Range<Int>, ptl lock: TableLock, lruLock: TableLock
+    ) {
+        for i in pages {  // the walk
+            let s = src + i
+            lock.lock()
+            s.pointee.get()
+            _ = s.pointee.tryLock()
+            _ = s.pointee.mapping.exchange(0, ordering: .relaxed)
+            s.pointee.clear(.anonExclusive)
+            s.pointee.set(.dirty)
+            s.pointee.mapcount.wrappingSubtract(1, ordering: .relaxed)
+            _ = s.pointee.putTestZero()
+            lock.unlock()
+        }
+        for i in pages {  // unmap
+            _ = src[i].testAndClear(.lru)
+            src[i].get()
+            lruLock.lock()
+            lruLock.unlock()
+            _ = src[i].putTestZero()
+        }
+        for i in pages { _ = dst[i].tryLock() }  // allocation
+        for i in pages { dst[i].set(.uptodate) }  // migrate_vma_pages
+        for i in pages {  // finalize
+            lock.lock()
+            dst[i].set(.anonExclusive)
+            dst[i].get()
+            dst[i].mapcount.wrappingAdd(1, ordering: .relaxed)
+            lock.unlock()
+            src[i].unlock()
+            _ = src[i].putTestZero()
+            dst[i].unlock()
+            _ = dst[i].putTestZero()
+        }
     }
 }

@@ -134,64 +134,88 @@ public enum CSV {
 
     /// Parses CSV text into records (fields per line); quoted fields may hold commas, quotes and newlines.
     public static func parse(_ text: String) throws(ParseError) -> [[String]] {
-        var records: [[String]] = []
-        var record: [String] = []
-        var field = ""
-        var quoted = false
-        var line = 1
-        var iterator = text.unicodeScalars.makeIterator()
-        var pending: Unicode.Scalar? = nil
-        var fieldStarted = false
-        func next() -> Unicode.Scalar? {
-            if let p = pending {
-                pending = nil
-                return p
-            }
-            return iterator.next()
-        }
-        while let ch = next() {
-            if quoted {
-                if ch == "\"" {
-                    if let after = next() {
-                        if after == "\"" {
-                            field.unicodeScalars.append("\"")
-                        } else {
-                            quoted = false
-                            pending = after
-                        }
-                    } else {
-                        quoted = false
-                    }
-                } else {
-                    if ch == "\n" { line += 1 }
-                    field.unicodeScalars.append(ch)
-                }
-                continue
-            }
-            switch ch {
-            case "\"":
-                guard !fieldStarted, field.isEmpty else { throw ParseError(line: line, message: "a quote inside an unquoted field") }
-                quoted = true
-                fieldStarted = true
-            case ",":
-                record.append(field)
-                field = ""
-                fieldStarted = false
-            case "\r":
-                break
-            case "\n":
-                record.append(field)
-                records.append(record)
-                record = []
-                field = ""
-                fieldStarted = false
-                line += 1
-            default:
-                field.unicodeScalars.append(ch)
-                fieldStarted = true
+        var reader = CSVRecordReader(text)
+        while let ch = reader.next() {
+            if reader.quoted {
+                reader.quotedScalar(ch)
+            } else {
+                try reader.plainScalar(ch)
             }
         }
-        if quoted { throw ParseError(line: line, message: "a quoted field is not closed (the file ends inside it)") }
+        return try reader.finish()
+    }
+}
+
+/// The state of ``CSV/parse(_:)``: the records so far, the record and field being read,
+/// whether inside quotes, and the line (for errors).
+private struct CSVRecordReader {
+    var records: [[String]] = []
+    var record: [String] = []
+    var field = ""
+    var quoted = false
+    var fieldStarted = false
+    var line = 1
+    var iterator: String.UnicodeScalarView.Iterator
+    /// A scalar read ahead (after a closing quote) and not yet used.
+    var pending: Unicode.Scalar?
+
+    init(_ text: String) { iterator = text.unicodeScalars.makeIterator() }
+
+    mutating func next() -> Unicode.Scalar? {
+        if let p = pending {
+            pending = nil
+            return p
+        }
+        return iterator.next()
+    }
+
+    /// A scalar inside quotes: `""` is a quote, `"` then anything else closes the field.
+    mutating func quotedScalar(_ ch: Unicode.Scalar) {
+        guard ch == "\"" else {
+            if ch == "\n" { line += 1 }
+            field.unicodeScalars.append(ch)
+            return
+        }
+        let after = next()
+        if after == "\"" {
+            field.unicodeScalars.append("\"")
+        } else {
+            quoted = false
+            pending = after
+        }
+    }
+
+    /// A scalar outside quotes: an opening quote, a separator, a line end or a field's scalar.
+    mutating func plainScalar(_ ch: Unicode.Scalar) throws(CSV.ParseError) {
+        switch ch {
+        case "\"":
+            guard !fieldStarted, field.isEmpty else { throw .init(line: line, message: "a quote inside an unquoted field") }
+            quoted = true
+            fieldStarted = true
+        case ",":
+            endField()
+        case "\r":
+            break
+        case "\n":
+            endField()
+            records.append(record)
+            record = []
+            line += 1
+        default:
+            field.unicodeScalars.append(ch)
+            fieldStarted = true
+        }
+    }
+
+    mutating func endField() {
+        record.append(field)
+        field = ""
+        fieldStarted = false
+    }
+
+    /// The records, the last one kept when the text does not end in a newline.
+    mutating func finish() throws(CSV.ParseError) -> [[String]] {
+        if quoted { throw .init(line: line, message: "a quoted field is not closed (the file ends inside it)") }
         if fieldStarted || !record.isEmpty || !field.isEmpty {
             record.append(field)
             records.append(record)

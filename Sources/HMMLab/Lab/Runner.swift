@@ -255,25 +255,7 @@ public final class Runner {
 
     /// One repetition of one strategy; nil when stopped.
     func repetition(_ strategy: Strategy, rep: Int, warmup: Bool, seed: UInt64, done: Int, total: Int) throws(RunError) -> [ResultRow]? {
-        let w: Workload
-        do {
-            w = try Workload(memory: memory, swap: swap, config: config, seed: seed, copyWorkerHook: copyWorkerHook)
-        } catch {
-            throw RunError("\(error)")
-        }
-        // With the RFC, migrate_vma_setup is the unified walk: the CPU faults that bring pages back use it too.
-        for device in w.devices {
-            device.setupThroughUnifiedWalk = strategy == .unified
-            device.concurrentJobs = config.jobs > 1
-        }
-        // Injected failures start once the range is built.
-        let injector = config.inject.isEmpty ? nil : FaultInjector(config.inject, seed: seed)
-        w.mm.injector = injector
-        if config.deviceSmallFail > 0 {
-            for (i, device) in w.devices.enumerated() {
-                device.setAllocationFailure(FailureInjection(order0: config.deviceSmallFail, order9: config.deviceLargeFail, seed: seed ^ 0x6465_7669_6365 &+ UInt64(i)))
-            }
-        }
+        let (w, injector) = try prepare(strategy, seed: seed)
         defer {
             if let injector, !warmup { for p in FaultInjector.Point.allCases { injected[p.rawValue] += injector.injected(p) } }
         }
@@ -296,34 +278,7 @@ public final class Runner {
             guard let toSystem = toSystemLeg(w, strategy, mutators, progress: back, rep: rep) else { return nil }
             rows.append(toSystem)
         }
-
-        // Checks: stores and content, then leaks.
-        let stores = mutators.finish()
-        w.mm.injector = nil  // the checks below read every page: no failure is injected into them
-        // Where the injected CPU faults' stores landed (the last one per page counts).
-        var injectedStamps: [Int: UInt64] = [:]
-        if let injector {
-            let (done, failed) = injector.takeCPUFaultStores()
-            for s in done { injectedStamps[pageCount(w.start, s.address)] = s.stamp }
-            if !failed.isEmpty { onWarning("\(strategy) rep \(rep): \(failed.count) injected CPU stores failed, first: \(failed[0])") }
-        }
-        if stores.failed > 0, config.inject[.swapin] == nil { onWarning("\(strategy) rep \(rep): \(stores.failed) mutator stores failed") }
-        var lost = 0
-        var corrupt = 0
-        if config.verify || config.mutators > 0 {
-            (corrupt, lost) = check(w, mutators, injected: injectedStamps)
-        }
-        if config.verify {
-            // The invariant checker: no migration entry, refcounts and mapcounts consistent (pins
-            // known), the device page table agreeing with the CPU's, no mapped frame on a free list.
-            var pins: [Pfn: Int32] = [:]
-            for p in w.pins { pins[memory.folio(containing: p).pfn, default: 0] += 1 }
-            let problems = Invariants.check([w.mm] + (w.child.map { [$0] } ?? []), devices: w.devices, knownReferences: pins)
-            if !problems.isEmpty {
-                onWarning("\(strategy) rep \(rep): \(problems.count) invariant violations, first: \(problems.prefix(3).joined(separator: "; "))")
-                corrupt += problems.count
-            }
-        }
+        let (corrupt, lost) = endChecks(w, strategy, rep: rep, mutators, injector)
         let timestamp = UTCTime.now().iso8601
         for i in rows.indices {
             rows[i].timestamp = timestamp
@@ -332,6 +287,55 @@ public final class Runner {
             if config.verify { rows[i].verifyFailures = (rows[i].verifyFailures ?? 0) + corrupt }
         }
         return rows
+    }
+
+    /// A repetition's workload, its devices set for the strategy and the run, and its injector
+    /// (failures start once the range is built).
+    func prepare(_ strategy: Strategy, seed: UInt64) throws(RunError) -> (Workload, FaultInjector?) {
+        let w: Workload
+        do {
+            w = try Workload(memory: memory, swap: swap, config: config, seed: seed, copyWorkerHook: copyWorkerHook)
+        } catch {
+            throw RunError("\(error)")
+        }
+        // With the RFC, migrate_vma_setup is the unified walk: the CPU faults that bring pages back use it too.
+        for device in w.devices {
+            device.setupThroughUnifiedWalk = strategy == .unified
+            device.concurrentJobs = config.jobs > 1
+        }
+        let injector = config.inject.isEmpty ? nil : FaultInjector(config.inject, seed: seed)
+        w.mm.injector = injector
+        if config.deviceSmallFail > 0 {
+            for (i, device) in w.devices.enumerated() {
+                device.setAllocationFailure(FailureInjection(order0: config.deviceSmallFail, order9: config.deviceLargeFail, seed: seed ^ 0x6465_7669_6365 &+ UInt64(i)))
+            }
+        }
+        return (w, injector)
+    }
+
+    /// The end of a repetition, the mutators stopped: their stores and the injected CPU faults'
+    /// (the last one per page counts), the content of every page, and with `--verify` the invariant
+    /// checker (no migration entry, refcounts and mapcounts consistent with the pins known, the
+    /// device page table agreeing with the CPU's, no mapped frame on a free list). Returns the
+    /// corrupt pages and invariant violations, and the lost stores.
+    func endChecks(_ w: Workload, _ strategy: Strategy, rep: Int, _ mutators: Mutators, _ injector: FaultInjector?) -> (corrupt: Int, lost: Int) {
+        let stores = mutators.finish()
+        w.mm.injector = nil  // the checks below read every page: no failure is injected into them
+        var injectedStamps: [Int: UInt64] = [:]
+        if let injector {
+            let (done, failed) = injector.takeCPUFaultStores()
+            for s in done { injectedStamps[pageCount(w.start, s.address)] = s.stamp }
+            if !failed.isEmpty { onWarning("\(strategy) rep \(rep): \(failed.count) injected CPU stores failed, first: \(failed[0])") }
+        }
+        if stores.failed > 0, config.inject[.swapin] == nil { onWarning("\(strategy) rep \(rep): \(stores.failed) mutator stores failed") }
+        var (corrupt, lost) = (0, 0)
+        if config.verify || config.mutators > 0 { (corrupt, lost) = check(w, mutators, injected: injectedStamps) }
+        guard config.verify else { return (corrupt, lost) }
+        let problems = Invariants.check([w.mm] + (w.child.map { [$0] } ?? []), devices: w.devices, knownReferences: w.pinReferences)
+        if !problems.isEmpty {
+            onWarning("\(strategy) rep \(rep): \(problems.count) invariant violations, first: \(problems.prefix(3).joined(separator: "; "))")
+        }
+        return (corrupt + problems.count, lost)
     }
 
     /// Whether every frame and swap slot came back once a repetition's workload is gone; warns if not.

@@ -444,8 +444,7 @@ public final class Stress {
     /// The round's ops until its op count, the time or op budget, a stop or a violation, with the
     /// invariant checker after each.
     func runOps(_ r: Round, started: UInt64, budget: UInt64, _ report: inout Report, _ record: inout RoundRecord) {
-        var pins: [Pfn: Int32] = [:]
-        for p in r.w.pins { pins[memory.folio(containing: p).pfn, default: 0] += 1 }
+        let pins = r.w.pinReferences
         for opIndex in 1...max(1, configuration.opsPerRound) {
             if monotonicNanoseconds() - started >= budget { break }
             if let cap = configuration.maxOps, report.totalOps >= cap { break }

@@ -36,6 +36,13 @@ public final class Workload {
     /// The pages pinned (`pinned` state), one reference each until teardown.
     public private(set) var pins: [Pfn] = []
 
+    /// The references ``pins`` hold, per folio: what the invariant checker is told to expect.
+    public var pinReferences: [Pfn: Int32] {
+        var references: [Pfn: Int32] = [:]
+        for p in pins { references[mm.memory.folio(containing: p).pfn, default: 0] += 1 }
+        return references
+    }
+
     /// Offset of the mutators' stamp within a page.
     public static let stampOffset: UInt64 = 16
     /// Offset of the stamp an injected CPU fault stores (``FaultInjector/Point/cpufault``).
