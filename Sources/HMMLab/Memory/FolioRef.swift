@@ -109,54 +109,11 @@ public struct FolioRef: DescriptorHandle, @unchecked Sendable {
         descriptor.pointee.mapcount.wrappingSubtract(count, ordering: .relaxed).oldValue
     }
 
-    /// `atomic_set(&folio->_mapcount, …)`.
-    @inlinable @inline(__always)
-    public func setMapcount(_ count: Int32, ordering: PageRef.StoreOrdering = .relaxed) {
-        switch ordering {
-        case .relaxed: descriptor.pointee.mapcount.store(count, ordering: .relaxed)
-        case .releasing: descriptor.pointee.mapcount.store(count, ordering: .releasing)
-        }
-    }
-
-    /// `folio->mapping` and `folio->index`, packed by the reverse map (``MappingObject``), acquire ordering.
-    @inlinable @inline(__always)
-    public var mapping: UInt64 { descriptor.pointee.mapping.load(ordering: .acquiring) }
-
     /// Whether `folio->mapping` is set, loaded relaxed (the `!page->mapping` tests of collect).
     @inlinable @inline(__always)
     public var hasMapping: Bool { descriptor.pointee.mapping.load(ordering: .relaxed) != 0 }
 
-    /// Sets `folio->mapping` and `folio->index` (packed); pass `.releasing` to publish a new mapping.
-    @inlinable @inline(__always)
-    public func setMapping(_ value: UInt64, ordering: PageRef.StoreOrdering = .relaxed) {
-        switch ordering {
-        case .relaxed: descriptor.pointee.mapping.store(value, ordering: .relaxed)
-        case .releasing: descriptor.pointee.mapping.store(value, ordering: .releasing)
-        }
-    }
-
-    // MARK: Device folios
-
-    /// `folio->private` (the head's `private` word), loaded relaxed.
-    @inlinable @inline(__always)
-    public var privateWord: UInt64 { descriptor.pointee.private.load(ordering: .relaxed) }
-
-    /// `folio->private = value`: stores the head's `private` word.
-    @inlinable @inline(__always)
-    public func setPrivate(_ value: UInt64, ordering: PageRef.StoreOrdering = .relaxed) {
-        switch ordering {
-        case .relaxed: descriptor.pointee.private.store(value, ordering: .relaxed)
-        case .releasing: descriptor.pointee.private.store(value, ordering: .releasing)
-        }
-    }
-
-    /// The owner token of a device folio (`folio->pgmap->owner`).
-    @inlinable @inline(__always)
-    public var deviceOwner: UInt64 { descriptor.pointee.deviceOwner }
-
-    /// `folio_zone_device_data()`: the backing system folio of a device folio, if it has one.
-    @inlinable @inline(__always)
-    public var zoneDeviceData: Pfn? { descriptor.pointee.zoneDeviceData }
+    // MARK: Device folios (the other words: ``DescriptorHandle``)
 
     /// What page `i`'s `private` word adds, `i` times over, to the head's when the folio is split
     /// (``PageDescriptor/splitPrivateStep``).

@@ -63,50 +63,7 @@ public struct PageRef: DescriptorHandle, @unchecked Sendable {
     @inlinable @inline(__always)
     public func setRefCount(_ count: Int32) { descriptor.pointee.refcount.store(count, ordering: .releasing) }
 
-    /// `atomic_set(&page->_mapcount, …)` (`page_mapcount_reset()` for 0).
-    @inlinable @inline(__always)
-    public func setMapcount(_ count: Int32, ordering: PageRef.StoreOrdering = .relaxed) {
-        switch ordering {
-        case .relaxed: descriptor.pointee.mapcount.store(count, ordering: .relaxed)
-        case .releasing: descriptor.pointee.mapcount.store(count, ordering: .releasing)
-        }
-    }
-
-    // MARK: Mapping and private
-
-    /// `page->mapping` and `page->index`, packed by the reverse map, loaded with acquire ordering.
-    @inlinable @inline(__always)
-    public var mapping: UInt64 { descriptor.pointee.mapping.load(ordering: .acquiring) }
-
-    /// Sets `page->mapping` and `page->index` (packed).
-    @inlinable @inline(__always)
-    public func setMapping(_ value: UInt64, ordering: PageRef.StoreOrdering = .relaxed) {
-        switch ordering {
-        case .relaxed: descriptor.pointee.mapping.store(value, ordering: .relaxed)
-        case .releasing: descriptor.pointee.mapping.store(value, ordering: .releasing)
-        }
-    }
-
-    /// `page_private()`, loaded relaxed.
-    @inlinable @inline(__always)
-    public var privateWord: UInt64 { descriptor.pointee.private.load(ordering: .relaxed) }
-
-    /// `set_page_private()`.
-    @inlinable @inline(__always)
-    public func setPrivate(_ value: UInt64, ordering: PageRef.StoreOrdering = .relaxed) {
-        switch ordering {
-        case .relaxed: descriptor.pointee.private.store(value, ordering: .relaxed)
-        case .releasing: descriptor.pointee.private.store(value, ordering: .releasing)
-        }
-    }
-
-    /// The owner token of a device page (`page_pgmap(page)->owner`).
-    @inlinable @inline(__always)
-    public var deviceOwner: UInt64 { descriptor.pointee.deviceOwner }
-
-    /// `page->zone_device_data` of a device page: the backing system page, if it has one.
-    @inlinable @inline(__always)
-    public var zoneDeviceData: Pfn? { descriptor.pointee.zoneDeviceData }
+    // MARK: Cache (mapping, private and the device words: ``DescriptorHandle``)
 
     /// `prefetchw(page)`: brings the descriptor into the cache for writing.
     @inlinable @inline(__always)
