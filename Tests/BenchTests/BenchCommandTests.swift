@@ -1,6 +1,6 @@
 import Foundation
 import Glibc
-import HMMLab
+@testable import HMMLab
 import Testing
 
 @Suite("bench: bad input, CSV, counters, interruption (end to end)")

@@ -1,6 +1,6 @@
 import Foundation
 import Glibc
-import HMMLab
+@testable import HMMLab
 import Testing
 
 @Suite("bench compare on recorded runs")

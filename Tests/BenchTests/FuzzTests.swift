@@ -1,6 +1,6 @@
 import Foundation
 import Glibc
-import HMMLab
+@testable import HMMLab
 import Testing
 
 /// Seeded property tests: random argument vectors to every subcommand, and randomly corrupted result

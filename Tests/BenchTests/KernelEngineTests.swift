@@ -1,6 +1,6 @@
 import Foundation
 import Glibc
-import HMMLab
+@testable import HMMLab
 import Testing
 
 /// `bench --engine kernel`: its refusals on any machine, and, in the VM lane, one scenario run in both

@@ -1,6 +1,6 @@
 import Foundation
 import Glibc
-import HMMLab
+@testable import HMMLab
 import Testing
 
 /// What a machine with several NUMA nodes needs, checked in the VM lane's multi-node guests (QEMU,

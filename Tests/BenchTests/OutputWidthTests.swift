@@ -1,6 +1,6 @@
 import Foundation
 import Glibc
-import HMMLab
+@testable import HMMLab
 import Testing
 
 /// Lines wider than 80 display columns in `text`, with their widths (``TextBlock/columns(_:)``).

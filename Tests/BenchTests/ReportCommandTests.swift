@@ -1,6 +1,6 @@
 import Foundation
 import Glibc
-import HMMLab
+@testable import HMMLab
 import Testing
 
 @Suite("bench report: a review-mail block from result CSVs")

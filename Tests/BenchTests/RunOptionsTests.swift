@@ -1,4 +1,4 @@
-import HMMLab
+@testable import HMMLab
 import Testing
 
 @testable import bench

@@ -24,9 +24,9 @@ public final class CopyEngine: @unchecked Sendable {
     /// Check every page after it is copied.
     public var verify: Bool
     /// Bytes per piece a large copy is cut into.
-    public static let pieceBytes = 256 << 10
+    static let pieceBytes = 256 << 10
     /// Bytes a parallel chunk holds at least.
-    public static let chunkBytes = 64 << 10
+    static let chunkBytes = 64 << 10
     /// One page of zeros, to check cleared pages against.
     nonisolated(unsafe) static let zeros = UnsafeRawPointer(UnsafeMutableRawPointer.allocate(byteCount: PageSize.bytes, alignment: PageSize.bytes).initializeMemory(as: UInt8.self, repeating: 0, count: PageSize.bytes))
 
@@ -34,7 +34,7 @@ public final class CopyEngine: @unchecked Sendable {
     /// per-thread perf counters there (``PerfCounterSet/enterWorkerThread()``) and pin the thread.
     /// Each engine has its own, given when it is made, so that runs at once in one process (tests
     /// in parallel) never run each other's hook.
-    public let workerThreadHook: (@Sendable () -> Void)?
+    let workerThreadHook: (@Sendable () -> Void)?
 
     private var jobs: UnsafeMutablePointer<Job>
     private var capacity: Int
@@ -43,12 +43,12 @@ public final class CopyEngine: @unchecked Sendable {
     private var chunkStarts: UnsafeMutablePointer<Int>
 
     /// Totals since creation or the last ``takeTotals()``.
-    public private(set) var bytesCopied = 0
-    public private(set) var bytesCleared = 0
-    public private(set) var copyNanoseconds: UInt64 = 0
+    private(set) var bytesCopied = 0
+    private(set) var bytesCleared = 0
+    private(set) var copyNanoseconds: UInt64 = 0
     /// Pages whose verification failed (must stay 0).
-    public private(set) var verifyFailures = 0
-    public private(set) var pagesVerified = 0
+    private(set) var verifyFailures = 0
+    private(set) var pagesVerified = 0
 
     public init(workers: Int = 1, verify: Bool = false, capacity: Int = 4096, workerThreadHook: (@Sendable () -> Void)? = nil) {
         self.workers = max(1, workers)

@@ -7,7 +7,7 @@ extension Device {
     /// `dmirror_atomic_map()` (the page tagged `DPT_XA_TAG_ATOMIC` under the device lock), then the
     /// folio is unlocked and put. The first failure ends the loop and is returned. Then the device
     /// reads the range back (`dmirror_do_read`): the bytes, and `cpages`, the pages read.
-    public func makeExclusive(_ start: UInt64, pages: Int) throws(MirrorError) -> (bytes: [UInt8], cpages: Int) {
+    func makeExclusive(_ start: UInt64, pages: Int) throws(MirrorError) -> (bytes: [UInt8], cpages: Int) {
         let end = pageAddress(start, pages)
         guard end >= start else { throw .errno(Errno.EINVAL) }
         mm.mmapLock.readLock()
@@ -50,7 +50,7 @@ extension Device {
     /// `HMM_DMIRROR_CHECK_EXCLUSIVE` (`dmirror_check_atomic()`): throws `-EPERM` if any page of the
     /// range is still mapped for atomic access in the device page table (a CPU access, or any other
     /// invalidation, has not revoked it).
-    public func checkExclusive(_ start: UInt64, pages: Int) throws(MirrorError) {
+    func checkExclusive(_ start: UInt64, pages: Int) throws(MirrorError) {
         let stillAtomic = pageTable.withLock { pt in
             (0..<pages).contains { pt.lookup(pageAddress(start, $0)) & DevicePageTable.atomic != 0 }
         }

@@ -5,7 +5,7 @@ public struct MigrationResult: Sendable, Equatable {
     /// 0, or the errno the dmirror ioctl would return (`-ENOENT`: some page did not reach the device).
     public var errno: Int32 = 0
     /// Pages still migrating after unmap (`cpages`), summed over windows.
-    public var collected = 0
+    var collected = 0
     /// Pages whose migration completed (`MIGRATE` after `migrate_vma_pages`).
     public var migrated = 0
     /// Page-table walks started: `hmm_range_fault` and `migrate_vma_setup` calls.
@@ -15,21 +15,21 @@ public struct MigrationResult: Sendable, Equatable {
     /// CPU faults taken on the way (`hmm_range_fault` fault batches).
     public var faults = 0
     /// TLB flushes counted by collect or the unified walk.
-    public var tlbFlushes = 0
-    public var splitsBeforeCollect = 0
-    public var splitsAfterIsolation = 0
+    var tlbFlushes = 0
+    var splitsBeforeCollect = 0
+    var splitsAfterIsolation = 0
     /// Whole windows walked again because the device's own invalidation bumped the sequence.
-    public var selfInvalidationRetries = 0
+    var selfInvalidationRetries = 0
     /// `hmm_range_fault` calls repeated because the notifier sequence moved (`-EBUSY` from the sequence
     /// check, or `mmu_interval_read_retry` under the device lock), whoever invalidated.
-    public var notifierRetries = 0
+    var notifierRetries = 0
     /// Those of the notifier retries whose invalidation came from another op thread (`--jobs`).
-    public var crossJobRetries = 0
+    var crossJobRetries = 0
     /// Migration entries installed and folios skipped on a failed `folio_trylock`.
-    public var migrationEntries = 0
-    public var lockFailures = 0
+    var migrationEntries = 0
+    var lockFailures = 0
     /// Where the time went.
-    public var phases = PhaseTimes()
+    var phases = PhaseTimes()
 
     public init() {}
 
@@ -44,19 +44,19 @@ public struct MigrationResult: Sendable, Equatable {
 }
 
 /// Time spent per phase of a device migration, in nanoseconds.
-public struct PhaseTimes: Sendable, Equatable {
+struct PhaseTimes: Sendable, Equatable {
     /// `hmm_range_fault` walks, less the faults they took (the unified walk's collection included).
     public var walk: UInt64 = 0
     /// `handle_mm_fault` called from `hmm_range_fault`.
     public var fault: UInt64 = 0
     /// `migrate_vma_setup` (collect walk and unmap) or `migrate_hmm_range_setup`.
-    public var collect: UInt64 = 0
+    var collect: UInt64 = 0
     /// Device page allocation and copy bookkeeping (and, with verify, the check of every copied page).
     public var alloc: UInt64 = 0
     /// The copy engine moving bytes.
     public var copy: UInt64 = 0
     /// `migrate_vma_pages`, device page-table update, `migrate_vma_finalize`.
-    public var finalize: UInt64 = 0
+    var finalize: UInt64 = 0
 
     public init() {}
 
@@ -72,7 +72,7 @@ public struct PhaseTimes: Sendable, Equatable {
 
 extension Device {
     /// The window a migration works in: `PTRS_PER_PTE` pages, clipped to the VMA (dmirror).
-    public static let migrationWindow = PageSize.pmdPages
+    static let migrationWindow = PageSize.pmdPages
 
     // MARK: - To the device (migrate_vma)
 
@@ -80,7 +80,7 @@ extension Device {
     /// (`SELECT_SYSTEM | SELECT_COMPOUND`), allocate device pages and copy, `migrate_vma_pages`, map in
     /// the device page table, `migrate_vma_finalize`. Then, like dmirror, checks that every page of the
     /// range is now in the device page table (`-ENOENT` otherwise).
-    public func migrateToDevice(_ start: UInt64, pages: Int) -> MigrationResult {
+    func migrateToDevice(_ start: UInt64, pages: Int) -> MigrationResult {
         migrateToDevice(start, pages: pages, acceptMissing: false)
     }
 
@@ -335,7 +335,7 @@ extension Device {
     /// - Parameters:
     ///   - window: pages per `hmm_range_fault` call (the RFC's test uses 64; dmirror's migrations 512).
     ///   - compound: collect PMD-mapped 2 MiB folios whole (lab option, not in the RFC).
-    public func migrateOnFault(
+    func migrateOnFault(
         _ start: UInt64, pages: Int, window: Int = migrationWindow, compound: Bool = false, access: DeviceAccess = .read
     ) -> MigrationResult {
         // The migrate arguments hold one window of `migrationWindow` pages; a larger window would
@@ -492,7 +492,7 @@ extension Device {
     /// RFC's `migrate_vma_setup` does (Aug 2025 v1: `hmm_range_fault` with `REQ_MIGRATE`, no
     /// `REQ_FAULT`, then `migrate_hmm_range_setup`); a 2 MiB device folio still goes through the
     /// classic collect, since the RFC's walk does not collect large folios ("FIXME support THP").
-    public func migrateToRAM(_ mm: AddressSpace, address: UInt64, faultPage: Pfn, throughPTE: Bool) throws(FaultError) {
+    func migrateToRAM(_ mm: AddressSpace, address: UInt64, faultPage: Pfn, throughPTE: Bool) throws(FaultError) {
         stats.cpuFaults.wrappingAdd(1, ordering: .relaxed)
         let folioOrder = memory.folio(containing: faultPage).order
         let order = throughPTE ? 0 : folioOrder
@@ -535,7 +535,7 @@ extension Device {
 
     /// `HMM_DMIRROR_MIGRATE_TO_SYS` (`dmirror_migrate_to_system`): explicit migration of the range's
     /// device pages back to system memory, window by window.
-    public func migrateToSystem(_ start: UInt64, pages: Int) -> MigrationResult {
+    func migrateToSystem(_ start: UInt64, pages: Int) -> MigrationResult {
         var result = MigrationResult()
         let end = pageAddress(start, pages)
         mm.mmapLock.readLock()
@@ -598,7 +598,7 @@ extension Device {
     /// copy → `migrate_device_pages` → `migrate_device_finalize`), and the device page table is emptied.
     /// Returns the pages evicted.
     @discardableResult
-    public func release() -> Int {
+    func release() -> Int {
         var evicted = 0
         let pool = self.pool
         let src = PfnArray(capacity: PageSize.pmdPages)

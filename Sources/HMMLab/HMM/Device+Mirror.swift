@@ -1,16 +1,16 @@
 import Glibc
 
 /// The per-page state `HMM_DMIRROR_SNAPSHOT` reports (include/uapi test_hmm_uapi.h).
-public enum MirrorProt {
+enum MirrorProt {
     public static let error: UInt8 = 0xFF
     public static let none: UInt8 = 0x00
     public static let read: UInt8 = 0x01
     public static let write: UInt8 = 0x02
-    public static let pmd: UInt8 = 0x04
-    public static let pud: UInt8 = 0x08
+    static let pmd: UInt8 = 0x04
+    static let pud: UInt8 = 0x08
     public static let zero: UInt8 = 0x10
-    public static let devicePrivateLocal: UInt8 = 0x20
-    public static let devicePrivateRemote: UInt8 = 0x30
+    static let devicePrivateLocal: UInt8 = 0x20
+    static let devicePrivateRemote: UInt8 = 0x30
 }
 
 /// Why a device read or write failed.
@@ -34,9 +34,9 @@ extension Device {
     /// model several times slower on a loaded machine, so that mutator threads' invalidations do not
     /// make a window time out there that a normal build finishes.
     #if HMM_LAB_TSAN
-    public static let defaultRangeTimeoutNanoseconds: UInt64 = 30_000_000_000
+    static let defaultRangeTimeoutNanoseconds: UInt64 = 30_000_000_000
     #else
-    public static let defaultRangeTimeoutNanoseconds: UInt64 = 1_000_000_000
+    static let defaultRangeTimeoutNanoseconds: UInt64 = 1_000_000_000
     #endif
 
     /// `dmirror_range_fault()` + `dmirror_do_fault()`: the canonical HMM loop — `read_begin`, mmap read

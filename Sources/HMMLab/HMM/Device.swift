@@ -33,22 +33,22 @@ public final class Device: DevicePagemap, MMUIntervalNotifierOps, @unchecked Sen
     }
 
     /// `pgmap->owner`.
-    public let owner: UInt64
+    let owner: UInt64
     public let memory: PhysicalMemory
     /// The device memory this device's `dev_pagemap` covers: one of ``PhysicalMemory/devicePools``
     /// (the first unless given), on its own node.
     public let pool: MemoryPool
     /// The address space the device mirrors (dmirror binds `current->mm` at open).
     public unowned(unsafe) let mm: AddressSpace
-    public var selfInvalidation: SelfInvalidation
-    public var splitPolicy: SplitPolicy
+    var selfInvalidation: SelfInvalidation
+    var splitPolicy: SplitPolicy
     /// Whether `migrate_to_ram` collects through the unified walk, as `migrate_vma_setup` does once the
     /// RFC (Aug 2025 v1) has removed `migrate_vma_collect_*()` (patch 3/4): `hmm_range_fault` with
     /// `REQ_MIGRATE` and `migrate_hmm_range_setup`. The runner sets it for the unified strategy; off,
     /// the classic collect (`migrate_vma_collect_pmd`) runs, as in a kernel without the RFC.
-    public var setupThroughUnifiedWalk = false
+    var setupThroughUnifiedWalk = false
     /// Copy threads per migration and whether every copied page is verified.
-    public let copyWorkers: Int
+    let copyWorkers: Int
     /// Given to the device's copy engines (``CopyEngine/workerThreadHook``).
     let copyWorkerHook: (@Sendable () -> Void)?
     public let verify: Bool
@@ -64,17 +64,17 @@ public final class Device: DevicePagemap, MMUIntervalNotifierOps, @unchecked Sen
     let rangeScratch = LabMutex<[HMMRange]>([])
 
     /// Counters.
-    public let stats: DeviceStatistics
+    let stats: DeviceStatistics
     /// The op thread (`clinux_job()`, 0 for none) whose invalidation last moved this device's notifier
     /// sequence, for ``crossJobRetry()``.
     private let invalidatingJob = Atomic<Int32>(0)
     /// Whether several op threads drive this device at once (`--jobs` above 1): then its own
     /// `MMU_NOTIFY_MIGRATE` is skipped only when no other op thread walks an overlapping range
     /// (``otherJobWalks(_:_:)``). Set before the jobs start.
-    public var concurrentJobs = false
+    var concurrentJobs = false
     /// How long `dmirror_range_fault` retries a window before giving up with `-EBUSY`: the kernel's
     /// `HMM_RANGE_DEFAULT_TIMEOUT` unless ``RunConfig/rangeTimeoutNanoseconds`` says otherwise.
-    public var rangeTimeoutNanoseconds = Device.defaultRangeTimeoutNanoseconds
+    var rangeTimeoutNanoseconds = Device.defaultRangeTimeoutNanoseconds
     /// With ``concurrentJobs``: the op threads between `mmu_interval_read_begin` and their last
     /// `mmu_interval_read_retry`, and the range each walks.
     let walksInFlight = LabMutex<[(job: Int32, start: UInt64, end: UInt64)]>([])
@@ -121,7 +121,7 @@ public final class Device: DevicePagemap, MMUIntervalNotifierOps, @unchecked Sen
     }
 
     /// Makes device allocations fail with these probabilities (`HMM_DMIRROR_FLAG_FAIL_ALLOC` is order 9 = 1).
-    public func setAllocationFailure(_ settings: FailureInjection) {
+    func setAllocationFailure(_ settings: FailureInjection) {
         injection.withLock { $0 = (settings, SplitMix64(seed: settings.seed)) }
         injecting.store(settings.order0 > 0 || settings.order9 > 0, ordering: .releasing)
     }
@@ -204,7 +204,7 @@ public final class Device: DevicePagemap, MMUIntervalNotifierOps, @unchecked Sen
 
     /// `dmirror_devmem_free()` (the pagemap's `page_free`): counts the backing pages the memory frees for
     /// the folio.
-    public func pageFree(_ folio: Folio, backing: Pfn) {
+    func pageFree(_ folio: Folio, backing: Pfn) {
         stats.backingPagesFreed.wrappingAdd(folio.pageCount, ordering: .relaxed)
     }
 
@@ -254,7 +254,7 @@ public final class Device: DevicePagemap, MMUIntervalNotifierOps, @unchecked Sen
 
     /// The device page-table entries, sorted by address; `atomic` for a page mapped for atomic access
     /// (`DPT_XA_TAG_ATOMIC`).
-    public func deviceMappings() -> [(address: UInt64, pfn: Pfn, writable: Bool, atomic: Bool)] {
+    func deviceMappings() -> [(address: UInt64, pfn: Pfn, writable: Bool, atomic: Bool)] {
         pageTable.withLock { pt in
             pt.entries().map {
                 (address: $0.address, pfn: DevicePageTable.pfn(of: $0.entry), writable: $0.entry & DevicePageTable.write != 0,
@@ -305,29 +305,29 @@ public final class Device: DevicePagemap, MMUIntervalNotifierOps, @unchecked Sen
 }
 
 /// A device's counters.
-public final class DeviceStatistics: Sendable {
-    public let devicePagesAllocated = Atomic<Int>(0)
+final class DeviceStatistics: Sendable {
+    let devicePagesAllocated = Atomic<Int>(0)
     /// Backing system pages (4 KiB each) allocated and freed with device pages (``Costs/driver``).
-    public let backingPagesAllocated = Atomic<Int>(0)
-    public let backingPagesFreed = Atomic<Int>(0)
+    let backingPagesAllocated = Atomic<Int>(0)
+    let backingPagesFreed = Atomic<Int>(0)
     /// `xa_store` and `xa_erase` calls on the device page table (``Costs/driver``).
-    public let xarrayStores = Atomic<Int>(0)
-    public let xarrayErases = Atomic<Int>(0)
-    public let allocationFailures = Atomic<Int>(0)
-    public let pagesToDevice = Atomic<Int>(0)
-    public let pagesToSystem = Atomic<Int>(0)
-    public let hugeToDevice = Atomic<Int>(0)
-    public let hugeToSystem = Atomic<Int>(0)
-    public let cpuFaults = Atomic<Int>(0)
-    public let selfInvalidationsSkipped = Atomic<Int>(0)
-    public let selfInvalidationsBumped = Atomic<Int>(0)
+    let xarrayStores = Atomic<Int>(0)
+    let xarrayErases = Atomic<Int>(0)
+    let allocationFailures = Atomic<Int>(0)
+    let pagesToDevice = Atomic<Int>(0)
+    let pagesToSystem = Atomic<Int>(0)
+    let hugeToDevice = Atomic<Int>(0)
+    let hugeToSystem = Atomic<Int>(0)
+    let cpuFaults = Atomic<Int>(0)
+    let selfInvalidationsSkipped = Atomic<Int>(0)
+    let selfInvalidationsBumped = Atomic<Int>(0)
     /// Walks repeated because the device's own invalidation bumped the sequence.
-    public let retriesFromSelfInvalidation = Atomic<Int>(0)
-    public let bytesCopied = Atomic<Int>(0)
-    public let bytesCleared = Atomic<Int>(0)
-    public let copyNanoseconds = Atomic<Int>(0)
-    public let pagesVerified = Atomic<Int>(0)
+    let retriesFromSelfInvalidation = Atomic<Int>(0)
+    let bytesCopied = Atomic<Int>(0)
+    let bytesCleared = Atomic<Int>(0)
+    let copyNanoseconds = Atomic<Int>(0)
+    let pagesVerified = Atomic<Int>(0)
     /// Pages whose copy did not match its source (must stay 0).
-    public let verifyFailures = Atomic<Int>(0)
+    let verifyFailures = Atomic<Int>(0)
     public init() {}
 }

@@ -3,39 +3,39 @@ import Synchronization
 /// The arguments of one `hmm_range_fault` call (`struct hmm_range`, include/linux/hmm.h), plus the
 /// unified-path RFC's `migrate` pointer. Allocate one per caller and reuse it: `hmmPfns` (a ``PfnArray``)
 /// is allocated once, when it is made, and freed with it.
-public final class HMMRange: @unchecked Sendable {
+final class HMMRange: @unchecked Sendable {
     /// The interval notifier whose sequence guards the call; nil when called from `migrate_vma_setup`
     /// through the unified path (the RFC skips the check then).
-    public var notifier: MMUIntervalNotifier?
+    var notifier: MMUIntervalNotifier?
     /// The sequence `mmu_interval_read_begin` returned.
-    public var notifierSeq: UInt64 = 0
+    var notifierSeq: UInt64 = 0
     public var start: UInt64 = 0
     public var end: UInt64 = 0
     /// One word per page: input requests, output pfn and flags (``HMMPfn``).
-    public let hmmPfns: PfnArray
+    let hmmPfns: PfnArray
     public var capacity: Int { hmmPfns.capacity }
     /// `default_flags`: requests applied to every page.
-    public var defaultFlags: UInt64 = 0
+    var defaultFlags: UInt64 = 0
     /// `pfn_flags_mask`: which per-page input bits count.
-    public var pfnFlagsMask: UInt64 = 0
+    var pfnFlagsMask: UInt64 = 0
     /// `dev_private_owner`: this owner's device-private pages are reported, not faulted.
-    public var devPrivateOwner: UInt64 = 0
+    var devPrivateOwner: UInt64 = 0
     /// The RFC's `range->migrate`: with `HMM_PFN_REQ_MIGRATE`, pages are collected into it as they are walked.
     public var migrate: MigrateVMA?
     /// Lab option, not in the RFC: collect a PMD-mapped 2 MiB folio whole (needs `MIGRATE_VMA_SELECT_COMPOUND`
     /// in `migrate.flags`) instead of splitting it.
-    public var compoundMigration = false
+    var compoundMigration = false
 
     // Lab counters for the last call.
     /// Pages faulted through `handle_mm_fault`.
     public var faults = 0
     /// Time spent in those faults (`handle_mm_fault` from `hmm_vma_fault`).
-    public var faultNanoseconds: UInt64 = 0
+    var faultNanoseconds: UInt64 = 0
     /// Walk restarts (`-EBUSY` from a fault batch, a split or a migration entry wait).
     public var restarts = 0
     /// Per-page PTE relocks and TLB flushes of the unified path (`hmm_vma_handle_migrate_prepare`).
-    public var migratePrepareLocks = 0
-    public var migrateFlushes = 0
+    var migratePrepareLocks = 0
+    var migrateFlushes = 0
     /// Whether this call raised its `MMU_NOTIFY_MIGRATE` invalidation.
     var migrateInvalidation: MMUNotifierRange?
 
@@ -44,7 +44,7 @@ public final class HMMRange: @unchecked Sendable {
     }
 
     /// Pages in the range.
-    public var npages: Int { pageCount(start, end) }
+    var npages: Int { pageCount(start, end) }
 }
 
 extension AddressSpace {
@@ -62,7 +62,7 @@ extension AddressSpace {
     /// migrate raises none (a departure: see ``Device/SelfInvalidation``).
     ///
     /// - Returns: 0, `-EBUSY` (range invalidated: retry), `-EFAULT`, `-EPERM`, `-ERANGE`.
-    public func hmmRangeFault(_ range: HMMRange) -> Int32 {
+    func hmmRangeFault(_ range: HMMRange) -> Int32 {
         precondition(range.npages <= range.capacity, "hmm range of \(range.npages) pages exceeds its capacity \(range.capacity)")
         var ops = HMMWalk(range: range)
         range.faults = 0
@@ -96,7 +96,7 @@ extension AddressSpace {
     /// `VALID|MIGRATE` word is a hole or the zero page and becomes `MIGRATE_PFN_MIGRATE` without a pfn,
     /// as `migrate_vma_collect_pmd` records them; a 2 MiB folio is its head with `COMPOUND` and 511
     /// zeros), then unmaps (`migrate_vma_unmap`).
-    public func migrateHMMRangeSetup(_ range: HMMRange) {
+    func migrateHMMRangeSetup(_ range: HMMRange) {
         guard let args = range.migrate else { return }
         let n = range.npages
         let start = range.start
@@ -142,7 +142,7 @@ extension AddressSpace {
     /// unmapped to migration entries as usual), no source kept `MIGRATE`, and `migrate_vma_finalize`
     /// restores every entry and unlocks and releases every folio. The RFC's error paths write this
     /// sequence out; the lab names it once.
-    public func migrateHMMRangeAbort(_ range: HMMRange) {
+    func migrateHMMRangeAbort(_ range: HMMRange) {
         guard let args = range.migrate else { return }
         migrateHMMRangeSetup(range)
         for i in 0..<args.npages { args.src[i] &= ~MigratePfn.migrate }
@@ -153,7 +153,7 @@ extension AddressSpace {
     /// v1, patch 2/4; patch 3/4 removes `migrate_vma_collect_*()`):
     /// `hmm_range_fault` with `HMM_PFN_REQ_MIGRATE` (and `REQ_FAULT` when `fault`, the RFC's
     /// `MIGRATE_VMA_FAULT`), no notifier, then `migrate_hmm_range_setup`.
-    public func migrateVMASetupUnified(_ args: MigrateVMA, range: HMMRange, fault: Bool) -> Int32 {
+    func migrateVMASetupUnified(_ args: MigrateVMA, range: HMMRange, fault: Bool) -> Int32 {
         guard let vma = args.vma, args.start >= vma.start, args.end <= vma.end, args.end > args.start else { return Errno.EINVAL }
         range.notifier = nil
         range.start = args.start

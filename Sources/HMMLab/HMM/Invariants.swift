@@ -11,7 +11,7 @@
 /// system folio (test_hmm's `zone_device_data`), allocated, of the same order, held once, and the
 /// device's counters account for every backing page (allocated − freed = held): a system frame held
 /// this way is not a leak.
-public enum Invariants {
+enum Invariants {
     /// Violations found, one line each (empty when all hold). `knownReferences`: references held
     /// outside the page tables (pins), per folio head. Every CPU's LRU add batch is drained first
     /// (``PhysicalMemory/drainLRUBatches()``), so no folio holds a batch's reference; call it at a

@@ -1,11 +1,11 @@
 /// The `MIGRATE_PFN_*` word of `migrate_vma`'s `src` and `dst` arrays (`include/linux/migrate.h`):
 /// `(pfn << MIGRATE_PFN_SHIFT) | flags`. A 2 MiB source is its head entry with `COMPOUND`, followed by
 /// 511 zero entries.
-public enum MigratePfn {
-    public static let valid: UInt64 = 1 << 0
+enum MigratePfn {
+    static let valid: UInt64 = 1 << 0
     public static let migrate: UInt64 = 1 << 1
     public static let write: UInt64 = 1 << 3
-    public static let compound: UInt64 = 1 << 4
+    static let compound: UInt64 = 1 << 4
     public static let shift: UInt64 = 6
 
     /// `migrate_pfn(pfn)`: the pfn with `MIGRATE_PFN_VALID`.

@@ -1,13 +1,13 @@
 /// `MIGRATE_VMA_SELECT_*`.
-public struct MigrateSelect: OptionSet, Sendable, Hashable {
+struct MigrateSelect: OptionSet, Sendable, Hashable {
     public var rawValue: UInt32
     public init(rawValue: UInt32) { self.rawValue = rawValue }
     /// `MIGRATE_VMA_SELECT_SYSTEM`: collect system pages.
     public static let system = MigrateSelect(rawValue: 1 << 0)
     /// `MIGRATE_VMA_SELECT_DEVICE_PRIVATE`: collect this owner's device-private pages.
-    public static let devicePrivate = MigrateSelect(rawValue: 1 << 1)
+    static let devicePrivate = MigrateSelect(rawValue: 1 << 1)
     /// `MIGRATE_VMA_SELECT_DEVICE_COHERENT` (not modelled: no coherent pages here).
-    public static let deviceCoherent = MigrateSelect(rawValue: 1 << 2)
+    static let deviceCoherent = MigrateSelect(rawValue: 1 << 2)
     /// `MIGRATE_VMA_SELECT_COMPOUND`: collect 2 MiB folios whole.
-    public static let compound = MigrateSelect(rawValue: 1 << 3)
+    static let compound = MigrateSelect(rawValue: 1 << 3)
 }

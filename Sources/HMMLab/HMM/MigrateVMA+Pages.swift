@@ -8,7 +8,7 @@ extension AddressSpace {
     /// destination page into the page table (`migrate_vma_insert_page`) under a second
     /// `MMU_NOTIFY_MIGRATE` invalidation; splits a 2 MiB source whose destination is not compound
     /// (`migrate_vma_split_unmapped_folio`). Sources that cannot move lose `MIGRATE_PFN_MIGRATE`.
-    public func migrateVMAPages(_ args: MigrateVMA) {
+    func migrateVMAPages(_ args: MigrateVMA) {
         if let injector { injectBeforePages(args, injector) }
         var notified = false
         var range = MMUNotifierRange(start: 0, end: 0, event: .migrate, owner: args.pgmapOwner)
@@ -243,7 +243,7 @@ extension AddressSpace {
     /// `migrate_vma_finalize()` → `__migrate_device_finalize()`: maps the destination where migration
     /// succeeded and the source again where it did not (`remove_migration_ptes`), puts system folios
     /// back on the LRU, and unlocks and releases sources and destinations (not the fault page).
-    public func migrateVMAFinalize(_ args: MigrateVMA) {
+    func migrateVMAFinalize(_ args: MigrateVMA) {
         AddressSpace.migrateDeviceFinalize(src: args.src, dst: args.dst, npages: args.npages, faultPage: args.faultPage, memory: memory)
         for folio in args.injectedPins { memory.put(folio) }
         args.injectedPins.removeAll(keepingCapacity: true)
@@ -256,7 +256,7 @@ extension AddressSpace {
     ///
     /// Sources and destinations whose last reference goes here are freed together when the call ends
     /// (``FreeBatch``), as `free_unref_folio` puts them on the per-CPU lists without the zone lock.
-    public static func migrateDeviceFinalize(
+    static func migrateDeviceFinalize(
         src: borrowing PfnArray, dst: borrowing PfnArray, npages: Int, faultPage: Pfn?, memory: PhysicalMemory
     ) {
         let faultFolio = faultPage.map { memory.folio(containing: $0) }

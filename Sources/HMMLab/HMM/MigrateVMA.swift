@@ -4,10 +4,10 @@ import Synchronization
 /// with the lab's counters. Allocate one per caller and reuse it window after window: the `src` and
 /// `dst` arrays (``PfnArray``) are allocated once, when it is made, and freed with it, so a migration
 /// allocates nothing per page.
-public final class MigrateVMA: @unchecked Sendable {
+final class MigrateVMA: @unchecked Sendable {
     /// The address space and VMA the range lies in.
     public unowned(unsafe) var mm: AddressSpace
-    public var vma: VMA?
+    var vma: VMA?
     public var start: UInt64 = 0
     public var end: UInt64 = 0
     /// `MIGRATE_PFN_*` words, one per page.
@@ -16,14 +16,14 @@ public final class MigrateVMA: @unchecked Sendable {
     /// Pages the arrays can hold.
     public var capacity: Int { src.capacity }
     /// Entries filled by collect.
-    public var npages = 0
+    var npages = 0
     /// Pages collected, then pages still migrating after unmap.
-    public var cpages = 0
+    var cpages = 0
     /// `pgmap_owner`.
-    public var pgmapOwner: UInt64 = 0
+    var pgmapOwner: UInt64 = 0
     public var flags: MigrateSelect = []
     /// The locked device page a CPU fault is migrating (`fault_page`).
-    public var faultPage: Pfn?
+    var faultPage: Pfn?
 
     /// How many pages ahead the per-page loops after the copy (`migrate_vma_pages`, finalize) prefetch
     /// the descriptors they will take atomics on.
@@ -31,21 +31,21 @@ public final class MigrateVMA: @unchecked Sendable {
 
     // Lab counters, accumulated over calls until reset.
     /// TLB flushes (`flush_tlb_range` calls): one per PMD batch in collect.
-    public var tlbFlushes = 0
+    var tlbFlushes = 0
     /// `lru_add_drain_all` calls made by `migrate_device_unmap` (at most one per call).
-    public var lruDrains = 0
+    var lruDrains = 0
     /// Pages restored by unmap (pinned, not isolated, still mapped).
-    public var restored = 0
+    var restored = 0
     /// 2 MiB folios split during collect (`migrate_vma_split_folio` or the collect fallback).
-    public var splitsBeforeCollect = 0
+    var splitsBeforeCollect = 0
     /// 2 MiB folios split after isolation (`migrate_vma_split_unmapped_folio`).
-    public var splitsAfterIsolation = 0
+    var splitsAfterIsolation = 0
     /// Pages whose migration `pages` refused (expected-refcount mismatch, …).
     public var refused = 0
     /// Migration entries installed (PTE or PMD), by collect, the unified walk or `try_to_migrate`.
-    public var migrationEntries = 0
+    var migrationEntries = 0
     /// Folios skipped because `folio_trylock` failed.
-    public var lockFailures = 0
+    var lockFailures = 0
     /// References taken by an injected pin between collect and `pages`, dropped after finalize.
     var injectedPins: [Folio] = []
 
@@ -59,7 +59,7 @@ public final class MigrateVMA: @unchecked Sendable {
     var faultFolio: Folio? { faultPage.map { mm.memory.folio(containing: $0) } }
 
     /// Resets the lab counters.
-    public func resetCounters() {
+    func resetCounters() {
         tlbFlushes = 0
         lruDrains = 0
         restored = 0
@@ -77,7 +77,7 @@ extension AddressSpace {
     /// `src` entries carry `MIGRATE_PFN_MIGRATE`. The caller holds the mmap lock for reading.
     ///
     /// - Returns: 0, or `-EINVAL` for a bad range, VMA or fault page.
-    public func migrateVMASetup(_ args: MigrateVMA) -> Int32 {
+    func migrateVMASetup(_ args: MigrateVMA) -> Int32 {
         args.start &= PageSize.mask
         args.end &= PageSize.mask
         let pages = Int((args.end &- args.start) >> PageSize.shift)  // wrapping: the guard below refuses end <= start

@@ -25,7 +25,7 @@ public final class DmirrorDevice {
     /// What one ioctl reported: `cpages` (pages read or mirrored) and `faults` (`dmirror_fault` calls).
     public struct Reply: Sendable {
         public var errno: Int32
-        public var cpages: Int
+        var cpages: Int
         public var faults: Int
     }
 
@@ -54,12 +54,12 @@ public final class DmirrorDevice {
 
     public func read(_ start: UInt64, pages: Int) -> Reply { command(CLINUX_DMIRROR_READ, start, pages) }
 
-    public func migrateToDevice(_ start: UInt64, pages: Int) -> Reply { command(CLINUX_DMIRROR_MIGRATE_TO_DEV, start, pages) }
+    func migrateToDevice(_ start: UInt64, pages: Int) -> Reply { command(CLINUX_DMIRROR_MIGRATE_TO_DEV, start, pages) }
 
-    public func migrateToSystem(_ start: UInt64, pages: Int) -> Reply { command(CLINUX_DMIRROR_MIGRATE_TO_SYS, start, pages) }
+    func migrateToSystem(_ start: UInt64, pages: Int) -> Reply { command(CLINUX_DMIRROR_MIGRATE_TO_SYS, start, pages) }
 
     /// Makes the device's next 2 MiB allocation fail (`HMM_DMIRROR_FLAG_FAIL_ALLOC`).
-    public func setFailAllocation() -> Int32 {
+    func setFailAllocation() -> Int32 {
         var cmd = clinux_dmirror_cmd(addr: 0, ptr: 0, npages: 1, cpages: 0, faults: 0)
         return -clinux_dmirror_ioctl(fd, CLINUX_DMIRROR_FLAGS.rawValue, &cmd)
     }

@@ -14,7 +14,7 @@ public final class KernelFunctions {
     /// The functions traced, each with the lab counter it is the kernel's twin of (README, "The kernel
     /// engine"). Static functions that the compiler inlines cannot be traced; those found missing in
     /// `available_filter_functions` are reported and their columns left empty.
-    public static let traced: [(name: String, twin: String)] = [
+    static let traced: [(name: String, twin: String)] = [
         ("hmm_range_fault", "walks (the hmm_range_fault part)"),
         ("migrate_vma_setup", "walks (the migrate_vma_setup part; coming back, one per migrate_to_ram)"),
         ("walk_page_range", "walks + walk_restarts"),

@@ -50,7 +50,7 @@ public final class KernelRunner {
     }
 
     /// Columns a kernel row never fills.
-    public static let unmeasuredColumns: Set<String> = [
+    static let unmeasuredColumns: Set<String> = [
         "ptes_visited", "migration_entries", "notifier_retries", "folio_lock_fails", "thp_migrated", "device_alloc_fails", "bytes_copied",
         "mutator_stores", "lost_stores", "memcpy_gbps", "kernel_walk_ns", "costs", "tlb_shootdown", "flush_ns",
         "cross_job_retries", "mmap_lock_wait_ns", "ptl_wait_ns", "lru_lock_wait_ns", "alloc_lock_wait_ns", "memcpy_threads_gbps", "notifier_wait_ns",

@@ -17,12 +17,12 @@ import Glibc
 /// 4. `MADV_PAGEOUT` the `swap` pages (needs swap: the VM lane's zram), `HMM_DMIRROR_MIGRATE_TO_DEV`
 ///    the `device` pages, `vmsplice` the `pinned` pages into a pipe, whose buffers hold a reference on
 ///    each page (`migrate_vma_check_page` then refuses it) until the pipe is closed.
-public final class KernelWorkload {
+final class KernelWorkload {
     public let start: UInt64
     public let pages: Int
     public let seed: UInt64
-    public let kinds: [PageKind]
-    public let thpBlocks: Set<Int>
+    let kinds: [PageKind]
+    let thpBlocks: Set<Int>
     let mapping: UnsafeMutableRawPointer
     let mappingBytes: Int
     private var child: pid_t = 0
@@ -30,7 +30,7 @@ public final class KernelWorkload {
     private var mapped = true
 
     /// Why the range could not be built.
-    public struct BuildError: Error, CustomStringConvertible {
+    struct BuildError: Error, CustomStringConvertible {
         public var description: String
     }
 
@@ -171,7 +171,7 @@ public final class KernelWorkload {
 
     /// Pages of the range whose entry is a device-private one now: `/proc/self/pagemap` reports them as
     /// swap entries (bit 62) of a type no swap file has (-1 when pagemap cannot be read).
-    public func pagesOnDevice() -> Int {
+    func pagesOnDevice() -> Int {
         let entries = pagemap()
         guard !entries.isEmpty else { return -1 }
         return entries.reduce(0) { n, e in n + (e & (1 << 62) != 0 && e & 0x1F >= 16 ? 1 : 0) }
@@ -179,7 +179,7 @@ public final class KernelWorkload {
 
     /// Reads every page through the device (`HMM_DMIRROR_READ`, which does not migrate) and counts the
     /// pages whose header (written pages) or zeros (untouched and zero pages) are wrong.
-    public func corruptPages(device: DmirrorDevice) -> Int {
+    func corruptPages(device: DmirrorDevice) -> Int {
         var corrupt = 0
         var first = 0
         while first < pages {
@@ -196,7 +196,7 @@ public final class KernelWorkload {
     }
 
     /// Ends the child, closes the pipes (dropping the pins) and unmaps the range.
-    public func tearDown() {
+    func tearDown() {
         if child > 0 {
             kill(child, SIGKILL)
             var status: Int32 = 0

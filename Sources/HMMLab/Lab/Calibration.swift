@@ -18,7 +18,7 @@ public struct Calibration: Sendable {
 
     public var figures: [Figure]
     /// The pools the figures were measured on.
-    public var memorySummary: String
+    var memorySummary: String
 
     /// Groups of figures `bench calibrate --only` can choose.
     public enum Group: String, CaseIterable, Sendable {
@@ -121,7 +121,7 @@ public struct Calibration: Sendable {
 
     /// The kernel's `mincore()` over `pages` present 4 KiB pages of a fresh Region on `node`, ns per
     /// page: the median of `repetitions` after a warm-up.
-    public static func kernelMincoreNs(pages: Int, node: Int, repetitions: Int = 5) throws(RegionError) -> Double {
+    static func kernelMincoreNs(pages: Int, node: Int, repetitions: Int = 5) throws(RegionError) -> Double {
         let host = try Region(name: "mincore", length: pages * PageSize.bytes, backing: .small, node: node)
         let vec = UnsafeMutablePointer<UInt8>.allocate(capacity: pages)
         defer { vec.deallocate() }
@@ -135,7 +135,7 @@ public struct Calibration: Sendable {
 
     /// The kernel's `/proc/self/pagemap` (one `pread` of 8 bytes per page) over `pages` present 4 KiB
     /// pages of a fresh Region on `node`, ns per page.
-    public static func kernelPagemapNs(pages: Int, node: Int, repetitions: Int = 5) throws(RegionError) -> Double {
+    static func kernelPagemapNs(pages: Int, node: Int, repetitions: Int = 5) throws(RegionError) -> Double {
         let host = try Region(name: "pagemap", length: pages * PageSize.bytes, backing: .small, node: node)
         let fd = open("/proc/self/pagemap", O_RDONLY)
         guard fd >= 0 else { return .nan }

@@ -16,7 +16,7 @@ public struct ResultTable: Sendable {
     public var command: String? { metadata[ResultFile.MetadataKey.command.rawValue] }
 
     /// Files from before completion records: their rows' `tool_version` is below this.
-    public static let firstVersionWithCompletion = [0, 6, 0]
+    static let firstVersionWithCompletion = [0, 6, 0]
 
     /// Why the rows may be incomplete, in a few words; nil for a finished run or a file older than
     /// completion records.
@@ -104,7 +104,7 @@ public struct ResultTable: Sendable {
 public struct Compare: Sendable {
     /// Columns that say what was run: rows match on them.
     /// `engine` is absent from files written before `--engine` existed: such rows are `model` rows.
-    public static let configurationColumns = [
+    static let configurationColumns = [
         "engine", "strategy", "direction", "pages", "window_pages", "mix", "thp", "device_large_fail", "split_policy", "self_invalidation", "threads",
         "jobs", "devices", "device_pages", "mutators", "device_access", "fault_pages", "costs",
     ]
@@ -122,7 +122,7 @@ public struct Compare: Sendable {
 
     /// What produced a row rather than what it ran: rows that differ here are not comparable (a hugetlb
     /// run beside one that fell back to THP, another build, another machine or kernel).
-    public static let identityColumns = ["backing", "system_backing", "device_backing", "tool_version", "host", "cpu_model", "kernel", "tlb_shootdown"]
+    static let identityColumns = ["backing", "system_backing", "device_backing", "tool_version", "host", "cpu_model", "kernel", "tlb_shootdown"]
     public static var requiredConfigurationColumns: [String] { configurationColumns.filter { optionalColumns[$0] == nil } }
 
     /// The metrics compared: column, label, how to print it.
@@ -153,13 +153,13 @@ public struct Compare: Sendable {
         public var unit: Unit
         public var base: [Double]
         public var new: [Double]
-        public var baseMedian: Double { Statistics.median(base) }
-        public var newMedian: Double { Statistics.median(new) }
-        public var baseInterval: (low: Double, high: Double, coverage: Double) { Statistics.medianInterval(base) }
-        public var newInterval: (low: Double, high: Double, coverage: Double) { Statistics.medianInterval(new) }
+        var baseMedian: Double { Statistics.median(base) }
+        var newMedian: Double { Statistics.median(new) }
+        var baseInterval: (low: Double, high: Double, coverage: Double) { Statistics.medianInterval(base) }
+        var newInterval: (low: Double, high: Double, coverage: Double) { Statistics.medianInterval(new) }
         public var p: Double { Statistics.mannWhitneyU(base, new).p }
         /// The change of the median in %, nan when the base median is 0 and the new one is not.
-        public var deltaPercent: Double {
+        var deltaPercent: Double {
             let b = baseMedian
             let n = newMedian
             if b == n { return 0 }
@@ -172,8 +172,8 @@ public struct Compare: Sendable {
     public struct Block: Sendable {
         /// The configuration, as `column=value` pairs.
         public var configuration: [(String, String)]
-        public var baseLabel: String
-        public var newLabel: String
+        var baseLabel: String
+        var newLabel: String
         public var lines: [Line]
     }
 
@@ -182,8 +182,8 @@ public struct Compare: Sendable {
     /// of a matched configuration: `column: base values vs new values`.
     public var mismatches: [String] = []
     /// Configurations found on one side only, described.
-    public var onlyInBase: [String]
-    public var onlyInNew: [String]
+    var onlyInBase: [String]
+    var onlyInNew: [String]
 
     /// The values of `columns` in a row (an empty column name gives an empty value).
     static func key(_ fields: [String: String], _ columns: [String]) -> [String] {
@@ -299,7 +299,7 @@ public struct Compare: Sendable {
     /// The larger distance from the median of `values` to an end of its 95% interval
     /// (``Statistics/medianInterval(_:confidence:)``), in % of the median; nil for one value, or a
     /// median of 0 or not a number.
-    public static func intervalPercent(_ values: [Double]) -> Double? {
+    static func intervalPercent(_ values: [Double]) -> Double? {
         let m = Statistics.median(values)
         guard values.count > 1, m != 0, m.isFinite else { return nil }
         let ci = Statistics.medianInterval(values)
@@ -307,7 +307,7 @@ public struct Compare: Sendable {
     }
 
     /// `median ±x%` with x from ``intervalPercent(_:)``; `median (1 rep)` for one value.
-    public static func withInterval(_ values: [Double], _ unit: Unit) -> String {
+    static func withInterval(_ values: [Double], _ unit: Unit) -> String {
         let m = Statistics.median(values)
         guard values.count > 1 else { return value(m, unit) + " (1 rep)" }
         guard let spread = intervalPercent(values) else { return value(m, unit) }
@@ -325,7 +325,7 @@ public struct Compare: Sendable {
 
     /// The smallest two-sided p the exact Mann–Whitney test can give with `n1` and `n2` samples and no
     /// ties: 2 / C(n1+n2, n1).
-    public static func smallestP(_ n1: Int, _ n2: Int) -> Double {
+    static func smallestP(_ n1: Int, _ n2: Int) -> Double {
         var c = 1.0
         for i in 0..<min(n1, n2) { c = c * Double(n1 + n2 - i) / Double(i + 1) }
         return min(1, 2 / c)

@@ -11,7 +11,7 @@ import Glibc
 ///
 /// Models nothing in the kernel: it stands for a driver's concurrent fault handlers (several GPU
 /// engines faulting at once, each on its own kernel thread or work item).
-public final class JobThreads: @unchecked Sendable {
+final class JobThreads: @unchecked Sendable {
     /// Jobs, the caller's included.
     public let count: Int
     private var threads: [PosixThread] = []

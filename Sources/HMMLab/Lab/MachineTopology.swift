@@ -4,7 +4,7 @@ import Glibc
 /// and which perf events open. Everything is read from /sys, /proc and real probes, never assumed.
 public struct MachineTopology: Sendable {
     /// What `auto` got for a probe Region, and why it passed over the better backings.
-    public struct BackingProbe: Sendable {
+    struct BackingProbe: Sendable {
         public var bytes: Int
         public var backing: Backing?
         public var fallbacks: [String]
@@ -12,11 +12,11 @@ public struct MachineTopology: Sendable {
     }
 
     public var kernel: String
-    public var numaAvailable: Bool
+    var numaAvailable: Bool
     /// The nodes: CPUs, memory, hugetlb pages, distances.
     public var table: NodeTable
-    public var thpEnabled: String
-    public var thpDefrag: String
+    var thpEnabled: String
+    var thpDefrag: String
     /// The nodes a run with these options uses, and why the device node is that one.
     public var systemNode: Int
     public var deviceNode: Int
@@ -24,19 +24,19 @@ public struct MachineTopology: Sendable {
     /// Each device's node (`--devices`, `--device-nodes`): one entry, ``deviceNode``, for one device.
     public var deviceNodes: [Int]
     /// Whether the device nodes were given (`--device-node`, `--device-nodes`) rather than chosen.
-    public var deviceNodesAsked: Bool
+    var deviceNodesAsked: Bool
     /// Where the run's threads would run.
     public var placement: ThreadPlacement
     /// A 2 MiB Region with `auto` on the system node.
-    public var smallProbe: BackingProbe
+    var smallProbe: BackingProbe
     /// The default run's memory areas (16384 pages, backing `auto`) on these nodes, each with the
     /// backing its own node gives it.
-    public var defaultRun: PoolPlan
-    public var perfEvents: [PerfEvents.Probe]
-    public var perfEventParanoid: Int?
+    var defaultRun: PoolPlan
+    var perfEvents: [PerfEvents.Probe]
+    var perfEventParanoid: Int?
 
     /// Pages of the default run.
-    public static let defaultRunPages = RunConfig().pages
+    static let defaultRunPages = RunConfig().pages
 
     /// Reads the machine for a run on `systemNode` and `deviceNode` (nil: the default by distance).
     public static func read(systemNode: Int = 0, deviceNode: Int? = nil) -> MachineTopology {
@@ -76,7 +76,7 @@ public struct MachineTopology: Sendable {
     }
 
     /// Where each device's pool goes and why, one line per device (one line in all for one device).
-    public var deviceLines: [String] {
+    var deviceLines: [String] {
         if deviceNodes.count == 1 { return ["device node \(deviceNode): \(deviceNodeReason)"] }
         let how = deviceNodesAsked ? "on the nodes asked" : table.nodesWithMemory.count == 1 ? "all on the one node with memory (device memory is local)"
             : "round-robin over the other nodes with memory, farthest first"
@@ -102,7 +102,7 @@ extension PhysicalMemory.Configuration {
     /// The pools a run over `pages` 4 KiB pages uses (``RunConfig/memoryNeeded``): system memory for
     /// twice the range (the range, copy-on-write copies, pages coming back from the device) and its page
     /// tables, and device memory for the range plus slack.
-    public static func forRun(pages: Int, systemNode: Int = 0, deviceNode: Int? = nil, backing: BackingRequest = .auto) -> Self {
+    static func forRun(pages: Int, systemNode: Int = 0, deviceNode: Int? = nil, backing: BackingRequest = .auto) -> Self {
         var config = RunConfig()
         config.pages = pages
         let need = config.memoryNeeded
@@ -110,7 +110,7 @@ extension PhysicalMemory.Configuration {
     }
 
     /// 2 MiB hugetlb pages the two pools take.
-    public var hugePagesNeeded: Int {
+    var hugePagesNeeded: Int {
         let round = { (b: Int) in (b + Region.extent - 1) / Region.extent }
         return round(systemBytes) + round(deviceBytes)
     }

@@ -34,13 +34,13 @@ public enum PageKind: UInt8, CaseIterable, Sendable, CustomStringConvertible {
     }
 
     /// Whether the page holds written data (a header the checks can find).
-    public var isWritten: Bool { self != .none && self != .zero }
+    var isWritten: Bool { self != .none && self != .zero }
 }
 
 /// Fractions of a range's pages per state (`--mix present=0.8,swap=0.2`); they sum to 1.
 public struct Mix: Sendable, Equatable, CustomStringConvertible {
     /// Fraction per ``PageKind`` raw value.
-    public private(set) var fractions: [Double]
+    private(set) var fractions: [Double]
 
     public static let allPresent = Mix(fractions: PageKind.allCases.map { $0 == .present ? 1 : 0 })
 

@@ -9,7 +9,7 @@ import Synchronization
 /// go, a store to a device page faults it back (`migrate_to_ram`), a store to a swapped page swaps it
 /// in. Each mutator remembers the last stamp it stored per page, so after the run every page must hold
 /// its last stamp wherever it lives; a page that does not is a lost store.
-public final class Mutators: @unchecked Sendable {
+final class Mutators: @unchecked Sendable {
     private let workload: Workload
     private let count: Int
     private let seed: UInt64
@@ -76,7 +76,7 @@ public final class Mutators: @unchecked Sendable {
     }
 
     /// Stores made so far (published every 64 stores per thread, exact after ``finish()``).
-    public var storesSoFar: Int { stores.load(ordering: .relaxed) }
+    var storesSoFar: Int { stores.load(ordering: .relaxed) }
 
     /// Stops and joins the threads; returns the stores made and the stores that faulted with an error.
     @discardableResult
@@ -88,5 +88,5 @@ public final class Mutators: @unchecked Sendable {
     }
 
     /// The stamp page `k` must hold (0 when no mutator stored to it).
-    public func expectedStamp(_ k: Int) -> UInt64 { lastStamp[k] }
+    func expectedStamp(_ k: Int) -> UInt64 { lastStamp[k] }
 }

@@ -54,7 +54,7 @@ public final class PerfCounterSet: @unchecked Sendable {
     }
 
     /// Opens and enables this set's events for the calling thread, once per thread.
-    public func enterWorkerThread() {
+    func enterWorkerThread() {
         guard pthread_getspecific(key) == nil else { return }
         var fds: [Int32] = []
         for spec in specs {
@@ -71,7 +71,7 @@ public final class PerfCounterSet: @unchecked Sendable {
     }
 
     /// Threads counted so far.
-    public var threadCount: Int { descriptors.withLock { $0.count } }
+    var threadCount: Int { descriptors.withLock { $0.count } }
 
     /// The current totals over every thread that entered, per event; nil for an unavailable event.
     public func read() -> [UInt64?] {
@@ -86,7 +86,7 @@ public final class PerfCounterSet: @unchecked Sendable {
     }
 
     /// The CSV column name of an event: `cnt_` and the name with every non-alphanumeric turned into `_`.
-    public static func columnName(_ event: String) -> String {
+    static func columnName(_ event: String) -> String {
         "cnt_" + String(event.map { $0.isASCII && ($0.isLetter || $0.isNumber) ? $0 : "_" })
     }
 }

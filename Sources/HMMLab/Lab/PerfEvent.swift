@@ -3,23 +3,23 @@ import CPfm
 import Glibc
 
 /// A perf event resolved by libpfm4 from its name (`perf::page-faults`, `cycles`, `dTLB-load-misses`, …).
-public struct PerfEventSpec: Sendable, Equatable {
+struct PerfEventSpec: Sendable, Equatable {
     /// The name as given.
     public var name: String
     /// The fully qualified name libpfm4 resolved it to, e.g. `perf::PERF_COUNT_SW_PAGE_FAULTS`.
-    public var qualifiedName: String
+    var qualifiedName: String
     /// `perf_event_attr.type`: 0 hardware, 1 software, 3 hardware cache, 4 raw, …
     public var type: UInt32
     public var config: UInt64
-    public var config1: UInt64
-    public var config2: UInt64
+    var config1: UInt64
+    var config2: UInt64
 
     /// Whether the event is counted by a hardware PMU (everything but `PERF_TYPE_SOFTWARE`).
-    public var isHardware: Bool { type != PERF_TYPE_SOFTWARE.rawValue }
+    var isHardware: Bool { type != PERF_TYPE_SOFTWARE.rawValue }
 
     /// The attribute to open it with: user space only (`exclude_kernel`, `exclude_hv`) unless running as
     /// root, so it works unprivileged at `perf_event_paranoid` 2; disabled until enabled.
-    public func attribute() -> perf_event_attr {
+    func attribute() -> perf_event_attr {
         var attr = perf_event_attr()
         attr.size = UInt32(MemoryLayout<perf_event_attr>.size)
         attr.type = type
@@ -56,7 +56,7 @@ public enum PerfEventError: Error, Equatable, Sendable, CustomStringConvertible 
 ///
 /// The Counters of the harness open one per event per worker thread; this type is the single place
 /// where an event is encoded, opened, enabled, read and closed.
-public struct PerfEvent: ~Copyable {
+struct PerfEvent: ~Copyable {
     public let spec: PerfEventSpec
     /// The file descriptor.
     public let fd: Int32
@@ -103,7 +103,7 @@ public struct PerfEvent: ~Copyable {
 }
 
 /// Event-name resolution through libpfm4 (`pfm_get_os_event_encoding` with `PFM_OS_PERF_EVENT_EXT`).
-public enum PerfEvents {
+enum PerfEvents {
     private static let initialised: Result<Void, PerfEventError> = {
         let rc = pfm_initialize()
         if rc != PFM_SUCCESS { return .failure(.libpfmUnavailable(String(cString: pfm_strerror(rc)))) }
@@ -112,7 +112,7 @@ public enum PerfEvents {
 
     /// Resolves a name to an event specification.
     /// - Throws: ``PerfEventError/unknownEvent(_:reason:)`` when libpfm4 does not know the name.
-    public static func resolve(_ name: String) throws(PerfEventError) -> PerfEventSpec {
+    static func resolve(_ name: String) throws(PerfEventError) -> PerfEventSpec {
         if case .failure(let error) = initialised { throw error }
         var attr = perf_event_attr()
         attr.size = UInt32(MemoryLayout<perf_event_attr>.size)
@@ -134,7 +134,7 @@ public enum PerfEvents {
     }
 
     /// What a probe of one event found.
-    public struct Probe: Sendable {
+    struct Probe: Sendable {
         public var name: String
         /// Software, hardware, or unknown to libpfm4.
         public var kind: String
@@ -145,12 +145,12 @@ public enum PerfEvents {
     }
 
     /// Software events reviewers expect from `perf stat`.
-    public static let softwareProbeList = ["page-faults", "minor-faults", "major-faults", "context-switches", "cpu-migrations", "task-clock"]
+    static let softwareProbeList = ["page-faults", "minor-faults", "major-faults", "context-switches", "cpu-migrations", "task-clock"]
     /// Hardware events the harness wants when a PMU exists.
-    public static let hardwareProbeList = ["cycles", "instructions", "cache-misses", "cache-references", "branch-misses", "dTLB-load-misses", "iTLB-load-misses"]
+    static let hardwareProbeList = ["cycles", "instructions", "cache-misses", "cache-references", "branch-misses", "dTLB-load-misses", "iTLB-load-misses"]
 
     /// Resolves and opens each event once on the calling thread, then closes it.
-    public static func probe(_ names: [String] = softwareProbeList + hardwareProbeList) -> [Probe] {
+    static func probe(_ names: [String] = softwareProbeList + hardwareProbeList) -> [Probe] {
         names.map { name in
             let spec: PerfEventSpec
             do {

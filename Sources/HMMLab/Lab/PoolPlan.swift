@@ -19,12 +19,12 @@ public struct PoolPlan: Sendable {
         public var candidates: [Backing]
         /// What it will get; nil when no candidate can be had (hugetlb only without the pages, THP
         /// only with THP disabled).
-        public var predicted: Backing?
+        var predicted: Backing?
         /// Why better candidates are passed over, one entry each.
         public var fallbacks: [String]
 
         /// 2 MiB pages it takes as hugetlb (Regions are whole 2 MiB extents).
-        public var hugePages: Int { (bytes + HugetlbPool.pageSize - 1) / HugetlbPool.pageSize }
+        var hugePages: Int { (bytes + HugetlbPool.pageSize - 1) / HugetlbPool.pageSize }
     }
 
     public private(set) var areas: [Area] = []
@@ -81,7 +81,7 @@ public struct PoolPlan: Sendable {
     }
 
     /// Regular (not hugetlb) memory each node must give, bytes.
-    public var regularBytesPerNode: [Int: Int] {
+    var regularBytesPerNode: [Int: Int] {
         var bytes: [Int: Int] = [:]
         for area in areas where area.predicted != .hugetlb { bytes[area.node, default: 0] += area.bytes }
         return bytes
@@ -89,7 +89,7 @@ public struct PoolPlan: Sendable {
 
     /// Why the plan cannot run, in one line (without the option that sized it), or nil when every
     /// area has a backing and every node has the memory.
-    public func shortfall() -> String? {
+    func shortfall() -> String? {
         if let area = areas.first(where: { $0.predicted == nil }) {
             let what = "the \(area.name) (\(Region.formatBytes(area.bytes)) on node \(area.node))"
             if area.candidates.count == 1, let reason = area.fallbacks.first {

@@ -3,8 +3,8 @@
 /// one sentence per significant change, and how to reproduce it all. The text fits 80 columns.
 public struct Report: Sendable {
     /// A part of the report: a title and its content.
-    public struct Section: Sendable {
-        public enum Content: Sendable {
+    struct Section: Sendable {
+        enum Content: Sendable {
             /// Sentences or facts, one a line (wrapped in text, bullets in Markdown).
             case lines([String])
             /// Shell commands (continued with `\` in text, a code block in Markdown).
@@ -12,7 +12,7 @@ public struct Report: Sendable {
             /// A table already laid out: as plain text, and as Markdown.
             case table(text: String, markdown: String)
         }
-        public var title: String
+        var title: String
         public var content: Content
     }
 
@@ -49,7 +49,7 @@ public struct Report: Sendable {
     }
 
     /// The sections, in order.
-    public var sections: [Section] {
+    var sections: [Section] {
         var out = [
             Section(title: "Commands", content: .commands(commandLines)),
             Section(title: "Machine", content: .lines(machine)),

@@ -8,7 +8,7 @@
 /// (per node on a machine with several: `node 0 160 reserved, 49 free; node 1 …`).
 extension ResultFile {
     /// The keys of the metadata lines.
-    public enum MetadataKey: String, Sendable {
+    enum MetadataKey: String, Sendable {
         case command, version, hugetlb
     }
 

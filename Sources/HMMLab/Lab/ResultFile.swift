@@ -15,7 +15,7 @@ public final class ResultFile {
         case complete, interrupted
 
         /// The line's prefix; the line is a comment, which CSV readers told to skip `#` lines skip.
-        public static let marker = "# end: "
+        static let marker = "# end: "
 
         /// The completion a file's last line records, nil when it records none.
         public static func parse(lastLine line: Substring) -> Completion? {

@@ -43,7 +43,7 @@ extension ResultRow {
     }
 
     /// Every fixed column, in file order.
-    public static let fixedColumns: [Column] = machineColumns + settingColumns + countColumns + timeColumns + addedColumns
+    static let fixedColumns: [Column] = machineColumns + settingColumns + countColumns + timeColumns + addedColumns
 
     /// The fixed column named `name`, if there is one.
     public static func column(named name: String) -> Column? { fixedColumns.first { $0.name == name } }

@@ -5,7 +5,7 @@
 /// times of the CPU-fault direction) is empty, never zero.
 public struct ResultRow: Sendable {
     public var metadata: RunMetadata
-    public var timestamp: String
+    var timestamp: String
     /// `model` (the lab) or `kernel` (the running kernel's lib/test_hmm.c, ``KernelRunner``).
     public var engine = "model"
     public var strategy: String
@@ -13,64 +13,64 @@ public struct ResultRow: Sendable {
     public var config: RunConfig
     public var rep: Int
     public var ops = 0
-    public var pagesRequested = 0
-    public var pagesMigrated = 0
-    public var pagesSkipped = 0
+    var pagesRequested = 0
+    var pagesMigrated = 0
+    var pagesSkipped = 0
     public var walks = 0
-    public var walkRestarts = 0
-    public var ptesVisited = 0
+    var walkRestarts = 0
+    var ptesVisited = 0
     public var faults = 0
-    public var cowBreaks = 0
-    public var swapins = 0
-    public var migrationEntries = 0
-    public var tlbFlushes = 0
+    var cowBreaks = 0
+    var swapins = 0
+    var migrationEntries = 0
+    var tlbFlushes = 0
     /// `lru_add_drain_all` calls.
-    public var lruDrains = 0
-    public var invalidations = 0
-    public var notifierRetries = 0
+    var lruDrains = 0
+    var invalidations = 0
+    var notifierRetries = 0
     /// Notifier retries whose invalidation came from another job (`--jobs`).
-    public var crossJobRetries = 0
-    public var folioLockFails = 0
-    public var thpMigrated = 0
-    public var thpSplits = 0
-    public var deviceAllocFails = 0
-    public var bytesCopied = 0
-    public var verifyFailures: Int?
+    var crossJobRetries = 0
+    var folioLockFails = 0
+    var thpMigrated = 0
+    var thpSplits = 0
+    var deviceAllocFails = 0
+    var bytesCopied = 0
+    var verifyFailures: Int?
     public var mutatorStores = 0
-    public var lostStores = 0
-    public var wallNs: UInt64 = 0
+    var lostStores = 0
+    var wallNs: UInt64 = 0
     public var opMeanNs = 0.0
-    public var opP50Ns: UInt64 = 0
-    public var opP90Ns: UInt64 = 0
-    public var opP99Ns: UInt64 = 0
-    public var opMaxNs: UInt64 = 0
+    var opP50Ns: UInt64 = 0
+    var opP90Ns: UInt64 = 0
+    var opP99Ns: UInt64 = 0
+    var opMaxNs: UInt64 = 0
     /// Phase means per op, ns (nil where the direction has no such phase).
-    public var walkNs: Double?
-    public var faultNs: Double?
-    public var collectNs: Double?
-    public var allocNs: Double?
-    public var copyNs: Double?
-    public var finalizeNs: Double?
+    var walkNs: Double?
+    var faultNs: Double?
+    var collectNs: Double?
+    var allocNs: Double?
+    var copyNs: Double?
+    var finalizeNs: Double?
     /// Host shootdowns for the modelled TLB flushes, mean per op, ns: part of the phase they fall in.
-    public var flushNs: Double?
-    public var copyGBps: Double?
+    var flushNs: Double?
+    var copyGBps: Double?
     /// Time threads of the run waited for a lock held by another, ns, totals over the timed part
     /// (contended acquisitions only): the mmap lock (either mode), the split PTE and PMD locks, the
     /// lruvec locks, the frame allocators' locks.
-    public var mmapLockWaitNs = 0
-    public var ptlWaitNs = 0
-    public var lruLockWaitNs = 0
-    public var allocLockWaitNs = 0
+    var mmapLockWaitNs = 0
+    var ptlWaitNs = 0
+    var lruLockWaitNs = 0
+    var allocLockWaitNs = 0
     /// Time `mmu_interval_read_begin` waited for a running invalidation of the device's interval, ns.
-    public var notifierWaitNs = 0
+    var notifierWaitNs = 0
     /// A window's bytes over the median op: the one throughput the summary, `compare` and the plots use.
-    public var throughputGBps = 0.0
+    var throughputGBps = 0.0
     /// The bytes migrated over the timed part's wall time (a mean rate: pages moved twice count twice).
-    public var wallGBps = 0.0
+    var wallGBps = 0.0
 
     /// Sets both rates once the op percentiles are in: `throughput_gbps` from the median op and the
     /// window, `wall_gbps` from `bytesMigrated` and `wall` ns.
-    public mutating func setRates(bytesMigrated: Int, wall: UInt64) {
+    mutating func setRates(bytesMigrated: Int, wall: UInt64) {
         throughputGBps = opP50Ns > 0 ? Double(config.windowPages * PageSize.bytes) / Double(opP50Ns) : 0
         wallGBps = wall > 0 ? Double(bytesMigrated) / Double(wall) : 0
     }
@@ -78,9 +78,9 @@ public struct ResultRow: Sendable {
     public var counters: [UInt64?] = []
     /// With `--engine kernel`: calls of each of ``KernelFunctions/traced`` in the repetition's timed
     /// part (`kfn_<name>`), nil when the function cannot be traced in the running kernel.
-    public var kernelCalls: [UInt64?] = []
+    var kernelCalls: [UInt64?] = []
     /// Columns this row's engine cannot give: written empty, never zero.
-    public var unmeasured: Set<String> = []
+    var unmeasured: Set<String> = []
 
     /// The fixed columns' names, in order (``fixedColumns``).
     public static let columns = fixedColumns.map(\.name)

@@ -26,11 +26,11 @@ public enum DeviceAccess: String, Sendable, CaseIterable {
     case write
 
     /// The `hmm_range_fault` request bits this access adds to `REQ_FAULT`.
-    public var requestFlags: UInt64 { self == .write ? HMMPfn.requestFault | HMMPfn.requestWrite : HMMPfn.requestFault }
+    var requestFlags: UInt64 { self == .write ? HMMPfn.requestFault | HMMPfn.requestWrite : HMMPfn.requestFault }
 }
 
 /// Where the range's `device` pages sit before the run (`--device-pages`), with several devices.
-public enum DevicePages: String, Sendable, CaseIterable {
+enum DevicePages: String, Sendable, CaseIterable {
     /// On the device that migrates their window: nothing to move.
     case own
     /// On the next device (window `w`'s on device `w + 1` of N): each op takes them from that device
@@ -55,8 +55,8 @@ public struct RunConfig: Sendable, Equatable {
     public var thp = 0.0
     /// Probability that the device fails a 2 MiB allocation.
     public var deviceLargeFail = 0.0
-    public var splitPolicy = Device.SplitPolicy.afterIsolation
-    public var selfInvalidation = Device.SelfInvalidation.skip
+    var splitPolicy = Device.SplitPolicy.afterIsolation
+    var selfInvalidation = Device.SelfInvalidation.skip
     public var direction = Direction.toDevice
     /// Copy workers per migration.
     public var threads = 1
@@ -77,31 +77,31 @@ public struct RunConfig: Sendable, Equatable {
     /// Each device's node (`--device-nodes`); nil: ``NodeTable/deviceNodes(count:systemNode:)``.
     public var deviceNodes: [Int]?
     /// Which device holds the range's `device` pages when the run starts.
-    public var devicePages = DevicePages.own
+    var devicePages = DevicePages.own
     public var backing = BackingRequest.auto
     public var counters = RunConfig.defaultCounters
     public var verify = false
     /// Injected failures (`--inject trylock=P,pin=P,invalidate=P,swapin=P,device4k=P`): probabilities
     /// per point of the address space's ``FaultInjector``, and of a 4 KiB device allocation failing.
     public var inject: [FaultInjector.Point: Double] = [:]
-    public var deviceSmallFail = 0.0
+    var deviceSmallFail = 0.0
     /// The strategies' device access and pages per `hmm_range_fault` call (nil: the whole window).
     public var deviceAccess = DeviceAccess.read
-    public var faultPages: Int?
+    var faultPages: Int?
     /// The kernel per-page costs paid for real (`--costs`, `--tlb-flush`).
     public var costs = Costs.all
     /// Each device's `hmm_range_fault` retry budget per window. Not an option: runs use the kernel's
     /// fixed 1 s; in-process tests raise it, because on a busy 2-core test machine several jobs and
     /// a mutator can keep one window retrying past 1 s, an `-EBUSY` the tests do not look for.
-    public var rangeTimeoutNanoseconds = Device.defaultRangeTimeoutNanoseconds
+    var rangeTimeoutNanoseconds = Device.defaultRangeTimeoutNanoseconds
 
-    public static let defaultCounters = ["cycles", "instructions", "cache-misses", "dTLB-load-misses", "page-faults", "context-switches"]
+    static let defaultCounters = ["cycles", "instructions", "cache-misses", "dTLB-load-misses", "page-faults", "context-switches"]
 
     /// The options `parse` knows (names without the leading dashes), in ``RunOption/all``'s order.
     public static var optionNames: [String] { RunOption.all.map(\.name) }
 
     /// Largest range a run accepts: 64 GiB.
-    public static let maxPages = 1 << 24
+    static let maxPages = 1 << 24
 
     public init() {}
 
@@ -149,7 +149,7 @@ public struct RunConfig: Sendable, Equatable {
     }
 
     /// One repetition of one strategy in a run's order.
-    public struct Repetition: Sendable {
+    struct Repetition: Sendable {
         public var strategy: Strategy
         /// 1-based among the warm-ups, or among the timed repetitions.
         public var number: Int
@@ -160,7 +160,7 @@ public struct RunConfig: Sendable, Equatable {
 
     /// Warm-ups, then timed repetitions, the strategies interleaved repetition by repetition (so
     /// drift hits them alike).
-    public var schedule: [Repetition] {
+    var schedule: [Repetition] {
         (0..<(warmup + reps)).flatMap { rep in
             strategies.map { strategy in
                 Repetition(
@@ -171,24 +171,24 @@ public struct RunConfig: Sendable, Equatable {
     }
 
     /// The device node the run uses (the first device's).
-    public var resolvedDeviceNode: Int { resolvedDeviceNodes(table: .read())[0] }
+    var resolvedDeviceNode: Int { resolvedDeviceNodes(table: .read())[0] }
 
     /// Each device's node: `--device-nodes`, else `--device-node` (or the farthest node) for one
     /// device, else round-robin over the other nodes with memory, farthest first.
-    public func resolvedDeviceNodes(table: NodeTable) -> [Int] {
+    func resolvedDeviceNodes(table: NodeTable) -> [Int] {
         if let deviceNodes { return deviceNodes }
         if devices == 1 || deviceNode != nil { return Array(repeating: deviceNode ?? table.farthestNodeWithMemory(from: systemNode), count: devices) }
         return table.deviceNodes(count: devices, systemNode: systemNode)
     }
 
     /// Pages that must sit in swap at once.
-    public var swapPages: Int { mix.counts(pages: pages)[Int(PageKind.swap.rawValue)] }
+    var swapPages: Int { mix.counts(pages: pages)[Int(PageKind.swap.rawValue)] }
 
     /// The memory a run needs: system pool (the range twice over, for copy-on-write copies and the way
     /// back, plus page tables, plus one backing page per device page with the driver cost, plus the
     /// huge zero folio's block), each device pool (one per device, each able to hold the whole range),
     /// swap area and page descriptors.
-    public var memoryNeeded: (system: Int, device: Int, swap: Int, total: Int) {
+    var memoryNeeded: (system: Int, device: Int, swap: Int, total: Int) {
         let block = PageSize.pmdBytes
         func round(_ n: Int) -> Int { (n + block - 1) / block * block }
         let range = pages * PageSize.bytes

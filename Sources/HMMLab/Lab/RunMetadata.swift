@@ -24,19 +24,19 @@ public struct RunMetadata: Sendable {
     public var systemBacking = ""
     public var deviceBacking = ""
     /// The CPUs every thread of the run was pinned to (`0-1`), empty when threads were not pinned.
-    public var pinnedCPUs = ""
+    var pinnedCPUs = ""
     /// `/sys/kernel/mm/transparent_hugepage/enabled`, the selected mode.
     public var thpMode: String
     /// Plain memcpy bandwidth between the two pools, GB/s (measured at start).
     public var memcpyGBps: Double
     /// The same with `--threads` threads copying at once, GB/s (measured at start; equal to
     /// ``memcpyGBps`` with one thread).
-    public var memcpyThreadsGBps: Double = .nan
+    var memcpyThreadsGBps: Double = .nan
     /// The kernel's `mincore()` cost per present 4 KiB page, ns (measured at start).
     public var kernelWalkNs: Double
     /// How modelled TLB flushes were paid: `membarrier` or `mprotect` (``TLBShootdown/Mechanism``), or
     /// `none` when they were counted only.
-    public var tlbShootdown = "none"
+    var tlbShootdown = "none"
 
     /// No machine: empty names, zero counts, floors not measured (for a row built only for its
     /// configuration columns).
@@ -69,8 +69,8 @@ public struct RunMetadata: Sendable {
 }
 
 /// Wall-clock UTC time for file names and row timestamps.
-public struct UTCTime: Sendable {
-    public var year, month, day, hour, minute, second: Int
+struct UTCTime: Sendable {
+    var year, month, day, hour, minute, second: Int
 
     public static func now() -> UTCTime {
         var t = time(nil)
@@ -84,8 +84,8 @@ public struct UTCTime: Sendable {
     private func two(_ n: Int) -> String { n < 10 ? "0\(n)" : "\(n)" }
 
     /// `2026-11-22T04:15:30Z`.
-    public var iso8601: String { "\(year)-\(two(month))-\(two(day))T\(two(hour)):\(two(minute)):\(two(second))Z" }
+    var iso8601: String { "\(year)-\(two(month))-\(two(day))T\(two(hour)):\(two(minute)):\(two(second))Z" }
 
     /// `20261122T041530Z`.
-    public var compact: String { "\(year)\(two(month))\(two(day))T\(two(hour))\(two(minute))\(two(second))Z" }
+    var compact: String { "\(year)\(two(month))\(two(day))T\(two(hour))\(two(minute))\(two(second))Z" }
 }

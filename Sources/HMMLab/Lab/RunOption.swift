@@ -11,7 +11,7 @@ public struct RunOption: Sendable {
     public let help: String
     /// Whether `bench report` rebuilds this option, for a file that records no command, from the result
     /// column ``column`` (where it differs from what a default run writes there).
-    public let rebuilt: Bool
+    let rebuilt: Bool
     /// Sets the configuration from the value as typed.
     let parse: @Sendable (inout RunConfig, Value) throws(ConfigError) -> Void
     /// Checks the configuration at this option's place in ``all``, whether the option was given or
@@ -43,7 +43,7 @@ public struct RunOption: Sendable {
 
     /// What an option's parser sees: its value as typed, the other options given and the machine's
     /// nodes with memory; it words the one-line error for a bad value.
-    public struct Value: Sendable {
+    struct Value: Sendable {
         /// The option's name, without dashes.
         let option: String
         /// The value as typed.

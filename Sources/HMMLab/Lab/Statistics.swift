@@ -2,7 +2,7 @@ import Glibc
 
 /// The statistics `bench compare` reports, in the manner of benchstat: medians with a distribution-free
 /// 95% confidence interval, and the Mann–Whitney U test for a difference between two samples.
-public enum Statistics {
+enum Statistics {
     /// The median (mean of the two middle values for an even count); nan when empty.
     public static func median(_ values: [Double]) -> Double { Summary.median(values) }
 
@@ -10,7 +10,7 @@ public enum Statistics {
     /// `[x(k), x(n-k+1)]` whose coverage `1 - 2·P(Binomial(n, ½) < k)` is at least `confidence`.
     /// Below 6 samples no such interval exists at 95%; the range `[min, max]` is returned, with its
     /// real coverage (`1 - 2^(1-n)`).
-    public static func medianInterval(_ values: [Double], confidence: Double = 0.95) -> (low: Double, high: Double, coverage: Double) {
+    static func medianInterval(_ values: [Double], confidence: Double = 0.95) -> (low: Double, high: Double, coverage: Double) {
         let x = values.sorted()
         let n = x.count
         guard n > 0 else { return (.nan, .nan, 0) }
@@ -36,7 +36,7 @@ public enum Statistics {
     /// pairs where `a` is larger, ties counting one half) and the p-value. As SciPy's `mannwhitneyu`
     /// with `method="auto"`: the exact distribution when a sample has at most 8 values and there are
     /// no ties, else the normal approximation with tie correction and continuity correction.
-    public static func mannWhitneyU(_ a: [Double], _ b: [Double]) -> (u: Double, p: Double) {
+    static func mannWhitneyU(_ a: [Double], _ b: [Double]) -> (u: Double, p: Double) {
         let n1 = a.count
         let n2 = b.count
         guard n1 > 0, n2 > 0 else { return (.nan, .nan) }

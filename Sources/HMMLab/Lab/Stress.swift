@@ -37,7 +37,7 @@ public final class Stress {
         /// Pages per round's range (a multiple of 512).
         public var pages = 2048
         /// Ops per round before it is checked and torn down.
-        public var opsPerRound = 150
+        var opsPerRound = 150
         /// CPU threads storing stamps during the ops that keep the VMAs.
         public var mutators = 2
         /// Op threads: a strategy op runs this many windows at once, one per thread (windows drawn at
@@ -52,7 +52,7 @@ public final class Stress {
         /// Probabilities per injection point.
         public var inject: [FaultInjector.Point: Double] = Stress.defaultInjection
         /// Probabilities of a 4 KiB and a 2 MiB device allocation failing.
-        public var deviceSmallFail = 0.02
+        var deviceSmallFail = 0.02
         public var deviceLargeFail = 0.3
 
         public init() {}
@@ -60,7 +60,7 @@ public final class Stress {
         /// The pools' sizes: room for the range four times over in system memory (copy-on-write
         /// copies, the way back, a forked child's copies) plus a backing page for every device page
         /// and a block for the huge zero folio, twice in device memory (per device pool), once in swap.
-        public var poolBytes: (system: Int, device: Int, swap: Int) {
+        var poolBytes: (system: Int, device: Int, swap: Int) {
             let range = pages * PageSize.bytes
             let block = PageSize.pmdBytes
             return (6 * range + 13 * block, 2 * range + 4 * block, range + block)
@@ -156,7 +156,7 @@ public final class Stress {
     }
 
     /// Every point, at a rate that fires it a few times per round.
-    public static let defaultInjection: [FaultInjector.Point: Double] = [.trylock: 0.01, .pin: 0.01, .invalidate: 0.05, .swapin: 0.05, .cpufault: 0.1]
+    static let defaultInjection: [FaultInjector.Point: Double] = [.trylock: 0.01, .pin: 0.01, .invalidate: 0.05, .swapin: 0.05, .cpufault: 0.1]
 
     /// The kinds of op.
     public enum Op: String, CaseIterable, Sendable {
@@ -227,7 +227,7 @@ public final class Stress {
         public func injected(_ point: FaultInjector.Point) -> Int { injected[point.rawValue] }
     }
 
-    public static let maxViolationLines = 50
+    static let maxViolationLines = 50
 
     /// Why a stress run could not start.
     public struct StressError: Error, CustomStringConvertible {
@@ -253,15 +253,15 @@ public final class Stress {
         public var seconds = 0.0
         /// Time in the ops, in the invariant checks after them, and in the end-of-round content
         /// check; the slowest op and the slowest read of that check.
-        public var opSeconds = 0.0
-        public var invariantSeconds = 0.0
-        public var checkSeconds = 0.0
-        public var slowestOpSeconds = 0.0
-        public var slowestReadSeconds = 0.0
+        var opSeconds = 0.0
+        var invariantSeconds = 0.0
+        var checkSeconds = 0.0
+        var slowestOpSeconds = 0.0
+        var slowestReadSeconds = 0.0
         /// Content-check reads tried again after `-EBUSY` in this round.
         public var checkReadRetries = 0
         /// The process's resident memory (`/proc/self/statm`) at the end of the round, in KiB.
-        public var residentKiB = 0
+        var residentKiB = 0
         public var violations = 0
 
         /// The columns of ``fields``, for the CSV file.

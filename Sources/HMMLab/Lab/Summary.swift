@@ -7,20 +7,20 @@ public struct Summary: Sendable {
         public var strategy: String
         public var direction: String
         public var reps: Int
-        public var opMedianNs: Double
+        var opMedianNs: Double
         /// Each repetition's median op, ns: the sample the median and its interval come from.
-        public var opMediansNs: [Double]
+        var opMediansNs: [Double]
         /// The 95% interval of ``opMedianNs`` (``Statistics/medianInterval(_:confidence:)``).
-        public var opIntervalNs: (low: Double, high: Double)
+        var opIntervalNs: (low: Double, high: Double)
         /// The larger distance from the median to an end of its interval, in % of the median; nan
         /// with one repetition.
-        public var spreadPercent: Double
-        public var walksPerOp: Double
-        public var restartsPerOp: Double
-        public var pagesMigrated: Double
-        public var throughputGBps: Double
-        public var verifyFailures: Int?
-        public var lostStores: Int
+        var spreadPercent: Double
+        var walksPerOp: Double
+        var restartsPerOp: Double
+        var pagesMigrated: Double
+        var throughputGBps: Double
+        var verifyFailures: Int?
+        var lostStores: Int
     }
 
     /// What the summary needs of one repetition's row: from a ``ResultRow`` or a row read back from a
@@ -28,14 +28,14 @@ public struct Summary: Sendable {
     public struct Sample: Sendable {
         public var strategy: String
         public var direction: String
-        public var opP50Ns: Double
+        var opP50Ns: Double
         public var ops: Int
         public var walks: Int
-        public var walkRestarts: Int
-        public var pagesMigrated: Int
-        public var throughputGBps: Double
-        public var verifyFailures: Int?
-        public var lostStores: Int
+        var walkRestarts: Int
+        var pagesMigrated: Int
+        var throughputGBps: Double
+        var verifyFailures: Int?
+        var lostStores: Int
     }
 
     public var lines: [Line]
@@ -87,7 +87,7 @@ public struct Summary: Sendable {
     }
 
     /// A duration in the unit that suits it: `812 ns`, `45.3 µs`, `1.234 ms`, `2.5 s`.
-    public static func duration(_ ns: Double) -> String {
+    static func duration(_ ns: Double) -> String {
         guard ns.isFinite else { return "-" }
         if ns < 1_000 { return "\(Int(ns.rounded())) ns" }
         if ns < 1_000_000 { return String(format6: (ns / 100).rounded() / 10) + " µs" }

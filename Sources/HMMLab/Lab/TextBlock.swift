@@ -32,7 +32,7 @@ public enum TextBlock {
     }
 
     /// Each line of `text` wrapped by ``wrap(_:width:indent:)``.
-    public static func wrapLines(_ text: String, width: Int = TextBlock.width, indent: String = "  ") -> String {
+    static func wrapLines(_ text: String, width: Int = TextBlock.width, indent: String = "  ") -> String {
         text.split(separator: "\n", omittingEmptySubsequences: false).map { wrap(String($0), width: width, indent: indent) }.joined(separator: "\n")
     }
 

@@ -8,19 +8,19 @@
 public struct ThpTable: Sendable {
     public struct Row: Sendable {
         public var bytes: Int
-        public var thpToDeviceMs: Double
-        public var thpToSystemMs: Double
-        public var smallToDeviceMs: Double
-        public var smallToSystemMs: Double
+        var thpToDeviceMs: Double
+        var thpToSystemMs: Double
+        var smallToDeviceMs: Double
+        var smallToSystemMs: Double
         /// 2 MiB folios that went to the device whole per iteration with THP (0 when the size is below 2 MiB).
-        public var thpFolios: Int
+        var thpFolios: Int
         /// Half the range of the iterations' times, in % of their mean: with THP and without, each way.
-        public var thpSpread = Spread()
-        public var smallSpread = Spread()
+        var thpSpread = Spread()
+        var smallSpread = Spread()
 
-        public struct Spread: Sendable {
-            public var toDevice = 0.0
-            public var toSystem = 0.0
+        struct Spread: Sendable {
+            var toDevice = 0.0
+            var toSystem = 0.0
             public init(toDevice: Double = 0, toSystem: Double = 0) {
                 self.toDevice = toDevice
                 self.toSystem = toSystem
@@ -28,15 +28,15 @@ public struct ThpTable: Sendable {
         }
 
         static func gibps(_ bytes: Int, _ ms: Double) -> Double { Double(bytes) / Double(1 << 30) / (ms / 1000) }
-        public var thpToDeviceGiBps: Double { Self.gibps(bytes, thpToDeviceMs) }
-        public var thpToSystemGiBps: Double { Self.gibps(bytes, thpToSystemMs) }
-        public var smallToDeviceGiBps: Double { Self.gibps(bytes, smallToDeviceMs) }
-        public var smallToSystemGiBps: Double { Self.gibps(bytes, smallToSystemMs) }
+        var thpToDeviceGiBps: Double { Self.gibps(bytes, thpToDeviceMs) }
+        var thpToSystemGiBps: Double { Self.gibps(bytes, thpToSystemMs) }
+        var smallToDeviceGiBps: Double { Self.gibps(bytes, smallToDeviceMs) }
+        var smallToSystemGiBps: Double { Self.gibps(bytes, smallToSystemMs) }
         /// Latency improvement in % (time saved) and throughput improvement in %.
-        public var toDeviceLatencyGain: Double { (smallToDeviceMs - thpToDeviceMs) / smallToDeviceMs * 100 }
-        public var toSystemLatencyGain: Double { (smallToSystemMs - thpToSystemMs) / smallToSystemMs * 100 }
-        public var toDeviceThroughputGain: Double { (thpToDeviceGiBps / smallToDeviceGiBps - 1) * 100 }
-        public var toSystemThroughputGain: Double { (thpToSystemGiBps / smallToSystemGiBps - 1) * 100 }
+        var toDeviceLatencyGain: Double { (smallToDeviceMs - thpToDeviceMs) / smallToDeviceMs * 100 }
+        var toSystemLatencyGain: Double { (smallToSystemMs - thpToSystemMs) / smallToSystemMs * 100 }
+        var toDeviceThroughputGain: Double { (thpToDeviceGiBps / smallToDeviceGiBps - 1) * 100 }
+        var toSystemThroughputGain: Double { (thpToSystemGiBps / smallToSystemGiBps - 1) * 100 }
     }
 
     /// thp/4, thp/2, thp, 2×, 4×, 8×, 128× (the test's sizes).

@@ -14,42 +14,42 @@
 ///    stay shared) and the parent writes its other written pages again (reusing them: writable and
 ///    anon-exclusive once more).
 /// 4. Swap out the `swap` pages, migrate the `device` pages to the device, pin the `pinned` pages.
-public final class Workload {
+final class Workload {
     public let mm: AddressSpace
     public private(set) var device: Device!
     /// Every device mirroring the range (`--devices`), ``device`` first, each with its own device pool
     /// and `dev_pagemap`; window `w` is migrated by device `w % count`.
     public private(set) var devices: [Device] = []
     /// The forked child holding the `cow` pages' other mapping.
-    public private(set) var child: AddressSpace?
+    private(set) var child: AddressSpace?
     public let start: UInt64
     public let pages: Int
     public let seed: UInt64
     /// State per page.
-    public let kinds: [PageKind]
+    let kinds: [PageKind]
     /// Pages per op window (`--window-pages`).
     let windowPages: Int
     /// Pages per state, as built.
     public private(set) var built: [Int]
     /// The 2 MiB blocks backed by THPs.
-    public let thpBlockSet: Set<Int>
+    let thpBlockSet: Set<Int>
     /// The pages pinned (`pinned` state), one reference each until teardown.
-    public private(set) var pins: [Pfn] = []
+    private(set) var pins: [Pfn] = []
 
     /// The references ``pins`` hold, per folio: what the invariant checker is told to expect.
-    public var pinReferences: [Pfn: Int32] {
+    var pinReferences: [Pfn: Int32] {
         var references: [Pfn: Int32] = [:]
         for p in pins { references[mm.memory.folio(containing: p).pfn, default: 0] += 1 }
         return references
     }
 
     /// Offset of the mutators' stamp within a page.
-    public static let stampOffset: UInt64 = 16
+    static let stampOffset: UInt64 = 16
     /// Offset of the stamp an injected CPU fault stores (``FaultInjector/Point/cpufault``).
-    public static let injectedStampOffset: UInt64 = FaultInjector.defaultCPUFaultStampOffset
+    static let injectedStampOffset: UInt64 = FaultInjector.defaultCPUFaultStampOffset
 
     /// Why a workload could not be built.
-    public struct BuildError: Error, CustomStringConvertible {
+    struct BuildError: Error, CustomStringConvertible {
         public var description: String
     }
 
@@ -198,22 +198,22 @@ public final class Workload {
     }
 
     /// What ``checkContent(expectedStamp:acceptsInjected:)`` found, as page indices.
-    public struct ContentCheck: Sendable, Equatable {
+    struct ContentCheck: Sendable, Equatable {
         /// Pages whose header, zeros or injected CPU-fault stamp are wrong.
-        public var corrupt: [Int] = []
+        var corrupt: [Int] = []
         /// Pages that do not hold their mutators' last stamp.
-        public var lost: [Int] = []
+        var lost: [Int] = []
         /// Pages the device could not read (each counted as corrupt too).
-        public var unreadable: [Int] = []
+        var unreadable: [Int] = []
         /// Why the first unreadable window could not be read: the device's error.
-        public var unreadableError: MirrorError?
+        var unreadableError: MirrorError?
         /// Reads of a window that ran out of `hmm_range_fault`'s time budget (`-EBUSY`) and were
         /// tried again (at most ``Workload/busyReadTries`` in all per window).
-        public var busyRetries = 0
+        var busyRetries = 0
         /// The longest one read of a window took (its `-EBUSY` tries each counted apart).
-        public var slowestReadNanoseconds: UInt64 = 0
+        var slowestReadNanoseconds: UInt64 = 0
         /// What the first corrupt page holds, for the message.
-        public var firstCorruption: String?
+        var firstCorruption: String?
         public init() {}
     }
 
@@ -223,7 +223,7 @@ public final class Workload {
     /// stamp of an injected CPU fault at ``injectedStampOffset`` (`acceptsInjected(k, value)`, which
     /// must accept 0 for a page no injected store reached), and zeros in every other byte. The end of
     /// a repetition (``Runner``) and of a stress round (``Stress``) both check with it.
-    public func checkContent(expectedStamp: (Int) -> UInt64, acceptsInjected: (Int, UInt64) -> Bool = { $1 == 0 }) -> ContentCheck {
+    func checkContent(expectedStamp: (Int) -> UInt64, acceptsInjected: (Int, UInt64) -> Bool = { $1 == 0 }) -> ContentCheck {
         var found = ContentCheck()
         let window = Device.migrationWindow
         let words = PageSize.bytes / 8
@@ -289,7 +289,7 @@ public final class Workload {
     static let busyReadTries = 4
 
     /// Drops the pins, the device (evicting nothing: unmapping frees its pages), the child and the range.
-    public func tearDown() {
+    func tearDown() {
         guard device != nil else { return }
         for pfn in pins { mm.unpinUserPage(pfn) }
         pins = []

@@ -109,7 +109,7 @@ extension AddressSpace {
     /// Departure from the kernel: the pin is one plain reference, not `GUP_PIN_COUNTING_BIAS`; the
     /// migration check only compares references with mappings, so the outcome is the same. The lab has
     /// no movable zone or CMA, so no system page is migrated for a long-term pin.
-    public func pinUserPage(_ address: UInt64, longterm: Bool = false) throws(FaultError) -> Pfn {
+    func pinUserPage(_ address: UInt64, longterm: Bool = false) throws(FaultError) -> Pfn {
         while true {
             let page = try getUserPage(address, write: true)
             guard longterm, memory.page(page).test(.zoneDevice) else { return page }
@@ -122,7 +122,7 @@ extension AddressSpace {
     /// non-present entry and falls back to it) for one page: faults the page in (a device-private entry
     /// through `migrate_to_ram`) and takes a reference on its folio. Give it back with
     /// ``unpinUserPage(_:)`` (`put_page`).
-    public func getUserPage(_ address: UInt64, write: Bool) throws(FaultError) -> Pfn {
+    func getUserPage(_ address: UInt64, write: Bool) throws(FaultError) -> Pfn {
         mmapLock.readLock()
         defer { mmapLock.unlock() }
         var pinned: Pfn?
@@ -144,7 +144,7 @@ extension AddressSpace {
     }
 
     /// `unpin_user_page()`: drops the reference ``pinUserPage(_:)`` took.
-    public func unpinUserPage(_ page: Pfn) {
+    func unpinUserPage(_ page: Pfn) {
         memory.put(memory.folio(containing: page))
     }
 }
@@ -160,7 +160,7 @@ extension AddressSpace {
     }
 
     /// Loads `count` bytes from `address`.
-    public func loadBytes(_ count: Int, from address: UInt64) throws(FaultError) -> [UInt8] {
+    func loadBytes(_ count: Int, from address: UInt64) throws(FaultError) -> [UInt8] {
         var bytes = [UInt8](repeating: 0, count: count)
         var failure: FaultError?
         bytes.withUnsafeMutableBytes { b in

@@ -21,7 +21,7 @@ extension AddressSpace {
     ///
     /// Departure: the folio lock is waited for by spinning with `sched_yield`, not sleeping, and no fatal
     /// signal ends the wait.
-    public func makeDeviceExclusive(_ address: UInt64, owner: UInt64) throws(MMError) -> (page: Pfn, folio: Folio) {
+    func makeDeviceExclusive(_ address: UInt64, owner: UInt64) throws(MMError) -> (page: Pfn, folio: Folio) {
         let address = address & PageSize.mask
         if vma(containing: address)?.isHugetlb == true {
             throw .notSupported("make_device_exclusive of a hugetlb folio at 0x\(String(address, radix: 16))")
@@ -47,7 +47,7 @@ extension AddressSpace {
 
     /// What the caller of ``makeDeviceExclusive(_:owner:)`` does once its device is programmed:
     /// `folio_unlock()` + `folio_put()`.
-    public func endDeviceExclusive(_ folio: Folio) {
+    func endDeviceExclusive(_ folio: Folio) {
         memory.folioRef(folio).unlock()
         memory.put(folio)
     }

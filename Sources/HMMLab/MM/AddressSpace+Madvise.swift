@@ -8,7 +8,7 @@ extension AddressSpace {
     /// kernel: the lab has no reclaim that discards a lazyfree folio, so a freed page keeps its bytes
     /// until it is written or unmapped (the kernel may drop it and read zeroes later); the mark itself
     /// (no `swapBacked`, clean entry) is kept.
-    public func madviseFree(_ address: UInt64, length: Int) throws(MMError) {
+    func madviseFree(_ address: UInt64, length: Int) throws(MMError) {
         let end = try checkedRange(address, length, "madvise")
         try mmapLock.withReadLock { () throws(MMError) in
             try requireMapped(address, end, "madvise")

@@ -6,7 +6,7 @@ extension AddressSpace {
     ///
     /// Departure from the kernel: a fault in such a VMA is served as in anonymous memory (the kernel
     /// calls the driver's `vm_ops->fault`, or has none and sends SIGBUS).
-    public func mmapSpecial(length: Int, protection: Protection, flags: VMAFlags) throws(MMError) -> UInt64 {
+    func mmapSpecial(length: Int, protection: Protection, flags: VMAFlags) throws(MMError) -> UInt64 {
         guard !flags.isDisjoint(with: .special) else { throw .invalidArgument("a special mapping needs .mixedMap or .pfnMap") }
         return try mmap(length: length, protection: protection, flags: flags)
     }
@@ -15,7 +15,7 @@ extension AddressSpace {
     /// (`alloc_page(__GFP_ZERO)`, insert, `put_page`): the PTE maps it with the VMA's `vm_page_prot`,
     /// read-only in a private mapping, and holds the page's only reference and mapcount
     /// (`folio_add_file_rmap_pte`; the page has no `mapping`).
-    public func insertPage(_ address: UInt64) throws(MMError) {
+    func insertPage(_ address: UInt64) throws(MMError) {
         try mmapLock.withWriteLock { () throws(MMError) in
             guard let vma = vma(containing: address), vma.flags.contains(.mixedMap) else {
                 throw .invalidArgument("vm_insert_page needs a VM_MIXEDMAP VMA")
@@ -44,7 +44,7 @@ extension AddressSpace {
     ///
     /// Departure from the kernel: no pool reservation at mmap (`hugetlb_reserve_pages`); a fault that
     /// finds no free 2 MiB frame is `VM_FAULT_SIGBUS`, as an unreserved one is in the kernel.
-    public func mmapHugetlb(length: Int, protection: Protection) throws(MMError) -> UInt64 {
+    func mmapHugetlb(length: Int, protection: Protection) throws(MMError) -> UInt64 {
         let huge = PageSize.pmdBytes
         guard length > 0, length % huge == 0 else { throw .invalidArgument("hugetlb length \(length) is not a multiple of 2 MiB") }
         let raw = try mmap(length: length + huge, protection: protection, flags: .hugetlb)

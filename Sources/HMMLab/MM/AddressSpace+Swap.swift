@@ -5,7 +5,7 @@ public struct SwapOutResult: Sendable, Equatable {
     /// Pages written to swap and freed.
     public var swapped = 0
     /// Pages left where they were, with the reason (`"locked"`, `"not present"`, …).
-    public var skipped: [String: Int] = [:]
+    var skipped: [String: Int] = [:]
 
     mutating func skip(_ reason: String) { skipped[reason, default: 0] += 1 }
 }

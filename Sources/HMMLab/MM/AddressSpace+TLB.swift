@@ -4,7 +4,7 @@ extension AddressSpace {
     /// shootdown (``TLBShootdown``) made where the kernel makes it, under the same locks. Time spent is
     /// added to ``MMCounters/flushNanoseconds``.
     @inline(__always)
-    public func flushTLB(_ n: Int = 1) {
+    func flushTLB(_ n: Int = 1) {
         counters.tlbFlushes.wrappingAdd(n, ordering: .relaxed)
         guard let shootdown else { return }
         let t0 = monotonicNanoseconds()

@@ -38,14 +38,14 @@ public enum MMError: Error, Equatable, Sendable, CustomStringConvertible {
 public final class AddressSpace: @unchecked Sendable {
     public let memory: PhysicalMemory
     public let swap: SwapArea?
-    public let pageTable: PageTable
+    let pageTable: PageTable
     /// `mmap_lock`.
-    public let mmapLock = ReadWriteLock()
+    let mmapLock = ReadWriteLock()
     /// `mm->notifier_subscriptions`.
-    public let notifiers = MMUNotifierSubscriptions()
+    let notifiers = MMUNotifierSubscriptions()
     public let counters = MMCounters()
     /// Seeded failures at the paths' failure points (nil: none). Set it before the space is used.
-    public var injector: FaultInjector?
+    var injector: FaultInjector?
     /// The VMAs, sorted by address. Read and written under ``mmapLock``.
     var vmaList: [VMA] = [] {
         didSet { vmaGeneration &+= 1 }
@@ -73,7 +73,7 @@ public final class AddressSpace: @unchecked Sendable {
     private var tornDown = false
 
     /// The lowest and highest user addresses the lab hands out (47-bit user space).
-    public static let userRange: Range<UInt64> = 0x1000..<(1 << 47)
+    static let userRange: Range<UInt64> = 0x1000..<(1 << 47)
 
     public init(memory: PhysicalMemory, swap: SwapArea? = nil) throws(PageTableError) {
         self.memory = memory
@@ -89,7 +89,7 @@ public final class AddressSpace: @unchecked Sendable {
     /// Departure from the kernel: `exit_mmap` drains only this CPU's LRU add batch (`lru_add_drain`)
     /// and folios in other CPUs' batches are freed when those drain; the lab drains every batch
     /// (``PhysicalMemory/drainLRUBatches()``) so that a torn-down address space has given back every frame.
-    public func teardown() {
+    func teardown() {
         defer { memory.drainLRUBatches() }
         mmapLock.withWriteLock {
             guard !tornDown else { return }
@@ -107,7 +107,7 @@ public final class AddressSpace: @unchecked Sendable {
     // MARK: - VMAs
 
     /// A copy of the VMA list.
-    public var vmas: [VMA] { mmapLock.withReadLock { vmaList } }
+    var vmas: [VMA] { mmapLock.withReadLock { vmaList } }
 
     /// The index of the first VMA that ends above `address` (`find_vma`). Caller holds the mmap lock.
     func firstVMAIndex(endingAbove address: UInt64) -> Int {
@@ -121,7 +121,7 @@ public final class AddressSpace: @unchecked Sendable {
     }
 
     /// The VMA containing `address` (`vma_lookup`). Caller holds the mmap lock.
-    public func vma(containing address: UInt64) -> VMA? {
+    func vma(containing address: UInt64) -> VMA? {
         let i = firstVMAIndex(endingAbove: address)
         return i < vmaList.count && vmaList[i].start <= address ? vmaList[i] : nil
     }
@@ -350,7 +350,7 @@ public final class AddressSpace: @unchecked Sendable {
     /// `madvise(MADV_HUGEPAGE)` (`hugepage: true`) or `madvise(MADV_NOHUGEPAGE)` on
     /// `[address, address+length)`: sets or clears `VM_HUGEPAGE`, splitting VMAs at the range's ends
     /// (`madvise_update_vma`). Only later faults are affected: mapped pages stay as they are.
-    public func madvise(_ address: UInt64, length: Int, hugepage: Bool) throws(MMError) {
+    func madvise(_ address: UInt64, length: Int, hugepage: Bool) throws(MMError) {
         let end = try checkedRange(address, length, "madvise")
         try mmapLock.withWriteLock { () throws(MMError) in
             try requireMapped(address, end, "madvise")

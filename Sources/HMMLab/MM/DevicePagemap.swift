@@ -3,7 +3,7 @@
 ///
 /// The device's pages carry its ``owner`` token in their descriptor's `private` word (the kernel reaches
 /// `page->pgmap->owner`); ``PhysicalMemory`` keeps the registry from token to pagemap.
-public protocol DevicePagemap: AnyObject, Sendable {
+protocol DevicePagemap: AnyObject, Sendable {
     /// `pgmap->owner`: the token `hmm_range_fault` and `migrate_vma` compare with their owner argument.
     var owner: UInt64 { get }
 
@@ -22,5 +22,5 @@ public protocol DevicePagemap: AnyObject, Sendable {
 
 extension DevicePagemap {
     /// A pagemap whose pages have no backing folio has nothing to do.
-    public func pageFree(_ folio: Folio, backing: Pfn) {}
+    func pageFree(_ folio: Folio, backing: Pfn) {}
 }

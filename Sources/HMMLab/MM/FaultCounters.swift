@@ -83,20 +83,20 @@ public final class MMCounters: @unchecked Sendable {
     /// Page-table walks started (`walk_page_range` calls).
     public let walks = Atomic<Int>(0)
     /// Walks restarted from an address after `-EBUSY`.
-    public let walkRestarts = Atomic<Int>(0)
+    let walkRestarts = Atomic<Int>(0)
     /// Entries the walker visited, PTE and PMD level.
     public let entriesVisited = Atomic<Int>(0)
     /// TLB flushes (one per flushed range, as `flush_tlb_range`).
-    public let tlbFlushes = Atomic<Int>(0)
+    let tlbFlushes = Atomic<Int>(0)
     /// Nanoseconds spent in real host shootdowns for those flushes (``AddressSpace/flushTLB(_:)``).
-    public let flushNanoseconds = Atomic<UInt64>(0)
+    let flushNanoseconds = Atomic<UInt64>(0)
     /// Huge PMDs split into PTE tables (`__split_huge_pmd`).
-    public let pmdSplits = Atomic<Int>(0)
+    let pmdSplits = Atomic<Int>(0)
     /// 2 MiB folios split into 512 order-0 folios (`__folio_split`).
-    public let folioSplits = Atomic<Int>(0)
+    let folioSplits = Atomic<Int>(0)
     /// Reverse-map walks that visited this address space: one per folio (`rmap_walk` /
     /// `rmap_walk_locked`) and address space that maps the folio's object.
-    public let rmapWalks = Atomic<Int>(0)
+    let rmapWalks = Atomic<Int>(0)
 
     public init() {
         faultCounts = .allocate(capacity: FaultKind.allCases.count)

@@ -47,7 +47,7 @@ public final class FaultInjector: @unchecked Sendable {
     private let probabilities: [Double]
     private let state: LabMutex<(rng: SplitMix64, counts: [Int])>
     /// Where in the page the injected CPU store writes its 8-byte stamp.
-    public let cpuFaultStampOffset: UInt64
+    let cpuFaultStampOffset: UInt64
     /// The injected CPU faults not yet joined, and what the finished ones did.
     private let cpuFaults = LabMutex(CPUFaultState())
     private let cpuFaultsPending = Atomic<Int>(0)
@@ -65,7 +65,7 @@ public final class FaultInjector: @unchecked Sendable {
 
     /// Whether to fail at `point` now (counted when it does).
     @inline(__always)
-    public func fire(_ point: Point) -> Bool {
+    func fire(_ point: Point) -> Bool {
         let p = probabilities[point.rawValue]
         guard p > 0 else { return false }
         return state.withLock { s in
@@ -93,9 +93,9 @@ public final class FaultInjector: @unchecked Sendable {
     /// One injected CPU store: an 8-byte stamp stored at ``address`` (the page's address plus
     /// ``cpuFaultStampOffset``) by another thread through the address space's store path. The stores
     /// are listed in the order they reached memory (each is recorded under the page's table lock).
-    public struct CPUFaultStore: Sendable, Equatable {
+    struct CPUFaultStore: Sendable, Equatable {
         public var address: UInt64
-        public var stamp: UInt64
+        var stamp: UInt64
         /// Whether the store found the migration entry and waited for it (`migration_entry_wait`).
         public var waited: Bool
     }
@@ -242,7 +242,7 @@ public final class FaultInjector: @unchecked Sendable {
 
     /// The injected CPU stores that completed since the last call, in the order they completed, and
     /// the ones that failed (one line each: an access error, a failed `migrate_to_ram`).
-    public func takeCPUFaultStores() -> (stores: [CPUFaultStore], failures: [String]) {
+    func takeCPUFaultStores() -> (stores: [CPUFaultStore], failures: [String]) {
         cpuFaults.withLock { s in
             defer {
                 s.stores.removeAll()

@@ -39,7 +39,7 @@ extension MappingObject {
 /// as an unlinked file's inode is evicted on its last `fput`.
 public final class File: @unchecked Sendable {
     /// The page cache (`file->f_mapping`); nil once the file is closed.
-    public private(set) var object: MappingObject?
+    private(set) var object: MappingObject?
     /// Size in pages.
     public let pages: Int
     private let memory: PhysicalMemory

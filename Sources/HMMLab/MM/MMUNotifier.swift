@@ -25,12 +25,12 @@ public enum MMUNotifyEvent: String, Sendable {
 public struct MMUNotifierRange: Sendable {
     public var start: UInt64
     public var end: UInt64
-    public var event: MMUNotifyEvent
+    var event: MMUNotifyEvent
     /// `range->owner`: the `pgmap_owner` of a migration, 0 otherwise.
-    public var owner: UInt64
+    var owner: UInt64
     /// The RFC's patch 1 ("mm: use current as mmu notifier's owner"): `__split_huge_pmd` raises its
     /// `MMU_NOTIFY_CLEAR` with `current` as the owner, the thread id here (0: none).
-    public var task: UInt64 = 0
+    var task: UInt64 = 0
 
     public init(start: UInt64, end: UInt64, event: MMUNotifyEvent, owner: UInt64 = 0) {
         self.start = start
@@ -41,7 +41,7 @@ public struct MMUNotifierRange: Sendable {
 }
 
 /// A driver's `mmu_interval_notifier_ops`.
-public protocol MMUIntervalNotifierOps: AnyObject, Sendable {
+protocol MMUIntervalNotifierOps: AnyObject, Sendable {
     /// `invalidate()`: called between `invalidate_range_start` and `_end` for an overlapping range. The
     /// driver takes its update lock, calls ``MMUIntervalNotifier/setSequence(_:)`` with `currentSeq`,
     /// and tears down its mappings of the range (or skips an event it raised itself).
@@ -66,7 +66,7 @@ public final class MMUIntervalNotifier: @unchecked Sendable {
 
     /// `mmu_interval_read_begin()`: returns the sequence to check later; waits while an invalidation
     /// that already reached this notifier is still running.
-    public func readBegin() -> UInt64 {
+    func readBegin() -> UInt64 {
         let seq = invalidateSeq.load(ordering: .acquiring)
         // The interval is being invalidated when its seq equals the mm's odd seq.
         guard seq & 1 == 1, subscriptions.invalidateSeq.load(ordering: .acquiring) == seq else { return seq }
@@ -88,31 +88,31 @@ public final class MMUIntervalNotifier: @unchecked Sendable {
     }
 
     /// `mmu_interval_read_retry()`: whether an invalidation happened since `readBegin` returned `seq`.
-    public func readRetry(_ seq: UInt64) -> Bool { invalidateSeq.load(ordering: .acquiring) != seq }
+    func readRetry(_ seq: UInt64) -> Bool { invalidateSeq.load(ordering: .acquiring) != seq }
 
     /// `mmu_interval_check_retry()`: the same check without the driver lock, used inside hmm_range_fault.
-    public func checkRetry(_ seq: UInt64) -> Bool { readRetry(seq) }
+    func checkRetry(_ seq: UInt64) -> Bool { readRetry(seq) }
 
     /// `mmu_interval_set_seq()`: called by the driver's invalidate callback, under its lock.
-    public func setSequence(_ seq: UInt64) { invalidateSeq.store(seq, ordering: .releasing) }
+    func setSequence(_ seq: UInt64) { invalidateSeq.store(seq, ordering: .releasing) }
 }
 
 /// `struct mmu_notifier_subscriptions`: an mm's interval notifiers and its invalidation sequence.
 ///
 /// The sequence is even when no invalidation runs and odd while one does
 /// (`mn_itree_inv_start_range`, `mn_itree_inv_end`).
-public final class MMUNotifierSubscriptions: @unchecked Sendable {
+final class MMUNotifierSubscriptions: @unchecked Sendable {
     let invalidateSeq = Atomic<UInt64>(2)
     private let state = LabMutex<(active: Int, intervals: [MMUIntervalNotifier])>((0, []))
     /// Invalidations raised while the address space has had a subscription: the kernel's
     /// `mmu_notifier_invalidate_range_start()` calls `__mmu_notifier_invalidate_range_start()` only
     /// when `mm_has_notifiers()`, so `try_to_migrate_one()` in a forked child no driver mirrors
     /// raises none.
-    public let invalidations = Atomic<Int>(0)
+    let invalidations = Atomic<Int>(0)
     /// `mm->notifier_subscriptions` exists: set by the first insertion, kept until teardown.
     private let subscribed = Atomic<Bool>(false)
     /// Time drivers' `mmu_interval_read_begin` waited for an invalidation of their interval to end.
-    public let readWait = LockWait.make()
+    let readWait = LockWait.make()
 
     public init() {}
 
@@ -132,13 +132,13 @@ public final class MMUNotifierSubscriptions: @unchecked Sendable {
     }
 
     /// `mmu_interval_notifier_remove()`.
-    public func remove(_ sub: MMUIntervalNotifier) {
+    func remove(_ sub: MMUIntervalNotifier) {
         state.withLock { s in s.intervals.removeAll { $0 === sub } }
     }
 
     /// `mmu_notifier_invalidate_range_start()`: marks an invalidation running and calls every overlapping
     /// interval's `invalidate`.
-    public func invalidateRangeStart(_ range: MMUNotifierRange) {
+    func invalidateRangeStart(_ range: MMUNotifierRange) {
         if subscribed.load(ordering: .relaxed) { invalidations.wrappingAdd(1, ordering: .relaxed) }
         let (seq, targets): (UInt64, [MMUIntervalNotifier]) = state.withLock { s in
             s.active += 1
@@ -150,7 +150,7 @@ public final class MMUNotifierSubscriptions: @unchecked Sendable {
     }
 
     /// `mmu_notifier_invalidate_range_end()`.
-    public func invalidateRangeEnd(_ range: MMUNotifierRange) {
+    func invalidateRangeEnd(_ range: MMUNotifierRange) {
         state.withLock { s in
             s.active -= 1
             if s.active == 0 {

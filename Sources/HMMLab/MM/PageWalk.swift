@@ -1,5 +1,5 @@
 /// What the walker does after a `pmd_entry` callback (`walk->action`).
-public enum WalkAction: Sendable {
+enum WalkAction: Sendable {
     /// `ACTION_SUBTREE`: descend into the PTE table (the default).
     case subtree
     /// `ACTION_CONTINUE`: the callback handled this PMD; go on to the next.
@@ -9,16 +9,16 @@ public enum WalkAction: Sendable {
 }
 
 /// The walk state handed to callbacks (`struct mm_walk`).
-public struct PageWalk {
+struct PageWalk {
     /// The address space walked.
     public unowned(unsafe) let mm: AddressSpace
     /// The VMA being walked; nil in a hole outside every VMA.
-    public var vma: VMA?
+    var vma: VMA?
     /// Set by `pmdEntry` to steer the walker.
-    public var action: WalkAction = .subtree
+    var action: WalkAction = .subtree
     /// Entries visited so far, PTE and PMD level.
-    public var ptesVisited = 0
-    public var pmdsVisited = 0
+    var ptesVisited = 0
+    var pmdsVisited = 0
 
     init(mm: AddressSpace) { self.mm = mm }
 }
@@ -29,7 +29,7 @@ public struct PageWalk {
 ///
 /// Callbacks return 0 to go on, or a negative errno to stop the walk (`-EBUSY` to ask the caller to
 /// restart from an address, as `hmm_range_fault` does); `testWalk` returns 1 to skip a VMA.
-public protocol PageWalkOps {
+protocol PageWalkOps {
     static var hasPmdEntry: Bool { get }
     static var hasPteEntry: Bool { get }
     static var hasPteHole: Bool { get }
@@ -46,11 +46,11 @@ public protocol PageWalkOps {
 }
 
 extension PageWalkOps {
-    public static var hasTestWalk: Bool { false }
-    public mutating func testWalk(_ start: UInt64, _ end: UInt64, _ walk: inout PageWalk) -> Int32 { 0 }
-    public mutating func pmdEntry(_ pmd: EntrySlot, _ address: UInt64, _ next: UInt64, _ walk: inout PageWalk) -> Int32 { 0 }
-    public mutating func pteEntry(_ pte: EntrySlot, _ address: UInt64, _ next: UInt64, _ walk: inout PageWalk) -> Int32 { 0 }
-    public mutating func pteHole(_ address: UInt64, _ next: UInt64, depth: Int, _ walk: inout PageWalk) -> Int32 { 0 }
+    static var hasTestWalk: Bool { false }
+    mutating func testWalk(_ start: UInt64, _ end: UInt64, _ walk: inout PageWalk) -> Int32 { 0 }
+    mutating func pmdEntry(_ pmd: EntrySlot, _ address: UInt64, _ next: UInt64, _ walk: inout PageWalk) -> Int32 { 0 }
+    mutating func pteEntry(_ pte: EntrySlot, _ address: UInt64, _ next: UInt64, _ walk: inout PageWalk) -> Int32 { 0 }
+    mutating func pteHole(_ address: UInt64, _ next: UInt64, depth: Int, _ walk: inout PageWalk) -> Int32 { 0 }
 }
 
 /// The walker: `walk_page_range()` (mm/pagewalk.c).
@@ -63,7 +63,7 @@ extension AddressSpace {
     /// `pmdEntry`, as hmm and migrate_vma do.
     ///
     /// - Returns: 0, or the first non-zero value a callback returned.
-    public func walkPageRange<Ops: PageWalkOps>(_ start: UInt64, _ end: UInt64, _ ops: inout Ops) -> Int32 {
+    func walkPageRange<Ops: PageWalkOps>(_ start: UInt64, _ end: UInt64, _ ops: inout Ops) -> Int32 {
         counters.walks.wrappingAdd(1, ordering: .relaxed)
         var walk = PageWalk(mm: self)
         let result = walkRange(start, end, &ops, &walk)
@@ -73,7 +73,7 @@ extension AddressSpace {
 
     /// Walks `[start, end)`, restarting after `-EBUSY` from the address `restartFrom` reports (the
     /// `hmm_range_fault` loop), counting each restart. `restartFrom` is read after each `-EBUSY`.
-    public func walkPageRangeRestarting<Ops: PageWalkOps>(_ start: UInt64, _ end: UInt64, _ ops: inout Ops, restartFrom: (inout Ops) -> UInt64) -> Int32 {
+    func walkPageRangeRestarting<Ops: PageWalkOps>(_ start: UInt64, _ end: UInt64, _ ops: inout Ops, restartFrom: (inout Ops) -> UInt64) -> Int32 {
         var from = start
         while true {
             let r = walkPageRange(from, end, &ops)

@@ -8,10 +8,10 @@ import Glibc
 /// Each acquisition tries first (`pthread_rwlock_tryrdlock`/`trywrlock`, as `down_read_trylock`);
 /// only when that fails is the wait timed into ``wait`` (`mmap_lock_wait_ns`, both modes), so an
 /// uncontended lock reads no clock.
-public final class ReadWriteLock: @unchecked Sendable {
+final class ReadWriteLock: @unchecked Sendable {
     private let rwlock: UnsafeMutablePointer<pthread_rwlock_t>
     /// Time spent waiting for the lock in either mode, contended acquisitions only.
-    public let wait = LockWait.make()
+    let wait = LockWait.make()
 
     public init() {
         rwlock = .allocate(capacity: 1)
@@ -25,8 +25,8 @@ public final class ReadWriteLock: @unchecked Sendable {
         wait.free()
     }
 
-    @inlinable public func readLock() { lockRead() }
-    @inlinable public func writeLock() { lockWrite() }
+    @inlinable func readLock() { lockRead() }
+    @inlinable func writeLock() { lockWrite() }
 
     @usableFromInline func lockRead() {
         guard pthread_rwlock_tryrdlock(rwlock) != 0 else { return }
@@ -44,14 +44,14 @@ public final class ReadWriteLock: @unchecked Sendable {
     public func unlock() { pthread_rwlock_unlock(rwlock) }
 
     /// `mmap_read_lock` … `mmap_read_unlock`.
-    @inlinable public func withReadLock<T, E: Error>(_ body: () throws(E) -> T) throws(E) -> T {
+    @inlinable func withReadLock<T, E: Error>(_ body: () throws(E) -> T) throws(E) -> T {
         lockRead()
         defer { unlock() }
         return try body()
     }
 
     /// `mmap_write_lock` … `mmap_write_unlock`.
-    @inlinable public func withWriteLock<T, E: Error>(_ body: () throws(E) -> T) throws(E) -> T {
+    @inlinable func withWriteLock<T, E: Error>(_ body: () throws(E) -> T) throws(E) -> T {
         lockWrite()
         defer { unlock() }
         return try body()

@@ -54,10 +54,10 @@ public enum PageState: UInt8, Sendable, CustomStringConvertible {
 
 /// A read-only walk that writes one ``PageState`` byte per page: the lab's lightest walk, the one
 /// `bench calibrate` compares with the kernel's `mincore()`.
-public struct SnapshotWalk: PageWalkOps {
-    public static var hasPmdEntry: Bool { true }
-    public static var hasPteEntry: Bool { true }
-    public static var hasPteHole: Bool { true }
+struct SnapshotWalk: PageWalkOps {
+    static var hasPmdEntry: Bool { true }
+    static var hasPteEntry: Bool { true }
+    static var hasPteHole: Bool { true }
 
     let out: UnsafeMutablePointer<UInt8>
     let start: UInt64
@@ -73,13 +73,13 @@ public struct SnapshotWalk: PageWalkOps {
 
     @inline(__always) func index(_ address: UInt64) -> Int { pageCount(start, address) }
 
-    public mutating func pteHole(_ address: UInt64, _ next: UInt64, depth: Int, _ walk: inout PageWalk) -> Int32 {
+    mutating func pteHole(_ address: UInt64, _ next: UInt64, depth: Int, _ walk: inout PageWalk) -> Int32 {
         let state = depth < 0 ? PageState.error : .none
         for i in index(address)..<index(next) { out[i] = state.rawValue }
         return 0
     }
 
-    public mutating func pmdEntry(_ pmd: EntrySlot, _ address: UInt64, _ next: UInt64, _ walk: inout PageWalk) -> Int32 {
+    mutating func pmdEntry(_ pmd: EntrySlot, _ address: UInt64, _ next: UInt64, _ walk: inout PageWalk) -> Int32 {
         let entry = pmd.load()
         guard entry.isHuge || entry.isSwapFormat else { return 0 }
         let state = PageState(entry, zeroPage: zeroPage, hugeZeroPage: hugeZeroPage)
@@ -89,7 +89,7 @@ public struct SnapshotWalk: PageWalkOps {
     }
 
     @inline(__always)
-    public mutating func pteEntry(_ pte: EntrySlot, _ address: UInt64, _ next: UInt64, _ walk: inout PageWalk) -> Int32 {
+    mutating func pteEntry(_ pte: EntrySlot, _ address: UInt64, _ next: UInt64, _ walk: inout PageWalk) -> Int32 {
         out[index(address)] = PageState(pte.load(), zeroPage: zeroPage, hugeZeroPage: hugeZeroPage).rawValue
         return 0
     }
@@ -143,7 +143,7 @@ extension AddressSpace {
     /// and none of the second once its device released its memory. Device-exclusive entries are not
     /// among them: they map a system page, outlive the device that made them (the next CPU access
     /// restores the PTE), and zap releases them like present PTEs.
-    public func transientEntries() -> [(address: UInt64, entry: PTE)] {
+    func transientEntries() -> [(address: UInt64, entry: PTE)] {
         entries { $0.isMigration || $0.isDevicePrivate }
     }
 }

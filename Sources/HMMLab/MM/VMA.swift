@@ -18,30 +18,30 @@ public struct VMAFlags: OptionSet, Sendable, Hashable {
     /// process that maps it, and fork shares rather than copies.
     public static let shared = VMAFlags(rawValue: 1)
     /// `VM_HUGEPAGE` (`MADV_HUGEPAGE`): anonymous write faults on an aligned 2 MiB range get a 2 MiB folio.
-    public static let hugepage = VMAFlags(rawValue: 2)
+    static let hugepage = VMAFlags(rawValue: 2)
     /// `VM_MIXEDMAP`: pages a driver inserted with `vm_insert_page` (dmirror's `mmap`); they have
     /// descriptors, so `hmm_range_fault` walks the VMA as any other.
-    public static let mixedMap = VMAFlags(rawValue: 4)
+    static let mixedMap = VMAFlags(rawValue: 4)
     /// `VM_PFNMAP | VM_IO`: raw pfns with no descriptors behind them (`remap_pfn_range`);
     /// `hmm_vma_walk_test` refuses the VMA. The lab creates the VMA (``AddressSpace/mmapSpecial(length:protection:flags:)``)
     /// but maps nothing in it.
-    public static let pfnMap = VMAFlags(rawValue: 8)
+    static let pfnMap = VMAFlags(rawValue: 8)
     /// `VM_HUGETLB` (`MAP_HUGETLB`): every fault maps a 2 MiB folio of the hugetlb pool with a huge
     /// PMD; the folio is never split and never migrated to a device.
     public static let hugetlb = VMAFlags(rawValue: 16)
     /// `VM_SPECIAL` minus `VM_DONTEXPAND`: VMAs `migrate_vma_setup` refuses.
-    public static let special: VMAFlags = [.mixedMap, .pfnMap]
+    static let special: VMAFlags = [.mixedMap, .pfnMap]
 }
 
 /// A virtual memory area (`struct vm_area_struct`): `[start, end)` with one protection and one backing object.
-public struct VMA: Sendable {
+struct VMA: Sendable {
     public var start: UInt64
     public var end: UInt64
     public var protection: Protection
     public var flags: VMAFlags
     /// `vm_pgoff`: the page index of `start` within ``object``; kept across mremap so the reverse map
     /// finds moved pages (`linear_page_index`).
-    public var pgoff: UInt64
+    var pgoff: UInt64
     /// The anon_vma (private) or shmem object (shared) that the reverse map and shared faults go through.
     /// Not retained by the VMA (copies of a VMA cost no reference counting on the hot paths): the
     /// address space that holds the VMA owns its objects (``AddressSpace`` keeps them alive while any
@@ -52,23 +52,23 @@ public struct VMA: Sendable {
     /// like ``object`` by the address space.
     public unowned(unsafe) var file: MappingObject? = nil
 
-    @inlinable public var isShared: Bool { flags.contains(.shared) }
+    @inlinable var isShared: Bool { flags.contains(.shared) }
     /// `vma_is_anonymous()`: private memory with no file (shmem and file mappings have `vm_ops`).
-    @inlinable public var isAnonymous: Bool { !isShared && file == nil }
-    @inlinable public var isWritable: Bool { protection.contains(.write) }
-    @inlinable public var isReadable: Bool { protection.contains(.read) }
+    @inlinable var isAnonymous: Bool { !isShared && file == nil }
+    @inlinable var isWritable: Bool { protection.contains(.write) }
+    @inlinable var isReadable: Bool { protection.contains(.read) }
     /// PROT_NONE: a present entry here is a `pte_protnone` one (`vm_page_prot` is `PAGE_NONE`).
-    @inlinable public var isNoAccess: Bool { !isReadable && !isWritable }
-    @inlinable public var isHugepage: Bool { flags.contains(.hugepage) }
+    @inlinable var isNoAccess: Bool { !isReadable && !isWritable }
+    @inlinable var isHugepage: Bool { flags.contains(.hugepage) }
     /// `is_vm_hugetlb_page()`.
-    @inlinable public var isHugetlb: Bool { flags.contains(.hugetlb) }
+    @inlinable var isHugetlb: Bool { flags.contains(.hugetlb) }
     /// Neither hugetlb nor `VM_SPECIAL`: what `migrate_vma_setup` accepts.
-    @inlinable public var isMigratable: Bool { flags.isDisjoint(with: [.hugetlb, .mixedMap, .pfnMap]) }
-    @inlinable public var pageCount: Int { Int((end - start) >> PageSize.shift) }
+    @inlinable var isMigratable: Bool { flags.isDisjoint(with: [.hugetlb, .mixedMap, .pfnMap]) }
+    @inlinable var pageCount: Int { Int((end - start) >> PageSize.shift) }
     @inlinable public func contains(_ address: UInt64) -> Bool { address >= start && address < end }
 
     /// `linear_page_index(vma, address)`.
-    @inlinable public func pageIndex(_ address: UInt64) -> UInt64 { pageNumber(address - start) + pgoff }
+    @inlinable func pageIndex(_ address: UInt64) -> UInt64 { pageNumber(address - start) + pgoff }
     /// The address of page index `index`, if this VMA maps it (`vma_address`).
     @inlinable public func address(ofIndex index: UInt64) -> UInt64? {
         guard index >= pgoff, index < pgoff + UInt64(pageCount) else { return nil }
@@ -85,10 +85,10 @@ public struct VMA: Sendable {
 ///
 /// Departure from the kernel: one object per VMA family (a VMA and its fork copies) stands in for the
 /// anon_vma tree and its chains; a child's new pages are found through the same object.
-public final class MappingObject: @unchecked Sendable {
-    public enum Kind: Sendable { case anon, shmem, file }
+final class MappingObject: @unchecked Sendable {
+    enum Kind: Sendable { case anon, shmem, file }
 
-    public let id: UInt64
+    let id: UInt64
     public let kind: Kind
     /// `anon_vma->rwsem` (`i_mmap_rwsem` for shmem): every reverse-map walk of a folio of this object
     /// takes it for reading (`anon_vma_lock_read` in `rmap_walk_anon`, unless the caller already holds
@@ -97,7 +97,7 @@ public final class MappingObject: @unchecked Sendable {
     /// `__folio_split` for the whole split.
     ///
     /// Lock order as in the kernel: the mmap lock first, then this one.
-    public let rmapLock = ReadWriteLock()
+    let rmapLock = ReadWriteLock()
     /// Address spaces that map this object (`anon_vma_chain`, `i_mmap`).
     private let members = LabMutex<[ObjectIdentifier: WeakAddressSpace]>([:])
     /// shmem or file page cache: page index → pfn + 1 (0 = not cached). Nil for anon.
@@ -148,10 +148,10 @@ public final class MappingObject: @unchecked Sendable {
     }
 
     /// The object with `id`, if it still exists.
-    public static func lookup(_ id: UInt64) -> MappingObject? { registry.withLock { $0[id]?.object } }
+    static func lookup(_ id: UInt64) -> MappingObject? { registry.withLock { $0[id]?.object } }
 
     /// The descriptor `mapping` word for page `index` of this object (`page->mapping` + `page->index`).
-    @inlinable public func encode(index: UInt64) -> UInt64 { id << 40 | (index & ((1 << 40) - 1)) }
+    @inlinable func encode(index: UInt64) -> UInt64 { id << 40 | (index & ((1 << 40) - 1)) }
     /// Splits a `mapping` word into object id and page index.
     @inlinable public static func decode(_ mapping: UInt64) -> (id: UInt64, index: UInt64) { (mapping >> 40, mapping & ((1 << 40) - 1)) }
 

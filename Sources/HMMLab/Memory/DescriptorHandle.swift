@@ -18,7 +18,7 @@ extension DescriptorHandle {
 
     /// The whole flags word, order byte included, loaded relaxed (for diagnostics).
     @inlinable
-    public var rawFlags: UInt64 { descriptor.pointee.flags.load(ordering: .relaxed) }
+    var rawFlags: UInt64 { descriptor.pointee.flags.load(ordering: .relaxed) }
 
     /// Whether all of `bits` are set (`PageXxx()`, `folio_test_xxx()`).
     @inlinable @inline(__always)
@@ -34,14 +34,14 @@ extension DescriptorHandle {
 
     /// Clears `bits` and reports whether any was set (`TestClearPageXxx()`, `folio_test_clear_xxx()`).
     @inlinable @inline(__always)
-    public func testAndClear(_ bits: PageFlags) -> Bool { descriptor.pointee.testAndClear(bits) }
+    func testAndClear(_ bits: PageFlags) -> Bool { descriptor.pointee.testAndClear(bits) }
 
     // MARK: The other words
 
     /// `atomic_set(&page->_mapcount, …)`, `atomic_set(&folio->_mapcount, …)` (`page_mapcount_reset()`
     /// for 0).
     @inlinable @inline(__always)
-    public func setMapcount(_ count: Int32, ordering: PageRef.StoreOrdering = .relaxed) {
+    func setMapcount(_ count: Int32, ordering: PageRef.StoreOrdering = .relaxed) {
         switch ordering {
         case .relaxed: descriptor.pointee.mapcount.store(count, ordering: .relaxed)
         case .releasing: descriptor.pointee.mapcount.store(count, ordering: .releasing)
@@ -55,7 +55,7 @@ extension DescriptorHandle {
 
     /// Sets `mapping` and `index` (packed); pass `.releasing` to publish a new mapping.
     @inlinable @inline(__always)
-    public func setMapping(_ value: UInt64, ordering: PageRef.StoreOrdering = .relaxed) {
+    func setMapping(_ value: UInt64, ordering: PageRef.StoreOrdering = .relaxed) {
         switch ordering {
         case .relaxed: descriptor.pointee.mapping.store(value, ordering: .relaxed)
         case .releasing: descriptor.pointee.mapping.store(value, ordering: .releasing)
@@ -64,11 +64,11 @@ extension DescriptorHandle {
 
     /// `page_private()`, `folio->private` (the head's word), loaded relaxed.
     @inlinable @inline(__always)
-    public var privateWord: UInt64 { descriptor.pointee.private.load(ordering: .relaxed) }
+    var privateWord: UInt64 { descriptor.pointee.private.load(ordering: .relaxed) }
 
     /// `set_page_private()`, `folio->private = value`.
     @inlinable @inline(__always)
-    public func setPrivate(_ value: UInt64, ordering: PageRef.StoreOrdering = .relaxed) {
+    func setPrivate(_ value: UInt64, ordering: PageRef.StoreOrdering = .relaxed) {
         switch ordering {
         case .relaxed: descriptor.pointee.private.store(value, ordering: .relaxed)
         case .releasing: descriptor.pointee.private.store(value, ordering: .releasing)
@@ -77,9 +77,9 @@ extension DescriptorHandle {
 
     /// The owner token of a device page or folio (`page_pgmap(page)->owner`, `folio->pgmap->owner`).
     @inlinable @inline(__always)
-    public var deviceOwner: UInt64 { descriptor.pointee.deviceOwner }
+    var deviceOwner: UInt64 { descriptor.pointee.deviceOwner }
 
     /// `zone_device_data` of a device page or folio: the backing system page, if it has one.
     @inlinable @inline(__always)
-    public var zoneDeviceData: Pfn? { descriptor.pointee.zoneDeviceData }
+    var zoneDeviceData: Pfn? { descriptor.pointee.zoneDeviceData }
 }

@@ -5,9 +5,9 @@
 /// The lab's own option: the kernel has `fail_page_alloc` (fault injection), not this per-order knob.
 public struct FailureInjection: Sendable, Equatable {
     /// Probability in [0, 1] that an order-0 allocation fails.
-    public var order0: Double
+    var order0: Double
     /// Probability in [0, 1] that an order-9 (2 MiB) allocation fails.
-    public var order9: Double
+    var order9: Double
     /// Seed of the generator that draws the failures.
     public var seed: UInt64
 
@@ -20,15 +20,15 @@ public struct FailureInjection: Sendable, Equatable {
     /// No injected failures.
     public static let none = FailureInjection()
 
-    public func probability(order: Int) -> Double { order == 0 ? order0 : order9 }
+    func probability(order: Int) -> Double { order == 0 ? order0 : order9 }
 }
 
 /// SplitMix64: a small, fast, seedable generator (Steele, Lea and Flood 2014). Not for cryptography.
-public struct SplitMix64: RandomNumberGenerator, Sendable {
+struct SplitMix64: RandomNumberGenerator, Sendable {
     public var state: UInt64
     public init(seed: UInt64) { state = seed }
 
-    @inlinable public mutating func next() -> UInt64 {
+    @inlinable mutating func next() -> UInt64 {
         state &+= 0x9E37_79B9_7F4A_7C15
         var z = state
         z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
@@ -37,5 +37,5 @@ public struct SplitMix64: RandomNumberGenerator, Sendable {
     }
 
     /// A uniform double in [0, 1).
-    @inlinable public mutating func nextUnit() -> Double { Double(next() >> 11) * 0x1p-53 }
+    @inlinable mutating func nextUnit() -> Double { Double(next() >> 11) * 0x1p-53 }
 }

@@ -43,7 +43,7 @@ public struct FolioRef: DescriptorHandle, @unchecked Sendable {
 
     /// `folio_nr_pages()`.
     @inlinable @inline(__always)
-    public var nrPages: Int { 1 << order }
+    var nrPages: Int { 1 << order }
 
     // MARK: Flags
 
@@ -82,11 +82,11 @@ public struct FolioRef: DescriptorHandle, @unchecked Sendable {
 
     /// `folio_ref_count()`.
     @inlinable @inline(__always)
-    public var refCount: Int32 { descriptor.pointee.references }
+    var refCount: Int32 { descriptor.pointee.references }
 
     /// `folio_ref_freeze()`: the refcount goes from exactly `count` to 0, or nothing changes.
     @inlinable @inline(__always)
-    public func refFreeze(_ count: Int32) -> Bool {
+    func refFreeze(_ count: Int32) -> Bool {
         descriptor.pointee.refcount.compareExchange(expected: count, desired: 0, ordering: .acquiringAndReleasing).exchanged
     }
 
@@ -94,24 +94,24 @@ public struct FolioRef: DescriptorHandle, @unchecked Sendable {
 
     /// `folio_mapcount()`.
     @inlinable @inline(__always)
-    public var mapCount: Int32 { descriptor.pointee.mappings }
+    var mapCount: Int32 { descriptor.pointee.mappings }
 
     /// Adds `count` mappings (the mapcount update of `folio_add_anon_rmap_ptes()`, `__split_huge_pmd_locked`);
     /// returns the count before.
     @inlinable @inline(__always) @discardableResult
-    public func addMapcount(_ count: Int32) -> Int32 {
+    func addMapcount(_ count: Int32) -> Int32 {
         descriptor.pointee.mapcount.wrappingAdd(count, ordering: .relaxed).oldValue
     }
 
     /// Removes `count` mappings (the mapcount update of `folio_remove_rmap_ptes()`); returns the count before.
     @inlinable @inline(__always) @discardableResult
-    public func subMapcount(_ count: Int32) -> Int32 {
+    func subMapcount(_ count: Int32) -> Int32 {
         descriptor.pointee.mapcount.wrappingSubtract(count, ordering: .relaxed).oldValue
     }
 
     /// Whether `folio->mapping` is set, loaded relaxed (the `!page->mapping` tests of collect).
     @inlinable @inline(__always)
-    public var hasMapping: Bool { descriptor.pointee.mapping.load(ordering: .relaxed) != 0 }
+    var hasMapping: Bool { descriptor.pointee.mapping.load(ordering: .relaxed) != 0 }
 
     // MARK: Device folios (the other words: ``DescriptorHandle``)
 

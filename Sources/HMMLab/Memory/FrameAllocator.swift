@@ -26,23 +26,23 @@ public enum AllocationFailure: Error, Equatable, Sendable {
 /// as `free_pages` reports `Bad page state` in the kernel.
 public final class FrameAllocator: Sendable {
     /// Frames per block (`1 << 9`).
-    public static let blockFrames = 512
+    static let blockFrames = 512
 
     /// Frames managed, a multiple of 512.
-    public let frameCount: Int
+    let frameCount: Int
     /// 2 MiB blocks managed.
-    public var blockCount: Int { frameCount / Self.blockFrames }
+    var blockCount: Int { frameCount / Self.blockFrames }
 
     /// Counters, read with ``statistics``.
-    public struct Statistics: Sendable, Equatable {
+    struct Statistics: Sendable, Equatable {
         public var allocations = [0, 0]
-        public var frees = [0, 0]
-        public var exhausted = [0, 0]
+        var frees = [0, 0]
+        var exhausted = [0, 0]
         public var injected = [0, 0]
         /// Whole blocks split to serve order-0 requests (`expand()`).
-        public var splits = 0
+        var splits = 0
         /// Split blocks merged back into a whole free block.
-        public var merges = 0
+        var merges = 0
     }
 
     private enum BlockState: UInt8 {
@@ -135,7 +135,7 @@ public final class FrameAllocator: Sendable {
     private let state: LabMutex<State>
     /// Time spent waiting for the allocator's lock (`zone->lock`), contended acquisitions only
     /// (`alloc_lock_wait_ns`).
-    public let lockWait = LockWait.make()
+    let lockWait = LockWait.make()
 
     deinit {
         state.withLock { $0.deallocate() }
@@ -163,7 +163,7 @@ public final class FrameAllocator: Sendable {
     }
 
     /// Changes the injected failure probabilities and reseeds the generator.
-    public func setFailureInjection(_ injection: FailureInjection) {
+    func setFailureInjection(_ injection: FailureInjection) {
         state.withLock {
             $0.injection = injection
             $0.rng = SplitMix64(seed: injection.seed)
@@ -171,16 +171,16 @@ public final class FrameAllocator: Sendable {
     }
 
     /// The current injection settings.
-    public var failureInjection: FailureInjection { state.withLock { $0.injection } }
+    var failureInjection: FailureInjection { state.withLock { $0.injection } }
 
     /// Frames currently free.
-    public var freeFrames: Int { state.withLock { $0.freeFrames } }
+    var freeFrames: Int { state.withLock { $0.freeFrames } }
 
     /// Whole 2 MiB blocks currently free (order-9 allocations that can succeed).
-    public var freeBlocks: Int { state.withLock { $0.wholeFree.count } }
+    var freeBlocks: Int { state.withLock { $0.wholeFree.count } }
 
     /// A snapshot of the counters.
-    public var statistics: Statistics { state.withLock { $0.counts.statistics } }
+    var statistics: Statistics { state.withLock { $0.counts.statistics } }
 
     /// Allocates one naturally aligned block of `1 << order` frames and returns its first index.
     ///
@@ -193,7 +193,7 @@ public final class FrameAllocator: Sendable {
     /// Allocates up to `count` blocks of one order under a single lock acquisition and writes their first
     /// indices to `out`; returns how many it got (fewer when exhausted or when a failure is injected,
     /// which ends the batch as `alloc_pages_bulk` does).
-    public func allocateBulk(order: Int, count: Int, into out: UnsafeMutablePointer<Int>) -> Int {
+    func allocateBulk(order: Int, count: Int, into out: UnsafeMutablePointer<Int>) -> Int {
         precondition(order == 0 || order == 9, "the lab allocates orders 0 and 9 only, not \(order)")
         return locked { s in
             var i = 0
@@ -235,7 +235,7 @@ public final class FrameAllocator: Sendable {
     /// together) are freed as a run: their bitmap bits are set a word at a time, each word checked for
     /// a double free, and the block is merged once if the run completes it. The state and the counts
     /// are those of freeing the frames one by one (`__free_one_page`, merging up to order 9).
-    public func freeBulk(_ indices: UnsafeBufferPointer<Int>, order: Int) {
+    func freeBulk(_ indices: UnsafeBufferPointer<Int>, order: Int) {
         guard order == 0 else {
             state.withLock { s in
                 for index in indices { Self.give(&s, index, order: order) }
@@ -257,7 +257,7 @@ public final class FrameAllocator: Sendable {
 
     /// Turns an allocated order-9 block into 512 allocated order-0 frames, so each can be freed alone.
     /// Models the allocator side of `split_folio()` / `split_page()`.
-    public func splitAllocated(_ index: Int) {
+    func splitAllocated(_ index: Int) {
         precondition(index % Self.blockFrames == 0, "split of frame \(index), not the head of a block")
         state.withLock { s in
             let block = index / Self.blockFrames
@@ -269,7 +269,7 @@ public final class FrameAllocator: Sendable {
     }
 
     /// Whether a frame is currently free.
-    public func isFree(_ index: Int) -> Bool {
+    func isFree(_ index: Int) -> Bool {
         state.withLock { s in
             let block = index / Self.blockFrames
             switch s.state[block] {

@@ -61,7 +61,7 @@ struct LRUVec: ~Copyable {
 /// where the kernel takes it. One lock per pool stands for the node's lruvec (no memory cgroups).
 public final class LRUBatches: @unchecked Sendable {
     /// `FOLIO_BATCH_SIZE`.
-    public static let batchSize = 31
+    static let batchSize = 31
     /// Bytes per CPU: a 64-byte header, then 32 pfn words (31 used).
     static let batchBytes = 64 + 32 * 8
     /// CPUs, one batch each (`_SC_NPROCESSORS_CONF`).
@@ -81,7 +81,7 @@ public final class LRUBatches: @unchecked Sendable {
     /// `__lru_add_drain_all`'s static mutex: one drain of every CPU at a time.
     let drainAllLock = LabMutex<Void>(())
     /// Time spent waiting for the lruvec locks, contended acquisitions only (`lru_lock_wait_ns`).
-    public let lockWait = LockWait.make()
+    let lockWait = LockWait.make()
 
     init(cpus: Int = max(1, Int(sysconf(Int32(_SC_NPROCESSORS_CONF))))) {
         self.cpus = cpus
@@ -145,7 +145,7 @@ public final class LRUBatches: @unchecked Sendable {
     @inline(__always) func unlockVec(_ i: Int) { vec(i).pointee.lock.unlock() }
 
     /// Folios waiting in every batch now (read without the batches' locks).
-    public var pending: Int {
+    var pending: Int {
         (0..<cpus).reduce(0) { $0 + header($1).pointee.count.load(ordering: .relaxed) }
     }
 }

@@ -16,7 +16,7 @@ public final class MemoryPool: Sendable {
     /// The pfn of the first frame (2 MiB-aligned).
     public let firstPfn: Pfn
     /// Frames in the pool.
-    public let frameCount: Int
+    let frameCount: Int
     /// The pool's allocator; indices are `pfn - firstPfn`.
     public let allocator: FrameAllocator
     /// One past the last pfn.

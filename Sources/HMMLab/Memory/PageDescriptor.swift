@@ -39,7 +39,7 @@ public struct PageDescriptor: ~Copyable {
     // MARK: Flags
 
     /// The flags (without the order byte), loaded with acquire ordering.
-    @inlinable public var pageFlags: PageFlags {
+    @inlinable var pageFlags: PageFlags {
         PageFlags(rawValue: flags.load(ordering: .acquiring)).withoutOrder
     }
 
@@ -64,7 +64,7 @@ public struct PageDescriptor: ~Copyable {
     }
 
     /// Clears `bits` and reports whether any was set (`TestClearPageXxx`, e.g. `folio_test_clear_lru`).
-    @inlinable public func testAndClear(_ bits: PageFlags) -> Bool {
+    @inlinable func testAndClear(_ bits: PageFlags) -> Bool {
         flags.bitwiseAnd(~bits.rawValue, ordering: .acquiringAndReleasing).oldValue & bits.rawValue != 0
     }
 
@@ -135,15 +135,15 @@ extension PageDescriptor {
     /// The `private` word of a device page: `page->pgmap` (the owner token, low 24 bits) and
     /// `page->zone_device_data` (the pfn of the system page that backs it in test_hmm, 0 for none)
     /// packed in one word, so the descriptor stays 32 bytes.
-    @inlinable public static func devicePrivate(owner: UInt64, backing: Pfn?) -> UInt64 {
+    @inlinable static func devicePrivate(owner: UInt64, backing: Pfn?) -> UInt64 {
         owner | (backing?.rawValue ?? 0) << deviceOwnerBits
     }
 
     /// The owner token of a device page (`page->pgmap->owner`).
-    @inlinable public var deviceOwner: UInt64 { `private`.load(ordering: .acquiring) & Self.deviceOwnerMask }
+    @inlinable var deviceOwner: UInt64 { `private`.load(ordering: .acquiring) & Self.deviceOwnerMask }
 
     /// `page->zone_device_data` of a device page: the backing system page, if it has one.
-    @inlinable public var zoneDeviceData: Pfn? {
+    @inlinable var zoneDeviceData: Pfn? {
         let backing = `private`.load(ordering: .acquiring) >> Self.deviceOwnerBits
         return backing == 0 ? nil : Pfn(rawValue: backing)
     }

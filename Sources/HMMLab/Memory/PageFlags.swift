@@ -12,35 +12,35 @@ public struct PageFlags: OptionSet, Sendable, Hashable, CustomStringConvertible 
     /// `PG_locked`: the folio lock (`folio_trylock`, `folio_unlock`).
     public static let locked = PageFlags(rawValue: 1 << 0)
     /// `PG_referenced`.
-    public static let referenced = PageFlags(rawValue: 1 << 1)
+    static let referenced = PageFlags(rawValue: 1 << 1)
     /// `PG_uptodate`.
-    public static let uptodate = PageFlags(rawValue: 1 << 2)
+    static let uptodate = PageFlags(rawValue: 1 << 2)
     /// `PG_dirty`.
     public static let dirty = PageFlags(rawValue: 1 << 3)
     /// `PG_lru`: on an LRU list (isolation clears it, `folio_isolate_lru`).
     public static let lru = PageFlags(rawValue: 1 << 4)
     /// `PG_active`.
-    public static let active = PageFlags(rawValue: 1 << 5)
+    static let active = PageFlags(rawValue: 1 << 5)
     /// `PG_head`: the first page of a large folio.
     public static let head = PageFlags(rawValue: 1 << 6)
     /// A tail page of a large folio (the kernel sets bit 0 of `compound_head`).
     public static let tail = PageFlags(rawValue: 1 << 7)
     /// `PG_swapbacked`: anonymous memory that goes to swap.
-    public static let swapBacked = PageFlags(rawValue: 1 << 8)
+    static let swapBacked = PageFlags(rawValue: 1 << 8)
     /// `PG_swapcache`.
-    public static let swapCache = PageFlags(rawValue: 1 << 9)
+    static let swapCache = PageFlags(rawValue: 1 << 9)
     /// `PG_reserved`: never freed (the zero page).
-    public static let reserved = PageFlags(rawValue: 1 << 10)
+    static let reserved = PageFlags(rawValue: 1 << 10)
     /// `PageAnon()`: the kernel's `PAGE_MAPPING_ANON` bit of `page->mapping`.
-    public static let anon = PageFlags(rawValue: 1 << 11)
+    static let anon = PageFlags(rawValue: 1 << 11)
     /// `PG_anon_exclusive`: mapped by exactly one process, may be written without COW.
-    public static let anonExclusive = PageFlags(rawValue: 1 << 12)
+    static let anonExclusive = PageFlags(rawValue: 1 << 12)
     /// `is_zone_device_page()`: the frame is device memory (`ZONE_DEVICE`, `MEMORY_DEVICE_PRIVATE`).
     public static let zoneDevice = PageFlags(rawValue: 1 << 13)
     /// `is_zero_pfn()`: the shared zero page.
     public static let zeroPage = PageFlags(rawValue: 1 << 14)
     /// `PG_writeback`.
-    public static let writeback = PageFlags(rawValue: 1 << 15)
+    static let writeback = PageFlags(rawValue: 1 << 15)
 
     /// Bits 56–63 hold the folio order of a head page.
     public static let orderShift: UInt64 = 56

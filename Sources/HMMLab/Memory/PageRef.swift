@@ -23,7 +23,7 @@ public struct PageRef: DescriptorHandle, @unchecked Sendable {
 
     /// The page `n` pages after this one (`nth_page(page, n)`, `page + n`).
     @inlinable @inline(__always)
-    public func advanced(by n: Int) -> PageRef { PageRef(descriptor + n) }
+    func advanced(by n: Int) -> PageRef { PageRef(descriptor + n) }
 
     /// `page + n` (``advanced(by:)``).
     @inlinable @inline(__always)
@@ -33,7 +33,7 @@ public struct PageRef: DescriptorHandle, @unchecked Sendable {
 
     /// `PageTail()`.
     @inlinable @inline(__always)
-    public var isTail: Bool { test(.tail) }
+    var isTail: Bool { test(.tail) }
 
     /// The order recorded in a head page (`compound_order()`); 0 for a single page or a tail.
     @inlinable @inline(__always)
@@ -42,7 +42,7 @@ public struct PageRef: DescriptorHandle, @unchecked Sendable {
     /// Writes the whole flags word, order byte included (`page->flags = …` in `prep_new_page()`,
     /// `prep_compound_page()`, `free_pages_prepare()` and the split's descriptor rewrite).
     @inlinable @inline(__always)
-    public func storeFlags(_ raw: UInt64, ordering: PageRef.StoreOrdering = .relaxed) {
+    func storeFlags(_ raw: UInt64, ordering: PageRef.StoreOrdering = .relaxed) {
         switch ordering {
         case .relaxed: descriptor.pointee.flags.store(raw, ordering: .relaxed)
         case .releasing: descriptor.pointee.flags.store(raw, ordering: .releasing)
@@ -53,21 +53,21 @@ public struct PageRef: DescriptorHandle, @unchecked Sendable {
 
     /// `page_ref_count()`: the references of a head or single page (0 when free).
     @inlinable @inline(__always)
-    public var refCount: Int32 { descriptor.pointee.references }
+    var refCount: Int32 { descriptor.pointee.references }
 
     /// The mapcount of a head or single page (``FolioRef/mapCount``).
     @inlinable @inline(__always)
-    public var mapCount: Int32 { descriptor.pointee.mappings }
+    var mapCount: Int32 { descriptor.pointee.mappings }
 
     /// `set_page_count()`: stores the refcount, release ordering.
     @inlinable @inline(__always)
-    public func setRefCount(_ count: Int32) { descriptor.pointee.refcount.store(count, ordering: .releasing) }
+    func setRefCount(_ count: Int32) { descriptor.pointee.refcount.store(count, ordering: .releasing) }
 
     // MARK: Cache (mapping, private and the device words: ``DescriptorHandle``)
 
     /// `prefetchw(page)`: brings the descriptor into the cache for writing.
     @inlinable @inline(__always)
-    public func prefetchw() { clinux_prefetchw(descriptor) }
+    func prefetchw() { clinux_prefetchw(descriptor) }
 }
 
 extension PageRef {

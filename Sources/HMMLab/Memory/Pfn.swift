@@ -12,7 +12,7 @@ public struct Pfn: RawRepresentable, Hashable, Comparable, Sendable, CustomStrin
     @inlinable public var index: Int { Int(truncatingIfNeeded: rawValue) }
 
     /// The head pfn of the naturally aligned block of `1 << order` frames that holds this one.
-    @inlinable public func aligned(toOrder order: Int) -> Pfn { Pfn(rawValue: rawValue & ~((1 << UInt64(order)) - 1)) }
+    @inlinable func aligned(toOrder order: Int) -> Pfn { Pfn(rawValue: rawValue & ~((1 << UInt64(order)) - 1)) }
 
     @inlinable public static func < (a: Pfn, b: Pfn) -> Bool { a.rawValue < b.rawValue }
     @inlinable public static func + (a: Pfn, n: Int) -> Pfn { Pfn(rawValue: a.rawValue &+ UInt64(n)) }
@@ -34,9 +34,9 @@ public struct Folio: Hashable, Sendable, CustomStringConvertible {
     }
 
     /// Frames in the folio (`folio_nr_pages`).
-    @inlinable public var pageCount: Int { 1 << order }
+    @inlinable var pageCount: Int { 1 << order }
     /// Bytes in the folio (`folio_size`).
-    @inlinable public var byteCount: Int { PageSize.bytes << order }
+    @inlinable var byteCount: Int { PageSize.bytes << order }
     /// Whether `pfn` is one of this folio's frames.
     @inlinable public func contains(_ other: Pfn) -> Bool { other.aligned(toOrder: order) == pfn }
 
@@ -58,7 +58,7 @@ public enum PageSize {
     /// `PAGE_SIZE` as an address step.
     public static let size: UInt64 = 4096
     /// `HPAGE_PMD_SIZE` as an address step.
-    public static let pmdSize: UInt64 = 2 << 20
+    static let pmdSize: UInt64 = 2 << 20
     /// `PAGE_MASK`: an address rounded down to its page.
     public static let mask: UInt64 = ~(size - 1)
     /// `HPAGE_PMD_MASK`: an address rounded down to its 2 MiB block.
@@ -66,40 +66,40 @@ public enum PageSize {
 }
 
 /// The address of page `index` of a range starting at `start`: `start + (index << PAGE_SHIFT)`.
-@inlinable @inline(__always) public func pageAddress(_ start: UInt64, _ index: Int) -> UInt64 {
+@inlinable @inline(__always) func pageAddress(_ start: UInt64, _ index: Int) -> UInt64 {
     start + UInt64(index) << PageSize.shift
 }
 
 /// Pages from `start` up to `end` (`(end - start) >> PAGE_SHIFT`).
-@inlinable @inline(__always) public func pageCount(_ start: UInt64, _ end: UInt64) -> Int {
+@inlinable @inline(__always) func pageCount(_ start: UInt64, _ end: UInt64) -> Int {
     Int((end - start) >> PageSize.shift)
 }
 
 /// `pte_index()`: the slot of `address` in its page table (bits 12–20).
-@inlinable @inline(__always) public func pteIndex(_ address: UInt64) -> Int {
+@inlinable @inline(__always) func pteIndex(_ address: UInt64) -> Int {
     Int(truncatingIfNeeded: (address >> PageSize.shift) & UInt64(PageSize.pmdPages - 1))
 }
 
 /// The number of the 2 MiB block `address` is in (`address >> HPAGE_PMD_SHIFT`).
-@inlinable @inline(__always) public func pmdNumber(_ address: UInt64) -> UInt64 { address >> 21 }
+@inlinable @inline(__always) func pmdNumber(_ address: UInt64) -> UInt64 { address >> 21 }
 
 /// Whether `address` starts a 2 MiB block (`IS_ALIGNED(address, HPAGE_PMD_SIZE)`).
-@inlinable @inline(__always) public func isPMDAligned(_ address: UInt64) -> Bool { address & ~PageSize.pmdMask == 0 }
+@inlinable @inline(__always) func isPMDAligned(_ address: UInt64) -> Bool { address & ~PageSize.pmdMask == 0 }
 
 /// The offset of `address` in its 2 MiB block (`address & ~HPAGE_PMD_MASK`).
-@inlinable @inline(__always) public func pmdOffset(_ address: UInt64) -> UInt64 { address & ~PageSize.pmdMask }
+@inlinable @inline(__always) func pmdOffset(_ address: UInt64) -> UInt64 { address & ~PageSize.pmdMask }
 
 /// The 2 MiB block number `number` as an address (`number << HPAGE_PMD_SHIFT`).
-@inlinable @inline(__always) public func pmdAddress(_ number: UInt64) -> UInt64 { number << 21 }
+@inlinable @inline(__always) func pmdAddress(_ number: UInt64) -> UInt64 { number << 21 }
 
 /// The page number of `address` (`address >> PAGE_SHIFT`, dmirror's xarray index).
-@inlinable @inline(__always) public func pageNumber(_ address: UInt64) -> UInt64 { address >> PageSize.shift }
+@inlinable @inline(__always) func pageNumber(_ address: UInt64) -> UInt64 { address >> PageSize.shift }
 
 /// Page number `number` as an address (`number << PAGE_SHIFT`).
-@inlinable @inline(__always) public func addressOfPage(_ number: UInt64) -> UInt64 { number << PageSize.shift }
+@inlinable @inline(__always) func addressOfPage(_ number: UInt64) -> UInt64 { number << PageSize.shift }
 
 /// `offset_in_page()`: the offset of `address` in its 4 KiB page.
-@inlinable @inline(__always) public func pageOffset(_ address: UInt64) -> Int { Int(truncatingIfNeeded: address & ~PageSize.mask) }
+@inlinable @inline(__always) func pageOffset(_ address: UInt64) -> Int { Int(truncatingIfNeeded: address & ~PageSize.mask) }
 
 /// `PAGE_ALIGNED()`: whether `address` starts a 4 KiB page.
-@inlinable @inline(__always) public func isPageAligned(_ address: UInt64) -> Bool { address & ~PageSize.mask == 0 }
+@inlinable @inline(__always) func isPageAligned(_ address: UInt64) -> Bool { address & ~PageSize.mask == 0 }

@@ -14,7 +14,7 @@ extension PhysicalMemory {
     /// (`!folio_may_be_lru_cached()`). The folio is not `PG_lru` until its batch is moved.
     /// Device (`ZONE_DEVICE`) folios are never on an LRU; callers skip them.
     @inline(__always)
-    public func folioAddLRU(_ folio: Folio) {
+    func folioAddLRU(_ folio: Folio) {
         let head = folioRef(folio)
         guard paysLRU else {
             head.set(.lru)
@@ -31,7 +31,7 @@ extension PhysicalMemory {
     }
 
     /// `folio_putback_lru()` (mm/vmscan.c): back through the add batch, then the isolation's reference dropped.
-    public func folioPutbackLRU(_ folio: Folio) {
+    func folioPutbackLRU(_ folio: Folio) {
         folioAddLRU(folio)
         put(folio)
     }
@@ -40,7 +40,7 @@ extension PhysicalMemory {
     /// the folio taken off its list under the lruvec lock. False when the folio was not on an LRU (in
     /// a batch, or isolated by someone else). The caller holds a reference.
     @inline(__always)
-    public func folioIsolateLRU(_ folio: Folio) -> Bool {
+    func folioIsolateLRU(_ folio: Folio) -> Bool {
         let head = folioRef(folio)
         guard head.testAndClear(.lru) else { return false }
         head.get()
@@ -53,7 +53,7 @@ extension PhysicalMemory {
     }
 
     /// `lru_add_drain()`: moves the batch of the CPU the caller runs on to the LRU, under its lock.
-    public func lruAddDrain() {
+    func lruAddDrain() {
         lru.drains.wrappingAdd(1, ordering: .relaxed)
         guard paysLRU else { return }
         let cpu = lru.lockLocal()
@@ -69,7 +69,7 @@ extension PhysicalMemory {
     /// non-empty batch (`cpu_needs_drain`) and waits for it (`flush_work`); the lab drains each batch
     /// from the calling thread under that batch's lock, so the scheduling and wake-up cost of the work
     /// items is not paid.
-    public func lruAddDrainAll() {
+    func lruAddDrainAll() {
         lru.drainAlls.wrappingAdd(1, ordering: .relaxed)
         guard paysLRU else { return }
         let generation = lru.generation.load(ordering: .acquiring)
@@ -82,7 +82,7 @@ extension PhysicalMemory {
 
     /// Moves every CPU's batch to the LRU, so no folio holds a batch's reference: for checks and
     /// teardown at quiescent points (invariants, leak checks). Not a kernel call and not counted.
-    public func drainLRUBatches() {
+    func drainLRUBatches() {
         guard paysLRU else { return }
         lru.drainAllLock.withLock { _ in drainEveryBatch() }
     }
@@ -151,15 +151,15 @@ extension PhysicalMemory {
     // MARK: - Counters
 
     /// `lru_add_drain()` calls so far.
-    public var lruDrains: Int { lru.drains.load(ordering: .relaxed) }
+    var lruDrains: Int { lru.drains.load(ordering: .relaxed) }
     /// `lru_add_drain_all()` calls so far.
-    public var lruDrainAlls: Int { lru.drainAlls.load(ordering: .relaxed) }
+    var lruDrainAlls: Int { lru.drainAlls.load(ordering: .relaxed) }
     /// Batches moved to the LRU so far (`folio_batch_move_lru`).
-    public var lruBatchMoves: Int { lru.moves.load(ordering: .relaxed) }
+    var lruBatchMoves: Int { lru.moves.load(ordering: .relaxed) }
     /// Times an lruvec lock was taken, and of those, times another thread held it.
-    public var lruLockAcquisitions: (taken: Int, contended: Int) {
+    var lruLockAcquisitions: (taken: Int, contended: Int) {
         (0..<2).reduce((0, 0)) { ($0.0 + lru.vec($1).pointee.acquisitions.load(ordering: .relaxed), $0.1 + lru.vec($1).pointee.contended.load(ordering: .relaxed)) }
     }
     /// Folios in the batches now, holding a batch's reference.
-    public var lruPending: Int { lru.pending }
+    var lruPending: Int { lru.pending }
 }

@@ -25,7 +25,7 @@ public final class PhysicalMemory: @unchecked Sendable {
         public var systemNode: Int
         public var deviceNode: Int
         /// The nodes of the device pools after the first (one per further device), in device order.
-        public var moreDeviceNodes: [Int] = []
+        var moreDeviceNodes: [Int] = []
         public var backing: BackingRequest
         /// The per-page costs every address space and device on this memory pays for real.
         public var costs: Costs
@@ -52,7 +52,7 @@ public final class PhysicalMemory: @unchecked Sendable {
     /// Every device pool, ``device`` first: one per device (`--devices`), each its own pfn range.
     public let devicePools: [MemoryPool]
     /// The descriptor array's memory.
-    public let descriptorRegion: Region
+    let descriptorRegion: Region
     /// The descriptors, indexed by pfn.
     public let descriptors: UnsafeMutablePointer<PageDescriptor>
     /// The shared zero page (`ZERO_PAGE(0)`): reserved, never freed, always zero.
@@ -66,7 +66,7 @@ public final class PhysicalMemory: @unchecked Sendable {
     /// kernel counts one reference per mm that used it (`MMF_HUGE_ZERO_FOLIO`) and a shrinker frees it
     /// when the count drops to one; neither is modelled. Its mappings take no reference and no mapcount
     /// (the PMD is `pmd_mkspecial`, the folio not rmappable), as in the kernel.
-    public let hugeZeroFolio: Folio?
+    let hugeZeroFolio: Folio?
     /// `huge_zero_pfn`: the huge zero folio's first pfn, or pfn 0 (never backed, so never a mapped
     /// pfn: `HUGE_ZERO_UNSET_PFN`'s part) when there is none.
     public let hugeZeroPfn: Pfn
@@ -85,17 +85,17 @@ public final class PhysicalMemory: @unchecked Sendable {
     private let pagemaps = LabMutex<[UInt64: any DevicePagemap]>([:])
 
     /// Registers a device's pagemap (`memremap_pages`); its pages carry `pagemap.owner` in `private`.
-    public func register(_ pagemap: any DevicePagemap) {
+    func register(_ pagemap: any DevicePagemap) {
         pagemaps.withLock { $0[pagemap.owner] = pagemap }
     }
 
     /// Removes a device's pagemap (`memunmap_pages`).
-    public func unregister(owner: UInt64) {
+    func unregister(owner: UInt64) {
         pagemaps.withLock { _ = $0.removeValue(forKey: owner) }
     }
 
     /// The pagemap of a device-private frame (`page_pgmap(page)`), through the owner in its descriptor.
-    public func pagemap(of pfn: Pfn) -> (any DevicePagemap)? {
+    func pagemap(of pfn: Pfn) -> (any DevicePagemap)? {
         let owner = folioRef(containing: pfn).deviceOwner
         return pagemaps.withLock { $0[owner] }
     }
@@ -105,7 +105,7 @@ public final class PhysicalMemory: @unchecked Sendable {
 
     /// The device node a run uses by default: the node with memory farthest from the system node by
     /// the distance table (``NodeTable/farthestNodeWithMemory(from:)``), else the system node itself.
-    public static func defaultDeviceNode(systemNode: Int) -> Int {
+    static func defaultDeviceNode(systemNode: Int) -> Int {
         NodeTable.read().farthestNodeWithMemory(from: systemNode)
     }
 
@@ -191,23 +191,23 @@ public final class PhysicalMemory: @unchecked Sendable {
     }
 
     /// Whether `pfn` is a frame of any device pool.
-    @inlinable public func isDeviceFrame(_ pfn: Pfn) -> Bool {
+    @inlinable func isDeviceFrame(_ pfn: Pfn) -> Bool {
         device.contains(pfn) || (devicePools.count > 1 && devicePools.contains { $0.contains(pfn) })
     }
 
     /// `is_huge_zero_pfn()`: whether `pfn` is a page of the huge zero folio.
-    @inlinable @inline(__always) public func isHugeZero(_ pfn: Pfn) -> Bool {
+    @inlinable @inline(__always) func isHugeZero(_ pfn: Pfn) -> Bool {
         pfn.aligned(toOrder: PageSize.pmdOrder) == hugeZeroPfn
     }
 
     /// `is_huge_zero_pmd()`: a present (or protnone) huge PMD that maps the huge zero folio.
-    @inlinable @inline(__always) public func isHugeZeroPMD(_ entry: PTE) -> Bool {
+    @inlinable @inline(__always) func isHugeZeroPMD(_ entry: PTE) -> Bool {
         entry.isHuge && isHugeZero(entry.pfn)
     }
 
     /// Whether a present entry maps a zero page, the 4 KiB one or a page of the huge zero folio (these
     /// hold no reference and no mapcount, and are never written through).
-    @inlinable @inline(__always) public func isZero(_ pfn: Pfn) -> Bool {
+    @inlinable @inline(__always) func isZero(_ pfn: Pfn) -> Bool {
         pfn == zeroPage || isHugeZero(pfn)
     }
 
@@ -220,13 +220,13 @@ public final class PhysicalMemory: @unchecked Sendable {
     }
 
     /// The handle of a folio whose head is known (its `struct folio *`).
-    @inlinable @inline(__always) public func folioRef(_ folio: Folio) -> FolioRef {
+    @inlinable @inline(__always) func folioRef(_ folio: Folio) -> FolioRef {
         FolioRef(descriptors + folio.pfn.index)
     }
 
     /// `pfn_folio()`: the handle of the folio that holds `pfn`, a tail page's head being the 2 MiB-aligned
     /// pfn (one load of the page's flags, as ``folio(containing:)``).
-    @inlinable @inline(__always) public func folioRef(containing pfn: Pfn) -> FolioRef {
+    @inlinable @inline(__always) func folioRef(containing pfn: Pfn) -> FolioRef {
         let head = descriptors[pfn.index].test(.tail) ? pfn.aligned(toOrder: PageSize.pmdOrder) : pfn
         return FolioRef(descriptors + head.index)
     }
@@ -295,12 +295,12 @@ public final class PhysicalMemory: @unchecked Sendable {
 
     /// Allocates up to `count` order-0 frames from a pool under one allocator lock (`alloc_pages_bulk`)
     /// and writes them to `out`; returns how many it got.
-    public func allocateBulk(_ kind: PoolKind, count: Int, into out: UnsafeMutablePointer<Pfn>) -> Int {
+    func allocateBulk(_ kind: PoolKind, count: Int, into out: UnsafeMutablePointer<Pfn>) -> Int {
         allocateBulk(from: pool(kind), count: count, into: out)
     }
 
     /// ``allocateBulk(_:count:into:)`` from a given pool.
-    public func allocateBulk(from pool: MemoryPool, count: Int, into out: UnsafeMutablePointer<Pfn>) -> Int {
+    func allocateBulk(from pool: MemoryPool, count: Int, into out: UnsafeMutablePointer<Pfn>) -> Int {
         withUnsafeTemporaryAllocation(of: Int.self, capacity: count) { indices in
             let got = pool.allocator.allocateBulk(order: 0, count: count, into: indices.baseAddress!)
             for i in 0..<got {
@@ -407,7 +407,7 @@ public final class PhysicalMemory: @unchecked Sendable {
     /// each, as `dmirror_devmem_folio_split` splits it (`folio_reset_order`, `folio_set_count`); each new
     /// device page takes its own (``PageDescriptor/splitPrivateStep``). Nothing to do for a system folio
     /// or a device folio without one.
-    public func splitBacking(of folio: Folio) {
+    func splitBacking(of folio: Folio) {
         let head = folioRef(folio)
         guard head.test(.zoneDevice), let backing = head.zoneDeviceData else { return }
         let b = folioRef(Folio(pfn: backing, order: folio.order))
@@ -454,14 +454,14 @@ public final class PhysicalMemory: @unchecked Sendable {
     // MARK: - Accounting
 
     /// Free frames over every device pool.
-    public var deviceFreeFrames: Int { devicePools.reduce(0) { $0 + $1.allocator.freeFrames } }
+    var deviceFreeFrames: Int { devicePools.reduce(0) { $0 + $1.allocator.freeFrames } }
 
     /// Bytes of frames modelled (every pool).
-    public var modelledBytes: Int { system.region.length + devicePools.reduce(0) { $0 + $1.region.length } }
+    var modelledBytes: Int { system.region.length + devicePools.reduce(0) { $0 + $1.region.length } }
 
     /// Bytes the model spends to describe them: the descriptor array (page tables add theirs, counted
     /// by the page-table layer).
-    public var descriptorBytes: Int { endPfn.index * Self.descriptorSize }
+    var descriptorBytes: Int { endPfn.index * Self.descriptorSize }
 
     /// A multi-line description of the pools.
     public var summary: String {

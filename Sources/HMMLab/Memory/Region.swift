@@ -5,15 +5,15 @@ import Glibc
 public struct RegionVerification: Sendable, Equatable {
     /// Bytes the kernel backs with huge pages (smaps `Private_Hugetlb` for hugetlb, `AnonHugePages`
     /// for THP; 0 for 4 KiB backing).
-    public var hugeBytes: Int
+    var hugeBytes: Int
     /// Resident bytes (smaps `Rss`, or the hugetlb bytes).
-    public var residentBytes: Int
+    var residentBytes: Int
     /// Pages found per node by a `move_pages` status query (keys are nodes).
     public var pagesPerNode: [Int: Int]
     /// Whether the node could be checked (false when the kernel has no NUMA API).
     public var nodeChecked: Bool
     /// Wall time of the pre-fault, in nanoseconds.
-    public var prefaultNanoseconds: UInt64
+    var prefaultNanoseconds: UInt64
     /// Why earlier candidates of an `auto` request were passed over.
     public var fallbacks: [String]
 }
@@ -46,14 +46,14 @@ public final class Region: @unchecked Sendable {
     /// The name shown in smaps as `[anon:hmm-lab:NAME]`.
     public let name: String
     /// What was asked for.
-    public let requested: BackingRequest
+    let requested: BackingRequest
     /// What the kernel really gave, read back.
     public let backing: Backing
     /// The read-back facts.
     public let verification: RegionVerification
 
     /// The 2 MiB extent size all Regions are aligned to and sized in.
-    public static let extent = 2 << 20
+    static let extent = 2 << 20
 
     /// Maps, binds, pre-faults and verifies a Region.
     ///
@@ -277,13 +277,13 @@ extension Region {
 }
 
 /// The host's hugetlb 2 MiB page pool.
-public enum HugetlbPool {
+enum HugetlbPool {
     /// The huge page size the lab uses.
-    public static let pageSize = 2 << 20
+    static let pageSize = 2 << 20
 
     /// Free 2 MiB pages on a node (`/sys/devices/system/node/nodeN/hugepages/hugepages-2048kB/free_hugepages`),
     /// or system-wide when the node file does not exist; nil when hugetlb is not configured.
-    public static func freePages(node: Int) -> Int? { NodeTable.hugetlbPages(node: node, file: "free_hugepages") }
+    static func freePages(node: Int) -> Int? { NodeTable.hugetlbPages(node: node, file: "free_hugepages") }
 }
 
 /// The kernel's transparent-huge-page settings.
@@ -291,7 +291,7 @@ public enum ThpSettings {
     /// `/sys/kernel/mm/transparent_hugepage/enabled`: `always`, `madvise` or `never` (nil without THP).
     public static var enabled: String? { Sysfs.selectedMode("/sys/kernel/mm/transparent_hugepage/enabled") }
     /// `/sys/kernel/mm/transparent_hugepage/defrag`.
-    public static var defrag: String? { Sysfs.selectedMode("/sys/kernel/mm/transparent_hugepage/defrag") }
+    static var defrag: String? { Sysfs.selectedMode("/sys/kernel/mm/transparent_hugepage/defrag") }
 }
 
 /// One mapping's entry of `/proc/self/smaps`.

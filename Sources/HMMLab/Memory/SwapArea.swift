@@ -8,7 +8,7 @@ import Synchronization
 /// handed out (it holds the swap header in the kernel).
 public struct SwapEntry: Hashable, Sendable, CustomStringConvertible {
     /// The first slot (`swp_offset`).
-    public var slot: UInt32
+    var slot: UInt32
     /// The order of the stored folio: 0 or 9.
     public var order: Int
 
@@ -56,7 +56,7 @@ public final class SwapArea: @unchecked Sendable {
     /// The slots' memory.
     public let region: Region
     /// Allocates slots: index = slot number.
-    public let slots: FrameAllocator
+    let slots: FrameAllocator
     /// References to each slot (`swap_map`): one per swap PTE; fork duplicates (`swap_duplicate`);
     /// plus ``writing`` while the slot's data is not written yet.
     private let counts: LabMutex<[UInt16]>
@@ -73,10 +73,10 @@ public final class SwapArea: @unchecked Sendable {
     }
 
     /// Slots in the area, including the reserved header slot.
-    public var slotCount: Int { slots.frameCount }
+    var slotCount: Int { slots.frameCount }
 
     /// Slots in use, not counting the header.
-    public var usedSlots: Int { slots.frameCount - slots.freeFrames - 1 }
+    var usedSlots: Int { slots.frameCount - slots.freeFrames - 1 }
 
     /// The address of a slot.
     @inlinable public func address(of slot: UInt32) -> UnsafeMutableRawPointer {
@@ -93,7 +93,7 @@ public final class SwapArea: @unchecked Sendable {
 
     /// Copies a folio's bytes into its slots (`swap_writepage()`) and clears ``writing``; frees the
     /// slots if every reference was dropped meanwhile (the entries were zapped during the write).
-    public func writeData(_ folio: Folio, to entry: SwapEntry, from memory: PhysicalMemory) {
+    func writeData(_ folio: Folio, to entry: SwapEntry, from memory: PhysicalMemory) {
         precondition(folio.order == entry.order, "swap-out of an order-\(folio.order) folio into an order-\(entry.order) entry")
         RawBytes.copy(to: address(of: entry.slot), from: memory.address(of: folio.pfn), count: folio.byteCount)
         let unused = counts.withLock { c -> Bool in
@@ -132,7 +132,7 @@ public final class SwapArea: @unchecked Sendable {
     }
 
     /// Takes another reference to a slot (`swap_duplicate`, at fork).
-    public func duplicate(_ entry: SwapEntry) {
+    func duplicate(_ entry: SwapEntry) {
         counts.withLock { c in
             precondition(c[Int(entry.slot)] & ~Self.writing > 0, "duplicate of unused \(entry)")
             for i in 0..<(1 << entry.order) { c[Int(entry.slot) + i] += 1 }
@@ -164,7 +164,7 @@ public final class SwapArea: @unchecked Sendable {
 
     /// Swap-in: allocates a system folio of the entry's order, reads the bytes back and frees the slots.
     /// The caller gets the folio with one reference, not yet mapped.
-    public func swapIn(_ entry: SwapEntry, to memory: PhysicalMemory) throws(SwapError) -> Folio {
+    func swapIn(_ entry: SwapEntry, to memory: PhysicalMemory) throws(SwapError) -> Folio {
         let folio: Folio
         switch memory.allocate(.system, order: entry.order) {
         case .success(let f): folio = f

@@ -10,8 +10,8 @@ import Synchronization
 /// x86-64. With relaxed loads, a lockless walker (`hmm_range_fault`, the page walker above the PTE
 /// level) that found a table installed by a concurrent fault read the table's entries with no
 /// ordering against the `memset` that cleared it: a data race the thread sanitizer reports.
-public struct EntrySlot: Hashable, @unchecked Sendable {
-    public let pointer: UnsafeMutablePointer<Atomic<UInt64>>
+struct EntrySlot: Hashable, @unchecked Sendable {
+    let pointer: UnsafeMutablePointer<Atomic<UInt64>>
 
     @inlinable public init(_ pointer: UnsafeMutablePointer<Atomic<UInt64>>) { self.pointer = pointer }
 
@@ -21,13 +21,13 @@ public struct EntrySlot: Hashable, @unchecked Sendable {
     /// `set_pte_at` / `set_pmd_at`; release ordering so a reader that sees the entry sees the page's bytes.
     @inlinable public func store(_ entry: PTE) { pointer.pointee.store(entry.rawValue, ordering: .releasing) }
     /// `ptep_get_and_clear`.
-    @inlinable public func exchange(_ entry: PTE) -> PTE {
+    @inlinable func exchange(_ entry: PTE) -> PTE {
         PTE(rawValue: pointer.pointee.exchange(entry.rawValue, ordering: .acquiringAndReleasing))
     }
     /// Installs `new` if the slot still holds `expected`.
-    @inlinable public func compareExchange(expected: PTE, new: PTE) -> Bool {
+    @inlinable func compareExchange(expected: PTE, new: PTE) -> Bool {
         pointer.pointee.compareExchange(expected: expected.rawValue, desired: new.rawValue, ordering: .acquiringAndReleasing).exchanged
     }
     /// The slot `n` entries further on.
-    @inlinable public func advanced(by n: Int) -> EntrySlot { EntrySlot(pointer + n) }
+    @inlinable func advanced(by n: Int) -> EntrySlot { EntrySlot(pointer + n) }
 }

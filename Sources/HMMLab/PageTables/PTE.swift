@@ -30,9 +30,9 @@ public struct PTE: RawRepresentable, Hashable, Sendable, CustomStringConvertible
     public static let pseBit: UInt64 = 1 << 7
     public static let protNoneBit: UInt64 = 1 << 8
     public static let specialBit: UInt64 = 1 << 9
-    public static let uffdWPBit: UInt64 = 1 << 10
+    static let uffdWPBit: UInt64 = 1 << 10
     public static let softDirtyBit: UInt64 = 1 << 11
-    public static let nxBit: UInt64 = 1 << 63
+    static let nxBit: UInt64 = 1 << 63
     public static let pfnMask: UInt64 = ((1 << 52) - 1) & PageSize.mask
 
     public static let swpUffdWPBit: UInt64 = 1 << 2
@@ -45,8 +45,8 @@ public struct PTE: RawRepresentable, Hashable, Sendable, CustomStringConvertible
     // MARK: Swap types (include/linux/swapops.h, MAX_SWAPFILES = 24)
 
     public static let maxSwapFiles: UInt64 = 24
-    public static let typeHWPoison: UInt64 = 24
-    public static let typePTEMarker: UInt64 = 25
+    static let typeHWPoison: UInt64 = 24
+    static let typePTEMarker: UInt64 = 25
     public static let typeMigrationRead: UInt64 = 26
     public static let typeMigrationReadExclusive: UInt64 = 27
     public static let typeMigrationWrite: UInt64 = 28
@@ -71,7 +71,7 @@ public struct PTE: RawRepresentable, Hashable, Sendable, CustomStringConvertible
     }
 
     /// A present leaf of a PROT_NONE mapping: `pte_modify(pte, PAGE_NONE)`.
-    @inlinable public static func protNone(_ pfn: Pfn, huge: Bool = false) -> PTE {
+    @inlinable static func protNone(_ pfn: Pfn, huge: Bool = false) -> PTE {
         PTE(rawValue: protNoneBit | accessedBit | (huge ? pseBit : 0) | addressOfPage(pfn.rawValue) & pfnMask)
     }
 
@@ -81,7 +81,7 @@ public struct PTE: RawRepresentable, Hashable, Sendable, CustomStringConvertible
     }
 
     /// A swap-format entry of `type` with `offset` (`swp_entry()` + `swp_entry_to_pte()`).
-    @inlinable public static func swapFormat(type: UInt64, offset: UInt64, softDirty: Bool = false, uffdWP: Bool = false, exclusive: Bool = false) -> PTE {
+    @inlinable static func swapFormat(type: UInt64, offset: UInt64, softDirty: Bool = false, uffdWP: Bool = false, exclusive: Bool = false) -> PTE {
         var v = (type << typeShift) | addressOfPage(offset) & pfnMask
         if softDirty { v |= swpSoftDirtyBit }
         if uffdWP { v |= swpUffdWPBit }
@@ -122,7 +122,7 @@ public struct PTE: RawRepresentable, Hashable, Sendable, CustomStringConvertible
     }
 
     /// A device-private entry (`make_writable_device_private_entry` / `make_readable_device_private_entry`).
-    @inlinable public static func devicePrivate(_ pfn: Pfn, writable: Bool, softDirty: Bool = false, uffdWP: Bool = false) -> PTE {
+    @inlinable static func devicePrivate(_ pfn: Pfn, writable: Bool, softDirty: Bool = false, uffdWP: Bool = false) -> PTE {
         swapFormat(type: writable ? typeDeviceWrite : typeDeviceRead, offset: pfn.rawValue, softDirty: softDirty, uffdWP: uffdWP)
     }
 
@@ -132,76 +132,76 @@ public struct PTE: RawRepresentable, Hashable, Sendable, CustomStringConvertible
     /// is one type, with no read or write variant: only a writable PTE is made device-exclusive, and the
     /// permission of the restored PTE comes from the VMA (`restore_exclusive_pte`). No uffd-wp bit: a
     /// writable PTE has none.
-    @inlinable public static func deviceExclusive(_ pfn: Pfn, softDirty: Bool = false) -> PTE {
+    @inlinable static func deviceExclusive(_ pfn: Pfn, softDirty: Bool = false) -> PTE {
         swapFormat(type: typeDeviceExclusive, offset: pfn.rawValue, softDirty: softDirty)
     }
 
     // MARK: Decoding
 
     /// `pte_none`.
-    @inlinable public var isNone: Bool { rawValue == 0 }
+    @inlinable var isNone: Bool { rawValue == 0 }
     /// `pte_present`: present or PROT_NONE.
-    @inlinable public var isPresent: Bool { rawValue & (Self.presentBit | Self.protNoneBit) != 0 }
+    @inlinable var isPresent: Bool { rawValue & (Self.presentBit | Self.protNoneBit) != 0 }
     /// `pte_protnone`.
-    @inlinable public var isProtNone: Bool { rawValue & (Self.presentBit | Self.protNoneBit) == Self.protNoneBit }
+    @inlinable var isProtNone: Bool { rawValue & (Self.presentBit | Self.protNoneBit) == Self.protNoneBit }
     /// `pte_write`.
-    @inlinable public var isWritable: Bool { isPresent && rawValue & Self.writeBit != 0 }
+    @inlinable var isWritable: Bool { isPresent && rawValue & Self.writeBit != 0 }
     /// `pte_dirty`.
-    @inlinable public var isDirty: Bool { rawValue & Self.dirtyBit != 0 }
+    @inlinable var isDirty: Bool { rawValue & Self.dirtyBit != 0 }
     /// `pte_young`.
-    @inlinable public var isYoung: Bool { rawValue & Self.accessedBit != 0 }
+    @inlinable var isYoung: Bool { rawValue & Self.accessedBit != 0 }
     /// `pte_special` (the zero page is mapped special).
-    @inlinable public var isSpecial: Bool { rawValue & Self.specialBit != 0 }
+    @inlinable var isSpecial: Bool { rawValue & Self.specialBit != 0 }
     /// `pte_soft_dirty`.
-    @inlinable public var isSoftDirty: Bool { rawValue & Self.softDirtyBit != 0 }
+    @inlinable var isSoftDirty: Bool { rawValue & Self.softDirtyBit != 0 }
     /// `pmd_trans_huge` / `pmd_leaf`: a present PMD mapping a 2 MiB folio.
-    @inlinable public var isHuge: Bool { isPresent && rawValue & Self.pseBit != 0 }
+    @inlinable var isHuge: Bool { isPresent && rawValue & Self.pseBit != 0 }
     /// The pfn of a present entry, or the pfn of a migration, device-private or device-exclusive entry.
     @inlinable public var pfn: Pfn { Pfn(rawValue: pageNumber(rawValue & Self.pfnMask)) }
 
     /// A non-present, non-none entry (`is_swap_pte`).
-    @inlinable public var isSwapFormat: Bool { !isNone && !isPresent }
+    @inlinable var isSwapFormat: Bool { !isNone && !isPresent }
     /// The swap type of a swap-format entry.
-    @inlinable public var swapType: UInt64 { rawValue >> Self.typeShift }
+    @inlinable var swapType: UInt64 { rawValue >> Self.typeShift }
     /// The offset of a swap-format entry (slot or pfn).
-    @inlinable public var swapOffset: UInt64 { pageNumber(rawValue & Self.pfnMask) }
+    @inlinable var swapOffset: UInt64 { pageNumber(rawValue & Self.pfnMask) }
     /// A real swap entry (`non_swap_entry() == false`).
-    @inlinable public var isSwap: Bool { isSwapFormat && swapType < Self.maxSwapFiles }
+    @inlinable var isSwap: Bool { isSwapFormat && swapType < Self.maxSwapFiles }
     /// `is_migration_entry`.
-    @inlinable public var isMigration: Bool {
+    @inlinable var isMigration: Bool {
         isSwapFormat && swapType >= Self.typeMigrationRead && swapType <= Self.typeMigrationWrite
     }
     /// `is_writable_migration_entry`.
-    @inlinable public var isWritableMigration: Bool { isSwapFormat && swapType == Self.typeMigrationWrite }
+    @inlinable var isWritableMigration: Bool { isSwapFormat && swapType == Self.typeMigrationWrite }
     /// `is_readable_exclusive_migration_entry`.
-    @inlinable public var isReadExclusiveMigration: Bool { isSwapFormat && swapType == Self.typeMigrationReadExclusive }
+    @inlinable var isReadExclusiveMigration: Bool { isSwapFormat && swapType == Self.typeMigrationReadExclusive }
     /// `is_device_private_entry`.
-    @inlinable public var isDevicePrivate: Bool {
+    @inlinable var isDevicePrivate: Bool {
         isSwapFormat && (swapType == Self.typeDeviceWrite || swapType == Self.typeDeviceRead)
     }
     /// `is_writable_device_private_entry`.
-    @inlinable public var isWritableDevicePrivate: Bool { isSwapFormat && swapType == Self.typeDeviceWrite }
+    @inlinable var isWritableDevicePrivate: Bool { isSwapFormat && swapType == Self.typeDeviceWrite }
     /// `is_device_exclusive_entry`.
-    @inlinable public var isDeviceExclusive: Bool { isSwapFormat && swapType == Self.typeDeviceExclusive }
+    @inlinable var isDeviceExclusive: Bool { isSwapFormat && swapType == Self.typeDeviceExclusive }
     /// Whether a swap-format entry refers to a page frame (`is_pfn_swap_entry`).
-    @inlinable public var isPfnSwapEntry: Bool { isMigration || isDevicePrivate || isDeviceExclusive }
+    @inlinable var isPfnSwapEntry: Bool { isMigration || isDevicePrivate || isDeviceExclusive }
     /// The migration entry's young bit.
-    @inlinable public var migrationYoung: Bool { rawValue & Self.migYoungBit != 0 }
+    @inlinable var migrationYoung: Bool { rawValue & Self.migYoungBit != 0 }
     /// The migration entry's dirty bit.
-    @inlinable public var migrationDirty: Bool { rawValue & Self.migDirtyBit != 0 }
+    @inlinable var migrationDirty: Bool { rawValue & Self.migDirtyBit != 0 }
     /// `pte_swp_soft_dirty`.
-    @inlinable public var swapSoftDirty: Bool { isSwapFormat && rawValue & Self.swpSoftDirtyBit != 0 }
+    @inlinable var swapSoftDirty: Bool { isSwapFormat && rawValue & Self.swpSoftDirtyBit != 0 }
     /// `pte_swp_uffd_wp`.
-    @inlinable public var swapUffdWP: Bool { isSwapFormat && rawValue & Self.swpUffdWPBit != 0 }
+    @inlinable var swapUffdWP: Bool { isSwapFormat && rawValue & Self.swpUffdWPBit != 0 }
     /// `pte_swp_exclusive`.
-    @inlinable public var swapExclusive: Bool { isSwapFormat && rawValue & Self.swpExclusiveBit != 0 }
+    @inlinable var swapExclusive: Bool { isSwapFormat && rawValue & Self.swpExclusiveBit != 0 }
 
     // MARK: Modifiers
 
     /// `pte_wrprotect`.
-    @inlinable public func writeProtected() -> PTE { PTE(rawValue: rawValue & ~Self.writeBit) }
+    @inlinable func writeProtected() -> PTE { PTE(rawValue: rawValue & ~Self.writeBit) }
     /// `pte_mkwrite` + `pte_mkdirty`.
-    @inlinable public func madeWritable() -> PTE { PTE(rawValue: rawValue | Self.writeBit | Self.dirtyBit) }
+    @inlinable func madeWritable() -> PTE { PTE(rawValue: rawValue | Self.writeBit | Self.dirtyBit) }
 
     public var description: String {
         if isNone { return "none" }
@@ -219,7 +219,7 @@ public struct PTE: RawRepresentable, Hashable, Sendable, CustomStringConvertible
 extension PTE {
     /// Whether this entry maps what `other` mapped, the same way: `pte_same` less the accessed and
     /// dirty bits a present entry gains from the CPU's own accesses.
-    @inlinable public func mapsSame(as other: PTE) -> Bool {
+    @inlinable func mapsSame(as other: PTE) -> Bool {
         guard isPresent, other.isPresent else { return self == other }
         let ignored = PTE.accessedBit | PTE.dirtyBit
         return rawValue & ~ignored == other.rawValue & ~ignored

@@ -2,17 +2,17 @@ import Glibc
 import Synchronization
 
 /// Page-table levels, with the x86-64 four-level layout: 48-bit virtual addresses, 512 entries a table.
-public enum PageTableLevel: Int, Sendable, Comparable {
+enum PageTableLevel: Int, Sendable, Comparable {
     case pte = 0, pmd = 1, pud = 2, pgd = 3
 
     /// Address bits below this level's index (`PAGE_SHIFT`, `PMD_SHIFT`, `PUD_SHIFT`, `PGDIR_SHIFT`).
     @inlinable public var shift: UInt64 { 12 + 9 * UInt64(rawValue) }
     /// Bytes one entry of this level covers.
-    @inlinable public var entrySpan: UInt64 { 1 << shift }
+    @inlinable var entrySpan: UInt64 { 1 << shift }
     /// The index of `address` in a table of this level (`pte_index`, `pmd_index`, …).
     @inlinable public func index(_ address: UInt64) -> Int { Int((address >> shift) & UInt64(PageSize.pmdPages - 1)) }
     /// The end of the entry holding `address`, clipped to `end` (`pmd_addr_end` and friends).
-    @inlinable public func addressEnd(_ address: UInt64, _ end: UInt64) -> UInt64 {
+    @inlinable func addressEnd(_ address: UInt64, _ end: UInt64) -> UInt64 {
         let boundary = (address + entrySpan) & ~(entrySpan - 1)
         return boundary - 1 < end - 1 ? boundary : end
     }
@@ -35,7 +35,7 @@ public enum PageTableError: Error, Equatable, Sendable {
 ///
 /// Locks: each PTE table and each PMD table carries a spinlock in its descriptor's `private` word (the
 /// split page-table lock `ptdesc->ptl`, `pte_lockptr` / `pmd_lockptr`).
-public final class PageTable: @unchecked Sendable {
+final class PageTable: @unchecked Sendable {
     public let memory: PhysicalMemory
     /// The PGD's frame.
     public let root: Pfn
@@ -45,10 +45,10 @@ public final class PageTable: @unchecked Sendable {
     @usableFromInline let systemFirstPfn: Pfn
     @usableFromInline let descriptors: UnsafeMutablePointer<PageDescriptor>
     /// Tables currently allocated, the root included.
-    public var tableCount: Int { tables.load(ordering: .relaxed) }
+    var tableCount: Int { tables.load(ordering: .relaxed) }
     private let tables = Atomic<Int>(0)
     /// Time spent waiting for the split PTE and PMD locks of this table tree (contended acquisitions only).
-    public let lockWait = LockWait.make()
+    let lockWait = LockWait.make()
 
     public init(memory: PhysicalMemory) throws(PageTableError) {
         self.memory = memory
@@ -69,12 +69,12 @@ public final class PageTable: @unchecked Sendable {
     // MARK: Tables
 
     /// The first slot of the table in frame `pfn`.
-    @inlinable public func slots(of pfn: Pfn) -> EntrySlot {
+    @inlinable func slots(of pfn: Pfn) -> EntrySlot {
         EntrySlot((systemBase + ((pfn.index - systemFirstPfn.index) << PageSize.shift)).assumingMemoryBound(to: Atomic<UInt64>.self))
     }
 
     /// The slot for `address` in the table at `level` held in frame `table`.
-    @inlinable public func slot(in table: Pfn, level: PageTableLevel, address: UInt64) -> EntrySlot {
+    @inlinable func slot(in table: Pfn, level: PageTableLevel, address: UInt64) -> EntrySlot {
         slots(of: table).advanced(by: level.index(address))
     }
 
@@ -123,7 +123,7 @@ public final class PageTable: @unchecked Sendable {
     /// The PMD slot for `address` (`pmd_offset` after `pgd_offset`, `p4d_offset`, `pud_offset`), allocating
     /// the upper tables if `allocate` (`__pud_alloc`, `__pmd_alloc`). Nil when a level is absent and not
     /// allocated, or allocation failed.
-    @inlinable public func pmdSlot(_ address: UInt64, allocate: Bool) -> EntrySlot? {
+    @inlinable func pmdSlot(_ address: UInt64, allocate: Bool) -> EntrySlot? {
         guard let pud = descend(slot(in: root, level: .pgd, address: address), allocate: allocate),
             let pmd = descend(slot(in: pud, level: .pud, address: address), allocate: allocate)
         else { return nil }
@@ -132,18 +132,18 @@ public final class PageTable: @unchecked Sendable {
 
     /// The PTE table under a PMD slot, allocating it if `allocate` (`pte_alloc`). Nil when the PMD is a
     /// huge or non-present leaf, or absent and not allocated.
-    @inlinable public func pteTable(under pmd: EntrySlot, allocate: Bool) -> Pfn? {
+    @inlinable func pteTable(under pmd: EntrySlot, allocate: Bool) -> Pfn? {
         descend(pmd, allocate: allocate)
     }
 
     /// The PTE slot for `address` if the tables exist and the PMD is a table (`pte_offset_map`).
-    @inlinable public func pteSlot(_ address: UInt64) -> EntrySlot? {
+    @inlinable func pteSlot(_ address: UInt64) -> EntrySlot? {
         guard let pmd = pmdSlot(address, allocate: false), let table = pteTable(under: pmd, allocate: false) else { return nil }
         return slot(in: table, level: .pte, address: address)
     }
 
     /// The frame of the table that holds `slot` (for its lock).
-    @inlinable public func tableFrame(of slot: EntrySlot) -> Pfn {
+    @inlinable func tableFrame(of slot: EntrySlot) -> Pfn {
         let address = UnsafeMutableRawPointer(slot.pointer)
         return systemFirstPfn + ((address - systemBase) >> PageSize.shift)
     }
@@ -151,7 +151,7 @@ public final class PageTable: @unchecked Sendable {
     // MARK: Locks
 
     /// Takes the split lock of the table that holds `slot` (`pte_offset_map_lock`, `pmd_lock`).
-    @inlinable @inline(__always) public func lock(tableOf slot: EntrySlot) -> TableLock {
+    @inlinable @inline(__always) func lock(tableOf slot: EntrySlot) -> TableLock {
         let lock = TableLock(descriptors + tableFrame(of: slot).index, wait: lockWait)
         lock.lock()
         return lock
@@ -162,7 +162,7 @@ public final class PageTable: @unchecked Sendable {
     /// Frees the tables below the root whose whole span lies in `[start, end)` rounded out to their span
     /// and for which `inUse(spanStart, spanEnd)` is false (no VMA overlaps). Models `free_pgd_range()`:
     /// the caller has zapped the entries and holds the mmap lock for writing.
-    public func freeTables(start: UInt64, end: UInt64, inUse: (UInt64, UInt64) -> Bool) {
+    func freeTables(start: UInt64, end: UInt64, inUse: (UInt64, UInt64) -> Bool) {
         freeRange(root, level: .pgd, base: 0, start: start, end: end, inUse: inUse)
     }
 
@@ -211,14 +211,14 @@ public final class PageTable: @unchecked Sendable {
 /// address order (finalize restoring a window's entries) descends the four levels once per PMD, not
 /// once per page, as `page_vma_mapped_walk` keeps its `pvmw->pmd` while it moves along a folio.
 /// Valid while the caller holds the mmap lock: tables are freed only under it, for writing.
-public struct PTECursor {
+struct PTECursor {
     @usableFromInline var key: UInt64 = .max
     @usableFromInline var table: Pfn?
 
     public init() {}
 
     /// The PTE slot for `address` (`pte_offset_map`), or nil when the PMD is not a table.
-    @inlinable @inline(__always) public mutating func slot(_ address: UInt64, in pageTable: PageTable) -> EntrySlot? {
+    @inlinable @inline(__always) mutating func slot(_ address: UInt64, in pageTable: PageTable) -> EntrySlot? {
         if pmdNumber(address) != key {
             key = pmdNumber(address)
             table = pageTable.pmdSlot(address, allocate: false).flatMap { pageTable.pteTable(under: $0, allocate: false) }
@@ -233,7 +233,7 @@ public struct PTECursor {
 /// A test-and-test-and-set spinlock that yields the CPU after a few hundred spins, since the lab's
 /// threads can outnumber cores. When the first try fails, the wait is timed into `wait` (the page
 /// table's ``LockWait``; `ptl_wait_ns`).
-public struct TableLock: @unchecked Sendable {
+struct TableLock: @unchecked Sendable {
     @usableFromInline let descriptor: UnsafeMutablePointer<PageDescriptor>
     @usableFromInline let wait: LockWait?
 
@@ -242,7 +242,7 @@ public struct TableLock: @unchecked Sendable {
         self.wait = wait
     }
 
-    @inlinable public func lock() {
+    @inlinable func lock() {
         if descriptor.pointee.private.load(ordering: .relaxed) == 0,
             descriptor.pointee.private.compareExchange(expected: 0, desired: 1, ordering: .acquiring).exchanged
         {

@@ -7,7 +7,7 @@ import Synchronization
 ///
 /// Models nothing in the kernel by itself; it is what `lock_stat` (`CONFIG_LOCK_STAT`'s
 /// `waittime-total`) reports per lock class, kept per lock kind here.
-public struct LockWait: @unchecked Sendable {
+struct LockWait: @unchecked Sendable {
     @usableFromInline let counter: UnsafeMutablePointer<Atomic<Int>>
 
     private init(_ counter: UnsafeMutablePointer<Atomic<Int>>) { self.counter = counter }
@@ -25,7 +25,7 @@ public struct LockWait: @unchecked Sendable {
     }
 
     /// Total nanoseconds waited so far.
-    public var nanoseconds: Int { counter.pointee.load(ordering: .relaxed) }
+    var nanoseconds: Int { counter.pointee.load(ordering: .relaxed) }
 
     /// Adds the time since `started` (a ``monotonicNanoseconds()`` reading).
     @usableFromInline func add(since started: UInt64) {

@@ -9,7 +9,7 @@ import Glibc
 /// ``Region`` records it.
 public enum NUMA {
     /// Whether the kernel's NUMA API works here (`numa_available() >= 0`).
-    public static let isAvailable: Bool = numa_available() >= 0
+    static let isAvailable: Bool = numa_available() >= 0
 
     /// The nodes that have memory, from `/sys/devices/system/node/has_memory` (else `[0]`).
     public static func nodesWithMemory() -> [Int] {
@@ -21,7 +21,7 @@ public enum NUMA {
     }
 
     /// The online nodes, from `/sys/devices/system/node/online` (else `[0]`).
-    public static func onlineNodes() -> [Int] {
+    static func onlineNodes() -> [Int] {
         if let text = Sysfs.read("/sys/devices/system/node/online") {
             let nodes = Sysfs.parseList(text)
             if !nodes.isEmpty { return nodes }
@@ -40,7 +40,7 @@ public enum NUMA {
     }
 
     /// The CPUs the calling thread may run on (`sched_getaffinity`), ascending; empty when unreadable.
-    public static func allowedCPUs() -> [Int] {
+    static func allowedCPUs() -> [Int] {
         var out = [Int32](repeating: 0, count: 4096)
         let n = out.withUnsafeMutableBufferPointer { clinux_allowed_cpus($0.baseAddress, Int32($0.count)) }
         return n > 0 ? out.prefix(Int(n)).map(Int.init) : []
@@ -50,7 +50,7 @@ public enum NUMA {
     /// so pages already there are moved or reported).
     ///
     /// The corresponding system call is `mbind(2)`. A no-op when NUMA is unavailable.
-    public static func bind(_ address: UnsafeMutableRawPointer, length: Int, toNode node: Int) throws(SystemError) {
+    static func bind(_ address: UnsafeMutableRawPointer, length: Int, toNode node: Int) throws(SystemError) {
         guard isAvailable else { return }
         var mask = [UInt](repeating: 0, count: 16)  // 1024 nodes
         guard node >= 0, node < mask.count * UInt.bitWidth else {
@@ -68,7 +68,7 @@ public enum NUMA {
     /// a node number, or a negative errno (`-ENOENT`: not present; `-EFAULT`: not mapped).
     ///
     /// When NUMA is unavailable, present pages report node 0.
-    public static func nodesOfPages(start: UnsafeMutableRawPointer, count: Int, stride: Int) throws(SystemError) -> [Int32] {
+    static func nodesOfPages(start: UnsafeMutableRawPointer, count: Int, stride: Int) throws(SystemError) -> [Int32] {
         var status = [Int32](repeating: 0, count: count)
         guard isAvailable else { return status }
         let batch = 4096

@@ -10,20 +10,20 @@ import Glibc
 public struct NodeTable: Sendable, Equatable {
     /// One NUMA node.
     public struct Node: Sendable, Equatable {
-        public var id: Int
+        var id: Int
         /// Its CPUs (`nodeN/cpulist`); empty for a memory-only node (CXL, HBM, a guest's CPU-less node).
         public var cpus: [Int]
         /// Whether the node is in `has_memory` (a CPU-only node is not).
-        public var hasMemory: Bool
-        public var memTotalBytes: Int
-        public var memFreeBytes: Int
+        var hasMemory: Bool
+        var memTotalBytes: Int
+        var memFreeBytes: Int
         /// What an allocation bound to this node can get without swapping: ``availableBytes(free:fileLRU:reclaimableSlab:lowWatermark:highWatermark:)``.
-        public var memAvailableBytes: Int
-        public var hugetlbFree: Int
-        public var hugetlbTotal: Int
+        var memAvailableBytes: Int
+        var hugetlbFree: Int
+        var hugetlbTotal: Int
         /// SLIT distance to each node by id (`nodeN/distance`: 10 to itself, 20 for one hop on most
         /// machines).
-        public var distances: [Int: Int]
+        var distances: [Int: Int]
 
         public init(
             id: Int, cpus: [Int], hasMemory: Bool = true, memTotalBytes: Int, memFreeBytes: Int, memAvailableBytes: Int,
@@ -51,7 +51,7 @@ public struct NodeTable: Sendable, Equatable {
 
     /// The distance from `a` to `b`: the table's, else 10 to itself and 20 to any other node (the
     /// kernel's `LOCAL_DISTANCE` and `REMOTE_DISTANCE` when firmware gives no SLIT).
-    public func distance(_ a: Int, _ b: Int) -> Int {
+    func distance(_ a: Int, _ b: Int) -> Int {
         node(a)?.distances[b] ?? (a == b ? 10 : 20)
     }
 
@@ -78,7 +78,7 @@ public struct NodeTable: Sendable, Equatable {
 
     /// The node whose CPUs threads working on `node`'s memory run on: `node` itself when it has CPUs,
     /// else the nearest node that has some (the lowest id among equals); nil when no node lists CPUs.
-    public func nearestNodeWithCPUs(to node: Int) -> Int? {
+    func nearestNodeWithCPUs(to node: Int) -> Int? {
         if let n = self.node(node), !n.cpus.isEmpty { return node }
         let candidates = nodes.filter { !$0.cpus.isEmpty }.map(\.id)
         guard let first = candidates.first else { return nil }
@@ -90,7 +90,7 @@ public struct NodeTable: Sendable, Equatable {
     /// reserve the allocator keeps (`totalreserve_pages`, taken here as the node's high watermarks),
     /// plus the page cache and reclaimable slab beyond what reclaim leaves (half, at most the low
     /// watermark). The kernel has no per-node MemAvailable; this mirrors its formula per node.
-    public static func availableBytes(free: Int, fileLRU: Int, reclaimableSlab: Int, lowWatermark: Int, highWatermark: Int) -> Int {
+    static func availableBytes(free: Int, fileLRU: Int, reclaimableSlab: Int, lowWatermark: Int, highWatermark: Int) -> Int {
         var available = free - highWatermark
         available += fileLRU - min(fileLRU / 2, lowWatermark)
         available += reclaimableSlab - min(reclaimableSlab / 2, lowWatermark)
@@ -134,7 +134,7 @@ extension NodeTable {
 
     /// 2 MiB hugetlb pages of one node (`nodeN/hugepages/hugepages-2048kB/FILE`: `free_hugepages`,
     /// `nr_hugepages`), or of the machine when there is no node directory; nil without hugetlb.
-    public static func hugetlbPages(node: Int, file: String) -> Int? {
+    static func hugetlbPages(node: Int, file: String) -> Int? {
         Sysfs.readInt("/sys/devices/system/node/node\(node)/hugepages/hugepages-2048kB/\(file)")
             ?? Sysfs.readInt("/sys/kernel/mm/hugepages/hugepages-2048kB/\(file)")
     }

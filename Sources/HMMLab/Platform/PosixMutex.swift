@@ -14,7 +14,7 @@ import Glibc
 /// The mutex and the value live in one heap block allocated at `init` (a `pthread_mutex_t` must not
 /// move), so taking the lock allocates nothing. The mutex is glibc's default kind: not recursive
 /// (taking it twice on one thread deadlocks, where `Mutex` traps), no priority inheritance.
-public struct PosixMutex<Value: ~Copyable>: ~Copyable {
+struct PosixMutex<Value: ~Copyable>: ~Copyable {
     @usableFromInline let mutex: UnsafeMutablePointer<pthread_mutex_t>
     @usableFromInline let value: UnsafeMutablePointer<Value>
 
@@ -53,7 +53,7 @@ extension PosixMutex: @unchecked Sendable where Value: ~Copyable {}
 extension PosixMutex where Value: ~Copyable {
     /// Runs `body` if the lock can be had at once (`pthread_mutex_trylock`); nil when it is held.
     @inlinable
-    public borrowing func withLockIfAvailable<Result: ~Copyable, E: Error>(
+    borrowing func withLockIfAvailable<Result: ~Copyable, E: Error>(
         _ body: (inout sending Value) throws(E) -> sending Result
     ) throws(E) -> sending Result? {
         guard pthread_mutex_trylock(mutex) == 0 else { return nil }

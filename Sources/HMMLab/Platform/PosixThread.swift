@@ -2,7 +2,7 @@ import Glibc
 
 /// A POSIX thread running a closure, for work that must own its thread (pinning, spinning on one CPU):
 /// Dispatch threads are shared and must not be pinned.
-public struct PosixThread {
+struct PosixThread {
     private let thread: pthread_t
 
     private final class Body {
@@ -35,7 +35,7 @@ public struct PosixThread {
     }
 
     /// Waits for the thread to return.
-    public func join() {
+    func join() {
         pthread_join(thread, nil)
     }
 }

@@ -3,7 +3,7 @@ import Glibc
 /// Reads the small text files of /sys and /proc that describe the machine.
 ///
 /// Reads use `open`/`read` directly (no Foundation), so they are cheap enough to call per Region.
-public enum Sysfs {
+enum Sysfs {
     /// The whole content of a small text file, or nil when it cannot be read.
     public static func read(_ path: String) -> String? {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
@@ -24,24 +24,24 @@ public enum Sysfs {
     }
 
     /// `uname -r`: the running kernel's release.
-    public static var kernelRelease: String {
+    static var kernelRelease: String {
         var uts = utsname()
         uname(&uts)
         return withUnsafeBytes(of: &uts.release) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
     }
 
     /// The file's content as one trimmed line.
-    public static func readLine(_ path: String) -> String? {
+    static func readLine(_ path: String) -> String? {
         read(path).map { $0.trimmingWhitespace() }
     }
 
     /// The file's content as an integer.
-    public static func readInt(_ path: String) -> Int? {
+    static func readInt(_ path: String) -> Int? {
         readLine(path).flatMap { Int($0) }
     }
 
     /// The bracketed choice of a sysfs mode file, e.g. `madvise` from `always [madvise] never`.
-    public static func selectedMode(_ path: String) -> String? {
+    static func selectedMode(_ path: String) -> String? {
         guard let line = readLine(path) else { return nil }
         guard let open = line.firstIndex(of: "["), let close = line.firstIndex(of: "]"), open < close else {
             return line
@@ -50,7 +50,7 @@ public enum Sysfs {
     }
 
     /// Parses a kernel CPU or node list such as `0-3,8,10-11`.
-    public static func parseList(_ text: String) -> [Int] {
+    static func parseList(_ text: String) -> [Int] {
         var result: [Int] = []
         for part in text.trimmingWhitespace().split(separator: ",") {
             let bounds = part.split(separator: "-")
@@ -64,7 +64,7 @@ public enum Sysfs {
     }
 
     /// Writes a CPU or node list as the kernel does (`0-3,8,10-11`): the inverse of ``parseList(_:)``.
-    public static func formatList(_ values: [Int]) -> String {
+    static func formatList(_ values: [Int]) -> String {
         let values = values.sorted()
         var parts: [String] = []
         var i = 0
@@ -78,7 +78,7 @@ public enum Sysfs {
     }
 
     /// A `Key:   value kB` field of /proc/meminfo-style text, in bytes.
-    public static func kilobyteField(_ key: String, in text: Substring) -> Int? {
+    static func kilobyteField(_ key: String, in text: Substring) -> Int? {
         for line in text.split(separator: "\n") {
             guard let colon = line.firstIndex(of: ":") else { continue }
             let name = line[..<colon].split(separator: " ").last.map(String.init) ?? ""

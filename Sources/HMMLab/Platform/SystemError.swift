@@ -9,7 +9,7 @@ public struct SystemError: Error, Equatable, Sendable, CustomStringConvertible {
     /// The errno it set (or the negated return value for calls that return `-errno`).
     public let errno: Int32
     /// What the call was doing, e.g. `node 1, 64 MiB at 0x7f…`.
-    public let context: String
+    let context: String
 
     public init(_ call: String, errno: Int32, _ context: String = "") {
         self.call = call
@@ -23,7 +23,7 @@ public struct SystemError: Error, Equatable, Sendable, CustomStringConvertible {
     }
 
     /// The symbolic name of the errno, e.g. `ENOMEM`.
-    public var errnoName: String { Self.name(of: errno) }
+    var errnoName: String { Self.name(of: errno) }
 
     public var description: String {
         let message = String(cString: strerror(errno))

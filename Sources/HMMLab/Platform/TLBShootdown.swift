@@ -17,8 +17,8 @@ import Glibc
 ///   page of this process is dropped and restored (two `mprotect` calls). The first makes the host kernel
 ///   flush that page on every CPU in this mm's cpumask, lazy ones included; it adds two syscalls and a
 ///   VMA walk each, so it costs several times what the kernel's flush does.
-public final class TLBShootdown: @unchecked Sendable {
-    public enum Mechanism: String, Sendable {
+final class TLBShootdown: @unchecked Sendable {
+    enum Mechanism: String, Sendable {
         case membarrier, mprotect
     }
 

@@ -20,7 +20,7 @@ public struct ThreadPlacement: Sendable, Equatable {
     public var reason: String
     /// Pinnings that failed, over every thread that tried.
     private let failures = PinFailures()
-    public var failedPins: Int { failures.count.load(ordering: .relaxed) }
+    var failedPins: Int { failures.count.load(ordering: .relaxed) }
 
     public static func == (a: ThreadPlacement, b: ThreadPlacement) -> Bool {
         a.systemNode == b.systemNode && a.node == b.node && a.cpus == b.cpus && a.reason == b.reason
@@ -60,7 +60,7 @@ public struct ThreadPlacement: Sendable, Equatable {
     }
 
     /// `0-1`, the CPU list as the kernel writes it; empty when not pinned.
-    public var cpuList: String { node == nil ? "" : Sysfs.formatList(cpus) }
+    var cpuList: String { node == nil ? "" : Sysfs.formatList(cpus) }
 
     /// One line for a run's header, given the result of pinning the main thread.
     public func describe(failure: String?) -> String {
