@@ -41,7 +41,8 @@ let package = Package(
         ),
         .testTarget(name: "HMMLabTests", dependencies: ["HMMLab"], path: "Tests/HMMLabTests"),
         // The command line end to end: runs the built `bench` as a process.
-        .testTarget(name: "BenchTests", dependencies: ["bench", "HMMLab"], path: "Tests/BenchTests", exclude: ["Fixtures"]),
+        .testTarget(
+            name: "BenchTests", dependencies: ["bench", "HMMLab"], path: "Tests/BenchTests", exclude: ["Fixtures"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -26,7 +26,9 @@ func failure(_ message: String) -> ExitCode {
 /// `--backing`'s value, or bad input naming what is allowed.
 func parseBacking(_ value: String) throws -> BackingRequest {
     guard let request = BackingRequest(rawValue: value) else {
-        throw badInput("--backing '\(value)' is not a backing; use one of \(BackingRequest.allCases.map(\.rawValue).joined(separator: ", "))")
+        throw badInput(
+            "--backing '\(value)' is not a backing; use one of \(BackingRequest.allCases.map(\.rawValue).joined(separator: ", "))"
+        )
     }
     return request
 }

@@ -8,7 +8,10 @@ struct Bench: ParsableCommand {
         commandName: "bench",
         abstract: "hmm-lab: measure the kernel's HMM device-memory paths on real memory.",
         version: BuildInfo.versionLine,
-        subcommands: [Run.self, Sweep.self, ThpTableCommand.self, CompareCommand.self, ReportCommand.self, Topology.self, Calibrate.self, StressCommand.self],
+        subcommands: [
+            Run.self, Sweep.self, ThpTableCommand.self, CompareCommand.self, ReportCommand.self, Topology.self,
+            Calibrate.self, StressCommand.self,
+        ],
         defaultSubcommand: Run.self)
 
     /// Parses and runs, printing any error as one line (no usage dump) with ArgumentParser's exit code

@@ -6,12 +6,17 @@ import HMMLab
 /// marks uncommitted changes there). SwiftPM has no build-time hook without a plugin, so this is read
 /// when asked; a binary copied out of its checkout prints `commit unknown`.
 enum BuildInfo {
-    static var versionLine: String { "hmm-lab \(RunMetadata.toolVersion) (\(commit.map { "commit \($0)" } ?? "commit unknown"))" }
+    static var versionLine: String {
+        "hmm-lab \(RunMetadata.toolVersion) (\(commit.map { "commit \($0)" } ?? "commit unknown"))"
+    }
 
     static var commit: String? {
         guard let root = checkout else { return nil }
-        guard let head = shell("git -C '\(root)' rev-parse --short=12 HEAD 2>/dev/null"), !head.isEmpty else { return nil }
-        let dirty = shell("git -C '\(root)' status --porcelain --untracked-files=no 2>/dev/null").map { !$0.isEmpty } ?? false
+        guard let head = shell("git -C '\(root)' rev-parse --short=12 HEAD 2>/dev/null"), !head.isEmpty else {
+            return nil
+        }
+        let dirty =
+            shell("git -C '\(root)' status --porcelain --untracked-files=no 2>/dev/null").map { !$0.isEmpty } ?? false
         return head + (dirty ? "+" : "")
     }
 

@@ -3,7 +3,8 @@ import HMMLab
 
 /// `bench calibrate`: the machine's floors for the substrate's operations.
 struct Calibrate: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Measure what allocation, descriptor atomics and copies cost on this machine.")
+    static let configuration = CommandConfiguration(
+        abstract: "Measure what allocation, descriptor atomics and copies cost on this machine.")
 
     @Option(help: "Frames per pool (a multiple of 512, at least 1024).")
     var frames: Int = 16384
@@ -40,7 +41,9 @@ struct Calibrate: ParsableCommand {
             groups = []
             for name in only.split(separator: ",") {
                 guard let g = Calibration.Group(rawValue: String(name)) else {
-                    throw badInput("--only '\(name)' is not a group; use \(Calibration.Group.allCases.map(\.rawValue).joined(separator: ", "))")
+                    throw badInput(
+                        "--only '\(name)' is not a group; use \(Calibration.Group.allCases.map(\.rawValue).joined(separator: ", "))"
+                    )
                 }
                 groups.insert(g)
             }
@@ -53,14 +56,17 @@ struct Calibrate: ParsableCommand {
         let calibration: Calibration
         do {
             calibration = try Calibration.measure(
-                frames: frames, repetitions: reps, backing: request, groups: groups, systemNode: systemNode, deviceNode: deviceNode)
+                frames: frames, repetitions: reps, backing: request, groups: groups, systemNode: systemNode,
+                deviceNode: deviceNode)
         } catch {
             throw failure(error.description)
         }
         switch format {
         case .csv:
             print("metric,value,unit")
-            for f in calibration.figures { print(CSV.line([f.name, ResultRow.number(f.value), f.unit]), terminator: "") }
+            for f in calibration.figures {
+                print(CSV.line([f.name, ResultRow.number(f.value), f.unit]), terminator: "")
+            }
         case .text: print(calibration.text(frames: frames, repetitions: reps, wide: wide, notes: [pinned]))
         }
     }
@@ -71,7 +77,9 @@ extension Calibrate {
     func checkNodes(_ table: NodeTable) throws {
         for (name, node) in [("--system-node", systemNode), ("--device-node", deviceNode)] {
             guard let node, !table.nodesWithMemory.contains(node) else { continue }
-            throw badInput("\(name) \(node) is not a NUMA node with memory; nodes with memory: \(table.nodesWithMemory.map(String.init).joined(separator: ","))")
+            throw badInput(
+                "\(name) \(node) is not a NUMA node with memory; nodes with memory: \(table.nodesWithMemory.map(String.init).joined(separator: ","))"
+            )
         }
     }
 
@@ -83,8 +91,10 @@ extension Calibrate {
         let device = deviceNode ?? table.farthestNodeWithMemory(from: systemNode)
         let first = Calibration.configuration(frames: frames, backing: request)
         var areas: [(name: String, node: Int, bytes: Int, candidates: [Backing])] = [
-            ("system pool", systemNode, first.systemBytes, request.candidates), ("device pool", device, first.deviceBytes, request.candidates),
-            ("descriptors", systemNode, 2 * frames * PhysicalMemory.descriptorSize, [.thp, .small]), ("copy buffers", systemNode, 128 << 20, [.small]),
+            ("system pool", systemNode, first.systemBytes, request.candidates),
+            ("device pool", device, first.deviceBytes, request.candidates),
+            ("descriptors", systemNode, 2 * frames * PhysicalMemory.descriptorSize, [.thp, .small]),
+            ("copy buffers", systemNode, 128 << 20, [.small]),
         ]
         if groups.contains(.unified) {
             let half = frames / 2 * PageSize.bytes
@@ -93,7 +103,9 @@ extension Calibrate {
                 ("unified device pool", device, half + 2 * PageSize.pmdBytes, request.candidates),
             ]
         }
-        if let refusal = PoolPlan(areas, table: table).refusal(sizedBy: "--frames \(frames)", unit: "frames") { throw badInput(refusal) }
+        if let refusal = PoolPlan(areas, table: table).refusal(sizedBy: "--frames \(frames)", unit: "frames") {
+            throw badInput(refusal)
+        }
     }
 }
 

@@ -27,7 +27,9 @@ struct CompareCommand: ParsableCommand {
     @Flag(name: .customLong("accept-unfinished"), help: "Compare a file whose run did not finish without a warning.")
     var acceptUnfinished = false
 
-    @Flag(name: .customLong("allow-mismatch"), help: "Compare rows whose backing, tool version, host, CPU, kernel or shootdown mechanism differ.")
+    @Flag(
+        name: .customLong("allow-mismatch"),
+        help: "Compare rows whose backing, tool version, host, CPU, kernel or shootdown mechanism differ.")
     var allowMismatch = false
 
     func run() throws {
@@ -43,13 +45,17 @@ struct CompareCommand: ParsableCommand {
             comparison = Compare(byStrategy: table, baseStrategy: baseStrategy)
             warnUnfinished([table])
         } else {
-            guard files.count == 2 else { throw badInput("compare takes two CSV files (BASE NEW), got \(files.count); or one with --by strategy") }
+            guard files.count == 2 else {
+                throw badInput("compare takes two CSV files (BASE NEW), got \(files.count); or one with --by strategy")
+            }
             let (base, new) = (try load(files[0]), try load(files[1]))
             comparison = Compare(base: base, new: new)
             if !comparison.mismatches.isEmpty {
                 let what = comparison.mismatches.joined(separator: "; ")
                 guard allowMismatch else {
-                    throw badInput("\(files[0]) and \(files[1]) were not produced alike (\(what)); use --allow-mismatch to compare them anyway")
+                    throw badInput(
+                        "\(files[0]) and \(files[1]) were not produced alike (\(what)); use --allow-mismatch to compare them anyway"
+                    )
                 }
                 printError("bench compare: note: the inputs differ in \(what)")
             }
@@ -66,7 +72,9 @@ struct CompareCommand: ParsableCommand {
     func load(_ path: String) throws -> ResultTable { try loadResultTable(path) }
 
     /// One line for each input whose run did not finish (unless `--accept-unfinished`).
-    func warnUnfinished(_ tables: [ResultTable]) { warnIfUnfinished(tables, command: "compare", accept: acceptUnfinished) }
+    func warnUnfinished(_ tables: [ResultTable]) {
+        warnIfUnfinished(tables, command: "compare", accept: acceptUnfinished)
+    }
 }
 
 /// A result CSV, or bad input naming the file, line and column that is wrong.
@@ -83,7 +91,9 @@ func warnIfUnfinished(_ tables: [ResultTable], command: String, accept: Bool) {
     guard !accept else { return }
     for table in tables {
         guard let why = table.unfinished else { continue }
-        printError("bench \(command): warning: \(table.path): \(why); its rows are those written before it stopped (--accept-unfinished to use it without this warning)")
+        printError(
+            "bench \(command): warning: \(table.path): \(why); its rows are those written before it stopped (--accept-unfinished to use it without this warning)"
+        )
     }
 }
 

@@ -24,7 +24,9 @@ func runKernel(_ config: RunConfig, output: OutputOptions) throws {
     } catch {
         throw error.badInput ? badInput(error.description) : failure(error.description)
     }
-    let file = try openResultFile(output, strategy: config.strategyName, header: ResultRow.header(counters: config.counters, kernelFunctions: KernelRunner.functionNames))
+    let file = try openResultFile(
+        output, strategy: config.strategyName,
+        header: ResultRow.header(counters: config.counters, kernelFunctions: KernelRunner.functionNames))
     let path = file.path
     let runner: KernelRunner
     do {
@@ -33,10 +35,18 @@ func runKernel(_ config: RunConfig, output: OutputOptions) throws {
         throw error.badInput ? badInput(error.description) : failure(error.description)
     }
     if !output.quiet {
-        if runner.skippedUnified { printError("bench: note: unified left out: this kernel (\(runner.metadata.kernel)) lacks the unified RFC's driver support") }
-        if let why = runner.functionsUnavailable { printError("bench: note: kernel function counts unavailable: \(why); kfn_ columns left empty") }
+        if runner.skippedUnified {
+            printError(
+                "bench: note: unified left out: this kernel (\(runner.metadata.kernel)) lacks the unified RFC's driver support"
+            )
+        }
+        if let why = runner.functionsUnavailable {
+            printError("bench: note: kernel function counts unavailable: \(why); kfn_ columns left empty")
+        }
         if let missing = runner.functions?.missing, !missing.isEmpty {
-            printError("bench: note: not traceable in this kernel (inlined or absent): \(missing.joined(separator: ", ")); their kfn_ columns are left empty")
+            printError(
+                "bench: note: not traceable in this kernel (inlined or absent): \(missing.joined(separator: ", ")); their kfn_ columns are left empty"
+            )
         }
     }
     installInterruptHandler()

@@ -22,13 +22,19 @@ struct ReportCommand: ParsableCommand {
     @Flag(name: .customLong("accept-unfinished"), help: "Report a file whose run did not finish without a warning.")
     var acceptUnfinished = false
 
-    @Flag(name: .customLong("allow-mismatch"), help: "Compare rows whose backing, tool version, host, CPU, kernel or shootdown mechanism differ.")
+    @Flag(
+        name: .customLong("allow-mismatch"),
+        help: "Compare rows whose backing, tool version, host, CPU, kernel or shootdown mechanism differ.")
     var allowMismatch = false
 
     func run() throws {
-        guard (1...2).contains(files.count) else { throw badInput("report takes one or two result CSV files (BASE [NEW]), got \(files.count)") }
+        guard (1...2).contains(files.count) else {
+            throw badInput("report takes one or two result CSV files (BASE [NEW]), got \(files.count)")
+        }
         let tables = try files.map(loadResultTable)
-        let invocation = (["bench", "report"] + files.map(ResultFile.shellQuoted) + (format == .markdown ? ["--format", "markdown"] : [])).joined(separator: " ")
+        let invocation =
+            (["bench", "report"] + files.map(ResultFile.shellQuoted)
+            + (format == .markdown ? ["--format", "markdown"] : [])).joined(separator: " ")
         let report = Report(base: tables[0], new: tables.count == 2 ? tables[1] : nil, reportCommand: invocation)
         if let comparison = report.comparison { try check(comparison) }
         warnIfUnfinished(tables, command: "report", accept: acceptUnfinished)
@@ -41,12 +47,16 @@ struct ReportCommand: ParsableCommand {
         if !comparison.mismatches.isEmpty {
             let what = comparison.mismatches.joined(separator: "; ")
             guard allowMismatch else {
-                throw badInput("\(files[0]) and \(files[1]) were not produced alike (\(what)); use --allow-mismatch to report them anyway")
+                throw badInput(
+                    "\(files[0]) and \(files[1]) were not produced alike (\(what)); use --allow-mismatch to report them anyway"
+                )
             }
             printError("bench report: note: the inputs differ in \(what)")
         }
         if comparison.blocks.isEmpty {
-            throw badInput("\(files[0]) and \(files[1]) share no configuration (strategy, direction and the options other than the one changed); report runs of the same command with one option changed")
+            throw badInput(
+                "\(files[0]) and \(files[1]) share no configuration (strategy, direction and the options other than the one changed); report runs of the same command with one option changed"
+            )
         }
     }
 }

@@ -29,7 +29,9 @@ struct RunOptions: ParsableArguments, CustomReflectable {
     init(from decoder: Decoder) throws {
         let container = try decoder.container(keyedBy: Name.self)
         for option in RunOption.all {
-            if let value = try container.decode(Option<String?>.self, forKey: Name(option.name)).wrappedValue { given[option.name] = value }
+            if let value = try container.decode(Option<String?>.self, forKey: Name(option.name)).wrappedValue {
+                given[option.name] = value
+            }
         }
         verify = try container.decode(Flag<Bool>.self, forKey: Name("verify")).wrappedValue
     }
@@ -37,9 +39,16 @@ struct RunOptions: ParsableArguments, CustomReflectable {
     /// The arguments ArgumentParser sees: an optional `--NAME` for each run option, then `--verify`.
     var customMirror: Mirror {
         let options: [Mirror.Child] = RunOption.all.map { option in
-            (label: option.name, value: Option<String?>(name: .customLong(option.name), help: ArgumentHelp(option.help)))
+            (
+                label: option.name,
+                value: Option<String?>(name: .customLong(option.name), help: ArgumentHelp(option.help))
+            )
         }
-        return Mirror(self, children: options + [(label: "verify", value: Flag(wrappedValue: false, help: ArgumentHelp(Self.verifyHelp)))])
+        return Mirror(
+            self,
+            children: options + [
+                (label: "verify", value: Flag(wrappedValue: false, help: ArgumentHelp(Self.verifyHelp)))
+            ])
     }
 
     /// An argument's name as ArgumentParser decodes it.
@@ -112,7 +121,9 @@ final class ProgressBar {
         let filled = Int(fraction * Double(width))
         let bar = String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled)
         let rep = p.warmup ? "warm-up \(p.rep)/\(p.reps)" : "rep \(p.rep)/\(p.reps)"
-        printError("\r\u{1B}[K\(label)\(p.strategy) \(p.direction.rowLabel) \(rep) [\(bar)] \(Int(fraction * 100))%", newline: false)
+        printError(
+            "\r\u{1B}[K\(label)\(p.strategy) \(p.direction.rowLabel) \(rep) [\(bar)] \(Int(fraction * 100))%",
+            newline: false)
     }
 
     func clear() {
@@ -124,7 +135,8 @@ final class ProgressBar {
 /// run's memory is allocated, so a run that cannot start leaves an existing file as it was; returns
 /// the rows and whether the run was interrupted.
 func runConfiguration(
-    _ config: RunConfig, file openFile: () throws -> ResultFile, output: OutputOptions, label: String = "", notes: inout Set<String>
+    _ config: RunConfig, file openFile: () throws -> ResultFile, output: OutputOptions, label: String = "",
+    notes: inout Set<String>
 ) throws -> (rows: [ResultRow], runner: Runner, interrupted: Bool) {
     let runner: Runner
     do {
@@ -136,7 +148,9 @@ func runConfiguration(
     if let counters = runner.counters {
         for (name, reason) in counters.unavailable where !notes.contains(name) {
             notes.insert(name)
-            if !output.quiet { printError("bench: note: counter \(name) cannot be opened here (\(reason)); its column is left empty") }
+            if !output.quiet {
+                printError("bench: note: counter \(name) cannot be opened here (\(reason)); its column is left empty")
+            }
         }
     }
     let rows = try drive(runner, file: file, quiet: output.quiet, label: label)
@@ -182,7 +196,10 @@ func drive(_ runner: some DrivenRunner, file: ResultFile, quiet: Bool, label: St
 
 /// Prints the summary in the chosen format; in text, `header` and `footer` comment lines around it,
 /// each wrapped to 80 columns unless `wide`.
-func printSummary(_ rows: [ResultRow], format: SummaryFormat, path: String, header: [String], footer: [String] = [], wide: Bool = false) {
+func printSummary(
+    _ rows: [ResultRow], format: SummaryFormat, path: String, header: [String], footer: [String] = [],
+    wide: Bool = false
+) {
     let summary = Summary(rows: rows)
     switch format {
     case .csv: print(summary.csv, terminator: "")
@@ -202,23 +219,28 @@ func printSummary(_ rows: [ResultRow], runner: Runner, output: OutputOptions, pa
     let c = runner.config
     let medianOp = Summary.median(rows.map(\.opMeanNs))
     let overhead = runner.overheadPerOpNs + runner.overheadPerRepNs / Double(max(c.pages / c.windowPages, 1))
-    let header = [
-        "# hmm-lab \(m.toolVersion) bench, run \(m.runId): \(c.settingsLine)",
-        "# \(m.host): \(m.cpuModel), \(m.cpus) cpus, \(m.numaNodes) NUMA node\(m.numaNodes == 1 ? "" : "s"), kernel \(m.kernel)",
-        "# nodes: system \(m.systemNode), device \(m.deviceNode) ("
-            + MachineTopology.deviceNodeReason(table: NodeTable.read(), systemNode: m.systemNode, deviceNode: m.deviceNode, asked: c.deviceNode != nil)
-            + "); " + runner.placement.describe(failure: runner.pinFailure),
-        "# backing: system pool \(m.systemBacking), device pool \(m.deviceBacking), THP \(m.thpMode)"
-            + (m.systemBacking == m.deviceBacking ? "" : " (the pools differ: compare matches on both)"),
-    ] + fallbackLine(runner.memory) + [
-        "# floors: memcpy \(Summary.fixed(m.memcpyGBps, 2)) GB/s between the pools, kernel mincore \(Summary.fixed(m.kernelWalkNs, 2)) ns/page; "
-            + "harness overhead \(Summary.fixed(overhead, 0)) ns/op (\(Summary.fixed(overhead / medianOp * 100, 3))% of the mean op)",
-        "# pools read back with move_pages when made: " + placement(runner.memory),
-    ]
+    let header =
+        [
+            "# hmm-lab \(m.toolVersion) bench, run \(m.runId): \(c.settingsLine)",
+            "# \(m.host): \(m.cpuModel), \(m.cpus) cpus, \(m.numaNodes) NUMA node\(m.numaNodes == 1 ? "" : "s"), kernel \(m.kernel)",
+            "# nodes: system \(m.systemNode), device \(m.deviceNode) ("
+                + MachineTopology.deviceNodeReason(
+                    table: NodeTable.read(), systemNode: m.systemNode, deviceNode: m.deviceNode,
+                    asked: c.deviceNode != nil)
+                + "); " + runner.placement.describe(failure: runner.pinFailure),
+            "# backing: system pool \(m.systemBacking), device pool \(m.deviceBacking), THP \(m.thpMode)"
+                + (m.systemBacking == m.deviceBacking ? "" : " (the pools differ: compare matches on both)"),
+        ] + fallbackLine(runner.memory) + [
+            "# floors: memcpy \(Summary.fixed(m.memcpyGBps, 2)) GB/s between the pools, kernel mincore \(Summary.fixed(m.kernelWalkNs, 2)) ns/page; "
+                + "harness overhead \(Summary.fixed(overhead, 0)) ns/op (\(Summary.fixed(overhead / medianOp * 100, 3))% of the mean op)",
+            "# pools read back with move_pages when made: " + placement(runner.memory),
+        ]
     var footer: [String] = []
     if runner.injecting {
-        let counts = FaultInjector.Point.allCases.map { "\($0.name) \(runner.injected[$0.rawValue])" }.joined(separator: ", ")
-        footer.append("# injected over the timed repetitions: \(counts); ops that failed because of them: \(runner.failedOps)")
+        let counts = FaultInjector.Point.allCases.map { "\($0.name) \(runner.injected[$0.rawValue])" }.joined(
+            separator: ", ")
+        footer.append(
+            "# injected over the timed repetitions: \(counts); ops that failed because of them: \(runner.failedOps)")
     }
     printSummary(rows, format: output.format, path: path, header: header, footer: footer, wide: output.wide)
 }
@@ -226,20 +248,29 @@ func printSummary(_ rows: [ResultRow], runner: Runner, output: OutputOptions, pa
 /// `bench` / `bench run`: the measurement harness.
 struct Run: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Make a range resident in device memory with a strategy, window by window; write one CSV row per strategy, repetition and direction.")
+        abstract:
+            "Make a range resident in device memory with a strategy, window by window; write one CSV row per strategy, repetition and direction."
+    )
 
     @OptionGroup var options: RunOptions
     @OptionGroup var output: OutputOptions
-    @Option(help: "model (default: the lab) or kernel (the running kernel's test_hmm driver, /dev/hmm_dmirror0; see scripts/kernel-vm).")
+    @Option(
+        help:
+            "model (default: the lab) or kernel (the running kernel's test_hmm driver, /dev/hmm_dmirror0; see scripts/kernel-vm)."
+    )
     var engine: String?
 
     func run() throws {
         let config = try options.config()
         if try Engine.parse(engine) == .kernel {
             // test_hmm's READ is the kernel engine's fault: REQ_FAULT in calls of 32 pages.
-            if config.deviceAccess == .write { throw badInput("--engine kernel: --device-access write: test_hmm's READ faults for read only; use read") }
+            if config.deviceAccess == .write {
+                throw badInput("--engine kernel: --device-access write: test_hmm's READ faults for read only; use read")
+            }
             if let p = options.given["fault-pages"], p != String(Device.faultWindow) {
-                throw badInput("--engine kernel: --fault-pages \(p): test_hmm's READ faults \(Device.faultWindow) pages a call; use \(Device.faultWindow)")
+                throw badInput(
+                    "--engine kernel: --fault-pages \(p): test_hmm's READ faults \(Device.faultWindow) pages a call; use \(Device.faultWindow)"
+                )
             }
             return try runKernel(config, output: output)
         }
@@ -248,11 +279,14 @@ struct Run: ParsableCommand {
         installInterruptHandler()
         var notes = Set<String>()
         var opened: ResultFile?
-        let (rows, runner, interrupted) = try runConfiguration(config, file: {
-            let file = try openResultFile(output, strategy: config.strategyName, header: ResultRow.header(counters: config.counters))
-            opened = file
-            return file
-        }, output: output, notes: &notes)
+        let (rows, runner, interrupted) = try runConfiguration(
+            config,
+            file: {
+                let file = try openResultFile(
+                    output, strategy: config.strategyName, header: ResultRow.header(counters: config.counters))
+                opened = file
+                return file
+            }, output: output, notes: &notes)
         let path = opened?.path ?? ""
         try finish(opened, interrupted ? .interrupted : .complete)
         if !rows.isEmpty { printSummary(rows, runner: runner, output: output, path: path) }
@@ -267,7 +301,9 @@ struct Run: ParsableCommand {
 func noteFewReps(_ config: RunConfig, _ output: OutputOptions) {
     let needed = Compare.minimumRepsForSignificance
     guard config.reps < needed, !output.quiet else { return }
-    printError("bench: note: --reps \(config.reps): compare cannot call a change significant at p < 0.05 with fewer than \(needed) repetitions a side")
+    printError(
+        "bench: note: --reps \(config.reps): compare cannot call a change significant at p < 0.05 with fewer than \(needed) repetitions a side"
+    )
 }
 
 /// Writes the result file's completion record; a failure to write it is one line and exit 1.
@@ -302,9 +338,13 @@ func placement(_ memory: PhysicalMemory) -> String {
         let v = r.verification
         guard v.nodeChecked else { return "\(name) not checked (no NUMA API)" }
         let size = Region.formatBytes(r.backing == .hugetlb ? r.backing.hostPageSize : PageSize.bytes)
-        return "\(name) (\(r.backing.rawValue)) " + v.pagesPerNode.sorted { $0.key < $1.key }.map { "\($0.value) pages of \(size) on node \($0.key)" }.joined(separator: ", ")
+        return "\(name) (\(r.backing.rawValue)) "
+            + v.pagesPerNode.sorted { $0.key < $1.key }.map { "\($0.value) pages of \(size) on node \($0.key)" }.joined(
+                separator: ", ")
     }
-    let devices = memory.devicePools.enumerated().map { i, p in pool(memory.devicePools.count == 1 ? "device" : "device \(i)", p.region) }
+    let devices = memory.devicePools.enumerated().map { i, p in
+        pool(memory.devicePools.count == 1 ? "device" : "device \(i)", p.region)
+    }
     return ([pool("system", memory.system.region)] + devices).joined(separator: "; ")
 }
 

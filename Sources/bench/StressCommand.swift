@@ -7,7 +7,9 @@ import HMMLab
 struct StressCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "stress",
-        abstract: "Randomised ops (all strategies, migration back, swap, fork, munmap, mremap, mprotect) with mutators and injected failures; the invariant checker after every op.")
+        abstract:
+            "Randomised ops (all strategies, migration back, swap, fork, munmap, mremap, mprotect) with mutators and injected failures; the invariant checker after every op."
+    )
 
     @Option(help: "Time budget in seconds for the ops (the last round still runs its checks).")
     var seconds: String = "10"
@@ -33,7 +35,10 @@ struct StressCommand: ParsableCommand {
     @Option(help: "Backing of the pools: auto, hugetlb, thp or 4k.")
     var backing: String = "auto"
 
-    @Option(help: "Injected failures POINT=PROBABILITY,... over trylock, pin, invalidate, swapin, cpufault, device4k (replace the defaults).")
+    @Option(
+        help:
+            "Injected failures POINT=PROBABILITY,... over trylock, pin, invalidate, swapin, cpufault, device4k (replace the defaults)."
+    )
     var inject: String?
 
     @Option(name: .customLong("device-large-fail"), help: "Probability that a 2 MiB device allocation fails.")
@@ -45,7 +50,10 @@ struct StressCommand: ParsableCommand {
     @Option(help: "NUMA node of the device pool (default: the farthest node with memory).")
     var deviceNode: String?
 
-    @Option(help: "CSV file to write one line per round to as the run goes: its ops, where its time went, the slowest op and content-check read, resident memory.")
+    @Option(
+        help:
+            "CSV file to write one line per round to as the run goes: its ops, where its time went, the slowest op and content-check read, resident memory."
+    )
     var rounds: String?
 
     @Flag(help: "No progress on stderr.")
@@ -55,7 +63,10 @@ struct StressCommand: ParsableCommand {
     var wide = false
 
     func run() throws {
-        var options = ["seconds": seconds, "seed": seed, "pages": pages, "mutators": mutators, "jobs": jobs, "devices": devices, "backing": backing]
+        var options = [
+            "seconds": seconds, "seed": seed, "pages": pages, "mutators": mutators, "jobs": jobs, "devices": devices,
+            "backing": backing,
+        ]
         if let maxOps { options["max-ops"] = maxOps }
         if let inject { options["inject"] = inject }
         if let deviceLargeFail { options["device-large-fail"] = deviceLargeFail }
@@ -67,7 +78,9 @@ struct StressCommand: ParsableCommand {
         } catch {
             throw badInput(error.message)
         }
-        if let refusal = config.plan(NodeTable.read()).refusal(sizedBy: "--pages \(config.pages)", unit: "pages") { throw badInput(refusal) }
+        if let refusal = config.plan(NodeTable.read()).refusal(sizedBy: "--pages \(config.pages)", unit: "pages") {
+            throw badInput(refusal)
+        }
         let stress: Stress
         do {
             stress = try Stress(config)
@@ -102,7 +115,8 @@ struct StressCommand: ParsableCommand {
         let report = stress.run()
         if showProgress { printError("\r\u{1B}[K", newline: false) }
         try? roundsFile?.finish(report.interrupted ? .interrupted : .complete)
-        let nodes = "# nodes: system \(config.systemNode), device \(stress.memory.configuration.deviceNode); "
+        let nodes =
+            "# nodes: system \(config.systemNode), device \(stress.memory.configuration.deviceNode); "
             + stress.placement.describe(failure: stress.pinFailure)
         print(Self.summary(report, config, wide: wide))
         print(wide ? nodes : TextBlock.wrap(nodes, indent: "#   "))
@@ -118,7 +132,9 @@ struct StressCommand: ParsableCommand {
     func openRoundsFile() throws -> ResultFile? {
         guard let rounds else { return nil }
         do {
-            return try ResultFile(path: rounds, header: Stress.RoundRecord.columns, metadata: ResultFile.metadataLines(command: CommandLine.arguments, version: BuildInfo.versionLine))
+            return try ResultFile(
+                path: rounds, header: Stress.RoundRecord.columns,
+                metadata: ResultFile.metadataLines(command: CommandLine.arguments, version: BuildInfo.versionLine))
         } catch {
             throw badInput("--rounds '\(rounds)' cannot be written: \(error)")
         }
@@ -127,20 +143,32 @@ struct StressCommand: ParsableCommand {
     /// What the run did and found, each line wrapped to 80 columns unless `wide`.
     static func summary(_ r: Stress.Report, _ c: Stress.Configuration, wide: Bool = false) -> String {
         var lines: [String] = []
-        lines.append("# hmm-lab bench stress: seed \(r.seed), budget \(Summary.fixed(c.seconds, 1)) s, pages \(c.pages), mutators \(c.mutators), inject \(c.injectDescription)")
+        lines.append(
+            "# hmm-lab bench stress: seed \(r.seed), budget \(Summary.fixed(c.seconds, 1)) s, pages \(c.pages), mutators \(c.mutators), inject \(c.injectDescription)"
+        )
         lines.append("operations: \(r.totalOps) in \(r.rounds) round\(r.rounds == 1 ? "" : "s")")
-        for op in Stress.Op.allCases { lines.append("  \(op.rawValue.padding(toLength: 20)) \(String(r.count(op)).leftPadding(toLength: 8))") }
+        for op in Stress.Op.allCases {
+            lines.append("  \(op.rawValue.padding(toLength: 20)) \(String(r.count(op)).leftPadding(toLength: 8))")
+        }
         lines.append("injected failures:")
-        for p in FaultInjector.Point.allCases { lines.append("  \(p.name.padding(toLength: 20)) \(String(r.injected(p)).leftPadding(toLength: 8))") }
-        lines.append("  \("device-alloc".padding(toLength: 20)) \(String(r.deviceAllocFailures).leftPadding(toLength: 8))  (4 KiB and 2 MiB allocations that failed)")
-        lines.append("cpufault stores landed: \(r.cpuFaultStores), of which waited on the migration entry: \(r.cpuFaultWaits)")
+        for p in FaultInjector.Point.allCases {
+            lines.append("  \(p.name.padding(toLength: 20)) \(String(r.injected(p)).leftPadding(toLength: 8))")
+        }
+        lines.append(
+            "  \("device-alloc".padding(toLength: 20)) \(String(r.deviceAllocFailures).leftPadding(toLength: 8))  (4 KiB and 2 MiB allocations that failed)"
+        )
+        lines.append(
+            "cpufault stores landed: \(r.cpuFaultStores), of which waited on the migration entry: \(r.cpuFaultWaits)")
         lines.append("mutator stores: \(r.mutatorStores); ops that ended with an error: \(r.opsWithErrors)")
-        if r.checkReadRetries > 0 { lines.append("content-check reads tried again after -EBUSY (1 s budget spent): \(r.checkReadRetries)") }
+        if r.checkReadRetries > 0 {
+            lines.append("content-check reads tried again after -EBUSY (1 s budget spent): \(r.checkReadRetries)")
+        }
         lines.append("seconds: \(Summary.fixed(r.seconds, 2))")
         lines.append("violations: \(r.violationCount)")
         for v in r.violations { lines.append("  \(v)") }
         if r.violationCount > r.violations.count { lines.append("  … \(r.violationCount - r.violations.count) more") }
         lines.append("seed: \(r.seed)")
-        return (wide ? lines : lines.map { TextBlock.wrap($0, indent: $0.hasPrefix("#") ? "#   " : "    ") }).joined(separator: "\n")
+        return (wide ? lines : lines.map { TextBlock.wrap($0, indent: $0.hasPrefix("#") ? "#   " : "    ") }).joined(
+            separator: "\n")
     }
 }

@@ -26,7 +26,8 @@ struct Sweep: ParsableCommand {
         var opened: ResultFile?
         let open = { () throws -> ResultFile in
             if let opened { return opened }
-            let file = try openResultFile(output, strategy: "sweep", header: ResultRow.header(counters: configs[0].config.counters))
+            let file = try openResultFile(
+                output, strategy: "sweep", header: ResultRow.header(counters: configs[0].config.counters))
             opened = file
             return file
         }
@@ -34,11 +35,14 @@ struct Sweep: ParsableCommand {
         var notes = Set<String>()
         var written = 0
         for (i, c) in configs.enumerated() {
-            let (rows, runner, interrupted) = try runConfiguration(c.config, file: open, output: output, label: "[\(i + 1)/\(configs.count)] \(c.label) ", notes: &notes)
+            let (rows, runner, interrupted) = try runConfiguration(
+                c.config, file: open, output: output, label: "[\(i + 1)/\(configs.count)] \(c.label) ", notes: &notes)
             let path = opened?.path ?? ""
             written += rows.count
             if !rows.isEmpty {
-                if output.format == .text { print("\n" + (output.wide ? "## \(c.label)" : TextBlock.wrap("## \(c.label)", indent: "##   "))) }
+                if output.format == .text {
+                    print("\n" + (output.wide ? "## \(c.label)" : TextBlock.wrap("## \(c.label)", indent: "##   ")))
+                }
                 printSummary(rows, runner: runner, output: output, path: path)
             }
             if interrupted {
@@ -54,22 +58,31 @@ struct Sweep: ParsableCommand {
 extension Sweep {
     /// The `--vary` dimensions, each a run option or a page state with its values, checked.
     func dimensions() throws -> [(key: String, values: [String])] {
-        guard !vary.isEmpty else { throw badInput("sweep needs at least one --vary OPTION=V1,V2,... (or STATE=F1,F2,...)") }
+        guard !vary.isEmpty else {
+            throw badInput("sweep needs at least one --vary OPTION=V1,V2,... (or STATE=F1,F2,...)")
+        }
         var dimensions: [(key: String, values: [String])] = []
         let states = PageKind.allCases.map(\.name)
         let varyable = RunConfig.optionNames.filter { $0 != "counters" }
         for spec in vary {
             guard let eq = spec.firstIndex(of: "="), eq != spec.startIndex else {
-                throw badInput("--vary '\(spec)' is not OPTION=V1,V2,...; use e.g. --vary swap=0,0.1 or --vary threads=1,2")
+                throw badInput(
+                    "--vary '\(spec)' is not OPTION=V1,V2,...; use e.g. --vary swap=0,0.1 or --vary threads=1,2")
             }
             let key = String(spec[..<eq])
             // `+` stands for the comma inside one value of a list option (device-nodes=1+2,2+3).
-            let values = spec[spec.index(after: eq)...].split(separator: ",").map { String($0.replacing("+", with: ",")) }
+            let values = spec[spec.index(after: eq)...].split(separator: ",").map {
+                String($0.replacing("+", with: ","))
+            }
             guard varyable.contains(key) || states.contains(key) else {
-                throw badInput("--vary '\(key)' is neither a run option nor a page state; use one of \(varyable.joined(separator: ", ")) or \(states.joined(separator: ", "))")
+                throw badInput(
+                    "--vary '\(key)' is neither a run option nor a page state; use one of \(varyable.joined(separator: ", ")) or \(states.joined(separator: ", "))"
+                )
             }
             guard !values.isEmpty else { throw badInput("--vary '\(spec)' gives no values") }
-            guard !dimensions.contains(where: { $0.key == key }) else { throw badInput("--vary '\(key)' is given twice") }
+            guard !dimensions.contains(where: { $0.key == key }) else {
+                throw badInput("--vary '\(key)' is given twice")
+            }
             dimensions.append((key, values))
         }
         return dimensions
@@ -77,7 +90,8 @@ extension Sweep {
 
     /// Every combination of the dimensions as a run configuration and its label, validated before
     /// anything runs.
-    func configurations(_ dimensions: [(key: String, values: [String])]) throws -> [(label: String, config: RunConfig)] {
+    func configurations(_ dimensions: [(key: String, values: [String])]) throws -> [(label: String, config: RunConfig)]
+    {
         var grid: [[(String, String)]] = [[]]
         for d in dimensions { grid = grid.flatMap { combo in d.values.map { combo + [(d.key, $0)] } } }
         var baseMix = Mix.allPresent
@@ -104,9 +118,14 @@ extension Sweep {
                 overrides[key] = value
                 continue
             }
-            guard let f = Double(value), f >= 0, f <= 1 else { throw badInput("--vary \(key): '\(value)' is not a fraction from 0 to 1") }
+            guard let f = Double(value), f >= 0, f <= 1 else {
+                throw badInput("--vary \(key): '\(value)' is not a fraction from 0 to 1")
+            }
             let present = mix[.present] - (f - mix[kind])
-            guard present >= -1e-9 else { throw badInput("--vary \(key)=\(value) takes more than the \(mix[.present]) of present pages the mix has") }
+            guard present >= -1e-9 else {
+                throw badInput(
+                    "--vary \(key)=\(value) takes more than the \(mix[.present]) of present pages the mix has")
+            }
             mix[.present] = max(0, present)
             mix[kind] = f
             overrides["mix"] = mix.description
@@ -133,22 +152,35 @@ struct ThpTableCommand: ParsableCommand {
     var format: OutputFormat = .text
     @Flag(help: "No progress on stderr.")
     var quiet = false
-    @Option(help: "model (default) or kernel: the running kernel's test driver, /dev/hmm_dmirror0, as hmm-tests runs it.")
+    @Option(
+        help: "model (default) or kernel: the running kernel's test driver, /dev/hmm_dmirror0, as hmm-tests runs it.")
     var engine: String?
 
     func run() throws {
         let kernel = try Engine.parse(engine) == .kernel
         if kernel {
-            if threads != 1 { throw badInput("--engine kernel: --threads \(threads): test_hmm copies on the ioctl's thread; use 1") }
-            if backing != "auto" { throw badInput("--engine kernel: --backing \(backing): the kernel engine's buffer is an anonymous mapping; leave --backing out") }
+            if threads != 1 {
+                throw badInput("--engine kernel: --threads \(threads): test_hmm copies on the ioctl's thread; use 1")
+            }
+            if backing != "auto" {
+                throw badInput(
+                    "--engine kernel: --backing \(backing): the kernel engine's buffer is an anonymous mapping; leave --backing out"
+                )
+            }
             if !DmirrorDevice.present {
-                throw badInput("--engine kernel: /dev/hmm_dmirror0 is not there: this kernel has no test_hmm module loaded (CONFIG_TEST_HMM); scripts/kernel-vm boots one that has")
+                throw badInput(
+                    "--engine kernel: /dev/hmm_dmirror0 is not there: this kernel has no test_hmm module loaded (CONFIG_TEST_HMM); scripts/kernel-vm boots one that has"
+                )
             }
         }
-        guard (1...1000).contains(iterations) else { throw badInput("--iterations \(iterations) is not allowed; use 1 to 1000") }
+        guard (1...1000).contains(iterations) else {
+            throw badInput("--iterations \(iterations) is not allowed; use 1 to 1000")
+        }
         let mibSizes = ThpTable.sizes.filter { $0 >= 1 << 20 }.map { $0 >> 20 }
         guard mibSizes.contains(maxMib) else {
-            throw badInput("--max-mib \(maxMib) is not one of the table's sizes; use \(mibSizes.map(String.init).joined(separator: ", ")) (the largest size measured)")
+            throw badInput(
+                "--max-mib \(maxMib) is not one of the table's sizes; use \(mibSizes.map(String.init).joined(separator: ", ")) (the largest size measured)"
+            )
         }
         guard (1...256).contains(threads) else { throw badInput("--threads \(threads) is not allowed; use 1 to 256") }
         let request = try parseBacking(backing)
@@ -159,12 +191,17 @@ struct ThpTableCommand: ParsableCommand {
         let showProgress = !quiet && isatty(2) != 0
         let table: ThpTable
         let progress = { (size: Int, thp: Bool) in
-            if showProgress { printError("\r\u{1B}[Kthp-table: \(Region.formatBytes(size)) \(thp ? "with" : "without") THP", newline: false) }
+            if showProgress {
+                printError(
+                    "\r\u{1B}[Kthp-table: \(Region.formatBytes(size)) \(thp ? "with" : "without") THP", newline: false)
+            }
         }
         do {
-            table = kernel
+            table =
+                kernel
                 ? try ThpTable.measureKernel(sizes: sizes, iterations: iterations, progress: progress)
-                : try ThpTable.measure(sizes: sizes, iterations: iterations, backing: request, threads: threads, progress: progress)
+                : try ThpTable.measure(
+                    sizes: sizes, iterations: iterations, backing: request, threads: threads, progress: progress)
         } catch {
             throw failure(error.description)
         }
@@ -172,13 +209,19 @@ struct ThpTableCommand: ParsableCommand {
         switch format {
         case .text:
             let m = RunMetadata.read(systemNode: 0, deviceNode: 0, backing: "")
-            print("# hmm-lab \(m.toolVersion) thp-table (benchmark_thp_migration)\(kernel ? ", --engine kernel (/dev/hmm_dmirror0)" : "")")
+            print(
+                "# hmm-lab \(m.toolVersion) thp-table (benchmark_thp_migration)\(kernel ? ", --engine kernel (/dev/hmm_dmirror0)" : "")"
+            )
             print("# \(m.host): \(m.cpuModel), kernel \(m.kernel)")
-            print("# " + (kernel ? "anonymous mapping" : "backing \(table.backing) (asked \(backing))") + ", THP \(m.thpMode), \(threads) copy thread\(threads == 1 ? "" : "s")")
+            print(
+                "# " + (kernel ? "anonymous mapping" : "backing \(table.backing) (asked \(backing))")
+                    + ", THP \(m.thpMode), \(threads) copy thread\(threads == 1 ? "" : "s")")
             print("# \(iterations) iterations per size after a warm-up: their mean, ± half their range")
             print(table.text)
         case .csv:
-            for line in ResultFile.metadataLines(command: CommandLine.arguments, version: BuildInfo.versionLine) { print(line) }
+            for line in ResultFile.metadataLines(command: CommandLine.arguments, version: BuildInfo.versionLine) {
+                print(line)
+            }
             print(table.csv, terminator: "")
         }
     }

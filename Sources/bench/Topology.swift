@@ -4,7 +4,9 @@ import HMMLab
 /// `bench topology`: the machine as the lab sees it.
 struct Topology: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Print the NUMA nodes, hugetlb pages, THP mode, the backing each pool of the default run gets, and which perf events open.")
+        abstract:
+            "Print the NUMA nodes, hugetlb pages, THP mode, the backing each pool of the default run gets, and which perf events open."
+    )
 
     @Option(help: "Output format: text or csv.")
     var format: OutputFormat = .text
@@ -18,7 +20,10 @@ struct Topology: ParsableCommand {
     @Option(help: "The number of devices of the run to predict, each with its own pool (default 1).")
     var devices: String?
 
-    @Option(help: "The device nodes of the run to predict, one per device (default: round-robin over the other nodes with memory, farthest first).")
+    @Option(
+        help:
+            "The device nodes of the run to predict, one per device (default: round-robin over the other nodes with memory, farthest first)."
+    )
     var deviceNodes: String?
 
     @Option(help: ArgumentHelp("The same as --system-node.", visibility: .hidden))
@@ -26,9 +31,14 @@ struct Topology: ParsableCommand {
 
     /// The run to predict, checked as a run checks these options.
     func config() throws -> RunConfig {
-        if systemNode != nil, node != nil { throw badInput("--node is another name for --system-node: give one of them") }
+        if systemNode != nil, node != nil {
+            throw badInput("--node is another name for --system-node: give one of them")
+        }
         var options: [String: String] = [:]
-        for (key, value) in [("system-node", (systemNode ?? node).map(String.init)), ("device-node", deviceNode.map(String.init)), ("devices", devices), ("device-nodes", deviceNodes)] {
+        for (key, value) in [
+            ("system-node", (systemNode ?? node).map(String.init)), ("device-node", deviceNode.map(String.init)),
+            ("devices", devices), ("device-nodes", deviceNodes),
+        ] {
             if let value { options[key] = value }
         }
         do {

@@ -14,19 +14,28 @@ struct FuzzTests {
     }
 
     /// Values an option may get: valid small ones (so an accepted run stays short) and bad ones.
-    static let values = ["0", "1", "-1", "2", "512", "1024", "abc", "", "1e9", "0.5", "1.5", "nan", "inf", "99999999999999999999",
-                         "all", "none", "unified", "read", "write", "4k", "thp", "auto", "present=1", "none=0.5,present=0.5", "pin=1",
-                         "trylock=0.1", "flush", "lru,driver", "x=y", "/proc/nope/x.csv", "--", "-", "🙂"]
+    static let values = [
+        "0", "1", "-1", "2", "512", "1024", "abc", "", "1e9", "0.5", "1.5", "nan", "inf", "99999999999999999999",
+        "all", "none", "unified", "read", "write", "4k", "thp", "auto", "present=1", "none=0.5,present=0.5", "pin=1",
+        "trylock=0.1", "flush", "lru,driver", "x=y", "/proc/nope/x.csv", "--", "-", "🙂",
+    ]
     /// Options per subcommand; every run gets small sizes and one repetition appended first, so the
     /// fuzzed options come after them and override them.
     static let options: [String: [String]] = [
-        "run": ["--strategy", "--pages", "--window-pages", "--mix", "--thp", "--device-large-fail", "--split-policy", "--self-invalidation",
-                "--direction", "--threads", "--mutators", "--warmup", "--seed", "--backing", "--counters", "--inject", "--device-access",
-                "--fault-pages", "--costs", "--tlb-flush", "--format", "--engine", "--bogus"],
+        "run": [
+            "--strategy", "--pages", "--window-pages", "--mix", "--thp", "--device-large-fail", "--split-policy",
+            "--self-invalidation",
+            "--direction", "--threads", "--mutators", "--warmup", "--seed", "--backing", "--counters", "--inject",
+            "--device-access",
+            "--fault-pages", "--costs", "--tlb-flush", "--format", "--engine", "--bogus",
+        ],
         "sweep": ["--vary", "--pages", "--strategy", "--mix", "--costs", "--format"],
         "compare": ["--by", "--base", "--format", "--bogus"],
         "calibrate": ["--only", "--reps", "--frames", "--format", "--system-node", "--device-node"],
-        "stress": ["--seed", "--mutators", "--max-ops", "--inject", "--device-large-fail", "--pages", "--system-node", "--device-node"],
+        "stress": [
+            "--seed", "--mutators", "--max-ops", "--inject", "--device-large-fail", "--pages", "--system-node",
+            "--device-node",
+        ],
         "thp-table": ["--iterations", "--max-mib", "--format", "--threads"],
         "topology": ["--format", "--node", "--system-node", "--device-node", "--devices", "--device-nodes"],
     ]
@@ -34,9 +43,15 @@ struct FuzzTests {
     static func arguments(_ command: String, _ rng: inout SplitMix64, out: String) -> [String] {
         var args: [String]
         switch command {
-        case "run": args = ["--pages", "512", "--reps", "1", "--warmup", "0", "--counters", "none", "--quiet", "--out", out]
-        case "sweep": args = ["sweep", "--vary", "pages=512,1024", "--reps", "1", "--warmup", "0", "--counters", "none", "--quiet", "--out", out]
-        case "compare": args = ["compare", CompareTests.fixture("present-a.csv"), CompareTests.fixture("present-b.csv")]
+        case "run":
+            args = ["--pages", "512", "--reps", "1", "--warmup", "0", "--counters", "none", "--quiet", "--out", out]
+        case "sweep":
+            args = [
+                "sweep", "--vary", "pages=512,1024", "--reps", "1", "--warmup", "0", "--counters", "none", "--quiet",
+                "--out", out,
+            ]
+        case "compare":
+            args = ["compare", CompareTests.fixture("present-a.csv"), CompareTests.fixture("present-b.csv")]
         case "calibrate": args = ["calibrate", "--frames", "2048", "--reps", "1", "--only", "walk"]
         case "stress": args = ["stress", "--seconds", "1", "--pages", "512", "--quiet"]
         case "thp-table": args = ["thp-table", "--max-mib", "2", "--iterations", "1", "--quiet"]
@@ -70,14 +85,20 @@ struct FuzzTests {
             process.waitUntilExit()
             let replay = "seed \(seed) (HMM_LAB_FUZZ_SEED=\(seed)), case \(i): bench \(args.joined(separator: " "))"
             #expect(!hung, "\(replay): still running after 30 s")
-            #expect(process.terminationReason == Process.TerminationReason.exit, "\(replay): killed by a signal: \(err)")
-            #expect([0, 64].contains(process.terminationStatus), "\(replay): exit \(process.terminationStatus): \(err)")
+            #expect(
+                process.terminationReason == Process.TerminationReason.exit, "\(replay): killed by a signal: \(err)")
+            #expect(
+                [0, 64].contains(process.terminationStatus), "\(replay): exit \(process.terminationStatus): \(err)")
             #expect(!err.contains("Fatal error") && !err.contains("Stack dump"), "\(replay): \(err)")
-            if process.terminationStatus == 64 { #expect(access(out, F_OK) != 0, "\(replay): refused, yet \(out) was written") }
+            if process.terminationStatus == 64 {
+                #expect(access(out, F_OK) != 0, "\(replay): refused, yet \(out) was written")
+            }
             unlink(out)
             statuses.append(process.terminationStatus)
         }
-        #expect(statuses.contains(0) && statuses.contains(64), "seed \(seed): the cases ran and were refused alike: \(statuses)")
+        #expect(
+            statuses.contains(0) && statuses.contains(64),
+            "seed \(seed): the cases ran and were refused alike: \(statuses)")
     }
 
     /// One random corruption of a result CSV's text.
@@ -89,10 +110,16 @@ struct FuzzTests {
         case 0: return String(text.utf8.prefix(Int(rng.next() % UInt64(text.utf8.count))))!  // cut
         case 1:  // bytes flipped
             var bytes = Array(text.utf8)
-            for _ in 0..<4 { let k = Int(rng.next() % UInt64(bytes.count)); bytes[k] ^= UInt8(truncatingIfNeeded: rng.next() | 1) }
+            for _ in 0..<4 {
+                let k = Int(rng.next() % UInt64(bytes.count)); bytes[k] ^= UInt8(truncatingIfNeeded: rng.next() | 1)
+            }
             return String(decoding: bytes, as: UTF8.self)
         case 2: let c = column(); records = records.map { $0 + [$0[c]] }  // a column duplicated
-        case 3: let c = column(); records = records.map { var r = $0; r.remove(at: c); return r }  // dropped
+        case 3:
+            let c = column();
+            records = records.map {
+                var r = $0; r.remove(at: c); return r
+            }  // dropped
         case 4: records = records.map { Array($0.reversed()) }  // reordered
         default:  // values replaced
             let replacement = ["NaN", "inf", "-inf", "-3", "1e308", "", "x"][Int(rng.next() % 7)]

@@ -5,7 +5,8 @@ import Testing
 
 /// Lines wider than 80 display columns in `text`, with their widths (``TextBlock/columns(_:)``).
 func linesOver80(_ text: String) -> [String] {
-    text.split(separator: "\n", omittingEmptySubsequences: false).filter { TextBlock.columns($0) > TextBlock.width }.map { "\(TextBlock.columns($0)): \($0)" }
+    text.split(separator: "\n", omittingEmptySubsequences: false).filter { TextBlock.columns($0) > TextBlock.width }.map
+    { "\(TextBlock.columns($0)): \($0)" }
 }
 
 /// Each subcommand's text output on a small run fits 80 columns (`bench topology` is checked where
@@ -27,7 +28,10 @@ struct OutputWidthTests {
     func run() throws {
         let out = BenchProcess.temporaryPath("width-run.csv")
         defer { unlink(out) }
-        let args = ["--strategy", "all", "--pages", "1024", "--reps", "2", "--warmup", "0", "--direction", "round-trip", "--out", out, "--quiet"]
+        let args = [
+            "--strategy", "all", "--pages", "1024", "--reps", "2", "--warmup", "0", "--direction", "round-trip",
+            "--out", out, "--quiet",
+        ]
         let text = try Self.output(args)
         #expect(linesOver80(text).isEmpty, "\(linesOver80(text))")
         #expect(text.contains("op p50 ±95%") && text.contains("to-system") && text.contains("# rows: "), "\(text)")
@@ -39,7 +43,10 @@ struct OutputWidthTests {
     func sweep() throws {
         let out = BenchProcess.temporaryPath("width-sweep.csv")
         defer { unlink(out) }
-        let text = try Self.output(["sweep", "--vary", "threads=1,2", "--vary", "swap=0,0.1", "--pages", "512", "--reps", "1", "--warmup", "0", "--out", out, "--quiet"])
+        let text = try Self.output([
+            "sweep", "--vary", "threads=1,2", "--vary", "swap=0,0.1", "--pages", "512", "--reps", "1", "--warmup", "0",
+            "--out", out, "--quiet",
+        ])
         #expect(linesOver80(text).isEmpty, "\(linesOver80(text))")
         #expect(text.components(separatedBy: "## ").count == 5, "four configurations: \(text)")
     }
@@ -79,7 +86,9 @@ struct OutputWidthTests {
 
     @Test("stress")
     func stress() throws {
-        let text = try Self.output(["stress", "--seconds", "1", "--pages", "512", "--max-ops", "20", "--seed", "3", "--quiet"])
+        let text = try Self.output([
+            "stress", "--seconds", "1", "--pages", "512", "--max-ops", "20", "--seed", "3", "--quiet",
+        ])
         #expect(linesOver80(text).isEmpty, "\(linesOver80(text))")
         #expect(text.contains("violations: 0"))
     }

@@ -6,7 +6,8 @@ import Testing
 /// not needed: the output directory is checked before it is imported).
 @Suite("plot.py: an output directory it cannot write is one line, not a traceback")
 struct PlotScriptTests {
-    static let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    static let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent()
 
     @Test("read-only or pseudo filesystems as --out", arguments: ["/proc", "/proc/no-such-dir", "/sys"])
     func unwritableOut(_ out: String) throws {

@@ -5,7 +5,9 @@ import Testing
 
 @Suite("bench: the command line's run options are RunOption.all's")
 struct RunOptionsTests {
-    @Test("ArgumentParser parses every table option into 'given', as --NAME VALUE and --NAME=VALUE; --verify; unknown names refused")
+    @Test(
+        "ArgumentParser parses every table option into 'given', as --NAME VALUE and --NAME=VALUE; --verify; unknown names refused"
+    )
     func parsesEveryOption() throws {
         for (i, option) in RunOption.all.enumerated() {
             let value = "value-\(i)"
@@ -18,7 +20,9 @@ struct RunOptionsTests {
         #expect(throws: (any Error).self) { try RunOptions.parse(["--no-such-option", "1"]) }
     }
 
-    @Test("bench --help and bench sweep --help list every table option with its help, in the table's order, then --verify")
+    @Test(
+        "bench --help and bench sweep --help list every table option with its help, in the table's order, then --verify"
+    )
     func helpListsEveryOption() {
         for help in [Run.helpMessage(columns: 1000), Sweep.helpMessage(columns: 1000)] {
             var from = help.startIndex

@@ -23,7 +23,9 @@ struct AddressSpaceTests {
 
         try child.store(UInt64(1), at: a)
         #expect(child.counters.faults(.copyOnWrite) == 1)
-        #expect(try f.mm.load(UInt64.self, from: a) == UInt64(littleEndianBytes: MMFixture.pattern(seed: 5, page: 0)), "parent unchanged")
+        #expect(
+            try f.mm.load(UInt64.self, from: a) == UInt64(littleEndianBytes: MMFixture.pattern(seed: 5, page: 0)),
+            "parent unchanged")
         try f.mm.store(UInt64(2), at: a)
         #expect(f.mm.counters.faults(.reuse) == 1, "the parent is the only mapper left: reuse, no copy")
         #expect(try child.load(UInt64.self, from: a) == 1)
@@ -31,7 +33,9 @@ struct AddressSpaceTests {
         try f.mm.store(UInt64(3), at: a + 4096)
         #expect(f.mm.counters.faults(.copyOnWrite) == 1, "parent copies page 1 (still shared)")
         #expect(try f.mismatches(a + 2 * 4096, pages: 2, seed: 5, in: child).isEmpty || true)
-        #expect(try child.load(UInt64.self, from: a + 4096) == UInt64(littleEndianBytes: MMFixture.pattern(seed: 5, page: 1)))
+        #expect(
+            try child.load(UInt64.self, from: a + 4096)
+                == UInt64(littleEndianBytes: MMFixture.pattern(seed: 5, page: 1)))
         f.finish([child])
     }
 
@@ -102,7 +106,8 @@ struct AddressSpaceTests {
         let child = try f.mm.fork()
         let shared = try f.mm.swapOut(b, pages: 2)
         #expect(shared.swapped == 2)
-        #expect(child.snapshot(b, pages: 2) == [.swap, .swap], "the child's mappings were unmapped through the reverse map")
+        #expect(
+            child.snapshot(b, pages: 2) == [.swap, .swap], "the child's mappings were unmapped through the reverse map")
         let slot = UInt32(try #require(child.pageTable.pteSlot(b)).load().swapOffset)
         #expect(f.swap.references(slot) == 2)
         #expect(try f.mismatches(b, pages: 4, seed: 13, in: child) == [])
@@ -202,7 +207,9 @@ struct AddressSpaceTests {
         try f.mm.munmap(a, length: 8 * 4096)
         #expect(sub.readRetry(seq), "munmap invalidated it")
         // One event per VMA the operation touched; fork copies two VMAs that overlap the interval.
-        let events = driver.events.withLock { $0 }.reduce(into: [MMUNotifyEvent]()) { if $0.last != $1 { $0.append($1) } }
+        let events = driver.events.withLock { $0 }.reduce(into: [MMUNotifyEvent]()) {
+            if $0.last != $1 { $0.append($1) }
+        }
         #expect(events == [.protectionVMA, .clear, .protectionPage, .clear, .unmap])
         f.mm.notifiers.remove(sub)
         f.finish([child])
@@ -224,7 +231,9 @@ struct AddressSpaceTests {
             var rng = SplitMix64(seed: 99)
             while !stop.value.load(ordering: .acquiring) {
                 let page = Int(rng.next() % UInt64(pages))
-                if let r = try? box.value.mm.swapOut(a + UInt64(page) << 12, pages: 1) { swapped.value.add(r.swapped, ordering: .relaxed) }
+                if let r = try? box.value.mm.swapOut(a + UInt64(page) << 12, pages: 1) {
+                    swapped.value.add(r.swapped, ordering: .relaxed)
+                }
             }
         }
         DispatchQueue.concurrentPerform(iterations: threads) { t in
@@ -252,7 +261,10 @@ struct AddressSpaceTests {
         var lost = 0
         for page in 0..<pages {
             for line in stride(from: 0, to: 4096, by: 512) {
-                for t in 0..<threads where try f.mm.load(UInt64.self, from: a + UInt64(page) << 12 + UInt64(line + t * 8)) != UInt64(1 << 40 + t) {
+                for t in 0..<threads
+                where try f.mm.load(UInt64.self, from: a + UInt64(page) << 12 + UInt64(line + t * 8))
+                    != UInt64(1 << 40 + t)
+                {
                     lost += 1
                 }
             }
@@ -273,7 +285,8 @@ struct AddressSpaceTests {
         try f.mm.store(UInt64(1), at: anchor)
         for round in 0..<16 {
             // A fresh 1 GiB slot each round, so the PMD table is new as well as the PTE tables.
-            let a = try f.mm.mmap(length: pages * 4096, protection: .readWrite, at: 0x40_0000_0000 + UInt64(round) << 30)
+            let a = try f.mm.mmap(
+                length: pages * 4096, protection: .readWrite, at: 0x40_0000_0000 + UInt64(round) << 30)
             let tablesBefore = f.mm.pageTable.tableCount
             let arrived = Counter()
             DispatchQueue.concurrentPerform(iterations: threads) { t in
@@ -284,18 +297,25 @@ struct AddressSpaceTests {
                 let until = monotonicNanoseconds() + 50_000_000
                 while arrived.value.load(ordering: .relaxed) < threads, monotonicNanoseconds() < until { sched_yield() }
                 for k in 0..<pages / threads {
-                    try? box.value.mm.store(UInt64(round << 32 | k * threads + t), at: a + UInt64(k * threads + t) << 12)
+                    try? box.value.mm.store(
+                        UInt64(round << 32 | k * threads + t), at: a + UInt64(k * threads + t) << 12)
                 }
             }
-            #expect(f.mm.pageTable.tableCount - tablesBefore == 3, "round \(round): one PMD and two PTE tables, each installed once")
+            #expect(
+                f.mm.pageTable.tableCount - tablesBefore == 3,
+                "round \(round): one PMD and two PTE tables, each installed once")
             var lost = 0
-            for p in 0..<pages where try f.mm.load(UInt64.self, from: a + UInt64(p) << 12) != UInt64(round << 32 | p) { lost += 1 }
+            for p in 0..<pages where try f.mm.load(UInt64.self, from: a + UInt64(p) << 12) != UInt64(round << 32 | p) {
+                lost += 1
+            }
             #expect(lost == 0, "round \(round): \(lost) stores lost")
             try f.mm.munmap(a, length: pages * 4096)
         }
         f.finish()
     }
-    @Test("device snapshots, which walk the tables without their locks, see new tables whole while CPU faults install them")
+    @Test(
+        "device snapshots, which walk the tables without their locks, see new tables whole while CPU faults install them"
+    )
     func snapshotDuringTableInstall() throws {
         let f = try MMFixture(systemMiB: 64)
         let d = Device(memory: f.memory, mm: f.mm)
@@ -305,7 +325,8 @@ struct AddressSpaceTests {
         var unexpected: [UInt8] = []
         for round in 0..<8 {
             // A fresh 1 GiB slot each round: a new PMD table as well.
-            let a = try f.mm.mmap(length: chunks << 21, protection: .readWrite, at: 0x40_0000_0000 + UInt64(round) << 30)
+            let a = try f.mm.mmap(
+                length: chunks << 21, protection: .readWrite, at: 0x40_0000_0000 + UInt64(round) << 30)
             let page = { @Sendable (c: Int) in a + UInt64(c) << 21 + UInt64(c) << 12 }  // page c of chunk c
             let started = Flag()
             let done = Flag()
@@ -330,7 +351,9 @@ struct AddressSpaceTests {
             group.wait()
             try f.mm.munmap(a, length: chunks << 21)
         }
-        #expect(unexpected.isEmpty, "snapshot entries other than none or write, or not write after the stores: \(unexpected)")
+        #expect(
+            unexpected.isEmpty,
+            "snapshot entries other than none or write, or not write after the stores: \(unexpected)")
         d.release()
         d.close()
         f.finish()

@@ -19,17 +19,23 @@ struct CostsTests {
         #expect(r.errno == 0 && r.migrated == n)
         f.check(devices: [d])
         #expect(try f.mismatches(a, pages: n, seed: 7) == [])
-        let counts = (f.mm.counters.tlbFlushes.load(ordering: .relaxed), f.mm.counters.flushNanoseconds.load(ordering: .relaxed))
+        let counts = (
+            f.mm.counters.tlbFlushes.load(ordering: .relaxed), f.mm.counters.flushNanoseconds.load(ordering: .relaxed)
+        )
         f.finish(devices: [d])
         return counts
     }
 
-    @Test("Every modelled flush is a host shootdown with the flush cost, and counted only without it", arguments: Strategy.allCases)
+    @Test(
+        "Every modelled flush is a host shootdown with the flush cost, and counted only without it",
+        arguments: Strategy.allCases)
     func flushPaidOrCounted(_ strategy: Strategy) throws {
         let paid = try migrate(strategy, costs: .all)
         let counted = try migrate(strategy, costs: [.lru, .driver])
         #expect(paid.flushes == counted.flushes)
-        #expect(paid.flushes >= 256, "collect's ptep_clear_flush per anon-exclusive page, or the unified walk's per-page flushes")
+        #expect(
+            paid.flushes >= 256,
+            "collect's ptep_clear_flush per anon-exclusive page, or the unified walk's per-page flushes")
         #expect(paid.ns > 0)
         #expect(counted.ns == 0)
     }

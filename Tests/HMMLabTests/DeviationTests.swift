@@ -40,7 +40,9 @@ struct DeviationTests {
         let args = setup(f, d, a, pages: n)
         #expect(args.cpages == n)
         for i in 0..<n {
-            #expect(args.src[i] & MigratePfn.migrate != 0 && args.src[i] & MigratePfn.write == 0 && MigratePfn.pfn(args.src[i]) != nil)
+            #expect(
+                args.src[i] & MigratePfn.migrate != 0 && args.src[i] & MigratePfn.write == 0
+                    && MigratePfn.pfn(args.src[i]) != nil)
         }
         finalize(f, args)
         for i in 0..<n { #expect(try #require(f.mm.pageTable.pteSlot(a + UInt64(i) << 12)).load().isProtNone) }
@@ -97,7 +99,9 @@ extension DeviationTests {
 }
 
 extension DeviationTests {
-    @Test("do_swap_page: a read fault maps the exclusive swapped-in folio writable (not dirty) in a writable VMA; the write after it takes no fault")
+    @Test(
+        "do_swap_page: a read fault maps the exclusive swapped-in folio writable (not dirty) in a writable VMA; the write after it takes no fault"
+    )
     func swapInReadFaultMapsWritable() throws {
         let f = try MMFixture()
         let d = Device(memory: f.memory, mm: f.mm, verify: true)
@@ -127,7 +131,9 @@ extension DeviationTests {
 }
 
 extension DeviationTests {
-    @Test("A CPU fault on a device-private PTE whose page is locked retries until the unlock (a documented departure: do_swap_page sleeps on the lock)")
+    @Test(
+        "A CPU fault on a device-private PTE whose page is locked retries until the unlock (a documented departure: do_swap_page sleeps on the lock)"
+    )
     func devicePrivateLockedPageRetries() throws {
         let f = try MMFixture()
         let d = Device(memory: f.memory, mm: f.mm, verify: true)
@@ -157,7 +163,9 @@ extension DeviationTests {
 }
 
 extension DeviationTests {
-    @Test("dmirror_devmem_fault: a fault through a PTE of a PTE-mapped 2 MiB device folio migrates order 0, the fault page alone")
+    @Test(
+        "dmirror_devmem_fault: a fault through a PTE of a PTE-mapped 2 MiB device folio migrates order 0, the fault page alone"
+    )
     func migrateToRAMThroughPTEIsOrderZero() throws {
         let f = try MMFixture()
         let d = Device(memory: f.memory, mm: f.mm, verify: true)
@@ -177,7 +185,9 @@ extension DeviationTests {
             #expect(e.isDevicePrivate == (k != 5), "page \(k): \(e)")
         }
         f.check(devices: [d])
-        for k in 1..<512 { #expect(try f.mm.loadBytes(4096, from: a + UInt64(k) << 12) == MMFixture.pattern(seed: 47, page: k)) }
+        for k in 1..<512 {
+            #expect(try f.mm.loadBytes(4096, from: a + UInt64(k) << 12) == MMFixture.pattern(seed: 47, page: k))
+        }
         f.finish(devices: [d])
     }
 }
@@ -200,7 +210,9 @@ extension DeviationTests {
 }
 
 extension DeviationTests {
-    @Test("dmirror_migrate_to_device: windows of 512 pages from the start, not PMD-aligned: 1024 pages from page 8 take 2 windows, not 3")
+    @Test(
+        "dmirror_migrate_to_device: windows of 512 pages from the start, not PMD-aligned: 1024 pages from page 8 take 2 windows, not 3"
+    )
     func migrationWindowsNotAligned() throws {
         let f = try MMFixture()
         let d = Device(memory: f.memory, mm: f.mm, verify: true)
@@ -217,7 +229,9 @@ extension DeviationTests {
 }
 
 extension DeviationTests {
-    @Test("A special PTE (vm_normal_page NULL): hmm_range_fault reports ERROR without a fault request and -EFAULT with one; collect skips it")
+    @Test(
+        "A special PTE (vm_normal_page NULL): hmm_range_fault reports ERROR without a fault request and -EFAULT with one; collect skips it"
+    )
     func specialPTE() throws {
         let f = try MMFixture()
         let d = Device(memory: f.memory, mm: f.mm, verify: true)
@@ -241,7 +255,9 @@ extension DeviationTests {
 }
 
 extension DeviationTests {
-    @Test("Unified walk: a THP whose lock another thread holds is not split; its pages are ERROR and the walk goes on, as the RFC's hmm_vma_walk_split failure does")
+    @Test(
+        "Unified walk: a THP whose lock another thread holds is not split; its pages are ERROR and the walk goes on, as the RFC's hmm_vma_walk_split failure does"
+    )
     func unifiedLockedTHPFillsError() throws {
         let f = try MMFixture()
         let d = Device(memory: f.memory, mm: f.mm, verify: true)

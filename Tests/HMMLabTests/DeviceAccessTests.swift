@@ -2,7 +2,8 @@ import Testing
 
 @testable import HMMLab
 
-@Suite("Device access: what the unified walk faults and collects with REQ_FAULT|REQ_MIGRATE, with and without REQ_WRITE")
+@Suite(
+    "Device access: what the unified walk faults and collects with REQ_FAULT|REQ_MIGRATE, with and without REQ_WRITE")
 struct DeviceAccessTests {
     let n = 512
 
@@ -11,11 +12,15 @@ struct DeviceAccessTests {
         let before = FaultKind.allCases.map { mm.counters.faults($0) }
         try body()
         var delta: [FaultKind: Int] = [:]
-        for (k, kind) in FaultKind.allCases.enumerated() where mm.counters.faults(kind) != before[k] { delta[kind] = mm.counters.faults(kind) - before[k] }
+        for (k, kind) in FaultKind.allCases.enumerated() where mm.counters.faults(kind) != before[k] {
+            delta[kind] = mm.counters.faults(kind) - before[k]
+        }
         return delta
     }
 
-    @Test("read access on untouched pages: read faults to the zero page, no write fault; every page reaches the device as a cleared hole")
+    @Test(
+        "read access on untouched pages: read faults to the zero page, no write fault; every page reaches the device as a cleared hole"
+    )
     func readAccessUntouched() throws {
         let f = try MMFixture()
         let d = Device(memory: f.memory, mm: f.mm, verify: true)
@@ -49,7 +54,9 @@ struct DeviceAccessTests {
         f.finish(devices: [d])
     }
 
-    @Test("read access on copy-on-write pages: no fault, COW not broken; the page moves and both mms map it on the device")
+    @Test(
+        "read access on copy-on-write pages: no fault, COW not broken; the page moves and both mms map it on the device"
+    )
     func readAccessCopyOnWrite() throws {
         let f = try MMFixture()
         let d = Device(memory: f.memory, mm: f.mm, verify: true)
@@ -68,8 +75,11 @@ struct DeviceAccessTests {
         // finalize, walks the window once more and finds everything on the device.
         #expect(r.walks == 2 && r.collected == n, "\(r)")
         #expect(f.mm.snapshot(a, pages: n).allSatisfy { $0 == .devicePrivate })
-        #expect(child.snapshot(a, pages: n).allSatisfy { $0 == .devicePrivate }, "try_to_migrate unmapped the child too")
-        #expect(d.deviceMappings().count == n && d.deviceMappings().allSatisfy { !$0.writable }, "the device maps the shared pages read-only")
+        #expect(
+            child.snapshot(a, pages: n).allSatisfy { $0 == .devicePrivate }, "try_to_migrate unmapped the child too")
+        #expect(
+            d.deviceMappings().count == n && d.deviceMappings().allSatisfy { !$0.writable },
+            "the device maps the shared pages read-only")
         #expect(try f.mismatches(a, pages: n, seed: 6, in: child) == [], "the child reads its values back")
         #expect(try f.mismatches(a, pages: n, seed: 6) == [])
         f.check(devices: [d], others: [child])
@@ -94,7 +104,9 @@ struct DeviceAccessTests {
         f.finish(devices: [d], others: [child])
     }
 
-    @Test("the unified walk collects this device's private pages with SELECT_DEVICE_PRIVATE, as the RFC's migrate_vma_setup does")
+    @Test(
+        "the unified walk collects this device's private pages with SELECT_DEVICE_PRIVATE, as the RFC's migrate_vma_setup does"
+    )
     func unifiedWalkCollectsDevicePrivate() throws {
         let f = try MMFixture()
         let d = Device(memory: f.memory, mm: f.mm, verify: true)
@@ -112,14 +124,19 @@ struct DeviceAccessTests {
             args.flags = [.devicePrivate]
             #expect(f.mm.migrateVMASetupUnified(args, range: range, fault: false) == 0)
             #expect(args.cpages == m)
-            #expect((0..<m).allSatisfy { args.src[$0] & (MigratePfn.migrate | MigratePfn.write) == MigratePfn.migrate | MigratePfn.write })
+            #expect(
+                (0..<m).allSatisfy {
+                    args.src[$0] & (MigratePfn.migrate | MigratePfn.write) == MigratePfn.migrate | MigratePfn.write
+                })
             #expect((0..<m).allSatisfy { MigratePfn.pfn(args.src[$0]).map(f.memory.device.contains) == true })
             #expect(range.faults == 0)
             f.mm.migrateVMAFinalize(args)  // nothing allocated: every source is restored
         }
         #expect(f.mm.snapshot(a, pages: m).allSatisfy { $0 == .devicePrivate })
         d.setupThroughUnifiedWalk = true
-        #expect(try f.mismatches(a, pages: m, seed: 8) == [], "migrate_to_ram through the unified walk brings every page back")
+        #expect(
+            try f.mismatches(a, pages: m, seed: 8) == [],
+            "migrate_to_ram through the unified walk brings every page back")
         #expect(f.mm.snapshot(a, pages: m).allSatisfy { $0 == .write })
         f.check(devices: [d])
         f.finish(devices: [d])

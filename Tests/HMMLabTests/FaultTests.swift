@@ -71,7 +71,9 @@ struct FaultTests {
         try f.mm.store(UInt8(1), at: a)  // still writable around it
         try f.mm.mprotect(a, length: 8 * 4096, protection: .none)
         #expect(f.mm.snapshot(a, pages: 8).allSatisfy { $0 == .protNone })
-        #expect(throws: FaultError.accessError(a + 3 * 4096, write: false)) { _ = try f.mm.load(UInt8.self, from: a + 3 * 4096) }
+        #expect(throws: FaultError.accessError(a + 3 * 4096, write: false)) {
+            _ = try f.mm.load(UInt8.self, from: a + 3 * 4096)
+        }
         try f.mm.mprotect(a, length: 8 * 4096, protection: .readWrite)
         #expect(f.mm.vmas.count == 1, "merged back")
         try f.mm.store(UInt8(0x5A), at: a + 2 * 4096)
@@ -138,7 +140,8 @@ struct FaultTests {
         #expect(f.mm.snapshot(a, pages: 1) == [.deviceExclusive])
         try f.mm.store(UInt8(0xAB), at: a + 1)
         #expect(f.mm.counters.faults(.deviceExclusive) == 1)
-        #expect(slot.load().mapsSame(as: .present(pfn, writable: true, dirty: true)), "same page, given back to the CPU")
+        #expect(
+            slot.load().mapsSame(as: .present(pfn, writable: true, dirty: true)), "same page, given back to the CPU")
         #expect(slot.load().isDirty, "dirty: the folio was, and the store made it so")
         var expected = MMFixture.pattern(seed: 4, page: 0)
         expected[1] = 0xAB
@@ -177,7 +180,9 @@ final class TestPagemap: DevicePagemap, @unchecked Sendable {
     }
 
     func moveToDevice(_ mm: AddressSpace, address: UInt64) throws {
-        guard case .success(let device) = memory.allocate(.device, order: 0) else { throw FaultError.outOfMemory(address) }
+        guard case .success(let device) = memory.allocate(.device, order: 0) else {
+            throw FaultError.outOfMemory(address)
+        }
         memory.page(device.pfn).setPrivate(owner, ordering: .releasing)
         try mm.mmapLock.withReadLock { () throws in
             let slot = try #require(mm.pageTable.pteSlot(address))
@@ -196,7 +201,9 @@ final class TestPagemap: DevicePagemap, @unchecked Sendable {
 
     func migrateToRAM(_ mm: AddressSpace, address: UInt64, faultPage pfn: Pfn, throughPTE: Bool) throws(FaultError) {
         guard case .success(let folio) = memory.allocate(.system, order: 0) else { throw .outOfMemory(address) }
-        guard let slot = mm.pageTable.pteSlot(address), let vma = mm.vma(containing: address) else { throw .sigbus(address, "gone") }
+        guard let slot = mm.pageTable.pteSlot(address), let vma = mm.vma(containing: address) else {
+            throw .sigbus(address, "gone")
+        }
         let lock = mm.pageTable.lock(tableOf: slot)
         let old = slot.load()
         guard old.isDevicePrivate, old.pfn == pfn else {

@@ -40,7 +40,9 @@ struct FrameAllocatorTests {
         a.free(one, order: 0)
         #expect(a.freeBlocks == 1, "all 512 buddies free: merged")
         #expect(a.statistics.merges == 1)
-        guard case .success(let again) = a.allocate(order: 9) else { Issue.record("merged block not allocatable"); return }
+        guard case .success(let again) = a.allocate(order: 9) else {
+            Issue.record("merged block not allocatable"); return
+        }
         #expect(again != big)
         a.free(big, order: 9)
         a.free(again, order: 9)

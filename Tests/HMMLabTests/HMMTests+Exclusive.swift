@@ -31,14 +31,18 @@ extension HMMTests {
             if try mm.loadBytes(4096, from: at) != Self.ints(page: k) { bad.append(k) }
             try mm.store(Self.ints(page: k, add: 1), at: at)
         }
-        for k in 0..<pages where try mm.loadBytes(4096, from: a + UInt64(k) << 12) != Self.ints(page: k, add: 1) { bad.append(k) }
+        for k in 0..<pages where try mm.loadBytes(4096, from: a + UInt64(k) << 12) != Self.ints(page: k, add: 1) {
+            bad.append(k)
+        }
         return bad
     }
 
     /// Each folio mapped once with only the mapping's reference, unlocked: what `dmirror_exclusive`
     /// leaves (the folio reference and lock `make_device_exclusive` returned are given back). The LRU
     /// add batches are drained first: a new folio's batch reference is not the test's subject.
-    func expectOneMappingEach(_ f: MMFixture, _ a: UInt64, pages: Int, sourceLocation: SourceLocation = #_sourceLocation) throws {
+    func expectOneMappingEach(
+        _ f: MMFixture, _ a: UInt64, pages: Int, sourceLocation: SourceLocation = #_sourceLocation
+    ) throws {
         f.memory.drainLRUBatches()
         for k in 0..<pages {
             let e = try #require(f.mm.pageTable.pteSlot(a + UInt64(k) << 12)).load()
@@ -47,7 +51,9 @@ extension HMMTests {
         }
     }
 
-    @Test("exclusive: the device maps the buffer for atomic access; CPU access faults each page back, data intact; access revoked")
+    @Test(
+        "exclusive: the device maps the buffer for atomic access; CPU access faults each page back, data intact; access revoked"
+    )
     func exclusive() throws {
         let f = try MMFixture()
         let d = Device(memory: f.memory, mm: f.mm)
@@ -56,7 +62,9 @@ extension HMMTests {
         try storeInts(f.mm, a, pages: n)
         let (mirror, cpages) = try d.makeExclusive(a, pages: n)
         #expect(cpages == n)
-        for k in 0..<n { #expect(Array(mirror[k * 4096..<(k + 1) * 4096]) == Self.ints(page: k), "what the device read") }
+        for k in 0..<n {
+            #expect(Array(mirror[k * 4096..<(k + 1) * 4096]) == Self.ints(page: k), "what the device read")
+        }
         #expect(f.mm.snapshot(a, pages: n).allSatisfy { $0 == .deviceExclusive })
         #expect(d.deviceMappings().count == n && d.deviceMappings().allSatisfy { $0.atomic && !$0.writable })
         try expectOneMappingEach(f, a, pages: n)
@@ -70,7 +78,9 @@ extension HMMTests {
         f.finish(devices: [d])
     }
 
-    @Test("exclusive_mprotect: after mprotect(PROT_READ) the entries stay device-exclusive and a device write gets -EPERM")
+    @Test(
+        "exclusive_mprotect: after mprotect(PROT_READ) the entries stay device-exclusive and a device write gets -EPERM"
+    )
     func exclusive_mprotect() throws {
         let f = try MMFixture()
         let d = Device(memory: f.memory, mm: f.mm)
@@ -81,7 +91,9 @@ extension HMMTests {
         #expect(cpages == n)
         for k in 0..<n { #expect(Array(mirror[k * 4096..<(k + 1) * 4096]) == Self.ints(page: k)) }
         try f.mm.mprotect(a, length: n * 4096, protection: .read)
-        #expect(f.mm.snapshot(a, pages: n).allSatisfy { $0 == .deviceExclusive }, "change_pte_range leaves device-exclusive entries")
+        #expect(
+            f.mm.snapshot(a, pages: n).allSatisfy { $0 == .deviceExclusive },
+            "change_pte_range leaves device-exclusive entries")
         #expect(d.deviceMappings().isEmpty, "the mprotect invalidation dropped the device's mappings")
         f.check(devices: [d])
         var data: [UInt8] = []
@@ -95,7 +107,9 @@ extension HMMTests {
         f.finish(devices: [d])
     }
 
-    @Test("exclusive_cow: fork restores the device-exclusive entries; parent and child then each increment their own copy")
+    @Test(
+        "exclusive_cow: fork restores the device-exclusive entries; parent and child then each increment their own copy"
+    )
     func exclusive_cow() throws {
         let f = try MMFixture()
         let d = Device(memory: f.memory, mm: f.mm)
@@ -105,7 +119,8 @@ extension HMMTests {
         let (_, cpages) = try d.makeExclusive(a, pages: n)
         #expect(cpages == n)
         let child = try f.mm.fork()
-        #expect(f.mm.snapshot(a, pages: n).allSatisfy { $0 == .read }, "restored, then write-protected for copy-on-write")
+        #expect(
+            f.mm.snapshot(a, pages: n).allSatisfy { $0 == .read }, "restored, then write-protected for copy-on-write")
         #expect(child.snapshot(a, pages: n).allSatisfy { $0 == .read })
         #expect(d.deviceMappings().isEmpty, "fork's invalidation dropped the device's mappings")
         f.check(devices: [d], others: [child])
@@ -113,13 +128,17 @@ extension HMMTests {
         #expect(try incrementInts(f.mm, a, pages: n) == [], "the parent increments its own copy")
         for k in 0..<n {
             let at = a + UInt64(k) << 12
-            #expect(try #require(f.mm.pageTable.pteSlot(at)).load().pfn != (try #require(child.pageTable.pteSlot(at))).load().pfn)
+            #expect(
+                try #require(f.mm.pageTable.pteSlot(at)).load().pfn
+                    != (try #require(child.pageTable.pteSlot(at))).load().pfn)
         }
         f.check(devices: [d], others: [child])
         f.finish(devices: [d], others: [child])
     }
 
-    @Test("device-exclusive: a CPU read and a CPU write each restore one page's PTE, the bytes intact, the others stay exclusive")
+    @Test(
+        "device-exclusive: a CPU read and a CPU write each restore one page's PTE, the bytes intact, the others stay exclusive"
+    )
     func exclusiveCPUReadAndWrite() throws {
         let f = try MMFixture()
         let d = Device(memory: f.memory, mm: f.mm)
@@ -131,8 +150,11 @@ extension HMMTests {
         // Read of page 3: restored writable (anon-exclusive, VM_WRITE), every byte as written.
         #expect(try f.mm.loadBytes(4096, from: a + 3 * 4096) == MMFixture.pattern(seed: 31, page: 3))
         var states = f.mm.snapshot(a, pages: n)
-        #expect(states[3] == .write && states.enumerated().allSatisfy { $0.offset == 3 || $0.element == .deviceExclusive })
-        #expect(!d.deviceMappings().contains { $0.address == a + 3 * 4096 }, "the restore's invalidation dropped the device's page")
+        #expect(
+            states[3] == .write && states.enumerated().allSatisfy { $0.offset == 3 || $0.element == .deviceExclusive })
+        #expect(
+            !d.deviceMappings().contains { $0.address == a + 3 * 4096 },
+            "the restore's invalidation dropped the device's page")
         f.check(devices: [d])
         // Write into page 9: restored, the store lands, the rest of the page intact.
         try f.mm.store(UInt64(0xDEAD_BEEF), at: a + 9 * 4096 + 128)
@@ -145,11 +167,15 @@ extension HMMTests {
         #expect(d.deviceMappings().filter(\.atomic).count == n - 2)
         try expectOneMappingEach(f, a, pages: n)
         f.check(devices: [d])
-        for k in 0..<n where k != 9 { #expect(try f.mm.loadBytes(4096, from: a + UInt64(k) << 12) == MMFixture.pattern(seed: 31, page: k)) }
+        for k in 0..<n where k != 9 {
+            #expect(try f.mm.loadBytes(4096, from: a + UInt64(k) << 12) == MMFixture.pattern(seed: 31, page: k))
+        }
         f.finish(devices: [d])
     }
 
-    @Test("device-exclusive: another device's snapshot reports nothing; its hmm_range_fault faults the entries back and revokes the atomic mappings")
+    @Test(
+        "device-exclusive: another device's snapshot reports nothing; its hmm_range_fault faults the entries back and revokes the atomic mappings"
+    )
     func exclusiveRangeFault() throws {
         let f = try MMFixture()
         let d = Device(memory: f.memory, mm: f.mm)
@@ -168,7 +194,9 @@ extension HMMTests {
         f.finish(devices: [d, other])
     }
 
-    @Test("device-exclusive: a THP is split to PTEs first (FOLL_SPLIT_PMD); munmap of the exclusive range frees everything")
+    @Test(
+        "device-exclusive: a THP is split to PTEs first (FOLL_SPLIT_PMD); munmap of the exclusive range frees everything"
+    )
     func exclusiveHugeAndMunmap() throws {
         let f = try MMFixture()
         let d = Device(memory: f.memory, mm: f.mm)
@@ -181,7 +209,9 @@ extension HMMTests {
         let (bytes, cpages) = try d.makeExclusive(a, pages: 64)
         #expect(cpages == 64 && Array(bytes[0..<4096]) == MMFixture.pattern(seed: 33, page: 0))
         #expect(!(try #require(f.mm.pageTable.pmdSlot(a, allocate: false)).load().isHuge), "the PMD was split")
-        #expect(f.memory.folio(containing: try #require(f.mm.pageTable.pteSlot(a)).load().pfn).order == PageSize.pmdOrder, "the folio was not")
+        #expect(
+            f.memory.folio(containing: try #require(f.mm.pageTable.pteSlot(a)).load().pfn).order == PageSize.pmdOrder,
+            "the folio was not")
         #expect(f.mm.snapshot(a, pages: n).filter { $0 == .deviceExclusive }.count == 64)
         f.check(devices: [d])
         try f.mm.munmap(buffer, length: 2 * n * 4096)
@@ -210,7 +240,9 @@ extension HMMTests {
         f.finish(devices: [d])
     }
 
-    @Test("device-exclusive: migrate_vma collect skips the entries; a THP split on the way to the device unmaps them to migration entries and remaps them")
+    @Test(
+        "device-exclusive: migrate_vma collect skips the entries; a THP split on the way to the device unmaps them to migration entries and remaps them"
+    )
     func exclusiveMigrate() throws {
         let f = try MMFixture()
         let d = Device(memory: f.memory, mm: f.mm, verify: true)
@@ -233,9 +265,13 @@ extension HMMTests {
         _ = try d.makeExclusive(a, pages: 64)
         d.splitPolicy = .beforeCollect
         let m = d.migrateToDevice(a, pages: n)
-        #expect(m.splitsBeforeCollect == 1 && m.collected == n - 64 && m.migrated == n - 64 && m.errno == Errno.ENOENT, "\(m)")
+        #expect(
+            m.splitsBeforeCollect == 1 && m.collected == n - 64 && m.migrated == n - 64 && m.errno == Errno.ENOENT,
+            "\(m)")
         let states = f.mm.snapshot(a, pages: n)
-        #expect(states[0..<64].allSatisfy { $0 == .read || $0 == .write } && states[64...].allSatisfy { $0 == .devicePrivate })
+        #expect(
+            states[0..<64].allSatisfy { $0 == .read || $0 == .write }
+                && states[64...].allSatisfy { $0 == .devicePrivate })
         f.check(devices: [d])
         #expect(try f.mismatches(a, pages: n, seed: 36) == [])
         #expect(try f.mismatches(small, pages: 16, seed: 35) == [])

@@ -15,7 +15,9 @@ extension HMMTests {
         return bytes
     }
 
-    @Test("file_read: the device reads a MAP_SHARED read-only file mapping in one fault batch and sees the file's contents")
+    @Test(
+        "file_read: the device reads a MAP_SHARED read-only file mapping in one fault batch and sees the file's contents"
+    )
     func file_read() throws {
         let f = try MMFixture()
         let d = Device(memory: f.memory, mm: f.mm, verify: true)
@@ -52,7 +54,9 @@ extension HMMTests {
         #expect(f.mm.counters.faults(.file) == n)
         #expect(f.mm.snapshot(a, pages: n).allSatisfy { $0 == .write })
         let dirty = f.mm.mmapLock.withReadLock {
-            (0..<n).allSatisfy { k in f.mm.pageTable.pteSlot(a + UInt64(k) << 12).map { f.memory.page($0.load().pfn).test(.dirty) } ?? false }
+            (0..<n).allSatisfy { k in
+                f.mm.pageTable.pteSlot(a + UInt64(k) << 12).map { f.memory.page($0.load().pfn).test(.dirty) } ?? false
+            }
         }
         #expect(dirty, "every page-cache folio is dirty")
         f.check(devices: [d])
@@ -60,7 +64,8 @@ extension HMMTests {
         f.finish(devices: [d])
     }
 
-    @Test("migrate_file_private: a MAP_PRIVATE file mapping the CPU wrote (COW pages, anonymous) migrates to the device")
+    @Test(
+        "migrate_file_private: a MAP_PRIVATE file mapping the CPU wrote (COW pages, anonymous) migrates to the device")
     func migrate_file_private() throws {
         let f = try MMFixture()
         let d = Device(memory: f.memory, mm: f.mm, verify: true)
@@ -84,7 +89,9 @@ extension HMMTests {
         f.finish(devices: [d])
     }
 
-    @Test("lab: page-cache pages are collected but not migrated (not anonymous); holes of file mappings are not collected")
+    @Test(
+        "lab: page-cache pages are collected but not migrated (not anonymous); holes of file mappings are not collected"
+    )
     func migrate_file_pagecache() throws {
         let f = try MMFixture()
         let d = Device(memory: f.memory, mm: f.mm, verify: true)
@@ -97,8 +104,12 @@ extension HMMTests {
             #expect(try f.mm.loadBytes(n / 2 * 4096, from: a) == Array(data[0..<n / 2 * 4096]))  // do_read_fault: half mapped
             let r = d.migrateToDevice(a, pages: n)
             #expect(r.errno == Errno.ENOENT, "nothing reached the device")
-            #expect(r.collected == n / 2 && r.migrated == 0, "the mapped half is collected, refused by migrate_vma_pages, restored")
-            #expect(f.mm.snapshot(a, pages: n) == Array(repeating: .read, count: n / 2) + Array(repeating: .none, count: n / 2))
+            #expect(
+                r.collected == n / 2 && r.migrated == 0,
+                "the mapped half is collected, refused by migrate_vma_pages, restored")
+            #expect(
+                f.mm.snapshot(a, pages: n) == Array(repeating: .read, count: n / 2)
+                    + Array(repeating: .none, count: n / 2))
             f.check(devices: [d])
             // A private write copies the page-cache page (wp_page_copy); that anonymous page migrates.
             let kind: FaultKind = shared ? .reuse : .copyOnWrite
@@ -115,7 +126,9 @@ extension HMMTests {
         f.finish(devices: [d])
     }
 
-    @Test("lab: fork of file mappings: the child shares the page cache; private writes stay private, shared ones reach the file")
+    @Test(
+        "lab: fork of file mappings: the child shares the page cache; private writes stay private, shared ones reach the file"
+    )
     func file_fork() throws {
         let f = try MMFixture()
         let n = 8

@@ -4,7 +4,8 @@ import Testing
 
 /// hmm-tests.c cases on pins, special and hugetlb mappings and MADV_FREE.
 extension HMMTests {
-    @Test("hmm_gup_test: get_user_pages and FOLL_LONGTERM pins of device pages bring them back to system memory, intact")
+    @Test(
+        "hmm_gup_test: get_user_pages and FOLL_LONGTERM pins of device pages bring them back to system memory, intact")
     func hmm_gup_test() throws {
         let f = try MMFixture()
         let d = Device(memory: f.memory, mm: f.mm, verify: true)
@@ -29,7 +30,9 @@ extension HMMTests {
         f.finish(devices: [d])
     }
 
-    @Test("mixedmap: the dmirror file's VM_MIXEDMAP page is walked and reported read-only; a VM_PFNMAP range is HMM_PFN_ERROR; migrate_vma_setup refuses both")
+    @Test(
+        "mixedmap: the dmirror file's VM_MIXEDMAP page is walked and reported read-only; a VM_PFNMAP range is HMM_PFN_ERROR; migrate_vma_setup refuses both"
+    )
     func mixedmap() throws {
         let f = try MMFixture()
         let d = Device(memory: f.memory, mm: f.mm)
@@ -44,7 +47,8 @@ extension HMMTests {
         f.finish(devices: [d])
     }
 
-    @Test("migrate_anon_huge_free: MADV_FREE on a THP migrated to the device succeeds and leaves the device-private PMD")
+    @Test(
+        "migrate_anon_huge_free: MADV_FREE on a THP migrated to the device succeeds and leaves the device-private PMD")
     func migrate_anon_huge_free() throws {
         let f = try MMFixture()
         let d = Device(memory: f.memory, mm: f.mm, verify: true)
@@ -60,13 +64,18 @@ extension HMMTests {
         try f.mm.madviseFree(map, length: PageSize.pmdBytes)
         // Beyond the kernel's test: madvise_free_huge_pmd skips a device-private PMD.
         #expect(try #require(f.mm.pageTable.pmdSlot(map, allocate: false)).load().isDevicePrivate)
-        #expect(try d.snapshot(map, pages: n).allSatisfy { $0 == MirrorProt.devicePrivateLocal | MirrorProt.write | MirrorProt.pmd })
+        #expect(
+            try d.snapshot(map, pages: n).allSatisfy {
+                $0 == MirrorProt.devicePrivateLocal | MirrorProt.write | MirrorProt.pmd
+            })
         f.check(devices: [d])
         try f.mm.munmap(buffer, length: 2 * PageSize.pmdBytes)
         f.finish(devices: [d])
     }
 
-    @Test("anon_write_hugetlbfs: the device writes a MAP_HUGETLB page in one fault and the CPU reads it; migrate_vma_setup refuses hugetlb")
+    @Test(
+        "anon_write_hugetlbfs: the device writes a MAP_HUGETLB page in one fault and the CPU reads it; migrate_vma_setup refuses hugetlb"
+    )
     func anon_write_hugetlbfs() throws {
         let f = try MMFixture()
         let d = Device(memory: f.memory, mm: f.mm)
@@ -101,7 +110,9 @@ extension HMMTests {
         f.finish(devices: [d])
     }
 
-    @Test("MADV_FREE on system memory: exclusive pages and a whole THP get clean entries and lose swapBacked; a swap entry is dropped with its slot")
+    @Test(
+        "MADV_FREE on system memory: exclusive pages and a whole THP get clean entries and lose swapBacked; a swap entry is dropped with its slot"
+    )
     func madviseFreeSystemMemory() throws {
         let f = try MMFixture()
         let small = try f.mm.mmap(length: 4 * 4096, protection: .readWrite)
@@ -124,7 +135,10 @@ extension HMMTests {
         let pmd = try #require(f.mm.pageTable.pmdSlot(map, allocate: false)).load()
         let hugeSwapBacked = f.memory.page(pmd.pfn).test(.swapBacked)
         #expect(pmd.isHuge && !pmd.isDirty && !hugeSwapBacked)
-        #expect(throws: MMError.self) { try f.mm.madviseFree(try f.mm.mmapHugetlb(length: PageSize.pmdBytes, protection: .readWrite), length: PageSize.pmdBytes) }
+        #expect(throws: MMError.self) {
+            try f.mm.madviseFree(
+                try f.mm.mmapHugetlb(length: PageSize.pmdBytes, protection: .readWrite), length: PageSize.pmdBytes)
+        }
         #expect(Invariants.check([f.mm], devices: []).isEmpty)
         f.finish()
     }

@@ -11,7 +11,9 @@ import Testing
 struct HMMTests {
     static let npages = 256
 
-    @Test("migrate_to_ram of a 2 MiB device folio with no 2 MiB system page: the unmapped split keeps the fault page's reference")
+    @Test(
+        "migrate_to_ram of a 2 MiB device folio with no 2 MiB system page: the unmapped split keeps the fault page's reference"
+    )
     func migrateToRAMSplitKeepsFaultReference() throws {
         let f = try MMFixture()
         let d = Device(memory: f.memory, mm: f.mm, verify: true)
@@ -23,7 +25,10 @@ struct HMMTests {
         // No 2 MiB system page: migrate_to_ram falls back to 4 KiB pages and splits the unmapped device
         // folio (migrate_vma_split_unmapped_folio) while the fault path holds its lock and a reference.
         f.memory.system.allocator.setFailureInjection(FailureInjection(order9: 1))
-        let expected = try #require(MMFixture.pattern(seed: 11, page: 5).withUnsafeBytes { $0.loadUnaligned(fromByteOffset: 64, as: UInt64.self) } as UInt64?)
+        let expected = try #require(
+            MMFixture.pattern(seed: 11, page: 5).withUnsafeBytes {
+                $0.loadUnaligned(fromByteOffset: 64, as: UInt64.self)
+            } as UInt64?)
         let v: UInt64 = try f.mm.load(from: a + 5 * 4096 + 64)
         f.memory.system.allocator.setFailureInjection(.none)
         #expect(v == expected)
@@ -81,7 +86,9 @@ struct HMMTests {
         let a = try f.mm.mmap(length: 4 * 4096, protection: .read)
         let (bytes, faults) = try d.read(a, pages: 1)
         #expect(faults == 1 && bytes.allSatisfy { $0 == 0 })
-        let data = MMFixture.pattern(seed: 4, page: 0) + MMFixture.pattern(seed: 4, page: 1) + MMFixture.pattern(seed: 4, page: 2) + MMFixture.pattern(seed: 4, page: 3)
+        let data =
+            MMFixture.pattern(seed: 4, page: 0) + MMFixture.pattern(seed: 4, page: 1)
+            + MMFixture.pattern(seed: 4, page: 2) + MMFixture.pattern(seed: 4, page: 3)
         #expect(throws: MirrorError.errno(Errno.EPERM)) { try d.write(a, bytes: data) }
         try f.mm.mprotect(a, length: 4 * 4096, protection: .readWrite)
         #expect(try d.write(a, bytes: data) == 1)
@@ -89,7 +96,8 @@ struct HMMTests {
         f.finish(devices: [d])
     }
 
-    @Test("anon_write_child: after fork the child's device writes stay private", arguments: [false, true], [false, true])
+    @Test(
+        "anon_write_child: after fork the child's device writes stay private", arguments: [false, true], [false, true])
     func anon_write_child(migrate: Bool, thp: Bool) throws {
         let f = try MMFixture()
         let parentDevice = Device(memory: f.memory, mm: f.mm, verify: true)
@@ -119,7 +127,9 @@ struct HMMTests {
         f.finish(devices: [parentDevice], others: [child])
     }
 
-    @Test("lab: migrating pages a fork child moved elsewhere (mremap) or unmapped: the reverse map finds each mapping once")
+    @Test(
+        "lab: migrating pages a fork child moved elsewhere (mremap) or unmapped: the reverse map finds each mapping once"
+    )
     func migrateSharedAfterChildMremap() throws {
         let f = try MMFixture()
         let d = Device(memory: f.memory, mm: f.mm, verify: true)
@@ -135,16 +145,21 @@ struct HMMTests {
         let r = d.migrateToDevice(a, pages: n)
         #expect(r.errno == 0 && r.migrated == n)
         #expect(f.mm.snapshot(a, pages: n).allSatisfy { $0 == .devicePrivate })
-        #expect(child.snapshot(moved, pages: 16).allSatisfy { $0 == .devicePrivate }, "the moved mappings follow the pages")
+        #expect(
+            child.snapshot(moved, pages: 16).allSatisfy { $0 == .devicePrivate }, "the moved mappings follow the pages")
         #expect(child.snapshot(a + 4 * 4096, pages: 4).allSatisfy { $0 == .devicePrivate })
         #expect(child.snapshot(a + 24 * 4096, pages: 8).allSatisfy { $0 == .devicePrivate })
         f.check(devices: [d], others: [child])
         // The child reads its pages back at both addresses (device faults: migrate_to_ram for both spaces).
         for k in 8..<24 {
-            #expect(try child.loadBytes(4096, from: moved + UInt64(k - 8) << 12) == MMFixture.pattern(seed: 21, page: k), "page \(k)")
+            #expect(
+                try child.loadBytes(4096, from: moved + UInt64(k - 8) << 12) == MMFixture.pattern(seed: 21, page: k),
+                "page \(k)")
         }
         for k in Array(4..<8) + Array(24..<32) {
-            #expect(try child.loadBytes(4096, from: a + UInt64(k) << 12) == MMFixture.pattern(seed: 21, page: k), "page \(k)")
+            #expect(
+                try child.loadBytes(4096, from: a + UInt64(k) << 12) == MMFixture.pattern(seed: 21, page: k),
+                "page \(k)")
         }
         #expect(try f.mismatches(a, pages: n, seed: 21) == [])
         f.finish(devices: [d], others: [child])
@@ -250,7 +265,9 @@ struct HMMTests {
         f.finish(devices: [d])
     }
 
-    @Test("migrate_on_fault (the RFC's test): a filled buffer, 64-page hmm_range_fault(REQ_FAULT|REQ_MIGRATE) windows; cpages == npages and the device reads the data")
+    @Test(
+        "migrate_on_fault (the RFC's test): a filled buffer, 64-page hmm_range_fault(REQ_FAULT|REQ_MIGRATE) windows; cpages == npages and the device reads the data"
+    )
     func migrate_on_fault_rfc() throws {
         let f = try MMFixture()
         let d = Device(memory: f.memory, mm: f.mm, verify: true)
@@ -260,9 +277,13 @@ struct HMMTests {
         let r = d.migrateOnFault(a, pages: n, window: 64)  // PFNS_ARRAY_SIZE
         #expect(r.errno == 0 && r.migrated == n)
         #expect(r.walks == n / 64, "one hmm_range_fault per 64-page window")
-        #expect(d.deviceMappings().filter { $0.address >= a && $0.address < a + UInt64(n) << 12 }.count == n, "cpages == npages")
+        #expect(
+            d.deviceMappings().filter { $0.address >= a && $0.address < a + UInt64(n) << 12 }.count == n,
+            "cpages == npages")
         let (bytes, _) = try d.read(a, pages: n)
-        for k in 0..<n { #expect(Array(bytes[k * 4096..<(k + 1) * 4096]) == MMFixture.pattern(seed: 64, page: k), "page \(k)") }
+        for k in 0..<n {
+            #expect(Array(bytes[k * 4096..<(k + 1) * 4096]) == MMFixture.pattern(seed: 64, page: k), "page \(k)")
+        }
         f.check(devices: [d])
         f.finish(devices: [d])
     }

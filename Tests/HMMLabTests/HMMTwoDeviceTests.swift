@@ -6,7 +6,9 @@ import Testing
 @Suite("hmm-tests: two devices, copy-on-write in device memory, THP migration")
 struct HMMTwoDeviceTests {
 
-    @Test("hmm2.migrate_mixed: PROT_NONE and a hole are -EINVAL; one 4-page call across three VMAs (read-only zero page, read-only page, two writable pages) migrates all four; another device's page is -ENOENT")
+    @Test(
+        "hmm2.migrate_mixed: PROT_NONE and a hole are -EINVAL; one 4-page call across three VMAs (read-only zero page, read-only page, two writable pages) migrates all four; another device's page is -ENOENT"
+    )
     func migrate_mixed() throws {
         let f = try MMFixture()
         let d0 = Device(memory: f.memory, mm: f.mm, verify: true)
@@ -47,10 +49,12 @@ struct HMMTwoDeviceTests {
         #expect(d0.migrateToDevice(a + 5 * 4096, pages: 1).errno == 0)  // page 5: on device 0
         #expect(d1.migrateToDevice(a + 6 * 4096, pages: 1).errno == 0)  // page 6: on device 1
         let s = try d0.snapshot(a, pages: 7)
-        #expect(s == [
-            MirrorProt.error, MirrorProt.error, MirrorProt.zero | MirrorProt.read, MirrorProt.read, MirrorProt.write,
-            MirrorProt.devicePrivateLocal | MirrorProt.write, MirrorProt.none,
-        ])
+        #expect(
+            s == [
+                MirrorProt.error, MirrorProt.error, MirrorProt.zero | MirrorProt.read, MirrorProt.read,
+                MirrorProt.write,
+                MirrorProt.devicePrivateLocal | MirrorProt.write, MirrorProt.none,
+            ])
         f.finish(devices: [d0, d1])
     }
 
@@ -95,8 +99,13 @@ struct HMMTwoDeviceTests {
         let a = try f.mm.mmap(length: 2 << 20, protection: .read, flags: .hugepage)
         let r = d.migrateToDevice(a, pages: 512)
         #expect(r.errno == 0 && r.collected == 1 && r.migrated == 512)
-        #expect(try #require(f.mm.pageTable.pmdSlot(a, allocate: false)).load().isDevicePrivate, "a device-private PMD entry")
-        #expect(try d.snapshot(a, pages: 512).allSatisfy { $0 == MirrorProt.devicePrivateLocal | MirrorProt.read | MirrorProt.pmd })
+        #expect(
+            try #require(f.mm.pageTable.pmdSlot(a, allocate: false)).load().isDevicePrivate,
+            "a device-private PMD entry")
+        #expect(
+            try d.snapshot(a, pages: 512).allSatisfy {
+                $0 == MirrorProt.devicePrivateLocal | MirrorProt.read | MirrorProt.pmd
+            })
         #expect(try d.read(a, pages: 512).bytes.allSatisfy { $0 == 0 })
         f.check(devices: [d])
         #expect(try f.mm.load(UInt64.self, from: a + 4096 * 100) == 0)
@@ -119,7 +128,9 @@ struct HMMTwoDeviceTests {
         return f.memory.isHugeZeroPMD(e) && !e.isWritable
     }
 
-    @Test("migrate_anon_huge_zero: a read of a PROT_READ MADV_HUGEPAGE range maps the huge zero PMD; it migrates as one compound hole (cpages == npages), the device reads zeros, every page faults back zero")
+    @Test(
+        "migrate_anon_huge_zero: a read of a PROT_READ MADV_HUGEPAGE range maps the huge zero PMD; it migrates as one compound hole (cpages == npages), the device reads zeros, every page faults back zero"
+    )
     func migrate_anon_huge_zero() throws {
         let f = try MMFixture()
         let d = Device(memory: f.memory, mm: f.mm, verify: true)
@@ -131,7 +142,9 @@ struct HMMTwoDeviceTests {
         let r = d.migrateToDevice(map, pages: 512)
         #expect(r.errno == 0 && r.collected == 1 && r.migrated == 512, "\(r)")
         #expect(d.deviceMappings().count == 512, "cpages == npages")
-        #expect(try #require(f.mm.pageTable.pmdSlot(map, allocate: false)).load().isDevicePrivate, "a device-private PMD entry")
+        #expect(
+            try #require(f.mm.pageTable.pmdSlot(map, allocate: false)).load().isDevicePrivate,
+            "a device-private PMD entry")
         #expect(try d.read(map, pages: 512).bytes.allSatisfy { $0 == 0 }, "what the device read")
         f.check(devices: [d])
         let zeros = [UInt8](repeating: 0, count: 4096)
@@ -142,7 +155,9 @@ struct HMMTwoDeviceTests {
         f.finish(devices: [d])
     }
 
-    @Test("migrate_anon_huge_fault: a populated THP migrates whole; every page reports PMD; a CPU fault brings it back whole")
+    @Test(
+        "migrate_anon_huge_fault: a populated THP migrates whole; every page reports PMD; a CPU fault brings it back whole"
+    )
     func migrate_anon_huge_fault() throws {
         let f = try MMFixture()
         let d = Device(memory: f.memory, mm: f.mm, verify: true)
@@ -151,16 +166,23 @@ struct HMMTwoDeviceTests {
         #expect(f.mm.counters.faults(.anonymousHuge) == 1)
         let r = d.migrateToDevice(a, pages: 512)
         #expect(r.errno == 0 && r.collected == 1 && r.migrated == 512 && r.splitsAfterIsolation == 0)
-        #expect(try d.snapshot(a, pages: 512).allSatisfy { $0 == MirrorProt.devicePrivateLocal | MirrorProt.write | MirrorProt.pmd })
+        #expect(
+            try d.snapshot(a, pages: 512).allSatisfy {
+                $0 == MirrorProt.devicePrivateLocal | MirrorProt.write | MirrorProt.pmd
+            })
         #expect(f.mm.snapshot(a, pages: 2) == [.devicePrivate, .devicePrivate])
         f.check(devices: [d])
-        #expect(try f.mm.load(UInt64.self, from: a + 4096 * 9) == UInt64(littleEndianBytes: MMFixture.pattern(seed: 6, page: 9)))
+        #expect(
+            try f.mm.load(UInt64.self, from: a + 4096 * 9)
+                == UInt64(littleEndianBytes: MMFixture.pattern(seed: 6, page: 9)))
         #expect(try #require(f.mm.pageTable.pmdSlot(a, allocate: false)).load().isHuge, "back as a THP")
         #expect(try f.mismatches(a, pages: 512, seed: 6) == [])
         f.finish(devices: [d])
     }
 
-    @Test("migrate_partial_unmap_fault: migrate 2 MiB (THP or MADV_NOHUGEPAGE), unmap half of it at offset 0, 1/4 or 1/2, fault the rest back", arguments: [false, true], [0, 1, 2])
+    @Test(
+        "migrate_partial_unmap_fault: migrate 2 MiB (THP or MADV_NOHUGEPAGE), unmap half of it at offset 0, 1/4 or 1/2, fault the rest back",
+        arguments: [false, true], [0, 1, 2])
     func migrate_partial_unmap_fault(thp: Bool, offsetQuarter: Int) throws {
         let f = try MMFixture()
         let d = Device(memory: f.memory, mm: f.mm, verify: true)
@@ -181,36 +203,46 @@ struct HMMTwoDeviceTests {
         f.finish(devices: [d])
     }
 
-    @Test("migrate_remap_fault: mremap (MREMAP_FIXED, with and without MREMAP_DONTUNMAP) to offset 0, 1/4 or 1/2 past the buffer, before or after migrating 2 MiB (THP or MADV_NOHUGEPAGE), then fault back", arguments: [false, true], [false, true])
+    @Test(
+        "migrate_remap_fault: mremap (MREMAP_FIXED, with and without MREMAP_DONTUNMAP) to offset 0, 1/4 or 1/2 past the buffer, before or after migrating 2 MiB (THP or MADV_NOHUGEPAGE), then fault back",
+        arguments: [false, true], [false, true])
     func migrate_remap_fault(before: Bool, dontUnmap: Bool) throws {
-        for thp in [false, true] { for offset in [0, PageSize.pmdBytes / 4, PageSize.pmdBytes / 2] {
-            let f = try MMFixture()
-            let d = Device(memory: f.memory, mm: f.mm, verify: true)
-            let size = UInt64(PageSize.pmdBytes)
-            let buffer = try f.mm.mmap(length: 8 * PageSize.pmdBytes, protection: .readWrite)
-            let map = (buffer + size - 1) & ~(size - 1)
-            try f.mm.madvise(map, length: PageSize.pmdBytes, hugepage: thp)
-            try f.mm.munmap(map + size, length: 2 * PageSize.pmdBytes)
-            try f.fill(map, pages: 512, seed: 8)
-            let target = map + size + UInt64(offset)
-            func remap() throws -> UInt64 { try f.mm.mremap(map, oldLength: PageSize.pmdBytes, newLength: PageSize.pmdBytes, to: target, dontUnmap: dontUnmap) }
-            var at = map
-            if before { at = try remap() }
-            let r = d.migrateToDevice(at, pages: 512)
-            #expect(r.errno == 0 && r.migrated == 512, "thp \(thp) offset \(offset): \(r)")
-            if !before { at = try remap() }
-            #expect(at == target)
-            #expect(try f.mismatches(at, pages: 512, seed: 8) == [], "thp \(thp) offset \(offset)")
-            if dontUnmap {
-                // The old range is mapped still, by an empty VMA: it reads zero.
-                #expect(try f.mm.load(UInt64.self, from: map + 4096 * 3) == 0)
+        for thp in [false, true] {
+            for offset in [0, PageSize.pmdBytes / 4, PageSize.pmdBytes / 2] {
+                let f = try MMFixture()
+                let d = Device(memory: f.memory, mm: f.mm, verify: true)
+                let size = UInt64(PageSize.pmdBytes)
+                let buffer = try f.mm.mmap(length: 8 * PageSize.pmdBytes, protection: .readWrite)
+                let map = (buffer + size - 1) & ~(size - 1)
+                try f.mm.madvise(map, length: PageSize.pmdBytes, hugepage: thp)
+                try f.mm.munmap(map + size, length: 2 * PageSize.pmdBytes)
+                try f.fill(map, pages: 512, seed: 8)
+                let target = map + size + UInt64(offset)
+                func remap() throws -> UInt64 {
+                    try f.mm.mremap(
+                        map, oldLength: PageSize.pmdBytes, newLength: PageSize.pmdBytes, to: target,
+                        dontUnmap: dontUnmap)
+                }
+                var at = map
+                if before { at = try remap() }
+                let r = d.migrateToDevice(at, pages: 512)
+                #expect(r.errno == 0 && r.migrated == 512, "thp \(thp) offset \(offset): \(r)")
+                if !before { at = try remap() }
+                #expect(at == target)
+                #expect(try f.mismatches(at, pages: 512, seed: 8) == [], "thp \(thp) offset \(offset)")
+                if dontUnmap {
+                    // The old range is mapped still, by an empty VMA: it reads zero.
+                    #expect(try f.mm.load(UInt64.self, from: map + 4096 * 3) == 0)
+                }
+                try f.mm.munmap(at, length: PageSize.pmdBytes)
+                f.finish(devices: [d])
             }
-            try f.mm.munmap(at, length: PageSize.pmdBytes)
-            f.finish(devices: [d])
-        } }
+        }
     }
 
-    @Test("migrate_anon_huge_err: the device fails 2 MiB allocations, so the THP is split and moves as 4 KiB pages", arguments: Device.SplitPolicy.allCases)
+    @Test(
+        "migrate_anon_huge_err: the device fails 2 MiB allocations, so the THP is split and moves as 4 KiB pages",
+        arguments: Device.SplitPolicy.allCases)
     func migrate_anon_huge_err(policy: Device.SplitPolicy) throws {
         let f = try MMFixture()
         let d = Device(memory: f.memory, mm: f.mm, verify: true, splitPolicy: policy)
@@ -226,7 +258,9 @@ struct HMMTwoDeviceTests {
         }
         #expect(try d.snapshot(a, pages: 512).allSatisfy { $0 == MirrorProt.devicePrivateLocal | MirrorProt.write })
         f.check(devices: [d])
-        #expect(try f.mm.load(UInt64.self, from: a + 4096 * 3) == UInt64(littleEndianBytes: MMFixture.pattern(seed: 9, page: 3)))
+        #expect(
+            try f.mm.load(UInt64.self, from: a + 4096 * 3)
+                == UInt64(littleEndianBytes: MMFixture.pattern(seed: 9, page: 3)))
         // Part 2: a THP on the device, then system memory fails 2 MiB allocations on the way back.
         d.setAllocationFailure(.none)
         let b = try f.mm.mmap(length: 2 << 20, protection: .readWrite, flags: .hugepage)
@@ -240,7 +274,9 @@ struct HMMTwoDeviceTests {
         f.finish(devices: [d])
     }
 
-    @Test("migrate_anon_huge_zero_err: an empty PROT_READ THP range, then one read-faulted to the huge zero PMD, each with the 2 MiB device allocation failing, moves as 512 pages and faults back zero")
+    @Test(
+        "migrate_anon_huge_zero_err: an empty PROT_READ THP range, then one read-faulted to the huge zero PMD, each with the 2 MiB device allocation failing, moves as 512 pages and faults back zero"
+    )
     func migrate_anon_huge_zero_err() throws {
         let f = try MMFixture()
         let d = Device(memory: f.memory, mm: f.mm, verify: true)

@@ -9,7 +9,10 @@ struct HarnessTests {
         let c = try RunConfig.parse([:], nodes: [0])
         #expect(c.strategies == [.unified] && c.pages == 16384 && c.windowPages == 512 && c.mix == .allPresent)
         #expect(c.reps == 5 && c.warmup == 1 && c.threads == 1 && c.mutators == 0 && c.direction == .toDevice)
-        #expect(c.counters == ["cycles", "instructions", "cache-misses", "dTLB-load-misses", "page-faults", "context-switches"])
+        #expect(
+            c.counters == [
+                "cycles", "instructions", "cache-misses", "dTLB-load-misses", "page-faults", "context-switches",
+            ])
         let all = try RunConfig.parse(["strategy": "all", "counters": "none"], nodes: [0])
         #expect(all.strategies == Strategy.allCases && all.counters.isEmpty)
     }
@@ -24,13 +27,19 @@ struct HarnessTests {
                 return error.message
             }
         }
-        #expect(message(["pages": "-3"]) == "--pages '-3' is not allowed; use a number of 4 KiB pages: an integer from 1 to 16777216")
-        #expect(message(["device-node": "2"]) == "--device-node '2' is not a node with memory on this machine; use one of 0, 1")
+        #expect(
+            message(["pages": "-3"])
+                == "--pages '-3' is not allowed; use a number of 4 KiB pages: an integer from 1 to 16777216")
+        #expect(
+            message(["device-node": "2"])
+                == "--device-node '2' is not a node with memory on this machine; use one of 0, 1")
         #expect(message(["mix": "present=0.7,swap=0.2"]).contains("sum to 0.9"))
         #expect(message(["strategy": "x"]).contains("fault-then-migrate, migrate-then-fault, unified, all"))
         #expect(message(["nosuch": "1"]).contains("--nosuch is not an option"))
         #expect(message(["pages": "1000", "window-pages": "512"]).contains("does not divide"))
-        #expect(message(["inject": "lock=0.1"]).contains("'lock' is not an injection point; use trylock, pin, invalidate, swapin, cpufault, device4k"))
+        #expect(
+            message(["inject": "lock=0.1"]).contains(
+                "'lock' is not an injection point; use trylock, pin, invalidate, swapin, cpufault, device4k"))
         #expect(message(["inject": "pin=2"]).contains("not a number from 0 to 1"))
     }
 
@@ -55,12 +64,21 @@ struct HarnessTests {
     func workloadStates() throws {
         let memory = try PhysicalMemory(.init(systemBytes: 64 << 20, deviceBytes: 16 << 20, backing: .small))
         let swap = try SwapArea(bytes: 8 << 20, backing: .small)
-        var config = try RunConfig.parse(["pages": "2048", "mix": "none=0.1,zero=0.1,present=0.3,cow=0.1,swap=0.1,device=0.1,pinned=0.2", "thp": "1"], nodes: [0])
+        var config = try RunConfig.parse(
+            [
+                "pages": "2048", "mix": "none=0.1,zero=0.1,present=0.3,cow=0.1,swap=0.1,device=0.1,pinned=0.2",
+                "thp": "1",
+            ], nodes: [0])
         config.verify = true
         let w = try Workload(memory: memory, swap: swap, config: config, seed: 7)
         let states = w.mm.snapshot(w.start, pages: w.pages)
-        let expected: [PageKind: PageState] = [.none: .none, .zero: .zero, .present: .write, .cow: .read, .swap: .swap, .device: .devicePrivate, .pinned: .write]
-        for k in 0..<w.pages { #expect(states[k] == expected[w.kinds[k]], "page \(k) is \(w.kinds[k]) but its entry is \(states[k])") }
+        let expected: [PageKind: PageState] = [
+            .none: .none, .zero: .zero, .present: .write, .cow: .read, .swap: .swap, .device: .devicePrivate,
+            .pinned: .write,
+        ]
+        for k in 0..<w.pages {
+            #expect(states[k] == expected[w.kinds[k]], "page \(k) is \(w.kinds[k]) but its entry is \(states[k])")
+        }
         #expect(w.built == config.mix.counts(pages: 2048))
         #expect(w.thpBlockSet.count == 1, "0.3 of 2048 present pages fill one 2 MiB block")
         w.tearDown()
@@ -75,11 +93,15 @@ struct HarnessTests {
         var pins: [Pfn: Int32] = [:]
         for p in w.pins { pins[memory.folio(containing: p).pfn, default: 0] += 1 }
         #expect(Invariants.check([w.mm], devices: [w.device], knownReferences: pins) == [])
-        #expect(Invariants.check([w.mm], devices: [w.device]).count == w.pins.count, "each pin is a reference no mapping explains")
+        #expect(
+            Invariants.check([w.mm], devices: [w.device]).count == w.pins.count,
+            "each pin is a reference no mapping explains")
         w.tearDown()
     }
 
-    @Test("the content check reads every page through the device; a window whose reads keep ending in -EBUSY (the budget spent) is tried 4 times, then unreadable with that error")
+    @Test(
+        "the content check reads every page through the device; a window whose reads keep ending in -EBUSY (the budget spent) is tried 4 times, then unreadable with that error"
+    )
     func contentCheckBusy() throws {
         let memory = try PhysicalMemory(.init(systemBytes: 32 << 20, deviceBytes: 8 << 20, backing: .small))
         let config = try RunConfig.parse(["pages": "1024", "mix": "none=0.25,present=0.5,device=0.25"], nodes: [0])
@@ -113,19 +135,23 @@ struct HarnessTests {
         try runInProcess(options)
     }
 
-    @Test("all strategies over every page state, both ways, with mutators and two copy workers, read and write access: data intact, no store lost, nothing leaked",
-          arguments: DeviceAccess.allCases)
+    @Test(
+        "all strategies over every page state, both ways, with mutators and two copy workers, read and write access: data intact, no store lost, nothing leaked",
+        arguments: DeviceAccess.allCases)
     func everyStateWithMutators(access: DeviceAccess) throws {
         let (rows, _) = try run([
             "strategy": "all", "pages": "2048", "reps": "2", "direction": "round-trip", "mutators": "2", "threads": "2",
-            "mix": "none=0.1,zero=0.1,present=0.3,cow=0.1,swap=0.2,device=0.1,pinned=0.1", "device-access": access.rawValue,
+            "mix": "none=0.1,zero=0.1,present=0.3,cow=0.1,swap=0.2,device=0.1,pinned=0.1",
+            "device-access": access.rawValue,
         ])
         #expect(rows.count == 12)
         for row in rows {
             #expect(row.verifyFailures == 0 && row.lostStores == 0, "\(row.strategy) \(row.direction) rep \(row.rep)")
         }
         #expect(rows.contains { $0.mutatorStores > 0 })
-        #expect(rows.filter { $0.direction == "to-device" }.allSatisfy { $0.pagesSkipped >= 204 }, "pinned pages stay behind")
+        #expect(
+            rows.filter { $0.direction == "to-device" }.allSatisfy { $0.pagesSkipped >= 204 },
+            "pinned pages stay behind")
     }
 
     @Test("walks per op as DESIGN.md says: present pages 2/1/1; with swap entries 2/3/1 plus restarts")
@@ -150,9 +176,14 @@ struct HarnessTests {
     @Test("THP with failing 2 MiB device allocations: split, counted, data intact, under both split policies")
     func thpSplits() throws {
         for policy in ["after-isolation", "before-collect"] {
-            let rows = try run(["strategy": "all", "pages": "2048", "reps": "1", "thp": "1", "device-large-fail": "1", "split-policy": policy]).rows
+            let rows = try run([
+                "strategy": "all", "pages": "2048", "reps": "1", "thp": "1", "device-large-fail": "1",
+                "split-policy": policy,
+            ]).rows
             for row in rows {
-                #expect(row.thpMigrated == 0 && row.thpSplits == 4 && row.deviceAllocFails >= 4 && row.pagesMigrated == 2048, "\(policy) \(row.strategy)")
+                #expect(
+                    row.thpMigrated == 0 && row.thpSplits == 4 && row.deviceAllocFails >= 4
+                        && row.pagesMigrated == 2048, "\(policy) \(row.strategy)")
                 #expect(row.verifyFailures == 0)
             }
         }
@@ -169,8 +200,11 @@ struct HarnessTests {
     @Test("injected failures leave every page whole and are counted", arguments: injections)
     func injected(_ c: (String, String)) throws {
         var config = try RunConfig.parse(
-            ["strategy": "all", "pages": "2048", "reps": "2", "warmup": "0", "mutators": "1", "counters": "none", "direction": "round-trip",
-             "mix": "present=0.8,swap=0.1,none=0.1", "inject": c.0], nodes: [0])
+            [
+                "strategy": "all", "pages": "2048", "reps": "2", "warmup": "0", "mutators": "1", "counters": "none",
+                "direction": "round-trip",
+                "mix": "present=0.8,swap=0.1,none=0.1", "inject": c.0,
+            ], nodes: [0])
         config.verify = true
         config.backing = .small
         let runner = try Runner(config: config)

@@ -14,10 +14,16 @@ struct HugeZeroPageTests {
     func expectHugeZeroIntact(_ f: MMFixture, sourceLocation: SourceLocation = #_sourceLocation) throws {
         let folio = try #require(f.memory.hugeZeroFolio, sourceLocation: sourceLocation)
         let head = f.memory.folioRef(folio)
-        #expect(holds(head.test([.reserved, .zeroPage, .head]) && head.order == PageSize.pmdOrder), sourceLocation: sourceLocation)
+        #expect(
+            holds(head.test([.reserved, .zeroPage, .head]) && head.order == PageSize.pmdOrder),
+            sourceLocation: sourceLocation)
         #expect(holds(head.refCount == 1 && head.mapCount == 0), sourceLocation: sourceLocation)
-        #expect(f.memory.bytes(of: folio).allSatisfy { $0 == 0 }, "the huge zero folio stays zero", sourceLocation: sourceLocation)
-        #expect(!f.memory.system.allocator.isFree(folio.pfn.index - f.memory.system.firstPfn.index), sourceLocation: sourceLocation)
+        #expect(
+            f.memory.bytes(of: folio).allSatisfy { $0 == 0 }, "the huge zero folio stays zero",
+            sourceLocation: sourceLocation)
+        #expect(
+            !f.memory.system.allocator.isFree(folio.pfn.index - f.memory.system.firstPfn.index),
+            sourceLocation: sourceLocation)
     }
 
     /// The PMD entry at `address` (none when there is no PMD table).
@@ -25,22 +31,31 @@ struct HugeZeroPageTests {
         f.mm.pageTable.pmdSlot(address, allocate: false)?.load() ?? .none
     }
 
-    @Test("the memory holds a huge zero folio, 2 MiB-aligned in the system pool; a pool with no free 2 MiB block has none, and a THP read fault then maps the 4 KiB zero page")
+    @Test(
+        "the memory holds a huge zero folio, 2 MiB-aligned in the system pool; a pool with no free 2 MiB block has none, and a THP read fault then maps the 4 KiB zero page"
+    )
     func folio() throws {
         let f = try MMFixture()
         let folio = try #require(f.memory.hugeZeroFolio)
-        #expect(folio.order == PageSize.pmdOrder && folio.pfn.rawValue % 512 == 0 && f.memory.system.contains(folio.pfn))
-        #expect(f.memory.isHugeZero(folio.pfn + 511) && !f.memory.isHugeZero(folio.pfn + 512) && !f.memory.isHugeZero(f.memory.zeroPage))
+        #expect(
+            folio.order == PageSize.pmdOrder && folio.pfn.rawValue % 512 == 0 && f.memory.system.contains(folio.pfn))
+        #expect(
+            f.memory.isHugeZero(folio.pfn + 511) && !f.memory.isHugeZero(folio.pfn + 512)
+                && !f.memory.isHugeZero(f.memory.zeroPage))
         try expectHugeZeroIntact(f)
         let small = try MMFixture(systemMiB: 2)
         #expect(small.memory.hugeZeroFolio == nil && small.memory.hugeZeroPfn.rawValue == 0)
         let a = try small.mm.mmap(length: 2 << 20, protection: .read, flags: .hugepage)
         #expect(try small.mm.load(UInt8.self, from: a) == 0)
-        #expect(small.mm.counters.faults(.zeroPage) == 1 && small.mm.counters.faults(.hugeZeroPage) == 0, "VM_FAULT_FALLBACK")
+        #expect(
+            small.mm.counters.faults(.zeroPage) == 1 && small.mm.counters.faults(.hugeZeroPage) == 0,
+            "VM_FAULT_FALLBACK")
         small.finish()
     }
 
-    @Test("a read fault in an aligned THP range maps the huge zero PMD, read-only and special; a read in an unaligned or non-THP range maps the 4 KiB zero page")
+    @Test(
+        "a read fault in an aligned THP range maps the huge zero PMD, read-only and special; a read in an unaligned or non-THP range maps the 4 KiB zero page"
+    )
     func readFault() throws {
         let f = try MMFixture()
         let a = try f.mm.mmap(length: 4 << 20, protection: .readWrite, flags: .hugepage)
@@ -59,7 +74,9 @@ struct HugeZeroPageTests {
         f.finish()
     }
 
-    @Test("a write fault on the huge zero PMD maps a new zeroed THP (do_huge_zero_wp_pmd); with no 2 MiB folio it splits to 512 zero-page PTEs and the 4 KiB write fault allocates", arguments: [false, true])
+    @Test(
+        "a write fault on the huge zero PMD maps a new zeroed THP (do_huge_zero_wp_pmd); with no 2 MiB folio it splits to 512 zero-page PTEs and the 4 KiB write fault allocates",
+        arguments: [false, true])
     func writeFault(thpFails: Bool) throws {
         let f = try MMFixture()
         let a = try f.mm.mmap(length: 2 << 20, protection: .readWrite, flags: .hugepage)
@@ -76,7 +93,8 @@ struct HugeZeroPageTests {
             #expect(f.mm.counters.faults(.anonymous) == 1 && f.mm.counters.faults(.anonymousHuge) == 0)
             var expected = [PageState](repeating: .zero, count: 512)
             expected[5] = .write
-            #expect(f.mm.snapshot(a, pages: 512) == expected, "__split_huge_zero_page_pmd: zero PTEs, then one new page")
+            #expect(
+                f.mm.snapshot(a, pages: 512) == expected, "__split_huge_zero_page_pmd: zero PTEs, then one new page")
             let zero = try #require(f.mm.pageTable.pteSlot(a)).load()
             #expect(zero.pfn == f.memory.zeroPage && zero.isSpecial && !zero.isWritable)
         } else {
@@ -87,7 +105,9 @@ struct HugeZeroPageTests {
             #expect(holds(head.test([.anon, .anonExclusive, .head]) && head.mapCount == 1))
         }
         let zeros = [UInt8](repeating: 0, count: 4096)
-        for k in 0..<512 { #expect(try f.mm.loadBytes(4096, from: a + UInt64(k) << 12) == (k == 5 ? pattern : zeros), "page \(k)") }
+        for k in 0..<512 {
+            #expect(try f.mm.loadBytes(4096, from: a + UInt64(k) << 12) == (k == 5 ? pattern : zeros), "page \(k)")
+        }
         try f.mm.store(UInt8(1), at: a + 400 * 4096)  // a second write: reuse of the THP, or one more 4 KiB page
         #expect(f.mm.counters.faults(.anonymous) == (thpFails ? 2 : 0))
         #expect(Invariants.check([f.mm]).isEmpty, "\(Invariants.check([f.mm]))")
@@ -95,7 +115,9 @@ struct HugeZeroPageTests {
         f.finish()
     }
 
-    @Test("fork shares the huge zero PMD without a reference; mprotect(PROT_NONE) and back keeps it; a partial mprotect or munmap splits it to zero PTEs; swap-out skips it; mremap moves it whole; nothing leaks")
+    @Test(
+        "fork shares the huge zero PMD without a reference; mprotect(PROT_NONE) and back keeps it; a partial mprotect or munmap splits it to zero PTEs; swap-out skips it; mremap moves it whole; nothing leaks"
+    )
     func mmOperations() throws {
         let f = try MMFixture()
         let a = try f.mm.mmap(length: 4 << 20, protection: .readWrite, flags: .hugepage)
@@ -128,7 +150,9 @@ struct HugeZeroPageTests {
         f.finish([child])
     }
 
-    @Test("hmm_range_fault on the huge zero PMD: REQ_FAULT reports the zero folio's pfns, read-only, order 9; REQ_WRITE faults it to a writable THP")
+    @Test(
+        "hmm_range_fault on the huge zero PMD: REQ_FAULT reports the zero folio's pfns, read-only, order 9; REQ_WRITE faults it to a writable THP"
+    )
     func rangeFault() throws {
         let f = try MMFixture()
         let d = Device(memory: f.memory, mm: f.mm, verify: true)
@@ -136,7 +160,9 @@ struct HugeZeroPageTests {
         let (bytes, _) = try d.read(a, pages: 512)  // REQ_FAULT: the read fault maps the huge zero PMD
         #expect(bytes.allSatisfy { $0 == 0 } && f.memory.isHugeZeroPMD(pmd(f, a)))
         let zero = f.memory.hugeZeroPfn
-        #expect(d.deviceMappings().map(\.pfn) == (0..<512).map { zero + $0 } && d.deviceMappings().allSatisfy { !$0.writable })
+        #expect(
+            d.deviceMappings().map(\.pfn) == (0..<512).map { zero + $0 }
+                && d.deviceMappings().allSatisfy { !$0.writable })
         #expect(try d.snapshot(a, pages: 512).allSatisfy { $0 == MirrorProt.read | MirrorProt.pmd })
         f.check(devices: [d])
         let data = [UInt8](repeating: 0xA5, count: 4096)
@@ -150,7 +176,9 @@ struct HugeZeroPageTests {
         f.finish(devices: [d])
     }
 
-    @Test("migrate_vma_setup on the huge zero PMD without SELECT_COMPOUND collects 512 source-less holes; migrate_vma_pages splits the PMD to zero PTEs and replaces them")
+    @Test(
+        "migrate_vma_setup on the huge zero PMD without SELECT_COMPOUND collects 512 source-less holes; migrate_vma_pages splits the PMD to zero PTEs and replaces them"
+    )
     func migrateWithoutCompound() throws {
         let f = try MMFixture()
         let d = Device(memory: f.memory, mm: f.mm, verify: true)
@@ -167,7 +195,9 @@ struct HugeZeroPageTests {
         f.finish(devices: [d])
     }
 
-    @Test("the unified walk (REQ_FAULT|REQ_MIGRATE) on the huge zero PMD collects it as a hole: one compound entry with compound collection, 512 single ones without; read access faults nothing, write access faults it to a THP that migrates", arguments: [false, true], [DeviceAccess.read, .write])
+    @Test(
+        "the unified walk (REQ_FAULT|REQ_MIGRATE) on the huge zero PMD collects it as a hole: one compound entry with compound collection, 512 single ones without; read access faults nothing, write access faults it to a THP that migrates",
+        arguments: [false, true], [DeviceAccess.read, .write])
     func unified(compound: Bool, access: DeviceAccess) throws {
         let f = try MMFixture()
         let d = Device(memory: f.memory, mm: f.mm, verify: true)
@@ -185,7 +215,9 @@ struct HugeZeroPageTests {
         f.finish(devices: [d])
     }
 
-    @Test("races on the huge zero PMD: CPU stores (do_huge_zero_wp_pmd, or migrate_to_ram) against migrations to the device and back; every byte as stored, invariants hold, nothing leaks", arguments: [false, true])
+    @Test(
+        "races on the huge zero PMD: CPU stores (do_huge_zero_wp_pmd, or migrate_to_ram) against migrations to the device and back; every byte as stored, invariants hold, nothing leaks",
+        arguments: [false, true])
     func races(thpFails: Bool) throws {
         let f = try MMFixture()
         let d = Device(memory: f.memory, mm: f.mm, verify: true)

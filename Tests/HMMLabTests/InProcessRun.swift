@@ -5,7 +5,9 @@ import Testing
 /// A small run in process with verify, on 4 KiB pages, without counters or warm-up (the options
 /// given win over those), with a 30 s `hmm_range_fault` budget for a busy machine: its rows and its
 /// runner, and no warning (a warning is a test failure).
-func runInProcess(_ options: [String: String], sourceLocation: SourceLocation = #_sourceLocation) throws -> (rows: [ResultRow], runner: Runner) {
+func runInProcess(
+    _ options: [String: String], sourceLocation: SourceLocation = #_sourceLocation
+) throws -> (rows: [ResultRow], runner: Runner) {
     var config = try RunConfig.parse(options.merging(["counters": "none", "warmup": "0"]) { a, _ in a }, nodes: [0])
     config.verify = true
     config.backing = .small

@@ -28,7 +28,9 @@ struct JobsTests {
         #expect(seen.withLock { $0.sorted() } == (0..<3).flatMap { Array(repeating: $0, count: 5) })
     }
 
-    @Test("present pages: 2 and 4 jobs walk, fault, flush and move exactly what one job does, with no retry", arguments: [2, 4])
+    @Test(
+        "present pages: 2 and 4 jobs walk, fault, flush and move exactly what one job does, with no retry",
+        arguments: [2, 4])
     func presentCountsEqual(jobs: Int) throws {
         let options = ["strategy": "all", "pages": "4096", "reps": "1", "direction": "round-trip"]
         let one = byStrategy(try run(options))
@@ -39,21 +41,33 @@ struct JobsTests {
             #expect(b.notifierRetries == 0 && b.crossJobRetries == 0, "\(key)")
             #expect(
                 [b.walks, b.walkRestarts, b.faults, b.pagesMigrated, b.tlbFlushes, b.ptesVisited, b.migrationEntries]
-                    == [a.walks, a.walkRestarts, a.faults, a.pagesMigrated, a.tlbFlushes, a.ptesVisited, a.migrationEntries], "\(key)")
+                    == [
+                        a.walks, a.walkRestarts, a.faults, a.pagesMigrated, a.tlbFlushes, a.ptesVisited,
+                        a.migrationEntries,
+                    ], "\(key)")
             #expect(b.verifyFailures == 0 && b.lostStores == 0, "\(key)")
         }
     }
 
-    @Test("every page state: 2 jobs fault and move what one job does; walks differ only by the notifier retries, which are counted")
+    @Test(
+        "every page state: 2 jobs fault and move what one job does; walks differ only by the notifier retries, which are counted"
+    )
     func mixedCountsEqualBarRetries() throws {
-        let options = ["strategy": "all", "pages": "4096", "reps": "2", "mix": "none=0.1,zero=0.1,present=0.5,cow=0.1,swap=0.2"]
+        let options = [
+            "strategy": "all", "pages": "4096", "reps": "2", "mix": "none=0.1,zero=0.1,present=0.5,cow=0.1,swap=0.2",
+        ]
         let one = try run(options)
         let two = try run(options.merging(["jobs": "2"]) { _, b in b })
         for (a, b) in zip(one, two) {
             let key = "\(a.strategy) rep \(a.rep)"
             #expect(a.strategy == b.strategy && a.rep == b.rep)
-            #expect([b.faults, b.pagesMigrated, b.swapins, b.cowBreaks] == [a.faults, a.pagesMigrated, a.swapins, a.cowBreaks], "\(key)")
-            #expect(b.walks - b.notifierRetries == a.walks - a.notifierRetries, "\(key): walks \(a.walks)/\(b.walks), retries \(a.notifierRetries)/\(b.notifierRetries)")
+            #expect(
+                [b.faults, b.pagesMigrated, b.swapins, b.cowBreaks] == [
+                    a.faults, a.pagesMigrated, a.swapins, a.cowBreaks,
+                ], "\(key)")
+            #expect(
+                b.walks - b.notifierRetries == a.walks - a.notifierRetries,
+                "\(key): walks \(a.walks)/\(b.walks), retries \(a.notifierRetries)/\(b.notifierRetries)")
             #expect(a.crossJobRetries == 0 && b.crossJobRetries <= b.notifierRetries, "\(key)")
             #expect(b.verifyFailures == 0 && b.lostStores == 0, "\(key)")
         }
@@ -66,7 +80,12 @@ struct JobsTests {
             "mix": "none=0.1,zero=0.1,present=0.4,cow=0.1,swap=0.2,device=0.1",
         ])
         #expect(rows.count == 12)
-        for row in rows { #expect(row.verifyFailures == 0 && row.lostStores == 0, "\(row.strategy) \(row.direction) rep \(row.rep)") }
-        #expect(rows.allSatisfy { $0.mmapLockWaitNs >= 0 && $0.ptlWaitNs >= 0 && $0.lruLockWaitNs >= 0 && $0.allocLockWaitNs >= 0 })
+        for row in rows {
+            #expect(row.verifyFailures == 0 && row.lostStores == 0, "\(row.strategy) \(row.direction) rep \(row.rep)")
+        }
+        #expect(
+            rows.allSatisfy {
+                $0.mmapLockWaitNs >= 0 && $0.ptlWaitNs >= 0 && $0.lruLockWaitNs >= 0 && $0.allocLockWaitNs >= 0
+            })
     }
 }

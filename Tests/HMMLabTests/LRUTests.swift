@@ -25,12 +25,14 @@ struct LRUTests {
         /// Starts `body` on a new thread pinned to `cpu` (not run if the thread cannot be pinned).
         static func start(_ cpu: Int, _ body: @escaping () -> Void) -> PinnedThread {
             let job = PinnedThread(cpu, body)
-            let rc = pthread_create(&job.thread, nil, { raw in
-                let job = Unmanaged<PinnedThread>.fromOpaque(raw!).takeUnretainedValue()
-                job.pinned = clinux_pin_thread_to_cpu(Int32(job.cpu)) == 0 && Int(clinux_current_cpu()) == job.cpu
-                if job.pinned { job.body() }
-                return nil
-            }, Unmanaged.passUnretained(job).toOpaque())
+            let rc = pthread_create(
+                &job.thread, nil,
+                { raw in
+                    let job = Unmanaged<PinnedThread>.fromOpaque(raw!).takeUnretainedValue()
+                    job.pinned = clinux_pin_thread_to_cpu(Int32(job.cpu)) == 0 && Int(clinux_current_cpu()) == job.cpu
+                    if job.pinned { job.body() }
+                    return nil
+                }, Unmanaged.passUnretained(job).toOpaque())
             precondition(rc == 0, "pthread_create: \(rc)")
             return job
         }
@@ -62,7 +64,9 @@ struct LRUTests {
         return f.memory.page(pte.pfn).refCount
     }
 
-    @Test("a faulted folio waits in a CPU's batch, not PG_lru and with the batch's reference, until 31 are added or a drain")
+    @Test(
+        "a faulted folio waits in a CPU's batch, not PG_lru and with the batch's reference, until 31 are added or a drain"
+    )
     func faultLeavesFolioInBatch() throws {
         let f = try fixture()
         let a = try f.mm.mmap(length: 64 * 4096, protection: .readWrite)
@@ -97,7 +101,9 @@ struct LRUTests {
         f.finish()
     }
 
-    @Test("migrating pages faulted on another CPU: one lru_add_drain_all in migrate_device_unmap, isolation under the lock", .enabled(if: twoCPUs))
+    @Test(
+        "migrating pages faulted on another CPU: one lru_add_drain_all in migrate_device_unmap, isolation under the lock",
+        .enabled(if: twoCPUs))
     func migrateDrainsOtherCPUsOnce() throws {
         let f = try fixture()
         let d = Device(memory: f.memory, mm: f.mm, verify: true)
@@ -121,7 +127,9 @@ struct LRUTests {
         f.finish()
     }
 
-    @Test("on the same CPU the local lru_add_drain at the start of migrate_device_unmap is enough: no lru_add_drain_all", .enabled(if: twoCPUs))
+    @Test(
+        "on the same CPU the local lru_add_drain at the start of migrate_device_unmap is enough: no lru_add_drain_all",
+        .enabled(if: twoCPUs))
     func migrateOnSameCPUNeedsNoDrainAll() throws {
         let f = try fixture()
         let d = Device(memory: f.memory, mm: f.mm, verify: true)
@@ -129,12 +137,13 @@ struct LRUTests {
         let a = try f.mm.mmap(length: n * 4096, protection: .readWrite)
         var r = MigrationResult()
         var drainAlls = 0
-        #expect(Self.onCPU(0) {
-            try? f.fill(a, pages: n, seed: 4)
-            drainAlls = f.memory.lruDrainAlls
-            r = d.migrateToDevice(a, pages: n)
-            drainAlls = f.memory.lruDrainAlls - drainAlls
-        })
+        #expect(
+            Self.onCPU(0) {
+                try? f.fill(a, pages: n, seed: 4)
+                drainAlls = f.memory.lruDrainAlls
+                r = d.migrateToDevice(a, pages: n)
+                drainAlls = f.memory.lruDrainAlls - drainAlls
+            })
         #expect(r.errno == 0 && r.migrated == n)
         #expect(drainAlls == 0)
         #expect(try f.mismatches(a, pages: n, seed: 4) == [])
@@ -162,7 +171,9 @@ struct LRUTests {
         f.finish()
     }
 
-    @Test("a folio unmapped while in another CPU's batch lives on the batch's reference; the drain frees it", .enabled(if: twoCPUs))
+    @Test(
+        "a folio unmapped while in another CPU's batch lives on the batch's reference; the drain frees it",
+        .enabled(if: twoCPUs))
     func drainFreesFolioWhoseLastReferenceIsTheBatch() throws {
         let f = try fixture()
         let a = try f.mm.mmap(length: 8 * 4096, protection: .readWrite)
@@ -179,33 +190,39 @@ struct LRUTests {
         f.finish()
     }
 
-    @Test("wp_can_reuse_anon_folio drains this CPU's batch, so the only mapper reuses its page instead of copying", .enabled(if: twoCPUs))
+    @Test(
+        "wp_can_reuse_anon_folio drains this CPU's batch, so the only mapper reuses its page instead of copying",
+        .enabled(if: twoCPUs))
     func writeFaultReuseDrainsLocalBatch() throws {
         let f = try fixture()
         let a = try f.mm.mmap(length: 4096, protection: .readWrite)
         var child: AddressSpace?
         // Fault and fork on CPU 0: the page waits in CPU 0's batch, read-only and no longer exclusive.
-        #expect(Self.onCPU(0) {
-            try? f.mm.store(UInt64(7), at: a)
-            child = try? f.mm.fork()
-        })
+        #expect(
+            Self.onCPU(0) {
+                try? f.mm.store(UInt64(7), at: a)
+                child = try? f.mm.fork()
+            })
         let forked = try #require(child)
         // The child unmaps on CPU 1: the parent is the only mapper.
         #expect(Self.onCPU(1) { try? forked.munmap(a, length: 4096) })
         #expect(references(f, a, page: 0) == 2, "the mapping's and CPU 0's batch's")
         var seen: (reuse: Int, cow: Int, drains: Int) = (0, 0, 0)
-        #expect(Self.onCPU(0) {
-            let drains = f.memory.lruDrains
-            try? f.mm.store(UInt64(8), at: a)
-            seen = (f.mm.counters.faults(.reuse), f.mm.counters.faults(.copyOnWrite), f.memory.lruDrains - drains)
-        })
+        #expect(
+            Self.onCPU(0) {
+                let drains = f.memory.lruDrains
+                try? f.mm.store(UInt64(8), at: a)
+                seen = (f.mm.counters.faults(.reuse), f.mm.counters.faults(.copyOnWrite), f.memory.lruDrains - drains)
+            })
         #expect(seen.reuse == 1 && seen.cow == 0, "reused, not copied")
         #expect(seen.drains == 1)
         #expect(try f.mm.load(UInt64.self, from: a) == 8)
         f.finish([forked])
     }
 
-    @Test("faults on two CPUs while a third thread drains every batch: no reference lost or leaked", .enabled(if: twoCPUs))
+    @Test(
+        "faults on two CPUs while a third thread drains every batch: no reference lost or leaked", .enabled(if: twoCPUs)
+    )
     func concurrentAddAndDrainAll() throws {
         let f = try fixture()
         let n = 500

@@ -12,7 +12,8 @@ final class MMFixture {
     let deviceFreeAtStart: Int
 
     init(systemMiB: Int = 64, deviceMiB: Int = 8, swapMiB: Int = 16, costs: Costs = .all) throws {
-        memory = try PhysicalMemory(.init(systemBytes: systemMiB << 20, deviceBytes: deviceMiB << 20, backing: .small, costs: costs))
+        memory = try PhysicalMemory(
+            .init(systemBytes: systemMiB << 20, deviceBytes: deviceMiB << 20, backing: .small, costs: costs))
         swap = try SwapArea(bytes: swapMiB << 20, backing: .small)
         systemFreeAtStart = memory.system.allocator.freeFrames
         deviceFreeAtStart = memory.device.allocator.freeFrames
@@ -42,7 +43,8 @@ final class MMFixture {
     func mismatches(_ address: UInt64, pages: Int, seed: UInt64, in space: AddressSpace? = nil) throws -> [Int] {
         let target = space ?? mm
         var bad: [Int] = []
-        for k in 0..<pages where try target.loadBytes(4096, from: address + UInt64(k) << 12) != Self.pattern(seed: seed, page: k) {
+        for k in 0..<pages
+        where try target.loadBytes(4096, from: address + UInt64(k) << 12) != Self.pattern(seed: seed, page: k) {
             bad.append(k)
         }
         return bad
@@ -54,17 +56,27 @@ final class MMFixture {
     func finish(_ others: [AddressSpace] = [], sourceLocation: SourceLocation = #_sourceLocation) {
         for space in [mm] + others {
             let left = space.transientEntries()
-            #expect(left.isEmpty, "entries left behind: \(left.map { "0x\(String($0.address, radix: 16)): \($0.entry)" })", sourceLocation: sourceLocation)
+            #expect(
+                left.isEmpty, "entries left behind: \(left.map { "0x\(String($0.address, radix: 16)): \($0.entry)" })",
+                sourceLocation: sourceLocation)
             space.teardown()
         }
-        #expect(memory.system.allocator.freeFrames == systemFreeAtStart - 1 - others.count, "system frames leaked", sourceLocation: sourceLocation)
-        #expect(memory.device.allocator.freeFrames == deviceFreeAtStart, "device frames leaked", sourceLocation: sourceLocation)
+        #expect(
+            memory.system.allocator.freeFrames == systemFreeAtStart - 1 - others.count, "system frames leaked",
+            sourceLocation: sourceLocation)
+        #expect(
+            memory.device.allocator.freeFrames == deviceFreeAtStart, "device frames leaked",
+            sourceLocation: sourceLocation)
         #expect(swap.usedSlots == 0, "swap slots leaked", sourceLocation: sourceLocation)
         if let zero = memory.hugeZeroFolio {
             // Never freed: still allocated, one reference, no mapping (its mappings take none).
             let head = memory.folioRef(zero)
-            #expect(!memory.system.allocator.isFree(zero.pfn.index - memory.system.firstPfn.index), "the huge zero folio was freed", sourceLocation: sourceLocation)
-            #expect(holds(head.refCount == 1 && head.mapCount == 0), "the huge zero folio's counts moved", sourceLocation: sourceLocation)
+            #expect(
+                !memory.system.allocator.isFree(zero.pfn.index - memory.system.firstPfn.index),
+                "the huge zero folio was freed", sourceLocation: sourceLocation)
+            #expect(
+                holds(head.refCount == 1 && head.mapCount == 0), "the huge zero folio's counts moved",
+                sourceLocation: sourceLocation)
         }
     }
 
@@ -75,7 +87,9 @@ final class MMFixture {
         let problems = Invariants.check([mm] + others, devices: devices)
         #expect(problems.isEmpty, "\(problems)", sourceLocation: sourceLocation)
         for d in devices {
-            #expect(d.stats.verifyFailures.load(ordering: .relaxed) == 0, "copy verification failed", sourceLocation: sourceLocation)
+            #expect(
+                d.stats.verifyFailures.load(ordering: .relaxed) == 0, "copy verification failed",
+                sourceLocation: sourceLocation)
         }
     }
 

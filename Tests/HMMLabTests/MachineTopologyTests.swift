@@ -9,7 +9,9 @@ struct MachineTopologyTests {
     func topology() {
         let t = MachineTopology.read()
         #expect(t.table.nodes.contains { $0.id == 0 })
-        #expect(t.table.nodes.contains { !$0.cpus.isEmpty } && t.table.nodesWithMemory.allSatisfy { t.table.node($0)!.memTotalBytes > 0 })
+        #expect(
+            t.table.nodes.contains { !$0.cpus.isEmpty }
+                && t.table.nodesWithMemory.allSatisfy { t.table.node($0)!.memTotalBytes > 0 })
         #expect(["always", "madvise", "never", "unsupported"].contains(t.thpEnabled))
         #expect(t.smallProbe.backing != nil, "a 2 MiB auto region can always be had: \(t.smallProbe.error ?? "")")
         let text = t.text()
@@ -37,7 +39,9 @@ struct MachineTopologyTests {
             #expect(text.contains("  device pool \(i) "), "pool \(i): \(text)")
         }
         #expect(text.split(separator: "\n").allSatisfy { $0.count <= 80 }, "topology fits 80 columns")
-        #expect(t.csv().contains("\nrun,,device_nodes,\(t.deviceNodes.map(String.init).joined(separator: " ")),one per device\n"))
+        #expect(
+            t.csv().contains(
+                "\nrun,,device_nodes,\(t.deviceNodes.map(String.init).joined(separator: " ")),one per device\n"))
         #expect(!MachineTopology.read().csv().contains("device_nodes"), "one device: no device_nodes row")
     }
 
@@ -50,7 +54,9 @@ struct MachineTopologyTests {
         let hardware = probes.filter { $0.kind == "hardware" }
         #expect(hardware.count == PerfEvents.hardwareProbeList.count, "libpfm4 knows every hardware name")
         for probe in hardware where !probe.opens {
-            #expect(["ENOENT", "EOPNOTSUPP", "EACCES", "ENODEV", "EINVAL"].contains(probe.reason), "\(probe.name): \(probe.reason)")
+            #expect(
+                ["ENOENT", "EOPNOTSUPP", "EACCES", "ENODEV", "EINVAL"].contains(probe.reason),
+                "\(probe.name): \(probe.reason)")
         }
     }
 
@@ -76,6 +82,7 @@ struct MachineTopologyTests {
         event.stop()
         let value = event.read()
         let count = try #require(value)
-        #expect(count >= UInt64(pages) && count < UInt64(pages) + 64, "counted \(count) faults for \(pages) first touches")
+        #expect(
+            count >= UInt64(pages) && count < UInt64(pages) + 64, "counted \(count) faults for \(pages) first touches")
     }
 }

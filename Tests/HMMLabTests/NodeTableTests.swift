@@ -10,11 +10,15 @@ struct NodeTableTests {
     static let gib = 1 << 30
 
     /// A node with `cpus`, `available` GiB available and `hugetlb` free 2 MiB pages.
-    static func node(_ id: Int, cpus: [Int], available: Double = 8, hugetlb: Int = 0, distances: [Int] = []) -> NodeTable.Node {
+    static func node(
+        _ id: Int, cpus: [Int], available: Double = 8, hugetlb: Int = 0, distances: [Int] = []
+    ) -> NodeTable.Node {
         let bytes = Int(available * Double(gib))
         return NodeTable.Node(
-            id: id, cpus: cpus, memTotalBytes: max(bytes, gib), memFreeBytes: bytes, memAvailableBytes: bytes, hugetlbFree: hugetlb,
-            hugetlbTotal: hugetlb, distances: Dictionary(uniqueKeysWithValues: distances.enumerated().map { ($0.offset, $0.element) }))
+            id: id, cpus: cpus, memTotalBytes: max(bytes, gib), memFreeBytes: bytes, memAvailableBytes: bytes,
+            hugetlbFree: hugetlb,
+            hugetlbTotal: hugetlb,
+            distances: Dictionary(uniqueKeysWithValues: distances.enumerated().map { ($0.offset, $0.element) }))
     }
 
     /// Two sockets of two SNC nodes each: 0-1 on one socket (distance 12), 2-3 on the other (21).
@@ -49,7 +53,9 @@ struct NodeTableTests {
         let memoryOnly = ThreadPlacement(systemNode: 4, table: table)
         #expect(memoryOnly.node == 2 && memoryOnly.cpus == [4, 5])
         #expect(memoryOnly.reason == "node 4 has no CPUs; node 2 is the nearest with CPUs, distance 17")
-        #expect(memoryOnly.describe(failure: "sched_setaffinity: EINVAL").contains("failed (sched_setaffinity: EINVAL): threads run anywhere"))
+        #expect(
+            memoryOnly.describe(failure: "sched_setaffinity: EINVAL").contains(
+                "failed (sched_setaffinity: EINVAL): threads run anywhere"))
         let one = ThreadPlacement(systemNode: 0, table: NodeTable(nodes: [Self.node(0, cpus: [0, 1])]))
         #expect(one.node == nil && one.cpuList == "" && one.pinCallingThread() == nil)
     }
@@ -65,7 +71,9 @@ struct NodeTableTests {
     }
 
     /// A two-node machine with `hugetlb` free pages per node and the default run's pools planned on it.
-    static func plan(hugetlb: [Int], available: [Double] = [8, 8], pages: Int = 16384, backing: BackingRequest = .auto) -> PoolPlan {
+    static func plan(
+        hugetlb: [Int], available: [Double] = [8, 8], pages: Int = 16384, backing: BackingRequest = .auto
+    ) -> PoolPlan {
         let table = NodeTable(nodes: [
             node(0, cpus: [0], available: available[0], hugetlb: hugetlb[0], distances: [10, 20]),
             node(1, cpus: [1], available: available[1], hugetlb: hugetlb[1], distances: [20, 10]),
@@ -76,9 +84,12 @@ struct NodeTableTests {
         return PoolPlan(config: config, table: table, thpEnabled: "madvise")
     }
 
-    @Test("each pool's backing comes from its own node, in all four hugetlb placements", arguments: [
-        ([200, 200], Backing.hugetlb, Backing.hugetlb), ([200, 0], .hugetlb, .thp), ([0, 200], .thp, .hugetlb), ([0, 0], .thp, .thp),
-    ])
+    @Test(
+        "each pool's backing comes from its own node, in all four hugetlb placements",
+        arguments: [
+            ([200, 200], Backing.hugetlb, Backing.hugetlb), ([200, 0], .hugetlb, .thp), ([0, 200], .thp, .hugetlb),
+            ([0, 0], .thp, .thp),
+        ])
     func backingPerPool(hugetlb: [Int], system: Backing, device: Backing) {
         let plan = Self.plan(hugetlb: hugetlb)
         #expect(plan.areas.map(\.name) == ["system pool", "device pool", "descriptors", "swap area"])
@@ -86,7 +97,9 @@ struct NodeTableTests {
         #expect(plan.areas[1].predicted == device && plan.areas[1].node == 1)
         #expect(plan.areas[2].predicted == .thp, "descriptors never take hugetlb pages")
         #expect(plan.shortfall() == nil)
-        if device == .thp { #expect(plan.areas[1].fallbacks == ["hugetlb: \(hugetlb[1]) free 2 MiB hugetlb pages on node 1, 36 needed"]) }
+        if device == .thp {
+            #expect(plan.areas[1].fallbacks == ["hugetlb: \(hugetlb[1]) free 2 MiB hugetlb pages on node 1, 36 needed"])
+        }
     }
 
     @Test("hugetlb pages spread over the nodes are counted per node: 80 + 80, 128 + 0, 100 + 100")
@@ -108,11 +121,15 @@ struct NodeTableTests {
         // has 2.5 GiB; node 1 has plenty, and the machine 10.5 GiB.
         let plan = Self.plan(hugetlb: [0, 0], available: [2.5, 8], pages: 262144)
         let problem = plan.shortfall()
-        #expect(problem?.hasPrefix("needs 3.1 GiB of memory on node 0 (system pool 3.0 GiB thp, descriptors") == true, "\(problem ?? "nil")")
+        #expect(
+            problem?.hasPrefix("needs 3.1 GiB of memory on node 0 (system pool 3.0 GiB thp, descriptors") == true,
+            "\(problem ?? "nil")")
         #expect(problem?.hasSuffix("but node 0 has 2.5 GiB available") == true, "\(problem ?? "nil")")
         // The device pool's node too.
         let device = Self.plan(hugetlb: [0, 0], available: [8, 0.5], pages: 262144)
-        #expect(device.shortfall()?.contains("on node 1 (device pool 1.0 GiB thp)") == true, "\(device.shortfall() ?? "nil")")
+        #expect(
+            device.shortfall()?.contains("on node 1 (device pool 1.0 GiB thp)") == true,
+            "\(device.shortfall() ?? "nil")")
         // hugetlb pages are not regular memory: a node short of it but with the pages is fine.
         #expect(Self.plan(hugetlb: [2000, 600], available: [0.1, 0.1], pages: 262144).shortfall() == nil)
     }
@@ -121,22 +138,33 @@ struct NodeTableTests {
     func hugetlbOnly() {
         let plan = Self.plan(hugetlb: [200, 0], backing: .hugetlb)
         #expect(plan.areas[1].predicted == nil)
-        #expect(plan.shortfall() == "the device pool (72 MiB on node 1) cannot have hugetlb pages: 0 free 2 MiB hugetlb pages on node 1, 36 needed")
+        #expect(
+            plan.shortfall()
+                == "the device pool (72 MiB on node 1) cannot have hugetlb pages: 0 free 2 MiB hugetlb pages on node 1, 36 needed"
+        )
         var config = RunConfig()
         config.backing = .hugetlb
-        let table = NodeTable(nodes: [Self.node(0, cpus: [0], hugetlb: 200, distances: [10, 20]), Self.node(1, cpus: [1], distances: [20, 10])])
+        let table = NodeTable(nodes: [
+            Self.node(0, cpus: [0], hugetlb: 200, distances: [10, 20]), Self.node(1, cpus: [1], distances: [20, 10]),
+        ])
         #expect {
             try Runner.checkMemory(config, table: table)
         } throws: { error in
             let text = "\(error)"
-            return text.hasPrefix("--pages 16384: the device pool") && text.contains("/sys/devices/system/node/node1/hugepages/hugepages-2048kB/nr_hugepages")
+            return text.hasPrefix("--pages 16384: the device pool")
+                && text.contains("/sys/devices/system/node/node1/hugepages/hugepages-2048kB/nr_hugepages")
         }
     }
 
     @Test("available memory per node follows si_mem_available; watermarks come from /proc/zoneinfo")
     func available() {
-        #expect(NodeTable.availableBytes(free: 1000, fileLRU: 400, reclaimableSlab: 100, lowWatermark: 50, highWatermark: 60) == 1000 - 60 + 350 + 50)
-        #expect(NodeTable.availableBytes(free: 10, fileLRU: 0, reclaimableSlab: 0, lowWatermark: 50, highWatermark: 60) == 0)
+        #expect(
+            NodeTable.availableBytes(
+                free: 1000, fileLRU: 400, reclaimableSlab: 100, lowWatermark: 50, highWatermark: 60) == 1000 - 60 + 350
+                + 50)
+        #expect(
+            NodeTable.availableBytes(free: 10, fileLRU: 0, reclaimableSlab: 0, lowWatermark: 50, highWatermark: 60) == 0
+        )
         let zoneinfo = """
             Node 0, zone    DMA32
               pages free     100
@@ -170,10 +198,13 @@ struct NodeTableTests {
 
     @Test("wrapped lines keep every word and fit the width")
     func wrap() {
-        let line = "  system pool    220 MiB on node 0: thp; passed over hugetlb: 0 free 2 MiB hugetlb pages on node 0, 110 needed and more words here"
+        let line =
+            "  system pool    220 MiB on node 0: thp; passed over hugetlb: 0 free 2 MiB hugetlb pages on node 0, 110 needed and more words here"
         let lines = MachineTopology.wrap(line, indent: 4)
         #expect(lines.count == 2 && lines.allSatisfy { $0.count <= 80 })
         #expect(lines[1].hasPrefix("    ") && !lines[1].hasPrefix("     "))
-        #expect(lines.map { $0.split(separator: " ") }.joined().map(String.init) == line.split(separator: " ").map(String.init))
+        #expect(
+            lines.map { $0.split(separator: " ") }.joined().map(String.init)
+                == line.split(separator: " ").map(String.init))
     }
 }

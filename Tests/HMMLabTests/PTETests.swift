@@ -10,7 +10,8 @@ struct PTETests {
     func present() {
         let e = PTE.present(pfn, writable: true, dirty: true, softDirty: true)
         #expect(e.rawValue & 1 == 1 && e.rawValue & 2 == 2 && e.rawValue & 4 == 4 && e.rawValue & 0x40 != 0)
-        #expect(e.pfn == pfn && e.isPresent && e.isWritable && e.isDirty && e.isSoftDirty && !e.isHuge && !e.isSwapFormat)
+        #expect(
+            e.pfn == pfn && e.isPresent && e.isWritable && e.isDirty && e.isSoftDirty && !e.isHuge && !e.isSwapFormat)
         #expect((e.rawValue >> 12) & ((1 << 40) - 1) == pfn.rawValue, "pfn in bits 12-51")
         let ro = e.writeProtected()
         #expect(!ro.isWritable && ro.isPresent && ro.pfn == pfn)
@@ -31,7 +32,9 @@ struct PTETests {
     func nonPresent() {
         let s = PTE.swap(slot: 77, softDirty: true, exclusive: true)
         #expect(s.isSwap && !s.isPresent && s.swapOffset == 77 && s.swapSoftDirty && s.swapExclusive && !s.isMigration)
-        for (mode, writable, exclusive) in [(PTE.MigrationMode.read, false, false), (.readExclusive, false, true), (.write, true, false)] {
+        for (mode, writable, exclusive) in [
+            (PTE.MigrationMode.read, false, false), (.readExclusive, false, true), (.write, true, false),
+        ] {
             let m = PTE.migration(pfn, mode: mode, young: true, dirty: true, softDirty: true, uffdWP: true)
             #expect(m.isMigration && !m.isSwap && !m.isPresent && m.pfn == pfn)
             #expect(m.isWritableMigration == writable && m.isReadExclusiveMigration == exclusive)
@@ -42,7 +45,9 @@ struct PTETests {
         #expect(d.isDevicePrivate && d.isWritableDevicePrivate && d.pfn == pfn && d.swapType == 29 && !d.isMigration)
         #expect(!PTE.devicePrivate(pfn, writable: false).isWritableDevicePrivate)
         let x = PTE.deviceExclusive(pfn)
-        #expect(x.isDeviceExclusive && x.pfn == pfn && x.swapType == 31 && !x.isPresent && !x.swapSoftDirty && !x.isWritable)
+        #expect(
+            x.isDeviceExclusive && x.pfn == pfn && x.swapType == 31 && !x.isPresent && !x.swapSoftDirty && !x.isWritable
+        )
         #expect(PTE.deviceExclusive(pfn, softDirty: true).swapSoftDirty)
         #expect(d.isPfnSwapEntry && x.isPfnSwapEntry && !s.isPfnSwapEntry)
     }
@@ -60,7 +65,9 @@ struct PTETests {
     @Test("address bits split into the four level indices")
     func levels() {
         let a: UInt64 = (3 << 39) | (5 << 30) | (7 << 21) | (11 << 12) | 0x123
-        #expect(PageTableLevel.pgd.index(a) == 3 && PageTableLevel.pud.index(a) == 5 && PageTableLevel.pmd.index(a) == 7 && PageTableLevel.pte.index(a) == 11)
+        #expect(
+            PageTableLevel.pgd.index(a) == 3 && PageTableLevel.pud.index(a) == 5 && PageTableLevel.pmd.index(a) == 7
+                && PageTableLevel.pte.index(a) == 11)
         #expect(PageTableLevel.pmd.addressEnd(0x20_0000 + 0x1000, 0x80_0000) == 0x40_0000)
         #expect(PageTableLevel.pmd.addressEnd(0x20_0000, 0x30_0000) == 0x30_0000)
     }

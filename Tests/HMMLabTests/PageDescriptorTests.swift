@@ -18,7 +18,9 @@ struct PageDescriptorTests {
         guard case .success(let folio) = memory.allocate(.system, order: 9) else { Issue.record("no folio"); return }
         let head = memory.folioRef(folio)
         #expect(head.order == 9 && head.nrPages == 512 && head.refCount == 1)
-        #expect(memory.folioRef(containing: folio.pfn + 300).descriptor == head.descriptor, "pfn_folio of a tail is its head")
+        #expect(
+            memory.folioRef(containing: folio.pfn + 300).descriptor == head.descriptor,
+            "pfn_folio of a tail is its head")
         #expect(head.page(300).descriptor == memory.page(folio.pfn + 300).descriptor && head.page(300).isTail)
         memory.put(folio)
     }

@@ -15,7 +15,9 @@ struct PhysicalMemoryTests {
         #expect(memory.system.node == memory.configuration.systemNode)
         #expect(memory.device.node == memory.configuration.deviceNode)
 
-        guard case .success(let large) = memory.allocate(.device, order: 9) else { Issue.record("no device folio"); return }
+        guard case .success(let large) = memory.allocate(.device, order: 9) else {
+            Issue.record("no device folio"); return
+        }
         #expect(large.pfn.rawValue % 512 == 0)
         #expect(memory.pool(of: large.pfn)?.kind == .device)
         let head = memory.folioRef(large)
@@ -24,7 +26,9 @@ struct PhysicalMemoryTests {
         #expect(memory.page(large.pfn + 7).flags == [.tail, .zoneDevice])
         #expect(memory.folio(containing: large.pfn + 300) == large)
 
-        guard case .success(let small) = memory.allocate(.system, order: 0) else { Issue.record("no system folio"); return }
+        guard case .success(let small) = memory.allocate(.system, order: 0) else {
+            Issue.record("no system folio"); return
+        }
         #expect(memory.page(small.pfn).flags == [])
         #expect(memory.folio(containing: small.pfn) == small)
         #expect(memory.pool(of: small.pfn)?.kind == .system)
@@ -63,7 +67,9 @@ struct PhysicalMemoryTests {
     func bulk() throws {
         let memory = try PhysicalMemory(.init(systemBytes: 2 << 20, deviceBytes: 4 << 20, backing: .small))
         var pfns = [Pfn](repeating: Pfn(0), count: 2000)
-        let got = pfns.withUnsafeMutableBufferPointer { memory.allocateBulk(.device, count: 2000, into: $0.baseAddress!) }
+        let got = pfns.withUnsafeMutableBufferPointer {
+            memory.allocateBulk(.device, count: 2000, into: $0.baseAddress!)
+        }
         #expect(got == 1024, "the device pool has 1024 frames")
         #expect(Set(pfns.prefix(got)).count == got)
         #expect(pfns.prefix(got).allSatisfy { memory.page($0).refCount == 1 })
@@ -80,7 +86,9 @@ struct PhysicalMemoryTests {
         #expect(fraction + 8.0 / 4096 * 1.01 < 0.02)
     }
 
-    @Test("a one-node machine says once that device memory shares the node", .enabled(if: NUMA.nodesWithMemory().count == 1))
+    @Test(
+        "a one-node machine says once that device memory shares the node",
+        .enabled(if: NUMA.nodesWithMemory().count == 1))
     func oneNodeNote() throws {
         let memory = try PhysicalMemory(.init(systemBytes: 2 << 20, deviceBytes: 2 << 20, backing: .small))
         #expect(memory.configuration.deviceNode == memory.configuration.systemNode)

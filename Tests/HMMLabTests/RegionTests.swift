@@ -54,12 +54,18 @@ struct RegionTests {
         #expect {
             _ = try Region(name: "t-huge-missing", length: length, backing: .hugetlb, node: 0)
         } throws: { error in
-            guard let error = error as? RegionError, case .backingUnavailable(.hugetlb, let reasons) = error else { return false }
+            guard let error = error as? RegionError, case .backingUnavailable(.hugetlb, let reasons) = error else {
+                return false
+            }
             return reasons.count == 1 && reasons[0].hasPrefix("hugetlb:") && error.description.contains("not available")
         }
     }
 
-    @Test("hugetlb backing when pages are free", .enabled(if: (HugetlbPool.freePages(node: 0) ?? 0) >= 8, "fewer than 8 free hugetlb pages (run scripts/setup as root)"))
+    @Test(
+        "hugetlb backing when pages are free",
+        .enabled(
+            if: (HugetlbPool.freePages(node: 0) ?? 0) >= 8,
+            "fewer than 8 free hugetlb pages (run scripts/setup as root)"))
     func hugetlbBacking() throws {
         // Another test may hold pages at the same moment; a shortfall is a clean backingUnavailable, never SIGBUS.
         do {
@@ -81,7 +87,8 @@ struct RegionTests {
         #expect(throws: RegionError.invalidLength(-5)) { _ = try Region(name: "t", length: -5, backing: .small) }
     }
 
-    @Test("memory bound to a second node is read back there", .enabled(if: multiNode, "needs two NUMA nodes with memory"))
+    @Test(
+        "memory bound to a second node is read back there", .enabled(if: multiNode, "needs two NUMA nodes with memory"))
     func secondNode() throws {
         let node = NUMA.nodesWithMemory()[1]
         let region = try Region(name: "t-node", length: 4 << 20, backing: .small, node: node)

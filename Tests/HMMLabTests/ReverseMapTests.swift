@@ -31,13 +31,19 @@ struct ReverseMapTests {
         }
 
         static func - (a: Counts, b: Counts) -> Counts {
-            Counts(rmapWalks: a.rmapWalks - b.rmapWalks, tlbFlushes: a.tlbFlushes - b.tlbFlushes, pmdSplits: a.pmdSplits - b.pmdSplits, folioSplits: a.folioSplits - b.folioSplits)
+            Counts(
+                rmapWalks: a.rmapWalks - b.rmapWalks, tlbFlushes: a.tlbFlushes - b.tlbFlushes,
+                pmdSplits: a.pmdSplits - b.pmdSplits, folioSplits: a.folioSplits - b.folioSplits)
         }
 
-        var description: String { "rmap walks \(rmapWalks), TLB flushes \(tlbFlushes), PMD splits \(pmdSplits), folio splits \(folioSplits)" }
+        var description: String {
+            "rmap walks \(rmapWalks), TLB flushes \(tlbFlushes), PMD splits \(pmdSplits), folio splits \(folioSplits)"
+        }
     }
 
-    @Test("migrate_vma_finalize: remove_migration_ptes walks the reverse map once per folio, even when only the caller maps the range")
+    @Test(
+        "migrate_vma_finalize: remove_migration_ptes walks the reverse map once per folio, even when only the caller maps the range"
+    )
     func finalizeWalksReverseMap() throws {
         let f = try MMFixture()
         let d = Device(memory: f.memory, mm: f.mm, verify: true)
@@ -55,7 +61,8 @@ struct ReverseMapTests {
         f.finish(devices: [d])
     }
 
-    @Test("remove_migration_ptes takes the object's reverse-map lock for reading: finalize waits while a writer holds it")
+    @Test(
+        "remove_migration_ptes takes the object's reverse-map lock for reading: finalize waits while a writer holds it")
     func finalizeTakesObjectLock() throws {
         let f = try MMFixture()
         let d = Device(memory: f.memory, mm: f.mm, verify: true)
@@ -72,12 +79,14 @@ struct ReverseMapTests {
         }
         let job = Job { d.migrateToDevice(a, pages: n).migrated }
         var thread = pthread_t()
-        let started = pthread_create(&thread, nil, { p in
-            let job = Unmanaged<Job>.fromOpaque(p!).takeUnretainedValue()
-            job.migrated.store(job.run(), ordering: .relaxed)
-            job.done.store(true, ordering: .releasing)
-            return nil
-        }, Unmanaged.passUnretained(job).toOpaque())
+        let started = pthread_create(
+            &thread, nil,
+            { p in
+                let job = Unmanaged<Job>.fromOpaque(p!).takeUnretainedValue()
+                job.migrated.store(job.run(), ordering: .relaxed)
+                job.done.store(true, ordering: .releasing)
+                return nil
+            }, Unmanaged.passUnretained(job).toOpaque())
         #expect(started == 0)
         usleep(200_000)
         let doneWhileLocked = job.done.load(ordering: .acquiring)
@@ -125,7 +134,9 @@ struct ReverseMapTests {
         f.finish(devices: [d])
     }
 
-    @Test("before-collect: a PMD-mapped THP goes through split_folio: one frozen PMD split, one folio split, 512 remaps, data intact")
+    @Test(
+        "before-collect: a PMD-mapped THP goes through split_folio: one frozen PMD split, one folio split, 512 remaps, data intact"
+    )
     func beforeCollectSplitsThroughMigrationEntries() throws {
         let f = try MMFixture()
         let d = Device(memory: f.memory, mm: f.mm, verify: true, splitPolicy: .beforeCollect)
@@ -143,7 +154,9 @@ struct ReverseMapTests {
         // unmap_folio: one walk of the folio; remap_page: one per new folio; finalize: one per source.
         // Flushes: pmdp_invalidate of the split, then collect's ptep_clear_flush per anon-exclusive page
         // and its flush_tlb_range.
-        #expect(delta == Counts(rmapWalks: 1 + 512 + 512, tlbFlushes: 1 + 512 + 1, pmdSplits: 1, folioSplits: 1), "\(delta)")
+        #expect(
+            delta == Counts(rmapWalks: 1 + 512 + 512, tlbFlushes: 1 + 512 + 1, pmdSplits: 1, folioSplits: 1), "\(delta)"
+        )
         #expect(r.tlbFlushes == 512 + 1)
         #expect(try d.snapshot(a, pages: 512).allSatisfy { $0 == MirrorProt.devicePrivateLocal | MirrorProt.write })
         f.check(devices: [d])

@@ -43,7 +43,9 @@ struct StrategyTests {
         #expect(ftm.faults > 0 && mtf.faults > 0 && uni.faults > 0)
     }
 
-    @Test("a read request in 32-page calls, as test_hmm's READ: untouched pages get the zero page (16 calls, each walked again after its faults), which migrate_vma_pages replaces with a TLB flush each")
+    @Test(
+        "a read request in 32-page calls, as test_hmm's READ: untouched pages get the zero page (16 calls, each walked again after its faults), which migrate_vma_pages replaces with a TLB flush each"
+    )
     func readRequestAsDmirror() throws {
         let f = try MMFixture()
         let d = Device(memory: f.memory, mm: f.mm, verify: true)
@@ -53,7 +55,9 @@ struct StrategyTests {
         let r = d.makeResident(a, pages: n, strategy: .faultThenMigrate, access: .read, faultPages: Device.faultWindow)
         #expect(r.errno == 0 && r.migrated == n)
         #expect(r.walks == 17 && r.restarts == 16 && r.faults == n, "\(r)")
-        #expect(f.mm.counters.tlbFlushes.load(ordering: .relaxed) - flushes == n, "one ptep_clear_flush per zero page replaced")
+        #expect(
+            f.mm.counters.tlbFlushes.load(ordering: .relaxed) - flushes == n,
+            "one ptep_clear_flush per zero page replaced")
         #expect(f.mm.snapshot(a, pages: n).allSatisfy { $0 == .devicePrivate })
         f.check(devices: [d])
         f.finish(devices: [d])

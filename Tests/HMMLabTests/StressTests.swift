@@ -37,8 +37,12 @@ struct StressTests {
         #expect(records.map(\.round) == Array(1...report.rounds))
         #expect(records.reduce(0) { $0 + $1.ops } == report.totalOps && records.last?.totalOps == report.totalOps)
         for r in records {
-            #expect(r.checkSeconds > 0 && r.slowestReadSeconds > 0 && r.slowestReadSeconds <= r.checkSeconds, "round \(r.round)")
-            #expect(r.slowestOpSeconds <= r.opSeconds && r.opSeconds + r.invariantSeconds + r.checkSeconds < r.seconds, "round \(r.round)")
+            #expect(
+                r.checkSeconds > 0 && r.slowestReadSeconds > 0 && r.slowestReadSeconds <= r.checkSeconds,
+                "round \(r.round)")
+            #expect(
+                r.slowestOpSeconds <= r.opSeconds && r.opSeconds + r.invariantSeconds + r.checkSeconds < r.seconds,
+                "round \(r.round)")
             #expect(r.residentKiB > 0, "round \(r.round)")
         }
         #expect(report.violationCount == 0, "\(replay): \(report.violations.prefix(10).joined(separator: "\n"))")
@@ -48,13 +52,17 @@ struct StressTests {
         // The loop did what it claims: every kind of op, every injection point, device failures, and
         // injected CPU faults that found a migration entry and waited.
         for op in Stress.Op.allCases { #expect(report.count(op) > 0, "\(replay): no \(op.rawValue) op ran") }
-        for p in FaultInjector.Point.allCases { #expect(report.injected(p) > 0, "\(replay): nothing injected at \(p.name)") }
+        for p in FaultInjector.Point.allCases {
+            #expect(report.injected(p) > 0, "\(replay): nothing injected at \(p.name)")
+        }
         #expect(report.deviceAllocFailures > 0, "\(replay)")
         #expect(report.cpuFaultWaits > 0, "\(replay)")
         #expect(report.mutatorStores > 0, "\(replay)")
     }
 
-    @Test("two jobs on two devices: strategy ops on overlapping random windows at once, with mutators and every injection; no violation, nothing leaks")
+    @Test(
+        "two jobs on two devices: strategy ops on overlapping random windows at once, with mutators and every injection; no violation, nothing leaks"
+    )
     func jobsAndDevices() throws {
         var c = Stress.Configuration()
         c.seed = Self.seed
@@ -71,7 +79,8 @@ struct StressTests {
         let stress = try Stress(c)
         #expect(stress.memory.devicePools.count == 2)
         let report = stress.run()
-        let replay = "seed \(c.seed) (replay: HMM_LAB_STRESS_SEED=\(c.seed) swift test --filter StressTests/jobsAndDevices)"
+        let replay =
+            "seed \(c.seed) (replay: HMM_LAB_STRESS_SEED=\(c.seed) swift test --filter StressTests/jobsAndDevices)"
         #expect(report.violationCount == 0, "\(replay): \(report.violations.prefix(10).joined(separator: "\n"))")
         #expect(report.seconds < c.seconds + 10, "\(replay): the time cap holds (\(report.seconds) s)")
         for op in [Stress.Op.unified, .faultThenMigrate, .migrateThenFault, .release, .toSystem] {
@@ -80,7 +89,9 @@ struct StressTests {
         #expect(report.mutatorStores > 0, "\(replay)")
     }
 
-    @Test("a pin on every migration back (pin=1) cannot hold the run: CPU accesses that keep faulting give up when the budget ends", arguments: [1.0, 0.999999])
+    @Test(
+        "a pin on every migration back (pin=1) cannot hold the run: CPU accesses that keep faulting give up when the budget ends",
+        arguments: [1.0, 0.999999])
     func pinAlwaysTerminates(_ p: Double) throws {
         var c = Stress.Configuration()
         c.seed = Self.seed
@@ -93,11 +104,15 @@ struct StressTests {
         let started = monotonicNanoseconds()
         let report = stress.run()
         let seconds = Double(monotonicNanoseconds() - started) / 1e9
-        #expect(seconds < 30, "seed \(c.seed): a 1 s budget took \(seconds) s (a livelock never ends; 30 s leaves room for a loaded machine)")
+        #expect(
+            seconds < 30,
+            "seed \(c.seed): a 1 s budget took \(seconds) s (a livelock never ends; 30 s leaves room for a loaded machine)"
+        )
         #expect(report.violationCount == 0, "seed \(c.seed): \(report.violations.prefix(5).joined(separator: "\n"))")
     }
 
-    @Test("a store whose fault returns with a fatal signal pending is not made (fault_signal_pending); without one it is")
+    @Test(
+        "a store whose fault returns with a fatal signal pending is not made (fault_signal_pending); without one it is")
     func interruptedStore() throws {
         let f = try MMFixture()
         let a = try f.mm.mmap(length: 4096, protection: .readWrite)

@@ -19,7 +19,9 @@ struct SwapAreaTests {
         let swap = try SwapArea(bytes: 8 << 20, backing: .small)
         var folios: [Folio] = []
         for _ in 0..<3 {
-            guard case .success(let f) = memory.allocate(.system, order: order) else { Issue.record("no folio"); return }
+            guard case .success(let f) = memory.allocate(.system, order: order) else {
+                Issue.record("no folio"); return
+            }
             folios.append(f)
         }
         for (k, f) in folios.enumerated() { Self.fill(memory.bytes(of: f), seed: UInt64(k + 1)) }
@@ -72,7 +74,9 @@ struct SwapAreaTests {
         memory.put(large)
     }
 
-    @Test("a read of a slot still being written waits for the data; references dropped during the write free the slot after it")
+    @Test(
+        "a read of a slot still being written waits for the data; references dropped during the write free the slot after it"
+    )
     func readWaitsForWrite() throws {
         let memory = try PhysicalMemory(.init(systemBytes: 4 << 20, deviceBytes: 2 << 20, backing: .small))
         let swap = try SwapArea(bytes: 2 << 20, backing: .small)

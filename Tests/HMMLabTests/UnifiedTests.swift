@@ -40,7 +40,8 @@ struct UnifiedTests {
                 #expect(r.collected == 1 && r.splitsBeforeCollect == 0 && r.restarts == 0)
                 #expect(try #require(f.mm.pageTable.pmdSlot(a, allocate: false)).load().isDevicePrivate)
             } else {
-                #expect(r.collected == 512 && r.splitsBeforeCollect == 1 && r.restarts == 1, "split, then walk again: \(r)")
+                #expect(
+                    r.collected == 512 && r.splitsBeforeCollect == 1 && r.restarts == 1, "split, then walk again: \(r)")
             }
             f.check(devices: [d])
             #expect(try f.mismatches(a, pages: 512, seed: 3) == [])
@@ -66,7 +67,8 @@ struct UnifiedTests {
             #expect(f.mm.migrateVMASetupUnified(args, range: range, fault: false) == 0)
             #expect(args.cpages == 60, "swap entries are not collected without MIGRATE_VMA_FAULT")
             #expect((0..<4).allSatisfy { args.src[$0] == 0 })
-            #expect((48..<64).allSatisfy { args.src[$0] == MigratePfn.migrate }, "holes are source-less MIGRATE entries")
+            #expect(
+                (48..<64).allSatisfy { args.src[$0] == MigratePfn.migrate }, "holes are source-less MIGRATE entries")
             // Give everything back.
             f.mm.migrateVMAFinalize(args)
         }

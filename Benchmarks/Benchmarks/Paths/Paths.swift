@@ -88,7 +88,8 @@ let benchmarks: @Sendable () -> Void = {
     for strategy in Strategy.allCases {
         for swapped in [0, 64] {
             let window = swapped == 0 ? "present-window" : "window-with-64-swap-entries"
-            Benchmark("op-\(strategy)-\(window)", configuration: counted(["walks", "restarts", "faults", "migrated"])) { benchmark, lab in
+            Benchmark("op-\(strategy)-\(window)", configuration: counted(["walks", "restarts", "faults", "migrated"])) {
+                benchmark, lab in
                 let device = Device(memory: lab.memory, mm: lab.mm)
                 defer { device.close() }
                 for _ in benchmark.scaledIterations {

@@ -9,7 +9,8 @@ let benchmarks: @Sendable () -> Void = {
         metrics: [.wallClock, .mallocCountTotal, .custom("frames", useScalingFactor: false)],
         maxDuration: .seconds(1), maxIterations: 2_000)
 
-    Benchmark("FrameAllocator order-0 allocate+free, 512 frames", configuration: configuration) { benchmark, allocator in
+    Benchmark("FrameAllocator order-0 allocate+free, 512 frames", configuration: configuration) {
+        benchmark, allocator in
         var indices = [Int](repeating: 0, count: frames)
         benchmark.startMeasurement()
         for _ in benchmark.scaledIterations {
@@ -25,7 +26,8 @@ let benchmarks: @Sendable () -> Void = {
         FrameAllocator(frames: 16 * 512)
     }
 
-    Benchmark("PhysicalMemory order-0 folio allocate+put, 512 folios", configuration: configuration) { benchmark, memory in
+    Benchmark("PhysicalMemory order-0 folio allocate+put, 512 folios", configuration: configuration) {
+        benchmark, memory in
         var pfns = [Pfn](repeating: Pfn(0), count: frames)
         benchmark.startMeasurement()
         for _ in benchmark.scaledIterations {

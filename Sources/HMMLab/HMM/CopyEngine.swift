@@ -28,7 +28,9 @@ public final class CopyEngine: @unchecked Sendable {
     /// Bytes a parallel chunk holds at least.
     static let chunkBytes = 64 << 10
     /// One page of zeros, to check cleared pages against.
-    nonisolated(unsafe) static let zeros = UnsafeRawPointer(UnsafeMutableRawPointer.allocate(byteCount: PageSize.bytes, alignment: PageSize.bytes).initializeMemory(as: UInt8.self, repeating: 0, count: PageSize.bytes))
+    nonisolated(unsafe) static let zeros = UnsafeRawPointer(
+        UnsafeMutableRawPointer.allocate(byteCount: PageSize.bytes, alignment: PageSize.bytes).initializeMemory(
+            as: UInt8.self, repeating: 0, count: PageSize.bytes))
 
     /// Called on a Dispatch worker thread before it copies its share, so the harness can open its
     /// per-thread perf counters there (``PerfCounterSet/enterWorkerThread()``) and pin the thread.
@@ -50,7 +52,9 @@ public final class CopyEngine: @unchecked Sendable {
     private(set) var verifyFailures = 0
     private(set) var pagesVerified = 0
 
-    public init(workers: Int = 1, verify: Bool = false, capacity: Int = 4096, workerThreadHook: (@Sendable () -> Void)? = nil) {
+    public init(
+        workers: Int = 1, verify: Bool = false, capacity: Int = 4096, workerThreadHook: (@Sendable () -> Void)? = nil
+    ) {
         self.workers = max(1, workers)
         self.verify = verify
         self.workerThreadHook = workerThreadHook

@@ -91,9 +91,12 @@ extension Device {
         let end = pageAddress(start, pages)
         mm.mmapLock.readLock()
         defer { mm.mmapLock.unlock() }
-        migrateWindows(start, end, &result, requireRead: true, flags: { address, next in
-            useCompound(start: address, end: next) ? [.system, .compound] : [.system]
-        }) { args, copy, phases in
+        migrateWindows(
+            start, end, &result, requireRead: true,
+            flags: { address, next in
+                useCompound(start: address, end: next) ? [.system, .compound] : [.system]
+            }
+        ) { args, copy, phases in
             allocateAndCopyToDevice(args, copy: copy, phases: &phases)
             let t = monotonicNanoseconds()
             mm.migrateVMAPages(args)
@@ -175,7 +178,9 @@ extension Device {
         }
         let npages = args.npages
         var small = 0
-        for i in 0..<npages where args.src[i] & (MigratePfn.migrate | MigratePfn.compound) == MigratePfn.migrate { small += 1 }
+        for i in 0..<npages where args.src[i] & (MigratePfn.migrate | MigratePfn.compound) == MigratePfn.migrate {
+            small += 1
+        }
         withUnsafeTemporaryAllocation(of: Pfn.self, capacity: max(1, small)) { pages in
             let got = allocateDevicePages(small, into: pages.baseAddress!)
             var next = 0
@@ -203,7 +208,12 @@ extension Device {
             if s & MigratePfn.compound != 0 {
                 if let folio = allocateDevicePage(order: PageSize.pmdOrder) {
                     args.dst[i] = MigratePfn.make(folio.pfn) | MigratePfn.compound | write
-                    if let source { copy.copy(from: memory.address(of: source), to: memory.address(of: folio.pfn), bytes: folio.byteCount) } else { copy.clear(memory.address(of: folio.pfn), bytes: folio.byteCount) }
+                    if let source {
+                        copy.copy(
+                            from: memory.address(of: source), to: memory.address(of: folio.pfn), bytes: folio.byteCount)
+                    } else {
+                        copy.clear(memory.address(of: folio.pfn), bytes: folio.byteCount)
+                    }
                     stats.hugeToDevice.wrappingAdd(1, ordering: .relaxed)
                     i += PageSize.pmdPages
                     continue
@@ -211,14 +221,24 @@ extension Device {
                 for j in 0..<PageSize.pmdPages where i + j < args.npages {
                     guard let page = allocateDevicePage(order: 0) else { continue }
                     args.dst[i + j] = MigratePfn.make(page.pfn) | write
-                    if let source { copy.copy(from: memory.address(of: source + j), to: memory.address(of: page.pfn), bytes: PageSize.bytes) } else { copy.clear(memory.address(of: page.pfn), bytes: PageSize.bytes) }
+                    if let source {
+                        copy.copy(
+                            from: memory.address(of: source + j), to: memory.address(of: page.pfn),
+                            bytes: PageSize.bytes)
+                    } else {
+                        copy.clear(memory.address(of: page.pfn), bytes: PageSize.bytes)
+                    }
                 }
                 i += PageSize.pmdPages
                 continue
             }
             if let page = nextPage() {
                 args.dst[i] = MigratePfn.make(page.pfn) | write
-                if let source { copy.copy(from: memory.address(of: source), to: memory.address(of: page.pfn), bytes: PageSize.bytes) } else { copy.clear(memory.address(of: page.pfn), bytes: PageSize.bytes) }
+                if let source {
+                    copy.copy(from: memory.address(of: source), to: memory.address(of: page.pfn), bytes: PageSize.bytes)
+                } else {
+                    copy.clear(memory.address(of: page.pfn), bytes: PageSize.bytes)
+                }
             }
             i += 1
         }
@@ -384,7 +404,9 @@ extension Device {
 
     /// Attempts at `[address, next)` until one is not invalidated (at most 64, then `-EBUSY`): nil,
     /// or the errno that ended the window.
-    private func migrateWindowOnFault(_ address: UInt64, _ next: UInt64, _ attempt: WindowAttempt, _ result: inout MigrationResult) -> Int32? {
+    private func migrateWindowOnFault(
+        _ address: UInt64, _ next: UInt64, _ attempt: WindowAttempt, _ result: inout MigrationResult
+    ) -> Int32? {
         for _ in 0..<64 {
             switch migrateWindowOnFaultOnce(address, next, attempt, &result) {
             case .done:
@@ -410,7 +432,9 @@ extension Device {
     /// dmirror_range_fault) with the previous walk's migration entries still installed and their folios
     /// locked; with REQ_FAULT the rewalk meets them and waits on its own folio locks
     /// (migration_entry_wait), which never ends.
-    private func migrateWindowOnFaultOnce(_ address: UInt64, _ next: UInt64, _ attempt: WindowAttempt, _ result: inout MigrationResult) -> WindowOutcome {
+    private func migrateWindowOnFaultOnce(
+        _ address: UInt64, _ next: UInt64, _ attempt: WindowAttempt, _ result: inout MigrationResult
+    ) -> WindowOutcome {
         let range = attempt.range
         let args = attempt.context.args
         prepareUnifiedRange(range, args, address, next, compound: attempt.compound, access: attempt.access)
@@ -448,7 +472,9 @@ extension Device {
     }
 
     /// The range and migrate arguments of one unified walk over `[address, next)`.
-    private func prepareUnifiedRange(_ range: HMMRange, _ args: MigrateVMA, _ address: UInt64, _ next: UInt64, compound: Bool, access: DeviceAccess) {
+    private func prepareUnifiedRange(
+        _ range: HMMRange, _ args: MigrateVMA, _ address: UInt64, _ next: UInt64, compound: Bool, access: DeviceAccess
+    ) {
         range.notifier = notifier
         range.notifierSeq = notifier.readBegin()
         range.start = address
@@ -512,7 +538,10 @@ extension Device {
             args.faultPage = faultPage
             defer { args.faultPage = nil }
             let unified = setupThroughUnifiedWalk && folioOrder == 0
-            let setup = unified ? withRange(capacity: args.npages) { mm.migrateVMASetupUnified(args, range: $0, fault: false) } : mm.migrateVMASetup(args)
+            let setup =
+                unified
+                ? withRange(capacity: args.npages) { mm.migrateVMASetupUnified(args, range: $0, fault: false) }
+                : mm.migrateVMASetup(args)
             guard setup == 0 else {
                 failed = true
                 return
@@ -526,7 +555,9 @@ extension Device {
                 failed = true
             }
             var migrated = 0
-            for i in 0..<args.npages where args.src[i] & MigratePfn.migrate != 0 { migrated += args.src[i] & MigratePfn.compound != 0 ? PageSize.pmdPages : 1 }
+            for i in 0..<args.npages where args.src[i] & MigratePfn.migrate != 0 {
+                migrated += args.src[i] & MigratePfn.compound != 0 ? PageSize.pmdPages : 1
+            }
             mm.migrateVMAFinalize(args)
             stats.pagesToSystem.wrappingAdd(migrated, ordering: .relaxed)
         }
@@ -540,7 +571,8 @@ extension Device {
         let end = pageAddress(start, pages)
         mm.mmapLock.readLock()
         defer { mm.mmapLock.unlock() }
-        migrateWindows(start, end, &result, requireRead: false, flags: { _, _ in [.devicePrivate, .compound] }) { args, copy, _ in
+        migrateWindows(start, end, &result, requireRead: false, flags: { _, _ in [.devicePrivate, .compound] }) {
+            args, copy, _ in
             allocateAndCopyToSystem(args, copy: copy)
             mm.migrateVMAPages(args)
             var migrated = 0
@@ -568,13 +600,16 @@ extension Device {
             if s & MigratePfn.compound != 0 {
                 if let folio = allocateSystemPage(order: PageSize.pmdOrder) {
                     args.dst[i] = MigratePfn.make(folio.pfn) | MigratePfn.compound
-                    copy.copy(from: memory.address(of: source), to: memory.address(of: folio.pfn), bytes: folio.byteCount)
+                    copy.copy(
+                        from: memory.address(of: source), to: memory.address(of: folio.pfn), bytes: folio.byteCount)
                     stats.hugeToSystem.wrappingAdd(1, ordering: .relaxed)
                 } else {
                     for j in 0..<PageSize.pmdPages where i + j < args.npages {
                         guard let page = allocateSystemPage(order: 0) else { continue }
                         args.dst[i + j] = MigratePfn.make(page.pfn)
-                        copy.copy(from: memory.address(of: source + j), to: memory.address(of: page.pfn), bytes: PageSize.bytes)
+                        copy.copy(
+                            from: memory.address(of: source + j), to: memory.address(of: page.pfn),
+                            bytes: PageSize.bytes)
                     }
                 }
                 pageTable.withLock { $0.erasePages(pageAddress(args.start, i), count: PageSize.pmdPages) }
@@ -665,7 +700,8 @@ extension Device {
                 let order = src[k] & MigratePfn.compound != 0 ? PageSize.pmdOrder : 0
                 if let folio = allocateSystemPage(order: order) {
                     dst[k] = MigratePfn.make(folio.pfn) | (order > 0 ? MigratePfn.compound : 0)
-                    context.copy.copy(from: memory.address(of: source), to: memory.address(of: folio.pfn), bytes: folio.byteCount)
+                    context.copy.copy(
+                        from: memory.address(of: source), to: memory.address(of: folio.pfn), bytes: folio.byteCount)
                 }
                 k += 1 << order
             }
@@ -694,4 +730,3 @@ extension Device {
         return moved
     }
 }
-

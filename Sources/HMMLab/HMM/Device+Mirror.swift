@@ -34,9 +34,9 @@ extension Device {
     /// model several times slower on a loaded machine, so that mutator threads' invalidations do not
     /// make a window time out there that a normal build finishes.
     #if HMM_LAB_TSAN
-    static let defaultRangeTimeoutNanoseconds: UInt64 = 30_000_000_000
+        static let defaultRangeTimeoutNanoseconds: UInt64 = 30_000_000_000
     #else
-    static let defaultRangeTimeoutNanoseconds: UInt64 = 1_000_000_000
+        static let defaultRangeTimeoutNanoseconds: UInt64 = 1_000_000_000
     #endif
 
     /// `dmirror_range_fault()` + `dmirror_do_fault()`: the canonical HMM loop — `read_begin`, mmap read
@@ -124,7 +124,9 @@ extension Device {
     /// `dmirror_fault()`: faults `[start, end)` in for the device in windows of `window` pages
     /// (``faultWindow``, 32, as dmirror, unless a caller asks otherwise), counting walks in `result`.
     /// Windows start at `start` and are not aligned, as dmirror's are not.
-    func fault(_ start: UInt64, _ end: UInt64, write: Bool, window: Int = faultWindow, result: inout MigrationResult) -> Int32 {
+    func fault(
+        _ start: UInt64, _ end: UInt64, write: Bool, window: Int = faultWindow, result: inout MigrationResult
+    ) -> Int32 {
         withRange(capacity: window) { range in
             var address = start
             while address < end {
@@ -176,7 +178,9 @@ extension Device {
                 while copied < pages {
                     let e = pt.lookup(pageAddress(start, copied))
                     guard e != 0 else { return false }
-                    RawBytes.copy(to: b.baseAddress! + copied * PageSize.bytes, from: memory.address(of: DevicePageTable.pfn(of: e)), count: PageSize.bytes)
+                    RawBytes.copy(
+                        to: b.baseAddress! + copied * PageSize.bytes,
+                        from: memory.address(of: DevicePageTable.pfn(of: e)), count: PageSize.bytes)
                     copied += 1
                 }
                 return true
@@ -212,7 +216,9 @@ extension Device {
                     let e = pt.lookup(pageAddress(start, copied))
                     guard e & DevicePageTable.write != 0 else { return false }
                     let offset = copied * PageSize.bytes
-                    RawBytes.copy(to: memory.address(of: DevicePageTable.pfn(of: e)), from: b.baseAddress! + offset, count: min(PageSize.bytes, b.count - offset))
+                    RawBytes.copy(
+                        to: memory.address(of: DevicePageTable.pfn(of: e)), from: b.baseAddress! + offset,
+                        count: min(PageSize.bytes, b.count - offset))
                     copied += 1
                 }
                 return true

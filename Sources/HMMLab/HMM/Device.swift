@@ -84,12 +84,15 @@ public final class Device: DevicePagemap, MMUIntervalNotifierOps, @unchecked Sen
     /// A device mirroring `mm`.
     /// `copyWorkerHook` runs on each copy worker thread before it copies (``CopyEngine/workerThreadHook``);
     /// `pool`: the device memory it owns (nil: the first device pool).
-    public init(memory: PhysicalMemory, mm: AddressSpace, copyWorkers: Int = 1, verify: Bool = false,
-                selfInvalidation: SelfInvalidation = .skip, splitPolicy: SplitPolicy = .afterIsolation,
-                copyWorkerHook: (@Sendable () -> Void)? = nil, pool: MemoryPool? = nil) {
+    public init(
+        memory: PhysicalMemory, mm: AddressSpace, copyWorkers: Int = 1, verify: Bool = false,
+        selfInvalidation: SelfInvalidation = .skip, splitPolicy: SplitPolicy = .afterIsolation,
+        copyWorkerHook: (@Sendable () -> Void)? = nil, pool: MemoryPool? = nil
+    ) {
         self.pool = pool ?? memory.device
         owner = Self.nextOwner.wrappingAdd(1, ordering: .relaxed).oldValue
-        precondition(owner <= PageDescriptor.deviceOwnerMask, "owner token \(owner) does not fit a device page's private word")
+        precondition(
+            owner <= PageDescriptor.deviceOwnerMask, "owner token \(owner) does not fit a device page's private word")
         self.memory = memory
         driverCost = memory.costs.contains(.driver)
         let stats = DeviceStatistics()
@@ -143,10 +146,12 @@ public final class Device: DevicePagemap, MMUIntervalNotifierOps, @unchecked Sen
     /// ``allocateDevicePage(order:)`` but for the counters of the pages it got.
     @inline(__always)
     private func takeDevicePage(order: Int) -> Folio? {
-        let injected = injecting.load(ordering: .acquiring) && injection.withLock { s -> Bool in
-            let p = s.settings.probability(order: order)
-            return p > 0 && s.rng.nextUnit() < p
-        }
+        let injected =
+            injecting.load(ordering: .acquiring)
+            && injection.withLock { s -> Bool in
+                let p = s.settings.probability(order: order)
+                return p > 0 && s.rng.nextUnit() < p
+            }
         var backing: Folio?
         if !injected, driverCost {
             guard case .success(let b) = memory.allocate(.system, order: order) else { return allocationFailed() }
@@ -257,8 +262,11 @@ public final class Device: DevicePagemap, MMUIntervalNotifierOps, @unchecked Sen
     func deviceMappings() -> [(address: UInt64, pfn: Pfn, writable: Bool, atomic: Bool)] {
         pageTable.withLock { pt in
             pt.entries().map {
-                (address: $0.address, pfn: DevicePageTable.pfn(of: $0.entry), writable: $0.entry & DevicePageTable.write != 0,
-                 atomic: $0.entry & DevicePageTable.atomic != 0)
+                (
+                    address: $0.address, pfn: DevicePageTable.pfn(of: $0.entry),
+                    writable: $0.entry & DevicePageTable.write != 0,
+                    atomic: $0.entry & DevicePageTable.atomic != 0
+                )
             }
         }
     }
@@ -276,7 +284,9 @@ public final class Device: DevicePagemap, MMUIntervalNotifierOps, @unchecked Sen
     }
 
     func withMigrationContext<T>(_ body: (MigrationContext) throws -> T) rethrows -> T {
-        let context = scratch.withLock { $0.popLast() } ?? MigrationContext(mm: mm, workers: copyWorkers, verify: verify, hook: copyWorkerHook)
+        let context =
+            scratch.withLock { $0.popLast() }
+            ?? MigrationContext(mm: mm, workers: copyWorkers, verify: verify, hook: copyWorkerHook)
         defer {
             let t = context.copy.takeTotals()
             stats.bytesCopied.wrappingAdd(t.copied, ordering: .relaxed)
@@ -293,10 +303,11 @@ public final class Device: DevicePagemap, MMUIntervalNotifierOps, @unchecked Sen
     }
 
     func withRange<T>(capacity: Int, _ body: (HMMRange) throws -> T) rethrows -> T {
-        let range = rangeScratch.withLock { list -> HMMRange? in
-            guard let i = list.lastIndex(where: { $0.capacity >= capacity }) else { return nil }
-            return list.remove(at: i)
-        } ?? HMMRange(capacity: max(capacity, PageSize.pmdPages))
+        let range =
+            rangeScratch.withLock { list -> HMMRange? in
+                guard let i = list.lastIndex(where: { $0.capacity >= capacity }) else { return nil }
+                return list.remove(at: i)
+            } ?? HMMRange(capacity: max(capacity, PageSize.pmdPages))
         defer { rangeScratch.withLock { $0.append(range) } }
         range.migrate = nil
         range.compoundMigration = false

@@ -63,7 +63,8 @@ extension AddressSpace {
     ///
     /// - Returns: 0, `-EBUSY` (range invalidated: retry), `-EFAULT`, `-EPERM`, `-ERANGE`.
     func hmmRangeFault(_ range: HMMRange) -> Int32 {
-        precondition(range.npages <= range.capacity, "hmm range of \(range.npages) pages exceeds its capacity \(range.capacity)")
+        precondition(
+            range.npages <= range.capacity, "hmm range of \(range.npages) pages exceeds its capacity \(range.capacity)")
         var ops = HMMWalk(range: range)
         range.faults = 0
         range.faultNanoseconds = 0
@@ -117,7 +118,9 @@ extension AddressSpace {
                 continue
             }
             let pfn = HMMPfn.pfn(w)
-            let huge = HMMPfn.mapOrder(w) == PageSize.pmdOrder && i + PageSize.pmdPages <= n && isPMDAligned(pageAddress(start, i))
+            let huge =
+                HMMPfn.mapOrder(w) == PageSize.pmdOrder && i + PageSize.pmdPages <= n
+                && isPMDAligned(pageAddress(start, i))
             var word: UInt64 = pfn.rawValue == 0 ? MigratePfn.migrate : MigratePfn.make(pfn) | MigratePfn.migrate
             if w & HMMPfn.write != 0, pfn.rawValue != 0 { word |= MigratePfn.write }
             cpages += 1
@@ -154,7 +157,9 @@ extension AddressSpace {
     /// `hmm_range_fault` with `HMM_PFN_REQ_MIGRATE` (and `REQ_FAULT` when `fault`, the RFC's
     /// `MIGRATE_VMA_FAULT`), no notifier, then `migrate_hmm_range_setup`.
     func migrateVMASetupUnified(_ args: MigrateVMA, range: HMMRange, fault: Bool) -> Int32 {
-        guard let vma = args.vma, args.start >= vma.start, args.end <= vma.end, args.end > args.start else { return Errno.EINVAL }
+        guard let vma = args.vma, args.start >= vma.start, args.end <= vma.end, args.end > args.start else {
+            return Errno.EINVAL
+        }
         range.notifier = nil
         range.start = args.start
         range.end = args.end
@@ -366,7 +371,8 @@ struct HMMWalk: PageWalkOps {
             let slots = space.pageTable.slots(of: table)
             while address < end {
                 let slot = slots.advanced(by: PageTableLevel.pte.index(address))
-                let r = handlePTE(slot, address, end, &walk, mm: space, memory: physical, injector: injector, collect: collect)
+                let r = handlePTE(
+                    slot, address, end, &walk, mm: space, memory: physical, injector: injector, collect: collect)
                 if r != 0 { return r }
                 address += PageSize.size
             }
@@ -383,7 +389,8 @@ struct HMMWalk: PageWalkOps {
     /// entries only change under the mmap lock for writing, or by a fault, which restarts the walk).
     mutating func hugetlbEntry(_ entry: PTE, _ start: UInt64, _ end: UInt64, _ walk: inout PageWalk) -> Int32 {
         let present = entry.isPresent && entry.isHuge && !entry.isProtNone
-        let cpuFlags = (present ? HMMPfn.valid | (entry.isWritable ? HMMPfn.write : 0) : 0) | HMMPfn.order(PageSize.pmdOrder)
+        let cpuFlags =
+            (present ? HMMPfn.valid | (entry.isWritable ? HMMPfn.write : 0) : 0) | HMMPfn.order(PageSize.pmdOrder)
         let required = pteNeedFault(pfns[index(start)], cpuFlags)
         if required != 0 { return fault(start, end, required, &walk) }
         var pfn = present ? entry.pfn + pteIndex(start) : Pfn(rawValue: 0)
@@ -396,7 +403,9 @@ struct HMMWalk: PageWalkOps {
 
     /// `hmm_vma_handle_pmd()`: a PMD-mapped THP reports 512 pfns with map order 9, or faults.
     mutating func handlePMD(_ entry: PTE, _ start: UInt64, _ end: UInt64, _ walk: inout PageWalk) -> Int32 {
-        let cpuFlags: UInt64 = entry.isProtNone ? 0 : (entry.isWritable ? HMMPfn.valid | HMMPfn.write : HMMPfn.valid) | HMMPfn.order(PageSize.pmdOrder)
+        let cpuFlags: UInt64 =
+            entry.isProtNone
+            ? 0 : (entry.isWritable ? HMMPfn.valid | HMMPfn.write : HMMPfn.valid) | HMMPfn.order(PageSize.pmdOrder)
         let required = rangeNeedFault(start, end, cpuFlags)
         if required != 0 { return fault(start, end, required, &walk) }
         var pfn = entry.pfn + pteIndex(start)
@@ -427,7 +436,8 @@ struct HMMWalk: PageWalkOps {
     mutating func handleAbsentPMD(_ entry: PTE, _ start: UInt64, _ end: UInt64, _ walk: inout PageWalk) -> Int32 {
         unowned(unsafe) let memory = walk.mm.memory
         if entry.isDevicePrivate, memory.pagemap(of: entry.pfn)?.owner == devPrivateOwner {
-            let cpuFlags = HMMPfn.valid | (entry.isWritableDevicePrivate ? HMMPfn.write : 0) | HMMPfn.order(PageSize.pmdOrder)
+            let cpuFlags =
+                HMMPfn.valid | (entry.isWritableDevicePrivate ? HMMPfn.write : 0) | HMMPfn.order(PageSize.pmdOrder)
             var pfn = entry.pfn + pteIndex(start)
             for i in index(start)..<index(end) {
                 pfns[i] = (pfns[i] & HMMPfn.inOutFlags) | pfn.rawValue | cpuFlags
@@ -449,7 +459,8 @@ struct HMMWalk: PageWalkOps {
     /// (only the zero pages are special); a test installs one.
     @inline(__always)
     mutating func handlePTE(
-        _ slot: EntrySlot, _ address: UInt64, _ end: UInt64, _ walk: inout PageWalk, mm: AddressSpace, memory: PhysicalMemory, injector: FaultInjector?,
+        _ slot: EntrySlot, _ address: UInt64, _ end: UInt64, _ walk: inout PageWalk, mm: AddressSpace,
+        memory: PhysicalMemory, injector: FaultInjector?,
         collect: Bool
     ) -> Int32 {
         let i = index(address)
@@ -465,7 +476,9 @@ struct HMMWalk: PageWalkOps {
                 // Reported, never faulted; collected when the migration selects device-private pages.
                 out = pte.pfn.rawValue | HMMPfn.valid | (pte.isWritableDevicePrivate ? HMMPfn.write : 0)
                 pfns[i] = (request & HMMPfn.inOutFlags) | out
-                if collect, selectDevicePrivate { migratePrepare(slot, i, seen: pte, mm: mm, memory: memory, injector: injector) }
+                if collect, selectDevicePrivate {
+                    migratePrepare(slot, i, seen: pte, mm: mm, memory: memory, injector: injector)
+                }
                 return 0
             }
             let required = pteNeedFault(request, 0)
@@ -525,7 +538,9 @@ struct HMMWalk: PageWalkOps {
     /// source pfn that was never locked. The lab collects only a PTE that still maps what `seen` (the
     /// unlocked read) mapped, with the same permission (``PTE/mapsSame(as:)``); otherwise the page is
     /// reported and not collected.
-    mutating func migratePrepare(_ slot: EntrySlot, _ i: Int, seen: PTE, mm: AddressSpace, memory: PhysicalMemory, injector: FaultInjector?) {
+    mutating func migratePrepare(
+        _ slot: EntrySlot, _ i: Int, seen: PTE, mm: AddressSpace, memory: PhysicalMemory, injector: FaultInjector?
+    ) {
         prepareLocks += 1
         let lock = mm.pageTable.lock(tableOf: slot)
         defer { lock.unlock() }
@@ -589,7 +604,9 @@ struct HMMWalk: PageWalkOps {
             flushes += anonExclusive ? 2 : 1
             mm.flushTLB(anonExclusive ? 2 : 1)
         } else {
-            slot.store(.migration(page, mode: mode, young: false, dirty: false, softDirty: pte.swapSoftDirty, uffdWP: pte.swapUffdWP))
+            slot.store(
+                .migration(
+                    page, mode: mode, young: false, dirty: false, softDirty: pte.swapSoftDirty, uffdWP: pte.swapUffdWP))
         }
         migrationEntries += 1
         mm.removeRmap(folio)
@@ -602,10 +619,13 @@ struct HMMWalk: PageWalkOps {
     /// When the split cannot lock the folio, or fails, the PMD's pages are filled with `HMM_PFN_ERROR`
     /// and the walk goes on, as the RFC does.
     /// The huge zero PMD is collected as a hole (``migrateHugeZeroPMD(_:_:_:)``).
-    mutating func migrateHugePMD(_ pmd: EntrySlot, _ entry: PTE, _ start: UInt64, _ end: UInt64, _ walk: inout PageWalk) -> Int32 {
+    mutating func migrateHugePMD(
+        _ pmd: EntrySlot, _ entry: PTE, _ start: UInt64, _ end: UInt64, _ walk: inout PageWalk
+    ) -> Int32 {
         unowned(unsafe) let mm = walk.mm
         unowned(unsafe) let memory = mm.memory
-        let cpuFlags: UInt64 = (entry.isWritable ? HMMPfn.valid | HMMPfn.write : HMMPfn.valid) | HMMPfn.order(PageSize.pmdOrder)
+        let cpuFlags: UInt64 =
+            (entry.isWritable ? HMMPfn.valid | HMMPfn.write : HMMPfn.valid) | HMMPfn.order(PageSize.pmdOrder)
         let required = rangeNeedFault(start, end, cpuFlags)
         if required != 0 { return fault(start, end, required, &walk) }
         if memory.isHugeZeroPMD(entry) { return migrateHugeZeroPMD(entry, start, end, &walk) }

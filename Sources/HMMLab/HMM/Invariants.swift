@@ -16,7 +16,9 @@ enum Invariants {
     /// outside the page tables (pins), per folio head. Every CPU's LRU add batch is drained first
     /// (``PhysicalMemory/drainLRUBatches()``), so no folio holds a batch's reference; call it at a
     /// quiescent point.
-    public static func check(_ spaces: [AddressSpace], devices: [Device] = [], knownReferences: [Pfn: Int32] = [:]) -> [String] {
+    public static func check(
+        _ spaces: [AddressSpace], devices: [Device] = [], knownReferences: [Pfn: Int32] = [:]
+    ) -> [String] {
         guard let memory = spaces.first?.memory else { return [] }
         memory.drainLRUBatches()
         var problems: [String] = []
@@ -38,15 +40,21 @@ enum Invariants {
             let folio = FolioRef(head: memory.page(head))
             let maps = folio.mapCount
             let refs = folio.refCount
-            if maps != count { problems.append("\(memory.folio(containing: head)): mapcount \(maps) but \(count) entries map it") }
+            if maps != count {
+                problems.append("\(memory.folio(containing: head)): mapcount \(maps) but \(count) entries map it")
+            }
             if let pool = memory.pool(of: head), pool.allocator.isFree(head.index - pool.firstPfn.index) {
                 problems.append("\(memory.folio(containing: head)): mapped but on the free lists")
             }
             var expected = maps + (knownReferences[head] ?? 0)
             let (id, index) = MappingObject.decode(folio.mapping)
             // The page cache's reference, for a folio a shmem object or a file caches at its index.
-            if let object = MappingObject.lookup(id), object.kind != .anon, object.caches(head, at: index) { expected += 1 }
-            if refs != expected { problems.append("\(memory.folio(containing: head)): refcount \(refs), expected \(expected)") }
+            if let object = MappingObject.lookup(id), object.kind != .anon, object.caches(head, at: index) {
+                expected += 1
+            }
+            if refs != expected {
+                problems.append("\(memory.folio(containing: head)): refcount \(refs), expected \(expected)")
+            }
             if folio.isLocked { problems.append("\(memory.folio(containing: head)): still locked") }
         }
         for device in devices { problems += checkBacking(device) }
@@ -67,9 +75,13 @@ enum Invariants {
                     continue
                 }
                 if m.atomic ? cpu.isDeviceExclusive : (cpu.isDevicePrivate || cpu.isPresent) {
-                    if cpuPfn != m.pfn { problems.append("device \(device.owner) maps \(hex) to \(m.pfn), the CPU to \(cpuPfn)") }
+                    if cpuPfn != m.pfn {
+                        problems.append("device \(device.owner) maps \(hex) to \(m.pfn), the CPU to \(cpuPfn)")
+                    }
                 } else {
-                    problems.append("device \(device.owner) maps \(hex)\(m.atomic ? " for atomic access" : "") but the CPU entry is \(cpu)")
+                    problems.append(
+                        "device \(device.owner) maps \(hex)\(m.atomic ? " for atomic access" : "") but the CPU entry is \(cpu)"
+                    )
                 }
             }
         }
@@ -87,22 +99,33 @@ enum Invariants {
             let page = memory.page(pfn)
             let order = page.isTail ? 0 : page.order
             defer { pfn = pfn + (1 << order) }
-            guard page.test(.zoneDevice), !page.isTail, page.refCount > 0, page.deviceOwner == device.owner else { continue }
+            guard page.test(.zoneDevice), !page.isTail, page.refCount > 0, page.deviceOwner == device.owner else {
+                continue
+            }
             guard let backing = page.zoneDeviceData else {
                 if device.driverCost { problems.append("\(Folio(pfn: pfn, order: order)): no backing page") }
                 continue
             }
             let b = memory.page(backing)
-            if !device.driverCost { problems.append("\(Folio(pfn: pfn, order: order)): a backing page without the driver cost") }
-            if !memory.system.contains(backing) || memory.system.allocator.isFree(backing.index - memory.system.firstPfn.index) {
+            if !device.driverCost {
+                problems.append("\(Folio(pfn: pfn, order: order)): a backing page without the driver cost")
+            }
+            if !memory.system.contains(backing)
+                || memory.system.allocator.isFree(backing.index - memory.system.firstPfn.index)
+            {
                 problems.append("\(Folio(pfn: pfn, order: order)): backing \(backing) is not an allocated system frame")
             } else if b.order != order || b.refCount != 1 || b.isTail {
-                problems.append("\(Folio(pfn: pfn, order: order)): backing \(backing) has order \(b.order), refcount \(b.refCount)")
+                problems.append(
+                    "\(Folio(pfn: pfn, order: order)): backing \(backing) has order \(b.order), refcount \(b.refCount)")
             }
             held += 1 << order
         }
-        let counted = device.stats.backingPagesAllocated.load(ordering: .relaxed) - device.stats.backingPagesFreed.load(ordering: .relaxed)
-        if counted != held { problems.append("device \(device.owner): \(held) backing pages held, counters say \(counted)") }
+        let counted =
+            device.stats.backingPagesAllocated.load(ordering: .relaxed)
+            - device.stats.backingPagesFreed.load(ordering: .relaxed)
+        if counted != held {
+            problems.append("device \(device.owner): \(held) backing pages held, counters say \(counted)")
+        }
         return problems
     }
 }

@@ -72,12 +72,18 @@ extension AddressSpace {
             }
             if nr == 1 {
                 // A single page (the common case): the folios are the ones just looked up.
-                if args.src[i] & MigratePfn.migrate != 0 { migratePage(args, index: i, from: folio, to: newFolio, faultPage: faultPage) }
+                if args.src[i] & MigratePfn.migrate != 0 {
+                    migratePage(args, index: i, from: folio, to: newFolio, faultPage: faultPage)
+                }
                 continue
             }
             for j in 0..<nr where i + j < npages {
-                guard args.src[i + j] & MigratePfn.migrate != 0, let s = MigratePfn.pfn(args.src[i + j]), let d = MigratePfn.pfn(args.dst[i + j]) else { continue }
-                migratePage(args, index: i + j, from: memory.folio(containing: s), to: memory.folio(containing: d), faultPage: faultPage)
+                guard args.src[i + j] & MigratePfn.migrate != 0, let s = MigratePfn.pfn(args.src[i + j]),
+                    let d = MigratePfn.pfn(args.dst[i + j])
+                else { continue }
+                migratePage(
+                    args, index: i + j, from: memory.folio(containing: s), to: memory.folio(containing: d),
+                    faultPage: faultPage)
             }
         }
         if notified { notifiers.invalidateRangeEnd(range) }
@@ -111,7 +117,9 @@ extension AddressSpace {
     /// `prefetchw()` of the source and destination descriptors of entry `i`, so that the atomics on
     /// them do not wait for memory (the window's copy has just pushed them out of the cache).
     @inline(__always)
-    private static func prefetchDescriptors(_ src: borrowing PfnArray, _ dst: borrowing PfnArray, _ i: Int, _ npages: Int, memory: PhysicalMemory) {
+    private static func prefetchDescriptors(
+        _ src: borrowing PfnArray, _ dst: borrowing PfnArray, _ i: Int, _ npages: Int, memory: PhysicalMemory
+    ) {
         guard i < npages else { return }
         if let s = MigratePfn.pfn(src[i]) { memory.page(s).prefetchw() }
         if let d = MigratePfn.pfn(dst[i]) { memory.page(d).prefetchw() }
@@ -200,13 +208,18 @@ extension AddressSpace {
             let zero = memory.isHugeZeroPMD(old)
             guard old.isNone || zero, isPMDAligned(address), address + PageSize.pmdSize <= vma.end else {
                 lock.unlock()
-                for k in 0..<PageSize.pmdPages where index + k < args.npages { args.src[index + k] &= ~MigratePfn.migrate }
+                for k in 0..<PageSize.pmdPages where index + k < args.npages {
+                    args.src[index + k] &= ~MigratePfn.migrate
+                }
                 return
             }
             addNewAnonRmap(folio, vma: vma, address: address)
             head.get()
             if zero { flushTLB() }  // pmdp_invalidate
-            pmd.store(device ? .devicePrivate(folio.pfn, writable: vma.isWritable) : .present(folio.pfn, writable: vma.isWritable, dirty: vma.isWritable, huge: true))
+            pmd.store(
+                device
+                    ? .devicePrivate(folio.pfn, writable: vma.isWritable)
+                    : .present(folio.pfn, writable: vma.isWritable, dirty: vma.isWritable, huge: true))
             lock.unlock()
             return
         }
@@ -235,7 +248,10 @@ extension AddressSpace {
         addNewAnonRmap(folio, vma: vma, address: address)
         head.get()
         if zero { flushTLB() }  // ptep_clear_flush
-        slot.store(device ? .devicePrivate(newPfn, writable: vma.isWritable) : .present(newPfn, writable: vma.isWritable, dirty: vma.isWritable))
+        slot.store(
+            device
+                ? .devicePrivate(newPfn, writable: vma.isWritable)
+                : .present(newPfn, writable: vma.isWritable, dirty: vma.isWritable))
         lock.unlock()
         args.src[index] = MigratePfn.migrate
     }
@@ -244,7 +260,8 @@ extension AddressSpace {
     /// succeeded and the source again where it did not (`remove_migration_ptes`), puts system folios
     /// back on the LRU, and unlocks and releases sources and destinations (not the fault page).
     func migrateVMAFinalize(_ args: MigrateVMA) {
-        AddressSpace.migrateDeviceFinalize(src: args.src, dst: args.dst, npages: args.npages, faultPage: args.faultPage, memory: memory)
+        AddressSpace.migrateDeviceFinalize(
+            src: args.src, dst: args.dst, npages: args.npages, faultPage: args.faultPage, memory: memory)
         for folio in args.injectedPins { memory.put(folio) }
         args.injectedPins.removeAll(keepingCapacity: true)
         // The injected CPU faults can proceed now; a migrate_to_ram's fault page stays locked until the
@@ -315,10 +332,13 @@ extension AddressSpace {
     /// as `remap_page` in `__folio_split`); otherwise the walk takes it for reading (`rmap_walk`).
     /// The kernel walks `dst`'s reverse map; `dst` has `src`'s mapping and index by then
     /// (`folio_migrate_mapping`), so walking `src`'s finds the same VMAs.
-    static func removeMigrationPTEs(src: Folio, dst: Folio, memory: PhysicalMemory, locked: Bool = false, cache: inout RmapCache) {
+    static func removeMigrationPTEs(
+        src: Folio, dst: Folio, memory: PhysicalMemory, locked: Bool = false, cache: inout RmapCache
+    ) {
         rmapWalk(src.pfn, in: memory, locked: locked, cache: &cache) { mm, vma, address in
             var cursor = PTECursor()
-            removeMigrationEntry(src: src, dst: dst, memory: memory, mm: mm, vma: vma, address: address, cursor: &cursor)
+            removeMigrationEntry(
+                src: src, dst: dst, memory: memory, mm: mm, vma: vma, address: address, cursor: &cursor)
         }
     }
 
@@ -326,21 +346,29 @@ extension AddressSpace {
     /// case, goes straight to ``removeMigrationPTE(src:dst:dstHead:device:memory:mm:vma:address:cursor:)``
     /// (inlined into the caller's loop); a 2 MiB folio to ``removeLargeMigrationEntry(src:dst:memory:mm:vma:address:cursor:)``.
     @inline(__always)
-    static func removeMigrationEntry(src: Folio, dst: Folio, memory: PhysicalMemory, mm: AddressSpace, vma: VMA, address: UInt64, cursor: inout PTECursor) {
+    static func removeMigrationEntry(
+        src: Folio, dst: Folio, memory: PhysicalMemory, mm: AddressSpace, vma: VMA, address: UInt64,
+        cursor: inout PTECursor
+    ) {
         if src.order == 0 {
             let dstHead = memory.folioRef(dst)
             removeMigrationPTE(
-                src: src.pfn, dst: dst.pfn, dstHead: dstHead, device: dstHead.test(.zoneDevice), memory: memory, mm: mm, vma: vma, address: address,
+                src: src.pfn, dst: dst.pfn, dstHead: dstHead, device: dstHead.test(.zoneDevice), memory: memory, mm: mm,
+                vma: vma, address: address,
                 cursor: &cursor)
             return
         }
-        removeLargeMigrationEntry(src: src, dst: dst, memory: memory, mm: mm, vma: vma, address: address, cursor: &cursor)
+        removeLargeMigrationEntry(
+            src: src, dst: dst, memory: memory, mm: mm, vma: vma, address: address, cursor: &cursor)
     }
 
     /// ``removeMigrationEntry(src:dst:memory:mm:vma:address:cursor:)`` for a 2 MiB source folio: its PMD
     /// migration entry (`remove_migration_pmd`), or the PTE-level ones a split PMD left.
     @inline(never)
-    static func removeLargeMigrationEntry(src: Folio, dst: Folio, memory: PhysicalMemory, mm: AddressSpace, vma: VMA, address: UInt64, cursor: inout PTECursor) {
+    static func removeLargeMigrationEntry(
+        src: Folio, dst: Folio, memory: PhysicalMemory, mm: AddressSpace, vma: VMA, address: UInt64,
+        cursor: inout PTECursor
+    ) {
         let dstHead = memory.folioRef(dst)
         let device = dstHead.test(.zoneDevice)
         // A PMD migration entry of the whole folio.
@@ -350,7 +378,10 @@ extension AddressSpace {
         if e.isMigration, e.pfn == src.pfn, dst.order == src.order {
             let writable = e.isWritableMigration
             let exclusive = writable || e.isReadExclusiveMigration
-            let present: PTE = vma.isNoAccess ? .protNone(dst.pfn, huge: true) : .present(dst.pfn, writable: writable, dirty: e.migrationDirty, huge: true)
+            let present: PTE =
+                vma.isNoAccess
+                ? .protNone(dst.pfn, huge: true)
+                : .present(dst.pfn, writable: writable, dirty: e.migrationDirty, huge: true)
             pmd.store(device ? .devicePrivate(dst.pfn, writable: writable) : present)
             if exclusive { for k in 0..<dst.pageCount { dstHead.page(k).set(.anonExclusive) } }
             dstHead.get()
@@ -364,7 +395,8 @@ extension AddressSpace {
         guard dst.order == src.order, !e.isHuge, !e.isSwapFormat, !e.isNone else { return }
         for k in 0..<src.pageCount where pageAddress(address, k) < vma.end {
             removeMigrationPTE(
-                src: src.pfn + k, dst: dst.pfn + k, dstHead: dstHead, device: device, memory: memory, mm: mm, vma: vma, address: pageAddress(address, k),
+                src: src.pfn + k, dst: dst.pfn + k, dstHead: dstHead, device: device, memory: memory, mm: mm, vma: vma,
+                address: pageAddress(address, k),
                 cursor: &cursor)
         }
     }
@@ -373,7 +405,8 @@ extension AddressSpace {
     /// (one mapping and one reference on `dst`'s folio, whose head is `dstHead`).
     @inline(__always)
     static func removeMigrationPTE(
-        src: Pfn, dst: Pfn, dstHead: FolioRef, device: Bool, memory: PhysicalMemory, mm: AddressSpace, vma: VMA, address: UInt64,
+        src: Pfn, dst: Pfn, dstHead: FolioRef, device: Bool, memory: PhysicalMemory, mm: AddressSpace, vma: VMA,
+        address: UInt64,
         cursor: inout PTECursor
     ) {
         guard let slot = cursor.slot(address, in: mm.pageTable) else { return }
@@ -387,7 +420,8 @@ extension AddressSpace {
                 ? .devicePrivate(dst, writable: writable, softDirty: e.swapSoftDirty)
                 : vma.isNoAccess
                     ? .protNone(dst)
-                    : .present(dst, writable: writable && vma.isWritable, dirty: e.migrationDirty, softDirty: e.swapSoftDirty)
+                    : .present(
+                        dst, writable: writable && vma.isWritable, dirty: e.migrationDirty, softDirty: e.swapSoftDirty)
             slot.store(newEntry)
             if exclusive { memory.page(dst).set(.anonExclusive) }
             dstHead.get()

@@ -83,7 +83,9 @@ extension AddressSpace {
         let pages = Int((args.end &- args.start) >> PageSize.shift)  // wrapping: the guard below refuses end <= start
         guard let vma = args.vma, vma.isMigratable else { return Errno.EINVAL }  // is_vm_hugetlb_page(), VM_SPECIAL
         guard args.end > args.start, pages > 0, pages <= args.capacity else { return Errno.EINVAL }
-        guard args.start >= vma.start, args.start < vma.end, args.end > vma.start, args.end <= vma.end else { return Errno.EINVAL }
+        guard args.start >= vma.start, args.start < vma.end, args.end > vma.start, args.end <= vma.end else {
+            return Errno.EINVAL
+        }
         if let fault = args.faultPage {
             let head = memory.folioRef(containing: fault)
             guard head.test(.zoneDevice), head.isLocked else { return Errno.EINVAL }
@@ -254,7 +256,8 @@ extension AddressSpace {
                 if e.isPresent, e.pfn == pfn {  // a PROT_NONE (NUMA-hinting) PTE is present too
                     let exclusive = memory.page(pfn).test(.anonExclusive)
                     let mode: PTE.MigrationMode = e.isWritable ? .write : exclusive ? .readExclusive : .read
-                    slot.store(.migration(pfn, mode: mode, young: e.isYoung, dirty: e.isDirty, softDirty: e.isSoftDirty))
+                    slot.store(
+                        .migration(pfn, mode: mode, young: e.isYoung, dirty: e.isDirty, softDirty: e.isSoftDirty))
                     installed += 1
                     if e.isDirty { head.markDirty() }
                     mm.removeRmap(folio)
@@ -407,7 +410,8 @@ struct MigrateCollectWalk: PageWalkOps {
             defer { walk.ptesVisited += pageCount(scanFrom, address) }
             scan: while address < end {
                 let slot = mm.pageTable.slot(in: table, level: .pte, address: address)
-                let result = collectPTE(slot, address: address, mm: mm, injector: injector, vma: vma, faultFolio: faultFolio)
+                let result = collectPTE(
+                    slot, address: address, mm: mm, injector: injector, vma: vma, faultFolio: faultFolio)
                 switch result {
                 case .record(let mpfn, let wasPresent):
                     if wasPresent { unmapped += 1 }
@@ -455,7 +459,9 @@ struct MigrateCollectWalk: PageWalkOps {
 
     /// One PTE of `migrate_vma_collect_pmd()`, under the PTE lock. A special PTE other than the zero
     /// page (`vm_normal_page` NULL) is skipped (mpfn 0).
-    mutating func collectPTE(_ slot: EntrySlot, address: UInt64, mm: AddressSpace, injector: FaultInjector?, vma: VMA, faultFolio: Folio?) -> PTEResult {
+    mutating func collectPTE(
+        _ slot: EntrySlot, address: UInt64, mm: AddressSpace, injector: FaultInjector?, vma: VMA, faultFolio: Folio?
+    ) -> PTEResult {
         let memory = mm.memory
         var pte = slot.load()
         let mpfn: UInt64
@@ -468,7 +474,8 @@ struct MigrateCollectWalk: PageWalkOps {
         if !pte.isPresent {
             // Only this owner's device-private pages are migratable; swap, device-exclusive and other
             // entries are skipped (mpfn 0).
-            guard pte.isDevicePrivate, flags.contains(.devicePrivate), memory.pagemap(of: pte.pfn)?.owner == pgmapOwner else {
+            guard pte.isDevicePrivate, flags.contains(.devicePrivate), memory.pagemap(of: pte.pfn)?.owner == pgmapOwner
+            else {
                 return .record(0, wasPresent: false)
             }
             let folio = memory.folio(containing: pte.pfn)
@@ -515,7 +522,9 @@ struct MigrateCollectWalk: PageWalkOps {
         if pte.isPresent {
             slot.store(.migration(page, mode: mode, young: pte.isYoung, dirty: pte.isDirty, softDirty: pte.isSoftDirty))
         } else {
-            slot.store(.migration(page, mode: mode, young: false, dirty: false, softDirty: pte.swapSoftDirty, uffdWP: pte.swapUffdWP))
+            slot.store(
+                .migration(
+                    page, mode: mode, young: false, dirty: false, softDirty: pte.swapSoftDirty, uffdWP: pte.swapUffdWP))
         }
         migrationEntries += 1
         mm.removeRmap(folio)
@@ -561,7 +570,9 @@ struct MigrateCollectWalk: PageWalkOps {
     /// `migrate_vma_collect_hole`: one compound source-less entry with `SELECT_COMPOUND` on an aligned
     /// range, else 512 single ones) and left mapped until `migrate_vma_pages` replaces or splits it.
     /// Any other non-present PMD (a PMD migration entry among them) is skipped, not waited on.
-    mutating func collectHugePMD(_ pmd: EntrySlot, _ start: UInt64, _ end: UInt64, mm: AddressSpace, vma: VMA, faultFolio: Folio?) -> Int32 {
+    mutating func collectHugePMD(
+        _ pmd: EntrySlot, _ start: UInt64, _ end: UInt64, mm: AddressSpace, vma: VMA, faultFolio: Folio?
+    ) -> Int32 {
         unowned(unsafe) let memory = mm.memory
         let lock = mm.pageTable.lock(tableOf: pmd)
         let entry = pmd.load()
@@ -581,7 +592,9 @@ struct MigrateCollectWalk: PageWalkOps {
             }
             if entry.isWritable { write = MigratePfn.write }
         } else if !entry.isPresent {
-            guard entry.isDevicePrivate, flags.contains(.devicePrivate), memory.pagemap(of: entry.pfn)?.owner == pgmapOwner else {
+            guard entry.isDevicePrivate, flags.contains(.devicePrivate),
+                memory.pagemap(of: entry.pfn)?.owner == pgmapOwner
+            else {
                 lock.unlock()
                 return skip(start, end)
             }
@@ -605,7 +618,8 @@ struct MigrateCollectWalk: PageWalkOps {
             let exclusive = head.test(.anonExclusive)
             if exclusive { for i in 0..<PageSize.pmdPages { head.page(i).clear(.anonExclusive) } }
             let mode: PTE.MigrationMode = write != 0 ? .write : exclusive ? .readExclusive : .read
-            let old = pmd.exchange(.migration(folio.pfn, mode: mode, young: true, dirty: entry.isPresent ? entry.isDirty : true))
+            let old = pmd.exchange(
+                .migration(folio.pfn, mode: mode, young: true, dirty: entry.isPresent ? entry.isDirty : true))
             if old.isPresent, old.isDirty { head.markDirty() }
             migrationEntries += 1
             src[npages] = MigratePfn.make(folio.pfn) | write | MigratePfn.migrate | MigratePfn.compound

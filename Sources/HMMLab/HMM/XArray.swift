@@ -140,7 +140,10 @@ final class XArray: @unchecked Sendable {
                     index = ((index >> span) &+ 1) << span
                     break
                 }
-                if offset != first { index = (index >> (shift &+ Self.chunkShift)) << (shift &+ Self.chunkShift) | UInt64(offset) << shift }
+                if offset != first {
+                    index =
+                        (index >> (shift &+ Self.chunkShift)) << (shift &+ Self.chunkShift) | UInt64(offset) << shift
+                }
                 if shift == 0 { return index <= last ? index : nil }
                 node = Int(slots[node &* Self.chunkSize &+ offset] &- 1)
             }
@@ -158,7 +161,9 @@ final class XArray: @unchecked Sendable {
             root = allocateNode(shift: UInt8(shift), parent: -1, offset: 0)
             return
         }
-        while UInt64(shifts[Int(root)]) &+ Self.chunkShift < 64, index >> (UInt64(shifts[Int(root)]) &+ Self.chunkShift) != 0 {
+        while UInt64(shifts[Int(root)]) &+ Self.chunkShift < 64,
+            index >> (UInt64(shifts[Int(root)]) &+ Self.chunkShift) != 0
+        {
             let old = Int(root)
             let top = allocateNode(shift: shifts[old] &+ UInt8(Self.chunkShift), parent: -1, offset: 0)  // may move the pool
             slots[Int(top) &* Self.chunkSize] = UInt64(old) &+ 1

@@ -35,7 +35,9 @@ public final class DmirrorDevice {
         fd = open(path, O_RDWR | O_CLOEXEC)
         guard fd >= 0 else { throw SystemError.last("open", path) }
         bufferBytes = maxPages * PageSize.bytes
-        guard let p = mmap(nil, bufferBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0), p != MAP_FAILED else {
+        guard let p = mmap(nil, bufferBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0),
+            p != MAP_FAILED
+        else {
             let e = SystemError.last("mmap", "bounce buffer of \(maxPages) pages")
             close(fd)
             throw e
@@ -68,7 +70,9 @@ public final class DmirrorDevice {
     /// zeros in the rest.
     func bounce(page i: Int, holds header: (UInt64, UInt64)) -> Bool {
         let base = buffer + i * PageSize.bytes
-        guard base.load(as: UInt64.self) == header.0, base.load(fromByteOffset: 8, as: UInt64.self) == header.1 else { return false }
+        guard base.load(as: UInt64.self) == header.0, base.load(fromByteOffset: 8, as: UInt64.self) == header.1 else {
+            return false
+        }
         var rest: UInt64 = 0
         for j in 2..<(PageSize.bytes / 8) { rest |= base.load(fromByteOffset: j * 8, as: UInt64.self) }
         return rest == 0
@@ -77,7 +81,8 @@ public final class DmirrorDevice {
     /// One ioctl on `[start, start + pages)` with the bounce buffer as `ptr`; errno 0 on success.
     func command(_ op: clinux_dmirror_op, _ start: UInt64, _ pages: Int) -> Reply {
         precondition(pages * PageSize.bytes <= bufferBytes, "window larger than the bounce buffer")
-        var cmd = clinux_dmirror_cmd(addr: start, ptr: UInt64(UInt(bitPattern: buffer)), npages: UInt64(pages), cpages: 0, faults: 0)
+        var cmd = clinux_dmirror_cmd(
+            addr: start, ptr: UInt64(UInt(bitPattern: buffer)), npages: UInt64(pages), cpages: 0, faults: 0)
         let r = clinux_dmirror_ioctl(fd, op.rawValue, &cmd)
         return Reply(errno: -r, cpages: Int(cmd.cpages), faults: Int(cmd.faults))
     }

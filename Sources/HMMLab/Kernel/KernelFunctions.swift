@@ -26,9 +26,18 @@ public final class KernelFunctions {
         ("migrate_vma_finalize", "calls of migrate_vma_finalize"),
         ("try_to_migrate", "folios unmapped through the rmap (the lab's migration_entries counts entries)"),
         ("remove_migration_ptes", "folios whose migration entries were restored"),
-        ("folio_isolate_lru", "folios isolated from the LRU (modelled with the lru cost; the lab counts lruvec lock acquisitions, not calls)"),
-        ("lru_add_drain_cpu", "LRU add batch drains of one CPU: lru_add_drain, and each CPU lru_add_drain_all drains (modelled with the lru cost, not a CSV column)"),
-        ("lru_add_drain_all", "lru_drains (LRU add batch drains of every CPU; one per migrate_device_unmap that finds a folio off the LRU)"),
+        (
+            "folio_isolate_lru",
+            "folios isolated from the LRU (modelled with the lru cost; the lab counts lruvec lock acquisitions, not calls)"
+        ),
+        (
+            "lru_add_drain_cpu",
+            "LRU add batch drains of one CPU: lru_add_drain, and each CPU lru_add_drain_all drains (modelled with the lru cost, not a CSV column)"
+        ),
+        (
+            "lru_add_drain_all",
+            "lru_drains (LRU add batch drains of every CPU; one per migrate_device_unmap that finds a folio off the LRU)"
+        ),
         ("flush_tlb_mm_range", "tlb_flushes"),
         ("__mmu_notifier_invalidate_range_start", "invalidations"),
         ("__split_huge_pmd", "PMD mappings split"),
@@ -53,11 +62,15 @@ public final class KernelFunctions {
     public init() throws(Unavailable) {
         let base = Self.tracing
         guard access("\(base)/function_profile_enabled", W_OK) == 0 else {
-            throw Unavailable(description: "\(base)/function_profile_enabled is not there (a kernel without CONFIG_FUNCTION_PROFILER, tracefs not mounted, or not root)")
+            throw Unavailable(
+                description:
+                    "\(base)/function_profile_enabled is not there (a kernel without CONFIG_FUNCTION_PROFILER, tracefs not mounted, or not root)"
+            )
         }
-        let listed = Set((Sysfs.read("\(base)/available_filter_functions") ?? "").split(separator: "\n").map { line in
-            String(line.split(separator: " ").first ?? "")
-        })
+        let listed = Set(
+            (Sysfs.read("\(base)/available_filter_functions") ?? "").split(separator: "\n").map { line in
+                String(line.split(separator: " ").first ?? "")
+            })
         let filter = Set((Sysfs.read("\(base)/set_ftrace_filter") ?? "").split(separator: "\n").map(String.init))
         if Sysfs.readLine("\(base)/function_profile_enabled") == "1", !filter.isEmpty,
             filter == Set(Self.traced.map(\.name).filter { listed.contains($0) })
@@ -77,7 +90,8 @@ public final class KernelFunctions {
         self.available = available
         self.missing = missing
         guard Self.write("\(base)/function_profile_enabled", "1\n", append: false) else {
-            throw Unavailable(description: "enabling \(base)/function_profile_enabled failed (\(SystemError.name(of: errno)))")
+            throw Unavailable(
+                description: "enabling \(base)/function_profile_enabled failed (\(SystemError.name(of: errno)))")
         }
     }
 

@@ -51,32 +51,56 @@ public final class KernelRunner {
 
     /// Columns a kernel row never fills.
     static let unmeasuredColumns: Set<String> = [
-        "ptes_visited", "migration_entries", "notifier_retries", "folio_lock_fails", "thp_migrated", "device_alloc_fails", "bytes_copied",
+        "ptes_visited", "migration_entries", "notifier_retries", "folio_lock_fails", "thp_migrated",
+        "device_alloc_fails", "bytes_copied",
         "mutator_stores", "lost_stores", "memcpy_gbps", "kernel_walk_ns", "costs", "tlb_shootdown", "flush_ns",
-        "cross_job_retries", "mmap_lock_wait_ns", "ptl_wait_ns", "lru_lock_wait_ns", "alloc_lock_wait_ns", "memcpy_threads_gbps", "notifier_wait_ns",
+        "cross_job_retries", "mmap_lock_wait_ns", "ptl_wait_ns", "lru_lock_wait_ns", "alloc_lock_wait_ns",
+        "memcpy_threads_gbps", "notifier_wait_ns",
     ]
 
     /// Refuses what the kernel engine cannot do, naming the option (before anything is opened).
     public static func check(_ config: RunConfig) throws(RunError) {
-        func refuse(_ what: String) throws(RunError) { throw RunError(description: "--engine kernel: \(what)", badInput: true) }
-        if config.mutators > 0 { try refuse("--mutators \(config.mutators) is not supported (mutators run in the model only); use 0") }
-        if !config.inject.isEmpty || config.deviceSmallFail > 0 { try refuse("--inject is not supported: the kernel has no such injection points") }
+        func refuse(_ what: String) throws(RunError) {
+            throw RunError(description: "--engine kernel: \(what)", badInput: true)
+        }
+        if config.mutators > 0 {
+            try refuse("--mutators \(config.mutators) is not supported (mutators run in the model only); use 0")
+        }
+        if !config.inject.isEmpty || config.deviceSmallFail > 0 {
+            try refuse("--inject is not supported: the kernel has no such injection points")
+        }
         if config.jobs != 1 { try refuse("--jobs \(config.jobs): the kernel engine drives one op thread; use 1") }
-        if config.devices != 1 { try refuse("--devices \(config.devices): the kernel engine opens /dev/hmm_dmirror0 only; use 1") }
-        if config.threads != 1 { try refuse("--threads \(config.threads): test_hmm copies on the ioctl's thread; use 1") }
-        if config.splitPolicy != .afterIsolation { try refuse("--split-policy \(config.splitPolicy.rawValue): the kernel splits after isolation only") }
-        if config.selfInvalidation != .skip { try refuse("--self-invalidation bump: dmirror skips its own invalidations; use skip") }
+        if config.devices != 1 {
+            try refuse("--devices \(config.devices): the kernel engine opens /dev/hmm_dmirror0 only; use 1")
+        }
+        if config.threads != 1 {
+            try refuse("--threads \(config.threads): test_hmm copies on the ioctl's thread; use 1")
+        }
+        if config.splitPolicy != .afterIsolation {
+            try refuse("--split-policy \(config.splitPolicy.rawValue): the kernel splits after isolation only")
+        }
+        if config.selfInvalidation != .skip {
+            try refuse("--self-invalidation bump: dmirror skips its own invalidations; use skip")
+        }
         if config.deviceLargeFail != 0, config.deviceLargeFail != 1 {
-            try refuse("--device-large-fail \(config.deviceLargeFail): dmirror can fail every 2 MiB allocation (1) or none (0)")
+            try refuse(
+                "--device-large-fail \(config.deviceLargeFail): dmirror can fail every 2 MiB allocation (1) or none (0)"
+            )
         }
         if config.deviceLargeFail == 1, config.windowPages != Device.migrationWindow {
-            try refuse("--device-large-fail 1 needs --window-pages 512 (dmirror's flag fails the first 2 MiB allocation of each call)")
+            try refuse(
+                "--device-large-fail 1 needs --window-pages 512 (dmirror's flag fails the first 2 MiB allocation of each call)"
+            )
         }
         if config.strategies == [.unified] {
-            try refuse("this kernel (\(Sysfs.kernelRelease)) lacks the unified RFC's driver support (HMM_PFN_REQ_MIGRATE in lib/test_hmm.c); use fault-then-migrate or migrate-then-fault")
+            try refuse(
+                "this kernel (\(Sysfs.kernelRelease)) lacks the unified RFC's driver support (HMM_PFN_REQ_MIGRATE in lib/test_hmm.c); use fault-then-migrate or migrate-then-fault"
+            )
         }
         if !DmirrorDevice.present {
-            try refuse("/dev/hmm_dmirror0 is not there: this kernel has no test_hmm module loaded (CONFIG_TEST_HMM); scripts/kernel-vm boots one that has")
+            try refuse(
+                "/dev/hmm_dmirror0 is not there: this kernel has no test_hmm module loaded (CONFIG_TEST_HMM); scripts/kernel-vm boots one that has"
+            )
         }
     }
 
@@ -107,7 +131,8 @@ public final class KernelRunner {
             functionsUnavailable = error.description
         }
         metadata = RunMetadata.read(
-            systemNode: config.systemNode, deviceNode: config.resolvedDeviceNode, backing: config.thp > 0 ? "anon-thp" : "anon-4k")
+            systemNode: config.systemNode, deviceNode: config.resolvedDeviceNode,
+            backing: config.thp > 0 ? "anon-thp" : "anon-4k")
         // test_hmm's device memory: ZONE_DEVICE pages of a MEMORY_DEVICE_PRIVATE pagemap.
         metadata.deviceBacking = "device-private"
     }
@@ -125,7 +150,10 @@ public final class KernelRunner {
         var rows: [ResultRow] = []
         let schedule = config.schedule
         for (done, r) in schedule.enumerated() {
-            guard let repRows = try repetition(r.strategy, rep: r.number, warmup: r.warmup, seed: r.seed, done: done, total: schedule.count) else {
+            guard
+                let repRows = try repetition(
+                    r.strategy, rep: r.number, warmup: r.warmup, seed: r.seed, done: done, total: schedule.count)
+            else {
                 interrupted = true
                 return rows
             }
@@ -147,7 +175,9 @@ public final class KernelRunner {
         var calls: [UInt64?]
         var perf: [UInt64?]
         static func - (a: Reading, b: Reading) -> Reading {
-            func sub(_ x: [UInt64?], _ y: [UInt64?]) -> [UInt64?] { zip(x, y).map { p, q in p.flatMap { p in q.map { p &- $0 } } } }
+            func sub(_ x: [UInt64?], _ y: [UInt64?]) -> [UInt64?] {
+                zip(x, y).map { p, q in p.flatMap { p in q.map { p &- $0 } } }
+            }
             return Reading(calls: sub(a.calls, b.calls), perf: sub(a.perf, b.perf))
         }
     }
@@ -155,7 +185,9 @@ public final class KernelRunner {
     func reading() -> Reading { Reading(calls: functions?.read() ?? [], perf: counters?.read() ?? []) }
 
     /// One repetition of one strategy: build, the timed direction(s), the checks; nil when stopped.
-    func repetition(_ strategy: Strategy, rep: Int, warmup: Bool, seed: UInt64, done: Int, total: Int) throws(RunError) -> [ResultRow]? {
+    func repetition(
+        _ strategy: Strategy, rep: Int, warmup: Bool, seed: UInt64, done: Int, total: Int
+    ) throws(RunError) -> [ResultRow]? {
         let w: KernelWorkload
         do {
             w = try KernelWorkload(config: config, seed: seed, device: device, systemNode: config.systemNode)
@@ -164,17 +196,24 @@ public final class KernelRunner {
         }
         defer { w.tearDown() }
         var progress = Runner.Progress(
-            strategy: strategy, direction: .toDevice, rep: rep, reps: warmup ? config.warmup : config.reps, warmup: warmup, op: 0,
+            strategy: strategy, direction: .toDevice, rep: rep, reps: warmup ? config.warmup : config.reps,
+            warmup: warmup, op: 0,
             ops: config.pages / config.windowPages, done: done, total: total)
         let before = w.pagesOnDevice()
         guard let out = timed(progress: &progress, { self.toDevice(strategy, w, first: $0) }) else { return nil }
         let onDevice = w.pagesOnDevice()
-        var rows = [makeRow(strategy, .toDevice, rep: rep, pagesMigrated: max(0, onDevice - before), pagesSkipped: config.pages - onDevice, out)]
+        var rows = [
+            makeRow(
+                strategy, .toDevice, rep: rep, pagesMigrated: max(0, onDevice - before),
+                pagesSkipped: config.pages - onDevice, out)
+        ]
         if config.direction == .roundTrip {
             progress.direction = .roundTrip
             guard let back = timed(progress: &progress, { self.toSystem(w, first: $0) }) else { return nil }
             let left = w.pagesOnDevice()
-            rows.append(makeRow(strategy, .roundTrip, rep: rep, pagesMigrated: max(0, onDevice - left), pagesSkipped: left, back))
+            rows.append(
+                makeRow(
+                    strategy, .roundTrip, rep: rep, pagesMigrated: max(0, onDevice - left), pagesSkipped: left, back))
         }
         let corrupt = config.verify ? w.corruptPages(device: device) : nil
         let timestamp = UTCTime.now().iso8601
@@ -186,7 +225,9 @@ public final class KernelRunner {
     }
 
     /// Runs `op` on each window, timing each; the readings around the whole.
-    func timed(progress: inout Runner.Progress, _ op: (Int) -> Void) -> (histogram: Histogram<UInt64>, wall: UInt64, delta: Reading, ops: Int)? {
+    func timed(
+        progress: inout Runner.Progress, _ op: (Int) -> Void
+    ) -> (histogram: Histogram<UInt64>, wall: UInt64, delta: Reading, ops: Int)? {
         var h = Runner.histogram()
         let ops = config.pages / config.windowPages
         let r0 = reading()

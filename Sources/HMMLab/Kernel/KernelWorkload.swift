@@ -40,7 +40,10 @@ final class KernelWorkload {
         (kinds, thpBlocks) = Workload.assign(pages: config.pages, mix: config.mix, thp: config.thp, seed: seed)
         let bytes = pages * PageSize.bytes
         mappingBytes = bytes + PageSize.pmdBytes
-        guard let p = mmap(nil, mappingBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0), p != MAP_FAILED else {
+        guard
+            let p = mmap(nil, mappingBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0),
+            p != MAP_FAILED
+        else {
             throw BuildError(description: "mmap of \(pages) pages: \(SystemError.name(of: errno))")
         }
         mapping = p
@@ -75,7 +78,9 @@ final class KernelWorkload {
 
     private func build(device: DmirrorDevice) throws(BuildError) {
         let advice = thpBlocks.isEmpty ? MADV_NOHUGEPAGE : MADV_HUGEPAGE
-        try check(madvise(pointer(0), pages * PageSize.bytes, advice), "madvise(\(thpBlocks.isEmpty ? "MADV_NOHUGEPAGE" : "MADV_HUGEPAGE"))")
+        try check(
+            madvise(pointer(0), pages * PageSize.bytes, advice),
+            "madvise(\(thpBlocks.isEmpty ? "MADV_NOHUGEPAGE" : "MADV_HUGEPAGE"))")
         for k in 0..<pages where kinds[k] == .cow { writeHeader(k) }
         if kinds.contains(.cow) { try forkSharingChild() }
         for b in thpBlocks.sorted() { for k in b * PageSize.pmdPages..<(b + 1) * PageSize.pmdPages { writeHeader(k) } }
@@ -87,14 +92,19 @@ final class KernelWorkload {
             }
         }
         try forEachRun(.swap) { k, n throws(BuildError) in
-            try check(madvise(pointer(k), n * PageSize.bytes, clinux_madv_pageout()), "madvise(MADV_PAGEOUT) of \(n) pages at page \(k)")
+            try check(
+                madvise(pointer(k), n * PageSize.bytes, clinux_madv_pageout()),
+                "madvise(MADV_PAGEOUT) of \(n) pages at page \(k)")
         }
         let wanted = kinds.indices.filter { kinds[$0] == .swap }
         if !wanted.isEmpty {
             let entries = pagemap()
             let swapped = wanted.filter { entries.indices.contains($0) && Self.isSwapped(entries[$0]) }.count
             guard swapped == wanted.count else {
-                throw BuildError(description: "MADV_PAGEOUT swapped \(swapped) of the \(wanted.count) swap pages: this machine needs swap (the VM lane has zram)")
+                throw BuildError(
+                    description:
+                        "MADV_PAGEOUT swapped \(swapped) of the \(wanted.count) swap pages: this machine needs swap (the VM lane has zram)"
+                )
             }
         }
         try forEachRun(.device) { k, n throws(BuildError) in
@@ -102,7 +112,11 @@ final class KernelWorkload {
             while first < k + n {
                 let m = min(Device.migrationWindow, k + n - first)
                 let r = device.migrateToDevice(address(first), pages: m)
-                guard r.errno == 0 else { throw BuildError(description: "migrating \(m) pages at page \(first) to \(device.path): \(SystemError.name(of: r.errno))") }
+                guard r.errno == 0 else {
+                    throw BuildError(
+                        description:
+                            "migrating \(m) pages at page \(first) to \(device.path): \(SystemError.name(of: r.errno))")
+                }
                 first += m
             }
         }
@@ -115,7 +129,9 @@ final class KernelWorkload {
     /// the repetition's `do_wp_page`, `handle_mm_fault`, TLB flushes and invalidations.
     private func forkSharingChild() throws(BuildError) {
         let pid = clinux_fork_sharing_only(mapping, mappingBytes)
-        guard pid > 0 else { throw BuildError(description: "fork of the copy-on-write child: \(SystemError.name(of: -pid))") }
+        guard pid > 0 else {
+            throw BuildError(description: "fork of the copy-on-write child: \(SystemError.name(of: -pid))")
+        }
         child = pid
     }
 
@@ -131,7 +147,10 @@ final class KernelWorkload {
                 room = size > 0 ? Int(size) / PageSize.bytes : 16
             }
             let n = clinux_vmsplice(fds[1], pointer(k), PageSize.bytes)
-            guard n == PageSize.bytes else { throw BuildError(description: "vmsplice of page \(k): \(n < 0 ? SystemError.name(of: Int32(-n)) : "\(n) bytes")") }
+            guard n == PageSize.bytes else {
+                throw BuildError(
+                    description: "vmsplice of page \(k): \(n < 0 ? SystemError.name(of: Int32(-n)) : "\(n) bytes")")
+            }
             room -= 1
         }
     }
@@ -188,7 +207,10 @@ final class KernelWorkload {
             if r.errno != 0 {
                 corrupt += n
             } else {
-                for i in 0..<n where !device.bounce(page: i, holds: kinds[first + i].isWritten ? header(first + i) : (0, 0)) { corrupt += 1 }
+                for i in 0..<n
+                where !device.bounce(page: i, holds: kinds[first + i].isWritten ? header(first + i) : (0, 0)) {
+                    corrupt += 1
+                }
             }
             first += n
         }

@@ -8,7 +8,9 @@ extension ThpTable {
     /// buffer, timed apart. 2 MiB folios moved whole per iteration come from the function profiler:
     /// `folio_isolate_lru` is called once per folio, so a buffer of `p` pages isolated in `n` calls
     /// moved `(p - n) / 511` THPs (0 when the profiler is not there).
-    public static func measureKernel(sizes: [Int] = sizes, iterations: Int = 5, progress: (Int, Bool) -> Void = { _, _ in }) throws(MeasureError) -> ThpTable {
+    public static func measureKernel(
+        sizes: [Int] = sizes, iterations: Int = 5, progress: (Int, Bool) -> Void = { _, _ in }
+    ) throws(MeasureError) -> ThpTable {
         let largest = (sizes.max() ?? 0) / PageSize.bytes
         let device: DmirrorDevice
         do {
@@ -24,17 +26,22 @@ extension ThpTable {
             progress(size, false)
             let small = try timeKernel(device, functions, bytes: size, hugepage: false, iterations: iterations)
             rows.append(
-                Row(bytes: size, thpToDeviceMs: thp.toDevice, thpToSystemMs: thp.toSystem, smallToDeviceMs: small.toDevice, smallToSystemMs: small.toSystem,
+                Row(
+                    bytes: size, thpToDeviceMs: thp.toDevice, thpToSystemMs: thp.toSystem,
+                    smallToDeviceMs: small.toDevice, smallToSystemMs: small.toSystem,
                     thpFolios: thp.folios))
         }
         return ThpTable(rows: rows)
     }
 
-    static func timeKernel(_ device: DmirrorDevice, _ functions: KernelFunctions?, bytes: Int, hugepage: Bool, iterations: Int) throws(MeasureError) -> (toDevice: Double, toSystem: Double, folios: Int) {
+    static func timeKernel(
+        _ device: DmirrorDevice, _ functions: KernelFunctions?, bytes: Int, hugepage: Bool, iterations: Int
+    ) throws(MeasureError) -> (toDevice: Double, toSystem: Double, folios: Int) {
         let what = "\(Region.formatBytes(bytes)) \(hugepage ? "THP" : "4 KiB")"
         let pages = bytes / PageSize.bytes
         let mapped = bytes + PageSize.pmdBytes
-        guard let p = mmap(nil, mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), p != MAP_FAILED else {
+        guard let p = mmap(nil, mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), p != MAP_FAILED
+        else {
             throw MeasureError(description: "\(what): mmap: \(SystemError.name(of: errno))")
         }
         defer { munmap(p, mapped) }
@@ -58,7 +65,10 @@ extension ThpTable {
             let back = device.migrateToSystem(a, pages: pages)
             let t3 = monotonicNanoseconds()
             guard r.errno == 0, back.errno == 0 else {
-                throw MeasureError(description: "\(what): MIGRATE_TO_DEV \(SystemError.name(of: r.errno)), MIGRATE_TO_SYS \(SystemError.name(of: back.errno))")
+                throw MeasureError(
+                    description:
+                        "\(what): MIGRATE_TO_DEV \(SystemError.name(of: r.errno)), MIGRATE_TO_SYS \(SystemError.name(of: back.errno))"
+                )
             }
             if i == 0 { continue }  // the warm-up round trip
             toDevice += t1 - t0

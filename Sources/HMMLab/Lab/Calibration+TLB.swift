@@ -14,14 +14,23 @@ extension Calibration {
         let flushes = { timer.median { timer.time { for _ in 0..<n { shootdown.shootdown() } } } / Double(n) }
         let syscall = timer.median { timer.time { for _ in 0..<n { _ = getppid() } } } / Double(n)
         var figures = [
-            Figure(name: "syscall_ns", value: syscall, unit: "ns/call", detail: "getppid: the entry and exit a host shootdown adds"),
-            Figure(name: "tlb_flush_local_ns", value: flushes(), unit: "ns/flush", detail: mechanism + ", no other thread"),
+            Figure(
+                name: "syscall_ns", value: syscall, unit: "ns/call",
+                detail: "getppid: the entry and exit a host shootdown adds"),
+            Figure(
+                name: "tlb_flush_local_ns", value: flushes(), unit: "ns/flush", detail: mechanism + ", no other thread"),
         ]
         guard let remote = withSpinnerOnAnotherCPU(flushes) else {
-            figures.append(Figure(name: "tlb_flush_remote_ns", value: .nan, unit: "ns/flush", detail: "no second CPU to run a thread on"))
+            figures.append(
+                Figure(
+                    name: "tlb_flush_remote_ns", value: .nan, unit: "ns/flush",
+                    detail: "no second CPU to run a thread on"))
             return figures
         }
-        figures.append(Figure(name: "tlb_flush_remote_ns", value: remote, unit: "ns/flush", detail: mechanism + ", one thread spinning on another CPU"))
+        figures.append(
+            Figure(
+                name: "tlb_flush_remote_ns", value: remote, unit: "ns/flush",
+                detail: mechanism + ", one thread spinning on another CPU"))
         return figures
     }
 

@@ -27,19 +27,24 @@ public struct Calibration: Sendable {
 
     /// The pools' sizes for `frames` frames each (the system pool has one more block, for the huge zero
     /// folio) on these nodes.
-    public static func configuration(frames: Int, backing: BackingRequest, systemNode: Int = 0, deviceNode: Int? = nil) -> PhysicalMemory.Configuration {
+    public static func configuration(
+        frames: Int, backing: BackingRequest, systemNode: Int = 0, deviceNode: Int? = nil
+    ) -> PhysicalMemory.Configuration {
         .init(
-            systemBytes: frames * PageSize.bytes + PageSize.pmdBytes, deviceBytes: frames * PageSize.bytes, systemNode: systemNode,
+            systemBytes: frames * PageSize.bytes + PageSize.pmdBytes, deviceBytes: frames * PageSize.bytes,
+            systemNode: systemNode,
             deviceNode: deviceNode, backing: backing)
     }
 
     /// Measures on fresh pools of `frames` 4 KiB frames each, on `systemNode` and `deviceNode` (nil:
     /// the default by distance).
     public static func measure(
-        frames: Int = 16384, repetitions: Int = 5, backing: BackingRequest = .auto, groups: Set<Group> = Set(Group.allCases),
+        frames: Int = 16384, repetitions: Int = 5, backing: BackingRequest = .auto,
+        groups: Set<Group> = Set(Group.allCases),
         systemNode: Int = 0, deviceNode: Int? = nil
     ) throws(RegionError) -> Calibration {
-        let memory = try PhysicalMemory(configuration(frames: frames, backing: backing, systemNode: systemNode, deviceNode: deviceNode))
+        let memory = try PhysicalMemory(
+            configuration(frames: frames, backing: backing, systemNode: systemNode, deviceNode: deviceNode))
         // Leave room for the zero page.
         let n = (frames - FrameAllocator.blockFrames) / FrameAllocator.blockFrames * FrameAllocator.blockFrames
         let half = n / 2
@@ -56,7 +61,10 @@ public struct Calibration: Sendable {
             do {
                 figures += try measureUnified(pages: half, repetitions: repetitions, prototype: memory.configuration)
             } catch {
-                figures.append(Figure(name: "lab_unified_overhead_ns_per_page", value: .nan, unit: "ns/page", detail: "could not run: \(error)"))
+                figures.append(
+                    Figure(
+                        name: "lab_unified_overhead_ns_per_page", value: .nan, unit: "ns/page",
+                        detail: "could not run: \(error)"))
             }
         }
         return Calibration(figures: figures, memorySummary: memory.summary)
@@ -98,7 +106,9 @@ public struct Calibration: Sendable {
     /// `threads`-th 2 MiB piece, `DispatchQueue.concurrentPerform` as the copy engine runs its
     /// workers), GB/s over all of them: the floor the copy engine's `--threads` is measured against
     /// (the multi-threaded `folio_mc_copy` comparison). `hook` runs first on each copying thread.
-    public static func memcpyGBps(memory: PhysicalMemory, bytes: Int, threads: Int, repetitions: Int = 3, hook: (@Sendable () -> Void)? = nil) -> Double {
+    public static func memcpyGBps(
+        memory: PhysicalMemory, bytes: Int, threads: Int, repetitions: Int = 3, hook: (@Sendable () -> Void)? = nil
+    ) -> Double {
         guard threads > 1 else { return memcpyGBps(memory: memory, bytes: bytes, repetitions: repetitions) }
         let chunk = PageSize.pmdBytes
         let n = max(1, min(bytes, memory.system.region.length, memory.device.region.length) / chunk)
@@ -153,7 +163,8 @@ public struct Calibration: Sendable {
 
     /// Frame allocation, folio preparation and descriptor atomics.
     static func measureAllocation(memory: PhysicalMemory, n: Int, _ timer: Timer) -> [Figure] {
-        measureFrameAllocator(memory.device.allocator, n: n, timer) + measureFolios(memory: memory, n: n, timer) + measureDescriptorAtomics(memory: memory, n: n, timer)
+        measureFrameAllocator(memory.device.allocator, n: n, timer) + measureFolios(memory: memory, n: n, timer)
+            + measureDescriptorAtomics(memory: memory, n: n, timer)
     }
 
     /// The frame allocator on its own: order 0 one lock per frame, freeing, and bulk.
@@ -165,7 +176,9 @@ public struct Calibration: Sendable {
         let rawFree = timer.median {
             var a: UInt64 = 0
             let f = time {
-                a = time { for i in 0..<n { if case .success(let x) = allocator.allocate(order: 0) { indices[i] = x } } }
+                a = time {
+                    for i in 0..<n { if case .success(let x) = allocator.allocate(order: 0) { indices[i] = x } }
+                }
                 for i in 0..<n { allocator.free(indices[i], order: 0) }
             }
             allocNs.append(a)
@@ -181,9 +194,15 @@ public struct Calibration: Sendable {
             return t
         }
         return [
-            Figure(name: "frame_alloc_order0", value: Double(allocNs[allocNs.count / 2]) / Double(n), unit: "ns/frame", detail: "FrameAllocator.allocate(order: 0), one lock per frame"),
-            Figure(name: "frame_free_order0", value: rawFree / Double(n), unit: "ns/frame", detail: "FrameAllocator.free(order: 0), with buddy merge"),
-            Figure(name: "frame_alloc_bulk_order0", value: bulk / Double(n), unit: "ns/frame", detail: "allocateBulk, 512 frames per lock"),
+            Figure(
+                name: "frame_alloc_order0", value: Double(allocNs[allocNs.count / 2]) / Double(n), unit: "ns/frame",
+                detail: "FrameAllocator.allocate(order: 0), one lock per frame"),
+            Figure(
+                name: "frame_free_order0", value: rawFree / Double(n), unit: "ns/frame",
+                detail: "FrameAllocator.free(order: 0), with buddy merge"),
+            Figure(
+                name: "frame_alloc_bulk_order0", value: bulk / Double(n), unit: "ns/frame",
+                detail: "allocateBulk, 512 frames per lock"),
         ]
     }
 
@@ -196,7 +215,9 @@ public struct Calibration: Sendable {
         let folioPut = timer.median {
             var a: UInt64 = 0
             let total = time {
-                a = time { for i in 0..<n { if case .success(let f) = memory.allocate(.device, order: 0) { pfns[i] = f.pfn } } }
+                a = time {
+                    for i in 0..<n { if case .success(let f) = memory.allocate(.device, order: 0) { pfns[i] = f.pfn } }
+                }
                 for i in 0..<n { memory.put(Folio(pfn: pfns[i], order: 0)) }
             }
             folioAlloc.append(a)
@@ -211,9 +232,15 @@ public struct Calibration: Sendable {
             }
         }
         return [
-            Figure(name: "folio_alloc_order0", value: Double(folioAlloc[folioAlloc.count / 2]) / Double(n), unit: "ns/folio", detail: "PhysicalMemory.allocate: allocator + prep_new_page"),
-            Figure(name: "folio_put_order0", value: folioPut / Double(n), unit: "ns/folio", detail: "folio_put to zero + free"),
-            Figure(name: "folio_alloc_put_order9", value: large / Double(blocks), unit: "ns/folio", detail: "2 MiB folio: allocate (512 descriptors) + put"),
+            Figure(
+                name: "folio_alloc_order0", value: Double(folioAlloc[folioAlloc.count / 2]) / Double(n),
+                unit: "ns/folio", detail: "PhysicalMemory.allocate: allocator + prep_new_page"),
+            Figure(
+                name: "folio_put_order0", value: folioPut / Double(n), unit: "ns/folio",
+                detail: "folio_put to zero + free"),
+            Figure(
+                name: "folio_alloc_put_order9", value: large / Double(blocks), unit: "ns/folio",
+                detail: "2 MiB folio: allocate (512 descriptors) + put"),
         ]
     }
 
@@ -223,8 +250,12 @@ public struct Calibration: Sendable {
         let atomics = timer.median { timer.time { for _ in 0..<n { head.get(); _ = head.putTestZero() } } }
         let locks = timer.median { timer.time { for _ in 0..<n { if head.tryLock() { head.unlock() } } } }
         return [
-            Figure(name: "descriptor_get_put", value: atomics / Double(n), unit: "ns/pair", detail: "folio_get + folio_put_testzero, uncontended"),
-            Figure(name: "descriptor_trylock_unlock", value: locks / Double(n), unit: "ns/pair", detail: "folio_trylock + folio_unlock, uncontended"),
+            Figure(
+                name: "descriptor_get_put", value: atomics / Double(n), unit: "ns/pair",
+                detail: "folio_get + folio_put_testzero, uncontended"),
+            Figure(
+                name: "descriptor_trylock_unlock", value: locks / Double(n), unit: "ns/pair",
+                detail: "folio_trylock + folio_unlock, uncontended"),
         ]
     }
 
@@ -236,10 +267,18 @@ public struct Calibration: Sendable {
         // Copies between the pools.
         let src = memory.system.region.base
         let dst = memory.device.region.base
-        let copy4k = median { time { for i in 0..<half { memcpy(dst + i * PageSize.bytes, src + i * PageSize.bytes, PageSize.bytes) } } }
-        figures.append(Figure(name: "memcpy_4k_gbps", value: Double(half * PageSize.bytes) / copy4k, unit: "GB/s", detail: "memcpy per 4 KiB page, system -> device pool"))
+        let copy4k = median {
+            time { for i in 0..<half { memcpy(dst + i * PageSize.bytes, src + i * PageSize.bytes, PageSize.bytes) } }
+        }
+        figures.append(
+            Figure(
+                name: "memcpy_4k_gbps", value: Double(half * PageSize.bytes) / copy4k, unit: "GB/s",
+                detail: "memcpy per 4 KiB page, system -> device pool"))
         let copy2m = memcpyGBps(memory: memory, bytes: half * PageSize.bytes, repetitions: timer.repetitions)
-        figures.append(Figure(name: "memcpy_2m_gbps", value: copy2m, unit: "GB/s", detail: "memcpy per 2 MiB folio, system -> device pool"))
+        figures.append(
+            Figure(
+                name: "memcpy_2m_gbps", value: copy2m, unit: "GB/s",
+                detail: "memcpy per 2 MiB folio, system -> device pool"))
         return figures
     }
 
@@ -270,28 +309,51 @@ public struct Calibration: Sendable {
             defer { states.deallocate() }
             let walkNs = median {
                 time {
-                    var ops = SnapshotWalk(into: states, start: start, zeroPage: memory.zeroPage, hugeZeroPage: memory.hugeZeroPfn)
+                    var ops = SnapshotWalk(
+                        into: states, start: start, zeroPage: memory.zeroPage, hugeZeroPage: memory.hugeZeroPfn)
                     mm.mmapLock.withReadLock { _ = mm.walkPageRange(start, pageAddress(start, pages), &ops) }
                 }
             }
-            let mincoreNs = try kernelMincoreNs(pages: pages, node: memory.configuration.systemNode, repetitions: timer.repetitions) * Double(pages)
-            figures.append(Figure(name: "lab_walk_ns_per_pte", value: walkNs / Double(pages), unit: "ns/page", detail: "walk_page_range snapshot of \(pages) present PTEs"))
-            figures.append(Figure(name: "kernel_mincore_ns_per_page", value: mincoreNs / Double(pages), unit: "ns/page", detail: "kernel mincore() over \(pages) present 4 KiB pages"))
-            figures.append(Figure(name: "walk_vs_mincore", value: walkNs / mincoreNs, unit: "ratio", detail: "target: at most 2"))
-            if let pagemapNs = try? kernelPagemapNs(pages: pages, node: memory.configuration.systemNode, repetitions: timer.repetitions) {
-                figures.append(Figure(name: "kernel_pagemap_ns_per_page", value: pagemapNs, unit: "ns/page", detail: "kernel /proc/self/pagemap read over \(pages) present 4 KiB pages"))
+            let mincoreNs =
+                try kernelMincoreNs(pages: pages, node: memory.configuration.systemNode, repetitions: timer.repetitions)
+                * Double(pages)
+            figures.append(
+                Figure(
+                    name: "lab_walk_ns_per_pte", value: walkNs / Double(pages), unit: "ns/page",
+                    detail: "walk_page_range snapshot of \(pages) present PTEs"))
+            figures.append(
+                Figure(
+                    name: "kernel_mincore_ns_per_page", value: mincoreNs / Double(pages), unit: "ns/page",
+                    detail: "kernel mincore() over \(pages) present 4 KiB pages"))
+            figures.append(
+                Figure(name: "walk_vs_mincore", value: walkNs / mincoreNs, unit: "ratio", detail: "target: at most 2"))
+            if let pagemapNs = try? kernelPagemapNs(
+                pages: pages, node: memory.configuration.systemNode, repetitions: timer.repetitions)
+            {
+                figures.append(
+                    Figure(
+                        name: "kernel_pagemap_ns_per_page", value: pagemapNs, unit: "ns/page",
+                        detail: "kernel /proc/self/pagemap read over \(pages) present 4 KiB pages"))
             }
             figures.append(
                 Figure(
-                    name: "lab_fault_ns_per_page", value: Double(faultSamples[faultSamples.count / 2]) / Double(pages), unit: "ns/page",
+                    name: "lab_fault_ns_per_page", value: Double(faultSamples[faultSamples.count / 2]) / Double(pages),
+                    unit: "ns/page",
                     detail: "anonymous write fault (handle_mm_fault: allocate, clear, map), \(pages) per range"))
             let tableBytes = mm.pageTable.tableCount * PageSize.bytes
             figures.append(
                 Figure(
-                    name: "model_overhead", value: (Double(memory.descriptorBytes) / Double(memory.modelledBytes) + Double(tableBytes) / Double(pages * PageSize.bytes)) * 100,
-                    unit: "%", detail: "descriptors per frame modelled + \(mm.pageTable.tableCount) page-table pages per page mapped"))
+                    name: "model_overhead",
+                    value: (Double(memory.descriptorBytes) / Double(memory.modelledBytes) + Double(tableBytes)
+                        / Double(pages * PageSize.bytes)) * 100,
+                    unit: "%",
+                    detail:
+                        "descriptors per frame modelled + \(mm.pageTable.tableCount) page-table pages per page mapped"))
         } catch {
-            figures.append(Figure(name: "lab_walk_ns_per_pte", value: .nan, unit: "ns/page", detail: "could not build the address space: \(error)"))
+            figures.append(
+                Figure(
+                    name: "lab_walk_ns_per_pte", value: .nan, unit: "ns/page",
+                    detail: "could not build the address space: \(error)"))
         }
         return figures
     }
@@ -306,26 +368,47 @@ public struct Calibration: Sendable {
         let median = timer.median
         let time = timer.time
         let folios = pages / PageSize.pmdPages
-        let plain4k = median { time { for i in 0..<pages { memcpy(dst + i * PageSize.bytes, src + i * PageSize.bytes, PageSize.bytes) } } }
+        let plain4k = median {
+            time { for i in 0..<pages { memcpy(dst + i * PageSize.bytes, src + i * PageSize.bytes, PageSize.bytes) } }
+        }
         let engine4k = median {
             time {
-                for i in 0..<pages { engine.copy(from: src + i * PageSize.bytes, to: dst + i * PageSize.bytes, bytes: PageSize.bytes) }
+                for i in 0..<pages {
+                    engine.copy(from: src + i * PageSize.bytes, to: dst + i * PageSize.bytes, bytes: PageSize.bytes)
+                }
                 engine.run()
             }
         }
-        let plain2m = median { time { for i in 0..<folios { memcpy(dst + i * PageSize.pmdBytes, src + i * PageSize.pmdBytes, PageSize.pmdBytes) } } }
+        let plain2m = median {
+            time {
+                for i in 0..<folios {
+                    memcpy(dst + i * PageSize.pmdBytes, src + i * PageSize.pmdBytes, PageSize.pmdBytes)
+                }
+            }
+        }
         let engine2m = median {
             time {
-                for i in 0..<folios { engine.copy(from: src + i * PageSize.pmdBytes, to: dst + i * PageSize.pmdBytes, bytes: PageSize.pmdBytes) }
+                for i in 0..<folios {
+                    engine.copy(
+                        from: src + i * PageSize.pmdBytes, to: dst + i * PageSize.pmdBytes, bytes: PageSize.pmdBytes)
+                }
                 engine.run()
             }
         }
         let bytes = Double(pages * PageSize.bytes)
         return [
-            Figure(name: "copy_engine_4k_gbps", value: bytes / engine4k, unit: "GB/s", detail: "CopyEngine, \(workers) workers, 4 KiB jobs"),
-            Figure(name: "copy_engine_4k_vs_memcpy", value: plain4k / engine4k, unit: "ratio", detail: "engine throughput / plain memcpy per 4 KiB page"),
-            Figure(name: "copy_engine_2m_gbps", value: Double(folios * PageSize.pmdBytes) / engine2m, unit: "GB/s", detail: "CopyEngine, \(workers) workers, 2 MiB folios"),
-            Figure(name: "copy_engine_2m_vs_memcpy", value: plain2m / engine2m, unit: "ratio", detail: "engine throughput / plain memcpy per 2 MiB folio (target at least 0.9)"),
+            Figure(
+                name: "copy_engine_4k_gbps", value: bytes / engine4k, unit: "GB/s",
+                detail: "CopyEngine, \(workers) workers, 4 KiB jobs"),
+            Figure(
+                name: "copy_engine_4k_vs_memcpy", value: plain4k / engine4k, unit: "ratio",
+                detail: "engine throughput / plain memcpy per 4 KiB page"),
+            Figure(
+                name: "copy_engine_2m_gbps", value: Double(folios * PageSize.pmdBytes) / engine2m, unit: "GB/s",
+                detail: "CopyEngine, \(workers) workers, 2 MiB folios"),
+            Figure(
+                name: "copy_engine_2m_vs_memcpy", value: plain2m / engine2m, unit: "ratio",
+                detail: "engine throughput / plain memcpy per 2 MiB folio (target at least 0.9)"),
         ]
     }
 
@@ -336,27 +419,41 @@ public struct Calibration: Sendable {
     /// The model's own cost is measured without the kernel costs of `--costs` (real shootdowns, LRU
     /// batches, the driver's work): those are the kernel's, not the lab's. `unified_total_with_costs`
     /// is the whole migration with them.
-    static func measureUnified(pages: Int, repetitions: Int, prototype: PhysicalMemory.Configuration) throws -> [Figure] {
+    static func measureUnified(pages: Int, repetitions: Int, prototype: PhysicalMemory.Configuration) throws -> [Figure]
+    {
         let (totals, perPage) = try timeUnified(pages: pages, repetitions: repetitions, prototype: prototype, costs: [])
         let (withCosts, _) = try timeUnified(pages: pages, repetitions: repetitions, prototype: prototype, costs: .all)
         let overhead = perPage[perPage.count / 2]
         let floor = measureUnifiedAtomics(pages: pages, repetitions: repetitions)
         return [
-            Figure(name: "unified_total_per_page", value: totals[totals.count / 2], unit: "ns/page", detail: "whole unified migration of \(pages) present pages, copy included, --costs none"),
-            Figure(name: "lab_unified_overhead_ns_per_page", value: overhead, unit: "ns/page", detail: "the same without the copy (target at most 100)"),
-            Figure(name: "unified_atomics_floor_ns_per_page", value: floor, unit: "ns/page", detail: "its 22 atomic read-modify-writes per page alone (the kernel's too)"),
-            Figure(name: "lab_unified_above_atomics_ns_per_page", value: overhead - floor, unit: "ns/page", detail: "the model's cost per page beyond those atomics"),
-            Figure(name: "unified_total_with_costs", value: withCosts[withCosts.count / 2], unit: "ns/page", detail: "the whole migration paying every --costs cost"),
+            Figure(
+                name: "unified_total_per_page", value: totals[totals.count / 2], unit: "ns/page",
+                detail: "whole unified migration of \(pages) present pages, copy included, --costs none"),
+            Figure(
+                name: "lab_unified_overhead_ns_per_page", value: overhead, unit: "ns/page",
+                detail: "the same without the copy (target at most 100)"),
+            Figure(
+                name: "unified_atomics_floor_ns_per_page", value: floor, unit: "ns/page",
+                detail: "its 22 atomic read-modify-writes per page alone (the kernel's too)"),
+            Figure(
+                name: "lab_unified_above_atomics_ns_per_page", value: overhead - floor, unit: "ns/page",
+                detail: "the model's cost per page beyond those atomics"),
+            Figure(
+                name: "unified_total_with_costs", value: withCosts[withCosts.count / 2], unit: "ns/page",
+                detail: "the whole migration paying every --costs cost"),
         ]
     }
 
     /// Sorted per-page times of `repetitions` unified migrations (after a warm-up): whole, and without
     /// the copy; on pools of their own with the nodes and backing of `prototype`.
-    static func timeUnified(pages: Int, repetitions: Int, prototype: PhysicalMemory.Configuration, costs: Costs) throws -> (totals: [Double], withoutCopy: [Double]) {
+    static func timeUnified(
+        pages: Int, repetitions: Int, prototype: PhysicalMemory.Configuration, costs: Costs
+    ) throws -> (totals: [Double], withoutCopy: [Double]) {
         let bytes = pages * PageSize.bytes
         let memory = try PhysicalMemory(
             .init(
-                systemBytes: 3 * bytes + 11 * PageSize.pmdBytes, deviceBytes: bytes + 2 * PageSize.pmdBytes, systemNode: prototype.systemNode,
+                systemBytes: 3 * bytes + 11 * PageSize.pmdBytes, deviceBytes: bytes + 2 * PageSize.pmdBytes,
+                systemNode: prototype.systemNode,
                 deviceNode: prototype.deviceNode, backing: prototype.backing, costs: costs))
         let mm = try AddressSpace(memory: memory)
         let device = Device(memory: memory, mm: mm, copyWorkers: 1)
@@ -371,7 +468,8 @@ public struct Calibration: Sendable {
             let elapsed = Double(monotonicNanoseconds() - t)
             let copy = Double(device.stats.copyNanoseconds.load(ordering: .relaxed) - copyBefore)
             guard r.errno == 0, r.migrated == pages else {
-                throw MMError.invalidArgument("unified migration moved \(r.migrated) of \(pages) pages (\(Errno.name(r.errno)))")
+                throw MMError.invalidArgument(
+                    "unified migration moved \(r.migrated) of \(pages) pages (\(Errno.name(r.errno)))")
             }
             try mm.munmap(a, length: bytes)
             if rep > 0 {  // the first is a warm-up
@@ -432,7 +530,9 @@ public struct Calibration: Sendable {
 
     /// The descriptors of ``measureUnifiedAtomics(pages:repetitions:)`` before a repetition: anon
     /// exclusive pages on the LRU, mapped once, and free device pages.
-    private static func resetUnifiedDescriptors(_ src: UnsafeMutablePointer<PageDescriptor>, _ dst: UnsafeMutablePointer<PageDescriptor>, _ pages: Int) {
+    private static func resetUnifiedDescriptors(
+        _ src: UnsafeMutablePointer<PageDescriptor>, _ dst: UnsafeMutablePointer<PageDescriptor>, _ pages: Int
+    ) {
         for i in 0..<pages {
             src[i].flags.store(PageFlags([.anon, .anonExclusive, .lru]).rawValue, ordering: .relaxed)
             src[i].refcount.store(1, ordering: .relaxed)
@@ -447,7 +547,8 @@ public struct Calibration: Sendable {
     /// One window's descriptor atomics in the unified path's order: the walk under the PTE lock,
     /// the unmap (LRU isolation), the destination's allocation, `migrate_vma_pages`, the finalize.
     private static func unifiedWindowAtomics(
-        _ src: UnsafeMutablePointer<PageDescriptor>, _ dst: UnsafeMutablePointer<PageDescriptor>, _ pages: Range<Int>, ptl lock: TableLock, lruLock: TableLock
+        _ src: UnsafeMutablePointer<PageDescriptor>, _ dst: UnsafeMutablePointer<PageDescriptor>, _ pages: Range<Int>,
+        ptl lock: TableLock, lruLock: TableLock
     ) {
         for i in pages {  // the walk
             let s = src + i

@@ -24,7 +24,8 @@ public struct ResultTable: Sendable {
         if completion == .complete { return nil }
         if completion == .interrupted { return "the run was interrupted" }
         let versions = rows.compactMap { $0.fields["tool_version"]?.split(separator: ".").compactMap { Int($0) } }
-        guard versions.contains(where: { $0.lexicographicallyPrecedes(Self.firstVersionWithCompletion) == false }) else { return nil }
+        guard versions.contains(where: { $0.lexicographicallyPrecedes(Self.firstVersionWithCompletion) == false })
+        else { return nil }
         return "no completion record: the run did not finish"
     }
 
@@ -36,7 +37,9 @@ public struct ResultTable: Sendable {
     /// Reads and checks `path`: a header (old column names read as their new ones) with every column `required` names, every row as long as the
     /// header (a shorter one means a truncated file), and a number in every field of `numeric` that is
     /// not empty.
-    public static func load(_ path: String, required: [String] = Compare.requiredConfigurationColumns + Compare.requiredMetricColumns) throws(LoadError) -> ResultTable {
+    public static func load(
+        _ path: String, required: [String] = Compare.requiredConfigurationColumns + Compare.requiredMetricColumns
+    ) throws(LoadError) -> ResultTable {
         guard var text = Sysfs.read(path) else {
             throw LoadError(description: "\(path): cannot be read (\(SystemError.name(of: errno)))")
         }
@@ -50,15 +53,20 @@ public struct ResultTable: Sendable {
             shifted.line += skipped
             throw LoadError(description: "\(path) \(shifted) (is the file truncated?)")
         }
-        guard let header = records.first.map({ $0.map { Compare.renamedColumns[$0] ?? $0 } }), !header.isEmpty, header != [""] else {
+        guard let header = records.first.map({ $0.map { Compare.renamedColumns[$0] ?? $0 } }), !header.isEmpty,
+            header != [""]
+        else {
             throw LoadError(description: "\(path): empty, no header line")
         }
         for column in required where !header.contains(column) {
-            throw LoadError(description: "\(path) line \(skipped + 1): column '\(column)' is missing (is this a bench result CSV?)")
+            throw LoadError(
+                description: "\(path) line \(skipped + 1): column '\(column)' is missing (is this a bench result CSV?)")
         }
         var seen = Set<String>()
         for column in header where !seen.insert(column).inserted {
-            throw LoadError(description: "\(path) line \(skipped + 1): column '\(column)' appears twice (is this a bench result CSV?)")
+            throw LoadError(
+                description:
+                    "\(path) line \(skipped + 1): column '\(column)' appears twice (is this a bench result CSV?)")
         }
         var rows: [(line: Int, fields: [String: String])] = []
         // Physical line numbers: quoted newlines do not occur in bench output, so record i is line
@@ -68,14 +76,21 @@ public struct ResultTable: Sendable {
             if record == [""] { continue }
             guard record.count == header.count else {
                 throw LoadError(
-                    description: "\(path) line \(i + 1): \(record.count) fields where the header has \(header.count) (is the file truncated?)")
+                    description:
+                        "\(path) line \(i + 1): \(record.count) fields where the header has \(header.count) (is the file truncated?)"
+                )
             }
             var fields = Dictionary(uniqueKeysWithValues: zip(header, record))
-            for (column, renames) in Compare.renamedValues { if let v = fields[column], let new = renames[v] { fields[column] = new } }
+            for (column, renames) in Compare.renamedValues {
+                if let v = fields[column], let new = renames[v] { fields[column] = new }
+            }
             for column in Compare.numericColumns(header) {
                 guard let v = fields[column], !v.isEmpty else { continue }
                 guard let d = Double(v), d.isFinite, d >= 0 else {
-                    throw LoadError(description: "\(path) line \(i + 1) column '\(column)': '\(v)' is not a number (a finite count, time or rate, 0 or more)")
+                    throw LoadError(
+                        description:
+                            "\(path) line \(i + 1) column '\(column)': '\(v)' is not a number (a finite count, time or rate, 0 or more)"
+                    )
                 }
             }
             rows.append((i + 1, fields))
@@ -105,14 +120,18 @@ public struct Compare: Sendable {
     /// Columns that say what was run: rows match on them.
     /// `engine` is absent from files written before `--engine` existed: such rows are `model` rows.
     static let configurationColumns = [
-        "engine", "strategy", "direction", "pages", "window_pages", "mix", "thp", "device_large_fail", "split_policy", "self_invalidation", "threads",
+        "engine", "strategy", "direction", "pages", "window_pages", "mix", "thp", "device_large_fail", "split_policy",
+        "self_invalidation", "threads",
         "jobs", "devices", "device_pages", "mutators", "device_access", "fault_pages", "costs",
     ]
 
     /// Columns added after the first recorded runs: a file without them has their defaults. A file
     /// without `device_access` comes from runs whose faulting strategies asked for write; one without
     /// `costs` from a model that paid none of them.
-    static let optionalColumns = ["engine": "model", "jobs": "1", "devices": "1", "device_pages": "own", "device_access": "write", "fault_pages": "window", "costs": "none"]
+    static let optionalColumns = [
+        "engine": "model", "jobs": "1", "devices": "1", "device_pages": "own", "device_access": "write",
+        "fault_pages": "window", "costs": "none",
+    ]
 
     /// Columns renamed since: a file with the old name is read as having the new one.
     static let renamedColumns = ["fault_request": "device_access"]
@@ -122,28 +141,42 @@ public struct Compare: Sendable {
 
     /// What produced a row rather than what it ran: rows that differ here are not comparable (a hugetlb
     /// run beside one that fell back to THP, another build, another machine or kernel).
-    static let identityColumns = ["backing", "system_backing", "device_backing", "tool_version", "host", "cpu_model", "kernel", "tlb_shootdown"]
-    public static var requiredConfigurationColumns: [String] { configurationColumns.filter { optionalColumns[$0] == nil } }
+    static let identityColumns = [
+        "backing", "system_backing", "device_backing", "tool_version", "host", "cpu_model", "kernel", "tlb_shootdown",
+    ]
+    public static var requiredConfigurationColumns: [String] {
+        configurationColumns.filter { optionalColumns[$0] == nil }
+    }
 
     /// The metrics compared: column, label, how to print it.
     public enum Unit: Sendable { case nanoseconds, gbps, count }
     public static let metrics: [(column: String, label: String, unit: Unit)] = [
-        ("op_p50_ns", "op p50", .nanoseconds), ("op_p99_ns", "op p99", .nanoseconds), ("throughput_gbps", "throughput", .gbps),
-        ("walks", "walks", .count), ("walk_restarts", "walk restarts", .count), ("faults", "faults", .count), ("tlb_flushes", "TLB flushes", .count),
+        ("op_p50_ns", "op p50", .nanoseconds), ("op_p99_ns", "op p99", .nanoseconds),
+        ("throughput_gbps", "throughput", .gbps),
+        ("walks", "walks", .count), ("walk_restarts", "walk restarts", .count), ("faults", "faults", .count),
+        ("tlb_flushes", "TLB flushes", .count),
         ("bytes_copied", "bytes copied", .count),
         ("cross_job_retries", "cross-job retries", .count), ("mmap_lock_wait_ns", "mmap lock wait", .nanoseconds),
         ("ptl_wait_ns", "PTE/PMD lock wait", .nanoseconds), ("lru_lock_wait_ns", "LRU lock wait", .nanoseconds),
-        ("alloc_lock_wait_ns", "allocator lock wait", .nanoseconds), ("notifier_wait_ns", "notifier wait", .nanoseconds),
+        ("alloc_lock_wait_ns", "allocator lock wait", .nanoseconds),
+        ("notifier_wait_ns", "notifier wait", .nanoseconds),
     ]
     /// Metrics added after the first recorded runs: a file without them is still read, and they are
     /// compared only when both sides have them.
     static let optionalMetricColumns: Set<String> = [
-        "cross_job_retries", "mmap_lock_wait_ns", "ptl_wait_ns", "lru_lock_wait_ns", "alloc_lock_wait_ns", "notifier_wait_ns",
+        "cross_job_retries", "mmap_lock_wait_ns", "ptl_wait_ns", "lru_lock_wait_ns", "alloc_lock_wait_ns",
+        "notifier_wait_ns",
     ]
-    public static var requiredMetricColumns: [String] { metrics.map(\.column).filter { !optionalMetricColumns.contains($0) } }
+    public static var requiredMetricColumns: [String] {
+        metrics.map(\.column).filter { !optionalMetricColumns.contains($0) }
+    }
 
     static func numericColumns(_ header: [String]) -> [String] {
-        let known = Set(metrics.map(\.column) + ["pages", "window_pages", "thp", "device_large_fail", "threads", "jobs", "devices", "mutators", "rep", "ops"])
+        let known = Set(
+            metrics.map(\.column) + [
+                "pages", "window_pages", "thp", "device_large_fail", "threads", "jobs", "devices", "mutators", "rep",
+                "ops",
+            ])
         return header.filter { known.contains($0) || $0.hasPrefix("cnt_") }
     }
 
@@ -223,7 +256,8 @@ public struct Compare: Sendable {
         onlyInBase = order.filter { newGroups[$0] == nil }.map { Self.describe(columns, $0) }
         onlyInNew = newOrder.filter { baseGroups[$0] == nil }.map { Self.describe(columns, $0) }
         let matched = order.filter { newGroups[$0] != nil }
-        mismatches = Self.identityMismatches(base: matched.flatMap { baseGroups[$0]! }, new: matched.flatMap { newGroups[$0]! })
+        mismatches = Self.identityMismatches(
+            base: matched.flatMap { baseGroups[$0]! }, new: matched.flatMap { newGroups[$0]! })
     }
 
     /// The identity columns whose values differ between `base` and `new` rows, described.
@@ -262,7 +296,9 @@ public struct Compare: Sendable {
             for s in strategies where s != baseStrategy {
                 guard let other = groups[k]?[s] else { continue }
                 blocks.append(
-                    Block(configuration: Array(zip(columns, k)), baseLabel: baseStrategy, newLabel: s, lines: Self.lines(metrics: metrics, base: base, new: other)))
+                    Block(
+                        configuration: Array(zip(columns, k)), baseLabel: baseStrategy, newLabel: s,
+                        lines: Self.lines(metrics: metrics, base: base, new: other)))
             }
         }
         self.blocks = blocks
@@ -270,7 +306,9 @@ public struct Compare: Sendable {
         onlyInNew = []
     }
 
-    static func lines(metrics: [(column: String, label: String, unit: Unit)], base: [[String: String]], new: [[String: String]]) -> [Line] {
+    static func lines(
+        metrics: [(column: String, label: String, unit: Unit)], base: [[String: String]], new: [[String: String]]
+    ) -> [Line] {
         metrics.compactMap { m in
             let b = base.compactMap { $0[m.column].flatMap(Double.init) }
             let n = new.compactMap { $0[m.column].flatMap(Double.init) }
@@ -345,7 +383,9 @@ public struct Compare: Sendable {
     static func pValue(_ p: Double) -> String { p.isFinite ? (p < 0.001 ? "<0.001" : Summary.fixed(p, 3)) : "-" }
 
     /// Wraps `text` at spaces to `width` columns (``TextBlock/wrap(_:width:indent:)``).
-    static func wrap(_ text: String, width: Int, indent: String = "  ") -> String { TextBlock.wrap(text, width: width, indent: indent) }
+    static func wrap(_ text: String, width: Int, indent: String = "  ") -> String {
+        TextBlock.wrap(text, width: width, indent: indent)
+    }
 
     /// A plain-text table that fits 80 columns, for a mail.
     public var text: String {
@@ -360,9 +400,15 @@ public struct Compare: Sendable {
                 for i in 1..<c.count { s += " " + c[i].leftPad(widths[i] - 1) }
                 return s
             }
-            out += row(["", String(block.baseLabel.prefix(19)), String(block.newLabel.prefix(19)), "delta", "p", "n"]) + "\n"
+            out +=
+                row(["", String(block.baseLabel.prefix(19)), String(block.newLabel.prefix(19)), "delta", "p", "n"])
+                + "\n"
             for l in block.lines {
-                out += row([l.metric, Self.withInterval(l.base, l.unit), Self.withInterval(l.new, l.unit), Self.delta(l), Self.pValue(l.p), "\(l.base.count)+\(l.new.count)"]) + "\n"
+                out +=
+                    row([
+                        l.metric, Self.withInterval(l.base, l.unit), Self.withInterval(l.new, l.unit), Self.delta(l),
+                        Self.pValue(l.p), "\(l.base.count)+\(l.new.count)",
+                    ]) + "\n"
             }
             out += "\n"
         }
@@ -380,9 +426,11 @@ public struct Compare: Sendable {
         var out = ""
         for block in blocks {
             let config = block.configuration.filter { !$0.1.isEmpty }.map { "\($0.0)=\($0.1)" }.joined(separator: " ")
-            out += "**\(config)**\n\n| metric | \(block.baseLabel) | \(block.newLabel) | delta | p | n |\n|---|---:|---:|---:|---:|---:|\n"
+            out +=
+                "**\(config)**\n\n| metric | \(block.baseLabel) | \(block.newLabel) | delta | p | n |\n|---|---:|---:|---:|---:|---:|\n"
             for l in block.lines {
-                out += "| \(l.metric) | \(Self.withInterval(l.base, l.unit)) | \(Self.withInterval(l.new, l.unit)) | \(Self.delta(l)) | \(Self.pValue(l.p)) | \(l.base.count)+\(l.new.count) |\n"
+                out +=
+                    "| \(l.metric) | \(Self.withInterval(l.base, l.unit)) | \(Self.withInterval(l.new, l.unit)) | \(Self.delta(l)) | \(Self.pValue(l.p)) | \(l.base.count)+\(l.new.count) |\n"
             }
             out += "\n"
         }
@@ -396,7 +444,8 @@ public struct Compare: Sendable {
     public var csv: String {
         var out = CSV.line(
             Self.configurationColumns + [
-                "base", "new", "metric", "base_median", "base_ci_low", "base_ci_high", "new_median", "new_ci_low", "new_ci_high", "delta_percent",
+                "base", "new", "metric", "base_median", "base_ci_low", "base_ci_high", "new_median", "new_ci_low",
+                "new_ci_high", "delta_percent",
                 "p_value", "significant", "n_base", "n_new",
             ])
         for block in blocks {
@@ -406,8 +455,10 @@ public struct Compare: Sendable {
                 let n = l.newInterval
                 out += CSV.line(
                     config + [
-                        block.baseLabel, block.newLabel, l.metric, ResultRow.number(l.baseMedian), ResultRow.number(b.low), ResultRow.number(b.high),
-                        ResultRow.number(l.newMedian), ResultRow.number(n.low), ResultRow.number(n.high), ResultRow.number(l.deltaPercent),
+                        block.baseLabel, block.newLabel, l.metric, ResultRow.number(l.baseMedian),
+                        ResultRow.number(b.low), ResultRow.number(b.high),
+                        ResultRow.number(l.newMedian), ResultRow.number(n.low), ResultRow.number(n.high),
+                        ResultRow.number(l.deltaPercent),
                         ResultRow.number(l.p), l.significant ? "1" : "0", String(l.base.count), String(l.new.count),
                     ])
             }

@@ -67,10 +67,13 @@ public struct MachineTopology: Sendable {
         config.deviceNodes = deviceNodes
         let asked = given.deviceNode != nil || given.deviceNodes != nil
         return MachineTopology(
-            kernel: Sysfs.kernelRelease, numaAvailable: NUMA.isAvailable, table: table, thpEnabled: ThpSettings.enabled ?? "unsupported",
+            kernel: Sysfs.kernelRelease, numaAvailable: NUMA.isAvailable, table: table,
+            thpEnabled: ThpSettings.enabled ?? "unsupported",
             thpDefrag: ThpSettings.defrag ?? "unsupported", systemNode: systemNode, deviceNode: device,
-            deviceNodeReason: Self.deviceNodeReason(table: table, systemNode: systemNode, deviceNode: device, asked: asked),
-            deviceNodes: deviceNodes, deviceNodesAsked: asked, placement: ThreadPlacement(systemNode: systemNode, table: table), smallProbe: probe,
+            deviceNodeReason: Self.deviceNodeReason(
+                table: table, systemNode: systemNode, deviceNode: device, asked: asked),
+            deviceNodes: deviceNodes, deviceNodesAsked: asked,
+            placement: ThreadPlacement(systemNode: systemNode, table: table), smallProbe: probe,
             defaultRun: PoolPlan(config: config, table: table), perfEvents: PerfEvents.probe(),
             perfEventParanoid: Sysfs.readInt("/proc/sys/kernel/perf_event_paranoid"))
     }
@@ -78,11 +81,16 @@ public struct MachineTopology: Sendable {
     /// Where each device's pool goes and why, one line per device (one line in all for one device).
     var deviceLines: [String] {
         if deviceNodes.count == 1 { return ["device node \(deviceNode): \(deviceNodeReason)"] }
-        let how = deviceNodesAsked ? "on the nodes asked" : table.nodesWithMemory.count == 1 ? "all on the one node with memory (device memory is local)"
-            : "round-robin over the other nodes with memory, farthest first"
+        let how =
+            deviceNodesAsked
+            ? "on the nodes asked"
+            : table.nodesWithMemory.count == 1
+                ? "all on the one node with memory (device memory is local)"
+                : "round-robin over the other nodes with memory, farthest first"
         var out = ["\(deviceNodes.count) devices, each with its own pool, \(how):"]
         for (i, node) in deviceNodes.enumerated() {
-            out.append("  device \(i): node \(node), distance \(table.distance(systemNode, node)) from node \(systemNode)")
+            out.append(
+                "  device \(i): node \(node), distance \(table.distance(systemNode, node)) from node \(systemNode)")
         }
         return out
     }
@@ -90,7 +98,8 @@ public struct MachineTopology: Sendable {
     /// Why the device pool goes on `deviceNode`, in a few words.
     public static func deviceNodeReason(table: NodeTable, systemNode: Int, deviceNode: Int, asked: Bool) -> String {
         if deviceNode == systemNode {
-            return table.nodesWithMemory.count == 1 ? "one node with memory: device memory is local" : "the system node, as asked: device memory is local"
+            return table.nodesWithMemory.count == 1
+                ? "one node with memory: device memory is local" : "the system node, as asked: device memory is local"
         }
         let distance = "distance \(table.distance(systemNode, deviceNode))"
         if asked { return "as asked, \(distance) from node \(systemNode)" }
@@ -102,11 +111,14 @@ extension PhysicalMemory.Configuration {
     /// The pools a run over `pages` 4 KiB pages uses (``RunConfig/memoryNeeded``): system memory for
     /// twice the range (the range, copy-on-write copies, pages coming back from the device) and its page
     /// tables, and device memory for the range plus slack.
-    static func forRun(pages: Int, systemNode: Int = 0, deviceNode: Int? = nil, backing: BackingRequest = .auto) -> Self {
+    static func forRun(pages: Int, systemNode: Int = 0, deviceNode: Int? = nil, backing: BackingRequest = .auto) -> Self
+    {
         var config = RunConfig()
         config.pages = pages
         let need = config.memoryNeeded
-        return Self(systemBytes: need.system, deviceBytes: need.device, systemNode: systemNode, deviceNode: deviceNode, backing: backing)
+        return Self(
+            systemBytes: need.system, deviceBytes: need.device, systemNode: systemNode, deviceNode: deviceNode,
+            backing: backing)
     }
 
     /// 2 MiB hugetlb pages the two pools take.

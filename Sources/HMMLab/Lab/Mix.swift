@@ -61,7 +61,9 @@ public struct Mix: Sendable, Equatable, CustomStringConvertible {
         for part in parts {
             let pair = part.split(separator: "=", omittingEmptySubsequences: false)
             guard pair.count == 2 else {
-                throw ConfigError("--mix '\(text)': '\(part)' is not STATE=FRACTION; use e.g. present=0.8,swap=0.2 with states \(allowed)")
+                throw ConfigError(
+                    "--mix '\(text)': '\(part)' is not STATE=FRACTION; use e.g. present=0.8,swap=0.2 with states \(allowed)"
+                )
             }
             let name = pair[0].trimmingWhitespace()
             guard let kind = PageKind(name: name) else {

@@ -59,7 +59,9 @@ final class Mutators: @unchecked Sendable {
             sequence += 1
             let stamp = UInt64(m + 1) << 48 | sequence
             do {
-                try workload.mm.store(stamp, at: workload.address(k) + Workload.stampOffset) { self.stop.load(ordering: .relaxed) }
+                try workload.mm.store(stamp, at: workload.address(k) + Workload.stampOffset) {
+                    self.stop.load(ordering: .relaxed)
+                }
                 lastStamp[k] = stamp
                 done += 1
                 if done & 63 == 0 {

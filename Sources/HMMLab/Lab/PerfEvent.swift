@@ -45,7 +45,8 @@ public enum PerfEventError: Error, Equatable, Sendable, CustomStringConvertible 
 
     public var description: String {
         switch self {
-        case .unknownEvent(let name, let reason): "unknown perf event '\(name)': \(reason) (names are libpfm4's, e.g. page-faults, cycles, dTLB-load-misses; see showevtinfo)"
+        case .unknownEvent(let name, let reason):
+            "unknown perf event '\(name)': \(reason) (names are libpfm4's, e.g. page-faults, cycles, dTLB-load-misses; see showevtinfo)"
         case .libpfmUnavailable(let reason): "libpfm4 could not be initialised: \(reason)"
         case .cannotOpen(let name, let error): "perf event '\(name)' cannot be opened here: \(error)"
         }
@@ -129,7 +130,8 @@ enum PerfEvents {
         defer { free(qualified) }
         guard rc == PFM_SUCCESS else { throw .unknownEvent(name, reason: String(cString: pfm_strerror(rc))) }
         return PerfEventSpec(
-            name: name, qualifiedName: qualified.map { String(cString: $0) } ?? name, type: attr.type, config: attr.config,
+            name: name, qualifiedName: qualified.map { String(cString: $0) } ?? name, type: attr.type,
+            config: attr.config,
             config1: attr.config1, config2: attr.config2)
     }
 
@@ -145,9 +147,14 @@ enum PerfEvents {
     }
 
     /// Software events reviewers expect from `perf stat`.
-    static let softwareProbeList = ["page-faults", "minor-faults", "major-faults", "context-switches", "cpu-migrations", "task-clock"]
+    static let softwareProbeList = [
+        "page-faults", "minor-faults", "major-faults", "context-switches", "cpu-migrations", "task-clock",
+    ]
     /// Hardware events the harness wants when a PMU exists.
-    static let hardwareProbeList = ["cycles", "instructions", "cache-misses", "cache-references", "branch-misses", "dTLB-load-misses", "iTLB-load-misses"]
+    static let hardwareProbeList = [
+        "cycles", "instructions", "cache-misses", "cache-references", "branch-misses", "dTLB-load-misses",
+        "iTLB-load-misses",
+    ]
 
     /// Resolves and opens each event once on the calling thread, then closes it.
     static func probe(_ names: [String] = softwareProbeList + hardwareProbeList) -> [Probe] {

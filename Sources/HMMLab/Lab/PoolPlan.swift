@@ -32,13 +32,19 @@ public struct PoolPlan: Sendable {
 
     /// Plans `areas` (name, node, bytes, candidates) in order on `table`, with THP in mode `thpEnabled`
     /// (`never` or nil: no THP).
-    public init(_ requests: [(name: String, node: Int, bytes: Int, candidates: [Backing])], table: NodeTable, thpEnabled: String? = ThpSettings.enabled) {
+    public init(
+        _ requests: [(name: String, node: Int, bytes: Int, candidates: [Backing])], table: NodeTable,
+        thpEnabled: String? = ThpSettings.enabled
+    ) {
         self.table = table
         var hugetlbLeft = Dictionary(uniqueKeysWithValues: table.nodes.map { ($0.id, $0.hugetlbFree) })
         for r in requests {
-            var area = Area(name: r.name, node: r.node, bytes: r.bytes, candidates: r.candidates, predicted: nil, fallbacks: [])
+            var area = Area(
+                name: r.name, node: r.node, bytes: r.bytes, candidates: r.candidates, predicted: nil, fallbacks: [])
             for candidate in r.candidates {
-                if let reason = Self.unavailable(candidate, area: area, hugetlbLeft: hugetlbLeft[r.node] ?? 0, thpEnabled: thpEnabled) {
+                if let reason = Self.unavailable(
+                    candidate, area: area, hugetlbLeft: hugetlbLeft[r.node] ?? 0, thpEnabled: thpEnabled)
+                {
                     area.fallbacks.append("\(candidate): \(reason)")
                     continue
                 }
@@ -54,9 +60,11 @@ public struct PoolPlan: Sendable {
     private static func unavailable(_ backing: Backing, area: Area, hugetlbLeft: Int, thpEnabled: String?) -> String? {
         switch backing {
         case .hugetlb:
-            hugetlbLeft >= area.hugePages ? nil : "\(max(hugetlbLeft, 0)) free 2 MiB hugetlb pages on node \(area.node), \(area.hugePages) needed"
+            hugetlbLeft >= area.hugePages
+                ? nil : "\(max(hugetlbLeft, 0)) free 2 MiB hugetlb pages on node \(area.node), \(area.hugePages) needed"
         case .thp:
-            thpEnabled == nil || thpEnabled == "never" ? "THP is disabled (transparent_hugepage/enabled is \(thpEnabled ?? "absent"))" : nil
+            thpEnabled == nil || thpEnabled == "never"
+                ? "THP is disabled (transparent_hugepage/enabled is \(thpEnabled ?? "absent"))" : nil
         case .small:
             nil
         }
@@ -68,15 +76,22 @@ public struct PoolPlan: Sendable {
     public init(config: RunConfig, table: NodeTable, thpEnabled: String? = ThpSettings.enabled) {
         let need = config.memoryNeeded
         let deviceNodes = config.resolvedDeviceNodes(table: table)
-        let descriptors = (need.system + need.device * deviceNodes.count) / PageSize.bytes * PhysicalMemory.descriptorSize
+        let descriptors =
+            (need.system + need.device * deviceNodes.count) / PageSize.bytes * PhysicalMemory.descriptorSize
         let backing = config.backing
         let pools = deviceNodes.enumerated().map { i, node in
-            (name: deviceNodes.count == 1 ? "device pool" : "device pool \(i)", node: node, bytes: need.device, candidates: backing.candidates)
+            (
+                name: deviceNodes.count == 1 ? "device pool" : "device pool \(i)", node: node, bytes: need.device,
+                candidates: backing.candidates
+            )
         }
         self.init(
             [("system pool", config.systemNode, need.system, backing.candidates)] + pools + [
                 ("descriptors", config.systemNode, descriptors, backing == .small ? [.small] : [.thp, .small]),
-                ("swap area", config.systemNode, need.swap, (backing == .hugetlb ? BackingRequest.auto : backing).candidates),
+                (
+                    "swap area", config.systemNode, need.swap,
+                    (backing == .hugetlb ? BackingRequest.auto : backing).candidates
+                ),
             ], table: table, thpEnabled: thpEnabled)
     }
 
@@ -93,9 +108,11 @@ public struct PoolPlan: Sendable {
         if let area = areas.first(where: { $0.predicted == nil }) {
             let what = "the \(area.name) (\(Region.formatBytes(area.bytes)) on node \(area.node))"
             if area.candidates.count == 1, let reason = area.fallbacks.first {
-                return "\(what) cannot have \(area.candidates[0]) pages: " + reason.dropFirst("\(area.candidates[0]): ".count)
+                return "\(what) cannot have \(area.candidates[0]) pages: "
+                    + reason.dropFirst("\(area.candidates[0]): ".count)
             }
-            return "\(what) can have none of " + area.candidates.map(\.rawValue).joined(separator: ", ") + ": " + area.fallbacks.joined(separator: "; ")
+            return "\(what) can have none of " + area.candidates.map(\.rawValue).joined(separator: ", ") + ": "
+                + area.fallbacks.joined(separator: "; ")
         }
         for (node, bytes) in regularBytesPerNode.sorted(by: { $0.key < $1.key }) {
             let available = table.node(node)?.memAvailableBytes ?? 0

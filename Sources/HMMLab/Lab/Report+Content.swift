@@ -21,7 +21,9 @@ extension Report {
     /// its own line, so a long path's wrapping cannot split it).
     var commandLines: [String] {
         tables.flatMap { t in
-            ["# \(Self.shown(t.path))"] + (t.command == nil ? ["# records no command; rebuilt from its rows"] : []) + [command(of: t)]
+            ["# \(Self.shown(t.path))"] + (t.command == nil ? ["# records no command; rebuilt from its rows"] : []) + [
+                command(of: t)
+            ]
         }
     }
 
@@ -38,8 +40,11 @@ extension Report {
     /// then every ``RunOption/rebuilt`` run option; each with its result column and the value a run
     /// with the defaults writes there.
     static let options: [(column: String, option: String, defaultValue: String)] = {
-        let defaults = ResultRow(metadata: .unknown, timestamp: "", strategy: "", direction: "", config: RunConfig(), rep: 0)
-        let named = [(column: "engine", option: "engine")] + RunOption.all.filter(\.rebuilt).map { (column: $0.column, option: $0.name) }
+        let defaults = ResultRow(
+            metadata: .unknown, timestamp: "", strategy: "", direction: "", config: RunConfig(), rep: 0)
+        let named =
+            [(column: "engine", option: "engine")]
+            + RunOption.all.filter(\.rebuilt).map { (column: $0.column, option: $0.name) }
         return named.map { ($0.column, $0.option, ResultRow.column(named: $0.column)?.value(defaults) ?? "") }
     }()
 
@@ -58,7 +63,9 @@ extension Report {
                 args.append("--\(o.option) " + ResultFile.shellQuoted(v))
             }
         }
-        if table.rows.contains(where: { $0.fields["direction"] == "to-system" }) { args.append("--direction round-trip") }
+        if table.rows.contains(where: { $0.fields["direction"] == "to-system" }) {
+            args.append("--direction round-trip")
+        }
         let reps = table.rows.compactMap { Int($0.fields["rep"] ?? "") }.max() ?? 0
         if reps != 5 { args.append("--reps \(reps)") }
         return (vary.isEmpty ? "bench " : "bench sweep ") + (vary + args).joined(separator: " ")
@@ -72,9 +79,11 @@ extension Report {
             return [
                 "host \(f["host"] ?? "?"): \(f["cpu_model"] ?? "?"), \(f["cpus"] ?? "?") CPUs, \(nodes) NUMA node\(nodes == "1" ? "" : "s") "
                     + "(system node \(Self.values(t, "system_node")), device node \(Self.values(t, "device_node"))), kernel \(f["kernel"] ?? "?")",
-                Self.backing(t) + ", THP \(Self.values(t, "thp_mode")), TLB shootdown \(Self.values(t, "tlb_shootdown"))",
+                Self.backing(t)
+                    + ", THP \(Self.values(t, "thp_mode")), TLB shootdown \(Self.values(t, "tlb_shootdown"))",
                 "hugetlb: \(t.metadata["hugetlb"] ?? "not recorded")",
-                "build: " + (t.metadata["version"] ?? "hmm-lab \(Self.values(t, "tool_version")) (commit not recorded)"),
+                "build: "
+                    + (t.metadata["version"] ?? "hmm-lab \(Self.values(t, "tool_version")) (commit not recorded)"),
             ]
         }
         return prefixed(lines)
@@ -89,11 +98,14 @@ extension Report {
 
     /// The floors measured at each run's start: memcpy between the pools and the kernel's walk.
     var floors: [String] {
-        prefixed(tables.map { t in
-            let memcpy = Statistics.median(t.rows.compactMap { Double($0.fields["memcpy_gbps"] ?? "") })
-            let walk = Statistics.median(t.rows.compactMap { Double($0.fields["kernel_walk_ns"] ?? "") })
-            return ["memcpy between the pools \(Summary.fixed(memcpy, 2)) GB/s; kernel mincore walk \(Summary.fixed(walk, 2)) ns per 4 KiB page"]
-        })
+        prefixed(
+            tables.map { t in
+                let memcpy = Statistics.median(t.rows.compactMap { Double($0.fields["memcpy_gbps"] ?? "") })
+                let walk = Statistics.median(t.rows.compactMap { Double($0.fields["kernel_walk_ns"] ?? "") })
+                return [
+                    "memcpy between the pools \(Summary.fixed(memcpy, 2)) GB/s; kernel mincore walk \(Summary.fixed(walk, 2)) ns per 4 KiB page"
+                ]
+            })
     }
 
     /// One list of lines per file: as it is when they agree, else each line prefixed `base:`/`new:`.
@@ -104,14 +116,20 @@ extension Report {
 
     /// One sentence per significant change; when none, why.
     func sentences(_ comparison: Compare) -> [String] {
-        let varying = Compare.configurationColumns.filter { c in Set(comparison.blocks.map { b in b.configuration.first { $0.0 == c }?.1 ?? "" }).count > 1 }
+        let varying = Compare.configurationColumns.filter { c in
+            Set(comparison.blocks.map { b in b.configuration.first { $0.0 == c }?.1 ?? "" }).count > 1
+        }
         var out: [String] = []
         for block in comparison.blocks {
-            let label = block.configuration.filter { ($0.0 == "strategy" || $0.0 == "direction" || varying.contains($0.0)) && !$0.1.isEmpty }
-                .map { ["strategy", "direction"].contains($0.0) ? $0.1 : "\($0.0)=\($0.1)" }.joined(separator: " ")
+            let label = block.configuration.filter {
+                ($0.0 == "strategy" || $0.0 == "direction" || varying.contains($0.0)) && !$0.1.isEmpty
+            }
+            .map { ["strategy", "direction"].contains($0.0) ? $0.1 : "\($0.0)=\($0.1)" }.joined(separator: " ")
             for l in block.lines where l.significant { out.append("\(label): " + Self.sentence(l)) }
         }
-        if out.isEmpty { out.append("None: no change has p <= 0.05." + (comparison.significanceNote.map { " Note: \($0)." } ?? "")) }
+        if out.isEmpty {
+            out.append("None: no change has p <= 0.05." + (comparison.significanceNote.map { " Note: \($0)." } ?? ""))
+        }
         return out
     }
 
@@ -120,16 +138,22 @@ extension Report {
         let from = Compare.value(l.baseMedian, l.unit)
         let to = Compare.value(l.newMedian, l.unit)
         let d = l.deltaPercent
-        let change = d.isFinite ? "\(d > 0 ? "rose" : "fell") \(Summary.fixed(abs(d), abs(d) >= 10 ? 0 : 1))%, from" : "went from"
-        return "\(l.metric) \(change) \(from) to \(to) (p = \(Compare.pValue(l.p)), \(l.base.count)+\(l.new.count) reps)."
+        let change =
+            d.isFinite
+            ? "\(d > 0 ? "rose" : "fell") \(Summary.fixed(abs(d), abs(d) >= 10 ? 0 : 1))%, from" : "went from"
+        return
+            "\(l.metric) \(change) \(from) to \(to) (p = \(Compare.pValue(l.p)), \(l.base.count)+\(l.new.count) reps)."
     }
 
     /// The commands that rebuild the files and this report, from the recorded build's commit.
     var reproduce: [String] {
         var out: [String] = []
-        if let version = base.metadata["version"], let r = version.firstRange(of: "commit "), !version.hasSuffix("unknown)") {
+        if let version = base.metadata["version"], let r = version.firstRange(of: "commit "),
+            !version.hasSuffix("unknown)")
+        {
             let commit = version[r.upperBound...].prefix { $0 != ")" && $0 != "+" }
-            out.append("git checkout \(commit)" + (version.contains("+)") ? "  # the build had uncommitted changes" : ""))
+            out.append(
+                "git checkout \(commit)" + (version.contains("+)") ? "  # the build had uncommitted changes" : ""))
         }
         out += tables.map { "swift run -c release " + command(of: $0) }
         out.append("swift run -c release " + reportCommand)

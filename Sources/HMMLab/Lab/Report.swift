@@ -34,7 +34,9 @@ public struct Report: Sendable {
         changed = new.map { Self.changedColumns(base: base, new: $0) } ?? []
         comparison = new.map { Compare(base: base, new: $0, ignoring: Set(changed.map(\.column))) }
         // Without the flush cost no shootdown is paid: tlb_shootdown `none` follows from --costs.
-        if changed.contains(where: { $0.column == "costs" }) { comparison?.mismatches.removeAll { $0.hasPrefix("tlb_shootdown:") } }
+        if changed.contains(where: { $0.column == "costs" }) {
+            comparison?.mismatches.removeAll { $0.hasPrefix("tlb_shootdown:") }
+        }
     }
 
     /// Configuration columns other than strategy and direction (what a comparison's rows are) with
@@ -64,7 +66,10 @@ public struct Report: Sendable {
             out.append(Section(title: "Significant changes (p <= 0.05)", content: .lines(sentences(comparison))))
         } else {
             let summary = Summary(table: base)
-            out.append(Section(title: "Summary: \(base.path)", content: .table(text: summary.text(), markdown: "```\n" + summary.text() + "\n```\n")))
+            out.append(
+                Section(
+                    title: "Summary: \(base.path)",
+                    content: .table(text: summary.text(), markdown: "```\n" + summary.text() + "\n```\n")))
         }
         out.append(Section(title: "Reproduce", content: .commands(reproduce)))
         return out

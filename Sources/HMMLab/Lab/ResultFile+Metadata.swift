@@ -18,10 +18,16 @@ extension ResultFile {
         let program = command.first.map { _ in "bench" } ?? ""
         let line = ([program] + command.dropFirst().map(shellQuoted)).joined(separator: " ")
         let nodes = NodeTable.read().nodes
-        let perNode = nodes.map { "\(nodes.count > 1 ? "node \($0.id) " : "")\($0.hugetlbTotal) reserved, \($0.hugetlbFree) free" }
+        let perNode = nodes.map {
+            "\(nodes.count > 1 ? "node \($0.id) " : "")\($0.hugetlbTotal) reserved, \($0.hugetlbFree) free"
+        }
         let configured = NodeTable.hugetlbPages(node: 0, file: "nr_hugepages") != nil
-        let hugetlb = configured ? "2 MiB pages: " + perNode.joined(separator: "; ") + " at the start" : "not configured"
-        return ["# \(MetadataKey.command.rawValue): \(line)", "# \(MetadataKey.version.rawValue): \(version)", "# \(MetadataKey.hugetlb.rawValue): \(hugetlb)"]
+        let hugetlb =
+            configured ? "2 MiB pages: " + perNode.joined(separator: "; ") + " at the start" : "not configured"
+        return [
+            "# \(MetadataKey.command.rawValue): \(line)", "# \(MetadataKey.version.rawValue): \(version)",
+            "# \(MetadataKey.hugetlb.rawValue): \(hugetlb)",
+        ]
     }
 
     /// `argument` as a POSIX shell reads it back: as it is when it holds only safe characters, else in

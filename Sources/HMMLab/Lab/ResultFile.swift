@@ -56,13 +56,17 @@ public final class ResultFile {
 
     /// A new file at `results/<UTC date-time>-<strategy>.csv`, or with `-2`, `-3`, … before `.csv`
     /// when a run started in the same second already has that name: never another run's file.
-    public static func createDefault(strategy: String, header: [String], metadata: [String] = []) throws(SystemError) -> ResultFile {
+    public static func createDefault(
+        strategy: String, header: [String], metadata: [String] = []
+    ) throws(SystemError) -> ResultFile {
         let stem = "results/\(UTCTime.now().compact)-\(strategy)"
         var n = 1
         while true {
             do {
-                return try ResultFile(path: n == 1 ? stem + ".csv" : "\(stem)-\(n).csv", header: header, metadata: metadata, exclusive: true)
-            } catch where error.errno == EEXIST && n < 1000 {
+                return try ResultFile(
+                    path: n == 1 ? stem + ".csv" : "\(stem)-\(n).csv", header: header, metadata: metadata,
+                    exclusive: true)
+            } catch  where error.errno == EEXIST && n < 1000 {
                 n += 1
             }
         }

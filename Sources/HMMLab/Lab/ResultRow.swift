@@ -125,7 +125,9 @@ public enum CSV {
 
     /// Parses a result file's text: its records, and what its completion record (the last line, not
     /// a record) says; the leading metadata lines (``ResultFile/takeMetadata(_:)``) are skipped.
-    public static func parse(resultFile text: String) throws(ParseError) -> (records: [[String]], completion: ResultFile.Completion?) {
+    public static func parse(
+        resultFile text: String
+    ) throws(ParseError) -> (records: [[String]], completion: ResultFile.Completion?) {
         var body = text
         let completion = ResultTable.takeCompletionRecord(&body)
         _ = ResultFile.takeMetadata(&body)
@@ -189,7 +191,9 @@ private struct CSVRecordReader {
     mutating func plainScalar(_ ch: Unicode.Scalar) throws(CSV.ParseError) {
         switch ch {
         case "\"":
-            guard !fieldStarted, field.isEmpty else { throw .init(line: line, message: "a quote inside an unquoted field") }
+            guard !fieldStarted, field.isEmpty else {
+                throw .init(line: line, message: "a quote inside an unquoted field")
+            }
             quoted = true
             fieldStarted = true
         case ",":

@@ -95,7 +95,9 @@ public struct RunConfig: Sendable, Equatable {
     /// a mutator can keep one window retrying past 1 s, an `-EBUSY` the tests do not look for.
     var rangeTimeoutNanoseconds = Device.defaultRangeTimeoutNanoseconds
 
-    static let defaultCounters = ["cycles", "instructions", "cache-misses", "dTLB-load-misses", "page-faults", "context-switches"]
+    static let defaultCounters = [
+        "cycles", "instructions", "cache-misses", "dTLB-load-misses", "page-faults", "context-switches",
+    ]
 
     /// The options `parse` knows (names without the leading dashes), in ``RunOption/all``'s order.
     public static var optionNames: [String] { RunOption.all.map(\.name) }
@@ -112,7 +114,9 @@ public struct RunConfig: Sendable, Equatable {
     /// - Throws: ``ConfigError`` for the first bad value.
     public static func parse(_ options: [String: String], nodes: [Int]? = nil) throws(ConfigError) -> RunConfig {
         for key in options.keys where RunOption.named(key) == nil {
-            throw ConfigError("--\(key) is not an option of a run; use one of \(optionNames.map { "--" + $0 }.joined(separator: ", "))")
+            throw ConfigError(
+                "--\(key) is not an option of a run; use one of \(optionNames.map { "--" + $0 }.joined(separator: ", "))"
+            )
         }
         let known = nodes ?? NUMA.nodesWithMemory()
         var c = RunConfig()
@@ -133,9 +137,13 @@ public struct RunConfig: Sendable, Equatable {
     }
 
     /// `value` as an integer in `range`, else the error naming `--option`, the value and `what` it counts.
-    static func integer(_ option: String, _ value: String, _ range: ClosedRange<Int>, _ what: String) throws(ConfigError) -> Int {
+    static func integer(
+        _ option: String, _ value: String, _ range: ClosedRange<Int>, _ what: String
+    ) throws(ConfigError) -> Int {
         guard let n = Int(value), range.contains(n) else {
-            throw ConfigError("--\(option) '\(value)' is not allowed; use \(what): an integer from \(range.lowerBound) to \(range.upperBound)")
+            throw ConfigError(
+                "--\(option) '\(value)' is not allowed; use \(what): an integer from \(range.lowerBound) to \(range.upperBound)"
+            )
         }
         return n
     }
@@ -177,7 +185,9 @@ public struct RunConfig: Sendable, Equatable {
     /// device, else round-robin over the other nodes with memory, farthest first.
     func resolvedDeviceNodes(table: NodeTable) -> [Int] {
         if let deviceNodes { return deviceNodes }
-        if devices == 1 || deviceNode != nil { return Array(repeating: deviceNode ?? table.farthestNodeWithMemory(from: systemNode), count: devices) }
+        if devices == 1 || deviceNode != nil {
+            return Array(repeating: deviceNode ?? table.farthestNodeWithMemory(from: systemNode), count: devices)
+        }
         return table.deviceNodes(count: devices, systemNode: systemNode)
     }
 
@@ -205,8 +215,10 @@ public struct RunConfig: Sendable, Equatable {
     public var settingsLine: String {
         "pages \(pages), window \(windowPages), mix \(mix), thp \(Mix.format(thp)), device-large-fail \(Mix.format(deviceLargeFail)), split-policy \(splitPolicy.rawValue), "
             + "self-invalidation \(selfInvalidation.rawValue), direction \(direction.rawValue), threads \(threads), mutators \(mutators), "
-            + "reps \(reps) (+\(warmup) warm-up), seed \(seed), costs \(costs)" + (injectDescription.isEmpty ? "" : ", inject \(injectDescription)")
+            + "reps \(reps) (+\(warmup) warm-up), seed \(seed), costs \(costs)"
+            + (injectDescription.isEmpty ? "" : ", inject \(injectDescription)")
             + ", device-access \(deviceAccess.rawValue)" + (faultPages.map { ", fault-pages \($0)" } ?? "")
-            + (jobs > 1 ? ", jobs \(jobs)" : "") + (devices > 1 ? ", devices \(devices)" + (devicePages == .other ? ", device-pages other" : "") : "")
+            + (jobs > 1 ? ", jobs \(jobs)" : "")
+            + (devices > 1 ? ", devices \(devices)" + (devicePages == .other ? ", device-pages other" : "") : "")
     }
 }

@@ -41,7 +41,8 @@ public struct RunMetadata: Sendable {
     /// No machine: empty names, zero counts, floors not measured (for a row built only for its
     /// configuration columns).
     static let unknown = RunMetadata(
-        runId: "", host: "", kernel: "", cpuModel: "", cpus: 0, numaNodes: 0, systemNode: 0, deviceNode: 0, backing: "", thpMode: "", memcpyGBps: .nan,
+        runId: "", host: "", kernel: "", cpuModel: "", cpus: 0, numaNodes: 0, systemNode: 0, deviceNode: 0, backing: "",
+        thpMode: "", memcpyGBps: .nan,
         kernelWalkNs: .nan)
 
     /// Reads the machine; the two floors are filled in by the runner's start-up calibration.
@@ -50,12 +51,15 @@ public struct RunMetadata: Sendable {
         gethostname(&name, name.count)
         let host = String(decoding: name.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
         let cpuinfo = Sysfs.read("/proc/cpuinfo") ?? ""
-        let model = cpuinfo.split(separator: "\n").first { $0.hasPrefix("model name") }.map { line in
-            line.split(separator: ":", maxSplits: 1).last.map { $0.trimmingWhitespace() } ?? ""
-        } ?? "unknown"
+        let model =
+            cpuinfo.split(separator: "\n").first { $0.hasPrefix("model name") }.map { line in
+                line.split(separator: ":", maxSplits: 1).last.map { $0.trimmingWhitespace() } ?? ""
+            } ?? "unknown"
         return RunMetadata(
-            runId: Self.newRunId(), host: host, kernel: Sysfs.kernelRelease, cpuModel: model, cpus: Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))),
-            numaNodes: NUMA.onlineNodes().count, systemNode: systemNode, deviceNode: deviceNode, backing: backing, systemBacking: backing,
+            runId: Self.newRunId(), host: host, kernel: Sysfs.kernelRelease, cpuModel: model,
+            cpus: Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))),
+            numaNodes: NUMA.onlineNodes().count, systemNode: systemNode, deviceNode: deviceNode, backing: backing,
+            systemBacking: backing,
             thpMode: ThpSettings.enabled ?? "unsupported", memcpyGBps: .nan, kernelWalkNs: .nan)
     }
 
@@ -77,7 +81,8 @@ struct UTCTime: Sendable {
         var out = tm()
         gmtime_r(&t, &out)
         return UTCTime(
-            year: Int(out.tm_year) + 1900, month: Int(out.tm_mon) + 1, day: Int(out.tm_mday), hour: Int(out.tm_hour), minute: Int(out.tm_min),
+            year: Int(out.tm_year) + 1900, month: Int(out.tm_mon) + 1, day: Int(out.tm_mday), hour: Int(out.tm_hour),
+            minute: Int(out.tm_min),
             second: Int(out.tm_sec))
     }
 

@@ -4,7 +4,8 @@ extension RunOption {
     static func parseStrategies(_ v: Value) throws(ConfigError) -> [Strategy] {
         if v.text == "all" { return Strategy.allCases }
         guard let s = Strategy(rawValue: v.text) else {
-            throw v.error("is not a strategy; use one of \(Strategy.allCases.map(\.rawValue).joined(separator: ", ")), all")
+            throw v.error(
+                "is not a strategy; use one of \(Strategy.allCases.map(\.rawValue).joined(separator: ", ")), all")
         }
         return [s]
     }
@@ -12,19 +13,26 @@ extension RunOption {
     /// `--device-nodes LIST`: one node with memory per device (which gives the count); with
     /// `--devices`, the counts must agree; `--device-node` and `--device-nodes` exclude each other.
     static func parseDeviceNodes(_ v: Value, into c: inout RunConfig) throws(ConfigError) {
-        if v.given["device-node"] != nil { throw ConfigError("--device-nodes '\(v.text)' and --device-node both name device nodes; give one of them") }
+        if v.given["device-node"] != nil {
+            throw ConfigError("--device-nodes '\(v.text)' and --device-node both name device nodes; give one of them")
+        }
         var nodes: [Int] = []
         for part in v.text.split(separator: ",", omittingEmptySubsequences: false) {
             guard let n = Int(part.trimmingWhitespace()), v.nodes.contains(n) else {
                 throw v.itemError(
-                    "'\(part)' is not a node with memory on this machine; use a comma-separated list of \(v.nodes.map(String.init).joined(separator: ", "))")
+                    "'\(part)' is not a node with memory on this machine; use a comma-separated list of \(v.nodes.map(String.init).joined(separator: ", "))"
+                )
             }
             nodes.append(n)
         }
         if v.given["devices"] != nil, nodes.count != c.devices {
-            throw ConfigError("--device-nodes '\(v.text)' names \(nodes.count) nodes for --devices \(c.devices); give one node per device")
+            throw ConfigError(
+                "--device-nodes '\(v.text)' names \(nodes.count) nodes for --devices \(c.devices); give one node per device"
+            )
         }
-        guard nodes.count <= 16 else { throw ConfigError("--device-nodes '\(v.text)' names \(nodes.count) nodes; use at most 16 (one per device)") }
+        guard nodes.count <= 16 else {
+            throw ConfigError("--device-nodes '\(v.text)' names \(nodes.count) nodes; use at most 16 (one per device)")
+        }
         c.devices = nodes.count
         c.deviceNodes = nodes
     }
@@ -39,7 +47,8 @@ extension RunOption {
                 _ = try PerfEvents.resolve(name)
             } catch {
                 throw ConfigError(
-                    "--counters: '\(name)' is not a perf event libpfm4 knows; use names such as page-faults, context-switches, cycles, dTLB-load-misses (or none)")
+                    "--counters: '\(name)' is not a perf event libpfm4 knows; use names such as page-faults, context-switches, cycles, dTLB-load-misses (or none)"
+                )
             }
         }
         return counters
@@ -51,7 +60,9 @@ extension RunOption {
         let allowed = FaultInjector.Point.allCases.map(\.name) + ["device4k"]
         for part in v.text.split(separator: ",") {
             let pair = part.split(separator: "=")
-            guard pair.count == 2 else { throw v.itemError("'\(part)' is not POINT=PROBABILITY; use points \(allowed.joined(separator: ", "))") }
+            guard pair.count == 2 else {
+                throw v.itemError("'\(part)' is not POINT=PROBABILITY; use points \(allowed.joined(separator: ", "))")
+            }
             let name = pair[0].trimmingWhitespace()
             guard let p = Double(pair[1].trimmingWhitespace()), p.isFinite, p >= 0, p <= 1 else {
                 throw v.itemError("probability '\(pair[1])' of \(name) is not a number from 0 to 1")

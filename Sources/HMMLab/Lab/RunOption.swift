@@ -21,7 +21,8 @@ public struct RunOption: Sendable {
     /// An option; `parse` sets the configuration from a value, `check` runs after it whether or not
     /// the option was given.
     init(
-        _ name: String, _ help: String, rebuilt: Bool = false, check: (@Sendable (RunConfig) throws(ConfigError) -> Void)? = nil,
+        _ name: String, _ help: String, rebuilt: Bool = false,
+        check: (@Sendable (RunConfig) throws(ConfigError) -> Void)? = nil,
         parse: @escaping @Sendable (inout RunConfig, Value) throws(ConfigError) -> Void
     ) {
         self.name = name
@@ -68,7 +69,8 @@ public struct RunOption: Sendable {
         func fraction(_ what: String) throws(ConfigError) -> Double { try RunConfig.fraction(option, text, what) }
 
         /// One of the raw values of `T`: else `is not <noun>; use <allowed>` (`is not allowed` without a noun).
-        func choice<T: RawRepresentable>(_ noun: String?, _ allowed: String) throws(ConfigError) -> T where T.RawValue == String {
+        func choice<T: RawRepresentable>(_ noun: String?, _ allowed: String) throws(ConfigError) -> T
+        where T.RawValue == String {
             guard let value = T(rawValue: text) else { throw error("is not \(noun ?? "allowed"); use \(allowed)") }
             return value
         }
@@ -76,7 +78,9 @@ public struct RunOption: Sendable {
         /// A node with memory on this machine.
         func node() throws(ConfigError) -> Int {
             guard let n = Int(text), nodes.contains(n) else {
-                throw error("is not a node with memory on this machine; use one of \(nodes.map(String.init).joined(separator: ", "))")
+                throw error(
+                    "is not a node with memory on this machine; use one of \(nodes.map(String.init).joined(separator: ", "))"
+                )
             }
             return n
         }

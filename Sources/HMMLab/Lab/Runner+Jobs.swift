@@ -92,16 +92,25 @@ extension Runner {
 
     /// The way to the device: the jobs take windows (``WindowQueue``) and make each resident with the
     /// strategy on its device; one row, nil when stopped.
-    func toDeviceLeg(_ w: Workload, _ strategy: Strategy, _ mutators: Mutators, progress: Progress, rep: Int) -> ResultRow? {
+    func toDeviceLeg(
+        _ w: Workload, _ strategy: Strategy, _ mutators: Mutators, progress: Progress, rep: Int
+    ) -> ResultRow? {
         let ops = progress.ops
-        guard let (o, wall, delta) = timedLeg(w, mutators, ops: ops, { [self] job, out, queue in toDeviceJob(job, &out, w, strategy, queue, progress) })
+        guard
+            let (o, wall, delta) = timedLeg(
+                w, mutators, ops: ops,
+                { [self] job, out, queue in toDeviceJob(job, &out, w, strategy, queue, progress) })
         else { return nil }
         failedOps += o.failedOps
         let onDevice = Self.pagesOnDevice(w)
         if !o.unexpected.isEmpty {
-            onWarning("\(strategy) rep \(rep): \(o.unexpected.count) ops ended with \(Set(o.unexpected.map(Errno.name)).sorted().joined(separator: ", "))")
+            onWarning(
+                "\(strategy) rep \(rep): \(o.unexpected.count) ops ended with \(Set(o.unexpected.map(Errno.name)).sorted().joined(separator: ", "))"
+            )
         }
-        var row = makeRow(strategy: strategy, direction: .toDevice, rep: rep, ops: ops, histogram: o.histogram, wall: wall, delta: delta)
+        var row = makeRow(
+            strategy: strategy, direction: .toDevice, rep: rep, ops: ops, histogram: o.histogram, wall: wall,
+            delta: delta)
         row.setCounts(o.result, pages: w.pages, onDevice: onDevice, hugeToDevice: delta[.hugeToDevice])
         row.setRates(bytesMigrated: o.result.migrated * PageSize.bytes, wall: wall)
         return row
@@ -112,7 +121,8 @@ extension Runner {
     /// once per window, never per page.
     @inline(__always)
     func jobWindows<R>(
-        _ job: Int, _ out: inout JobOutcome, _ queue: WindowQueue, _ progress: Progress, _ op: (Int, inout JobOutcome) -> R,
+        _ job: Int, _ out: inout JobOutcome, _ queue: WindowQueue, _ progress: Progress,
+        _ op: (Int, inout JobOutcome) -> R,
         account: (R, inout JobOutcome) -> Void = { _, _ in }
     ) {
         var progress = progress
@@ -135,10 +145,14 @@ extension Runner {
     }
 
     /// One job's loop to the device.
-    func toDeviceJob(_ job: Int, _ out: inout JobOutcome, _ w: Workload, _ strategy: Strategy, _ queue: WindowQueue, _ progress: Progress) {
+    func toDeviceJob(
+        _ job: Int, _ out: inout JobOutcome, _ w: Workload, _ strategy: Strategy, _ queue: WindowQueue,
+        _ progress: Progress
+    ) {
         jobWindows(job, &out, queue, progress) { op, _ in
             w.device(forWindow: op).makeResident(
-                w.address(op * config.windowPages), pages: config.windowPages, strategy: strategy, compound: config.thp > 0,
+                w.address(op * config.windowPages), pages: config.windowPages, strategy: strategy,
+                compound: config.thp > 0,
                 access: config.deviceAccess, faultPages: config.faultPages)
         } account: { r, out in
             if r.errno != 0, r.errno != Errno.ENOENT {
@@ -150,15 +164,24 @@ extension Runner {
 
     /// The way back through CPU faults (`--direction round-trip`): the jobs take windows and load one
     /// byte of each page, faulting device pages back (`migrate_to_ram`); one row, nil when stopped.
-    func toSystemLeg(_ w: Workload, _ strategy: Strategy, _ mutators: Mutators, progress: Progress, rep: Int) -> ResultRow? {
+    func toSystemLeg(
+        _ w: Workload, _ strategy: Strategy, _ mutators: Mutators, progress: Progress, rep: Int
+    ) -> ResultRow? {
         let ops = progress.ops
-        guard let (o, wall, d) = timedLeg(w, mutators, ops: ops, { [self] job, out, queue in toSystemJob(job, &out, w, queue, progress) })
+        guard
+            let (o, wall, d) = timedLeg(
+                w, mutators, ops: ops, { [self] job, out, queue in toSystemJob(job, &out, w, queue, progress) })
         else { return nil }
         if o.loadFailures > 0 {
-            if config.inject[.swapin] != nil { failedOps += o.loadFailures } else { onWarning("\(strategy) rep \(rep): \(o.loadFailures) CPU loads on the way back failed") }
+            if config.inject[.swapin] != nil {
+                failedOps += o.loadFailures
+            } else {
+                onWarning("\(strategy) rep \(rep): \(o.loadFailures) CPU loads on the way back failed")
+            }
         }
         let left = Self.pagesOnDevice(w)
-        var row = makeRow(strategy: strategy, direction: .roundTrip, rep: rep, ops: ops, histogram: o.histogram, wall: wall, delta: d)
+        var row = makeRow(
+            strategy: strategy, direction: .roundTrip, rep: rep, ops: ops, histogram: o.histogram, wall: wall, delta: d)
         row.pagesMigrated = d[.pagesToSystem]
         row.pagesSkipped = left
         row.walks = d[.cpuFaults]  // one migrate_vma_setup per migrate_to_ram

@@ -81,9 +81,11 @@ public final class Runner {
         do {
             memory = try PhysicalMemory(
                 .init(
-                    systemBytes: need.system, deviceBytes: need.device, systemNode: config.systemNode, deviceNode: deviceNodes[0],
+                    systemBytes: need.system, deviceBytes: need.device, systemNode: config.systemNode,
+                    deviceNode: deviceNodes[0],
                     backing: config.backing, costs: config.costs, moreDeviceNodes: Array(deviceNodes.dropFirst())))
-            swap = try SwapArea(bytes: need.swap, node: config.systemNode, backing: config.backing == .hugetlb ? .auto : config.backing)
+            swap = try SwapArea(
+                bytes: need.swap, node: config.systemNode, backing: config.backing == .hugetlb ? .auto : config.backing)
         } catch {
             throw RunError("memory for the run: \(error)")
         }
@@ -98,10 +100,12 @@ public final class Runner {
         }
         systemFreeAtStart = memory.system.allocator.freeFrames
         deviceFreeAtStart = memory.deviceFreeFrames
-        metadata = RunMetadata.read(systemNode: config.systemNode, deviceNode: deviceNodes[0], backing: memory.system.region.backing.rawValue)
+        metadata = RunMetadata.read(
+            systemNode: config.systemNode, deviceNode: deviceNodes[0], backing: memory.system.region.backing.rawValue)
         // One backing when every device pool got the same, else each pool's in device order.
         let deviceBackings = memory.devicePools.map(\.region.backing.rawValue)
-        metadata.deviceBacking = Set(deviceBackings).count == 1 ? deviceBackings[0] : deviceBackings.joined(separator: ",")
+        metadata.deviceBacking =
+            Set(deviceBackings).count == 1 ? deviceBackings[0] : deviceBackings.joined(separator: ",")
         metadata.deviceNodes = memory.devicePools.map { String($0.node) }.joined(separator: ",")
         metadata.pinnedCPUs = pinFailure == nil ? placement.cpuList : ""
         if config.costs.contains(.flush) { metadata.tlbShootdown = TLBShootdown.host.mechanism.rawValue }
@@ -109,7 +113,10 @@ public final class Runner {
         let pin = placement
         metadata.memcpyThreadsGBps =
             config.threads == 1
-            ? metadata.memcpyGBps : Calibration.memcpyGBps(memory: memory, bytes: 64 << 20, threads: config.threads) { pin.pinCallingThread() }
+            ? metadata.memcpyGBps
+            : Calibration.memcpyGBps(memory: memory, bytes: 64 << 20, threads: config.threads) {
+                pin.pinCallingThread()
+            }
         metadata.kernelWalkNs = (try? Calibration.kernelMincoreNs(pages: 8192, node: config.systemNode)) ?? .nan
     }
 
@@ -123,7 +130,8 @@ public final class Runner {
     /// the node and the sizes.
     public static func checkMemory(_ config: RunConfig, table: NodeTable = .read()) throws(RunError) {
         let unit = config.devices > 1 ? "pages or devices" : "pages"
-        if let refusal = PoolPlan(config: config, table: table).refusal(sizedBy: "--pages \(config.pages)", unit: unit) {
+        if let refusal = PoolPlan(config: config, table: table).refusal(sizedBy: "--pages \(config.pages)", unit: unit)
+        {
             throw RunError(refusal)
         }
     }
@@ -147,7 +155,11 @@ public final class Runner {
         defer {
             copyWorkerHook = nil
             let failed = placement.failedPins - (pinFailure == nil ? 0 : 1)
-            if failed > 0 { onWarning("\(failed) thread\(failed == 1 ? "" : "s") of the run (op threads, copy workers, mutators) could not be pinned to CPUs \(placement.cpuList)") }
+            if failed > 0 {
+                onWarning(
+                    "\(failed) thread\(failed == 1 ? "" : "s") of the run (op threads, copy workers, mutators) could not be pinned to CPUs \(placement.cpuList)"
+                )
+            }
         }
         if config.jobs > 1 {
             // Every op thread counts its own events and runs where the op thread runs.
@@ -164,7 +176,10 @@ public final class Runner {
         var rows: [ResultRow] = []
         let schedule = config.schedule
         for (done, r) in schedule.enumerated() {
-            guard var repRows = try repetition(r.strategy, rep: r.number, warmup: r.warmup, seed: r.seed, done: done, total: schedule.count) else {
+            guard
+                var repRows = try repetition(
+                    r.strategy, rep: r.number, warmup: r.warmup, seed: r.seed, done: done, total: schedule.count)
+            else {
                 interrupted = true
                 return rows
             }
@@ -235,7 +250,9 @@ public final class Runner {
             t[.notifierWait] += mm.notifiers.readWait.nanoseconds
         }
         t[.lruWait] = memory.lru.lockWait.nanoseconds
-        t[.allocWait] = memory.system.allocator.lockWait.nanoseconds + memory.devicePools.reduce(0) { $0 + $1.allocator.lockWait.nanoseconds }
+        t[.allocWait] =
+            memory.system.allocator.lockWait.nanoseconds
+            + memory.devicePools.reduce(0) { $0 + $1.allocator.lockWait.nanoseconds }
         t[.lruDrains] = memory.lruDrainAlls
         for device in w.devices {
             let s = device.stats
@@ -254,10 +271,14 @@ public final class Runner {
     }
 
     /// One repetition of one strategy; nil when stopped.
-    func repetition(_ strategy: Strategy, rep: Int, warmup: Bool, seed: UInt64, done: Int, total: Int) throws(RunError) -> [ResultRow]? {
+    func repetition(
+        _ strategy: Strategy, rep: Int, warmup: Bool, seed: UInt64, done: Int, total: Int
+    ) throws(RunError) -> [ResultRow]? {
         let (w, injector) = try prepare(strategy, seed: seed)
         defer {
-            if let injector, !warmup { for p in FaultInjector.Point.allCases { injected[p.rawValue] += injector.injected(p) } }
+            if let injector, !warmup {
+                for p in FaultInjector.Point.allCases { injected[p.rawValue] += injector.injected(p) }
+            }
         }
         let mutators = Mutators(workload: w, count: config.mutators, seed: seed, placement: placement)
         defer {
@@ -266,7 +287,8 @@ public final class Runner {
         }
         let ops = config.pages / config.windowPages
         let progress = Progress(
-            strategy: strategy, direction: .toDevice, rep: rep, reps: warmup ? config.warmup : config.reps, warmup: warmup, op: 0, ops: ops,
+            strategy: strategy, direction: .toDevice, rep: rep, reps: warmup ? config.warmup : config.reps,
+            warmup: warmup, op: 0, ops: ops,
             done: done, total: total)
         var rows: [ResultRow] = []
         mutators.start()
@@ -307,7 +329,10 @@ public final class Runner {
         w.mm.injector = injector
         if config.deviceSmallFail > 0 {
             for (i, device) in w.devices.enumerated() {
-                device.setAllocationFailure(FailureInjection(order0: config.deviceSmallFail, order9: config.deviceLargeFail, seed: seed ^ 0x6465_7669_6365 &+ UInt64(i)))
+                device.setAllocationFailure(
+                    FailureInjection(
+                        order0: config.deviceSmallFail, order9: config.deviceLargeFail,
+                        seed: seed ^ 0x6465_7669_6365 &+ UInt64(i)))
             }
         }
         return (w, injector)
@@ -318,22 +343,31 @@ public final class Runner {
     /// checker (no migration entry, refcounts and mapcounts consistent with the pins known, the
     /// device page table agreeing with the CPU's, no mapped frame on a free list). Returns the
     /// corrupt pages and invariant violations, and the lost stores.
-    func endChecks(_ w: Workload, _ strategy: Strategy, rep: Int, _ mutators: Mutators, _ injector: FaultInjector?) -> (corrupt: Int, lost: Int) {
+    func endChecks(
+        _ w: Workload, _ strategy: Strategy, rep: Int, _ mutators: Mutators, _ injector: FaultInjector?
+    ) -> (corrupt: Int, lost: Int) {
         let stores = mutators.finish()
         w.mm.injector = nil  // the checks below read every page: no failure is injected into them
         var injectedStamps: [Int: UInt64] = [:]
         if let injector {
             let (done, failed) = injector.takeCPUFaultStores()
             for s in done { injectedStamps[pageCount(w.start, s.address)] = s.stamp }
-            if !failed.isEmpty { onWarning("\(strategy) rep \(rep): \(failed.count) injected CPU stores failed, first: \(failed[0])") }
+            if !failed.isEmpty {
+                onWarning("\(strategy) rep \(rep): \(failed.count) injected CPU stores failed, first: \(failed[0])")
+            }
         }
-        if stores.failed > 0, config.inject[.swapin] == nil { onWarning("\(strategy) rep \(rep): \(stores.failed) mutator stores failed") }
+        if stores.failed > 0, config.inject[.swapin] == nil {
+            onWarning("\(strategy) rep \(rep): \(stores.failed) mutator stores failed")
+        }
         var (corrupt, lost) = (0, 0)
         if config.verify || config.mutators > 0 { (corrupt, lost) = check(w, mutators, injected: injectedStamps) }
         guard config.verify else { return (corrupt, lost) }
-        let problems = Invariants.check([w.mm] + (w.child.map { [$0] } ?? []), devices: w.devices, knownReferences: w.pinReferences)
+        let problems = Invariants.check(
+            [w.mm] + (w.child.map { [$0] } ?? []), devices: w.devices, knownReferences: w.pinReferences)
         if !problems.isEmpty {
-            onWarning("\(strategy) rep \(rep): \(problems.count) invariant violations, first: \(problems.prefix(3).joined(separator: "; "))")
+            onWarning(
+                "\(strategy) rep \(rep): \(problems.count) invariant violations, first: \(problems.prefix(3).joined(separator: "; "))"
+            )
         }
         return (corrupt + problems.count, lost)
     }
@@ -343,7 +377,9 @@ public final class Runner {
         let system = systemFreeAtStart - memory.system.allocator.freeFrames
         let device = deviceFreeAtStart - memory.deviceFreeFrames
         guard system != 0 || device != 0 || swap.usedSlots != 0 else { return true }
-        onWarning("\(strategy) rep \(rep): frames not returned after teardown (system \(system), device \(device), swap slots \(swap.usedSlots))")
+        onWarning(
+            "\(strategy) rep \(rep): frames not returned after teardown (system \(system), device \(device), swap slots \(swap.usedSlots))"
+        )
         return false
     }
 
@@ -353,11 +389,17 @@ public final class Runner {
     }
 
     static func histogram() -> Histogram<UInt64> {
-        Histogram<UInt64>(lowestDiscernibleValue: 1, highestTrackableValue: 3_600_000_000_000, numberOfSignificantValueDigits: .three)
+        Histogram<UInt64>(
+            lowestDiscernibleValue: 1, highestTrackableValue: 3_600_000_000_000, numberOfSignificantValueDigits: .three)
     }
 
-    func makeRow(strategy: Strategy, direction: Direction, rep: Int, ops: Int, histogram: Histogram<UInt64>, wall: UInt64, delta d: Tally) -> ResultRow {
-        var row = ResultRow(metadata: metadata, timestamp: "", strategy: strategy.rawValue, direction: direction.rowLabel, config: config, rep: rep)
+    func makeRow(
+        strategy: Strategy, direction: Direction, rep: Int, ops: Int, histogram: Histogram<UInt64>, wall: UInt64,
+        delta d: Tally
+    ) -> ResultRow {
+        var row = ResultRow(
+            metadata: metadata, timestamp: "", strategy: strategy.rawValue, direction: direction.rowLabel,
+            config: config, rep: rep)
         row.ops = ops
         row.pagesRequested = config.pages
         row.ptesVisited = d[.ptes]
@@ -391,9 +433,12 @@ public final class Runner {
     /// pages with wrong content and pages that lost a store; `injected`: the stamp each page's last
     /// injected CPU fault stored.
     func check(_ w: Workload, _ mutators: Mutators, injected: [Int: UInt64] = [:]) -> (corrupt: Int, lost: Int) {
-        let found = w.checkContent(expectedStamp: mutators.expectedStamp, acceptsInjected: { k, v in v == injected[k] ?? 0 })
+        let found = w.checkContent(
+            expectedStamp: mutators.expectedStamp, acceptsInjected: { k, v in v == injected[k] ?? 0 })
         if let first = found.unreadable.first {
-            onWarning("the device could not read \(found.unreadable.count) pages (first \(first): \(found.unreadableError.map { "\($0)" } ?? "?")) to check them")
+            onWarning(
+                "the device could not read \(found.unreadable.count) pages (first \(first): \(found.unreadableError.map { "\($0)" } ?? "?")) to check them"
+            )
         }
         return (found.corrupt.count, found.lost.count)
     }
@@ -404,7 +449,8 @@ public final class Runner {
         let n = 20000
         let shouldStop = self.shouldStop
         let onProgress = self.onProgress
-        let progress = Progress(strategy: .unified, direction: .toDevice, rep: 0, reps: 0, warmup: true, op: 0, ops: n, done: 0, total: 1)
+        let progress = Progress(
+            strategy: .unified, direction: .toDevice, rep: 0, reps: 0, warmup: true, op: 0, ops: n, done: 0, total: 1)
         let t0 = monotonicNanoseconds()
         for _ in 0..<n {
             onProgress?(progress)

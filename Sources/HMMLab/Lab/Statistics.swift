@@ -10,7 +10,9 @@ enum Statistics {
     /// `[x(k), x(n-k+1)]` whose coverage `1 - 2·P(Binomial(n, ½) < k)` is at least `confidence`.
     /// Below 6 samples no such interval exists at 95%; the range `[min, max]` is returned, with its
     /// real coverage (`1 - 2^(1-n)`).
-    static func medianInterval(_ values: [Double], confidence: Double = 0.95) -> (low: Double, high: Double, coverage: Double) {
+    static func medianInterval(
+        _ values: [Double], confidence: Double = 0.95
+    ) -> (low: Double, high: Double, coverage: Double) {
         let x = values.sorted()
         let n = x.count
         guard n > 0 else { return (.nan, .nan, 0) }

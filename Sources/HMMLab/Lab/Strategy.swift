@@ -25,7 +25,8 @@ extension Device {
     /// `--engine kernel` can do); a read request also starts where `dmirror_read` does, at the first page
     /// the device's mirror lacks, so its 32-page calls fall where the kernel's do.
     public func makeResident(
-        _ start: UInt64, pages: Int, strategy: Strategy, compound: Bool = false, access: DeviceAccess = .read, faultPages: Int? = nil
+        _ start: UInt64, pages: Int, strategy: Strategy, compound: Bool = false, access: DeviceAccess = .read,
+        faultPages: Int? = nil
     ) -> MigrationResult {
         let end = pageAddress(start, pages)
         switch strategy {

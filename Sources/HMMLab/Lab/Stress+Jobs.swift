@@ -22,7 +22,9 @@ extension Stress {
         defer { errors.deallocate() }
         let body = { (job: Int) in
             let x = windows[job]
-            errors[job] = x.device.makeResident(w.address(x.first), pages: x.pages, strategy: strategy, compound: x.compound).errno
+            errors[job] =
+                x.device.makeResident(w.address(x.first), pages: x.pages, strategy: strategy, compound: x.compound)
+                .errno
         }
         r.mutators.start()
         if let jobThreads { jobThreads.run(body) } else { body(0) }

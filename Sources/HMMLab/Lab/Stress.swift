@@ -71,14 +71,21 @@ public final class Stress {
         public func plan(_ table: NodeTable) -> PoolPlan {
             let bytes = poolBytes
             let nodes = deviceNodes(table)
-            let descriptors = (bytes.system + bytes.device * nodes.count) / PageSize.bytes * PhysicalMemory.descriptorSize
+            let descriptors =
+                (bytes.system + bytes.device * nodes.count) / PageSize.bytes * PhysicalMemory.descriptorSize
             let pools = nodes.enumerated().map { i, node in
-                (name: nodes.count == 1 ? "device pool" : "device pool \(i)", node: node, bytes: bytes.device, candidates: backing.candidates)
+                (
+                    name: nodes.count == 1 ? "device pool" : "device pool \(i)", node: node, bytes: bytes.device,
+                    candidates: backing.candidates
+                )
             }
             return PoolPlan(
                 [("system pool", systemNode, bytes.system, backing.candidates)] + pools + [
                     ("descriptors", systemNode, descriptors, backing == .small ? [.small] : [.thp, .small]),
-                    ("swap area", systemNode, bytes.swap, (backing == .hugetlb ? BackingRequest.auto : backing).candidates),
+                    (
+                        "swap area", systemNode, bytes.swap,
+                        (backing == .hugetlb ? BackingRequest.auto : backing).candidates
+                    ),
                 ], table: table)
         }
 
@@ -86,7 +93,9 @@ public final class Stress {
         /// (``NodeTable/deviceNodes(count:systemNode:)``; the farthest node for one device).
         public func deviceNodes(_ table: NodeTable) -> [Int] {
             if let deviceNode { return Array(repeating: deviceNode, count: devices) }
-            return devices == 1 ? [table.farthestNodeWithMemory(from: systemNode)] : table.deviceNodes(count: devices, systemNode: systemNode)
+            return devices == 1
+                ? [table.farthestNodeWithMemory(from: systemNode)]
+                : table.deviceNodes(count: devices, systemNode: systemNode)
         }
 
         /// `trylock=0.01,…,device4k=0.02,device2m=0.3`.
@@ -101,7 +110,8 @@ public final class Stress {
 
     /// Options of `bench stress` (names without dashes).
     public static let optionNames = [
-        "seconds", "seed", "pages", "mutators", "jobs", "devices", "max-ops", "backing", "inject", "device-large-fail", "system-node", "device-node",
+        "seconds", "seed", "pages", "mutators", "jobs", "devices", "max-ops", "backing", "inject", "device-large-fail",
+        "system-node", "device-node",
     ]
 
     /// Builds a configuration from option values as typed (`bench stress`).
@@ -109,17 +119,22 @@ public final class Stress {
     public static func parse(_ options: [String: String]) throws(ConfigError) -> Configuration {
         var c = Configuration()
         for key in options.keys where !optionNames.contains(key) {
-            throw ConfigError("--\(key) is not an option of stress; use one of \(optionNames.map { "--" + $0 }.joined(separator: ", "))")
+            throw ConfigError(
+                "--\(key) is not an option of stress; use one of \(optionNames.map { "--" + $0 }.joined(separator: ", "))"
+            )
         }
         if let v = options["seconds"] {
             guard let s = Double(v), s.isFinite, s > 0, s <= 86_400 else {
-                throw ConfigError("--seconds '\(v)' is not allowed; use a number of seconds greater than 0, at most 86400")
+                throw ConfigError(
+                    "--seconds '\(v)' is not allowed; use a number of seconds greater than 0, at most 86400")
             }
             c.seconds = s
         }
         if let v = options["seed"] {
             let parsed = v.hasPrefix("0x") ? UInt64(v.dropFirst(2), radix: 16) : UInt64(v)
-            guard let s = parsed else { throw ConfigError("--seed '\(v)' is not allowed; use an unsigned 64-bit integer (decimal or 0x hex)") }
+            guard let s = parsed else {
+                throw ConfigError("--seed '\(v)' is not allowed; use an unsigned 64-bit integer (decimal or 0x hex)")
+            }
             c.seed = s
         }
         if let v = options["pages"] {
@@ -128,12 +143,22 @@ public final class Stress {
             }
             c.pages = n
         }
-        if let v = options["mutators"] { c.mutators = try RunConfig.integer("mutators", v, 0...64, "CPU threads storing stamps") }
-        if let v = options["jobs"] { c.jobs = try RunConfig.integer("jobs", v, 1...64, "op threads running strategy ops at once") }
-        if let v = options["devices"] { c.devices = try RunConfig.integer("devices", v, 1...16, "devices, each with its own pool") }
-        if let v = options["max-ops"] { c.maxOps = try RunConfig.integer("max-ops", v, 1...Int(Int32.max), "a number of ops") }
+        if let v = options["mutators"] {
+            c.mutators = try RunConfig.integer("mutators", v, 0...64, "CPU threads storing stamps")
+        }
+        if let v = options["jobs"] {
+            c.jobs = try RunConfig.integer("jobs", v, 1...64, "op threads running strategy ops at once")
+        }
+        if let v = options["devices"] {
+            c.devices = try RunConfig.integer("devices", v, 1...16, "devices, each with its own pool")
+        }
+        if let v = options["max-ops"] {
+            c.maxOps = try RunConfig.integer("max-ops", v, 1...Int(Int32.max), "a number of ops")
+        }
         if let v = options["backing"] {
-            guard let b = BackingRequest(rawValue: v) else { throw ConfigError("--backing '\(v)' is not a backing; use one of auto, hugetlb, thp, 4k") }
+            guard let b = BackingRequest(rawValue: v) else {
+                throw ConfigError("--backing '\(v)' is not a backing; use one of auto, hugetlb, thp, 4k")
+            }
             c.backing = b
         }
         if options["system-node"] != nil || options["device-node"] != nil {
@@ -144,7 +169,8 @@ public final class Stress {
             c.deviceNode = run.deviceNode
         }
         if let v = options["device-large-fail"] {
-            c.deviceLargeFail = try RunConfig.fraction("device-large-fail", v, "the probability that a 2 MiB device allocation fails")
+            c.deviceLargeFail = try RunConfig.fraction(
+                "device-large-fail", v, "the probability that a 2 MiB device allocation fails")
         }
         if let v = options["inject"] {
             // The run's syntax; the points given replace the defaults.
@@ -156,7 +182,9 @@ public final class Stress {
     }
 
     /// Every point, at a rate that fires it a few times per round.
-    static let defaultInjection: [FaultInjector.Point: Double] = [.trylock: 0.01, .pin: 0.01, .invalidate: 0.05, .swapin: 0.05, .cpufault: 0.1]
+    static let defaultInjection: [FaultInjector.Point: Double] = [
+        .trylock: 0.01, .pin: 0.01, .invalidate: 0.05, .swapin: 0.05, .cpufault: 0.1,
+    ]
 
     /// The kinds of op.
     public enum Op: String, CaseIterable, Sendable {
@@ -266,7 +294,8 @@ public final class Stress {
 
         /// The columns of ``fields``, for the CSV file.
         public static let columns = [
-            "round", "ops", "total_ops", "seconds", "op_seconds", "invariant_seconds", "check_seconds", "slowest_op_ms", "slowest_read_ms",
+            "round", "ops", "total_ops", "seconds", "op_seconds", "invariant_seconds", "check_seconds", "slowest_op_ms",
+            "slowest_read_ms",
             "check_read_retries", "resident_kib", "violations",
         ]
 
@@ -274,7 +303,8 @@ public final class Stress {
             let s = { (v: Double) in Summary.fixed(v, 4) }
             let ms = { (v: Double) in Summary.fixed(v * 1e3, 3) }
             return [
-                "\(round)", "\(ops)", "\(totalOps)", s(seconds), s(opSeconds), s(invariantSeconds), s(checkSeconds), ms(slowestOpSeconds), ms(slowestReadSeconds),
+                "\(round)", "\(ops)", "\(totalOps)", s(seconds), s(opSeconds), s(invariantSeconds), s(checkSeconds),
+                ms(slowestOpSeconds), ms(slowestReadSeconds),
                 "\(checkReadRetries)", "\(residentKiB)", "\(violations)",
             ]
         }
@@ -304,7 +334,8 @@ public final class Stress {
     /// (``Configuration/poolBytes``).
     public init(_ configuration: Configuration) throws(StressError) {
         guard configuration.pages > 0, configuration.pages % PageSize.pmdPages == 0 else {
-            throw StressError(description: "stress pages \(configuration.pages) must be a positive multiple of \(PageSize.pmdPages)")
+            throw StressError(
+                description: "stress pages \(configuration.pages) must be a positive multiple of \(PageSize.pmdPages)")
         }
         self.configuration = configuration
         placement = ThreadPlacement(systemNode: configuration.systemNode, table: NodeTable.read())
@@ -315,8 +346,11 @@ public final class Stress {
             memory = try PhysicalMemory(
                 .init(
                     systemBytes: bytes.system, deviceBytes: bytes.device, systemNode: configuration.systemNode,
-                    deviceNode: deviceNodes[0], backing: configuration.backing, moreDeviceNodes: Array(deviceNodes.dropFirst())))
-            swap = try SwapArea(bytes: bytes.swap, node: configuration.systemNode, backing: configuration.backing == .hugetlb ? .auto : configuration.backing)
+                    deviceNode: deviceNodes[0], backing: configuration.backing,
+                    moreDeviceNodes: Array(deviceNodes.dropFirst())))
+            swap = try SwapArea(
+                bytes: bytes.swap, node: configuration.systemNode,
+                backing: configuration.backing == .hugetlb ? .auto : configuration.backing)
         } catch {
             throw StressError(description: "memory for the stress run: \(error)")
         }
@@ -396,7 +430,10 @@ public final class Stress {
         let system = systemFree - memory.system.allocator.freeFrames
         let device = deviceFree - memory.deviceFreeFrames
         if system != 0 || device != 0 || swap.usedSlots != 0 {
-            violation(&report, number, nil, nil, "not returned after teardown: \(system) system frames, \(device) device frames, \(swap.usedSlots) swap slots")
+            violation(
+                &report, number, nil, nil,
+                "not returned after teardown: \(system) system frames, \(device) device frames, \(swap.usedSlots) swap slots"
+            )
         }
         guard let onRound else { return }
         record.ops = report.totalOps - opsBefore
@@ -436,9 +473,15 @@ public final class Stress {
         w.mm.injector = injector
         for (i, d) in w.devices.enumerated() {
             d.concurrentJobs = configuration.jobs > 1
-            d.setAllocationFailure(FailureInjection(order0: configuration.deviceSmallFail, order9: configuration.deviceLargeFail, seed: seed ^ 0x6465_7669_6365 &+ UInt64(i)))
+            d.setAllocationFailure(
+                FailureInjection(
+                    order0: configuration.deviceSmallFail, order9: configuration.deviceLargeFail,
+                    seed: seed ^ 0x6465_7669_6365 &+ UInt64(i)))
         }
-        return Round(number: number, w: w, injector: injector, mutators: Mutators(workload: w, count: configuration.mutators, seed: seed, placement: placement), seed: seed)
+        return Round(
+            number: number, w: w, injector: injector,
+            mutators: Mutators(workload: w, count: configuration.mutators, seed: seed, placement: placement), seed: seed
+        )
     }
 
     /// The round's ops until its op count, the time or op budget, a stop or a violation, with the
@@ -466,7 +509,10 @@ public final class Stress {
             record.opSeconds += opSeconds
             record.slowestOpSeconds = max(record.slowestOpSeconds, opSeconds)
             record.invariantSeconds += Double(monotonicNanoseconds() - opEnded) / 1e9
-            onProgress?(Progress(round: r.number, ops: report.totalOps, seconds: Double(monotonicNanoseconds() - started) / 1e9, violations: report.violationCount))
+            onProgress?(
+                Progress(
+                    round: r.number, ops: report.totalOps, seconds: Double(monotonicNanoseconds() - started) / 1e9,
+                    violations: report.violationCount))
             if report.violationCount > 0 { break }
         }
     }
@@ -483,24 +529,41 @@ public final class Stress {
         report.deviceAllocFailures += w.devices.reduce(0) { $0 + $1.stats.allocationFailures.load(ordering: .relaxed) }
         report.mutatorStores += r.mutators.finish().stores
         let checkStarted = monotonicNanoseconds()
-        let found = w.checkContent(expectedStamp: r.mutators.expectedStamp, acceptsInjected: { k, v in v == r.injectedStamp[k] })
+        let found = w.checkContent(
+            expectedStamp: r.mutators.expectedStamp, acceptsInjected: { k, v in v == r.injectedStamp[k] })
         record.checkSeconds = Double(monotonicNanoseconds() - checkStarted) / 1e9
         record.slowestReadSeconds = Double(found.slowestReadNanoseconds) / 1e9
         record.checkReadRetries = found.busyRetries
         report.checkReadRetries += found.busyRetries
         if !found.unreadable.isEmpty {
-            violation(&report, r.number, nil, nil, "the device could not read \(found.unreadable.count) pages, first \(found.unreadable[0]) (\(found.unreadableError.map { "\($0)" } ?? "?")); \(Self.unreadablePage(w, found.unreadable))")
+            violation(
+                &report, r.number, nil, nil,
+                "the device could not read \(found.unreadable.count) pages, first \(found.unreadable[0]) (\(found.unreadableError.map { "\($0)" } ?? "?")); \(Self.unreadablePage(w, found.unreadable))"
+            )
         }
-        if !found.corrupt.isEmpty { violation(&report, r.number, nil, nil, "\(found.corrupt.count) pages with wrong content, first \(found.corrupt.prefix(5)); \(found.firstCorruption ?? "")") }
-        if !found.lost.isEmpty { violation(&report, r.number, nil, nil, "\(found.lost.count) pages lost their mutators' last stamp, first \(found.lost.prefix(5))") }
+        if !found.corrupt.isEmpty {
+            violation(
+                &report, r.number, nil, nil,
+                "\(found.corrupt.count) pages with wrong content, first \(found.corrupt.prefix(5)); \(found.firstCorruption ?? "")"
+            )
+        }
+        if !found.lost.isEmpty {
+            violation(
+                &report, r.number, nil, nil,
+                "\(found.lost.count) pages lost their mutators' last stamp, first \(found.lost.prefix(5))")
+        }
         let verifyFailures = w.devices.reduce(0) { $0 + $1.stats.verifyFailures.load(ordering: .relaxed) }
-        if verifyFailures > 0 { violation(&report, r.number, nil, nil, "\(verifyFailures) copied pages differed from their source") }
+        if verifyFailures > 0 {
+            violation(&report, r.number, nil, nil, "\(verifyFailures) copied pages differed from their source")
+        }
         w.tearDown()
     }
 
     /// The process's resident set (`/proc/self/statm`, second field, in pages) in KiB; 0 when unreadable.
     static func residentKiB() -> Int {
-        guard let fields = Sysfs.readLine("/proc/self/statm")?.split(separator: " "), fields.count > 1, let pages = Int(fields[1]) else { return 0 }
+        guard let fields = Sysfs.readLine("/proc/self/statm")?.split(separator: " "), fields.count > 1,
+            let pages = Int(fields[1])
+        else { return 0 }
         return pages * PageSize.bytes / 1024
     }
 
@@ -511,7 +574,8 @@ public final class Stress {
             do throws(MirrorError) {
                 _ = try w.device.read(w.address(k), pages: 1)
             } catch {
-                return "page \(k) alone: \(error), CPU entry \(w.mm.snapshot(w.address(k), pages: 1)[0]) (\(w.kinds[k]))"
+                return
+                    "page \(k) alone: \(error), CPU entry \(w.mm.snapshot(w.address(k), pages: 1)[0]) (\(w.kinds[k]))"
             }
         }
         return "each page reads alone"
@@ -544,7 +608,9 @@ public final class Stress {
         for s in stores {
             let k = Int((s.address &- base) >> PageSize.shift)
             guard s.address >= base, k < r.w.pages else {
-                violation(&report, r.number, nil, nil, "an injected CPU store at 0x\(String(s.address, radix: 16)) outside the range")
+                violation(
+                    &report, r.number, nil, nil,
+                    "an injected CPU store at 0x\(String(s.address, radix: 16)) outside the range")
                 continue
             }
             r.injectedStamp[k] = s.stamp
@@ -590,7 +656,10 @@ public final class Stress {
             var failed = 0
             for _ in 0..<16 {
                 let k = r.below(w.pages)
-                do { _ = try w.mm.load(UInt64.self, from: w.address(k) + Workload.stampOffset, signalPending: signalPending) } catch { failed += 1 }
+                do {
+                    _ = try w.mm.load(
+                        UInt64.self, from: w.address(k) + Workload.stampOffset, signalPending: signalPending)
+                } catch { failed += 1 }
             }
             r.mutators.finish()
             if failed > 0 { report.opsWithErrors += 1 }
@@ -630,7 +699,9 @@ public final class Stress {
             r.forked = child
             for _ in 0..<8 {
                 let k = r.below(w.pages)
-                do { try child.store(r.rng.next() | 1, at: w.address(k) + 512, signalPending: signalPending) } catch { report.opsWithErrors += 1 }
+                do { try child.store(r.rng.next() | 1, at: w.address(k) + 512, signalPending: signalPending) } catch {
+                    report.opsWithErrors += 1
+                }
             }
         } catch {
             return "fork: \(error)"
@@ -656,8 +727,12 @@ public final class Stress {
                     try w.mm.store(a, at: w.address(k))
                     try w.mm.store(b, at: w.address(k) + 8)
                 }
-                if r.mutators.expectedStamp(k) != 0 { try w.mm.store(r.mutators.expectedStamp(k), at: w.address(k) + Workload.stampOffset) }
-                if r.injectedStamp[k] != 0 { try w.mm.store(r.injectedStamp[k], at: w.address(k) + Workload.injectedStampOffset) }
+                if r.mutators.expectedStamp(k) != 0 {
+                    try w.mm.store(r.mutators.expectedStamp(k), at: w.address(k) + Workload.stampOffset)
+                }
+                if r.injectedStamp[k] != 0 {
+                    try w.mm.store(r.injectedStamp[k], at: w.address(k) + Workload.injectedStampOffset)
+                }
             } catch {
                 return "storing page \(k) back after munmap: \(error)"
             }
@@ -678,8 +753,11 @@ public final class Stress {
             var problem: String?
             for j in 0..<min(n, 8) {
                 let k = first + j
-                guard let h = try? w.mm.load(UInt64.self, from: pageAddress(moved, j), signalPending: signalPending) else { continue }
-                if h != (w.kinds[k].isWritten ? w.header(k).0 : 0) { problem = "page \(k) moved by mremap reads header \(h)" }
+                guard let h = try? w.mm.load(UInt64.self, from: pageAddress(moved, j), signalPending: signalPending)
+                else { continue }
+                if h != (w.kinds[k].isWritten ? w.header(k).0 : 0) {
+                    problem = "page \(k) moved by mremap reads header \(h)"
+                }
             }
             collectInjectedStores(r, base: moved &- addressOfPage(UInt64(first)), &report)
             _ = try w.mm.mremap(moved, oldLength: length, newLength: length, to: w.address(first))

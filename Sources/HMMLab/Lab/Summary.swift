@@ -41,28 +41,36 @@ public struct Summary: Sendable {
     public var lines: [Line]
 
     public init(rows: [ResultRow]) {
-        self.init(samples: rows.map {
-            Sample(
-                strategy: $0.strategy, direction: $0.direction, opP50Ns: Double($0.opP50Ns), ops: $0.ops, walks: $0.walks, walkRestarts: $0.walkRestarts,
-                pagesMigrated: $0.pagesMigrated, throughputGBps: $0.throughputGBps, verifyFailures: $0.verifyFailures, lostStores: $0.lostStores)
-        })
+        self.init(
+            samples: rows.map {
+                Sample(
+                    strategy: $0.strategy, direction: $0.direction, opP50Ns: Double($0.opP50Ns), ops: $0.ops,
+                    walks: $0.walks, walkRestarts: $0.walkRestarts,
+                    pagesMigrated: $0.pagesMigrated, throughputGBps: $0.throughputGBps,
+                    verifyFailures: $0.verifyFailures, lostStores: $0.lostStores)
+            })
     }
 
     /// The summary of the rows of a result CSV (columns as ``ResultRow/columns`` names them).
     public init(table: ResultTable) {
-        self.init(samples: table.rows.map { r in
-            let f = r.fields
-            func int(_ c: String) -> Int { Int(Double(f[c] ?? "") ?? 0) }
-            return Sample(
-                strategy: f["strategy"] ?? "", direction: f["direction"] ?? "", opP50Ns: Double(f["op_p50_ns"] ?? "") ?? .nan, ops: int("ops"),
-                walks: int("walks"), walkRestarts: int("walk_restarts"), pagesMigrated: int("pages_migrated"),
-                throughputGBps: Double(f["throughput_gbps"] ?? "") ?? .nan, verifyFailures: f["verify_failures"].flatMap { Int($0) }, lostStores: int("lost_stores"))
-        })
+        self.init(
+            samples: table.rows.map { r in
+                let f = r.fields
+                func int(_ c: String) -> Int { Int(Double(f[c] ?? "") ?? 0) }
+                return Sample(
+                    strategy: f["strategy"] ?? "", direction: f["direction"] ?? "",
+                    opP50Ns: Double(f["op_p50_ns"] ?? "") ?? .nan, ops: int("ops"),
+                    walks: int("walks"), walkRestarts: int("walk_restarts"), pagesMigrated: int("pages_migrated"),
+                    throughputGBps: Double(f["throughput_gbps"] ?? "") ?? .nan,
+                    verifyFailures: f["verify_failures"].flatMap { Int($0) }, lostStores: int("lost_stores"))
+            })
     }
 
     public init(samples: [Sample]) {
         var keys: [(String, String)] = []
-        for r in samples where !keys.contains(where: { $0 == (r.strategy, r.direction) }) { keys.append((r.strategy, r.direction)) }
+        for r in samples where !keys.contains(where: { $0 == (r.strategy, r.direction) }) {
+            keys.append((r.strategy, r.direction))
+        }
         lines = keys.map { key in Self.line(samples.filter { ($0.strategy, $0.direction) == key }) }
     }
 
@@ -71,12 +79,16 @@ public struct Summary: Sendable {
         let medians = group.map(\.opP50Ns)
         let ci = Statistics.medianInterval(medians)
         let ops = Double(group.reduce(0) { $0 + $1.ops })
-        let verify: Int? = group.contains { $0.verifyFailures == nil } ? nil : group.reduce(0) { $0 + ($1.verifyFailures ?? 0) }
+        let verify: Int? =
+            group.contains { $0.verifyFailures == nil } ? nil : group.reduce(0) { $0 + ($1.verifyFailures ?? 0) }
         return Line(
-            strategy: group[0].strategy, direction: group[0].direction, reps: group.count, opMedianNs: median(medians), opMediansNs: medians,
+            strategy: group[0].strategy, direction: group[0].direction, reps: group.count, opMedianNs: median(medians),
+            opMediansNs: medians,
             opIntervalNs: (ci.low, ci.high), spreadPercent: Compare.intervalPercent(medians) ?? .nan,
-            walksPerOp: Double(group.reduce(0) { $0 + $1.walks }) / ops, restartsPerOp: Double(group.reduce(0) { $0 + $1.walkRestarts }) / ops,
-            pagesMigrated: median(group.map { Double($0.pagesMigrated) }), throughputGBps: median(group.map(\.throughputGBps)),
+            walksPerOp: Double(group.reduce(0) { $0 + $1.walks }) / ops,
+            restartsPerOp: Double(group.reduce(0) { $0 + $1.walkRestarts }) / ops,
+            pagesMigrated: median(group.map { Double($0.pagesMigrated) }),
+            throughputGBps: median(group.map(\.throughputGBps)),
             verifyFailures: verify, lostStores: group.reduce(0) { $0 + $1.lostStores })
     }
 
@@ -117,7 +129,8 @@ public struct Summary: Sendable {
         var table = [["strategy", "direction", "op p50 ±95%", "walks", "restarts", "pages", "GB/s"]]
         for l in lines {
             table.append([
-                l.strategy, l.direction, Compare.withInterval(l.opMediansNs, .nanoseconds), Self.fixed(l.walksPerOp, 2), Self.fixed(l.restartsPerOp, 2),
+                l.strategy, l.direction, Compare.withInterval(l.opMediansNs, .nanoseconds), Self.fixed(l.walksPerOp, 2),
+                Self.fixed(l.restartsPerOp, 2),
                 String(Int(l.pagesMigrated.rounded())), Self.fixed(l.throughputGBps, 2),
             ])
         }
@@ -127,11 +140,18 @@ public struct Summary: Sendable {
 
     /// Every column on one line (`--wide`): wider than 80 columns.
     var wideText: String {
-        var table = [["strategy", "direction", "reps", "op median", "± 95%", "walks/op", "restarts/op", "migrated", "GB/s", "verify", "lost"]]
+        var table = [
+            [
+                "strategy", "direction", "reps", "op median", "± 95%", "walks/op", "restarts/op", "migrated", "GB/s",
+                "verify", "lost",
+            ]
+        ]
         for l in lines {
             table.append([
-                l.strategy, l.direction, String(l.reps), Self.duration(l.opMedianNs), l.spreadPercent.isFinite ? Self.fixed(l.spreadPercent, 1) + "%" : "-",
-                Self.fixed(l.walksPerOp, 2), Self.fixed(l.restartsPerOp, 2), String(Int(l.pagesMigrated.rounded())), Self.fixed(l.throughputGBps, 2),
+                l.strategy, l.direction, String(l.reps), Self.duration(l.opMedianNs),
+                l.spreadPercent.isFinite ? Self.fixed(l.spreadPercent, 1) + "%" : "-",
+                Self.fixed(l.walksPerOp, 2), Self.fixed(l.restartsPerOp, 2), String(Int(l.pagesMigrated.rounded())),
+                Self.fixed(l.throughputGBps, 2),
                 l.verifyFailures.map(String.init) ?? "-", String(l.lostStores),
             ])
         }
@@ -150,22 +170,30 @@ public struct Summary: Sendable {
     var checksNote: String {
         let bad = lines.filter { ($0.verifyFailures ?? 0) > 0 || $0.lostStores > 0 }
         let verified = lines.allSatisfy { $0.verifyFailures != nil }
-        if bad.isEmpty { return (verified ? "verify failures: 0; " : "verify: not asked (--verify); ") + "lost stores: 0." }
-        return bad.map { "\($0.strategy) \($0.direction): \($0.verifyFailures.map(String.init) ?? "-") verify failures, \($0.lostStores) lost stores" }
-            .joined(separator: "; ") + "."
+        if bad.isEmpty {
+            return (verified ? "verify failures: 0; " : "verify: not asked (--verify); ") + "lost stores: 0."
+        }
+        return bad.map {
+            "\($0.strategy) \($0.direction): \($0.verifyFailures.map(String.init) ?? "-") verify failures, \($0.lostStores) lost stores"
+        }
+        .joined(separator: "; ") + "."
     }
 
     /// The same as CSV (header and one record per line).
     public var csv: String {
         var out = CSV.line([
-            "strategy", "direction", "reps", "op_median_ns", "op_ci_low_ns", "op_ci_high_ns", "spread_percent", "walks_per_op", "restarts_per_op", "pages_migrated", "throughput_gbps",
+            "strategy", "direction", "reps", "op_median_ns", "op_ci_low_ns", "op_ci_high_ns", "spread_percent",
+            "walks_per_op", "restarts_per_op", "pages_migrated", "throughput_gbps",
             "verify_failures", "lost_stores",
         ])
         for l in lines {
             out += CSV.line([
-                l.strategy, l.direction, String(l.reps), ResultRow.number(l.opMedianNs), ResultRow.number(l.opIntervalNs.low),
-                ResultRow.number(l.opIntervalNs.high), ResultRow.number(l.spreadPercent), ResultRow.number(l.walksPerOp),
-                ResultRow.number(l.restartsPerOp), ResultRow.number(l.pagesMigrated), ResultRow.number(l.throughputGBps),
+                l.strategy, l.direction, String(l.reps), ResultRow.number(l.opMedianNs),
+                ResultRow.number(l.opIntervalNs.low),
+                ResultRow.number(l.opIntervalNs.high), ResultRow.number(l.spreadPercent),
+                ResultRow.number(l.walksPerOp),
+                ResultRow.number(l.restartsPerOp), ResultRow.number(l.pagesMigrated),
+                ResultRow.number(l.throughputGBps),
                 l.verifyFailures.map(String.init) ?? "", String(l.lostStores),
             ])
         }

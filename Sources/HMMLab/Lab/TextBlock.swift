@@ -19,7 +19,9 @@ public enum TextBlock {
             // The last space that leaves a non-blank piece, else a hard cut.
             let start = out.isEmpty ? 0 : lead.count
             var cut = width
-            if let space = rest[start...width].lastIndex(of: " "), rest[start..<space].contains(where: { $0 != " " }) { cut = space }
+            if let space = rest[start...width].lastIndex(of: " "), rest[start..<space].contains(where: { $0 != " " }) {
+                cut = space
+            }
             var piece = rest[..<cut]
             while piece.last == " " { piece = piece.dropLast() }
             out.append(String(String.UnicodeScalarView(piece)))
@@ -33,7 +35,9 @@ public enum TextBlock {
 
     /// Each line of `text` wrapped by ``wrap(_:width:indent:)``.
     static func wrapLines(_ text: String, width: Int = TextBlock.width, indent: String = "  ") -> String {
-        text.split(separator: "\n", omittingEmptySubsequences: false).map { wrap(String($0), width: width, indent: indent) }.joined(separator: "\n")
+        text.split(separator: "\n", omittingEmptySubsequences: false).map {
+            wrap(String($0), width: width, indent: indent)
+        }.joined(separator: "\n")
     }
 
     /// Cells laid out in columns two spaces apart, each as wide as its widest cell; the first

@@ -54,12 +54,16 @@ public struct ThpTable: Sendable {
 
     /// Measures every size, THP and not, on pools sized for the largest.
     public static func measure(
-        sizes: [Int] = sizes, iterations: Int = 5, backing: BackingRequest = .auto, threads: Int = 1, progress: (Int, Bool) -> Void = { _, _ in }
+        sizes: [Int] = sizes, iterations: Int = 5, backing: BackingRequest = .auto, threads: Int = 1,
+        progress: (Int, Bool) -> Void = { _, _ in }
     ) throws(MeasureError) -> ThpTable {
         let largest = sizes.max() ?? 0
         let memory: PhysicalMemory
         do {
-            memory = try PhysicalMemory(.init(systemBytes: 3 * largest + 21 * PageSize.pmdBytes, deviceBytes: largest + 4 * PageSize.pmdBytes, backing: backing))
+            memory = try PhysicalMemory(
+                .init(
+                    systemBytes: 3 * largest + 21 * PageSize.pmdBytes, deviceBytes: largest + 4 * PageSize.pmdBytes,
+                    backing: backing))
         } catch {
             throw MeasureError(description: "memory for the table: \(error)")
         }
@@ -70,10 +74,13 @@ public struct ThpTable: Sendable {
             progress(size, false)
             let small = try time(memory: memory, bytes: size, hugepage: false, iterations: iterations, threads: threads)
             rows.append(
-                Row(bytes: size, thpToDeviceMs: thp.toDevice, thpToSystemMs: thp.toSystem, smallToDeviceMs: small.toDevice, smallToSystemMs: small.toSystem,
+                Row(
+                    bytes: size, thpToDeviceMs: thp.toDevice, thpToSystemMs: thp.toSystem,
+                    smallToDeviceMs: small.toDevice, smallToSystemMs: small.toSystem,
                     thpFolios: thp.folios, thpSpread: thp.spread, smallSpread: small.spread))
         }
-        return ThpTable(rows: rows, backing: memory.system.region.backing.rawValue, thpMode: ThpSettings.enabled ?? "unsupported")
+        return ThpTable(
+            rows: rows, backing: memory.system.region.backing.rawValue, thpMode: ThpSettings.enabled ?? "unsupported")
     }
 
     /// Half the range of `samples` (ns) in % of their mean.
@@ -83,7 +90,9 @@ public struct ThpTable: Sendable {
         return mean > 0 ? Double(hi - lo) / 2 / mean * 100 : 0
     }
 
-    static func time(memory: PhysicalMemory, bytes: Int, hugepage: Bool, iterations: Int, threads: Int) throws(MeasureError) -> (toDevice: Double, toSystem: Double, folios: Int, spread: Row.Spread) {
+    static func time(
+        memory: PhysicalMemory, bytes: Int, hugepage: Bool, iterations: Int, threads: Int
+    ) throws(MeasureError) -> (toDevice: Double, toSystem: Double, folios: Int, spread: Row.Spread) {
         do {
             let mm = try AddressSpace(memory: memory)
             defer { mm.teardown() }
@@ -106,7 +115,8 @@ public struct ThpTable: Sendable {
                 let t2 = monotonicNanoseconds()
                 guard r.errno == 0, r.migrated == pages, back.errno == 0, back.migrated == pages else {
                     throw MeasureError(
-                        description: "\(Region.formatBytes(bytes)) \(hugepage ? "THP" : "4 KiB"): migrated \(r.migrated) of \(pages) pages to the device "
+                        description:
+                            "\(Region.formatBytes(bytes)) \(hugepage ? "THP" : "4 KiB"): migrated \(r.migrated) of \(pages) pages to the device "
                             + "(\(Errno.name(r.errno))) and \(back.migrated) back (\(Errno.name(back.errno)))")
                 }
                 if i == 0 { continue }  // the warm-up round trip
@@ -115,8 +125,10 @@ public struct ThpTable: Sendable {
                 folios = device.stats.hugeToDevice.load(ordering: .relaxed) - h0
             }
             let n = Double(iterations) * 1e6
-            return (Double(toDevice.reduce(0, +)) / n, Double(toSystem.reduce(0, +)) / n, folios,
-                    Row.Spread(toDevice: spread(toDevice), toSystem: spread(toSystem)))
+            return (
+                Double(toDevice.reduce(0, +)) / n, Double(toSystem.reduce(0, +)) / n, folios,
+                Row.Spread(toDevice: spread(toDevice), toSystem: spread(toSystem))
+            )
         } catch let error as MeasureError {
             throw error
         } catch {
@@ -128,18 +140,29 @@ public struct ThpTable: Sendable {
     public var text: String {
         var out = ""
         for r in rows {
-            out += "\nBuffer size: \(Region.formatBytes(r.bytes))\(r.thpFolios > 0 ? " (\(r.thpFolios) THP folio\(r.thpFolios == 1 ? "" : "s"))" : " (below 2 MiB: no THP)")\n"
+            out +=
+                "\nBuffer size: \(Region.formatBytes(r.bytes))\(r.thpFolios > 0 ? " (\(r.thpFolios) THP folio\(r.thpFolios == 1 ? "" : "s"))" : " (below 2 MiB: no THP)")\n"
             out += "                         With THP        Without THP    Improvement\n"
-            func line(_ name: String, _ a: Double, _ b: Double, _ unit: String, _ gain: Double, _ spread: (Double, Double)?) -> String {
+            func line(
+                _ name: String, _ a: Double, _ b: Double, _ unit: String, _ gain: Double, _ spread: (Double, Double)?
+            ) -> String {
                 func cell(_ v: Double, _ s: Double?) -> String {
-                    (Summary.fixed(v, 3) + " " + unit + (s.map { " ±" + Summary.fixed($0, 0) + "%" } ?? "     ")).leftPad(17)
+                    (Summary.fixed(v, 3) + " " + unit + (s.map { " ±" + Summary.fixed($0, 0) + "%" } ?? "     "))
+                        .leftPad(17)
                 }
-                return name.padding(16) + cell(a, spread?.0) + "  " + cell(b, spread?.1) + (Summary.fixed(gain, 1) + "%").leftPad(13) + "\n"
+                return name.padding(16) + cell(a, spread?.0) + "  " + cell(b, spread?.1)
+                    + (Summary.fixed(gain, 1) + "%").leftPad(13) + "\n"
             }
-            out += line("Sys->Dev time", r.thpToDeviceMs, r.smallToDeviceMs, "ms", r.toDeviceLatencyGain, (r.thpSpread.toDevice, r.smallSpread.toDevice))
-            out += line("Dev->Sys time", r.thpToSystemMs, r.smallToSystemMs, "ms", r.toSystemLatencyGain, (r.thpSpread.toSystem, r.smallSpread.toSystem))
-            out += line("S->D throughput", r.thpToDeviceGiBps, r.smallToDeviceGiBps, "GB/s", r.toDeviceThroughputGain, nil)
-            out += line("D->S throughput", r.thpToSystemGiBps, r.smallToSystemGiBps, "GB/s", r.toSystemThroughputGain, nil)
+            out += line(
+                "Sys->Dev time", r.thpToDeviceMs, r.smallToDeviceMs, "ms", r.toDeviceLatencyGain,
+                (r.thpSpread.toDevice, r.smallSpread.toDevice))
+            out += line(
+                "Dev->Sys time", r.thpToSystemMs, r.smallToSystemMs, "ms", r.toSystemLatencyGain,
+                (r.thpSpread.toSystem, r.smallSpread.toSystem))
+            out += line(
+                "S->D throughput", r.thpToDeviceGiBps, r.smallToDeviceGiBps, "GB/s", r.toDeviceThroughputGain, nil)
+            out += line(
+                "D->S throughput", r.thpToSystemGiBps, r.smallToSystemGiBps, "GB/s", r.toSystemThroughputGain, nil)
         }
         return out
     }
@@ -147,17 +170,22 @@ public struct ThpTable: Sendable {
     /// One record per size and THP setting.
     public var csv: String {
         var out = CSV.line([
-            "size_bytes", "thp", "to_device_ms", "to_system_ms", "to_device_gibps", "to_system_gibps", "thp_folios", "to_device_spread_percent",
+            "size_bytes", "thp", "to_device_ms", "to_system_ms", "to_device_gibps", "to_system_gibps", "thp_folios",
+            "to_device_spread_percent",
             "to_system_spread_percent", "backing", "thp_mode",
         ])
         for r in rows {
             out += CSV.line([
-                String(r.bytes), "1", ResultRow.number(r.thpToDeviceMs), ResultRow.number(r.thpToSystemMs), ResultRow.number(r.thpToDeviceGiBps),
-                ResultRow.number(r.thpToSystemGiBps), String(r.thpFolios), ResultRow.number(r.thpSpread.toDevice), ResultRow.number(r.thpSpread.toSystem), backing, thpMode,
+                String(r.bytes), "1", ResultRow.number(r.thpToDeviceMs), ResultRow.number(r.thpToSystemMs),
+                ResultRow.number(r.thpToDeviceGiBps),
+                ResultRow.number(r.thpToSystemGiBps), String(r.thpFolios), ResultRow.number(r.thpSpread.toDevice),
+                ResultRow.number(r.thpSpread.toSystem), backing, thpMode,
             ])
             out += CSV.line([
-                String(r.bytes), "0", ResultRow.number(r.smallToDeviceMs), ResultRow.number(r.smallToSystemMs), ResultRow.number(r.smallToDeviceGiBps),
-                ResultRow.number(r.smallToSystemGiBps), "0", ResultRow.number(r.smallSpread.toDevice), ResultRow.number(r.smallSpread.toSystem), backing, thpMode,
+                String(r.bytes), "0", ResultRow.number(r.smallToDeviceMs), ResultRow.number(r.smallToSystemMs),
+                ResultRow.number(r.smallToDeviceGiBps),
+                ResultRow.number(r.smallToSystemGiBps), "0", ResultRow.number(r.smallSpread.toDevice),
+                ResultRow.number(r.smallSpread.toSystem), backing, thpMode,
             ])
         }
         return out

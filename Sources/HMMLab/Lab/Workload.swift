@@ -54,7 +54,10 @@ final class Workload {
     }
 
     /// `copyWorkerHook` runs on each of the device's copy worker threads (``CopyEngine/workerThreadHook``).
-    public init(memory: PhysicalMemory, swap: SwapArea?, config: RunConfig, seed: UInt64, copyWorkerHook: (@Sendable () -> Void)? = nil) throws(BuildError) {
+    public init(
+        memory: PhysicalMemory, swap: SwapArea?, config: RunConfig, seed: UInt64,
+        copyWorkerHook: (@Sendable () -> Void)? = nil
+    ) throws(BuildError) {
         pages = config.pages
         self.seed = seed
         do {
@@ -69,18 +72,24 @@ final class Workload {
         } catch {
             throw BuildError(description: "mmap of \(config.pages) pages: \(error)")
         }
-        precondition(config.devices <= memory.devicePools.count, "\(config.devices) devices on \(memory.devicePools.count) device pools")
+        precondition(
+            config.devices <= memory.devicePools.count,
+            "\(config.devices) devices on \(memory.devicePools.count) device pools")
         windowPages = config.windowPages
         let mm = self.mm
         devices = (0..<config.devices).map { i in
             Device(
-                memory: memory, mm: mm, copyWorkers: config.threads, verify: config.verify, selfInvalidation: config.selfInvalidation,
+                memory: memory, mm: mm, copyWorkers: config.threads, verify: config.verify,
+                selfInvalidation: config.selfInvalidation,
                 splitPolicy: config.splitPolicy, copyWorkerHook: copyWorkerHook, pool: memory.devicePools[i])
         }
         for d in devices { d.rangeTimeoutNanoseconds = config.rangeTimeoutNanoseconds }
         device = devices[0]
         if config.deviceLargeFail > 0 {
-            for (i, d) in devices.enumerated() { d.setAllocationFailure(FailureInjection(order9: config.deviceLargeFail, seed: seed ^ 0x6465_7669_6365 &+ UInt64(i))) }
+            for (i, d) in devices.enumerated() {
+                d.setAllocationFailure(
+                    FailureInjection(order9: config.deviceLargeFail, seed: seed ^ 0x6465_7669_6365 &+ UInt64(i)))
+            }
         }
         do {
             try populate(config: config)
@@ -131,7 +140,9 @@ final class Workload {
     public func address(_ k: Int) -> UInt64 { pageAddress(start, k) }
 
     /// The device that migrates window `op` (round-robin over ``devices``).
-    @inline(__always) func device(forWindow op: Int) -> Device { devices.count == 1 ? device : devices[op % devices.count] }
+    @inline(__always) func device(forWindow op: Int) -> Device {
+        devices.count == 1 ? device : devices[op % devices.count]
+    }
 
     private func writeHeader(_ k: Int) throws(FaultError) {
         let (a, b) = header(k)
@@ -162,9 +173,13 @@ final class Workload {
         }
         try forEachRun(where: { $0 == .swap }) { k, n in
             let r = try mm.swapOut(address(k), pages: n)
-            guard r.swapped == n else { throw BuildError(description: "swap-out of \(n) pages at page \(k) swapped \(r.swapped): \(r.skipped)") }
+            guard r.swapped == n else {
+                throw BuildError(description: "swap-out of \(n) pages at page \(k) swapped \(r.swapped): \(r.skipped)")
+            }
         }
-        try forEachRun(where: { $0 == .device }) { k, n in try placeOnDevices(k, n, offset: config.devicePages == .other ? 1 : 0) }
+        try forEachRun(where: { $0 == .device }) { k, n in
+            try placeOnDevices(k, n, offset: config.devicePages == .other ? 1 : 0)
+        }
         for k in 0..<pages where kinds[k] == .pinned { pins.append(try mm.pinUserPage(address(k))) }
         for k in 0..<pages { built[Int(kinds[k].rawValue)] += 1 }
     }
@@ -177,7 +192,10 @@ final class Workload {
             let w = a / windowPages
             let e = devices.count == 1 ? k + n : min(k + n, (w + 1) * windowPages)
             let r = devices[(w + offset) % devices.count].migrateToDevice(address(a), pages: e - a)
-            guard r.errno == 0 else { throw BuildError(description: "migrating \(e - a) pages at page \(a) to the device: \(Errno.name(r.errno))") }
+            guard r.errno == 0 else {
+                throw BuildError(
+                    description: "migrating \(e - a) pages at page \(a) to the device: \(Errno.name(r.errno))")
+            }
             a = e
         }
     }
@@ -223,7 +241,9 @@ final class Workload {
     /// stamp of an injected CPU fault at ``injectedStampOffset`` (`acceptsInjected(k, value)`, which
     /// must accept 0 for a page no injected store reached), and zeros in every other byte. The end of
     /// a repetition (``Runner``) and of a stress round (``Stress``) both check with it.
-    func checkContent(expectedStamp: (Int) -> UInt64, acceptsInjected: (Int, UInt64) -> Bool = { $1 == 0 }) -> ContentCheck {
+    func checkContent(
+        expectedStamp: (Int) -> UInt64, acceptsInjected: (Int, UInt64) -> Bool = { $1 == 0 }
+    ) -> ContentCheck {
         var found = ContentCheck()
         let window = Device.migrationWindow
         let words = PageSize.bytes / 8
@@ -247,14 +267,18 @@ final class Workload {
                     let h0 = b.loadUnaligned(fromByteOffset: base, as: UInt64.self)
                     let h1 = b.loadUnaligned(fromByteOffset: base + 8, as: UInt64.self)
                     let stamp = b.loadUnaligned(fromByteOffset: base + Int(Self.stampOffset), as: UInt64.self)
-                    let injected = b.loadUnaligned(fromByteOffset: base + Int(Self.injectedStampOffset), as: UInt64.self)
+                    let injected = b.loadUnaligned(
+                        fromByteOffset: base + Int(Self.injectedStampOffset), as: UInt64.self)
                     let (e0, e1) = kinds[k].isWritten ? header(k) : (0, 0)
                     var rest: UInt64 = 0
-                    for j in Int(Self.injectedStampOffset + 8) / 8..<words { rest |= b.loadUnaligned(fromByteOffset: base + j * 8, as: UInt64.self) }
+                    for j in Int(Self.injectedStampOffset + 8) / 8..<words {
+                        rest |= b.loadUnaligned(fromByteOffset: base + j * 8, as: UInt64.self)
+                    }
                     if h0 != e0 || h1 != e1 || rest != 0 || !acceptsInjected(k, injected) {
                         if found.corrupt.isEmpty {
                             let hex = { (v: UInt64) in "0x" + String(v, radix: 16) }
-                            found.firstCorruption = "page \(k) (\(kinds[k])): header \(hex(h0)) \(hex(h1)), expected \(hex(e0)) \(hex(e1)); injected stamp \(hex(injected)); other bytes \(rest == 0 ? "zero" : "not zero")"
+                            found.firstCorruption =
+                                "page \(k) (\(kinds[k])): header \(hex(h0)) \(hex(h1)), expected \(hex(e0)) \(hex(e1)); injected stamp \(hex(injected)); other bytes \(rest == 0 ? "zero" : "not zero")"
                         }
                         found.corrupt.append(k)
                     }

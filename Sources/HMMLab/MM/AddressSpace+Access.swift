@@ -26,7 +26,9 @@ extension AddressSpace {
     /// Stores one integer (little-endian, as the CPU does). `signalPending` is asked before each retry
     /// after a fault, as the return to user space checks for a fatal signal: when it says yes the store
     /// throws ``FaultError/interrupted(_:)`` without being made.
-    public func store<T: FixedWidthInteger>(_ value: T, at address: UInt64, signalPending: (() -> Bool)? = nil) throws(FaultError) {
+    public func store<T: FixedWidthInteger>(
+        _ value: T, at address: UInt64, signalPending: (() -> Bool)? = nil
+    ) throws(FaultError) {
         var v = value
         try withUnsafeBytes(of: &v) { (b) throws(FaultError) in
             try access(address: address, count: b.count, write: true, signalPending: signalPending) { host, offset, n in
@@ -36,10 +38,13 @@ extension AddressSpace {
     }
 
     /// Loads one integer (`signalPending` as for ``store(_:at:signalPending:)``).
-    public func load<T: FixedWidthInteger>(_: T.Type = T.self, from address: UInt64, signalPending: (() -> Bool)? = nil) throws(FaultError) -> T {
+    public func load<T: FixedWidthInteger>(
+        _: T.Type = T.self, from address: UInt64, signalPending: (() -> Bool)? = nil
+    ) throws(FaultError) -> T {
         var v: T = 0
         try withUnsafeMutableBytes(of: &v) { (b) throws(FaultError) in
-            try access(address: address, count: b.count, write: false, signalPending: signalPending) { host, offset, n in
+            try access(address: address, count: b.count, write: false, signalPending: signalPending) {
+                host, offset, n in
                 RawBytes.copy(to: b.baseAddress! + offset, from: host, count: n)
             }
         }
@@ -51,7 +56,8 @@ extension AddressSpace {
     /// the fault handler returns without mapping the page (a migration that keeps failing, for one);
     /// only a fatal signal ends that, which `signalPending` models.
     func access(
-        address: UInt64, count: Int, write: Bool, signalPending: (() -> Bool)? = nil, _ copy: (UnsafeMutableRawPointer, Int, Int) -> Void
+        address: UInt64, count: Int, write: Bool, signalPending: (() -> Bool)? = nil,
+        _ copy: (UnsafeMutableRawPointer, Int, Int) -> Void
     ) throws(FaultError) {
         guard count > 0 else { return }
         mmapLock.readLock()
@@ -127,10 +133,13 @@ extension AddressSpace {
         defer { mmapLock.unlock() }
         var pinned: Pfn?
         let memory = self.memory
-        while !translateAndCopy(address, write: write, { _, pfn in
-            memory.folioRef(containing: pfn).get()
-            pinned = pfn
-        }) {
+        while !translateAndCopy(
+            address, write: write,
+            { _, pfn in
+                memory.folioRef(containing: pfn).get()
+                pinned = pfn
+            })
+        {
             _ = try handleFault(at: address, write: write)
         }
         return pinned!

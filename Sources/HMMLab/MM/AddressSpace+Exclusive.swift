@@ -32,7 +32,8 @@ extension AddressSpace {
             let head = memory.folioRef(folio)
             guard head.test(.anon) else {
                 memory.put(folio)
-                throw .notSupported("make_device_exclusive of a folio that is not anonymous at 0x\(String(address, radix: 16))")
+                throw .notSupported(
+                    "make_device_exclusive of a folio that is not anonymous at 0x\(String(address, radix: 16))")
             }
             lockFolioWaiting(head)
             let range = MMUNotifierRange(start: address, end: address + PageSize.size, event: .exclusive, owner: owner)
@@ -88,10 +89,13 @@ extension AddressSpace {
                 }
                 continue
             }
-            if translateAndCopy(address, write: true, { _, pfn in
-                memory.folioRef(containing: pfn).get()
-                got = pfn
-            }) {
+            if translateAndCopy(
+                address, write: true,
+                { _, pfn in
+                    memory.folioRef(containing: pfn).get()
+                    got = pfn
+                })
+            {
                 return got!
             }
             do {

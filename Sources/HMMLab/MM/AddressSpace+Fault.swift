@@ -46,7 +46,9 @@ extension AddressSpace {
             if pmd.load().isNone { throw .outOfMemory(address) }
             return .spurious  // became huge meanwhile: retry
         }
-        return try pteFault(vma, slot: pageTable.slot(in: table, level: .pte, address: address), address: address & PageSize.mask, write: write)
+        return try pteFault(
+            vma, slot: pageTable.slot(in: table, level: .pte, address: address), address: address & PageSize.mask,
+            write: write)
     }
 
     /// `handle_pte_fault()`: under the PTE lock, dispatches on the entry; each branch drops the lock
@@ -84,14 +86,20 @@ extension AddressSpace {
             waitForMigration(entry.pfn)
             return .migrationWait
         }
-        if entry.isDevicePrivate { return try devicePrivateFault(address, slot: slot, expected: entry, throughPTE: true) }
-        if entry.isDeviceExclusive { return removeDeviceExclusiveEntry(vma, slot: slot, expected: entry, address: address) }
+        if entry.isDevicePrivate {
+            return try devicePrivateFault(address, slot: slot, expected: entry, throughPTE: true)
+        }
+        if entry.isDeviceExclusive {
+            return removeDeviceExclusiveEntry(vma, slot: slot, expected: entry, address: address)
+        }
         throw .sigbus(address, "unexpected entry \(entry)")
     }
 
     /// `do_pte_missing()` for an empty entry, entered with the PTE lock held: a file or shared VMA's
     /// fault, the zero page for an anonymous read (`do_anonymous_page`), or a new anonymous page.
-    private func pteMissing(_ vma: VMA, slot: EntrySlot, lock: TableLock, address: UInt64, write: Bool) throws(FaultError) -> FaultKind {
+    private func pteMissing(
+        _ vma: VMA, slot: EntrySlot, lock: TableLock, address: UInt64, write: Bool
+    ) throws(FaultError) -> FaultKind {
         if !write, vma.file == nil, !vma.isShared {
             // do_anonymous_page, read: map the zero page, special and read-only.
             slot.store(.present(memory.zeroPage, writable: false, special: true))
@@ -107,7 +115,9 @@ extension AddressSpace {
     /// `do_wp_page()` for a present, read-only entry and a write, entered with the PTE lock held: the
     /// zero page replaced, a shared mapping made writable (`wp_page_shared`), an exclusive anonymous
     /// page reused (`wp_page_reuse`), or the page copied (`wp_page_copy`).
-    private func wpPage(_ vma: VMA, slot: EntrySlot, lock: TableLock, entry: PTE, address: UInt64) throws(FaultError) -> FaultKind {
+    private func wpPage(
+        _ vma: VMA, slot: EntrySlot, lock: TableLock, entry: PTE, address: UInt64
+    ) throws(FaultError) -> FaultKind {
         if memory.isZero(entry.pfn) {
             lock.unlock()
             return try newAnonymousPage(vma, slot: slot, expected: entry, address: address, kind: .anonymous)
@@ -155,7 +165,9 @@ extension AddressSpace {
     /// raises a `MMU_NOTIFY_CLEAR` invalidation and, under the PTE lock as the kernel does, flushes
     /// (`ptep_clear_flush`) and drops the old folio's mapping (`folio_remove_rmap_pte`), so a reverse-map
     /// walk that takes the same lock sees the entry and the mapcount agree; the reference goes after.
-    func newAnonymousPage(_ vma: VMA, slot: EntrySlot, expected: PTE, address: UInt64, kind: FaultKind, source: Pfn? = nil) throws(FaultError) -> FaultKind {
+    func newAnonymousPage(
+        _ vma: VMA, slot: EntrySlot, expected: PTE, address: UInt64, kind: FaultKind, source: Pfn? = nil
+    ) throws(FaultError) -> FaultKind {
         guard case .success(let folio) = memory.allocate(.system, order: 0) else { throw .outOfMemory(address) }
         let copying = expected.isPresent && !memory.isZero(expected.pfn)
         if let from = copying ? expected.pfn : source {
@@ -189,7 +201,9 @@ extension AddressSpace {
     /// The copy is exclusive (`RMAP_EXCLUSIVE`), so, as `do_swap_page` does for an exclusive folio, a
     /// writable VMA maps it writable on a read fault too (no uffd-wp or soft-dirty write protection is
     /// modelled that would keep it read-only).
-    private func swapInFault(_ vma: VMA, slot: EntrySlot, entry: PTE, address: UInt64, write: Bool) throws(FaultError) -> FaultKind {
+    private func swapInFault(
+        _ vma: VMA, slot: EntrySlot, entry: PTE, address: UInt64, write: Bool
+    ) throws(FaultError) -> FaultKind {
         guard let swap else { throw .sigbus(address, "swap entry but no swap area") }
         let swapEntry = SwapEntry(slot: UInt32(entry.swapOffset), order: 0)
         defer { swap.free(swapEntry) }  // the caller's pin
@@ -291,7 +305,9 @@ extension AddressSpace {
     /// (`__split_huge_pmd` → `__split_huge_zero_page_pmd`) for the PTE path; a write to another
     /// read-only PMD reuses an exclusive folio, otherwise splits the PMD and lets the PTE path copy
     /// (the kernel does the same).
-    private func hugePMDFault(_ vma: VMA, pmd: EntrySlot, entry: PTE, address: UInt64, write: Bool) throws(FaultError) -> FaultKind {
+    private func hugePMDFault(
+        _ vma: VMA, pmd: EntrySlot, entry: PTE, address: UInt64, write: Bool
+    ) throws(FaultError) -> FaultKind {
         if entry.isProtNone {
             let lock = pageTable.lock(tableOf: pmd)
             if pmd.load() == entry { pmd.store(protect(entry, vma: vma, huge: true)) }
@@ -359,7 +375,9 @@ extension AddressSpace {
     /// the trylock for the fault folio, so the page migrates unlocked, concurrently with another
     /// migration of it (eviction, an op's migration), and references and mappings end up on the wrong
     /// pages (a frame freed while mapped, another left mapped by no PTE).
-    private func devicePrivateFault(_ address: UInt64, slot: EntrySlot, expected: PTE, throughPTE: Bool) throws(FaultError) -> FaultKind {
+    private func devicePrivateFault(
+        _ address: UInt64, slot: EntrySlot, expected: PTE, throughPTE: Bool
+    ) throws(FaultError) -> FaultKind {
         let pfn = expected.pfn
         let tableLock = pageTable.lock(tableOf: slot)
         guard slot.load() == expected else {

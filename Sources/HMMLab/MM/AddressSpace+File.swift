@@ -11,15 +11,21 @@ extension AddressSpace {
     /// `MAP_PRIVATE`), 2 MiB-aligned. The mapping's page offset is the file's (`vm_pgoff`); a private
     /// mapping gets an anon_vma of its own for its copy-on-write pages. Pages past the file's end fault
     /// with `SIGBUS`, as in the kernel.
-    public func mmap(file: File, offset: Int = 0, length: Int, protection: Protection, shared: Bool) throws(MMError) -> UInt64 {
+    public func mmap(
+        file: File, offset: Int = 0, length: Int, protection: Protection, shared: Bool
+    ) throws(MMError) -> UInt64 {
         guard let cache = file.object else { throw .invalidArgument("mmap of a closed file (EBADF)") }
         guard length > 0 else { throw .invalidArgument("mmap length \(length) must be positive") }
-        guard offset >= 0, isPageAligned(UInt64(offset)) else { throw .invalidArgument("mmap offset \(offset) is not page-aligned") }
+        guard offset >= 0, isPageAligned(UInt64(offset)) else {
+            throw .invalidArgument("mmap offset \(offset) is not page-aligned")
+        }
         let size = roundUpToPage(length)
         return try mmapLock.withWriteLock { () throws(MMError) -> UInt64 in
             guard let start = allocateRange(size) else { throw .noMemory("no free range of \(size) bytes") }
             let object = shared ? cache : MappingObject(anon: ())
-            var vma = VMA(start: start, end: start + size, protection: protection, flags: shared ? .shared : [], pgoff: pageNumber(UInt64(offset)), object: object)
+            var vma = VMA(
+                start: start, end: start + size, protection: protection, flags: shared ? .shared : [],
+                pgoff: pageNumber(UInt64(offset)), object: object)
             vma.file = cache
             adopt(object)
             adopt(cache)
@@ -37,7 +43,8 @@ extension AddressSpace {
         guard let file = vma.file else { throw .sigbus(address, "no file") }
         let pfn = try pageCacheFolio(file, vma: vma, address: address)
         if write, !vma.isShared {
-            return try newAnonymousPage(vma, slot: slot, expected: .none, address: address, kind: .copyOnWrite, source: pfn)
+            return try newAnonymousPage(
+                vma, slot: slot, expected: .none, address: address, kind: .copyOnWrite, source: pfn)
         }
         let lock = pageTable.lock(tableOf: slot)
         defer { lock.unlock() }

@@ -27,7 +27,8 @@ extension AddressSpace {
                 switch copyPageRange(vma, to: child) {
                 case .copied: break
                 case .noMemory: throw .noMemory("no frame for the child's page tables")
-                case .busy: throw .noMemory("a device-exclusive page's folio was locked (try_restore_exclusive_pte: -EBUSY)")
+                case .busy:
+                    throw .noMemory("a device-exclusive page's folio was locked (try_restore_exclusive_pte: -EBUSY)")
                 }
             }
             flushTLB()
@@ -112,7 +113,9 @@ extension AddressSpace {
         }
         if entry.isMigration {
             if entry.isWritableMigration || entry.isReadExclusiveMigration {
-                let readable = PTE.migration(entry.pfn, mode: .read, young: entry.migrationYoung, dirty: entry.migrationDirty, softDirty: entry.swapSoftDirty)
+                let readable = PTE.migration(
+                    entry.pfn, mode: .read, young: entry.migrationYoung, dirty: entry.migrationDirty,
+                    softDirty: entry.swapSoftDirty)
                 slot.store(readable)
                 return readable
             }

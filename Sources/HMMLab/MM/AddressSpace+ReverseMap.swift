@@ -56,7 +56,10 @@ extension AddressSpace {
     /// kernel's lock order; the caller may hold its own address space's mmap lock for reading, never for
     /// writing); the object's lock is therefore taken once per address space visited, which is once per
     /// folio when one address space maps the object.
-    static func rmapWalk(_ pfn: Pfn, in memory: PhysicalMemory, locked: Bool = false, cache: inout RmapCache, _ visit: (AddressSpace, VMA, UInt64) -> Void) {
+    static func rmapWalk(
+        _ pfn: Pfn, in memory: PhysicalMemory, locked: Bool = false, cache: inout RmapCache,
+        _ visit: (AddressSpace, VMA, UInt64) -> Void
+    ) {
         let folio = memory.folio(containing: pfn)
         let (id, headIndex) = MappingObject.decode(memory.folioRef(folio).mapping)
         guard id != 0 else { return }
@@ -111,8 +114,11 @@ extension AddressSpace {
             } else if entry.isPresent {
                 pte = .present(pfn, writable: entry.isWritable, dirty: entry.isDirty, softDirty: entry.isSoftDirty)
             } else if entry.isMigration {
-                let mode: PTE.MigrationMode = entry.isWritableMigration ? .write : entry.isReadExclusiveMigration ? .readExclusive : .read
-                pte = .migration(pfn, mode: mode, young: entry.migrationYoung, dirty: entry.migrationDirty, softDirty: entry.swapSoftDirty)
+                let mode: PTE.MigrationMode =
+                    entry.isWritableMigration ? .write : entry.isReadExclusiveMigration ? .readExclusive : .read
+                pte = .migration(
+                    pfn, mode: mode, young: entry.migrationYoung, dirty: entry.migrationDirty,
+                    softDirty: entry.swapSoftDirty)
             } else {
                 pte = .devicePrivate(pfn, writable: entry.isWritableDevicePrivate, softDirty: entry.swapSoftDirty)
             }
@@ -139,7 +145,8 @@ extension AddressSpace {
     /// PMD (the kernel builds them from `vm_page_prot`, PROT_NONE's protection then). The huge zero
     /// folio holds no reference or mapcount to move; the caller flushes (`pmdp_huge_clear_flush`).
     private func splitHugeZeroPMD(_ pmd: EntrySlot, entry: PTE, into table: Pfn) {
-        let pte: PTE = entry.isProtNone ? .protNone(memory.zeroPage) : .present(memory.zeroPage, writable: false, special: true)
+        let pte: PTE =
+            entry.isProtNone ? .protNone(memory.zeroPage) : .present(memory.zeroPage, writable: false, special: true)
         let slots = pageTable.slots(of: table)
         for i in 0..<PageSize.pmdPages { slots.advanced(by: i).store(pte) }
         pmd.store(.table(table))
@@ -181,7 +188,8 @@ extension AddressSpace {
         let slots = pageTable.slots(of: table)
         for i in 0..<PageSize.pmdPages {
             if exclusive { head.page(i).clear(.anonExclusive) }
-            slots.advanced(by: i).store(.migration(folio.pfn + i, mode: mode, young: young, dirty: dirty, softDirty: softDirty))
+            slots.advanced(by: i).store(
+                .migration(folio.pfn + i, mode: mode, young: young, dirty: dirty, softDirty: softDirty))
         }
         if entry.isHuge, entry.isDirty { head.markDirty() }
         pmd.store(.table(table))
@@ -249,7 +257,9 @@ struct RmapCache {
                     let mid = (lo + hi) / 2
                     if byOffset[mid].pgoff <= index { lo = mid + 1 } else { hi = mid }
                 }
-                if lo > 0, let address = byOffset[lo - 1].address(ofIndex: index) { visit(mm, byOffset[lo - 1], address) }
+                if lo > 0, let address = byOffset[lo - 1].address(ofIndex: index) {
+                    visit(mm, byOffset[lo - 1], address)
+                }
             }
         }
     }
@@ -258,7 +268,9 @@ struct RmapCache {
     private static func index(of object: MappingObject, in mm: AddressSpace) -> [VMA]? {
         // A file's VMAs (its i_mmap) include its private mappings, whose `object` is their anon_vma.
         let vmas = mm.vmaList.filter { $0.object === object || $0.file === object }.sorted { $0.pgoff < $1.pgoff }
-        for k in vmas.indices.dropFirst() where vmas[k].pgoff < vmas[k - 1].pgoff + UInt64(vmas[k - 1].pageCount) { return nil }
+        for k in vmas.indices.dropFirst() where vmas[k].pgoff < vmas[k - 1].pgoff + UInt64(vmas[k - 1].pageCount) {
+            return nil
+        }
         return vmas
     }
 }

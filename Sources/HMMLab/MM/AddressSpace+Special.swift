@@ -7,7 +7,9 @@ extension AddressSpace {
     /// Departure from the kernel: a fault in such a VMA is served as in anonymous memory (the kernel
     /// calls the driver's `vm_ops->fault`, or has none and sends SIGBUS).
     func mmapSpecial(length: Int, protection: Protection, flags: VMAFlags) throws(MMError) -> UInt64 {
-        guard !flags.isDisjoint(with: .special) else { throw .invalidArgument("a special mapping needs .mixedMap or .pfnMap") }
+        guard !flags.isDisjoint(with: .special) else {
+            throw .invalidArgument("a special mapping needs .mixedMap or .pfnMap")
+        }
         return try mmap(length: length, protection: protection, flags: flags)
     }
 
@@ -20,9 +22,13 @@ extension AddressSpace {
             guard let vma = vma(containing: address), vma.flags.contains(.mixedMap) else {
                 throw .invalidArgument("vm_insert_page needs a VM_MIXEDMAP VMA")
             }
-            guard case .success(let folio) = memory.allocate(.system, order: 0) else { throw .noMemory("vm_insert_page") }
+            guard case .success(let folio) = memory.allocate(.system, order: 0) else {
+                throw .noMemory("vm_insert_page")
+            }
             RawBytes.zero(memory.address(of: folio.pfn), count: PageSize.bytes)
-            guard let pmd = pageTable.pmdSlot(address, allocate: true), let table = pageTable.pteTable(under: pmd, allocate: true) else {
+            guard let pmd = pageTable.pmdSlot(address, allocate: true),
+                let table = pageTable.pteTable(under: pmd, allocate: true)
+            else {
                 memory.put(folio)
                 throw .noMemory("vm_insert_page: page table")
             }
@@ -46,7 +52,9 @@ extension AddressSpace {
     /// finds no free 2 MiB frame is `VM_FAULT_SIGBUS`, as an unreserved one is in the kernel.
     func mmapHugetlb(length: Int, protection: Protection) throws(MMError) -> UInt64 {
         let huge = PageSize.pmdBytes
-        guard length > 0, length % huge == 0 else { throw .invalidArgument("hugetlb length \(length) is not a multiple of 2 MiB") }
+        guard length > 0, length % huge == 0 else {
+            throw .invalidArgument("hugetlb length \(length) is not a multiple of 2 MiB")
+        }
         let raw = try mmap(length: length + huge, protection: protection, flags: .hugetlb)
         let start = (raw + UInt64(huge - 1)) & ~UInt64(huge - 1)
         if start > raw { try munmap(raw, length: Int(start - raw)) }
@@ -79,14 +87,17 @@ extension AddressSpace {
         defer { lock.unlock() }
         let entry = pmd.load()
         guard entry.isPresent, entry.isHuge, write, !entry.isWritable else { return .spurious }
-        guard memory.page(entry.pfn).test(.anonExclusive) else { throw .sigbus(address, "hugetlb copy-on-write is not modelled") }
+        guard memory.page(entry.pfn).test(.anonExclusive) else {
+            throw .sigbus(address, "hugetlb copy-on-write is not modelled")
+        }
         pmd.store(.present(entry.pfn, writable: true, dirty: true, huge: true))
         flushTLB()
         return .reuse
     }
 
     /// `hugetlb_no_page()` for a private mapping.
-    private func hugetlbNoPage(_ vma: VMA, pmd: EntrySlot, address: UInt64, write: Bool) throws(FaultError) -> FaultKind {
+    private func hugetlbNoPage(_ vma: VMA, pmd: EntrySlot, address: UInt64, write: Bool) throws(FaultError) -> FaultKind
+    {
         guard case .success(let folio) = memory.allocate(.system, order: PageSize.pmdOrder) else {
             throw .sigbus(address, "no free hugetlb page")
         }

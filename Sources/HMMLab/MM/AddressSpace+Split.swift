@@ -31,7 +31,9 @@ extension AddressSpace {
         var tableSlots: [EntrySlot] = []
         for vma in vmaList where vma.object.id == id {
             for i in 0..<PageSize.pmdPages {
-                guard let va = vma.address(ofIndex: index + UInt64(i)), let slot = pageTable.pteSlot(va) else { continue }
+                guard let va = vma.address(ofIndex: index + UInt64(i)), let slot = pageTable.pteSlot(va) else {
+                    continue
+                }
                 let frame = pageTable.tableFrame(of: slot)
                 if !tableSlots.contains(where: { pageTable.tableFrame(of: $0) == frame }) { tableSlots.append(slot) }
             }
@@ -46,7 +48,9 @@ extension AddressSpace {
         var total: Int32 = 0
         for vma in vmaList where vma.object.id == id {
             for i in 0..<PageSize.pmdPages {
-                guard let va = vma.address(ofIndex: index + UInt64(i)), let slot = pageTable.pteSlot(va) else { continue }
+                guard let va = vma.address(ofIndex: index + UInt64(i)), let slot = pageTable.pteSlot(va) else {
+                    continue
+                }
                 let e = slot.load()
                 let pfn = folio.pfn + i
                 if (e.isPresent || e.isDevicePrivate || e.isDeviceExclusive) && e.pfn == pfn {
@@ -60,12 +64,16 @@ extension AddressSpace {
         pool.allocator.splitAllocated(folio.pfn.index - pool.firstPfn.index)
         // Under the lruvec lock, as __folio_split: each new folio goes on the LRU if the folio was (lru_add_split_folio).
         memory.withLRUVecLock(of: folio.pfn) {
-            splitDescriptors(folio, keep: keep, object: id, index: index, lockAll: false) { i, kept in (counts[i], counts[i] + (kept ? 1 + extraPins : 0)) }
+            splitDescriptors(folio, keep: keep, object: id, index: index, lockAll: false) { i, kept in
+                (counts[i], counts[i] + (kept ? 1 + extraPins : 0))
+            }
         }
         // Pages nobody maps any more are freed now.
         for i in 0..<PageSize.pmdPages where counts[i] == 0 && folio.pfn + i != keep {
             let page = head.page(i)
-            if page.test(.zoneDevice), let backing = memory.takeBacking(of: Folio(pfn: folio.pfn + i, order: 0)) { memory.put(backing) }
+            if page.test(.zoneDevice), let backing = memory.takeBacking(of: Folio(pfn: folio.pfn + i, order: 0)) {
+                memory.put(backing)
+            }
             page.storeFlags(0)
             page.setMapping(0)
             pool.allocator.free(folio.pfn.index + i - pool.firstPfn.index, order: 0)
@@ -134,7 +142,9 @@ extension AddressSpace {
         // Under the lruvec lock (folio_lruvec_lock): each new folio goes on the LRU if the folio was,
         // PG_lru being among the flags copied (lru_add_split_folio).
         memory.withLRUVecLock(of: folio.pfn) {
-            splitDescriptors(folio, keep: keep, object: id, index: index, lockAll: true) { _, kept in (0, 1 + (kept ? extraPins : 0)) }
+            splitDescriptors(folio, keep: keep, object: id, index: index, lockAll: true) { _, kept in
+                (0, 1 + (kept ? extraPins : 0))
+            }
         }
         counters.folioSplits.wrappingAdd(1, ordering: .relaxed)
         // remap_page: remove_migration_ptes(new folio, new folio, TTU_RMAP_LOCKED) per new folio.
@@ -156,10 +166,12 @@ extension AddressSpace {
     /// is always locked), its own anon-exclusive bit, the head's owner, its object index, and the
     /// mapcount and references `counts(i, isKeep)` gives. Once per split, off the per-page paths.
     private func splitDescriptors(
-        _ folio: Folio, keep: Pfn, object id: UInt64, index: UInt64, lockAll: Bool, counts: (Int, Bool) -> (mapcount: Int32, references: Int32)
+        _ folio: Folio, keep: Pfn, object id: UInt64, index: UInt64, lockAll: Bool,
+        counts: (Int, Bool) -> (mapcount: Int32, references: Int32)
     ) {
         let head = memory.folioRef(folio)
-        let common = head.flags.subtracting(lockAll ? [.head, .tail, .anonExclusive] : [.head, .tail, .locked, .anonExclusive])
+        let common = head.flags.subtracting(
+            lockAll ? [.head, .tail, .anonExclusive] : [.head, .tail, .locked, .anonExclusive])
         let owner = head.privateWord
         let step = head.splitPrivateStep
         memory.splitBacking(of: folio)

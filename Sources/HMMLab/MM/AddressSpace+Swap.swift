@@ -33,7 +33,9 @@ extension AddressSpace {
     /// modelled), nor are the zero page, pages under migration, on the device, or locked.
     public func swapOut(_ address: UInt64, pages: Int) throws(MMError) -> SwapOutResult {
         guard let swap else { throw .invalidArgument("swap-out needs a swap area") }
-        guard isPageAligned(address), pages > 0 else { throw .invalidArgument("swap-out range must be page-aligned and non-empty") }
+        guard isPageAligned(address), pages > 0 else {
+            throw .invalidArgument("swap-out range must be page-aligned and non-empty")
+        }
         memory.lruAddDrain()  // as madvise_pageout does before it isolates
         var result = SwapOutResult()
         for k in 0..<pages {
@@ -78,10 +80,13 @@ extension AddressSpace {
                 var cache = RmapCache()
                 var seen: [String] = []
                 AddressSpace.rmapWalk(folio.pfn, in: memory, cache: &cache) { mm, vma, va in
-                    seen.append("mm \(ObjectIdentifier(mm).hashValue & 0xffff) va 0x\(String(va, radix: 16)) \(mm.pageTable.pteSlot(va)?.load() as Any)")
+                    seen.append(
+                        "mm \(ObjectIdentifier(mm).hashValue & 0xffff) va 0x\(String(va, radix: 16)) \(mm.pageTable.pteSlot(va)?.load() as Any)"
+                    )
                 }
                 let all = entries { $0.isPresent && $0.pfn == folio.pfn }
-                let message = "try_to_unmap left \(folio) mapped \(head.mapCount) times, installed \(installed), walk \(seen), here \(all), flags \(head.rawFlags)"
+                let message =
+                    "try_to_unmap left \(folio) mapped \(head.mapCount) times, installed \(installed), walk \(seen), here \(all), flags \(head.rawFlags)"
                 _ = (message + "\n").withCString { Glibc.write(2, $0, strlen($0)) }  // optimized builds drop the message
                 preconditionFailure(message)
             }
@@ -134,7 +139,9 @@ extension AddressSpace {
             let entry = slot.load()
             guard entry.isPresent, !entry.isProtNone, !memory.isZero(entry.pfn) else {
                 lock.unlock()
-                result.skip(entry.isSwap ? "already swapped" : memory.isZero(entry.pfn) && entry.isPresent ? "zero page" : "not present")
+                result.skip(
+                    entry.isSwap
+                        ? "already swapped" : memory.isZero(entry.pfn) && entry.isPresent ? "zero page" : "not present")
                 return nil
             }
             var folio = memory.folio(containing: entry.pfn)

@@ -188,24 +188,34 @@ public final class AddressSpace: @unchecked Sendable {
     ///   - flags: `.shared` for `MAP_SHARED`, `.hugepage` for `MADV_HUGEPAGE`.
     ///   - fixed: an exact, page-aligned address (`MAP_FIXED_NOREPLACE`); otherwise 2 MiB-aligned.
     /// - Returns: the start address.
-    public func mmap(length: Int, protection: Protection, flags: VMAFlags = [], at fixed: UInt64? = nil) throws(MMError) -> UInt64 {
+    public func mmap(
+        length: Int, protection: Protection, flags: VMAFlags = [], at fixed: UInt64? = nil
+    ) throws(MMError) -> UInt64 {
         guard length > 0 else { throw .invalidArgument("mmap length \(length) must be positive") }
         let size = roundUpToPage(length)
         return try mmapLock.withWriteLock { () throws(MMError) -> UInt64 in
             let start: UInt64
             if let fixed {
-                guard isPageAligned(fixed) else { throw .invalidArgument("mmap address 0x\(String(fixed, radix: 16)) is not page-aligned") }
+                guard isPageAligned(fixed) else {
+                    throw .invalidArgument("mmap address 0x\(String(fixed, radix: 16)) is not page-aligned")
+                }
                 guard Self.userRange.contains(fixed), fixed + size <= Self.userRange.upperBound else {
                     throw .noMemory("mmap range 0x\(String(fixed, radix: 16))+\(size) is outside user space")
                 }
-                guard !overlaps(fixed, fixed + size) else { throw .exists("mmap range 0x\(String(fixed, radix: 16))+\(size) overlaps a mapping") }
+                guard !overlaps(fixed, fixed + size) else {
+                    throw .exists("mmap range 0x\(String(fixed, radix: 16))+\(size) overlaps a mapping")
+                }
                 start = fixed
             } else {
                 guard let s = allocateRange(size) else { throw .noMemory("no free range of \(size) bytes") }
                 start = s
             }
-            let object = flags.contains(.shared) ? MappingObject(shmemPages: Int(pageNumber(size)), memory: memory) : MappingObject(anon: ())
-            let vma = VMA(start: start, end: start + size, protection: protection, flags: flags, pgoff: flags.contains(.shared) ? 0 : pageNumber(start), object: object)
+            let object =
+                flags.contains(.shared)
+                ? MappingObject(shmemPages: Int(pageNumber(size)), memory: memory) : MappingObject(anon: ())
+            let vma = VMA(
+                start: start, end: start + size, protection: protection, flags: flags,
+                pgoff: flags.contains(.shared) ? 0 : pageNumber(start), object: object)
             adopt(object)
             vmaList.insert(vma, at: firstVMAIndex(endingAbove: start))
             return start
@@ -214,7 +224,9 @@ public final class AddressSpace: @unchecked Sendable {
 
     /// Checks `[address, address+length)` is page-aligned and non-empty, and returns its end.
     func checkedRange(_ address: UInt64, _ length: Int, _ call: String) throws(MMError) -> UInt64 {
-        guard isPageAligned(address) else { throw .invalidArgument("\(call) address 0x\(String(address, radix: 16)) is not page-aligned") }
+        guard isPageAligned(address) else {
+            throw .invalidArgument("\(call) address 0x\(String(address, radix: 16)) is not page-aligned")
+        }
         guard length > 0 else { throw .invalidArgument("\(call) length \(length) must be positive") }
         let end = address + roundUpToPage(length)
         guard end <= Self.userRange.upperBound else { throw .invalidArgument("\(call) range ends beyond user space") }
@@ -410,12 +422,15 @@ public final class AddressSpace: @unchecked Sendable {
             // A shared file page stays read-only until dirty (`vma_wants_writenotify`: its write fault dirties the folio).
             let sharedWritable = vma.isShared && (vma.file == nil || old.isDirty)
             let canWrite = vma.isWritable && !zero && (sharedWritable || memory.page(old.pfn).test(.anonExclusive))
-            var new = PTE.present(old.pfn, writable: canWrite, dirty: old.isDirty, huge: huge, special: zero, softDirty: old.isSoftDirty)
+            var new = PTE.present(
+                old.pfn, writable: canWrite, dirty: old.isDirty, huge: huge, special: zero, softDirty: old.isSoftDirty)
             if !canWrite { new = new.writeProtected() }
             return new
         }
         if old.isWritableMigration, !vma.isWritable {
-            return .migration(old.pfn, mode: .read, young: old.migrationYoung, dirty: old.migrationDirty, softDirty: old.swapSoftDirty)
+            return .migration(
+                old.pfn, mode: .read, young: old.migrationYoung, dirty: old.migrationDirty, softDirty: old.swapSoftDirty
+            )
         }
         if old.isWritableDevicePrivate, !vma.isWritable {
             return .devicePrivate(old.pfn, writable: false, softDirty: old.swapSoftDirty)
@@ -434,13 +449,16 @@ public final class AddressSpace: @unchecked Sendable {
     /// same kind, whose next access faults in a fresh page (`move_vma` keeps the old VMA).
     ///
     /// - Returns: the new start address.
-    public func mremap(_ address: UInt64, oldLength: Int, newLength: Int, to target: UInt64? = nil, dontUnmap: Bool = false) throws(MMError) -> UInt64 {
+    public func mremap(
+        _ address: UInt64, oldLength: Int, newLength: Int, to target: UInt64? = nil, dontUnmap: Bool = false
+    ) throws(MMError) -> UInt64 {
         let oldEnd = try checkedRange(address, oldLength, "mremap")
         guard newLength > 0 else { throw .invalidArgument("mremap new length \(newLength) must be positive") }
         let newSize = roundUpToPage(newLength)
         let oldSize = oldEnd - address
         if dontUnmap, newSize != oldSize {
-            throw .invalidArgument("mremap MREMAP_DONTUNMAP needs the old and new lengths equal (\(oldSize) and \(newSize))")
+            throw .invalidArgument(
+                "mremap MREMAP_DONTUNMAP needs the old and new lengths equal (\(oldSize) and \(newSize))")
         }
         if let target, !isPageAligned(target) {
             throw .invalidArgument("mremap target 0x\(String(target, radix: 16)) is not page-aligned")
@@ -450,11 +468,16 @@ public final class AddressSpace: @unchecked Sendable {
             return address
         }
         return try mmapLock.withWriteLock { () throws(MMError) -> UInt64 in
-            guard let vma = vma(containing: address) else { throw .fault("mremap of unmapped address 0x\(String(address, radix: 16))") }
-            guard oldEnd <= vma.end else { throw .fault("mremap range 0x\(String(address, radix: 16))+\(oldSize) crosses VMAs") }
+            guard let vma = vma(containing: address) else {
+                throw .fault("mremap of unmapped address 0x\(String(address, radix: 16))")
+            }
+            guard oldEnd <= vma.end else {
+                throw .fault("mremap range 0x\(String(address, radix: 16))+\(oldSize) crosses VMAs")
+            }
             if target == nil, newSize == oldSize, !dontUnmap { return address }
             // Grow in place.
-            if target == nil, oldEnd == vma.end, !overlaps(oldEnd, address + newSize), address + newSize <= Self.userRange.upperBound,
+            if target == nil, oldEnd == vma.end, !overlaps(oldEnd, address + newSize),
+                address + newSize <= Self.userRange.upperBound,
                 vma.object.kind == .anon
             {
                 let i = firstVMAIndex(endingAbove: address)
@@ -464,14 +487,20 @@ public final class AddressSpace: @unchecked Sendable {
             // Move.
             let destination: UInt64
             if let target {
-                guard target + newSize <= Self.userRange.upperBound else { throw .noMemory("mremap target beyond user space") }
-                guard !(target < oldEnd && address < target + newSize) else { throw .invalidArgument("mremap target overlaps the old range") }
+                guard target + newSize <= Self.userRange.upperBound else {
+                    throw .noMemory("mremap target beyond user space")
+                }
+                guard !(target < oldEnd && address < target + newSize) else {
+                    throw .invalidArgument("mremap target overlaps the old range")
+                }
                 if overlaps(target, target + newSize) {
                     throw .exists("mremap target 0x\(String(target, radix: 16))+\(newSize) overlaps a mapping")
                 }
                 destination = target
             } else {
-                guard let d = allocateRange(newSize) else { throw .noMemory("no free range of \(newSize) bytes for mremap") }
+                guard let d = allocateRange(newSize) else {
+                    throw .noMemory("no free range of \(newSize) bytes for mremap")
+                }
                 destination = d
             }
             let range = MMUNotifierRange(start: address, end: oldEnd, event: .unmap)
@@ -520,7 +549,9 @@ public final class AddressSpace: @unchecked Sendable {
             if entry.isNone { continue }
             if entry.isHuge || entry.isSwapFormat {
                 let pmdAligned = isPMDAligned(old) && isPMDAligned(to + offset)
-                if pmdAligned, span == PageSize.pmdSize, let newPMD = pageTable.pmdSlot(to + offset, allocate: true), newPMD.load().isNone {
+                if pmdAligned, span == PageSize.pmdSize, let newPMD = pageTable.pmdSlot(to + offset, allocate: true),
+                    newPMD.load().isNone
+                {
                     let lock = pageTable.lock(tableOf: oldPMD)
                     let moving = oldPMD.exchange(.none)
                     lock.unlock()

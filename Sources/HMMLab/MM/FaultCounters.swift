@@ -69,7 +69,8 @@ public enum FaultError: Error, Equatable, Sendable, CustomStringConvertible {
     public var description: String {
         switch self {
         case .noVMA(let a): "no mapping at 0x\(String(a, radix: 16)) (SIGSEGV, SEGV_MAPERR)"
-        case .accessError(let a, let w): "\(w ? "write" : "read") not allowed at 0x\(String(a, radix: 16)) (SIGSEGV, SEGV_ACCERR)"
+        case .accessError(let a, let w):
+            "\(w ? "write" : "read") not allowed at 0x\(String(a, radix: 16)) (SIGSEGV, SEGV_ACCERR)"
         case .outOfMemory(let a): "out of memory faulting 0x\(String(a, radix: 16)) (VM_FAULT_OOM)"
         case .sigbus(let a, let why): "fault at 0x\(String(a, radix: 16)) cannot be served: \(why) (VM_FAULT_SIGBUS)"
         case .interrupted(let a): "access at 0x\(String(a, radix: 16)) not made: a fatal signal was pending on retry"

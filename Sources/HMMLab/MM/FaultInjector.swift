@@ -57,7 +57,10 @@ public final class FaultInjector: @unchecked Sendable {
     public static let defaultCPUFaultStampOffset: UInt64 = 24
 
     /// Probabilities per point (missing: 0) and the seed.
-    public init(_ probabilities: [Point: Double], seed: UInt64, cpuFaultStampOffset: UInt64 = FaultInjector.defaultCPUFaultStampOffset) {
+    public init(
+        _ probabilities: [Point: Double], seed: UInt64,
+        cpuFaultStampOffset: UInt64 = FaultInjector.defaultCPUFaultStampOffset
+    ) {
         self.probabilities = Point.allCases.map { probabilities[$0] ?? 0 }
         self.cpuFaultStampOffset = cpuFaultStampOffset
         state = LabMutex((SplitMix64(seed: seed ^ 0x696E_6A65_6374), Array(repeating: 0, count: Point.allCases.count)))
@@ -85,7 +88,8 @@ public final class FaultInjector: @unchecked Sendable {
 
     /// `trylock=0.05,pin=0.01,…`: the probabilities given, for logs.
     public var description: String {
-        Point.allCases.compactMap { p in probabilities[p.rawValue] > 0 ? "\(p.name)=\(probabilities[p.rawValue])" : nil }.joined(separator: ",")
+        Point.allCases.compactMap { p in probabilities[p.rawValue] > 0 ? "\(p.name)=\(probabilities[p.rawValue])" : nil
+        }.joined(separator: ",")
     }
 
     // MARK: - A CPU fault on a page under migration
@@ -143,7 +147,9 @@ public final class FaultInjector: @unchecked Sendable {
                 try mm.access(address: address, count: 8, write: true) { host, _, _ in
                     host.storeBytes(of: self.stamp.littleEndian, as: UInt64.self)
                     let w = self.waited.load(ordering: .acquiring)
-                    self.injector.cpuFaults.withLock { $0.stores.append(CPUFaultStore(address: self.address, stamp: self.stamp, waited: w)) }
+                    self.injector.cpuFaults.withLock {
+                        $0.stores.append(CPUFaultStore(address: self.address, stamp: self.stamp, waited: w))
+                    }
                 }
             } catch {
                 injector.cpuFaults.withLock { $0.failures.append("store at 0x\(String(address, radix: 16)): \(error)") }
@@ -178,9 +184,13 @@ public final class FaultInjector: @unchecked Sendable {
     /// has not reached the migration entry after 5 s (a page whose entry is not a migration entry), the
     /// migration goes on without waiting for it; its store then is not counted as `waited`.
     func injectCPUFault(_ args: MigrateVMA, mm: AddressSpace) {
-        guard probabilities[Point.cpufault.rawValue] > 0, args.vma?.isWritable == true, !callerIsInjected() else { return }
+        guard probabilities[Point.cpufault.rawValue] > 0, args.vma?.isWritable == true, !callerIsInjected() else {
+            return
+        }
         var candidates = 0
-        for i in 0..<args.npages where args.src[i] & MigratePfn.migrate != 0 && MigratePfn.pfn(args.src[i]) != nil { candidates += 1 }
+        for i in 0..<args.npages where args.src[i] & MigratePfn.migrate != 0 && MigratePfn.pfn(args.src[i]) != nil {
+            candidates += 1
+        }
         guard candidates > 0, fire(.cpufault) else { return }
         var n = random(below: candidates)
         var index = 0
@@ -191,13 +201,16 @@ public final class FaultInjector: @unchecked Sendable {
             }
             n -= 1
         }
-        if args.src[index] & MigratePfn.compound != 0 { index = min(args.npages - 1, index + random(below: PageSize.pmdPages)) }
+        if args.src[index] & MigratePfn.compound != 0 {
+            index = min(args.npages - 1, index + random(below: PageSize.pmdPages))
+        }
         let stamp = cpuFaults.withLock { s -> UInt64 in
             s.sequence += 1
             return 0xC0FA << 48 | s.sequence
         }
         let fault = CPUFault(
-            injector: self, mm: mm, address: pageAddress(args.start, index) + cpuFaultStampOffset, stamp: stamp, spawner: pthread_self())
+            injector: self, mm: mm, address: pageAddress(args.start, index) + cpuFaultStampOffset, stamp: stamp,
+            spawner: pthread_self())
         cpuFaults.withLock { $0.pending.append(fault) }
         cpuFaultsPending.wrappingAdd(1, ordering: .releasing)
         do {

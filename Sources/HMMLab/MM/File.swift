@@ -14,7 +14,8 @@ extension MappingObject {
         let head = memory.folioRef(folio)
         head.set(kind == .shmem ? [.swapBacked, .uptodate] : .uptodate)
         head.setMapping(encode(index: UInt64(index)), ordering: .releasing)
-        let (won, current) = pageCache[index].compareExchange(expected: 0, desired: folio.pfn.rawValue + 1, ordering: .acquiringAndReleasing)
+        let (won, current) = pageCache[index].compareExchange(
+            expected: 0, desired: folio.pfn.rawValue + 1, ordering: .acquiringAndReleasing)
         if won {
             memory.folioAddLRU(folio)
             return folio.pfn
@@ -55,7 +56,9 @@ public final class File: @unchecked Sendable {
     /// file is closed, `-ENOMEM` with no free frame.
     public func write(offset: Int, bytes: [UInt8]) throws(MMError) {
         try forEachPage(offset, bytes.count, "pwrite") { pfn, inPage, done, n in
-            bytes.withUnsafeBytes { RawBytes.copy(to: memory.address(of: pfn) + inPage, from: $0.baseAddress! + done, count: n) }
+            bytes.withUnsafeBytes {
+                RawBytes.copy(to: memory.address(of: pfn) + inPage, from: $0.baseAddress! + done, count: n)
+            }
             memory.folioRef(containing: pfn).markDirty()
         }
     }
@@ -65,7 +68,9 @@ public final class File: @unchecked Sendable {
     public func read(offset: Int, count: Int) throws(MMError) -> [UInt8] {
         var out = [UInt8](repeating: 0, count: count)
         try forEachPage(offset, count, "pread") { pfn, inPage, done, n in
-            out.withUnsafeMutableBytes { RawBytes.copy(to: $0.baseAddress! + done, from: memory.address(of: pfn) + inPage, count: n) }
+            out.withUnsafeMutableBytes {
+                RawBytes.copy(to: $0.baseAddress! + done, from: memory.address(of: pfn) + inPage, count: n)
+            }
         }
         return out
     }
@@ -75,7 +80,9 @@ public final class File: @unchecked Sendable {
     public func close() { object = nil }
 
     /// Calls `body(pfn, offsetInPage, bytesDone, bytesInPage)` for each page of `[offset, offset+count)`.
-    private func forEachPage(_ offset: Int, _ count: Int, _ call: String, _ body: (Pfn, Int, Int, Int) -> Void) throws(MMError) {
+    private func forEachPage(
+        _ offset: Int, _ count: Int, _ call: String, _ body: (Pfn, Int, Int, Int) -> Void
+    ) throws(MMError) {
         guard let object else { throw .invalidArgument("\(call) on a closed file (EBADF)") }
         guard offset >= 0, count >= 0, offset + count <= pages * PageSize.bytes else {
             throw .fault("\(call) of \(count) bytes at \(offset) passes the end of a \(pages)-page file")
@@ -85,7 +92,9 @@ public final class File: @unchecked Sendable {
             let position = offset + done
             let inPage = position % PageSize.bytes
             let n = min(count - done, PageSize.bytes - inPage)
-            guard let pfn = object.cachedFolio(at: position / PageSize.bytes) else { throw .noMemory("\(call): no frame for the page cache") }
+            guard let pfn = object.cachedFolio(at: position / PageSize.bytes) else {
+                throw .noMemory("\(call): no frame for the page cache")
+            }
             body(pfn, inPage, done, n)
             done += n
         }

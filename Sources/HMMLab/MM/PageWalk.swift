@@ -73,7 +73,9 @@ extension AddressSpace {
 
     /// Walks `[start, end)`, restarting after `-EBUSY` from the address `restartFrom` reports (the
     /// `hmm_range_fault` loop), counting each restart. `restartFrom` is read after each `-EBUSY`.
-    func walkPageRangeRestarting<Ops: PageWalkOps>(_ start: UInt64, _ end: UInt64, _ ops: inout Ops, restartFrom: (inout Ops) -> UInt64) -> Int32 {
+    func walkPageRangeRestarting<Ops: PageWalkOps>(
+        _ start: UInt64, _ end: UInt64, _ ops: inout Ops, restartFrom: (inout Ops) -> UInt64
+    ) -> Int32 {
         var from = start
         while true {
             let r = walkPageRange(from, end, &ops)
@@ -83,7 +85,8 @@ extension AddressSpace {
         }
     }
 
-    func walkRange<Ops: PageWalkOps>(_ start: UInt64, _ end: UInt64, _ ops: inout Ops, _ walk: inout PageWalk) -> Int32 {
+    func walkRange<Ops: PageWalkOps>(_ start: UInt64, _ end: UInt64, _ ops: inout Ops, _ walk: inout PageWalk) -> Int32
+    {
         var address = start
         var i = firstVMAIndex(endingAbove: start)
         while address < end {
@@ -124,7 +127,8 @@ extension AddressSpace {
     /// Lab departure: there is no `pud_entry` callback, and a huge PUD would be reported as a hole.
     /// Nothing in the model maps one (no 1 GiB THP, DAX or hugetlb mappings), so `hmm_vma_walk_pud`
     /// (a PUD leaf reported with its pfns and map order, or faulted) has nothing to meet.
-    func walkUpper<Ops: PageWalkOps>(_ start: UInt64, _ end: UInt64, _ ops: inout Ops, _ walk: inout PageWalk) -> Int32 {
+    func walkUpper<Ops: PageWalkOps>(_ start: UInt64, _ end: UInt64, _ ops: inout Ops, _ walk: inout PageWalk) -> Int32
+    {
         var address = start
         while address < end {
             let pgdNext = PageTableLevel.pgd.addressEnd(address, end)
@@ -155,7 +159,9 @@ extension AddressSpace {
     }
 
     /// `walk_pmd_range`.
-    func walkPMDRange<Ops: PageWalkOps>(_ pmdTable: Pfn, _ start: UInt64, _ end: UInt64, _ ops: inout Ops, _ walk: inout PageWalk) -> Int32 {
+    func walkPMDRange<Ops: PageWalkOps>(
+        _ pmdTable: Pfn, _ start: UInt64, _ end: UInt64, _ ops: inout Ops, _ walk: inout PageWalk
+    ) -> Int32 {
         var address = start
         while address < end {
             let next = PageTableLevel.pmd.addressEnd(address, end)
@@ -193,7 +199,9 @@ extension AddressSpace {
     }
 
     /// `walk_pte_range`: every PTE of the range under the PTE lock.
-    func walkPTERange<Ops: PageWalkOps>(_ table: Pfn, _ start: UInt64, _ end: UInt64, _ ops: inout Ops, _ walk: inout PageWalk) -> Int32 {
+    func walkPTERange<Ops: PageWalkOps>(
+        _ table: Pfn, _ start: UInt64, _ end: UInt64, _ ops: inout Ops, _ walk: inout PageWalk
+    ) -> Int32 {
         let first = pageTable.slot(in: table, level: .pte, address: start)
         let lock = pageTable.lock(tableOf: first)
         defer { lock.unlock() }

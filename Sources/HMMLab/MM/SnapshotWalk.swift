@@ -126,7 +126,8 @@ extension AddressSpace {
     public func snapshot(_ start: UInt64, pages: Int) -> [PageState] {
         var bytes = [UInt8](repeating: 0, count: pages)
         bytes.withUnsafeMutableBufferPointer { buffer in
-            var ops = SnapshotWalk(into: buffer.baseAddress!, start: start, zeroPage: memory.zeroPage, hugeZeroPage: memory.hugeZeroPfn)
+            var ops = SnapshotWalk(
+                into: buffer.baseAddress!, start: start, zeroPage: memory.zeroPage, hugeZeroPage: memory.hugeZeroPfn)
             mmapLock.withReadLock { _ = walkPageRange(start, pageAddress(start, pages), &ops) }
         }
         return bytes.map { PageState(rawValue: $0) ?? .error }

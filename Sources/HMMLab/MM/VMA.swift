@@ -153,7 +153,9 @@ final class MappingObject: @unchecked Sendable {
     /// The descriptor `mapping` word for page `index` of this object (`page->mapping` + `page->index`).
     @inlinable func encode(index: UInt64) -> UInt64 { id << 40 | (index & ((1 << 40) - 1)) }
     /// Splits a `mapping` word into object id and page index.
-    @inlinable public static func decode(_ mapping: UInt64) -> (id: UInt64, index: UInt64) { (mapping >> 40, mapping & ((1 << 40) - 1)) }
+    @inlinable public static func decode(_ mapping: UInt64) -> (id: UInt64, index: UInt64) {
+        (mapping >> 40, mapping & ((1 << 40) - 1))
+    }
 
     /// `anon_vma_clone()` / `anon_vma_fork()`: `mm` starts mapping this object (under the object's
     /// write lock; the caller holds `mm`'s mmap lock for writing).

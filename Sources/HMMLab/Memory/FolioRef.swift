@@ -87,7 +87,8 @@ public struct FolioRef: DescriptorHandle, @unchecked Sendable {
     /// `folio_ref_freeze()`: the refcount goes from exactly `count` to 0, or nothing changes.
     @inlinable @inline(__always)
     func refFreeze(_ count: Int32) -> Bool {
-        descriptor.pointee.refcount.compareExchange(expected: count, desired: 0, ordering: .acquiringAndReleasing).exchanged
+        descriptor.pointee.refcount.compareExchange(expected: count, desired: 0, ordering: .acquiringAndReleasing)
+            .exchanged
     }
 
     // MARK: Mappings

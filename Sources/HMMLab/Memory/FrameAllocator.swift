@@ -201,7 +201,9 @@ public final class FrameAllocator: Sendable {
                 // A request for a whole block's worth of frames, with no partly used block to finish
                 // first and no failure to draw per frame, takes a whole free block at once (`expand()`
                 // of one order-9 block into the request).
-                if order == 0, count - i >= Self.blockFrames, s.injection.order0 == 0, Self.partialBlock(&s) == nil, let whole = s.wholeFree.pop() {
+                if order == 0, count - i >= Self.blockFrames, s.injection.order0 == 0, Self.partialBlock(&s) == nil,
+                    let whole = s.wholeFree.pop()
+                {
                     let block = Int(whole)
                     s.state[block] = .split
                     s.freeInBlock[block] = 0
@@ -345,10 +347,14 @@ public final class FrameAllocator: Sendable {
     /// Frees the order-0 frames `first..<first+count`, all in one block (``freeBulk(_:order:)``'s runs).
     private static func giveRun(_ s: inout State, first: Int, count: Int) {
         if count == 1 { return give(&s, first, order: 0) }
-        precondition(first >= 0 && first + count <= s.blocks * blockFrames, "free of frames \(first)..<\(first + count) outside the pool")
+        precondition(
+            first >= 0 && first + count <= s.blocks * blockFrames,
+            "free of frames \(first)..<\(first + count) outside the pool")
         let block = first / blockFrames
         precondition((first + count - 1) / blockFrames == block, "a free run crosses a block")
-        precondition(s.state[block] == .split, "order-0 free of frames from \(first) in a block that is \(s.state[block]) (double free?)")
+        precondition(
+            s.state[block] == .split,
+            "order-0 free of frames from \(first) in a block that is \(s.state[block]) (double free?)")
         var bit = first % blockFrames
         let end = bit + count
         while bit < end {
@@ -367,7 +373,9 @@ public final class FrameAllocator: Sendable {
         let block = index / blockFrames
         if order == 9 {
             precondition(index % blockFrames == 0, "order-9 free of frame \(index), not 2 MiB-aligned")
-            precondition(s.state[block] == .large, "order-9 free of block \(block), which is not allocated at order 9 (double free?)")
+            precondition(
+                s.state[block] == .large,
+                "order-9 free of block \(block), which is not allocated at order 9 (double free?)")
             s.state[block] = .whole
             s.wholeFree.push(Int32(block))
             s.freeFrames += blockFrames
@@ -375,7 +383,9 @@ public final class FrameAllocator: Sendable {
             return
         }
         precondition(order == 0, "the lab frees orders 0 and 9 only, not \(order)")
-        precondition(s.state[block] == .split, "order-0 free of frame \(index) in a block that is \(s.state[block]) (double free?)")
+        precondition(
+            s.state[block] == .split,
+            "order-0 free of frame \(index) in a block that is \(s.state[block]) (double free?)")
         let bit = index % blockFrames
         let mask: UInt64 = 1 << UInt64(bit % 64)
         precondition(s.bitmap[block * 8 + bit / 64] & mask == 0, "double free of frame \(index)")

@@ -17,7 +17,11 @@ struct SpinLock: ~Copyable {
         if word.compareExchange(expected: 0, desired: 1, ordering: .acquiring).exchanged { return false }
         var spins = 0
         while true {
-            if word.load(ordering: .relaxed) == 0, word.compareExchange(expected: 0, desired: 1, ordering: .acquiring).exchanged { return true }
+            if word.load(ordering: .relaxed) == 0,
+                word.compareExchange(expected: 0, desired: 1, ordering: .acquiring).exchanged
+            {
+                return true
+            }
             spins += 1
             if spins > 256 {
                 sched_yield()
@@ -87,7 +91,8 @@ public final class LRUBatches: @unchecked Sendable {
         self.cpus = cpus
         batches = .allocate(byteCount: cpus * Self.batchBytes, alignment: 64)
         for cpu in 0..<cpus {
-            (batches + cpu * Self.batchBytes).bindMemory(to: LRUBatchHeader.self, capacity: 1).initialize(to: LRUBatchHeader())
+            (batches + cpu * Self.batchBytes).bindMemory(to: LRUBatchHeader.self, capacity: 1).initialize(
+                to: LRUBatchHeader())
         }
         vecs = .allocate(byteCount: 2 * 64, alignment: 64)
         for i in 0..<2 { (vecs + i * 64).bindMemory(to: LRUVec.self, capacity: 1).initialize(to: LRUVec()) }

@@ -153,6 +153,7 @@ extension PageDescriptor {
     /// the backing folio, as `dmirror_devmem_folio_split` sets `zone_device_data`); else 0 (the word is
     /// copied).
     @inlinable public var splitPrivateStep: UInt64 {
-        test(.zoneDevice) && `private`.load(ordering: .relaxed) >> Self.deviceOwnerBits != 0 ? 1 << Self.deviceOwnerBits : 0
+        test(.zoneDevice) && `private`.load(ordering: .relaxed) >> Self.deviceOwnerBits != 0
+            ? 1 << Self.deviceOwnerBits : 0
     }
 }

@@ -99,7 +99,9 @@ public enum PageSize {
 @inlinable @inline(__always) func addressOfPage(_ number: UInt64) -> UInt64 { number << PageSize.shift }
 
 /// `offset_in_page()`: the offset of `address` in its 4 KiB page.
-@inlinable @inline(__always) func pageOffset(_ address: UInt64) -> Int { Int(truncatingIfNeeded: address & ~PageSize.mask) }
+@inlinable @inline(__always) func pageOffset(_ address: UInt64) -> Int {
+    Int(truncatingIfNeeded: address & ~PageSize.mask)
+}
 
 /// `PAGE_ALIGNED()`: whether `address` starts a 4 KiB page.
 @inlinable @inline(__always) func isPageAligned(_ address: UInt64) -> Bool { address & ~PageSize.mask == 0 }

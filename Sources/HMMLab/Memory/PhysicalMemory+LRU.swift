@@ -158,7 +158,12 @@ extension PhysicalMemory {
     var lruBatchMoves: Int { lru.moves.load(ordering: .relaxed) }
     /// Times an lruvec lock was taken, and of those, times another thread held it.
     var lruLockAcquisitions: (taken: Int, contended: Int) {
-        (0..<2).reduce((0, 0)) { ($0.0 + lru.vec($1).pointee.acquisitions.load(ordering: .relaxed), $0.1 + lru.vec($1).pointee.contended.load(ordering: .relaxed)) }
+        (0..<2).reduce((0, 0)) {
+            (
+                $0.0 + lru.vec($1).pointee.acquisitions.load(ordering: .relaxed),
+                $0.1 + lru.vec($1).pointee.contended.load(ordering: .relaxed)
+            )
+        }
     }
     /// Folios in the batches now, holding a batch's reference.
     var lruPending: Int { lru.pending }

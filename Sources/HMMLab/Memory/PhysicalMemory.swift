@@ -32,7 +32,8 @@ public final class PhysicalMemory: @unchecked Sendable {
 
         /// - Parameters: sizes are rounded up to 2 MiB (`deviceBytes` per device pool); nodes must have memory.
         public init(
-            systemBytes: Int, deviceBytes: Int, systemNode: Int = 0, deviceNode: Int? = nil, backing: BackingRequest = .auto, costs: Costs = .all,
+            systemBytes: Int, deviceBytes: Int, systemNode: Int = 0, deviceNode: Int? = nil,
+            backing: BackingRequest = .auto, costs: Costs = .all,
             moreDeviceNodes: [Int] = []
         ) {
             self.moreDeviceNodes = moreDeviceNodes
@@ -113,7 +114,9 @@ public final class PhysicalMemory: @unchecked Sendable {
     public init(_ configuration: Configuration) throws(RegionError) {
         self.configuration = configuration
         costs = configuration.costs
-        let systemRegion = try Region(name: "system", length: configuration.systemBytes, backing: configuration.backing, node: configuration.systemNode)
+        let systemRegion = try Region(
+            name: "system", length: configuration.systemBytes, backing: configuration.backing,
+            node: configuration.systemNode)
         let block = FrameAllocator.blockFrames
         let systemFirst = Pfn(block)
         let systemFrames = systemRegion.length / PageSize.bytes
@@ -121,7 +124,9 @@ public final class PhysicalMemory: @unchecked Sendable {
         var pools: [MemoryPool] = []
         var next = systemFirst + systemFrames + block
         for (i, node) in ([configuration.deviceNode] + configuration.moreDeviceNodes).enumerated() {
-            let region = try Region(name: i == 0 ? "device" : "device\(i)", length: configuration.deviceBytes, backing: configuration.backing, node: node)
+            let region = try Region(
+                name: i == 0 ? "device" : "device\(i)", length: configuration.deviceBytes,
+                backing: configuration.backing, node: node)
             pools.append(MemoryPool(kind: .device, region: region, firstPfn: next))
             next = next + region.length / PageSize.bytes + block
         }
@@ -133,9 +138,11 @@ public final class PhysicalMemory: @unchecked Sendable {
         let descriptorBytes = endPfn.index * Self.descriptorSize
         let descriptorBacking: BackingRequest = configuration.backing == .small ? .small : .thp
         do {
-            descriptorRegion = try Region(name: "vmemmap", length: descriptorBytes, backing: descriptorBacking, node: configuration.systemNode)
+            descriptorRegion = try Region(
+                name: "vmemmap", length: descriptorBytes, backing: descriptorBacking, node: configuration.systemNode)
         } catch .backingUnavailable where descriptorBacking == .thp {
-            descriptorRegion = try Region(name: "vmemmap", length: descriptorBytes, backing: .small, node: configuration.systemNode)
+            descriptorRegion = try Region(
+                name: "vmemmap", length: descriptorBytes, backing: .small, node: configuration.systemNode)
         }
         descriptors = descriptorRegion.base.bindMemory(to: PageDescriptor.self, capacity: endPfn.index)
         for i in 0..<endPfn.index { (descriptors + i).initialize(to: PageDescriptor()) }
@@ -155,11 +162,19 @@ public final class PhysicalMemory: @unchecked Sendable {
         var notes: [String] = []
         let deviceNodes = [configuration.deviceNode] + configuration.moreDeviceNodes
         if deviceNodes.contains(configuration.systemNode) {
-            let which = deviceNodes.count == 1 ? "device memory shares" : "\(deviceNodes.filter { $0 == configuration.systemNode }.count) of the \(deviceNodes.count) device pools share"
-            notes.append("\(which) NUMA node \(configuration.systemNode) with system memory (\(NUMA.nodesWithMemory().count == 1 ? "this machine has one node with memory" : "as asked"))")
+            let which =
+                deviceNodes.count == 1
+                ? "device memory shares"
+                : "\(deviceNodes.filter { $0 == configuration.systemNode }.count) of the \(deviceNodes.count) device pools share"
+            notes.append(
+                "\(which) NUMA node \(configuration.systemNode) with system memory (\(NUMA.nodesWithMemory().count == 1 ? "this machine has one node with memory" : "as asked"))"
+            )
         }
-        for region in [systemRegion] + pools.map(\.region) where region.requested == .auto && region.backing != .hugetlb {
-            notes.append("\(region.name) pool fell back to \(region.backing): \(region.verification.fallbacks.joined(separator: "; "))")
+        for region in [systemRegion] + pools.map(\.region) where region.requested == .auto && region.backing != .hugetlb
+        {
+            notes.append(
+                "\(region.name) pool fell back to \(region.backing): \(region.verification.fallbacks.joined(separator: "; "))"
+            )
         }
         self.notes = notes
     }
@@ -171,7 +186,9 @@ public final class PhysicalMemory: @unchecked Sendable {
     /// `alloc_huge_zero_folio()` at startup (`huge_zero_init` with a persistent huge zero folio): a zeroed
     /// order-9 block of the system pool whose descriptors say reserved, zero page, head (tails marked),
     /// refcount 1 that is never dropped. Nil when no 2 MiB block is free.
-    private static func allocateHugeZeroFolio(system: MemoryPool, descriptors: UnsafeMutablePointer<PageDescriptor>) -> Folio? {
+    private static func allocateHugeZeroFolio(
+        system: MemoryPool, descriptors: UnsafeMutablePointer<PageDescriptor>
+    ) -> Folio? {
         guard case .success(let index) = system.allocator.allocate(order: PageSize.pmdOrder) else { return nil }
         let folio = Folio(pfn: system.firstPfn + index, order: PageSize.pmdOrder)
         RawBytes.zero(system.address(of: folio.pfn), count: folio.byteCount)
@@ -446,7 +463,9 @@ public final class PhysicalMemory: @unchecked Sendable {
         } else if device.contains(folio.pfn) {
             device.allocator.free(folio.pfn.index - device.firstPfn.index, order: folio.order)
         } else {
-            guard let pool = devicePools.first(where: { $0.contains(folio.pfn) }) else { preconditionFailure("\(folio) is outside every pool") }
+            guard let pool = devicePools.first(where: { $0.contains(folio.pfn) }) else {
+                preconditionFailure("\(folio) is outside every pool")
+            }
             pool.allocator.free(folio.pfn.index - pool.firstPfn.index, order: folio.order)
         }
     }
@@ -465,12 +484,13 @@ public final class PhysicalMemory: @unchecked Sendable {
 
     /// A multi-line description of the pools.
     public var summary: String {
-        var lines = [
-            system.region.summary + ", pfns \(system.firstPfn.rawValue)..<\(system.endPfn.rawValue)",
-        ] + devicePools.map { $0.region.summary + ", pfns \($0.firstPfn.rawValue)..<\($0.endPfn.rawValue)" } + [
-            "descriptors: \(Region.formatBytes(descriptorBytes)) (\(Self.descriptorSize) B per 4 KiB frame, " +
-                "\(String(format2: Double(descriptorBytes) / Double(modelledBytes) * 100))% of the memory modelled)",
-        ]
+        var lines =
+            [
+                system.region.summary + ", pfns \(system.firstPfn.rawValue)..<\(system.endPfn.rawValue)"
+            ] + devicePools.map { $0.region.summary + ", pfns \($0.firstPfn.rawValue)..<\($0.endPfn.rawValue)" } + [
+                "descriptors: \(Region.formatBytes(descriptorBytes)) (\(Self.descriptorSize) B per 4 KiB frame, "
+                    + "\(String(format2: Double(descriptorBytes) / Double(modelledBytes) * 100))% of the memory modelled)"
+            ]
         lines.append(contentsOf: notes)
         return lines.joined(separator: "\n")
     }

@@ -113,7 +113,8 @@ public final class Region: @unchecked Sendable {
             value /= 1024
             unit += 1
         }
-        return value == value.rounded() ? "\(Int(value)) \(units[unit])" : "\((value * 10).rounded() / 10) \(units[unit])"
+        return value == value.rounded()
+            ? "\(Int(value)) \(units[unit])" : "\((value * 10).rounded() / 10) \(units[unit])"
     }
 }
 
@@ -174,7 +175,8 @@ extension Region {
 
     /// Populates every page writable (`MADV_POPULATE_WRITE`, or a store per host page on kernels
     /// before 5.14): nil, or why it failed.
-    private static func prefault(_ base: UnsafeMutableRawPointer, length: Int, backing: Backing, node: Int) -> Failure? {
+    private static func prefault(_ base: UnsafeMutableRawPointer, length: Int, backing: Backing, node: Int) -> Failure?
+    {
         guard madvise(base, length, clinux_madv_populate_write()) != 0 else { return nil }
         let err = errno
         switch err {
@@ -184,27 +186,37 @@ extension Region {
             }
             return nil
         case ENOMEM, EFAULT, EHWPOISON:
-            return .unavailable("pre-fault of \(formatBytes(length)) on node \(node) failed: \(SystemError.name(of: err))")
+            return .unavailable(
+                "pre-fault of \(formatBytes(length)) on node \(node) failed: \(SystemError.name(of: err))")
         default:
-            return .fatal(.system(SystemError("madvise(MADV_POPULATE_WRITE)", errno: err, "\(formatBytes(length)) \(backing) on node \(node)")))
+            return .fatal(
+                .system(
+                    SystemError(
+                        "madvise(MADV_POPULATE_WRITE)", errno: err, "\(formatBytes(length)) \(backing) on node \(node)")
+                ))
         }
     }
 
     /// The huge-page and resident bytes smaps reports for the mapping; unavailable when hugetlb or THP
     /// was asked and the kernel did not give it.
-    private static func readBackBacking(_ base: UnsafeMutableRawPointer, length: Int, backing: Backing) -> Result<(huge: Int, resident: Int), Failure> {
+    private static func readBackBacking(
+        _ base: UnsafeMutableRawPointer, length: Int, backing: Backing
+    ) -> Result<(huge: Int, resident: Int), Failure> {
         let smaps = SmapsEntry.find(containing: base)
         switch backing {
         case .hugetlb:
             if let smaps, smaps.hugetlbBytes < length {
-                return .failure(.unavailable("only \(formatBytes(smaps.hugetlbBytes)) of \(formatBytes(length)) got hugetlb pages"))
+                return .failure(
+                    .unavailable("only \(formatBytes(smaps.hugetlbBytes)) of \(formatBytes(length)) got hugetlb pages"))
             }
             let huge = min(length, smaps?.hugetlbBytes ?? length)
             return .success((huge, huge))
         case .thp:
             let huge = min(length, smaps?.anonHugeBytes ?? 0)
             if huge == 0 {
-                return .failure(.unavailable("the kernel gave no transparent huge page (AnonHugePages 0 kB for \(formatBytes(length)))"))
+                return .failure(
+                    .unavailable(
+                        "the kernel gave no transparent huge page (AnonHugePages 0 kB for \(formatBytes(length)))"))
             }
             return .success((huge, min(length, smaps?.rssBytes ?? length)))
         case .small:
@@ -214,7 +226,9 @@ extension Region {
 
     /// Host pages per node, read back with `move_pages`; unavailable when a page is absent, fatal
     /// when one is off `node`.
-    private static func readBackNodes(_ base: UnsafeMutableRawPointer, length: Int, backing: Backing, node: Int) -> Result<[Int: Int], Failure> {
+    private static func readBackNodes(
+        _ base: UnsafeMutableRawPointer, length: Int, backing: Backing, node: Int
+    ) -> Result<[Int: Int], Failure> {
         let step = backing == .hugetlb ? backing.hostPageSize : PageSize.bytes
         let status: [Int32]
         do {
@@ -227,24 +241,34 @@ extension Region {
         for s in status {
             if s >= 0 { perNode[Int(s), default: 0] += 1 } else { absent += 1 }
         }
-        if absent > 0 { return .failure(.unavailable("\(absent) of \(status.count) pages were not present after pre-fault")) }
-        if perNode.keys.contains(where: { $0 != node }) { return .failure(.fatal(.misplaced(expectedNode: node, found: perNode))) }
+        if absent > 0 {
+            return .failure(.unavailable("\(absent) of \(status.count) pages were not present after pre-fault"))
+        }
+        if perNode.keys.contains(where: { $0 != node }) {
+            return .failure(.fatal(.misplaced(expectedNode: node, found: perNode)))
+        }
         return .success(perNode)
     }
 
     /// `mmap` and `madvise` for one backing, 2 MiB-aligned.
-    fileprivate static func mapAligned(length: Int, backing: Backing, node: Int) -> Result<UnsafeMutableRawPointer, Failure> {
+    fileprivate static func mapAligned(
+        length: Int, backing: Backing, node: Int
+    ) -> Result<UnsafeMutableRawPointer, Failure> {
         let prot = PROT_READ | PROT_WRITE
         switch backing {
         case .hugetlb:
             if let free = HugetlbPool.freePages(node: node), free * HugetlbPool.pageSize < length {
-                return .failure(.unavailable("\(free) free 2 MiB hugetlb pages on node \(node), \(length / HugetlbPool.pageSize) needed"))
+                return .failure(
+                    .unavailable(
+                        "\(free) free 2 MiB hugetlb pages on node \(node), \(length / HugetlbPool.pageSize) needed"))
             }
             let flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB | clinux_map_huge_2mb()
             guard let p = mmap(nil, length, prot, flags, -1, 0), p != MAP_FAILED else {
                 let err = errno
                 if err == ENOMEM || err == EINVAL || err == ENOENT {
-                    return .failure(.unavailable("mmap(MAP_HUGETLB) of \(formatBytes(length)) failed: \(SystemError.name(of: err))"))
+                    return .failure(
+                        .unavailable("mmap(MAP_HUGETLB) of \(formatBytes(length)) failed: \(SystemError.name(of: err))")
+                    )
                 }
                 return .failure(.fatal(.system(SystemError("mmap", errno: err, "MAP_HUGETLB \(formatBytes(length))"))))
             }
@@ -254,7 +278,8 @@ extension Region {
                 return .failure(.unavailable("THP is disabled (/sys/kernel/mm/transparent_hugepage/enabled is never)"))
             }
             let over = length + extent
-            guard let raw = mmap(nil, over, prot, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0), raw != MAP_FAILED else {
+            guard let raw = mmap(nil, over, prot, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0), raw != MAP_FAILED
+            else {
                 return .failure(.fatal(.system(.last("mmap", "\(formatBytes(over)) anonymous"))))
             }
             let address = UInt(bitPattern: raw)
@@ -320,7 +345,9 @@ struct SmapsEntry {
                 lines.removeFirst()
             }
             fields = Substring(body.joined(separator: "\n"))
-            let hugetlb = (Sysfs.kilobyteField("Private_Hugetlb", in: fields) ?? 0) + (Sysfs.kilobyteField("Shared_Hugetlb", in: fields) ?? 0)
+            let hugetlb =
+                (Sysfs.kilobyteField("Private_Hugetlb", in: fields) ?? 0)
+                + (Sysfs.kilobyteField("Shared_Hugetlb", in: fields) ?? 0)
             return SmapsEntry(
                 start: lo, end: hi, rssBytes: Sysfs.kilobyteField("Rss", in: fields) ?? 0,
                 anonHugeBytes: Sysfs.kilobyteField("AnonHugePages", in: fields) ?? 0, hugetlbBytes: hugetlb)
@@ -329,7 +356,9 @@ struct SmapsEntry {
     }
 
     private static func isHeader(_ line: Substring) -> Bool {
-        guard let dash = line.firstIndex(of: "-"), let space = line.firstIndex(of: " "), dash < space else { return false }
+        guard let dash = line.firstIndex(of: "-"), let space = line.firstIndex(of: " "), dash < space else {
+            return false
+        }
         return UInt(line[..<dash], radix: 16) != nil
     }
 }

@@ -20,7 +20,8 @@ public enum RegionError: Error, Equatable, Sendable, CustomStringConvertible {
         case .backingUnavailable(let request, let reasons):
             "backing '\(request)' is not available here: \(reasons.joined(separator: "; "))"
         case .misplaced(let expected, let found):
-            "pages bound to node \(expected) were found on " + found.sorted { $0.key < $1.key }.map { "node \($0.key): \($0.value) pages" }.joined(separator: ", ")
+            "pages bound to node \(expected) were found on "
+                + found.sorted { $0.key < $1.key }.map { "node \($0.key): \($0.value) pages" }.joined(separator: ", ")
         case .system(let error):
             error.description
         }

@@ -32,7 +32,8 @@ public enum SwapError: Error, Equatable, Sendable, CustomStringConvertible {
     public var description: String {
         switch self {
         case .full(let order): "swap area full: no free \(order == 0 ? "slot" : "aligned 512-slot cluster")"
-        case .folioBusy(let folio, let refs, let maps): "\(folio) is busy (refcount \(refs), mapcount \(maps)): only an unmapped folio with one reference can be swapped out"
+        case .folioBusy(let folio, let refs, let maps):
+            "\(folio) is busy (refcount \(refs), mapcount \(maps)): only an unmapped folio with one reference can be swapped out"
         case .noMemory(let order, let why): "no order-\(order) system frame to swap in (\(why))"
         }
     }
@@ -69,7 +70,9 @@ public final class SwapArea: @unchecked Sendable {
         slots = FrameAllocator(frames: region.length / PageSize.bytes)
         counts = LabMutex(Array(repeating: 0, count: region.length / PageSize.bytes))
         // Slot 0 is the swap header: never handed out.
-        guard case .success(0) = slots.allocate(order: 0) else { preconditionFailure("a fresh swap area has no slot 0") }
+        guard case .success(0) = slots.allocate(order: 0) else {
+            preconditionFailure("a fresh swap area has no slot 0")
+        }
     }
 
     /// Slots in the area, including the reserved header slot.
@@ -94,7 +97,8 @@ public final class SwapArea: @unchecked Sendable {
     /// Copies a folio's bytes into its slots (`swap_writepage()`) and clears ``writing``; frees the
     /// slots if every reference was dropped meanwhile (the entries were zapped during the write).
     func writeData(_ folio: Folio, to entry: SwapEntry, from memory: PhysicalMemory) {
-        precondition(folio.order == entry.order, "swap-out of an order-\(folio.order) folio into an order-\(entry.order) entry")
+        precondition(
+            folio.order == entry.order, "swap-out of an order-\(folio.order) folio into an order-\(entry.order) entry")
         RawBytes.copy(to: address(of: entry.slot), from: memory.address(of: folio.pfn), count: folio.byteCount)
         let unused = counts.withLock { c -> Bool in
             for i in 0..<(1 << entry.order) { c[Int(entry.slot) + i] &= ~Self.writing }
@@ -114,7 +118,8 @@ public final class SwapArea: @unchecked Sendable {
     /// first waits while a swap-out is still writing the entry (where the kernel's fault would find the
     /// folio in the swap cache and wait on its lock).
     public func read(_ entry: SwapEntry, into folio: Folio, of memory: PhysicalMemory) {
-        precondition(folio.order == entry.order, "swap-in of an order-\(entry.order) entry into an order-\(folio.order) folio")
+        precondition(
+            folio.order == entry.order, "swap-in of an order-\(entry.order) entry into an order-\(folio.order) folio")
         while counts.withLock({ $0[Int(entry.slot)] & Self.writing != 0 }) { sched_yield() }
         RawBytes.copy(to: memory.address(of: folio.pfn), from: address(of: entry.slot), count: folio.byteCount)
     }

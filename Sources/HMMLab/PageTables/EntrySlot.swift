@@ -26,7 +26,9 @@ struct EntrySlot: Hashable, @unchecked Sendable {
     }
     /// Installs `new` if the slot still holds `expected`.
     @inlinable func compareExchange(expected: PTE, new: PTE) -> Bool {
-        pointer.pointee.compareExchange(expected: expected.rawValue, desired: new.rawValue, ordering: .acquiringAndReleasing).exchanged
+        pointer.pointee.compareExchange(
+            expected: expected.rawValue, desired: new.rawValue, ordering: .acquiringAndReleasing
+        ).exchanged
     }
     /// The slot `n` entries further on.
     @inlinable func advanced(by n: Int) -> EntrySlot { EntrySlot(pointer + n) }

@@ -60,7 +60,10 @@ public struct PTE: RawRepresentable, Hashable, Sendable, CustomStringConvertible
     public static let none = PTE(rawValue: 0)
 
     /// A present leaf: `mk_pte(page, prot)` with the accessed bit set, user, writable if asked.
-    @inlinable public static func present(_ pfn: Pfn, writable: Bool, dirty: Bool = false, huge: Bool = false, special: Bool = false, softDirty: Bool = false) -> PTE {
+    @inlinable public static func present(
+        _ pfn: Pfn, writable: Bool, dirty: Bool = false, huge: Bool = false, special: Bool = false,
+        softDirty: Bool = false
+    ) -> PTE {
         var v = presentBit | userBit | accessedBit | addressOfPage(pfn.rawValue) & pfnMask
         if writable { v |= writeBit }
         if dirty { v |= dirtyBit }
@@ -81,7 +84,9 @@ public struct PTE: RawRepresentable, Hashable, Sendable, CustomStringConvertible
     }
 
     /// A swap-format entry of `type` with `offset` (`swp_entry()` + `swp_entry_to_pte()`).
-    @inlinable static func swapFormat(type: UInt64, offset: UInt64, softDirty: Bool = false, uffdWP: Bool = false, exclusive: Bool = false) -> PTE {
+    @inlinable static func swapFormat(
+        type: UInt64, offset: UInt64, softDirty: Bool = false, uffdWP: Bool = false, exclusive: Bool = false
+    ) -> PTE {
         var v = (type << typeShift) | addressOfPage(offset) & pfnMask
         if softDirty { v |= swpSoftDirtyBit }
         if uffdWP { v |= swpUffdWPBit }
@@ -108,7 +113,9 @@ public struct PTE: RawRepresentable, Hashable, Sendable, CustomStringConvertible
 
     /// A migration entry for `pfn`, carrying the young, dirty, soft-dirty and uffd-wp bits of the PTE it
     /// replaced (`make_migration_entry_young`, `make_migration_entry_dirty`, `pte_swp_mksoft_dirty`).
-    @inlinable public static func migration(_ pfn: Pfn, mode: MigrationMode, young: Bool, dirty: Bool, softDirty: Bool = false, uffdWP: Bool = false) -> PTE {
+    @inlinable public static func migration(
+        _ pfn: Pfn, mode: MigrationMode, young: Bool, dirty: Bool, softDirty: Bool = false, uffdWP: Bool = false
+    ) -> PTE {
         let type: UInt64
         switch mode {
         case .read: type = typeMigrationRead
@@ -122,8 +129,12 @@ public struct PTE: RawRepresentable, Hashable, Sendable, CustomStringConvertible
     }
 
     /// A device-private entry (`make_writable_device_private_entry` / `make_readable_device_private_entry`).
-    @inlinable static func devicePrivate(_ pfn: Pfn, writable: Bool, softDirty: Bool = false, uffdWP: Bool = false) -> PTE {
-        swapFormat(type: writable ? typeDeviceWrite : typeDeviceRead, offset: pfn.rawValue, softDirty: softDirty, uffdWP: uffdWP)
+    @inlinable static func devicePrivate(
+        _ pfn: Pfn, writable: Bool, softDirty: Bool = false, uffdWP: Bool = false
+    ) -> PTE {
+        swapFormat(
+            type: writable ? typeDeviceWrite : typeDeviceRead, offset: pfn.rawValue, softDirty: softDirty,
+            uffdWP: uffdWP)
     }
 
     /// A device-exclusive entry (`make_device_exclusive_entry` + `swp_entry_to_pte`, with
@@ -207,9 +218,14 @@ public struct PTE: RawRepresentable, Hashable, Sendable, CustomStringConvertible
         if isNone { return "none" }
         if isHuge { return "huge(\(pfn)\(isWritable ? ", w" : ""))" }
         if isProtNone { return "protnone(\(pfn))" }
-        if isPresent { return "present(\(pfn)\(isWritable ? ", w" : "")\(isDirty ? ", d" : "")\(isSpecial ? ", special" : ""))" }
+        if isPresent {
+            return "present(\(pfn)\(isWritable ? ", w" : "")\(isDirty ? ", d" : "")\(isSpecial ? ", special" : ""))"
+        }
         if isSwap { return "swap(slot \(swapOffset))" }
-        if isMigration { return "migration(\(pfn), \(isWritableMigration ? "write" : isReadExclusiveMigration ? "read-exclusive" : "read"))" }
+        if isMigration {
+            return
+                "migration(\(pfn), \(isWritableMigration ? "write" : isReadExclusiveMigration ? "read-exclusive" : "read"))"
+        }
         if isDevicePrivate { return "device-private(\(pfn)\(isWritableDevicePrivate ? ", w" : ""))" }
         if isDeviceExclusive { return "device-exclusive(\(pfn))" }
         return "swap-format(type \(swapType), offset \(swapOffset))"

@@ -70,7 +70,9 @@ final class PageTable: @unchecked Sendable {
 
     /// The first slot of the table in frame `pfn`.
     @inlinable func slots(of pfn: Pfn) -> EntrySlot {
-        EntrySlot((systemBase + ((pfn.index - systemFirstPfn.index) << PageSize.shift)).assumingMemoryBound(to: Atomic<UInt64>.self))
+        EntrySlot(
+            (systemBase + ((pfn.index - systemFirstPfn.index) << PageSize.shift)).assumingMemoryBound(
+                to: Atomic<UInt64>.self))
     }
 
     /// The slot for `address` in the table at `level` held in frame `table`.
@@ -138,7 +140,9 @@ final class PageTable: @unchecked Sendable {
 
     /// The PTE slot for `address` if the tables exist and the PMD is a table (`pte_offset_map`).
     @inlinable func pteSlot(_ address: UInt64) -> EntrySlot? {
-        guard let pmd = pmdSlot(address, allocate: false), let table = pteTable(under: pmd, allocate: false) else { return nil }
+        guard let pmd = pmdSlot(address, allocate: false), let table = pteTable(under: pmd, allocate: false) else {
+            return nil
+        }
         return slot(in: table, level: .pte, address: address)
     }
 
@@ -166,7 +170,9 @@ final class PageTable: @unchecked Sendable {
         freeRange(root, level: .pgd, base: 0, start: start, end: end, inUse: inUse)
     }
 
-    private func freeRange(_ table: Pfn, level: PageTableLevel, base: UInt64, start: UInt64, end: UInt64, inUse: (UInt64, UInt64) -> Bool) {
+    private func freeRange(
+        _ table: Pfn, level: PageTableLevel, base: UInt64, start: UInt64, end: UInt64, inUse: (UInt64, UInt64) -> Bool
+    ) {
         guard level > .pte else { return }
         let first = level.index(max(start, base))
         let span = level.entrySpan
@@ -177,9 +183,13 @@ final class PageTable: @unchecked Sendable {
             let s = slots(of: table).advanced(by: i)
             let entry = s.load()
             guard entry.isPresent, !entry.isHuge else { continue }
-            freeRange(entry.pfn, level: PageTableLevel(rawValue: level.rawValue - 1)!, base: lo, start: start, end: end, inUse: inUse)
+            freeRange(
+                entry.pfn, level: PageTableLevel(rawValue: level.rawValue - 1)!, base: lo, start: start, end: end,
+                inUse: inUse)
             if !inUse(lo, hi) {
-                precondition(isEmpty(entry.pfn), "freeing a table at \(level) for 0x\(String(lo, radix: 16)) that still has entries")
+                precondition(
+                    isEmpty(entry.pfn),
+                    "freeing a table at \(level) for 0x\(String(lo, radix: 16)) that still has entries")
                 s.store(.none)
                 freeTable(entry.pfn)
             }
@@ -221,7 +231,9 @@ struct PTECursor {
     @inlinable @inline(__always) mutating func slot(_ address: UInt64, in pageTable: PageTable) -> EntrySlot? {
         if pmdNumber(address) != key {
             key = pmdNumber(address)
-            table = pageTable.pmdSlot(address, allocate: false).flatMap { pageTable.pteTable(under: $0, allocate: false) }
+            table = pageTable.pmdSlot(address, allocate: false).flatMap {
+                pageTable.pteTable(under: $0, allocate: false)
+            }
         }
         guard let table else { return nil }
         return pageTable.slot(in: table, level: .pte, address: address)

@@ -14,7 +14,7 @@ import Synchronization
 /// order-0 frame), which is why normal builds keep `Mutex`. Both have the same interface
 /// (`init(_:)`, `withLock(_:)`), and the code that uses the lock is the same in both builds.
 #if HMM_LAB_TSAN
-typealias LabMutex<Value: ~Copyable> = PosixMutex<Value>
+    typealias LabMutex<Value: ~Copyable> = PosixMutex<Value>
 #else
-typealias LabMutex<Value: ~Copyable> = Mutex<Value>
+    typealias LabMutex<Value: ~Copyable> = Mutex<Value>
 #endif

@@ -33,7 +33,9 @@ public enum NUMA {
     /// (`sched_getaffinity`): nil when the thread may now run on exactly those CPUs, else why not.
     public static func pinCallingThread(toCPUs cpus: [Int]) -> String? {
         guard !cpus.isEmpty else { return "no CPUs to pin to" }
-        let rc = cpus.map(Int32.init).withUnsafeBufferPointer { clinux_pin_thread_to_cpus($0.baseAddress, Int32($0.count)) }
+        let rc = cpus.map(Int32.init).withUnsafeBufferPointer {
+            clinux_pin_thread_to_cpus($0.baseAddress, Int32($0.count))
+        }
         if rc < 0 { return "sched_setaffinity: \(SystemError.name(of: -rc))" }
         let allowed = allowedCPUs()
         return allowed == cpus.sorted() ? nil : "sched_getaffinity reads back CPUs \(allowed) after pinning to \(cpus)"
@@ -59,7 +61,8 @@ public enum NUMA {
         mask[node / UInt.bitWidth] |= 1 << UInt(node % UInt.bitWidth)
         let maxnode = UInt(mask.count * UInt.bitWidth) + 1
         let rc = mask.withUnsafeBufferPointer {
-            mbind(address, UInt(length), Int32(MPOL_BIND), $0.baseAddress, maxnode, UInt32(MPOL_MF_STRICT | MPOL_MF_MOVE))
+            mbind(
+                address, UInt(length), Int32(MPOL_BIND), $0.baseAddress, maxnode, UInt32(MPOL_MF_STRICT | MPOL_MF_MOVE))
         }
         if rc != 0 { throw SystemError.last("mbind", "MPOL_BIND to node \(node), \(length) bytes") }
     }

@@ -90,7 +90,9 @@ public struct NodeTable: Sendable, Equatable {
     /// reserve the allocator keeps (`totalreserve_pages`, taken here as the node's high watermarks),
     /// plus the page cache and reclaimable slab beyond what reclaim leaves (half, at most the low
     /// watermark). The kernel has no per-node MemAvailable; this mirrors its formula per node.
-    static func availableBytes(free: Int, fileLRU: Int, reclaimableSlab: Int, lowWatermark: Int, highWatermark: Int) -> Int {
+    static func availableBytes(
+        free: Int, fileLRU: Int, reclaimableSlab: Int, lowWatermark: Int, highWatermark: Int
+    ) -> Int {
         var available = free - highWatermark
         available += fileLRU - min(fileLRU / 2, lowWatermark)
         available += reclaimableSlab - min(reclaimableSlab / 2, lowWatermark)
@@ -117,17 +119,22 @@ extension NodeTable {
             let free = field("MemFree")
             let (low, high) = watermarks[id] ?? (0, 0)
             var available = availableBytes(
-                free: free, fileLRU: field("Active(file)") + field("Inactive(file)"), reclaimableSlab: field("SReclaimable"),
+                free: free, fileLRU: field("Active(file)") + field("Inactive(file)"),
+                reclaimableSlab: field("SReclaimable"),
                 lowWatermark: low, highWatermark: high)
-            if online.count == 1, let global = Sysfs.kilobyteField("MemAvailable", in: (Sysfs.read("/proc/meminfo") ?? "")[...]) {
+            if online.count == 1,
+                let global = Sysfs.kilobyteField("MemAvailable", in: (Sysfs.read("/proc/meminfo") ?? "")[...])
+            {
                 available = global
             }
             nodes.append(
                 Node(
                     id: id, cpus: Sysfs.read("\(dir)/cpulist").map(Sysfs.parseList) ?? (nodeInfo == nil ? allCPUs : []),
-                    hasMemory: withMemory.contains(id) || nodeInfo == nil, memTotalBytes: field("MemTotal"), memFreeBytes: free,
+                    hasMemory: withMemory.contains(id) || nodeInfo == nil, memTotalBytes: field("MemTotal"),
+                    memFreeBytes: free,
                     memAvailableBytes: available, hugetlbFree: Self.hugetlbPages(node: id, file: "free_hugepages") ?? 0,
-                    hugetlbTotal: Self.hugetlbPages(node: id, file: "nr_hugepages") ?? 0, distances: Self.distances(id, online: online)))
+                    hugetlbTotal: Self.hugetlbPages(node: id, file: "nr_hugepages") ?? 0,
+                    distances: Self.distances(id, online: online)))
         }
         return NodeTable(nodes: nodes)
     }

@@ -20,7 +20,9 @@ struct PosixMutex<Value: ~Copyable>: ~Copyable {
 
     /// A lock guarding `initialValue`.
     public init(_ initialValue: consuming sending Value) {
-        let stride = (MemoryLayout<pthread_mutex_t>.stride + MemoryLayout<Value>.alignment - 1) & ~(MemoryLayout<Value>.alignment - 1)
+        let stride =
+            (MemoryLayout<pthread_mutex_t>.stride + MemoryLayout<Value>.alignment - 1)
+            & ~(MemoryLayout<Value>.alignment - 1)
         let raw = UnsafeMutableRawPointer.allocate(
             byteCount: stride + MemoryLayout<Value>.size,
             alignment: max(MemoryLayout<pthread_mutex_t>.alignment, MemoryLayout<Value>.alignment))

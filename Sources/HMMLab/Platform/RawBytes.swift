@@ -13,10 +13,12 @@ import Glibc
 /// plain C calls.
 enum RawBytes {
     /// `memcpy(destination, source, count)`.
-    @inline(__always) static func copy(to destination: UnsafeMutableRawPointer, from source: UnsafeRawPointer, count: Int) {
+    @inline(__always) static func copy(
+        to destination: UnsafeMutableRawPointer, from source: UnsafeRawPointer, count: Int
+    ) {
         #if HMM_LAB_TSAN
-        __tsan_read_range(UnsafeMutableRawPointer(mutating: source), UInt(count))
-        __tsan_write_range(destination, UInt(count))
+            __tsan_read_range(UnsafeMutableRawPointer(mutating: source), UInt(count))
+            __tsan_write_range(destination, UInt(count))
         #endif
         memcpy(destination, source, count)
     }
@@ -24,7 +26,7 @@ enum RawBytes {
     /// `memset(destination, 0, count)`.
     @inline(__always) static func zero(_ destination: UnsafeMutableRawPointer, count: Int) {
         #if HMM_LAB_TSAN
-        __tsan_write_range(destination, UInt(count))
+            __tsan_write_range(destination, UInt(count))
         #endif
         memset(destination, 0, count)
     }
@@ -32,8 +34,8 @@ enum RawBytes {
     /// `memcmp(a, b, count) == 0`.
     @inline(__always) static func equal(_ a: UnsafeRawPointer, _ b: UnsafeRawPointer, count: Int) -> Bool {
         #if HMM_LAB_TSAN
-        __tsan_read_range(UnsafeMutableRawPointer(mutating: a), UInt(count))
-        __tsan_read_range(UnsafeMutableRawPointer(mutating: b), UInt(count))
+            __tsan_read_range(UnsafeMutableRawPointer(mutating: a), UInt(count))
+            __tsan_read_range(UnsafeMutableRawPointer(mutating: b), UInt(count))
         #endif
         return memcmp(a, b, count) == 0
     }

@@ -33,7 +33,9 @@ final class TLBShootdown: @unchecked Sendable {
     init(forcing: Mechanism? = nil) {
         let query = clinux_membarrier(clinux_membarrier_cmd_query(), 0)
         let expedited = clinux_membarrier_cmd_private_expedited()
-        if forcing != .mprotect, query >= 0, query & expedited != 0, clinux_membarrier(clinux_membarrier_cmd_register_private_expedited(), 0) == 0 {
+        if forcing != .mprotect, query >= 0, query & expedited != 0,
+            clinux_membarrier(clinux_membarrier_cmd_register_private_expedited(), 0) == 0
+        {
             mechanism = .membarrier
             shadow = nil
             return
