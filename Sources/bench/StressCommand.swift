@@ -63,6 +63,37 @@ struct StressCommand: ParsableCommand {
     var wide = false
 
     func run() throws {
+        let config = try configuration()
+        let stress: Stress
+        do {
+            stress = try Stress(config)
+        } catch {
+            throw failure(error.description)
+        }
+        let roundsFile = try openRoundsFile()
+        if let roundsFile { writeRounds(of: stress, to: roundsFile) }
+        installInterruptHandler()
+        stress.shouldStop = { interruptRequested.load(ordering: .relaxed) }
+        let showProgress = !quiet && isatty(2) != 0
+        if showProgress { stress.onProgress = Self.progressLine(seconds: config.seconds) }
+        let report = stress.run()
+        if showProgress { printError("\r\u{1B}[K", newline: false) }
+        try? roundsFile?.finish(report.interrupted ? .interrupted : .complete)
+        let nodes =
+            "# nodes: system \(config.systemNode), device \(stress.memory.configuration.deviceNode); "
+            + stress.placement.describe(failure: stress.pinFailure)
+        print(Self.summary(report, config, wide: wide))
+        print(wide ? nodes : TextBlock.wrap(nodes, indent: "#   "))
+        if report.violationCount > 0 { throw ExitCode(1) }
+        if report.interrupted {
+            printError("bench: interrupted after \(report.totalOps) ops")
+            throw ExitCode(130)
+        }
+    }
+
+    /// The options as typed, checked (``Stress/parse(_:)``) and the pools' plan checked against the
+    /// machine's nodes; bad input otherwise.
+    func configuration() throws -> Stress.Configuration {
         var options = [
             "seconds": seconds, "seed": seed, "pages": pages, "mutators": mutators, "jobs": jobs, "devices": devices,
             "backing": backing,
@@ -81,49 +112,32 @@ struct StressCommand: ParsableCommand {
         if let refusal = config.plan(NodeTable.read()).refusal(sizedBy: "--pages \(config.pages)", unit: "pages") {
             throw badInput(refusal)
         }
-        let stress: Stress
-        do {
-            stress = try Stress(config)
-        } catch {
-            throw failure(error.description)
-        }
-        let roundsFile = try openRoundsFile()
-        if let roundsFile {
-            stress.onRound = { record in
-                do {
-                    try roundsFile.append(fields: record.fields)
-                } catch {
-                    printError("bench: --rounds: \(error)")
-                    stress.onRound = nil
-                }
+        return config
+    }
+
+    /// Appends each finished round to `file`; a write that fails is said once and ends the writing,
+    /// not the run.
+    func writeRounds(of stress: Stress, to file: ResultFile) {
+        stress.onRound = { record in
+            do {
+                try file.append(fields: record.fields)
+            } catch {
+                printError("bench: --rounds: \(error)")
+                stress.onRound = nil
             }
         }
-        installInterruptHandler()
-        stress.shouldStop = { interruptRequested.load(ordering: .relaxed) }
-        let showProgress = !quiet && isatty(2) != 0
+    }
+
+    /// The progress line on stderr, redrawn at most every 100 ms.
+    static func progressLine(seconds: Double) -> (Stress.Progress) -> Void {
         var last: UInt64 = 0
-        if showProgress {
-            stress.onProgress = { p in
-                let now = monotonicNanoseconds()
-                guard now - last > 100_000_000 else { return }
-                last = now
-                printError(
-                    "\r\u{1B}[Kstress: round \(p.round), \(p.ops) ops, \(Int(p.seconds)) of \(Int(config.seconds.rounded(.up))) s, \(p.violations) violations",
-                    newline: false)
-            }
-        }
-        let report = stress.run()
-        if showProgress { printError("\r\u{1B}[K", newline: false) }
-        try? roundsFile?.finish(report.interrupted ? .interrupted : .complete)
-        let nodes =
-            "# nodes: system \(config.systemNode), device \(stress.memory.configuration.deviceNode); "
-            + stress.placement.describe(failure: stress.pinFailure)
-        print(Self.summary(report, config, wide: wide))
-        print(wide ? nodes : TextBlock.wrap(nodes, indent: "#   "))
-        if report.violationCount > 0 { throw ExitCode(1) }
-        if report.interrupted {
-            printError("bench: interrupted after \(report.totalOps) ops")
-            throw ExitCode(130)
+        return { p in
+            let now = monotonicNanoseconds()
+            guard now - last > 100_000_000 else { return }
+            last = now
+            printError(
+                "\r\u{1B}[Kstress: round \(p.round), \(p.ops) ops, \(Int(p.seconds)) of \(Int(seconds.rounded(.up))) s, \(p.violations) violations",
+                newline: false)
         }
     }
 

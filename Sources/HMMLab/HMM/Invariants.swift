@@ -21,13 +21,22 @@ enum Invariants {
     ) -> [String] {
         guard let memory = spaces.first?.memory else { return [] }
         memory.drainLRUBatches()
+        var (problems, mappings) = countMappings(spaces, memory)
+        for (head, count) in mappings { problems += checkFolio(head, mappedBy: count, memory, knownReferences) }
+        for device in devices { problems += checkBacking(device) }
+        for device in devices { problems += checkDeviceMappings(device) }
+        return problems
+    }
+
+    /// The entries that map each folio head, over every address space; a migration entry left
+    /// anywhere is a problem.
+    static func countMappings(_ spaces: [AddressSpace], _ memory: PhysicalMemory) -> ([String], [Pfn: Int32]) {
         var problems: [String] = []
         var mappings: [Pfn: Int32] = [:]
         for mm in spaces {
             for (address, entry) in mm.entries(where: { _ in true }) {
-                let hex = "0x" + String(address, radix: 16)
                 if entry.isMigration {
-                    problems.append("migration entry left at \(hex): \(entry)")
+                    problems.append("migration entry left at 0x\(String(address, radix: 16)): \(entry)")
                     continue
                 }
                 guard entry.isPresent || entry.isDevicePrivate || entry.isDeviceExclusive else { continue }
@@ -36,53 +45,65 @@ enum Invariants {
                 mappings[memory.folio(containing: entry.pfn).pfn, default: 0] += 1
             }
         }
-        for (head, count) in mappings {
-            let folio = FolioRef(head: memory.page(head))
-            let maps = folio.mapCount
-            let refs = folio.refCount
-            if maps != count {
-                problems.append("\(memory.folio(containing: head)): mapcount \(maps) but \(count) entries map it")
-            }
-            if let pool = memory.pool(of: head), pool.allocator.isFree(head.index - pool.firstPfn.index) {
-                problems.append("\(memory.folio(containing: head)): mapped but on the free lists")
-            }
-            var expected = maps + (knownReferences[head] ?? 0)
-            let (id, index) = MappingObject.decode(folio.mapping)
-            // The page cache's reference, for a folio a shmem object or a file caches at its index.
-            if let object = MappingObject.lookup(id), object.kind != .anon, object.caches(head, at: index) {
-                expected += 1
-            }
-            if refs != expected {
-                problems.append("\(memory.folio(containing: head)): refcount \(refs), expected \(expected)")
-            }
-            if folio.isLocked { problems.append("\(memory.folio(containing: head)): still locked") }
+        return (problems, mappings)
+    }
+
+    /// One mapped folio: its mapcount is the entries that map it, it is off the free lists, its
+    /// refcount is its mappings plus the known pins plus the page cache's reference, and it is
+    /// unlocked.
+    static func checkFolio(
+        _ head: Pfn, mappedBy count: Int32, _ memory: PhysicalMemory, _ knownReferences: [Pfn: Int32]
+    ) -> [String] {
+        var problems: [String] = []
+        let folio = FolioRef(head: memory.page(head))
+        let maps = folio.mapCount
+        let refs = folio.refCount
+        if maps != count {
+            problems.append("\(memory.folio(containing: head)): mapcount \(maps) but \(count) entries map it")
         }
-        for device in devices { problems += checkBacking(device) }
-        for device in devices {
-            let mm = device.mm
-            for m in device.deviceMappings() {
-                let hex = "0x" + String(m.address, radix: 16)
-                // The CPU entry and the pfn it gives this page (a PMD-level entry covers 512 pages).
-                let found: (entry: PTE, pfn: Pfn)? = mm.mmapLock.withReadLock {
-                    guard let pmd = mm.pageTable.pmdSlot(m.address, allocate: false) else { return nil }
-                    let e = pmd.load()
-                    if e.isHuge || e.isSwapFormat { return (e, e.pfn + pteIndex(m.address)) }
-                    guard let pte = mm.pageTable.pteSlot(m.address)?.load() else { return nil }
-                    return (pte, pte.pfn)
+        if let pool = memory.pool(of: head), pool.allocator.isFree(head.index - pool.firstPfn.index) {
+            problems.append("\(memory.folio(containing: head)): mapped but on the free lists")
+        }
+        var expected = maps + (knownReferences[head] ?? 0)
+        let (id, index) = MappingObject.decode(folio.mapping)
+        // The page cache's reference, for a folio a shmem object or a file caches at its index.
+        if let object = MappingObject.lookup(id), object.kind != .anon, object.caches(head, at: index) {
+            expected += 1
+        }
+        if refs != expected {
+            problems.append("\(memory.folio(containing: head)): refcount \(refs), expected \(expected)")
+        }
+        if folio.isLocked { problems.append("\(memory.folio(containing: head)): still locked") }
+        return problems
+    }
+
+    /// Every page the device maps is mapped by the CPU to the same pfn, as a device-private or
+    /// present entry (a device-exclusive one for an atomic mapping).
+    static func checkDeviceMappings(_ device: Device) -> [String] {
+        var problems: [String] = []
+        let mm = device.mm
+        for m in device.deviceMappings() {
+            let hex = "0x" + String(m.address, radix: 16)
+            // The CPU entry and the pfn it gives this page (a PMD-level entry covers 512 pages).
+            let found: (entry: PTE, pfn: Pfn)? = mm.mmapLock.withReadLock {
+                guard let pmd = mm.pageTable.pmdSlot(m.address, allocate: false) else { return nil }
+                let e = pmd.load()
+                if e.isHuge || e.isSwapFormat { return (e, e.pfn + pteIndex(m.address)) }
+                guard let pte = mm.pageTable.pteSlot(m.address)?.load() else { return nil }
+                return (pte, pte.pfn)
+            }
+            guard let (cpu, cpuPfn) = found else {
+                problems.append("device \(device.owner) maps \(hex) but the CPU table has nothing there")
+                continue
+            }
+            if m.atomic ? cpu.isDeviceExclusive : (cpu.isDevicePrivate || cpu.isPresent) {
+                if cpuPfn != m.pfn {
+                    problems.append("device \(device.owner) maps \(hex) to \(m.pfn), the CPU to \(cpuPfn)")
                 }
-                guard let (cpu, cpuPfn) = found else {
-                    problems.append("device \(device.owner) maps \(hex) but the CPU table has nothing there")
-                    continue
-                }
-                if m.atomic ? cpu.isDeviceExclusive : (cpu.isDevicePrivate || cpu.isPresent) {
-                    if cpuPfn != m.pfn {
-                        problems.append("device \(device.owner) maps \(hex) to \(m.pfn), the CPU to \(cpuPfn)")
-                    }
-                } else {
-                    problems.append(
-                        "device \(device.owner) maps \(hex)\(m.atomic ? " for atomic access" : "") but the CPU entry is \(cpu)"
-                    )
-                }
+            } else {
+                problems.append(
+                    "device \(device.owner) maps \(hex)\(m.atomic ? " for atomic access" : "") but the CPU entry is \(cpu)"
+                )
             }
         }
         return problems

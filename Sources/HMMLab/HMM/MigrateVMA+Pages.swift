@@ -8,6 +8,7 @@ extension AddressSpace {
     /// destination page into the page table (`migrate_vma_insert_page`) under a second
     /// `MMU_NOTIFY_MIGRATE` invalidation; splits a 2 MiB source whose destination is not compound
     /// (`migrate_vma_split_unmapped_folio`). Sources that cannot move lose `MIGRATE_PFN_MIGRATE`.
+    /// Kept in one piece on purpose: its per-entry cases follow `__migrate_device_pages()`'s loop.
     func migrateVMAPages(_ args: MigrateVMA) {
         if let injector { injectBeforePages(args, injector) }
         var notified = false

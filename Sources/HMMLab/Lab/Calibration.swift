@@ -292,17 +292,7 @@ public struct Calibration: Sendable {
         do {
             let pages = half
             let mm = try AddressSpace(memory: memory)
-            // Anonymous write faults (handle_mm_fault → do_anonymous_page), each on a fresh range.
-            var faultSamples: [UInt64] = []
-            for _ in 0...timer.repetitions {
-                let a = try mm.mmap(length: pages * PageSize.bytes, protection: .readWrite)
-                let t = monotonicNanoseconds()
-                for k in 0..<pages { _ = try mm.handleFault(at: pageAddress(a, k), write: true) }
-                faultSamples.append(monotonicNanoseconds() - t)
-                try mm.munmap(a, length: pages * PageSize.bytes)
-            }
-            faultSamples.removeFirst()
-            faultSamples.sort()
+            let faultNs = try medianFaultNs(mm, pages: pages, repetitions: timer.repetitions)
             let start = try mm.mmap(length: pages * PageSize.bytes, protection: .readWrite)
             for k in 0..<pages { try mm.store(UInt8(1), at: pageAddress(start, k)) }
             let states = UnsafeMutablePointer<UInt8>.allocate(capacity: pages)
@@ -337,18 +327,9 @@ public struct Calibration: Sendable {
             }
             figures.append(
                 Figure(
-                    name: "lab_fault_ns_per_page", value: Double(faultSamples[faultSamples.count / 2]) / Double(pages),
-                    unit: "ns/page",
+                    name: "lab_fault_ns_per_page", value: Double(faultNs) / Double(pages), unit: "ns/page",
                     detail: "anonymous write fault (handle_mm_fault: allocate, clear, map), \(pages) per range"))
-            let tableBytes = mm.pageTable.tableCount * PageSize.bytes
-            figures.append(
-                Figure(
-                    name: "model_overhead",
-                    value: (Double(memory.descriptorBytes) / Double(memory.modelledBytes) + Double(tableBytes)
-                        / Double(pages * PageSize.bytes)) * 100,
-                    unit: "%",
-                    detail:
-                        "descriptors per frame modelled + \(mm.pageTable.tableCount) page-table pages per page mapped"))
+            figures.append(modelOverhead(memory, mm, pages: pages))
         } catch {
             figures.append(
                 Figure(
@@ -356,6 +337,33 @@ public struct Calibration: Sendable {
                     detail: "could not build the address space: \(error)"))
         }
         return figures
+    }
+
+    /// Anonymous write faults (`handle_mm_fault` → `do_anonymous_page`) over `pages` pages, each
+    /// repetition on a fresh range: the median time of a range, the first (warm-up) left out.
+    static func medianFaultNs(_ mm: AddressSpace, pages: Int, repetitions: Int) throws -> UInt64 {
+        var samples: [UInt64] = []
+        for _ in 0...repetitions {
+            let a = try mm.mmap(length: pages * PageSize.bytes, protection: .readWrite)
+            let t = monotonicNanoseconds()
+            for k in 0..<pages { _ = try mm.handleFault(at: pageAddress(a, k), write: true) }
+            samples.append(monotonicNanoseconds() - t)
+            try mm.munmap(a, length: pages * PageSize.bytes)
+        }
+        samples.removeFirst()
+        samples.sort()
+        return samples[samples.count / 2]
+    }
+
+    /// What the model's own structures add: descriptor bytes per byte modelled, and page-table pages
+    /// per page mapped, in percent.
+    static func modelOverhead(_ memory: PhysicalMemory, _ mm: AddressSpace, pages: Int) -> Figure {
+        let tableBytes = mm.pageTable.tableCount * PageSize.bytes
+        let descriptors = Double(memory.descriptorBytes) / Double(memory.modelledBytes)
+        return Figure(
+            name: "model_overhead", value: (descriptors + Double(tableBytes) / Double(pages * PageSize.bytes)) * 100,
+            unit: "%",
+            detail: "descriptors per frame modelled + \(mm.pageTable.tableCount) page-table pages per page mapped")
     }
 
     /// The copy engine against plain `memcpy` over the same bytes, in the same run: 4 KiB pages and

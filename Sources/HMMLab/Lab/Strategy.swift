@@ -15,7 +15,7 @@ public enum Strategy: String, Sendable, CaseIterable, CustomStringConvertible {
 }
 
 extension Device {
-    /// Makes `[start, start + pages*4096)` resident in this device's memory with `strategy`, as one window
+    /// Makes `[start, pageAddress(start, pages))` resident in this device's memory with `strategy`, as one window
     /// (the caller chooses the window size: 512 pages in dmirror). Returns what it took.
     ///
     /// `access` and `faultPages` are the driver's `hmm_range_fault` requests, alike for the three

@@ -21,7 +21,7 @@ public struct SwapOutResult: Sendable, Equatable {
 /// own reference on the slot stands for the swap cache's until every mapping has its entry, so a
 /// mapping that swaps the page back in meanwhile cannot free the slot under the others.
 extension AddressSpace {
-    /// Swaps out the private anonymous pages of `[address, address + pages*4096)`.
+    /// Swaps out the private anonymous pages of `[address, pageAddress(address, pages))`.
     ///
     /// This CPU's LRU add batch is drained first (`lru_add_drain`, as `madvise_pageout` does).
     /// Departure: the kernel reclaims only folios it can isolate from the LRU; the lab does not isolate,

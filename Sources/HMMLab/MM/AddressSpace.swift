@@ -448,6 +448,9 @@ public final class AddressSpace: @unchecked Sendable {
     /// (`MREMAP_DONTUNMAP`, which needs a move of the same size), mapped still by an empty VMA of the
     /// same kind, whose next access faults in a fresh page (`move_vma` keeps the old VMA).
     ///
+    /// Kept in one piece on purpose, as `do_mremap()`'s checks and cases read in one place in
+    /// mm/mremap.c.
+    ///
     /// - Returns: the new start address.
     public func mremap(
         _ address: UInt64, oldLength: Int, newLength: Int, to target: UInt64? = nil, dontUnmap: Bool = false

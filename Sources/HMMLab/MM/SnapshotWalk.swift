@@ -121,7 +121,7 @@ struct FindEntriesWalk: PageWalkOps {
 }
 
 extension AddressSpace {
-    /// The state of each page of `[start, start + pages*4096)`, read by one ``SnapshotWalk`` under the
+    /// The state of each page of `[start, pageAddress(start, pages))`, read by one ``SnapshotWalk`` under the
     /// mmap read lock (no fault).
     public func snapshot(_ start: UInt64, pages: Int) -> [PageState] {
         var bytes = [UInt8](repeating: 0, count: pages)
