@@ -37,14 +37,15 @@ final class JobThreads: @unchecked Sendable {
         finished.initialize(to: pthread_cond_t())
         pthread_cond_init(finished, nil)
         for job in 1..<max(count, 1) {
-            if let t = PosixThread({ [self] in
-                clinux_set_job(Int32(job + 1))
-                start()
-                loop(job)
-            }) {
-                threads.append(t)
-            } else {
-                preconditionFailure("pthread_create failed for job \(job) (errno \(errno))")
+            do {
+                threads.append(
+                    try PosixThread.start { [self] in
+                        clinux_set_job(Int32(job + 1))
+                        start()
+                        loop(job)
+                    })
+            } catch {
+                preconditionFailure("job \(job): \(error)")
             }
         }
     }
