@@ -288,6 +288,10 @@ public final class Stress {
         var slowestReadSeconds = 0.0
         /// Content-check reads tried again after `-EBUSY` in this round.
         public var checkReadRetries = 0
+        /// The system pool's free frames when the content check began (pages on a device come back
+        /// to system memory as the check reads them), and the round's failed device allocations.
+        var systemFreeAtCheck = 0
+        var deviceAllocFailures = 0
         /// The process's resident memory (`/proc/self/statm`) at the end of the round, in KiB.
         var residentKiB = 0
         public var violations = 0
@@ -296,7 +300,7 @@ public final class Stress {
         public static let columns = [
             "round", "ops", "total_ops", "seconds", "op_seconds", "invariant_seconds", "check_seconds", "slowest_op_ms",
             "slowest_read_ms",
-            "check_read_retries", "resident_kib", "violations",
+            "check_read_retries", "system_free_at_check", "device_alloc_failures", "resident_kib", "violations",
         ]
 
         public var fields: [String] {
@@ -305,7 +309,8 @@ public final class Stress {
             return [
                 "\(round)", "\(ops)", "\(totalOps)", s(seconds), s(opSeconds), s(invariantSeconds), s(checkSeconds),
                 ms(slowestOpSeconds), ms(slowestReadSeconds),
-                "\(checkReadRetries)", "\(residentKiB)", "\(violations)",
+                "\(checkReadRetries)", "\(systemFreeAtCheck)", "\(deviceAllocFailures)", "\(residentKiB)",
+                "\(violations)",
             ]
         }
     }
@@ -526,8 +531,10 @@ public final class Stress {
         }
         w.mm.injector = nil
         for p in FaultInjector.Point.allCases { report.injected[p.rawValue] += r.injector.injected(p) }
-        report.deviceAllocFailures += w.devices.reduce(0) { $0 + $1.stats.allocationFailures.load(ordering: .relaxed) }
+        record.deviceAllocFailures = w.devices.reduce(0) { $0 + $1.stats.allocationFailures.load(ordering: .relaxed) }
+        report.deviceAllocFailures += record.deviceAllocFailures
         report.mutatorStores += r.mutators.finish().stores
+        record.systemFreeAtCheck = memory.system.allocator.freeFrames
         let checkStarted = monotonicNanoseconds()
         let found = w.checkContent(
             expectedStamp: r.mutators.expectedStamp, acceptsInjected: { k, v in v == r.injectedStamp[k] })
