@@ -24,13 +24,7 @@ struct CompareCommand: ParsableCommand {
     @Option(help: "text (fits 80 columns), markdown or csv.")
     var format: CompareFormat = .text
 
-    @Flag(name: .customLong("accept-unfinished"), help: "Compare a file whose run did not finish without a warning.")
-    var acceptUnfinished = false
-
-    @Flag(
-        name: .customLong("allow-mismatch"),
-        help: "Compare rows whose backing, tool version, host, CPU, kernel or shootdown mechanism differ.")
-    var allowMismatch = false
+    @OptionGroup var checks: InputChecks
 
     func run() throws {
         let comparison: Compare
@@ -43,23 +37,15 @@ struct CompareCommand: ParsableCommand {
                 throw badInput("--base '\(baseStrategy)' has no rows in \(files[0]); it has \(present)")
             }
             comparison = Compare(byStrategy: table, baseStrategy: baseStrategy)
-            warnUnfinished([table])
+            checks.warnUnfinished([table], command: "compare")
         } else {
             guard files.count == 2 else {
                 throw badInput("compare takes two CSV files (BASE NEW), got \(files.count); or one with --by strategy")
             }
             let (base, new) = (try load(files[0]), try load(files[1]))
             comparison = Compare(base: base, new: new)
-            if !comparison.mismatches.isEmpty {
-                let what = comparison.mismatches.joined(separator: "; ")
-                guard allowMismatch else {
-                    throw badInput(
-                        "\(files[0]) and \(files[1]) were not produced alike (\(what)); use --allow-mismatch to compare them anyway"
-                    )
-                }
-                printError("bench compare: note: the inputs differ in \(what)")
-            }
-            warnUnfinished([base, new])
+            try checks.checkAlike(comparison, files, command: "compare", verb: "compare")
+            checks.warnUnfinished([base, new], command: "compare")
         }
         switch format {
         case .text: print(comparison.text, terminator: "")
@@ -70,11 +56,6 @@ struct CompareCommand: ParsableCommand {
     }
 
     func load(_ path: String) throws -> ResultTable { try loadResultTable(path) }
-
-    /// One line for each input whose run did not finish (unless `--accept-unfinished`).
-    func warnUnfinished(_ tables: [ResultTable]) {
-        warnIfUnfinished(tables, command: "compare", accept: acceptUnfinished)
-    }
 }
 
 /// A result CSV, or bad input naming the file, line and column that is wrong.
@@ -87,16 +68,6 @@ func loadResultTable(_ path: String) throws -> ResultTable {
 }
 
 /// One line for each input whose run did not finish, unless `accept`.
-func warnIfUnfinished(_ tables: [ResultTable], command: String, accept: Bool) {
-    guard !accept else { return }
-    for table in tables {
-        guard let why = table.unfinished else { continue }
-        printError(
-            "bench \(command): warning: \(table.path): \(why); its rows are those written before it stopped (--accept-unfinished to use it without this warning)"
-        )
-    }
-}
-
 enum CompareFormat: String, ExpressibleByArgument, CaseIterable {
     case text, markdown, csv
 }

@@ -19,13 +19,7 @@ struct ReportCommand: ParsableCommand {
     @Option(help: "text (fits 80 columns) or markdown.")
     var format: ReportFormat = .text
 
-    @Flag(name: .customLong("accept-unfinished"), help: "Report a file whose run did not finish without a warning.")
-    var acceptUnfinished = false
-
-    @Flag(
-        name: .customLong("allow-mismatch"),
-        help: "Compare rows whose backing, tool version, host, CPU, kernel or shootdown mechanism differ.")
-    var allowMismatch = false
+    @OptionGroup var checks: InputChecks
 
     func run() throws {
         guard (1...2).contains(files.count) else {
@@ -37,22 +31,14 @@ struct ReportCommand: ParsableCommand {
             + (format == .markdown ? ["--format", "markdown"] : [])).joined(separator: " ")
         let report = Report(base: tables[0], new: tables.count == 2 ? tables[1] : nil, reportCommand: invocation)
         if let comparison = report.comparison { try check(comparison) }
-        warnIfUnfinished(tables, command: "report", accept: acceptUnfinished)
+        checks.warnUnfinished(tables, command: "report")
         print(format == .markdown ? report.markdown : report.text, terminator: "")
     }
 
     /// Refuses two files that cannot be compared: produced differently (without `--allow-mismatch`),
     /// or with no configuration in common.
     func check(_ comparison: Compare) throws {
-        if !comparison.mismatches.isEmpty {
-            let what = comparison.mismatches.joined(separator: "; ")
-            guard allowMismatch else {
-                throw badInput(
-                    "\(files[0]) and \(files[1]) were not produced alike (\(what)); use --allow-mismatch to report them anyway"
-                )
-            }
-            printError("bench report: note: the inputs differ in \(what)")
-        }
+        try checks.checkAlike(comparison, files, command: "report", verb: "report")
         if comparison.blocks.isEmpty {
             throw badInput(
                 "\(files[0]) and \(files[1]) share no configuration (strategy, direction and the options other than the one changed); report runs of the same command with one option changed"

@@ -595,18 +595,14 @@ struct HMMWalk: PageWalkOps {
         _ = slot.exchange(.none)
         if anonExclusive { memory.page(page).clear(.anonExclusive) }
         let mode: PTE.MigrationMode = writable ? .write : anonExclusive ? .readExclusive : .read
+        if pte.isPresent, pte.isDirty { head.markDirty() }
+        slot.store(.migration(replacing: pte, page, mode: mode))
         if pte.isPresent {
-            if pte.isDirty { head.markDirty() }
-            slot.store(.migration(page, mode: mode, young: pte.isYoung, dirty: pte.isDirty, softDirty: pte.isSoftDirty))
             // The RFC's hmm_vma_handle_migrate_prepare (the August 2025 posting, the latest whose text
             // the lab has): ptep_clear_flush for an anon-exclusive page, then flush_tlb_range for every
             // present one, so two flushes for an exclusive page.
             flushes += anonExclusive ? 2 : 1
             mm.flushTLB(anonExclusive ? 2 : 1)
-        } else {
-            slot.store(
-                .migration(
-                    page, mode: mode, young: false, dirty: false, softDirty: pte.swapSoftDirty, uffdWP: pte.swapUffdWP))
         }
         migrationEntries += 1
         mm.removeRmap(folio)

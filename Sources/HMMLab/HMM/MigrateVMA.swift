@@ -519,13 +519,7 @@ struct MigrateCollectWalk: PageWalkOps {
         cpages += 1
         if pte.isPresent, pte.isDirty { head.markDirty() }
         let mode: PTE.MigrationMode = mpfn & MigratePfn.write != 0 ? .write : anonExclusive ? .readExclusive : .read
-        if pte.isPresent {
-            slot.store(.migration(page, mode: mode, young: pte.isYoung, dirty: pte.isDirty, softDirty: pte.isSoftDirty))
-        } else {
-            slot.store(
-                .migration(
-                    page, mode: mode, young: false, dirty: false, softDirty: pte.swapSoftDirty, uffdWP: pte.swapUffdWP))
-        }
+        slot.store(.migration(replacing: pte, page, mode: mode))
         migrationEntries += 1
         mm.removeRmap(folio)
         memory.put(folio)

@@ -128,6 +128,16 @@ public struct PTE: RawRepresentable, Hashable, Sendable, CustomStringConvertible
         return e
     }
 
+    /// The migration entry `migrate_vma_collect_pmd()` puts in place of `pte` for `pfn`: from a present
+    /// entry its young, dirty and soft-dirty bits; from a device-private one its soft-dirty and uffd-wp
+    /// swap bits.
+    @inlinable static func migration(replacing pte: PTE, _ pfn: Pfn, mode: MigrationMode) -> PTE {
+        pte.isPresent
+            ? .migration(pfn, mode: mode, young: pte.isYoung, dirty: pte.isDirty, softDirty: pte.isSoftDirty)
+            : .migration(
+                pfn, mode: mode, young: false, dirty: false, softDirty: pte.swapSoftDirty, uffdWP: pte.swapUffdWP)
+    }
+
     /// A device-private entry (`make_writable_device_private_entry` / `make_readable_device_private_entry`).
     @inlinable static func devicePrivate(
         _ pfn: Pfn, writable: Bool, softDirty: Bool = false, uffdWP: Bool = false
