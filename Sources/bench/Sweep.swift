@@ -157,6 +157,42 @@ struct ThpTableCommand: ParsableCommand {
     var engine: String?
 
     func run() throws {
+        let (kernel, request) = try checkedOptions()
+        let sizes = ThpTable.sizes.filter { $0 <= maxMib << 20 }
+        var config = RunConfig()
+        config.pages = (sizes.max() ?? 0) / PageSize.bytes
+        try checkMemory(config)
+        let showProgress = !quiet && isatty(2) != 0
+        let table: ThpTable
+        let progress = { (size: Int, thp: Bool) in
+            if showProgress {
+                printError(
+                    "\r\u{1B}[Kthp-table: \(Region.formatBytes(size)) \(thp ? "with" : "without") THP", newline: false)
+            }
+        }
+        do {
+            table =
+                kernel
+                ? try ThpTable.measureKernel(sizes: sizes, iterations: iterations, progress: progress)
+                : try ThpTable.measure(
+                    sizes: sizes, iterations: iterations, backing: request, threads: threads, progress: progress)
+        } catch {
+            throw failure(error.description)
+        }
+        if showProgress { printError("\r\u{1B}[K", newline: false) }
+        switch format {
+        case .text:
+            printText(table, kernel: kernel)
+        case .csv:
+            for line in ResultFile.metadataLines(command: CommandLine.arguments, version: BuildInfo.versionLine) {
+                print(line)
+            }
+            print(table.csv, terminator: "")
+        }
+    }
+
+    /// The options checked: whether the kernel engine runs, and the backing asked.
+    func checkedOptions() throws -> (kernel: Bool, backing: BackingRequest) {
         let kernel = try Engine.parse(engine) == .kernel
         if kernel {
             if threads != 1 {
@@ -183,46 +219,21 @@ struct ThpTableCommand: ParsableCommand {
             )
         }
         guard (1...256).contains(threads) else { throw badInput("--threads \(threads) is not allowed; use 1 to 256") }
-        let request = try parseBacking(backing)
-        let sizes = ThpTable.sizes.filter { $0 <= maxMib << 20 }
-        var config = RunConfig()
-        config.pages = (sizes.max() ?? 0) / PageSize.bytes
-        try checkMemory(config)
-        let showProgress = !quiet && isatty(2) != 0
-        let table: ThpTable
-        let progress = { (size: Int, thp: Bool) in
-            if showProgress {
-                printError(
-                    "\r\u{1B}[Kthp-table: \(Region.formatBytes(size)) \(thp ? "with" : "without") THP", newline: false)
-            }
-        }
-        do {
-            table =
-                kernel
-                ? try ThpTable.measureKernel(sizes: sizes, iterations: iterations, progress: progress)
-                : try ThpTable.measure(
-                    sizes: sizes, iterations: iterations, backing: request, threads: threads, progress: progress)
-        } catch {
-            throw failure(error.description)
-        }
-        if showProgress { printError("\r\u{1B}[K", newline: false) }
-        switch format {
-        case .text:
-            let m = RunMetadata.read(systemNode: 0, deviceNode: 0, backing: "")
-            print(
-                "# hmm-lab \(m.toolVersion) thp-table (benchmark_thp_migration)\(kernel ? ", --engine kernel (/dev/hmm_dmirror0)" : "")"
-            )
-            print("# \(m.host): \(m.cpuModel), kernel \(m.kernel)")
-            print(
-                "# " + (kernel ? "anonymous mapping" : "backing \(table.backing) (asked \(backing))")
-                    + ", THP \(m.thpMode), \(threads) copy thread\(threads == 1 ? "" : "s")")
-            print("# \(iterations) iterations per size after a warm-up: their mean, ± half their range")
-            print(table.text)
-        case .csv:
-            for line in ResultFile.metadataLines(command: CommandLine.arguments, version: BuildInfo.versionLine) {
-                print(line)
-            }
-            print(table.csv, terminator: "")
-        }
+        return (kernel, try parseBacking(backing))
+    }
+
+    /// The table as text, after comment lines naming the tool, the machine, the backing and the
+    /// iterations.
+    func printText(_ table: ThpTable, kernel: Bool) {
+        let m = RunMetadata.read(systemNode: 0, deviceNode: 0, backing: "")
+        print(
+            "# hmm-lab \(m.toolVersion) thp-table (benchmark_thp_migration)\(kernel ? ", --engine kernel (/dev/hmm_dmirror0)" : "")"
+        )
+        print("# \(m.host): \(m.cpuModel), kernel \(m.kernel)")
+        print(
+            "# " + (kernel ? "anonymous mapping" : "backing \(table.backing) (asked \(backing))")
+                + ", THP \(m.thpMode), \(threads) copy thread\(threads == 1 ? "" : "s")")
+        print("# \(iterations) iterations per size after a warm-up: their mean, ± half their range")
+        print(table.text)
     }
 }
