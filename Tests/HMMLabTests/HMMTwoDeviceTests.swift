@@ -204,6 +204,35 @@ struct HMMTwoDeviceTests {
     }
 
     @Test(
+        "a partly unmapped device THP whose anon object a forked child shares faults back: split_folio unmaps and remaps through every address space of the object, as the kernel's does"
+    )
+    func partialUnmapFaultAfterFork() throws {
+        let f = try MMFixture()
+        let d = Device(memory: f.memory, mm: f.mm, verify: true)
+        let size = UInt64(PageSize.pmdBytes)
+        let buffer = try f.mm.mmap(length: 2 * PageSize.pmdBytes, protection: .readWrite)
+        let a = (buffer + size - 1) & ~(size - 1)
+        try f.mm.madvise(a, length: PageSize.pmdBytes, hugepage: true)
+        try f.fill(a, pages: 512, seed: 7)
+        // The child keeps the object (one page of the buffer before the THP) but not the THP, as a
+        // workload's cow child does.
+        let child = try f.mm.fork()
+        try child.munmap(a, length: PageSize.pmdBytes)
+        #expect(d.migrateToDevice(a, pages: 512).migrated == 512)
+        #expect(try #require(f.mm.pageTable.pmdSlot(a, allocate: false)).load().isDevicePrivate, "a device THP")
+        try f.mm.munmap(a, length: PageSize.pmdBytes / 2)
+        // A fault that cannot split the folio makes no progress and would retry for ever: give up after 10 s.
+        let deadline = monotonicNanoseconds() + 10_000_000_000
+        for k in 256..<512 {
+            let at = pageAddress(a, k)
+            _ = try f.mm.load(UInt64.self, from: at, signalPending: { monotonicNanoseconds() > deadline })
+            #expect(try f.mm.loadBytes(PageSize.bytes, from: at) == MMFixture.pattern(seed: 7, page: k))
+        }
+        #expect(d.deviceMappings().isEmpty)
+        f.finish(devices: [d], others: [child])
+    }
+
+    @Test(
         "migrate_remap_fault: mremap (MREMAP_FIXED, with and without MREMAP_DONTUNMAP) to offset 0, 1/4 or 1/2 past the buffer, before or after migrating 2 MiB (THP or MADV_NOHUGEPAGE), then fault back",
         arguments: [false, true], [false, true])
     func migrate_remap_fault(before: Bool, dontUnmap: Bool) throws {

@@ -112,6 +112,26 @@ struct StressTests {
     }
 
     @Test(
+        "an op whose fault never makes progress (every migration back pinned) is a violation once it runs past the op time limit, and the run ends"
+    )
+    func opTimeLimit() throws {
+        var c = Stress.Configuration()
+        c.seed = Self.seed
+        c.seconds = 60
+        c.pages = 512
+        c.mutators = 0
+        c.backing = .small
+        c.inject = [.pin: 1]
+        c.opTimeLimit = 0.5
+        let stress = try Stress(c)
+        let report = stress.run()
+        #expect(report.seconds < 30, "seed \(c.seed): the limit ended the run (\(report.seconds) s)")
+        #expect(
+            report.violations.contains { $0.contains("a fault that makes no progress") },
+            "seed \(c.seed): \(report.violations.prefix(5).joined(separator: "\n"))")
+    }
+
+    @Test(
         "a store whose fault returns with a fatal signal pending is not made (fault_signal_pending); without one it is")
     func interruptedStore() throws {
         let f = try MMFixture()

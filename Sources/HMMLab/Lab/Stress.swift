@@ -38,6 +38,9 @@ public final class Stress {
         public var pages = 2048
         /// Ops per round before it is checked and torn down.
         var opsPerRound = 150
+        /// How long one op may run: an op still running then is a violation (a fault that never
+        /// completes: a livelock), and its CPU accesses give up as on a fatal signal.
+        var opTimeLimit: Double = 60
         /// CPU threads storing stamps during the ops that keep the VMAs.
         public var mutators = 2
         /// Op threads: a strategy op runs this many windows at once, one per thread (windows drawn at
@@ -326,10 +329,16 @@ public final class Stress {
     public var shouldStop: () -> Bool = { false }
     /// When the time budget ends (monotonic ns), set by ``run()``.
     private var deadline: UInt64 = .max
+    /// When the op under way reaches ``Configuration/opTimeLimit`` (monotonic ns).
+    private var opDeadline: UInt64 = .max
 
-    /// The stress thread's "fatal signal pending": the budget is spent or ``shouldStop`` says so. A CPU
-    /// access whose fault keeps failing (an injected pin on every migration back) gives up on it.
-    func signalPending() -> Bool { monotonicNanoseconds() >= deadline || shouldStop() }
+    /// The stress thread's "fatal signal pending": the budget is spent, the op has run out of its
+    /// time limit, or ``shouldStop`` says so. A CPU access whose fault keeps failing (an injected pin
+    /// on every migration back, or a fault that makes no progress) gives up on it.
+    func signalPending() -> Bool {
+        let now = monotonicNanoseconds()
+        return now >= deadline || now >= opDeadline || shouldStop()
+    }
     /// Called after each op.
     public var onProgress: ((Progress) -> Void)?
     /// Called at the end of each round, its checks done.
@@ -502,8 +511,18 @@ public final class Stress {
             }
             let op = pick(r)
             let opStarted = monotonicNanoseconds()
+            let limit = UInt64(configuration.opTimeLimit * 1e9)
+            opDeadline = opStarted &+ limit
             let problem = perform(op, r, &report)
             let opEnded = monotonicNanoseconds()
+            opDeadline = .max
+            if opEnded - opStarted >= limit {
+                let seconds = Summary.fixed(Double(opEnded - opStarted) / 1e9, 1)
+                violation(
+                    &report, r.number, opIndex, op,
+                    "the op ran \(seconds) s (limit \(Summary.fixed(configuration.opTimeLimit, 1)) s): a fault that makes no progress"
+                )
+            }
             report.ops[Op.allCases.firstIndex(of: op)!] += 1
             collectInjectedStores(r, base: r.w.start, &report)
             if let problem { violation(&report, r.number, opIndex, op, problem) }

@@ -105,10 +105,14 @@ extension AddressSpace {
     /// which stays with `keep`), and the mmap lock for reading. Page `keep` stays locked with the
     /// caller's references.
     ///
-    /// Departures from the kernel: a folio whose object another address space also maps (after fork) is
-    /// not split (as ``splitFolio(_:keep:extraPins:)``); `extraPins` is accepted by the freeze where the
-    /// kernel would refuse (`-EAGAIN`); `remap_page`'s `TTU_USE_SHARED_ZEROPAGE` (zero-filled pages
-    /// mapped to the shared zero page) is not modelled.
+    /// The unmap and the remap reach every address space of the folio's object, a forked child's too,
+    /// as the kernel's rmap walks do: a PTE-mapped device THP must split for `migrate_to_ram` to take
+    /// one page, and a fault that cannot split it would retry for ever (a CPU access), or until
+    /// `hmm_range_fault`'s budget ends (a device read: `-EBUSY`).
+    ///
+    /// Departures from the kernel: `extraPins` is accepted by the freeze where the kernel would refuse
+    /// (`-EAGAIN`); `remap_page`'s `TTU_USE_SHARED_ZEROPAGE` (zero-filled pages mapped to the shared
+    /// zero page) is not modelled.
     ///
     /// - Returns: whether the folio was split, and the migration entries `unmap_folio` installed.
     func folioSplit(_ folio: Folio, keep: Pfn, extraPins: Int32 = 0) -> (split: Bool, migrationEntries: Int) {
@@ -119,9 +123,9 @@ extension AddressSpace {
         guard id != 0, let object = MappingObject.lookup(id), object.kind == .anon else { return (false, 0) }
         object.rmapLock.writeLock()
         defer { object.rmapLock.unlock() }
-        // Membership changes under this lock, so the walks below visit this address space only, whose
-        // mmap lock the caller holds.
-        guard object.memberCount.load(ordering: .acquiring) == 1 else { return (false, 0) }
+        // Membership and VMA changes take this lock for writing, so the object's address spaces (a
+        // forked child's too) and their VMAs stay as they are while the walks below visit them; their
+        // entries change only under the PTE and PMD locks the walks take, as in the kernel.
         guard head.refCount == head.mapCount + 1 + extraPins else { return (false, 0) }
         guard let pool = memory.pool(of: folio.pfn) else { return (false, 0) }
         var cache = RmapCache()
