@@ -147,21 +147,11 @@ extension MachineTopology {
         s.count >= width ? " " + s : String(repeating: " ", count: width - s.count) + s
     }
 
-    /// Breaks `line` at spaces so that no piece is wider than `width` columns (a word longer than
-    /// that stays whole); pieces after the first are indented by `indent` spaces.
+    /// ``TextBlock/wrap(_:width:indent:)`` as lines: pieces no wider than `width` columns, those after
+    /// the first indented by `indent` spaces.
     public static func wrap(_ line: String, width: Int = 80, indent: Int = 2) -> [String] {
-        var out: [String] = []
-        var rest = Array(line)
-        while true {
-            let prefix = out.isEmpty ? "" : String(repeating: " ", count: indent)
-            let limit = width - prefix.count
-            guard rest.count > limit, let cut = rest[..<(limit + 1)].lastIndex(of: " "), cut > 0 else {
-                out.append(prefix + String(rest))
-                return out
-            }
-            out.append(prefix + String(rest[..<cut]))
-            rest = Array(rest[(cut + 1)...].drop { $0 == " " })
-        }
+        TextBlock.wrap(line, width: width, indent: String(repeating: " ", count: indent))
+            .split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
     }
 
     /// RFC 4180 quoting.

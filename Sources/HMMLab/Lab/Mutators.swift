@@ -37,12 +37,20 @@ final class Mutators: @unchecked Sendable {
         lastStamp.deallocate()
     }
 
+    /// The first thread that could not be started (`pthread_create`'s error), if one could not: the
+    /// run then has fewer mutators than asked, which its caller reports.
+    public private(set) var startFailure: SystemError?
+
     /// Starts the threads (again after ``finish()``: the last stamps are kept).
     public func start() {
         guard count > 0, threads.isEmpty else { return }
         stop.store(false, ordering: .relaxed)
         for m in 0..<count {
-            if let thread = PosixThread({ [self] in loop(m) }) { threads.append(thread) }
+            do {
+                threads.append(try PosixThread.start { [self] in loop(m) })
+            } catch {
+                if startFailure == nil { startFailure = error }
+            }
         }
     }
 

@@ -292,6 +292,9 @@ public final class Runner {
             done: done, total: total)
         var rows: [ResultRow] = []
         mutators.start()
+        if let failure = mutators.startFailure {
+            onWarning("\(strategy) rep \(rep): a mutator thread did not start: \(failure)")
+        }
         guard let toDevice = toDeviceLeg(w, strategy, mutators, progress: progress, rep: rep) else { return nil }
         rows.append(toDevice)
         if config.direction == .roundTrip {

@@ -553,6 +553,9 @@ public final class Stress {
         record.deviceAllocFailures = w.devices.reduce(0) { $0 + $1.stats.allocationFailures.load(ordering: .relaxed) }
         report.deviceAllocFailures += record.deviceAllocFailures
         report.mutatorStores += r.mutators.finish().stores
+        if let failure = r.mutators.startFailure {
+            violation(&report, r.number, nil, nil, "a mutator thread did not start: \(failure)")
+        }
         record.systemFreeAtCheck = memory.system.allocator.freeFrames
         let checkStarted = monotonicNanoseconds()
         let found = w.checkContent(

@@ -16,11 +16,14 @@ public enum TextBlock {
         var rest = Array(line.unicodeScalars)
         let lead = Array(indent.unicodeScalars)
         while rest.count > width {
-            // The last space that leaves a non-blank piece, else a hard cut.
+            // The last space that leaves a non-blank piece, else after the last comma (a list without
+            // spaces breaks between its items), else a hard cut.
             let start = out.isEmpty ? 0 : lead.count
             var cut = width
             if let space = rest[start...width].lastIndex(of: " "), rest[start..<space].contains(where: { $0 != " " }) {
                 cut = space
+            } else if let comma = rest[start..<width].lastIndex(of: ","), comma > start {
+                cut = comma + 1
             }
             var piece = rest[..<cut]
             while piece.last == " " { piece = piece.dropLast() }
