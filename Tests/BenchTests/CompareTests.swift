@@ -5,6 +5,13 @@ import Testing
 
 @Suite("bench compare on recorded runs")
 struct CompareTests {
+    @Test("an infinite value among a configuration's repetitions gives a median without a ± spread, not a crash")
+    func infiniteValue() {
+        #expect(Compare.intervalPercent([1, 2, 3, .infinity]) == nil)
+        #expect(!Compare.withInterval([1000, 2000, .infinity], .nanoseconds).contains("±"))
+        #expect(Compare.withInterval([1000, 1000, 1000], .nanoseconds).contains("±"))
+    }
+
     /// Recorded with `bench --strategy all --pages 8192 --reps 6` (two runs, and one with half the pages untouched).
     static func fixture(_ name: String) -> String {
         URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures/\(name)").path

@@ -330,9 +330,10 @@ struct AddressSpaceTests {
             let page = { @Sendable (c: Int) in a + UInt64(c) << 21 + UInt64(c) << 12 }  // page c of chunk c
             let started = Flag()
             let done = Flag()
-            let group = DispatchGroup()
             let box = SendableBox(f)
-            DispatchQueue.global().async(group: group) {
+            // Its own thread, not a Dispatch worker: the loop below spins until it is done, and a test
+            // run can hold every worker of a 2-CPU machine's pool with spinning tests.
+            let storing = try PosixThread.start {
                 while !started.value.load(ordering: .acquiring) { sched_yield() }
                 for c in 0..<chunks { try? box.value.mm.store(UInt64(c + 1), at: page(c)) }
                 done.value.store(true, ordering: .releasing)
@@ -348,7 +349,7 @@ struct AddressSpaceTests {
                     if finished && s != MirrorProt.write { unexpected.append(s) }
                 }
             } while !finished
-            group.wait()
+            storing.join()
             try f.mm.munmap(a, length: chunks << 21)
         }
         #expect(

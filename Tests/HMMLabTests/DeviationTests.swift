@@ -148,12 +148,15 @@ extension DeviationTests {
         let spurious = f.mm.counters.faults(.spurious)
         let unlocker = SendableBox(page)
         let done = Flag()
-        DispatchQueue.global().async {
+        // Its own thread, not a Dispatch worker: the fault below spins, and a test run can hold every
+        // worker of a 2-CPU machine's pool with spinning tests.
+        let unlocking = try PosixThread.start {
             usleep(200_000)
             done.value.store(true, ordering: .releasing)
             unlocker.value.unlock()
         }
         #expect(try f.mismatches(a, pages: n, seed: 46) == [])
+        unlocking.join()
         #expect(holds(done.value.load(ordering: .acquiring)), "the fault did not complete while the page was locked")
         #expect(f.mm.counters.faults(.spurious) > spurious)
         #expect(f.mm.counters.faults(.migrationWait) == 0)

@@ -103,7 +103,9 @@ struct FaultTests {
         guard case .success(let new) = f.memory.allocate(.system, order: 0) else { Issue.record("no frame"); return }
         let mover = SendableBox((f, slot, oldFolio, new, a))
         let done = Flag()
-        DispatchQueue.global().async {
+        // Its own thread, not a Dispatch worker: the store below waits on the migration entry, and a
+        // test run can hold every worker of a 2-CPU machine's pool with spinning tests.
+        let moving = try PosixThread.start {
             let (f, slot, oldFolio, new, a) = mover.value
             usleep(200_000)  // long enough for the store below to meet the migration entry even on a loaded machine
             memcpy(f.memory.address(of: new.pfn), f.memory.address(of: oldFolio.pfn), 4096)
@@ -118,6 +120,7 @@ struct FaultTests {
             f.memory.put(oldFolio)
         }
         try f.mm.store(UInt64(0x1122_3344), at: a + 64)
+        moving.join()
         #expect(holds(done.value.load(ordering: .acquiring)), "the store waited for the migration")
         #expect(f.mm.counters.faults(.migrationWait) >= 1)
         #expect(slot.load().pfn == new.pfn)

@@ -335,13 +335,15 @@ public struct Compare: Sendable {
     }
 
     /// The larger distance from the median of `values` to an end of its 95% interval
-    /// (``Statistics/medianInterval(_:confidence:)``), in % of the median; nil for one value, or a
-    /// median of 0 or not a number.
+    /// (``Statistics/medianInterval(_:confidence:)``), in % of the median; nil for one value, a
+    /// median of 0 or not a number, or an interval end that is not a number (an infinite value in a
+    /// file).
     static func intervalPercent(_ values: [Double]) -> Double? {
         let m = Statistics.median(values)
         guard values.count > 1, m != 0, m.isFinite else { return nil }
         let ci = Statistics.medianInterval(values)
-        return max(abs(ci.high - m), abs(m - ci.low)) / abs(m) * 100
+        let spread = max(abs(ci.high - m), abs(m - ci.low)) / abs(m) * 100
+        return spread.isFinite ? spread : nil
     }
 
     /// `median ±x%` with x from ``intervalPercent(_:)``; `median (1 rep)` for one value.
@@ -349,7 +351,7 @@ public struct Compare: Sendable {
         let m = Statistics.median(values)
         guard values.count > 1 else { return value(m, unit) + " (1 rep)" }
         guard let spread = intervalPercent(values) else { return value(m, unit) }
-        return value(m, unit) + " ±" + (spread < 10 ? Summary.fixed(spread, 1) : String(Int(spread.rounded()))) + "%"
+        return value(m, unit) + " ±" + (spread < 10 ? Summary.fixed(spread, 1) : Summary.whole(spread)) + "%"
     }
 
     /// The change in %, with `~` beside it when it is not significant.
