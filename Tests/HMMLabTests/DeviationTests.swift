@@ -172,11 +172,7 @@ extension DeviationTests {
     func migrateToRAMThroughPTEIsOrderZero() throws {
         let f = try MMFixture()
         let d = Device(memory: f.memory, mm: f.mm, verify: true)
-        let size = UInt64(PageSize.pmdBytes)
-        let buffer = try f.mm.mmap(length: 2 * PageSize.pmdBytes, protection: .readWrite)
-        let a = (buffer + size - 1) & ~(size - 1)
-        try f.mm.madvise(a, length: PageSize.pmdBytes, hugepage: true)
-        try f.fill(a, pages: 512, seed: 47)
+        let a = try f.filledPMDRange(seed: 47)
         #expect(d.migrateToDevice(a, pages: 512).migrated == 512)
         #expect(try #require(f.mm.pageTable.pmdSlot(a, allocate: false)).load().isDevicePrivate)
         try f.mm.munmap(a, length: 4096)  // splits the device-private PMD into PTEs

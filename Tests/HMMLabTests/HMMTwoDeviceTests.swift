@@ -187,10 +187,7 @@ struct HMMTwoDeviceTests {
         let f = try MMFixture()
         let d = Device(memory: f.memory, mm: f.mm, verify: true)
         let size = UInt64(PageSize.pmdBytes)
-        let buffer = try f.mm.mmap(length: 2 * PageSize.pmdBytes, protection: .readWrite)
-        let a = (buffer + size - 1) & ~(size - 1)
-        try f.mm.madvise(a, length: PageSize.pmdBytes, hugepage: thp)
-        try f.fill(a, pages: 512, seed: 7)
+        let a = try f.filledPMDRange(hugepage: thp, seed: 7)
         #expect(d.migrateToDevice(a, pages: 512).migrated == 512)
         #expect(d.deviceMappings().count == 512, "cpages == npages")
         let hole = UInt64(offsetQuarter) * size / 4
@@ -209,11 +206,7 @@ struct HMMTwoDeviceTests {
     func partialUnmapFaultAfterFork() throws {
         let f = try MMFixture()
         let d = Device(memory: f.memory, mm: f.mm, verify: true)
-        let size = UInt64(PageSize.pmdBytes)
-        let buffer = try f.mm.mmap(length: 2 * PageSize.pmdBytes, protection: .readWrite)
-        let a = (buffer + size - 1) & ~(size - 1)
-        try f.mm.madvise(a, length: PageSize.pmdBytes, hugepage: true)
-        try f.fill(a, pages: 512, seed: 7)
+        let a = try f.filledPMDRange(seed: 7)
         // The child keeps the object (one page of the buffer before the THP) but not the THP, as a
         // workload's cow child does.
         let child = try f.mm.fork()

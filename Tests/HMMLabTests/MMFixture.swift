@@ -39,6 +39,17 @@ final class MMFixture {
         }
     }
 
+    /// A 2 MiB-aligned 2 MiB range inside a fresh 4 MiB read-write mapping, `madvise`d as `hugepage`
+    /// says and filled with the pattern of `seed`: a PMD-mapped THP when `hugepage`.
+    func filledPMDRange(hugepage: Bool = true, seed: UInt64) throws -> UInt64 {
+        let size = UInt64(PageSize.pmdBytes)
+        let buffer = try mm.mmap(length: 2 * PageSize.pmdBytes, protection: .readWrite)
+        let a = (buffer + size - 1) & ~(size - 1)
+        try mm.madvise(a, length: PageSize.pmdBytes, hugepage: hugepage)
+        try fill(a, pages: PageSize.pmdPages, seed: seed)
+        return a
+    }
+
     /// Pages whose bytes differ from the pattern.
     func mismatches(_ address: UInt64, pages: Int, seed: UInt64, in space: AddressSpace? = nil) throws -> [Int] {
         let target = space ?? mm

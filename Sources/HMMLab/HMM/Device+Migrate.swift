@@ -687,8 +687,10 @@ extension Device {
         return any
     }
 
-    /// The eviction's copy: a system folio of the source's order for each page still migrating, and
-    /// its bytes copied (a page with no destination stays where it is).
+    /// The copy loop of `dmirror_device_evict_chunk()`: a system folio of the source's order for each
+    /// page still migrating, and its bytes copied (`copy_highpage`). Departure: the kernel allocates
+    /// with `__GFP_NOFAIL`; here a page that gets no system folio keeps no destination and stays on
+    /// the device.
     private func copyToSystem(_ src: borrowing PfnArray, _ dst: borrowing PfnArray, _ n: Int) {
         withMigrationContext { context in
             var k = 0

@@ -351,7 +351,7 @@ public struct Compare: Sendable {
         let m = Statistics.median(values)
         guard values.count > 1 else { return value(m, unit) + " (1 rep)" }
         guard let spread = intervalPercent(values) else { return value(m, unit) }
-        return value(m, unit) + " ±" + (spread < 10 ? Summary.fixed(spread, 1) : Summary.whole(spread)) + "%"
+        return value(m, unit) + " ±" + Summary.fixed(spread, spread < 10 ? 1 : 0) + "%"
     }
 
     /// The change in %, with `~` beside it when it is not significant.

@@ -299,23 +299,26 @@ public final class Stress {
         var residentKiB = 0
         public var violations = 0
 
-        /// The columns of ``fields``, for the CSV file.
-        public static let columns = [
-            "round", "ops", "total_ops", "seconds", "op_seconds", "invariant_seconds", "check_seconds", "slowest_op_ms",
-            "slowest_read_ms",
-            "check_read_retries", "system_free_at_check", "device_alloc_failures", "resident_kib", "violations",
+        /// Each CSV column with the field it holds, declared once: seconds to 4 decimals, the slowest
+        /// op and read in ms to 3.
+        static let table: [(name: String, value: @Sendable (RoundRecord) -> String)] = [
+            ("round", { "\($0.round)" }), ("ops", { "\($0.ops)" }), ("total_ops", { "\($0.totalOps)" }),
+            ("seconds", { Summary.fixed($0.seconds, 4) }), ("op_seconds", { Summary.fixed($0.opSeconds, 4) }),
+            ("invariant_seconds", { Summary.fixed($0.invariantSeconds, 4) }),
+            ("check_seconds", { Summary.fixed($0.checkSeconds, 4) }),
+            ("slowest_op_ms", { Summary.fixed($0.slowestOpSeconds * 1e3, 3) }),
+            ("slowest_read_ms", { Summary.fixed($0.slowestReadSeconds * 1e3, 3) }),
+            ("check_read_retries", { "\($0.checkReadRetries)" }),
+            ("system_free_at_check", { "\($0.systemFreeAtCheck)" }),
+            ("device_alloc_failures", { "\($0.deviceAllocFailures)" }), ("resident_kib", { "\($0.residentKiB)" }),
+            ("violations", { "\($0.violations)" }),
         ]
 
-        public var fields: [String] {
-            let s = { (v: Double) in Summary.fixed(v, 4) }
-            let ms = { (v: Double) in Summary.fixed(v * 1e3, 3) }
-            return [
-                "\(round)", "\(ops)", "\(totalOps)", s(seconds), s(opSeconds), s(invariantSeconds), s(checkSeconds),
-                ms(slowestOpSeconds), ms(slowestReadSeconds),
-                "\(checkReadRetries)", "\(systemFreeAtCheck)", "\(deviceAllocFailures)", "\(residentKiB)",
-                "\(violations)",
-            ]
-        }
+        /// The CSV header.
+        public static var columns: [String] { table.map(\.name) }
+
+        /// The CSV fields, in the header's order.
+        public var fields: [String] { Self.table.map { $0.value(self) } }
     }
 
     public let configuration: Configuration

@@ -107,12 +107,6 @@ public struct Summary: Sendable {
         return String(format6: (ns / 1_000_000).rounded() / 1_000) + " s"
     }
 
-    /// A value rounded to a whole number; `-` when it is not a finite number (a value read from a file).
-    static func whole(_ value: Double) -> String {
-        guard value.isFinite, abs(value) < 1e18 else { return "-" }
-        return String(Int(value.rounded()))
-    }
-
     public static func fixed(_ value: Double, _ digits: Int) -> String {
         guard value.isFinite else { return "-" }
         var scale = 1.0
@@ -137,7 +131,7 @@ public struct Summary: Sendable {
             table.append([
                 l.strategy, l.direction, Compare.withInterval(l.opMediansNs, .nanoseconds), Self.fixed(l.walksPerOp, 2),
                 Self.fixed(l.restartsPerOp, 2),
-                Self.whole(l.pagesMigrated), Self.fixed(l.throughputGBps, 2),
+                Self.fixed(l.pagesMigrated, 0), Self.fixed(l.throughputGBps, 2),
             ])
         }
         let notes = [repsNote, checksNote].map { TextBlock.wrap($0) }
@@ -156,7 +150,7 @@ public struct Summary: Sendable {
             table.append([
                 l.strategy, l.direction, String(l.reps), Self.duration(l.opMedianNs),
                 l.spreadPercent.isFinite ? Self.fixed(l.spreadPercent, 1) + "%" : "-",
-                Self.fixed(l.walksPerOp, 2), Self.fixed(l.restartsPerOp, 2), Self.whole(l.pagesMigrated),
+                Self.fixed(l.walksPerOp, 2), Self.fixed(l.restartsPerOp, 2), Self.fixed(l.pagesMigrated, 0),
                 Self.fixed(l.throughputGBps, 2),
                 l.verifyFailures.map(String.init) ?? "-", String(l.lostStores),
             ])

@@ -10,14 +10,14 @@ public enum TextBlock {
 
     /// `line` broken at spaces into lines of at most `width` columns; continuation lines start with
     /// `indent`. Spacing inside each piece is kept (tables stay aligned); a word longer than the width
-    /// (a long path) is cut. A line that fits is returned as it is.
+    /// breaks after its last comma that fits (a list such as `a=1,b=2,…`), else is cut (a long path).
+    /// A line that fits is returned as it is.
     public static func wrap(_ line: String, width: Int = TextBlock.width, indent: String = "  ") -> String {
         var out: [String] = []
         var rest = Array(line.unicodeScalars)
         let lead = Array(indent.unicodeScalars)
         while rest.count > width {
-            // The last space that leaves a non-blank piece, else after the last comma (a list without
-            // spaces breaks between its items), else a hard cut.
+            // The last space that leaves a non-blank piece, else after the last comma, else a hard cut.
             let start = out.isEmpty ? 0 : lead.count
             var cut = width
             if let space = rest[start...width].lastIndex(of: " "), rest[start..<space].contains(where: { $0 != " " }) {
